@@ -1,0 +1,151 @@
+//! Capability URLs for the storage service. The gateway and scheduler sign what a holder may do
+//! (method, object key, expiry, maximum size); the storage service checks the signature before it
+//! reads a single body byte, and holds no user or build state of its own.
+//!
+//! Storage also signs a *receipt* of every object it wrote (key, size, SHA-256), so the scheduler
+//! can record the checksum storage computed rather than one a worker claims.
+
+use crate::object_key::ObjectKey;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// What a capability allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// GET and HEAD.
+    Get,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// The query parameters of a signed URL, as parsed by the storage service.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CapabilityParams {
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: i64,
+    /// Largest body a PUT may send, in bytes (0 for other methods).
+    #[serde(default)]
+    pub max: u64,
+    pub sig: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CapabilityError {
+    #[error("the capability has expired")]
+    Expired,
+    #[error("the capability signature does not match this method and object")]
+    BadSignature,
+}
+
+/// Signs and checks capabilities and receipts with a shared secret.
+#[derive(Clone)]
+pub struct Signer {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(<redacted>)")
+    }
+}
+
+impl Signer {
+    pub fn new(secret: impl AsRef<[u8]>) -> Self {
+        Self { secret: secret.as_ref().to_vec() }
+    }
+
+    fn mac(&self, parts: &[&str]) -> HmacSha256 {
+        // `new_from_slice` accepts any key length for HMAC.
+        let mut mac = match HmacSha256::new_from_slice(&self.secret) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        for p in parts {
+            mac.update(p.as_bytes());
+            mac.update(b"\n");
+        }
+        mac
+    }
+
+    /// Signs a capability for `method` on `key` until `exp` (epoch seconds).
+    pub fn sign(&self, method: Method, key: &ObjectKey, exp: i64, max: u64) -> CapabilityParams {
+        let mac = self.mac(&["cap-v1", method.as_str(), &key.to_string(), &exp.to_string(), &max.to_string()]);
+        CapabilityParams { exp, max, sig: hex::encode(mac.finalize().into_bytes()) }
+    }
+
+    /// Checks a capability; the comparison is constant-time.
+    pub fn verify(&self, method: Method, key: &ObjectKey, p: &CapabilityParams, now: i64) -> Result<(), CapabilityError> {
+        let sig = hex::decode(&p.sig).map_err(|_| CapabilityError::BadSignature)?;
+        let mac = self.mac(&["cap-v1", method.as_str(), &key.to_string(), &p.exp.to_string(), &p.max.to_string()]);
+        mac.verify_slice(&sig).map_err(|_| CapabilityError::BadSignature)?;
+        if now > p.exp {
+            return Err(CapabilityError::Expired);
+        }
+        Ok(())
+    }
+
+    /// A full URL for a capability: `<base>/objects/<key>?exp=…&max=…&sig=…`.
+    pub fn url(&self, base: &str, method: Method, key: &ObjectKey, exp: i64, max: u64) -> String {
+        let p = self.sign(method, key, exp, max);
+        format!("{}/objects/{key}?exp={}&max={}&sig={}", base.trim_end_matches('/'), p.exp, p.max, p.sig)
+    }
+
+    /// Signs the facts storage computed about an object it wrote.
+    pub fn receipt(&self, key: &ObjectKey, size: u64, sha256: &str) -> String {
+        let mac = self.mac(&["receipt-v1", &key.to_string(), &size.to_string(), sha256]);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    pub fn verify_receipt(&self, key: &ObjectKey, size: u64, sha256: &str, receipt: &str) -> bool {
+        let Ok(sig) = hex::decode(receipt) else { return false };
+        self.mac(&["receipt-v1", &key.to_string(), &size.to_string(), sha256]).verify_slice(&sig).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::BuildId;
+
+    #[test]
+    fn capabilities_bind_method_key_expiry_and_size() {
+        let s = Signer::new("secret");
+        let k = ObjectKey::Source(BuildId::new());
+        let other = ObjectKey::Certs(BuildId::new());
+        let p = s.sign(Method::Put, &k, 1_000, 10);
+        assert_eq!(s.verify(Method::Put, &k, &p, 999), Ok(()));
+        assert_eq!(s.verify(Method::Put, &k, &p, 1_001), Err(CapabilityError::Expired));
+        assert_eq!(s.verify(Method::Get, &k, &p, 999), Err(CapabilityError::BadSignature));
+        assert_eq!(s.verify(Method::Put, &other, &p, 999), Err(CapabilityError::BadSignature));
+        let bigger = CapabilityParams { max: 11, ..p.clone() };
+        assert_eq!(s.verify(Method::Put, &k, &bigger, 999), Err(CapabilityError::BadSignature));
+        let later = CapabilityParams { exp: 5_000, ..p.clone() };
+        assert_eq!(s.verify(Method::Put, &k, &later, 999), Err(CapabilityError::BadSignature));
+        assert_eq!(Signer::new("other").verify(Method::Put, &k, &p, 999), Err(CapabilityError::BadSignature));
+        let garbage = CapabilityParams { sig: "zz".into(), ..p };
+        assert_eq!(s.verify(Method::Put, &k, &garbage, 999), Err(CapabilityError::BadSignature));
+    }
+
+    #[test]
+    fn receipts_bind_size_and_checksum() {
+        let s = Signer::new("secret");
+        let k = ObjectKey::Source(BuildId::new());
+        let r = s.receipt(&k, 5, "abc");
+        assert!(s.verify_receipt(&k, 5, "abc", &r));
+        assert!(!s.verify_receipt(&k, 6, "abc", &r));
+        assert!(!s.verify_receipt(&k, 5, "abd", &r));
+        assert!(!s.verify_receipt(&k, 5, "abc", "nothex"));
+    }
+}

@@ -1,0 +1,104 @@
+//! Helpers for typed configuration from `FREEAGENT_*` environment variables: named defaults that
+//! work on one machine, and errors that name the variable, the value and what is expected.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/freeagent";
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Where the storage service keeps objects by default (a local directory).
+pub const DEFAULT_STORAGE_BACKEND: &str = "./data/objects";
+/// Where other services reach the storage service.
+pub const DEFAULT_STORAGE_ENDPOINT: &str = "http://127.0.0.1:8081";
+pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8080";
+pub const DEFAULT_GATEWAY_PORT: u16 = 8080;
+pub const DEFAULT_STORAGE_PORT: u16 = 8081;
+pub const DEFAULT_SCHEDULER_PORT: u16 = 8082;
+/// Used only when `FREEAGENT_SIGNING_SECRET` is unset, with a warning: fine on one machine,
+/// never in production, where anyone knowing it could forge storage URLs.
+pub const DEV_SIGNING_SECRET: &str = "freeagent-dev-signing-secret-change-me";
+/// Shortest API key or signing secret accepted.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{var}={value:?} is not valid: {expected}")]
+pub struct ConfigError {
+    pub var: String,
+    pub value: String,
+    pub expected: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &str, value: &str, expected: impl Into<String>) -> Self {
+        Self { var: var.to_owned(), value: value.to_owned(), expected: expected.into() }
+    }
+}
+
+/// The variable's value, if set and not empty.
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+pub fn string(name: &str, default: &str) -> String {
+    var(name).unwrap_or_else(|| default.to_owned())
+}
+
+/// Parses a variable with `FromStr`, falling back to `default` when unset.
+pub fn parse<T: FromStr>(name: &str, default: T, expected: &str) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError::new(name, &v, expected)),
+    }
+}
+
+/// A duration in humantime form (`30s`, `2h`, `500ms`).
+pub fn duration(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v.trim()).map_err(|_| ConfigError::new(name, &v, "a duration such as 30s, 5m or 2h")),
+    }
+}
+
+/// A byte size: a plain number of bytes, or with a KiB/MiB/GiB suffix.
+pub fn bytes(name: &str, default: u64) -> Result<u64, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => parse_bytes(&v).ok_or_else(|| ConfigError::new(name, &v, "a size such as 1048576, 500MiB or 2GiB")),
+    }
+}
+
+pub fn parse_bytes(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, mult) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
+        .into_iter()
+        .find_map(|(suf, m)| v.strip_suffix(suf).map(|n| (n.trim(), m)))
+        .unwrap_or((v, 1));
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// The HMAC secret shared by the services that sign and check storage capabilities.
+pub fn signing_secret() -> Result<String, ConfigError> {
+    match var("FREEAGENT_SIGNING_SECRET") {
+        Some(s) if s.len() >= MIN_SECRET_LEN => Ok(s),
+        Some(s) => Err(ConfigError::new("FREEAGENT_SIGNING_SECRET", &"*".repeat(s.len()), format!("at least {MIN_SECRET_LEN} characters"))),
+        None => {
+            tracing::warn!("FREEAGENT_SIGNING_SECRET is not set: using the development secret; set it on every service in production");
+            Ok(DEV_SIGNING_SECRET.to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("10"), Some(10));
+        assert_eq!(parse_bytes("10KiB"), Some(10 * 1024));
+        assert_eq!(parse_bytes("500 MiB"), Some(500 << 20));
+        assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("99999999999999999999GiB"), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! Postgres access, behind the `db` feature so the worker and CLI never compile sqlx. Each table
+//! has one module holding all of its SQL; there is no SQL anywhere else in the workspace.
+
+pub mod api_keys;
+pub mod builds;
+pub mod workers;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use sqlx::{PgPool as Pool, Postgres, Transaction};
+
+/// Every statement is bounded: nothing may hold locks for long.
+pub const STATEMENT_TIMEOUT: &str = "10s";
+/// How long to wait for a free connection before reporting the database unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid database URL: {0}")]
+    BadUrl(String),
+    #[error(
+        "cannot reach Postgres at {url}: {source}. Start it (for example `pg_ctlcluster 15 main start`) or set FREEAGENT_DATABASE_URL"
+    )]
+    Unreachable { url: String, source: sqlx::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("a row with this key already exists")]
+    UniqueViolation,
+    #[error("database error: {0}")]
+    Sqlx(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::from_sqlx(e)
+    }
+}
+
+impl Error {
+    /// Maps SQLSTATEs to the variants callers match on.
+    pub fn from_sqlx(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.code().as_deref() == Some("23505") {
+                return Error::UniqueViolation;
+            }
+        }
+        Error::Sqlx(e)
+    }
+}
+
+/// Outcome of a guarded state transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition<T> {
+    /// The guard held and the row changed.
+    Applied(T),
+    /// The row exists but the guard did not hold; this is what it holds now.
+    Stale(builds::Current),
+    NotFound,
+}
+
+/// Connection options with a statement timeout on every connection.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, Error> {
+    let opts = PgConnectOptions::from_str(url).map_err(|e| Error::BadUrl(e.to_string()))?;
+    Ok(opts
+        .options([("statement_timeout", STATEMENT_TIMEOUT), ("lock_timeout", "5s")])
+        .log_statements(tracing::log::LevelFilter::Trace))
+}
+
+/// Opens a pool and checks that the database answers.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, Error> {
+    let opts = connect_options(url)?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(opts)
+        .await
+        .map_err(|source| Error::Unreachable { url: redact(url), source })
+}
+
+/// Runs pending migrations. sqlx takes a Postgres advisory lock, so several services starting
+/// at once apply each migration exactly once.
+pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    sqlx::migrate!("../migrations").run(pool).await?;
+    Ok(())
+}
+
+/// Creates the database named in `url` if it does not exist (used by `freeagent dev`).
+pub async fn create_database_if_missing(url: &str) -> Result<bool, Error> {
+    let opts = connect_options(url)?;
+    let Some(name) = opts.get_database().map(str::to_owned) else {
+        return Err(Error::BadUrl("the URL names no database".into()));
+    };
+    let admin = opts.clone().database("postgres");
+    let mut conn = admin.connect().await.map_err(|source| Error::Unreachable { url: redact(url), source })?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
+    if exists {
+        return Ok(false);
+    }
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut conn).await {
+        Ok(_) => Ok(true),
+        // Another process created it between our check and our CREATE (42P04 duplicate_database,
+        // or 23505 on pg_database's unique index).
+        Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("42P04") | Some("23505")) => Ok(false),
+        Err(e) => Err(Error::from_sqlx(e)),
+    }
+}
+
+/// Readiness probe.
+pub async fn ping(pool: &PgPool) -> Result<(), Error> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(cred, host)| (scheme, cred, host))) {
+        Some((scheme, cred, host)) => {
+            let user = cred.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}

@@ -1,0 +1,21 @@
+//! Everything the Free Agent processes agree on: ids, statuses, wire messages, subjects,
+//! configuration helpers, errors, telemetry and token crypto. Declarations only.
+
+pub mod api_error;
+pub mod capability;
+pub mod config;
+pub mod ids;
+pub mod object_key;
+pub mod shutdown;
+pub mod status;
+pub mod subjects;
+pub mod telemetry;
+pub mod token;
+pub mod wire;
+
+#[cfg(feature = "db")]
+pub mod db;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "testing")]
+pub mod testing;

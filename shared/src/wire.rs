@@ -1,0 +1,252 @@
+//! Messages on NATS, defined once. Every body is JSON with `"v": 1`; a receiver refuses other
+//! versions with a clear error instead of misreading them.
+//!
+//! Flow: the scheduler publishes a [`Dispatch`] to JetStream; a worker answers it with a
+//! [`ClaimRequest`] (core request/reply) and gets a [`ClaimReply`]; while it runs it sends
+//! [`HeartbeatRequest`]s and publishes [`LogLine`]s; it ends with a [`CompleteRequest`] or a
+//! [`FailRequest`]. Every request after the dispatch names the attempt it believes in.
+
+use crate::ids::{Attempt, BuildId, WorkerId};
+use crate::status::{BuildStatus, Platform, QueueName};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+pub const VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("unsupported message version {0}; this build speaks v{VERSION}")]
+    Version(u8),
+}
+
+/// Every message carries its version first.
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u8,
+    #[serde(flatten)]
+    body: T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u8,
+}
+
+pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail: no maps with non-string keys, no custom errors.
+    serde_json::to_vec(&Envelope { v: VERSION, body }).unwrap_or_default()
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let VersionOnly { v } = serde_json::from_slice(bytes)?;
+    if v != VERSION {
+        return Err(WireError::Version(v));
+    }
+    let env: Envelope<T> = serde_json::from_slice(bytes)?;
+    Ok(env.body)
+}
+
+/// Published to `builds.dispatch.<queue>` with `Nats-Msg-Id = <id>:<attempt>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dispatch {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    pub platform: Platform,
+    pub queue: QueueName,
+}
+
+impl Dispatch {
+    pub fn msg_id(&self) -> String {
+        format!("{}:{}", self.build_id, self.attempt)
+    }
+}
+
+/// Who is asking: every request names the worker and carries its token.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WorkerCredential {
+    pub worker_id: WorkerId,
+    pub worker_token: String,
+}
+
+impl std::fmt::Debug for WorkerCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerCredential").field("worker_id", &self.worker_id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    #[serde(flatten)]
+    pub worker: WorkerCredential,
+}
+
+/// What a winning claim receives: everything needed to run the build.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobGrant {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    pub platform: Platform,
+    pub source_url: String,
+    pub source_sha256: String,
+    pub certs_url: Option<String>,
+    /// A PUT capability for `builds/<id>/attempts/<n>/result`.
+    pub result_url: String,
+    pub lease_expires_at: DateTime<Utc>,
+    /// How often to heartbeat to keep the lease.
+    pub heartbeat_interval_ms: u64,
+    pub cancel_subject: String,
+    pub metadata: serde_json::Value,
+}
+
+/// Why a request about a build was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotYours {
+    /// The build does not exist.
+    NotFound,
+    /// The attempt named is not the build's current one, or the build is held by another worker.
+    Stale,
+    /// The build already ended (completed, failed or cancelled).
+    Finished,
+    /// The worker credential was refused.
+    Unauthorized,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ClaimReply {
+    Granted(Box<JobGrant>),
+    NotYours { reason: NotYours, status: Option<BuildStatus> },
+    Error { message: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    #[serde(flatten)]
+    pub worker: WorkerCredential,
+    /// 0–100, when the build reports it.
+    pub progress: Option<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum HeartbeatReply {
+    /// The lease is renewed; keep going.
+    Renewed { lease_expires_at: DateTime<Utc> },
+    /// Stop the build and upload nothing: the lease is gone.
+    Stop { reason: NotYours, status: Option<BuildStatus> },
+    Error { message: String },
+}
+
+/// What storage said about an object it wrote, with its signed receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub receipt: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    #[serde(flatten)]
+    pub worker: WorkerCredential,
+    pub result: StoredObject,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FailRequest {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    #[serde(flatten)]
+    pub worker: WorkerCredential,
+    pub error: String,
+}
+
+/// Reply to complete and fail. Replaying the same outcome gives `Recorded` again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum FinishReply {
+    Recorded { status: BuildStatus },
+    NotYours { reason: NotYours, status: Option<BuildStatus> },
+    Error { message: String },
+}
+
+/// Log severity, as the HTTP contract spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// One line of a build's log, published to `logs.<build_id>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    /// Per attempt, from 1, in the order the worker produced them.
+    pub seq: u64,
+    pub timestamp: DateTime<Utc>,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// Published to `events.build.<id>` on every status change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    pub status: BuildStatus,
+    pub at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_their_version_and_round_trip() {
+        let d = Dispatch {
+            build_id: BuildId::new(),
+            attempt: Attempt::new(2).unwrap(),
+            platform: Platform::Android,
+            queue: QueueName::parse("android").unwrap(),
+        };
+        let bytes = encode(&d);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(decode::<Dispatch>(&bytes).unwrap(), d);
+    }
+
+    #[test]
+    fn other_versions_and_garbage_are_refused() {
+        assert!(matches!(decode::<Dispatch>(br#"{"v":2}"#), Err(WireError::Version(2))));
+        assert!(matches!(decode::<Dispatch>(b"not json"), Err(WireError::Malformed(_))));
+        assert!(matches!(decode::<Dispatch>(br#"{"v":1,"build_id":"x"}"#), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn tagged_replies_round_trip() {
+        let r = ClaimReply::NotYours { reason: NotYours::Stale, status: Some(BuildStatus::Assigned) };
+        assert_eq!(decode::<ClaimReply>(&encode(&r)).unwrap(), r);
+        let h = HeartbeatReply::Renewed { lease_expires_at: Utc::now() };
+        assert_eq!(decode::<HeartbeatReply>(&encode(&h)).unwrap(), h);
+    }
+
+    #[test]
+    fn credentials_never_reach_debug_output() {
+        let c = WorkerCredential { worker_id: WorkerId::new(), worker_token: "faw_secret".into() };
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+}
