@@ -5,6 +5,7 @@ pub mod api_error;
 pub mod capability;
 pub mod config;
 pub mod ids;
+pub mod metrics;
 pub mod object_key;
 pub mod shutdown;
 pub mod status;
@@ -15,6 +16,8 @@ pub mod wire;
 
 #[cfg(feature = "db")]
 pub mod db;
+#[cfg(feature = "http")]
+pub mod health;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "testing")]

@@ -1,0 +1,61 @@
+//! Storage errors and their public shape. Backend detail goes to the log, never to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use freeagent_shared::api_error::{ApiErrorBody, ErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid object key")]
+    BadKey,
+    #[error("{0}")]
+    Capability(#[from] freeagent_shared::capability::CapabilityError),
+    #[error("the capability query is missing or malformed")]
+    MissingCapability,
+    #[error("object is larger than the {max} bytes this capability allows")]
+    TooLarge { max: u64 },
+    #[error("no such object")]
+    NotFound,
+    #[error("the requested range is not satisfiable for an object of {size} bytes")]
+    Range { size: u64 },
+    #[error("the upload was cut off: {0}")]
+    Truncated(String),
+    #[error("backend error: {0}")]
+    Backend(#[from] object_store::Error),
+}
+
+impl StorageError {
+    fn body(&self) -> ApiErrorBody {
+        match self {
+            StorageError::BadKey => ApiErrorBody::new(ErrorCode::BadRequest, self.to_string()),
+            StorageError::Capability(_) | StorageError::MissingCapability => ApiErrorBody::new(ErrorCode::InvalidCapability, self.to_string())
+                .with_hint("ask the gateway or scheduler for a fresh signed URL"),
+            StorageError::TooLarge { .. } => ApiErrorBody::new(ErrorCode::PayloadTooLarge, self.to_string()),
+            StorageError::NotFound => ApiErrorBody::new(ErrorCode::NotFound, self.to_string()),
+            StorageError::Range { .. } => ApiErrorBody::new(ErrorCode::RangeNotSatisfiable, self.to_string()),
+            StorageError::Truncated(_) => ApiErrorBody::new(ErrorCode::BadRequest, "the upload was cut off; nothing was stored"),
+            StorageError::Backend(object_store::Error::NotFound { .. }) => ApiErrorBody::new(ErrorCode::NotFound, "no such object"),
+            StorageError::Backend(_) => ApiErrorBody::new(ErrorCode::Unavailable, "the object store failed; nothing was stored")
+                .with_hint("retry later; operators: see the storage service log"),
+        }
+    }
+}
+
+impl IntoResponse for StorageError {
+    fn into_response(self) -> Response {
+        let body = self.body();
+        if matches!(body.code, ErrorCode::Unavailable | ErrorCode::Internal) {
+            tracing::error!(error = %self, "storage request failed");
+        } else {
+            tracing::debug!(error = %self, "storage request refused");
+        }
+        let status = StatusCode::from_u16(body.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let StorageError::Range { size } = self {
+            if let Ok(v) = format!("bytes */{size}").parse() {
+                resp.headers_mut().insert("content-range", v);
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,200 @@
+//! The object routes: streaming PUT (SHA-256 and size computed in flight, size limit enforced
+//! mid-stream, nothing visible unless the whole body arrived), GET with single `Range`s, HEAD and
+//! DELETE. Every request is checked against its capability before a body byte is read.
+
+use crate::AppState;
+use crate::error::StorageError;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use freeagent_shared::capability::{CapabilityParams, Method};
+use freeagent_shared::object_key::ObjectKey;
+use freeagent_shared::wire::StoredObject;
+use futures::StreamExt;
+use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart, path::Path as StorePath};
+use sha2::{Digest, Sha256};
+
+type CapQuery = Result<Query<CapabilityParams>, axum::extract::rejection::QueryRejection>;
+
+fn authorize(st: &AppState, method: Method, raw_key: &str, q: CapQuery) -> Result<(ObjectKey, CapabilityParams), StorageError> {
+    let key = ObjectKey::parse(raw_key).map_err(|_| StorageError::BadKey)?;
+    let Query(params) = q.map_err(|_| StorageError::MissingCapability)?;
+    st.signer.verify(method, &key, &params, chrono_now())?;
+    Ok((key, params))
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn store_path(key: &ObjectKey) -> StorePath {
+    // ObjectKey's text is made of UUIDs, digits and fixed words: always a valid path.
+    StorePath::from(key.to_string())
+}
+
+pub async fn put_object(
+    State(st): State<AppState>,
+    Path(raw_key): Path<String>,
+    q: CapQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, StorageError> {
+    let (key, cap) = authorize(&st, Method::Put, &raw_key, q)?;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap.max) {
+        metrics::counter!(freeagent_shared::metrics::STORAGE_UPLOADS_REFUSED).increment(1);
+        return Err(StorageError::TooLarge { max: cap.max });
+    }
+    let path = store_path(&key);
+    let upload = st.store.put_multipart(&path).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, st.part_size);
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut stream = body.into_data_stream();
+    let failure = loop {
+        match stream.next().await {
+            None => break None,
+            Some(Err(e)) => break Some(StorageError::Truncated(e.to_string())),
+            Some(Ok(chunk)) => {
+                size += chunk.len() as u64;
+                if size > cap.max {
+                    break Some(StorageError::TooLarge { max: cap.max });
+                }
+                hasher.update(&chunk);
+                // Backpressure: wait until few enough parts are in flight before taking more.
+                if let Err(e) = writer.wait_for_capacity(st.parts_in_flight).await {
+                    break Some(e.into());
+                }
+                writer.write(&chunk);
+            }
+        }
+    };
+    if failure.is_none() && declared.is_some_and(|n| n != size) {
+        return abort(writer, StorageError::Truncated(format!("got {size} of {} bytes", declared.unwrap_or(0)))).await;
+    }
+    if let Some(e) = failure {
+        return abort(writer, e).await;
+    }
+    writer.finish().await?;
+    metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_WRITTEN).increment(size);
+    let sha256 = hex::encode(hasher.finalize());
+    let receipt = st.signer.receipt(&key, size, &sha256);
+    let stored = StoredObject { key: key.to_string(), size, sha256, receipt };
+    tracing::info!(key = %stored.key, size, "object stored");
+    Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
+}
+
+async fn abort(writer: WriteMultipart, e: StorageError) -> Result<Response, StorageError> {
+    if matches!(e, StorageError::TooLarge { .. }) {
+        metrics::counter!(freeagent_shared::metrics::STORAGE_UPLOADS_REFUSED).increment(1);
+    }
+    if let Err(abort_err) = writer.abort().await {
+        tracing::warn!(error = %abort_err, "aborting a refused upload failed; the partial upload is not visible as an object");
+    }
+    Err(e)
+}
+
+/// A single byte range, resolved against the object's size. Multiple ranges are not supported
+/// (the whole object is sent instead, as RFC 9110 allows).
+pub fn parse_range(value: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, StorageError> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((start, end)) = spec.split_once('-') else { return Err(StorageError::Range { size }) };
+    let (start, end) = (start.trim(), end.trim());
+    let bad = || StorageError::Range { size };
+    let range = if start.is_empty() {
+        let n: u64 = end.parse().map_err(|_| bad())?;
+        if n == 0 || size == 0 {
+            return Err(bad());
+        }
+        size.saturating_sub(n)..size
+    } else {
+        let s: u64 = start.parse().map_err(|_| bad())?;
+        let e: u64 = if end.is_empty() { size.saturating_sub(1) } else { end.parse::<u64>().map_err(|_| bad())?.min(size.saturating_sub(1)) };
+        if s >= size || e < s {
+            return Err(bad());
+        }
+        s..e + 1
+    };
+    Ok(Some(range))
+}
+
+pub async fn get_object(
+    State(st): State<AppState>,
+    Path(raw_key): Path<String>,
+    q: CapQuery,
+    headers: HeaderMap,
+) -> Result<Response, StorageError> {
+    let (key, _) = authorize(&st, Method::Get, &raw_key, q)?;
+    let path = store_path(&key);
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (range, size) = match range_header {
+        None => (None, None),
+        Some(r) => {
+            let meta = st.store.head(&path).await.map_err(not_found)?;
+            (parse_range(r, meta.size)?, Some(meta.size))
+        }
+    };
+    let opts = GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
+    let result = st.store.get_opts(&path, opts).await.map_err(not_found)?;
+    let total = size.unwrap_or(result.meta.size);
+    let served = result.range.clone();
+    let len = served.end - served.start;
+    metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_READ).increment(len);
+    let body = Body::from_stream(result.into_stream());
+    let mut resp = Response::builder()
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    if range.is_some() {
+        resp = resp
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, format!("bytes {}-{}/{total}", served.start, served.end.saturating_sub(1)));
+    }
+    resp.body(body).map_err(|e| StorageError::Truncated(e.to_string()))
+}
+
+pub async fn head_object(State(st): State<AppState>, Path(raw_key): Path<String>, q: CapQuery) -> Result<Response, StorageError> {
+    let (key, _) = authorize(&st, Method::Get, &raw_key, q)?;
+    let meta = st.store.head(&store_path(&key)).await.map_err(not_found)?;
+    Ok(([(header::CONTENT_LENGTH, meta.size.to_string()), (header::ACCEPT_RANGES, "bytes".to_owned())], ()).into_response())
+}
+
+pub async fn delete_object(State(st): State<AppState>, Path(raw_key): Path<String>, q: CapQuery) -> Result<StatusCode, StorageError> {
+    let (key, _) = authorize(&st, Method::Delete, &raw_key, q)?;
+    match st.store.delete(&store_path(&key)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn not_found(e: object_store::Error) -> StorageError {
+    match e {
+        object_store::Error::NotFound { .. } => StorageError::NotFound,
+        other => StorageError::Backend(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_resolve_against_the_size() {
+        assert_eq!(parse_range("bytes=0-0", 10).unwrap(), Some(0..1));
+        assert_eq!(parse_range("bytes=9-", 10).unwrap(), Some(9..10));
+        assert_eq!(parse_range("bytes=-1", 10).unwrap(), Some(9..10));
+        assert_eq!(parse_range("bytes=2-5", 10).unwrap(), Some(2..6));
+        assert_eq!(parse_range("bytes=2-500", 10).unwrap(), Some(2..10));
+        assert_eq!(parse_range("bytes=-50", 10).unwrap(), Some(0..10));
+        assert!(parse_range("bytes=10-", 10).is_err());
+        assert!(parse_range("bytes=5-2", 10).is_err());
+        assert!(parse_range("bytes=x-2", 10).is_err());
+        assert!(parse_range("bytes=-0", 10).is_err());
+        assert_eq!(parse_range("bytes=0-1,3-4", 10).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 10).unwrap(), None);
+    }
+}

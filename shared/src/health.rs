@@ -1,0 +1,73 @@
+//! `/healthz`, `/readyz` and `/metrics`, the same on every service. Liveness says the process
+//! answers; readiness runs named dependency checks and turns 503 while the service drains.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A named readiness check: `Ok` when the dependency answers.
+pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct Health {
+    checks: Vec<(&'static str, Check)>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn check(mut self, name: &'static str, check: Check) -> Self {
+        self.checks.push((name, check));
+        self
+    }
+
+    /// From now on `/readyz` answers 503, so load balancers stop sending work.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Runs every check; the failures, by name.
+    pub async fn failures(&self) -> Vec<(&'static str, String)> {
+        let mut failed = Vec::new();
+        for (name, check) in &self.checks {
+            if let Err(e) = check().await {
+                failed.push((*name, e));
+            }
+        }
+        failed
+    }
+
+    pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        Router::new()
+            .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self)
+    }
+}
+
+async fn readyz(State(h): State<Health>) -> Response {
+    if h.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "draining"}))).into_response();
+    }
+    let failed = h.failures().await;
+    if failed.is_empty() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        let checks: serde_json::Map<String, serde_json::Value> =
+            failed.into_iter().map(|(n, e)| (n.to_owned(), serde_json::Value::String(e))).collect();
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not_ready", "failed": checks}))).into_response()
+    }
+}
+
+async fn metrics() -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
+}

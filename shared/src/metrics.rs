@@ -1,0 +1,28 @@
+//! Every metric name, in one place, and the process-wide Prometheus recorder behind `/metrics`.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+pub const HTTP_REQUESTS: &str = "freeagent_http_requests_total";
+pub const STORAGE_BYTES_WRITTEN: &str = "freeagent_storage_bytes_written_total";
+pub const STORAGE_BYTES_READ: &str = "freeagent_storage_bytes_read_total";
+pub const STORAGE_UPLOADS_REFUSED: &str = "freeagent_storage_uploads_refused_total";
+pub const BUILDS_SUBMITTED: &str = "freeagent_builds_submitted_total";
+pub const BUILDS_DISPATCHED: &str = "freeagent_builds_dispatched_total";
+pub const DISPATCH_BATCH_SECONDS: &str = "freeagent_dispatch_batch_seconds";
+pub const CLAIMS: &str = "freeagent_claims_total";
+pub const BUILDS_FINISHED: &str = "freeagent_builds_finished_total";
+pub const LEASES_EXPIRED: &str = "freeagent_leases_expired_total";
+pub const WORKER_BUILDS: &str = "freeagent_worker_builds_total";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder on first use; later calls (several apps in one test process) share it.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
+}
+
+/// The Prometheus text exposition of every metric recorded so far.
+pub fn render() -> String {
+    handle().map(|h| h.render()).unwrap_or_default()
+}
