@@ -1,1 +1,12 @@
-fn main() {}
+//! `freeagent-scheduler`: configuration from the environment, then the app until SIGTERM.
+
+use anyhow::Context;
+use freeagent_scheduler::{App, SchedulerConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    freeagent_shared::telemetry::init("scheduler");
+    let config = SchedulerConfig::from_env().context("scheduler configuration")?;
+    let app = App::build(config).await?;
+    app.run_until(freeagent_shared::shutdown::on_signal()).await
+}

@@ -1,0 +1,81 @@
+//! Scheduler configuration from `FREEAGENT_*` variables; every default is a named constant.
+
+use freeagent_shared::config::{self, ConfigError};
+use std::time::Duration;
+
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+pub const DEFAULT_DISPATCH_BATCH: i64 = 256;
+pub const DEFAULT_REDISPATCH_AFTER: Duration = Duration::from_secs(60);
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
+pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(6 * 3600);
+pub const DEFAULT_RESULT_LIMIT: u64 = 2 << 30;
+pub const DEFAULT_RPC_CONCURRENCY: usize = 256;
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub bind: String,
+    pub port: u16,
+    pub database_url: String,
+    pub nats_url: String,
+    pub storage_endpoint: String,
+    pub signing_secret: String,
+    /// A claim or heartbeat keeps a build for this long.
+    pub lease: Duration,
+    pub dispatch_batch: i64,
+    /// A dispatch nobody claimed within this is dispatched again under a new attempt.
+    pub redispatch_after: Duration,
+    /// How often the dispatcher and rescuer run without a wake-up.
+    pub tick: Duration,
+    /// Delay before a build whose worker was lost is dispatched again.
+    pub retry_backoff: Duration,
+    /// Lifetime of signed storage URLs handed to workers.
+    pub url_ttl: Duration,
+    pub result_limit: u64,
+    pub rpc_concurrency: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl SchedulerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            bind: config::string("FREEAGENT_BIND", "127.0.0.1"),
+            port: config::parse("FREEAGENT_SCHEDULER_PORT", config::DEFAULT_SCHEDULER_PORT, "a TCP port")?,
+            database_url: config::string("FREEAGENT_DATABASE_URL", config::DEFAULT_DATABASE_URL),
+            nats_url: config::string("FREEAGENT_NATS_URL", config::DEFAULT_NATS_URL),
+            storage_endpoint: config::string("FREEAGENT_STORAGE_ENDPOINT", config::DEFAULT_STORAGE_ENDPOINT),
+            signing_secret: config::signing_secret()?,
+            lease: config::duration("FREEAGENT_LEASE", DEFAULT_LEASE)?,
+            dispatch_batch: config::parse("FREEAGENT_DISPATCH_BATCH", DEFAULT_DISPATCH_BATCH, "a positive number")?.max(1),
+            redispatch_after: config::duration("FREEAGENT_REDISPATCH_AFTER", DEFAULT_REDISPATCH_AFTER)?,
+            tick: config::duration("FREEAGENT_SCHEDULER_TICK", DEFAULT_TICK)?,
+            retry_backoff: config::duration("FREEAGENT_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF)?,
+            url_ttl: config::duration("FREEAGENT_URL_TTL", DEFAULT_URL_TTL)?,
+            result_limit: config::bytes("FREEAGENT_RESULT_LIMIT", DEFAULT_RESULT_LIMIT)?,
+            rpc_concurrency: config::parse("FREEAGENT_RPC_CONCURRENCY", DEFAULT_RPC_CONCURRENCY, "a positive number")?.max(1),
+            shutdown_grace: config::duration("FREEAGENT_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,
+        })
+    }
+
+    /// Defaults everywhere but the connection strings; used by tests.
+    pub fn for_urls(database_url: &str, nats_url: &str, storage_endpoint: &str, secret: &str) -> Self {
+        Self {
+            bind: "127.0.0.1".into(),
+            port: 0,
+            database_url: database_url.into(),
+            nats_url: nats_url.into(),
+            storage_endpoint: storage_endpoint.into(),
+            signing_secret: secret.into(),
+            lease: DEFAULT_LEASE,
+            dispatch_batch: DEFAULT_DISPATCH_BATCH,
+            redispatch_after: DEFAULT_REDISPATCH_AFTER,
+            tick: DEFAULT_TICK,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
+            url_ttl: DEFAULT_URL_TTL,
+            result_limit: DEFAULT_RESULT_LIMIT,
+            rpc_concurrency: DEFAULT_RPC_CONCURRENCY,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}

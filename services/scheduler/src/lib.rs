@@ -1,0 +1,144 @@
+//! The scheduler: owns every build transition after submission. It dispatches pending builds to
+//! JetStream, answers worker claims, heartbeats and reports over NATS request/reply, and rescues
+//! builds whose worker was lost. Replicas need no leader: row locks partition the work.
+
+pub mod config;
+pub mod dispatcher;
+pub mod events;
+pub mod handlers;
+pub mod rescuer;
+pub mod rpc;
+pub mod service_loop;
+
+use anyhow::Context;
+use freeagent_shared::capability::Signer;
+use freeagent_shared::health::Health;
+use freeagent_shared::{db, nats, subjects};
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::SchedulerConfig;
+
+pub struct App {
+    config: SchedulerConfig,
+    pool: db::Pool,
+    nats: async_nats::Client,
+    listener: TcpListener,
+    health: Health,
+    subs: rpc::Subscriptions,
+    wake_sub: async_nats::Subscriber,
+}
+
+impl App {
+    pub async fn build(config: SchedulerConfig) -> anyhow::Result<Self> {
+        let pool = db::connect(&config.database_url, 20).await?;
+        db::migrate(&pool).await.context("running migrations")?;
+        let nats = nats::connect(&config.nats_url, "freeagent-scheduler").await?;
+        let js = async_nats::jetstream::new(nats.clone());
+        nats::ensure_streams(&js, &nats::StreamLimits::default()).await?;
+        let subs = rpc::subscribe(&nats).await?;
+        let wake_sub = nats.subscribe(subjects::WAKE).await?;
+        nats.flush().await?;
+        let (p, n) = (pool.clone(), nats.clone());
+        let health = Health::new()
+            .check(
+                "postgres",
+                Arc::new(move || {
+                    let p = p.clone();
+                    Box::pin(async move { db::ping(&p).await.map_err(|e| e.to_string()) })
+                }),
+            )
+            .check(
+                "nats",
+                Arc::new(move || {
+                    let n = n.clone();
+                    Box::pin(async move {
+                        match n.connection_state() {
+                            async_nats::connection::State::Connected => Ok(()),
+                            s => Err(format!("{s:?}")),
+                        }
+                    })
+                }),
+            );
+        let listener = TcpListener::bind((config.bind.as_str(), config.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}; set FREEAGENT_SCHEDULER_PORT", config.bind, config.port))?;
+        Ok(Self { config, pool, nats, listener, health, subs, wake_sub })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn pool(&self) -> &db::Pool {
+        &self.pool
+    }
+
+    /// Runs every part until `stop`; then stops intake and gives in-flight work a grace period.
+    pub async fn run_until(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let c = &self.config;
+        let tracker = TaskTracker::new();
+        let wake = Arc::new(Notify::new());
+        let js = async_nats::jetstream::new(self.nats.clone());
+        let handlers = handlers::Handlers {
+            pool: self.pool.clone(),
+            nats: self.nats.clone(),
+            signer: Signer::new(&c.signing_secret),
+            storage_endpoint: c.storage_endpoint.clone(),
+            lease: c.lease,
+            url_ttl: c.url_ttl,
+            result_limit: c.result_limit,
+        };
+        let dispatcher = dispatcher::Dispatcher { pool: self.pool.clone(), js, batch: c.dispatch_batch, redispatch_after: c.redispatch_after };
+        let rescuer = rescuer::Rescuer { pool: self.pool.clone(), nats: self.nats.clone(), backoff: c.retry_backoff, wake_dispatcher: wake.clone() };
+
+        let mut wake_sub = self.wake_sub;
+        let (w, s) = (wake.clone(), stop.clone());
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = s.cancelled() => return,
+                    m = wake_sub.next() => match m { Some(_) => w.notify_one(), None => return },
+                }
+            }
+        });
+        tracker.spawn(service_loop::run("dispatcher", c.tick, wake.clone(), stop.clone(), move || {
+            let d = dispatcher.clone();
+            async move { d.run_once().await }
+        }));
+        tracker.spawn(service_loop::run("rescuer", c.tick, Arc::new(Notify::new()), stop.clone(), move || {
+            let r = rescuer.clone();
+            async move { r.run_once().await }
+        }));
+        let rpc_tasks = TaskTracker::new();
+        tracker.spawn(rpc::serve(self.nats.clone(), self.subs, handlers, c.rpc_concurrency, stop.clone(), rpc_tasks.clone()));
+
+        let router = self.health.clone().router();
+        let (health, s) = (self.health.clone(), stop.clone());
+        tracing::info!(port = self.listener.local_addr().map(|a| a.port()).unwrap_or(0), "scheduler running");
+        let http = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            s.cancelled().await;
+            health.start_draining();
+        });
+        let http_result = http.await;
+
+        tracker.close();
+        rpc_tasks.close();
+        let drained = tokio::time::timeout(c.shutdown_grace, async {
+            tracker.wait().await;
+            rpc_tasks.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown grace period passed with work still in flight");
+        }
+        let _ = self.nats.flush().await;
+        http_result?;
+        tracing::info!("scheduler stopped");
+        Ok(())
+    }
+}
