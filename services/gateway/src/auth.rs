@@ -1,0 +1,64 @@
+//! Who is calling. API keys (`X-API-Key` or `Authorization: Bearer`) are looked up by hash;
+//! build tokens (`X-Build-Token`) reach one build and are compared in constant time. A missing
+//! credential is 401, one that does not grant the request 403, and an unknown build 404 only
+//! after a credential that could have seen it.
+
+use crate::error::{GatewayError, Result};
+use crate::state::AppState;
+use axum::http::HeaderMap;
+use freeagent_shared::db::{self, api_keys::ApiKey, builds::Build};
+use freeagent_shared::ids::BuildId;
+use freeagent_shared::token;
+
+pub const SCOPE_SUBMIT: &str = "submit";
+pub const SCOPE_READ: &str = "read";
+pub const SCOPE_WORKER: &str = "worker";
+pub const SCOPE_ADMIN: &str = "admin";
+pub const ALL_SCOPES: [&str; 4] = [SCOPE_SUBMIT, SCOPE_READ, SCOPE_WORKER, SCOPE_ADMIN];
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// The API key the request presents, if any.
+pub fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
+    header(headers, "x-api-key").or_else(|| {
+        header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim)
+    })
+}
+
+/// Checks a presented API key; `Ok(None)` when none was presented.
+pub async fn api_key(st: &AppState, headers: &HeaderMap) -> Result<Option<ApiKey>> {
+    let Some(key) = presented_api_key(headers) else { return Ok(None) };
+    match db::api_keys::api_key_find(&st.pool, &token::hash(key)).await? {
+        Some(k) => Ok(Some(k)),
+        None => Err(GatewayError::forbidden("invalid API key")),
+    }
+}
+
+pub fn has_scope(key: &ApiKey, scope: &str) -> bool {
+    key.scopes.iter().any(|s| s == scope || s == SCOPE_ADMIN)
+}
+
+/// An API key with `scope` is required.
+pub async fn require_api_key(st: &AppState, headers: &HeaderMap, scope: &str) -> Result<ApiKey> {
+    let key = api_key(st, headers).await?.ok_or_else(GatewayError::unauthorized)?;
+    if !has_scope(&key, scope) {
+        return Err(GatewayError::forbidden(format!("this API key lacks the '{scope}' scope")));
+    }
+    Ok(key)
+}
+
+/// An API key with the read scope, or this build's token; returns the build.
+pub async fn build_reader(st: &AppState, headers: &HeaderMap, id: BuildId) -> Result<Build> {
+    if presented_api_key(headers).is_some() {
+        require_api_key(st, headers, SCOPE_READ).await?;
+        return db::builds::build_get(&st.pool, id).await?.ok_or_else(|| GatewayError::not_found("build"));
+    }
+    let Some(presented) = header(headers, "x-build-token") else { return Err(GatewayError::unauthorized()) };
+    // An unknown id and a wrong token look the same, so ids cannot be probed with a token.
+    match db::builds::build_get(&st.pool, id).await? {
+        Some(b) if token::verify(presented, &b.token_hash) => Ok(b),
+        _ => Err(GatewayError::forbidden("this build token does not grant access to this build")),
+    }
+}

@@ -1,0 +1,61 @@
+//! Gateway configuration from `FREEAGENT_*` variables, checked at start with actionable errors.
+
+use freeagent_shared::config::{self, ConfigError, MIN_SECRET_LEN};
+use std::time::Duration;
+
+pub const DEFAULT_SOURCE_LIMIT: u64 = 500 << 20;
+pub const DEFAULT_CERTS_LIMIT: u64 = 10 << 20;
+pub const DEFAULT_JSON_LIMIT: u64 = 1 << 20;
+/// Worker tokens live this long; issue #3 brings rotation in replies.
+pub const DEFAULT_WORKER_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(600);
+
+#[derive(Clone)]
+pub struct GatewayConfig {
+    pub bind: String,
+    pub port: u16,
+    pub database_url: String,
+    pub nats_url: String,
+    pub storage_endpoint: String,
+    /// The backend URL storage uses, only to name its kind in `/health`.
+    pub storage_backend: String,
+    pub signing_secret: String,
+    pub bootstrap_api_key: String,
+    pub source_limit: u64,
+    pub certs_limit: u64,
+    pub json_limit: u64,
+    pub worker_token_ttl: Duration,
+    pub url_ttl: Duration,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig").field("bind", &self.bind).field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let key = config::var("FREEAGENT_API_KEY").ok_or_else(|| {
+            ConfigError::new("FREEAGENT_API_KEY", "", format!("set a bootstrap API key of at least {MIN_SECRET_LEN} characters (for example `openssl rand -hex 32`)"))
+        })?;
+        if key.len() < MIN_SECRET_LEN {
+            return Err(ConfigError::new("FREEAGENT_API_KEY", &"*".repeat(key.len()), format!("at least {MIN_SECRET_LEN} characters")));
+        }
+        Ok(Self {
+            bind: config::string("FREEAGENT_BIND", "127.0.0.1"),
+            port: config::parse("FREEAGENT_GATEWAY_PORT", config::DEFAULT_GATEWAY_PORT, "a TCP port")?,
+            database_url: config::string("FREEAGENT_DATABASE_URL", config::DEFAULT_DATABASE_URL),
+            nats_url: config::string("FREEAGENT_NATS_URL", config::DEFAULT_NATS_URL),
+            storage_endpoint: config::string("FREEAGENT_STORAGE_ENDPOINT", config::DEFAULT_STORAGE_ENDPOINT),
+            storage_backend: config::string("FREEAGENT_STORAGE_URL", config::DEFAULT_STORAGE_BACKEND),
+            signing_secret: config::signing_secret()?,
+            bootstrap_api_key: key,
+            source_limit: config::bytes("FREEAGENT_SOURCE_LIMIT", DEFAULT_SOURCE_LIMIT)?,
+            certs_limit: config::bytes("FREEAGENT_CERTS_LIMIT", DEFAULT_CERTS_LIMIT)?,
+            json_limit: config::bytes("FREEAGENT_JSON_LIMIT", DEFAULT_JSON_LIMIT)?,
+            worker_token_ttl: config::duration("FREEAGENT_WORKER_TOKEN_TTL", DEFAULT_WORKER_TOKEN_TTL)?,
+            url_ttl: config::duration("FREEAGENT_GATEWAY_URL_TTL", DEFAULT_URL_TTL)?,
+        })
+    }
+}

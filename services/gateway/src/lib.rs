@@ -1,0 +1,117 @@
+//! The gateway: the public HTTP API. It authenticates callers, streams submissions to storage,
+//! records builds, and serves status, logs and downloads. It owns no build transition after
+//! submission: those belong to the scheduler.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod multipart;
+pub mod routes;
+pub mod state;
+pub mod storage_client;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use freeagent_shared::capability::Signer;
+use freeagent_shared::health::Health;
+use freeagent_shared::ids::ApiKeyId;
+use freeagent_shared::{db, nats, token};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::GatewayConfig;
+use state::AppState;
+
+pub fn router(st: AppState, health: Health) -> Router {
+    let c = &st.config;
+    let submit_limit = usize::try_from(c.source_limit + c.certs_limit + 2 * c.json_limit).unwrap_or(usize::MAX);
+    let json_limit = usize::try_from(c.json_limit).unwrap_or(usize::MAX);
+    let submit = post(routes::submit::submit).layer(DefaultBodyLimit::max(submit_limit));
+    Router::new()
+        .route("/api/builds", submit.clone().get(routes::builds::list))
+        .route("/api/builds/submit", submit)
+        .route("/api/builds/{id}", get(routes::builds::get))
+        .route("/api/builds/{id}/status", get(routes::builds::status))
+        .route("/api/builds/{id}/logs", get(routes::logs::get))
+        .route("/api/builds/{id}/download", get(routes::download::download_result))
+        .route("/api/builds/{id}/download/{kind}", get(routes::download::download))
+        .route("/api/workers/register", post(routes::workers::register).layer(DefaultBodyLimit::max(json_limit)))
+        .route("/health", get(routes::health::health))
+        .route("/api/health", get(routes::health::health))
+        .fallback(|| async { error::GatewayError::not_found("route") })
+        .with_state(st)
+        .merge(health.router())
+}
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    health: Health,
+}
+
+impl App {
+    pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        let pool = db::connect(&config.database_url, 20).await?;
+        db::migrate(&pool).await.context("running migrations")?;
+        db::api_keys::api_key_ensure(&pool, ApiKeyId::new(), "bootstrap", &token::hash(&config.bootstrap_api_key), &auth::ALL_SCOPES)
+            .await
+            .context("storing the bootstrap API key")?;
+        let nats = nats::connect(&config.nats_url, "freeagent-gateway").await?;
+        nats::ensure_streams(&async_nats::jetstream::new(nats.clone()), &nats::StreamLimits::default()).await?;
+        let storage = storage_client::StorageClient::new(&config.storage_endpoint, Signer::new(&config.signing_secret), config.url_ttl);
+        let (p, n, s) = (pool.clone(), nats.clone(), storage.clone());
+        let health = Health::new()
+            .check(
+                "postgres",
+                Arc::new(move || {
+                    let p = p.clone();
+                    Box::pin(async move { db::ping(&p).await.map_err(|e| e.to_string()) })
+                }),
+            )
+            .check(
+                "nats",
+                Arc::new(move || {
+                    let n = n.clone();
+                    Box::pin(async move {
+                        match n.connection_state() {
+                            async_nats::connection::State::Connected => Ok(()),
+                            s => Err(format!("{s:?}")),
+                        }
+                    })
+                }),
+            )
+            .check(
+                "storage",
+                Arc::new(move || {
+                    let s = s.clone();
+                    Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
+                }),
+            );
+        let listener = TcpListener::bind((config.bind.as_str(), config.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}; set FREEAGENT_GATEWAY_PORT", config.bind, config.port))?;
+        let st = AppState { pool, nats, storage, config: Arc::new(config) };
+        Ok(Self { router: router(st, health.clone()), listener, health })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown`; requests in flight finish first.
+    pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let health = self.health.clone();
+        tracing::info!(port = self.port(), "gateway listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                health.start_draining();
+            })
+            .await?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Streaming multipart: file parts go straight to storage through a small bounded channel, text
+//! parts are read up to a limit. A malformed body or a part over its limit is a 4xx; whatever was
+//! already stored for the request is deleted by the caller.
+
+use crate::error::GatewayError;
+use crate::storage_client::{StorageClient, StorageError};
+use axum::extract::multipart::{Field, MultipartError};
+use bytes::Bytes;
+use freeagent_shared::api_error::ErrorCode;
+use freeagent_shared::object_key::ObjectKey;
+use freeagent_shared::wire::StoredObject;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Chunks in flight between the client and storage: memory per upload stays small.
+const CHANNEL_DEPTH: usize = 8;
+
+pub fn malformed(e: MultipartError) -> GatewayError {
+    GatewayError::new(ErrorCode::MalformedMultipart, format!("malformed multipart body: {}", e.body_text()))
+}
+
+pub fn too_large(part: &str, limit: u64) -> GatewayError {
+    GatewayError::new(ErrorCode::PayloadTooLarge, format!("part '{part}' is larger than its limit of {limit} bytes"))
+}
+
+/// Reads a text part of at most `limit` bytes.
+pub async fn text(mut field: Field<'_>, name: &str, limit: usize) -> Result<String, GatewayError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large(name, limit as u64));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| GatewayError::bad_request(format!("part '{name}' is not UTF-8 text")))
+}
+
+/// Streams a file part to storage under `key`, refusing it past `limit` bytes.
+pub async fn to_storage(
+    storage: &StorageClient,
+    mut field: Field<'_>,
+    name: &str,
+    key: &ObjectKey,
+    limit: u64,
+) -> Result<StoredObject, GatewayError> {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_DEPTH);
+    let upload = storage.put_stream(key, limit, ReceiverStream::new(rx));
+    let pump = async move {
+        let mut n: u64 = 0;
+        loop {
+            let chunk = match field.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    // Fail the upload so storage aborts it and keeps nothing.
+                    let _ = tx.send(Err(std::io::Error::other("client body failed"))).await;
+                    return Err(malformed(e));
+                }
+            };
+            n += chunk.len() as u64;
+            if n > limit {
+                let _ = tx.send(Err(std::io::Error::other("over limit"))).await;
+                return Err(too_large(name, limit));
+            }
+            if tx.send(Ok(chunk)).await.is_err() {
+                // Storage stopped reading; its reply says why.
+                return Ok(());
+            }
+        }
+    };
+    let (pumped, stored) = tokio::join!(pump, upload);
+    pumped?;
+    match stored {
+        Ok(s) => Ok(s),
+        Err(StorageError::TooLarge) => Err(too_large(name, limit)),
+        Err(e) => Err(GatewayError::unavailable(e)),
+    }
+}

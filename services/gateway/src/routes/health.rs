@@ -1,0 +1,27 @@
+//! `GET /health` (and `/api/health`): the seed's shape, with measured queue and storage figures.
+
+use crate::error::Result;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use freeagent_shared::db;
+use freeagent_shared::status::BuildStatus;
+use serde_json::{Value, json};
+
+pub async fn health(State(st): State<AppState>) -> Result<Json<Value>> {
+    let counts = db::builds::build_count_by_status(&st.pool).await?;
+    let count = |s: BuildStatus| counts.iter().find(|(st, _)| *st == s).map(|(_, n)| *n).unwrap_or(0);
+    let (objects, bytes) = db::builds::build_storage_totals(&st.pool).await?;
+    let backend = match st.config.storage_backend.split_once("://") {
+        Some((scheme, _)) if scheme != "file" => scheme.to_owned(),
+        _ => "local".to_owned(),
+    };
+    Ok(Json(json!({
+        "status": "ok",
+        "queue": {
+            "pending": count(BuildStatus::Pending),
+            "active": count(BuildStatus::Assigned) + count(BuildStatus::Building),
+        },
+        "storage": {"backend": backend, "objects": objects, "bytes": bytes},
+    })))
+}

@@ -1,0 +1,8 @@
+//! One thin handler per operation: parse, authorise, call, shape the reply.
+
+pub mod builds;
+pub mod download;
+pub mod health;
+pub mod logs;
+pub mod submit;
+pub mod workers;

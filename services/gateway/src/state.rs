@@ -1,0 +1,13 @@
+//! What every handler shares.
+
+use crate::config::GatewayConfig;
+use crate::storage_client::StorageClient;
+use freeagent_shared::db::Pool;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub nats: async_nats::Client,
+    pub storage: StorageClient,
+    pub config: std::sync::Arc<GatewayConfig>,
+}

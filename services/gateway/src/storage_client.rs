@@ -1,0 +1,79 @@
+//! Talks to the storage service with capabilities the gateway signs: streams request bodies in
+//! (never buffering them) and streams objects out.
+
+use bytes::Bytes;
+use freeagent_shared::capability::{Method, Signer};
+use freeagent_shared::object_key::ObjectKey;
+use freeagent_shared::wire::StoredObject;
+use futures::Stream;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct StorageClient {
+    http: reqwest::Client,
+    endpoint: String,
+    signer: Signer,
+    ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage refused the object: over the size limit")]
+    TooLarge,
+    #[error("storage answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("cannot reach storage: {0}")]
+    Unreachable(#[from] reqwest::Error),
+}
+
+impl StorageClient {
+    pub fn new(endpoint: &str, signer: Signer, ttl: Duration) -> Self {
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        Self { http, endpoint: endpoint.trim_end_matches('/').to_owned(), signer, ttl }
+    }
+
+    fn url(&self, method: Method, key: &ObjectKey, max: u64) -> String {
+        let exp = chrono::Utc::now().timestamp() + self.ttl.as_secs() as i64;
+        self.signer.url(&self.endpoint, method, key, exp, max)
+    }
+
+    /// Streams `body` to `key`; storage enforces `max` as the bytes pass.
+    pub async fn put_stream<S>(&self, key: &ObjectKey, max: u64, body: S) -> Result<StoredObject, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let resp = self.http.put(self.url(Method::Put, key, max)).body(reqwest::Body::wrap_stream(body)).send().await?;
+        match resp.status().as_u16() {
+            201 => Ok(resp.json().await?),
+            413 => Err(StorageError::TooLarge),
+            status => Err(StorageError::Status { status, body: resp.text().await.unwrap_or_default() }),
+        }
+    }
+
+    /// Starts a download, passing a `Range` header through.
+    pub async fn get(&self, key: &ObjectKey, range: Option<&str>) -> Result<reqwest::Response, StorageError> {
+        let mut req = self.http.get(self.url(Method::Get, key, 0));
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        Ok(req.send().await?)
+    }
+
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let resp = self.http.delete(self.url(Method::Delete, key, 0)).send().await?;
+        match resp.status().as_u16() {
+            204 | 200 | 404 => Ok(()),
+            status => Err(StorageError::Status { status, body: resp.text().await.unwrap_or_default() }),
+        }
+    }
+
+    /// Readiness: the storage service answers `/healthz`.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let resp = self.http.get(format!("{}/healthz", self.endpoint)).timeout(Duration::from_secs(3)).send().await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(StorageError::Status { status: resp.status().as_u16(), body: String::new() })
+        }
+    }
+}
