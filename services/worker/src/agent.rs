@@ -1,0 +1,124 @@
+//! The worker's top loop: one puller per queue takes a dispatch only when a build slot is free,
+//! claims it, acks it, and runs the job. On shutdown pulling stops first; running builds get a
+//! grace period and are then stopped (their leases expire and the scheduler requeues them).
+
+use crate::config::WorkerConfig;
+use crate::job::Job;
+use crate::scheduler_client::SchedulerClient;
+use async_nats::jetstream::{self, AckKind};
+use freeagent_shared::nats;
+use freeagent_shared::status::QueueName;
+use freeagent_shared::wire::{self, ClaimReply, ClaimRequest, Dispatch, WorkerCredential};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long one pull waits for a dispatch before asking again.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Agent {
+    pub config: Arc<WorkerConfig>,
+    pub nats: async_nats::Client,
+    pub scheduler: SchedulerClient,
+    pub http: reqwest::Client,
+    pub credential: WorkerCredential,
+}
+
+impl Agent {
+    pub async fn run(self, stop: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.max_concurrent));
+        let jobs = TaskTracker::new();
+        // Builds are stopped by this token, later than intake, after the grace period.
+        let jobs_stop = CancellationToken::new();
+        let pullers = TaskTracker::new();
+        for queue in self.config.queues.clone() {
+            pullers.spawn(self.clone().pull(queue, slots.clone(), jobs.clone(), stop.clone(), jobs_stop.clone()));
+        }
+        pullers.close();
+        stop.cancelled().await;
+        pullers.wait().await;
+        jobs.close();
+        if tokio::time::timeout(self.config.shutdown_grace, jobs.wait()).await.is_err() {
+            tracing::warn!("shutdown grace period passed; stopping running builds");
+            jobs_stop.cancel();
+            jobs.wait().await;
+        }
+    }
+
+    async fn pull(self, queue: QueueName, slots: Arc<Semaphore>, jobs: TaskTracker, stop: CancellationToken, jobs_stop: CancellationToken) {
+        let js = jetstream::new(self.nats.clone());
+        let consumer = loop {
+            match nats::ensure_queue_consumer(&js, &queue).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "queue consumer not ready; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        tracing::info!(%queue, "taking builds");
+        loop {
+            // Only pull when a slot is free, so no dispatch waits behind a running build.
+            let permit = tokio::select! {
+                _ = stop.cancelled() => return,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let batch = tokio::select! {
+                _ = stop.cancelled() => return,
+                b = consumer.batch().max_messages(1).expires(PULL_EXPIRES).messages() => b,
+            };
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "pull failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = batch.next() => m,
+            };
+            let Some(Ok(msg)) = msg else { continue };
+            let dispatch: Dispatch = match wire::decode(&msg.payload) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(%queue, error = %e, "dropping an unreadable dispatch");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            let req = ClaimRequest { build_id: dispatch.build_id, attempt: dispatch.attempt, worker: self.credential.clone() };
+            match self.scheduler.claim(&req).await {
+                Ok(ClaimReply::Granted(grant)) => {
+                    let _ = msg.ack().await;
+                    let job = Job { agent: self.clone(), grant: *grant };
+                    let jobs_stop = jobs_stop.clone();
+                    jobs.spawn(async move {
+                        let _permit = permit;
+                        job.run(jobs_stop).await;
+                    });
+                }
+                Ok(ClaimReply::NotYours { reason, status }) => {
+                    tracing::info!(build_id = %dispatch.build_id, attempt = %dispatch.attempt, ?reason, ?status, "dispatch not ours");
+                    let _ = msg.ack().await;
+                }
+                Ok(ClaimReply::Error { message }) => {
+                    tracing::warn!(build_id = %dispatch.build_id, %message, "claim failed; the dispatch will be redelivered");
+                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                }
+                Err(e) => {
+                    tracing::warn!(build_id = %dispatch.build_id, error = %e, "claim failed; the dispatch will be redelivered");
+                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                }
+            }
+        }
+    }
+}

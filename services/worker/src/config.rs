@@ -1,0 +1,75 @@
+//! Worker configuration from `FREEAGENT_*` variables.
+
+use freeagent_shared::config::{self, ConfigError};
+use freeagent_shared::status::{Platform, QueueName};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_BUILD_COMMAND: &str = "sh build.sh";
+pub const DEFAULT_MAX_CONCURRENT: usize = 1;
+/// After SIGTERM to a build's process group, wait this long before SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+/// On shutdown, running builds get this long to finish before they are stopped.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+/// Longest log line kept; longer ones are cut.
+pub const MAX_LOG_LINE: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub gateway_url: String,
+    pub api_key: String,
+    pub nats_url: String,
+    pub name: String,
+    pub platforms: Vec<Platform>,
+    pub queues: Vec<QueueName>,
+    pub build_command: String,
+    pub work_dir: Option<PathBuf>,
+    pub max_concurrent: usize,
+    pub kill_grace: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig").field("name", &self.name).field("queues", &self.queues).finish_non_exhaustive()
+    }
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let api_key = config::var("FREEAGENT_API_KEY")
+            .ok_or_else(|| ConfigError::new("FREEAGENT_API_KEY", "", "the API key (with the worker scope) used to register this worker"))?;
+        let platforms_raw = config::string("FREEAGENT_WORKER_PLATFORMS", "android");
+        let platforms = platforms_raw
+            .split(',')
+            .map(|p| p.trim().parse::<Platform>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::new("FREEAGENT_WORKER_PLATFORMS", &platforms_raw, e.to_string()))?;
+        let queues = match config::var("FREEAGENT_WORKER_QUEUES") {
+            None => platforms.iter().map(|p| QueueName::for_platform(*p)).collect(),
+            Some(raw) => raw
+                .split(',')
+                .map(|q| QueueName::parse(q.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConfigError::new("FREEAGENT_WORKER_QUEUES", &raw, e.to_string()))?,
+        };
+        Ok(Self {
+            gateway_url: config::string("FREEAGENT_GATEWAY_URL", config::DEFAULT_GATEWAY_URL),
+            api_key,
+            nats_url: config::string("FREEAGENT_NATS_URL", config::DEFAULT_NATS_URL),
+            name: config::var("FREEAGENT_WORKER_NAME").unwrap_or_else(default_name),
+            platforms,
+            queues,
+            build_command: config::string("FREEAGENT_BUILD_COMMAND", DEFAULT_BUILD_COMMAND),
+            work_dir: config::var("FREEAGENT_WORK_DIR").map(PathBuf::from),
+            max_concurrent: config::parse("FREEAGENT_WORKER_MAX_CONCURRENT", DEFAULT_MAX_CONCURRENT, "a positive number")?.max(1),
+            kill_grace: config::duration("FREEAGENT_KILL_GRACE", DEFAULT_KILL_GRACE)?,
+            shutdown_grace: config::duration("FREEAGENT_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,
+        })
+    }
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,68 @@
+//! Typed requests to the scheduler over NATS, each carrying the attempt and the worker
+//! credential. Transport failures (no scheduler answering, a timeout) are retried with
+//! exponential backoff and jitter; a refusal is an answer, not an error.
+
+use backon::{ExponentialBuilder, Retryable};
+use freeagent_shared::subjects;
+use freeagent_shared::wire::{self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply, HeartbeatRequest};
+use serde::{Serialize, de::DeserializeOwned};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no scheduler answered {subject}: {reason}")]
+    Transport { subject: &'static str, reason: String },
+    #[error("the scheduler's reply to {subject} was unreadable: {reason}")]
+    Reply { subject: &'static str, reason: String },
+}
+
+#[derive(Clone)]
+pub struct SchedulerClient {
+    nats: async_nats::Client,
+}
+
+impl SchedulerClient {
+    pub fn new(nats: async_nats::Client) -> Self {
+        Self { nats }
+    }
+
+    async fn once<Req: Serialize, Rep: DeserializeOwned>(&self, subject: &'static str, req: &Req) -> Result<Rep, RequestError> {
+        let msg = self
+            .nats
+            .request(subject, wire::encode(req).into())
+            .await
+            .map_err(|e| RequestError::Transport { subject, reason: e.to_string() })?;
+        wire::decode(&msg.payload).map_err(|e| RequestError::Reply { subject, reason: e.to_string() })
+    }
+
+    /// Retries transport failures for up to about `patience`.
+    async fn request<Req: Serialize + Sync, Rep: DeserializeOwned>(&self, subject: &'static str, req: &Req, patience: Duration) -> Result<Rep, RequestError> {
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_total_delay(Some(patience))
+            .with_jitter();
+        (|| self.once(subject, req))
+            .retry(policy)
+            .when(|e| matches!(e, RequestError::Transport { .. }))
+            .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "scheduler request failed; retrying"))
+            .await
+    }
+
+    pub async fn claim(&self, req: &ClaimRequest) -> Result<ClaimReply, RequestError> {
+        self.request(subjects::CLAIM, req, Duration::from_secs(10)).await
+    }
+
+    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatReply, RequestError> {
+        self.once(subjects::HEARTBEAT, req).await
+    }
+
+    /// Outcomes are worth waiting for: the build's work is done.
+    pub async fn complete(&self, req: &CompleteRequest) -> Result<FinishReply, RequestError> {
+        self.request(subjects::COMPLETE, req, Duration::from_secs(60)).await
+    }
+
+    pub async fn fail(&self, req: &FailRequest) -> Result<FinishReply, RequestError> {
+        self.request(subjects::FAIL, req, Duration::from_secs(60)).await
+    }
+}

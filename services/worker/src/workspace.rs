@@ -1,0 +1,222 @@
+//! A scratch directory per build: download the source (checking its SHA-256), unpack it (zip or
+//! tar.gz, refusing any entry that would land outside the directory, and links), and hold the
+//! output directory the build writes its artifact to. Removed when dropped.
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("could not download {what}: {reason}")]
+    Download { what: &'static str, reason: String },
+    #[error("{what} checksum mismatch: expected {expected}, got {actual}")]
+    Checksum { what: &'static str, expected: String, actual: String },
+    #[error("the source archive is not a zip or tar.gz file")]
+    UnknownFormat,
+    #[error("the source archive is unsafe: entry {0:?} would land outside the build directory")]
+    Escape(String),
+    #[error("the source archive is unreadable: {0}")]
+    Archive(String),
+    #[error("workspace I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn create(parent: Option<&Path>) -> Result<Self, WorkspaceError> {
+        let dir = match parent {
+            Some(p) => {
+                std::fs::create_dir_all(p)?;
+                tempfile::Builder::new().prefix("build-").tempdir_in(p)?
+            }
+            None => tempfile::Builder::new().prefix("freeagent-build-").tempdir()?,
+        };
+        std::fs::create_dir(dir.path().join("src"))?;
+        std::fs::create_dir(dir.path().join("out"))?;
+        Ok(Self { dir })
+    }
+
+    pub fn source_dir(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+    pub fn output_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Streams `url` into `dest`, returning the hex SHA-256 of what was written.
+pub async fn download(http: &reqwest::Client, url: &str, dest: &Path, what: &'static str) -> Result<String, WorkspaceError> {
+    let fail = |reason: String| WorkspaceError::Download { what, reason };
+    let resp = http.get(url).send().await.map_err(|e| fail(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(fail(format!("storage answered {}", resp.status())));
+    }
+    let mut file = tokio::fs::File::create(dest).await?;
+    let mut hasher = Sha256::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| fail(e.to_string()))?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Unpacks a zip or tar.gz archive into `dest` (blocking; call from `spawn_blocking`).
+pub fn unpack(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
+    let mut magic = [0u8; 4];
+    let n = std::fs::File::open(archive)?.read(&mut magic)?;
+    match &magic[..n.min(4)] {
+        [0x50, 0x4b, 0x03, 0x04] | [0x50, 0x4b, 0x05, 0x06] => unpack_zip(archive, dest),
+        [0x1f, 0x8b, ..] => unpack_tar_gz(archive, dest),
+        _ => Err(WorkspaceError::UnknownFormat),
+    }
+}
+
+/// The path of an entry inside `dest`, or an error if it is absolute or climbs out.
+fn contained(dest: &Path, name: &Path) -> Result<PathBuf, WorkspaceError> {
+    let mut out = dest.to_path_buf();
+    for c in name.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            _ => return Err(WorkspaceError::Escape(name.display().to_string())),
+        }
+    }
+    Ok(out)
+}
+
+fn unpack_zip(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
+    let bad = |e: zip::result::ZipError| WorkspaceError::Archive(e.to_string());
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(archive)?).map_err(bad)?;
+    let mut files = 0;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(bad)?;
+        let raw = entry.name().to_owned();
+        let target = contained(dest, Path::new(&raw))?;
+        if entry.is_symlink() {
+            return Err(WorkspaceError::Escape(raw));
+        }
+        if entry.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut out = std::fs::File::create(&target)?;
+        std::io::copy(&mut entry, &mut out)?;
+        #[cfg(unix)]
+        if let Some(mode) = entry.unix_mode() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o755))?;
+        }
+        files += 1;
+    }
+    Ok(files)
+}
+
+fn unpack_tar_gz(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(archive)?);
+    let mut tar = tar::Archive::new(gz);
+    tar.set_preserve_permissions(false);
+    let mut files = 0;
+    for entry in tar.entries().map_err(|e| WorkspaceError::Archive(e.to_string()))? {
+        let mut entry = entry.map_err(|e| WorkspaceError::Archive(e.to_string()))?;
+        let path = entry.path().map_err(|e| WorkspaceError::Archive(e.to_string()))?.into_owned();
+        let target = contained(dest, &path)?;
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => std::fs::create_dir_all(&target)?,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                entry.unpack(&target).map_err(|e| WorkspaceError::Archive(e.to_string()))?;
+                files += 1;
+            }
+            // pax headers and the like carry no files.
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName => {}
+            _ => return Err(WorkspaceError::Escape(path.display().to_string())),
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_gz_with(name: &str, link: Option<&str>) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let gz = flate2::write::GzEncoder::new(f.reopen().unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        match link {
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_link_name(target).unwrap();
+                h.set_path(name).unwrap();
+                h.set_cksum();
+                b.append(&h, std::io::empty()).unwrap();
+            }
+            None => {
+                h.set_size(5);
+                h.set_mode(0o644);
+                // set_path refuses "..", so write the raw name as an attacker would.
+                let bytes = name.as_bytes();
+                h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+                h.set_cksum();
+                b.append(&h, &b"hello"[..]).unwrap();
+            }
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        f
+    }
+
+    #[test]
+    fn tar_gz_unpacks_inside_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = tar_gz_with("a/b.txt", None);
+        assert_eq!(unpack(f.path(), dir.path()).unwrap(), 1);
+        assert_eq!(std::fs::read(dir.path().join("a/b.txt")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn escaping_entries_and_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [tar_gz_with("../evil.txt", None), tar_gz_with("/etc/evil", None), tar_gz_with("link", Some("/etc"))] {
+            assert!(matches!(unpack(f.path(), dir.path()), Err(WorkspaceError::Escape(_))));
+        }
+        assert!(!dir.path().parent().unwrap().join("evil.txt").exists());
+    }
+
+    #[test]
+    fn zip_slip_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut z = zip::ZipWriter::new(f.reopen().unwrap());
+        z.start_file("../../evil.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        std::io::Write::write_all(&mut z, b"x").unwrap();
+        z.finish().unwrap();
+        assert!(matches!(unpack(f.path(), dir.path()), Err(WorkspaceError::Escape(_))));
+    }
+
+    #[test]
+    fn other_formats_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), b"plain text").unwrap();
+        assert!(matches!(unpack(f.path(), dir.path()), Err(WorkspaceError::UnknownFormat)));
+    }
+}
