@@ -1,1 +1,94 @@
-fn main() {}
+//! `freeagent`: submit builds and follow them, and run the whole farm on one machine.
+
+mod archive;
+mod client;
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "freeagent", version, about = "Free Agent build farm: submit builds, follow them, run the farm locally")]
+struct Cli {
+    /// Gateway URL.
+    #[arg(long, global = true, env = "FREEAGENT_GATEWAY_URL", default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// API key (X-API-Key).
+    #[arg(long, global = true, env = "FREEAGENT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Build token, instead of an API key, for commands about one build.
+    #[arg(long, global = true, env = "FREEAGENT_BUILD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole farm on this machine: storage, scheduler, gateway and workers.
+    Dev(commands::dev::DevArgs),
+    /// Submit a project directory or archive.
+    Submit {
+        /// A directory (packed as tar.gz) or a .zip / .tar.gz archive.
+        path: PathBuf,
+        #[arg(long, short)]
+        platform: String,
+        /// Signing credentials file.
+        #[arg(long)]
+        certs: Option<PathBuf>,
+        /// Metadata as a JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+        #[arg(long)]
+        priority: Option<i32>,
+        #[arg(long)]
+        queue: Option<String>,
+        /// Wait until the build ends; exit non-zero unless it completed.
+        #[arg(long)]
+        wait: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a build.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a build's log.
+    Logs { id: String },
+    /// Download a build's artifact and check its SHA-256.
+    Download {
+        id: String,
+        #[arg(long, short)]
+        output: PathBuf,
+        /// result (default), source or logs.
+        #[arg(long, default_value = "result")]
+        kind: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = client::Client::new(&cli.gateway, cli.api_key.clone(), cli.token.clone());
+    let result = match cli.command {
+        Command::Dev(args) => commands::dev::run(args).await,
+        Command::Submit { path, platform, certs, metadata, priority, queue, wait, json } => {
+            let opts = commands::submit::SubmitOpts { path, platform, certs, metadata, priority, queue, wait, json };
+            commands::submit::run(&client, opts).await
+        }
+        Command::Status { id, json } => commands::status::run(&client, &id, json).await,
+        Command::Logs { id } => commands::status::logs(&client, &id).await,
+        Command::Download { id, output, kind } => commands::download::run(&client, &id, &kind, &output).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

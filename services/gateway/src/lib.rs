@@ -54,6 +54,9 @@ pub struct App {
 
 impl App {
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        if freeagent_shared::config::parse("FREEAGENT_DATABASE_CREATE", false, "true or false")? {
+            db::create_database_if_missing(&config.database_url).await?;
+        }
         let pool = db::connect(&config.database_url, 20).await?;
         db::migrate(&pool).await.context("running migrations")?;
         db::api_keys::api_key_ensure(&pool, ApiKeyId::new(), "bootstrap", &token::hash(&config.bootstrap_api_key), &auth::ALL_SCOPES)

@@ -35,6 +35,9 @@ pub struct App {
 
 impl App {
     pub async fn build(config: SchedulerConfig) -> anyhow::Result<Self> {
+        if freeagent_shared::config::parse("FREEAGENT_DATABASE_CREATE", false, "true or false")? {
+            db::create_database_if_missing(&config.database_url).await?;
+        }
         let pool = db::connect(&config.database_url, 20).await?;
         db::migrate(&pool).await.context("running migrations")?;
         let nats = nats::connect(&config.nats_url, "freeagent-scheduler").await?;

@@ -1,0 +1,56 @@
+//! A typed gateway client. Errors come back as the server's `ApiErrorBody`, printed as
+//! "code: message (hint)".
+
+use anyhow::{Context, anyhow};
+use freeagent_shared::api_error::ApiErrorBody;
+use serde_json::Value;
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    api_key: Option<String>,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str, api_key: Option<String>, token: Option<String>) -> Self {
+        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), api_key, token }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Adds whichever credential was given.
+    pub fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match (&self.api_key, &self.token) {
+            (Some(k), _) => req.header("x-api-key", k),
+            (None, Some(t)) => req.header("x-build-token", t),
+            (None, None) => req,
+        }
+    }
+
+    pub fn require_key(&self) -> anyhow::Result<()> {
+        if self.api_key.is_none() {
+            return Err(anyhow!("no API key: pass --api-key or set FREEAGENT_API_KEY (`freeagent dev` prints one)"));
+        }
+        Ok(())
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = self.auth(req).send().await.with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<ApiErrorBody>(&text) {
+            Ok(body) => Err(anyhow!("{body}")),
+            Err(_) => Err(anyhow!("gateway answered {status}: {text}")),
+        }
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
+    }
+}

@@ -1,0 +1,169 @@
+//! `freeagent dev`: the whole farm on one machine as child processes — storage, scheduler,
+//! gateway and N workers — against this machine's Postgres and NATS, with local-disk objects.
+//! Prints the API key and URLs; Ctrl-C stops everything, workers first.
+
+use anyhow::{Context, bail};
+use freeagent_shared::config::{DEFAULT_DATABASE_URL, DEFAULT_NATS_URL};
+use freeagent_shared::token;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// Local workers to start (0 for none).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    #[arg(long, env = "FREEAGENT_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    #[arg(long, env = "FREEAGENT_NATS_URL", default_value = DEFAULT_NATS_URL)]
+    pub nats_url: String,
+    /// Where objects and worker scratch space live.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value_t = 8080)]
+    pub gateway_port: u16,
+    #[arg(long, default_value_t = 8081)]
+    pub storage_port: u16,
+    #[arg(long, default_value_t = 8082)]
+    pub scheduler_port: u16,
+    /// The command workers run in the unpacked source.
+    #[arg(long, env = "FREEAGENT_BUILD_COMMAND", default_value = "sh build.sh")]
+    pub build_command: String,
+    /// Platforms the local workers build.
+    #[arg(long, default_value = "android,ios")]
+    pub worker_platforms: String,
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let p = dir.join(name);
+    if !p.is_file() {
+        bail!("{} not found beside freeagent; build every binary first: cargo build --workspace", p.display());
+    }
+    Ok(p)
+}
+
+fn random_secret() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
+    let bin_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("cannot locate the freeagent binary")?;
+    let api_key = std::env::var("FREEAGENT_API_KEY").ok().filter(|k| !k.is_empty()).unwrap_or_else(|| token::generate(token::TokenKind::ApiKey));
+    let secret = std::env::var("FREEAGENT_SIGNING_SECRET").ok().filter(|k| k.len() >= 32).unwrap_or_else(random_secret);
+    std::fs::create_dir_all(a.data_dir.join("objects")).with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    let data = std::fs::canonicalize(&a.data_dir)?;
+    let storage_endpoint = format!("http://127.0.0.1:{}", a.storage_port);
+    let gateway_url = format!("http://127.0.0.1:{}", a.gateway_port);
+    let common: Vec<(&str, String)> = vec![
+        ("FREEAGENT_DATABASE_URL", a.database_url.clone()),
+        ("FREEAGENT_DATABASE_CREATE", "true".into()),
+        ("FREEAGENT_NATS_URL", a.nats_url.clone()),
+        ("FREEAGENT_SIGNING_SECRET", secret),
+        ("FREEAGENT_API_KEY", api_key.clone()),
+        ("FREEAGENT_STORAGE_ENDPOINT", storage_endpoint.clone()),
+        ("FREEAGENT_STORAGE_URL", data.join("objects").display().to_string()),
+        ("FREEAGENT_GATEWAY_URL", gateway_url.clone()),
+        ("FREEAGENT_GATEWAY_PORT", a.gateway_port.to_string()),
+        ("FREEAGENT_STORAGE_PORT", a.storage_port.to_string()),
+        ("FREEAGENT_SCHEDULER_PORT", a.scheduler_port.to_string()),
+        ("FREEAGENT_BUILD_COMMAND", a.build_command.clone()),
+        ("FREEAGENT_WORKER_PLATFORMS", a.worker_platforms.clone()),
+        ("FREEAGENT_WORK_DIR", data.join("work").display().to_string()),
+    ];
+    let spawn = |name: &str, bin: &str, extra: Vec<(&str, String)>| -> anyhow::Result<Proc> {
+        let mut cmd = Command::new(binary(&bin_dir, bin)?);
+        cmd.envs(common.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("cannot start {bin}"))?;
+        Ok(Proc { name: name.to_owned(), child })
+    };
+    let mut procs = vec![spawn("storage", "freeagent-storage", vec![])?, spawn("scheduler", "freeagent-scheduler", vec![])?, spawn("gateway", "freeagent-gateway", vec![])?];
+    let stop = freeagent_shared::shutdown::on_signal();
+    if let Err(e) = wait_ready(&gateway_url, &mut procs, &stop).await {
+        shutdown(procs).await;
+        return Err(e);
+    }
+    for i in 0..a.workers {
+        procs.push(spawn(&format!("worker-{}", i + 1), "freeagent-worker", vec![("FREEAGENT_WORKER_NAME", format!("dev-worker-{}", i + 1))])?);
+    }
+    println!();
+    println!("Free Agent is running ({} worker{}).", a.workers, if a.workers == 1 { "" } else { "s" });
+    println!("  gateway    {gateway_url}");
+    println!("  storage    {storage_endpoint}");
+    println!("  metrics    http://127.0.0.1:{}/metrics", a.scheduler_port);
+    println!("  API key    {api_key}");
+    println!();
+    println!("Submit a build from another terminal:");
+    println!("  export FREEAGENT_API_KEY={api_key}");
+    println!("  freeagent submit examples/hello --platform android --wait");
+    println!();
+    println!("Press Ctrl-C to stop.");
+    let code = tokio::select! {
+        _ = stop.cancelled() => 0,
+        (name, status) = first_exit(&mut procs) => {
+            eprintln!("{name} exited ({status}); stopping the farm");
+            1
+        }
+    };
+    shutdown(procs).await;
+    Ok(std::process::ExitCode::from(code))
+}
+
+async fn first_exit(procs: &mut [Proc]) -> (String, String) {
+    loop {
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return (p.name.clone(), status.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_ready(gateway: &str, procs: &mut [Proc], stop: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{gateway}/readyz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                bail!("{} exited during start-up ({status}); see its log above", p.name);
+            }
+        }
+        if stop.is_cancelled() {
+            bail!("interrupted during start-up");
+        }
+        if Instant::now() > deadline {
+            bail!("the farm was not ready after 60 s; see the logs above");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Workers first (they hand back builds), then the gateway, scheduler and storage.
+async fn shutdown(mut procs: Vec<Proc>) {
+    procs.reverse();
+    for p in procs.iter_mut() {
+        if let Some(pid) = p.child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(15), p.child.wait()).await.is_err() {
+            eprintln!("{} did not stop in time; killing it", p.name);
+            let _ = p.child.kill().await;
+        }
+    }
+}
