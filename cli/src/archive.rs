@@ -3,7 +3,10 @@
 use std::path::Path;
 
 pub fn pack_dir(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    let file = tempfile::Builder::new().prefix("freeagent-source-").suffix(".tar.gz").tempfile()?;
+    let file = tempfile::Builder::new()
+        .prefix("freeagent-source-")
+        .suffix(".tar.gz")
+        .tempfile()?;
     let gz = flate2::write::GzEncoder::new(file.reopen()?, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);

@@ -14,7 +14,12 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, api_key: Option<String>, token: Option<String>) -> Self {
-        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), api_key, token }
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            api_key,
+            token,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -32,13 +37,19 @@ impl Client {
 
     pub fn require_key(&self) -> anyhow::Result<()> {
         if self.api_key.is_none() {
-            return Err(anyhow!("no API key: pass --api-key or set FREEAGENT_API_KEY (`freeagent dev` prints one)"));
+            return Err(anyhow!(
+                "no API key: pass --api-key or set FREEAGENT_API_KEY (`freeagent dev` prints one)"
+            ));
         }
         Ok(())
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = self.auth(req).send().await.with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let resp = self
+            .auth(req)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -51,6 +62,10 @@ impl Client {
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
+        Ok(self
+            .send(self.http.get(self.url(path)))
+            .await?
+            .json()
+            .await?)
     }
 }

@@ -9,16 +9,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "freeagent", version, about = "Free Agent build farm: submit builds, follow them, run the farm locally")]
+#[command(
+    name = "freeagent",
+    version,
+    about = "Free Agent build farm: submit builds, follow them, run the farm locally"
+)]
 struct Cli {
     /// Gateway URL.
-    #[arg(long, global = true, env = "FREEAGENT_GATEWAY_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "FREEAGENT_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     gateway: String,
     /// API key (X-API-Key).
     #[arg(long, global = true, env = "FREEAGENT_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Build token, instead of an API key, for commands about one build.
-    #[arg(long, global = true, env = "FREEAGENT_BUILD_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "FREEAGENT_BUILD_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -76,13 +90,33 @@ async fn main() -> ExitCode {
     let client = client::Client::new(&cli.gateway, cli.api_key.clone(), cli.token.clone());
     let result = match cli.command {
         Command::Dev(args) => commands::dev::run(args).await,
-        Command::Submit { path, platform, certs, metadata, priority, queue, wait, json } => {
-            let opts = commands::submit::SubmitOpts { path, platform, certs, metadata, priority, queue, wait, json };
+        Command::Submit {
+            path,
+            platform,
+            certs,
+            metadata,
+            priority,
+            queue,
+            wait,
+            json,
+        } => {
+            let opts = commands::submit::SubmitOpts {
+                path,
+                platform,
+                certs,
+                metadata,
+                priority,
+                queue,
+                wait,
+                json,
+            };
             commands::submit::run(&client, opts).await
         }
         Command::Status { id, json } => commands::status::run(&client, &id, json).await,
         Command::Logs { id } => commands::status::logs(&client, &id).await,
-        Command::Download { id, output, kind } => commands::download::run(&client, &id, &kind, &output).await,
+        Command::Download { id, output, kind } => {
+            commands::download::run(&client, &id, &kind, &output).await
+        }
     };
     match result {
         Ok(code) => code,

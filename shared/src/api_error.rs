@@ -61,7 +61,11 @@ pub struct ApiErrorBody {
 
 impl ApiErrorBody {
     pub fn new(code: ErrorCode, error: impl Into<String>) -> Self {
-        Self { error: error.into(), code, hint: None }
+        Self {
+            error: error.into(),
+            code,
+            hint: None,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -72,7 +76,10 @@ impl ApiErrorBody {
 
 impl std::fmt::Display for ApiErrorBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let code = serde_json::to_value(self.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let code = serde_json::to_value(self.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         write!(f, "{code}: {}", self.error)?;
         if let Some(h) = &self.hint {
             write!(f, " ({h})")?;

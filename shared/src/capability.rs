@@ -63,7 +63,9 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     pub fn new(secret: impl AsRef<[u8]>) -> Self {
-        Self { secret: secret.as_ref().to_vec() }
+        Self {
+            secret: secret.as_ref().to_vec(),
+        }
     }
 
     fn mac(&self, parts: &[&str]) -> HmacSha256 {
@@ -81,15 +83,38 @@ impl Signer {
 
     /// Signs a capability for `method` on `key` until `exp` (epoch seconds).
     pub fn sign(&self, method: Method, key: &ObjectKey, exp: i64, max: u64) -> CapabilityParams {
-        let mac = self.mac(&["cap-v1", method.as_str(), &key.to_string(), &exp.to_string(), &max.to_string()]);
-        CapabilityParams { exp, max, sig: hex::encode(mac.finalize().into_bytes()) }
+        let mac = self.mac(&[
+            "cap-v1",
+            method.as_str(),
+            &key.to_string(),
+            &exp.to_string(),
+            &max.to_string(),
+        ]);
+        CapabilityParams {
+            exp,
+            max,
+            sig: hex::encode(mac.finalize().into_bytes()),
+        }
     }
 
     /// Checks a capability; the comparison is constant-time.
-    pub fn verify(&self, method: Method, key: &ObjectKey, p: &CapabilityParams, now: i64) -> Result<(), CapabilityError> {
+    pub fn verify(
+        &self,
+        method: Method,
+        key: &ObjectKey,
+        p: &CapabilityParams,
+        now: i64,
+    ) -> Result<(), CapabilityError> {
         let sig = hex::decode(&p.sig).map_err(|_| CapabilityError::BadSignature)?;
-        let mac = self.mac(&["cap-v1", method.as_str(), &key.to_string(), &p.exp.to_string(), &p.max.to_string()]);
-        mac.verify_slice(&sig).map_err(|_| CapabilityError::BadSignature)?;
+        let mac = self.mac(&[
+            "cap-v1",
+            method.as_str(),
+            &key.to_string(),
+            &p.exp.to_string(),
+            &p.max.to_string(),
+        ]);
+        mac.verify_slice(&sig)
+            .map_err(|_| CapabilityError::BadSignature)?;
         if now > p.exp {
             return Err(CapabilityError::Expired);
         }
@@ -99,7 +124,13 @@ impl Signer {
     /// A full URL for a capability: `<base>/objects/<key>?exp=…&max=…&sig=…`.
     pub fn url(&self, base: &str, method: Method, key: &ObjectKey, exp: i64, max: u64) -> String {
         let p = self.sign(method, key, exp, max);
-        format!("{}/objects/{key}?exp={}&max={}&sig={}", base.trim_end_matches('/'), p.exp, p.max, p.sig)
+        format!(
+            "{}/objects/{key}?exp={}&max={}&sig={}",
+            base.trim_end_matches('/'),
+            p.exp,
+            p.max,
+            p.sig
+        )
     }
 
     /// Signs the facts storage computed about an object it wrote.
@@ -109,8 +140,12 @@ impl Signer {
     }
 
     pub fn verify_receipt(&self, key: &ObjectKey, size: u64, sha256: &str, receipt: &str) -> bool {
-        let Ok(sig) = hex::decode(receipt) else { return false };
-        self.mac(&["receipt-v1", &key.to_string(), &size.to_string(), sha256]).verify_slice(&sig).is_ok()
+        let Ok(sig) = hex::decode(receipt) else {
+            return false;
+        };
+        self.mac(&["receipt-v1", &key.to_string(), &size.to_string(), sha256])
+            .verify_slice(&sig)
+            .is_ok()
     }
 }
 
@@ -126,16 +161,46 @@ mod tests {
         let other = ObjectKey::Certs(BuildId::new());
         let p = s.sign(Method::Put, &k, 1_000, 10);
         assert_eq!(s.verify(Method::Put, &k, &p, 999), Ok(()));
-        assert_eq!(s.verify(Method::Put, &k, &p, 1_001), Err(CapabilityError::Expired));
-        assert_eq!(s.verify(Method::Get, &k, &p, 999), Err(CapabilityError::BadSignature));
-        assert_eq!(s.verify(Method::Put, &other, &p, 999), Err(CapabilityError::BadSignature));
-        let bigger = CapabilityParams { max: 11, ..p.clone() };
-        assert_eq!(s.verify(Method::Put, &k, &bigger, 999), Err(CapabilityError::BadSignature));
-        let later = CapabilityParams { exp: 5_000, ..p.clone() };
-        assert_eq!(s.verify(Method::Put, &k, &later, 999), Err(CapabilityError::BadSignature));
-        assert_eq!(Signer::new("other").verify(Method::Put, &k, &p, 999), Err(CapabilityError::BadSignature));
-        let garbage = CapabilityParams { sig: "zz".into(), ..p };
-        assert_eq!(s.verify(Method::Put, &k, &garbage, 999), Err(CapabilityError::BadSignature));
+        assert_eq!(
+            s.verify(Method::Put, &k, &p, 1_001),
+            Err(CapabilityError::Expired)
+        );
+        assert_eq!(
+            s.verify(Method::Get, &k, &p, 999),
+            Err(CapabilityError::BadSignature)
+        );
+        assert_eq!(
+            s.verify(Method::Put, &other, &p, 999),
+            Err(CapabilityError::BadSignature)
+        );
+        let bigger = CapabilityParams {
+            max: 11,
+            ..p.clone()
+        };
+        assert_eq!(
+            s.verify(Method::Put, &k, &bigger, 999),
+            Err(CapabilityError::BadSignature)
+        );
+        let later = CapabilityParams {
+            exp: 5_000,
+            ..p.clone()
+        };
+        assert_eq!(
+            s.verify(Method::Put, &k, &later, 999),
+            Err(CapabilityError::BadSignature)
+        );
+        assert_eq!(
+            Signer::new("other").verify(Method::Put, &k, &p, 999),
+            Err(CapabilityError::BadSignature)
+        );
+        let garbage = CapabilityParams {
+            sig: "zz".into(),
+            ..p
+        };
+        assert_eq!(
+            s.verify(Method::Put, &k, &garbage, 999),
+            Err(CapabilityError::BadSignature)
+        );
     }
 
     #[test]

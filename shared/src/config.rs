@@ -30,7 +30,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(var: &str, value: &str, expected: impl Into<String>) -> Self {
-        Self { var: var.to_owned(), value: value.to_owned(), expected: expected.into() }
+        Self {
+            var: var.to_owned(),
+            value: value.to_owned(),
+            expected: expected.into(),
+        }
     }
 }
 
@@ -47,7 +51,10 @@ pub fn string(name: &str, default: &str) -> String {
 pub fn parse<T: FromStr>(name: &str, default: T, expected: &str) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| ConfigError::new(name, &v, expected)),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::new(name, &v, expected)),
     }
 }
 
@@ -55,7 +62,8 @@ pub fn parse<T: FromStr>(name: &str, default: T, expected: &str) -> Result<T, Co
 pub fn duration(name: &str, default: Duration) -> Result<Duration, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(v) => humantime::parse_duration(v.trim()).map_err(|_| ConfigError::new(name, &v, "a duration such as 30s, 5m or 2h")),
+        Some(v) => humantime::parse_duration(v.trim())
+            .map_err(|_| ConfigError::new(name, &v, "a duration such as 30s, 5m or 2h")),
     }
 }
 
@@ -63,16 +71,22 @@ pub fn duration(name: &str, default: Duration) -> Result<Duration, ConfigError> 
 pub fn bytes(name: &str, default: u64) -> Result<u64, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(v) => parse_bytes(&v).ok_or_else(|| ConfigError::new(name, &v, "a size such as 1048576, 500MiB or 2GiB")),
+        Some(v) => parse_bytes(&v)
+            .ok_or_else(|| ConfigError::new(name, &v, "a size such as 1048576, 500MiB or 2GiB")),
     }
 }
 
 pub fn parse_bytes(v: &str) -> Option<u64> {
     let v = v.trim();
-    let (num, mult) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
-        .into_iter()
-        .find_map(|(suf, m)| v.strip_suffix(suf).map(|n| (n.trim(), m)))
-        .unwrap_or((v, 1));
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .into_iter()
+    .find_map(|(suf, m)| v.strip_suffix(suf).map(|n| (n.trim(), m)))
+    .unwrap_or((v, 1));
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
@@ -80,9 +94,15 @@ pub fn parse_bytes(v: &str) -> Option<u64> {
 pub fn signing_secret() -> Result<String, ConfigError> {
     match var("FREEAGENT_SIGNING_SECRET") {
         Some(s) if s.len() >= MIN_SECRET_LEN => Ok(s),
-        Some(s) => Err(ConfigError::new("FREEAGENT_SIGNING_SECRET", &"*".repeat(s.len()), format!("at least {MIN_SECRET_LEN} characters"))),
+        Some(s) => Err(ConfigError::new(
+            "FREEAGENT_SIGNING_SECRET",
+            &"*".repeat(s.len()),
+            format!("at least {MIN_SECRET_LEN} characters"),
+        )),
         None => {
-            tracing::warn!("FREEAGENT_SIGNING_SECRET is not set: using the development secret; set it on every service in production");
+            tracing::warn!(
+                "FREEAGENT_SIGNING_SECRET is not set: using the development secret; set it on every service in production"
+            );
             Ok(DEV_SIGNING_SECRET.to_owned())
         }
     }

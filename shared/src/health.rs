@@ -47,7 +47,10 @@ impl Health {
 
     pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
         Router::new()
-            .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+            .route(
+                "/healthz",
+                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            )
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(self)
@@ -56,18 +59,32 @@ impl Health {
 
 async fn readyz(State(h): State<Health>) -> Response {
     if h.draining.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "draining"}))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "draining"})),
+        )
+            .into_response();
     }
     let failed = h.failures().await;
     if failed.is_empty() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
-        let checks: serde_json::Map<String, serde_json::Value> =
-            failed.into_iter().map(|(n, e)| (n.to_owned(), serde_json::Value::String(e))).collect();
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not_ready", "failed": checks}))).into_response()
+        let checks: serde_json::Map<String, serde_json::Value> = failed
+            .into_iter()
+            .map(|(n, e)| (n.to_owned(), serde_json::Value::String(e)))
+            .collect();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not_ready", "failed": checks})),
+        )
+            .into_response()
     }
 }
 
 async fn metrics() -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
 }

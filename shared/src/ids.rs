@@ -100,7 +100,10 @@ impl Attempt {
 
     pub fn new(n: i32) -> Result<Self, IdError> {
         if n < 0 {
-            return Err(IdError { kind: "attempt", reason: "must not be negative" });
+            return Err(IdError {
+                kind: "attempt",
+                reason: "must not be negative",
+            });
         }
         Ok(Self(n))
     }
@@ -112,7 +115,10 @@ impl Attempt {
 impl TryFrom<i64> for Attempt {
     type Error = IdError;
     fn try_from(n: i64) -> Result<Self, IdError> {
-        let n = i32::try_from(n).map_err(|_| IdError { kind: "attempt", reason: "out of range" })?;
+        let n = i32::try_from(n).map_err(|_| IdError {
+            kind: "attempt",
+            reason: "out of range",
+        })?;
         Attempt::new(n)
     }
 }

@@ -19,7 +19,9 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the recorder on first use; later calls (several apps in one test process) share it.
 pub fn handle() -> Option<&'static PrometheusHandle> {
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .as_ref()
 }
 
 /// The Prometheus text exposition of every metric recorded so far.

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot reach NATS at {url}: {reason}. Start it (`nats-server -js`) or set FREEAGENT_NATS_URL")]
+    #[error(
+        "cannot reach NATS at {url}: {reason}. Start it (`nats-server -js`) or set FREEAGENT_NATS_URL"
+    )]
     Unreachable { url: String, reason: String },
     #[error(
         "JetStream is not available on the NATS server ({0}); start nats-server with -js (or `jetstream {{}}` in its config)"
@@ -57,7 +59,10 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Error>
         .request_timeout(Some(Duration::from_secs(10)))
         .connect(url)
         .await
-        .map_err(|e| Error::Unreachable { url: url.to_owned(), reason: e.to_string() })
+        .map_err(|e| Error::Unreachable {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// Creates the BUILDS, LOGS and EVENTS streams if they are missing.
@@ -92,14 +97,19 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
     ];
     for config in configs {
         let name = config.name.clone();
-        js.get_or_create_stream(config).await.map_err(|e| classify(&name, e.to_string()))?;
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| classify(&name, e.to_string()))?;
     }
     Ok(())
 }
 
 fn classify(what: &str, msg: String) -> Error {
     let lower = msg.to_lowercase();
-    if lower.contains("jetstream not enabled") || lower.contains("no responders") || lower.contains("503") {
+    if lower.contains("jetstream not enabled")
+        || lower.contains("no responders")
+        || lower.contains("503")
+    {
         Error::NoJetStream(msg)
     } else {
         Error::Setup(format!("{what}: {msg}"))
@@ -111,7 +121,10 @@ pub async fn ensure_queue_consumer(
     js: &jetstream::Context,
     queue: &QueueName,
 ) -> Result<consumer::Consumer<consumer::pull::Config>, Error> {
-    let stream = js.get_stream(subjects::BUILDS_STREAM).await.map_err(|e| classify(subjects::BUILDS_STREAM, e.to_string()))?;
+    let stream = js
+        .get_stream(subjects::BUILDS_STREAM)
+        .await
+        .map_err(|e| classify(subjects::BUILDS_STREAM, e.to_string()))?;
     let name = subjects::queue_consumer(queue);
     stream
         .get_or_create_consumer(

@@ -20,7 +20,10 @@ pub struct ObjectKeyError(pub String);
 impl ObjectKey {
     pub fn build_id(&self) -> BuildId {
         match *self {
-            ObjectKey::Source(b) | ObjectKey::Certs(b) | ObjectKey::Logs(b) | ObjectKey::Result(b, _) => b,
+            ObjectKey::Source(b)
+            | ObjectKey::Certs(b)
+            | ObjectKey::Logs(b)
+            | ObjectKey::Result(b, _) => b,
         }
     }
 
@@ -37,7 +40,11 @@ impl ObjectKey {
                     ["logs"] => Ok(ObjectKey::Logs(id)),
                     ["attempts", n, "result"] => {
                         // Only canonical decimal, so one object has exactly one key.
-                        if n.is_empty() || n.len() > 9 || !n.bytes().all(|b| b.is_ascii_digit()) || (n.len() > 1 && n.starts_with('0')) {
+                        if n.is_empty()
+                            || n.len() > 9
+                            || !n.bytes().all(|b| b.is_ascii_digit())
+                            || (n.len() > 1 && n.starts_with('0'))
+                        {
                             return Err(err());
                         }
                         let n: i32 = n.parse().map_err(|_| err())?;

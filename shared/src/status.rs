@@ -8,7 +8,11 @@ use std::str::FromStr;
 /// A build's status. The names are the seed system's, so old clients parse them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "db", derive(sqlx::Type), sqlx(type_name = "text", rename_all = "lowercase"))]
+#[cfg_attr(
+    feature = "db",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "lowercase")
+)]
 pub enum BuildStatus {
     Pending,
     Assigned,
@@ -41,7 +45,10 @@ impl BuildStatus {
 
     /// Terminal statuses never change again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, BuildStatus::Completed | BuildStatus::Failed | BuildStatus::Cancelled)
+        matches!(
+            self,
+            BuildStatus::Completed | BuildStatus::Failed | BuildStatus::Cancelled
+        )
     }
 
     /// The one table of allowed transitions. The guarded SQL statements in `db::builds`
@@ -80,18 +87,25 @@ pub struct ParseEnumError {
 impl FromStr for BuildStatus {
     type Err = ParseEnumError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        BuildStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| ParseEnumError {
-            kind: "status",
-            value: s.to_owned(),
-            expected: "pending, assigned, building, completed, failed, cancelled",
-        })
+        BuildStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| ParseEnumError {
+                kind: "status",
+                value: s.to_owned(),
+                expected: "pending, assigned, building, completed, failed, cancelled",
+            })
     }
 }
 
 /// The platform a build targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "db", derive(sqlx::Type), sqlx(type_name = "text", rename_all = "lowercase"))]
+#[cfg_attr(
+    feature = "db",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "lowercase")
+)]
 pub enum Platform {
     Ios,
     Android,
@@ -126,7 +140,11 @@ impl FromStr for Platform {
         match s {
             "ios" => Ok(Platform::Ios),
             "android" => Ok(Platform::Android),
-            _ => Err(ParseEnumError { kind: "platform", value: s.to_owned(), expected: "ios, android" }),
+            _ => Err(ParseEnumError {
+                kind: "platform",
+                value: s.to_owned(),
+                expected: "ios, android",
+            }),
         }
     }
 }
@@ -145,8 +163,13 @@ impl QueueName {
     pub fn parse(s: &str) -> Result<Self, QueueNameError> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok { Ok(QueueName(s.to_owned())) } else { Err(QueueNameError(s.to_owned())) }
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(QueueName(s.to_owned()))
+        } else {
+            Err(QueueNameError(s.to_owned()))
+        }
     }
 
     /// The default queue of a platform is the platform's name.
@@ -195,7 +218,10 @@ mod tests {
     fn status_names_round_trip() {
         for s in BuildStatus::ALL {
             assert_eq!(s.as_str().parse::<BuildStatus>().unwrap(), s);
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
         assert!("done".parse::<BuildStatus>().is_err());
     }

@@ -72,7 +72,9 @@ pub struct WorkerCredential {
 
 impl std::fmt::Debug for WorkerCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerCredential").field("worker_id", &self.worker_id).finish_non_exhaustive()
+        f.debug_struct("WorkerCredential")
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -120,8 +122,13 @@ pub enum NotYours {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ClaimReply {
     Granted(Box<JobGrant>),
-    NotYours { reason: NotYours, status: Option<BuildStatus> },
-    Error { message: String },
+    NotYours {
+        reason: NotYours,
+        status: Option<BuildStatus>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -138,10 +145,17 @@ pub struct HeartbeatRequest {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum HeartbeatReply {
     /// The lease is renewed; keep going.
-    Renewed { lease_expires_at: DateTime<Utc> },
+    Renewed {
+        lease_expires_at: DateTime<Utc>,
+    },
     /// Stop the build and upload nothing: the lease is gone.
-    Stop { reason: NotYours, status: Option<BuildStatus> },
-    Error { message: String },
+    Stop {
+        reason: NotYours,
+        status: Option<BuildStatus>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// What storage said about an object it wrote, with its signed receipt.
@@ -175,9 +189,16 @@ pub struct FailRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum FinishReply {
-    Recorded { status: BuildStatus },
-    NotYours { reason: NotYours, status: Option<BuildStatus> },
-    Error { message: String },
+    Recorded {
+        status: BuildStatus,
+    },
+    NotYours {
+        reason: NotYours,
+        status: Option<BuildStatus>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Log severity, as the HTTP contract spells it.
@@ -231,22 +252,39 @@ mod tests {
 
     #[test]
     fn other_versions_and_garbage_are_refused() {
-        assert!(matches!(decode::<Dispatch>(br#"{"v":2}"#), Err(WireError::Version(2))));
-        assert!(matches!(decode::<Dispatch>(b"not json"), Err(WireError::Malformed(_))));
-        assert!(matches!(decode::<Dispatch>(br#"{"v":1,"build_id":"x"}"#), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode::<Dispatch>(br#"{"v":2}"#),
+            Err(WireError::Version(2))
+        ));
+        assert!(matches!(
+            decode::<Dispatch>(b"not json"),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<Dispatch>(br#"{"v":1,"build_id":"x"}"#),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]
     fn tagged_replies_round_trip() {
-        let r = ClaimReply::NotYours { reason: NotYours::Stale, status: Some(BuildStatus::Assigned) };
+        let r = ClaimReply::NotYours {
+            reason: NotYours::Stale,
+            status: Some(BuildStatus::Assigned),
+        };
         assert_eq!(decode::<ClaimReply>(&encode(&r)).unwrap(), r);
-        let h = HeartbeatReply::Renewed { lease_expires_at: Utc::now() };
+        let h = HeartbeatReply::Renewed {
+            lease_expires_at: Utc::now(),
+        };
         assert_eq!(decode::<HeartbeatReply>(&encode(&h)).unwrap(), h);
     }
 
     #[test]
     fn credentials_never_reach_debug_output() {
-        let c = WorkerCredential { worker_id: WorkerId::new(), worker_token: "faw_secret".into() };
+        let c = WorkerCredential {
+            worker_id: WorkerId::new(),
+            worker_token: "faw_secret".into(),
+        };
         assert!(!format!("{c:?}").contains("secret"));
     }
 }

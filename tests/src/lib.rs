@@ -1,6 +1,7 @@
 //! End-to-end harness: starts the real binaries (storage, scheduler, gateway, workers) on free
 //! ports against a fresh database and a private nats-server, drives them over HTTP, and can
 //! kill any process. Logs of each process go to a file, printed when a test fails.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_shared::testing::{TestDb, TestNats, free_port, wait};
 use serde_json::Value;
@@ -16,12 +17,19 @@ pub const SECRET: &str = "e2e-signing-secret-e2e-signing-secret";
 /// Where cargo put the binaries: the test executable lives in `<target>/<profile>/deps/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 fn binary(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.is_file(), "{} is missing: run `cargo build --workspace` before the tests", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        p.display()
+    );
     p
 }
 
@@ -34,7 +42,12 @@ pub struct FarmOpts {
 
 impl Default for FarmOpts {
     fn default() -> Self {
-        Self { workers: 1, build_command: "sh build.sh".into(), lease: "30s", extra_env: vec![] }
+        Self {
+            workers: 1,
+            build_command: "sh build.sh".into(),
+            lease: "30s",
+            extra_env: vec![],
+        }
     }
 }
 
@@ -61,7 +74,11 @@ impl Farm {
         let db = TestDb::new().await;
         let nats = TestNats::start().await;
         let data = tempfile::tempdir().expect("farm data dir");
-        let (gp, sp, cp) = (free_port().unwrap(), free_port().unwrap(), free_port().unwrap());
+        let (gp, sp, cp) = (
+            free_port().unwrap(),
+            free_port().unwrap(),
+            free_port().unwrap(),
+        );
         let gateway = format!("http://127.0.0.1:{gp}");
         let storage = format!("http://127.0.0.1:{sp}");
         let mut env: Vec<(String, String)> = [
@@ -70,14 +87,20 @@ impl Farm {
             ("FREEAGENT_API_KEY", API_KEY.into()),
             ("FREEAGENT_SIGNING_SECRET", SECRET.into()),
             ("FREEAGENT_STORAGE_ENDPOINT", storage.clone()),
-            ("FREEAGENT_STORAGE_URL", data.path().join("objects").display().to_string()),
+            (
+                "FREEAGENT_STORAGE_URL",
+                data.path().join("objects").display().to_string(),
+            ),
             ("FREEAGENT_GATEWAY_URL", gateway.clone()),
             ("FREEAGENT_GATEWAY_PORT", gp.to_string()),
             ("FREEAGENT_STORAGE_PORT", sp.to_string()),
             ("FREEAGENT_SCHEDULER_PORT", cp.to_string()),
             ("FREEAGENT_BUILD_COMMAND", opts.build_command.clone()),
             ("FREEAGENT_WORKER_PLATFORMS", "android,ios".into()),
-            ("FREEAGENT_WORK_DIR", data.path().join("work").display().to_string()),
+            (
+                "FREEAGENT_WORK_DIR",
+                data.path().join("work").display().to_string(),
+            ),
             ("FREEAGENT_LEASE", opts.lease.into()),
             ("FREEAGENT_SCHEDULER_TICK", "200ms".into()),
             ("FREEAGENT_LOG_FORMAT", "text".into()),
@@ -87,7 +110,16 @@ impl Farm {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         env.extend(opts.extra_env);
-        let mut farm = Farm { db, nats, gateway, storage, http: reqwest::Client::new(), data, env, procs: vec![] };
+        let mut farm = Farm {
+            db,
+            nats,
+            gateway,
+            storage,
+            http: reqwest::Client::new(),
+            data,
+            env,
+            procs: vec![],
+        };
         farm.spawn("storage", "freeagent-storage", &[]);
         farm.spawn("scheduler", "freeagent-scheduler", &[]);
         farm.spawn("gateway", "freeagent-gateway", &[]);
@@ -100,7 +132,11 @@ impl Farm {
 
     fn spawn(&mut self, name: &str, bin: &str, extra: &[(&str, &str)]) {
         let log = self.data.path().join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let child = Command::new(binary(bin))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra.iter().copied())
@@ -108,12 +144,20 @@ impl Farm {
             .stderr(Stdio::from(file))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        self.procs.push(Proc { name: name.to_owned(), child, log });
+        self.procs.push(Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        });
     }
 
     pub fn spawn_worker(&mut self, i: usize) {
         let name = format!("worker-{i}");
-        self.spawn(&name, "freeagent-worker", &[("FREEAGENT_WORKER_NAME", &name)]);
+        self.spawn(
+            &name,
+            "freeagent-worker",
+            &[("FREEAGENT_WORKER_NAME", &name)],
+        );
     }
 
     async fn wait_ready(&self) {
@@ -121,7 +165,14 @@ impl Farm {
         let url = format!("{}/readyz", self.gateway);
         wait::until("the gateway to be ready", Duration::from_secs(30), || {
             let (http, url) = (http.clone(), url.clone());
-            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
         })
         .await;
     }
@@ -136,11 +187,18 @@ impl Farm {
 
     /// The pid of a process by name.
     pub fn pid(&self, name: &str) -> Option<u32> {
-        self.procs.iter().find(|p| p.name == name).map(|p| p.child.id())
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
     }
 
     pub fn log_of(&self, name: &str) -> String {
-        self.procs.iter().find(|p| p.name == name).and_then(|p| std::fs::read_to_string(&p.log).ok()).unwrap_or_default()
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| std::fs::read_to_string(&p.log).ok())
+            .unwrap_or_default()
     }
 
     /// Submits a project directory (packed as tar.gz) over HTTP; returns the 201 body.
@@ -148,21 +206,48 @@ impl Farm {
         let archive = pack(dir);
         let form = reqwest::multipart::Form::new()
             .text("platform", platform.to_owned())
-            .part("source", reqwest::multipart::Part::bytes(archive).file_name("source.tar.gz"));
-        let resp = self.http.post(format!("{}/api/builds", self.gateway)).header("x-api-key", API_KEY).multipart(form).send().await.expect("submit");
-        assert_eq!(resp.status(), 201, "submit failed: {}", resp.text().await.unwrap_or_default());
+            .part(
+                "source",
+                reqwest::multipart::Part::bytes(archive).file_name("source.tar.gz"),
+            );
+        let resp = self
+            .http
+            .post(format!("{}/api/builds", self.gateway))
+            .header("x-api-key", API_KEY)
+            .multipart(form)
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(
+            resp.status(),
+            201,
+            "submit failed: {}",
+            resp.text().await.unwrap_or_default()
+        );
         resp.json().await.expect("submit reply")
     }
 
     pub async fn get_build(&self, id: &str) -> Value {
-        self.http.get(format!("{}/api/builds/{id}", self.gateway)).header("x-api-key", API_KEY).send().await.expect("get build").json().await.expect("build json")
+        self.http
+            .get(format!("{}/api/builds/{id}", self.gateway))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .expect("get build")
+            .json()
+            .await
+            .expect("build json")
     }
 
     /// Waits until the build reaches a terminal status and returns it.
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
         wait::until(&format!("build {id} to finish"), timeout, || async {
             let b = self.get_build(id).await;
-            matches!(b["status"].as_str(), Some("completed" | "failed" | "cancelled")).then_some(b)
+            matches!(
+                b["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(b)
         })
         .await
     }
@@ -178,7 +263,9 @@ pub fn pack(dir: &Path) -> Vec<u8> {
 
 /// The repository's examples directory.
 pub fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
 }
 
 /// A throwaway project whose build.sh is `script`.

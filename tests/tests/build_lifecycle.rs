@@ -1,5 +1,6 @@
 //! A build's whole life through the real binaries: submit over HTTP, a worker builds it, the
 //! artifact downloads with the checksum the API reports, and the log holds the command's output.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::{API_KEY, Farm, FarmOpts, example, project};
 use sha2::{Digest, Sha256};
@@ -17,13 +18,33 @@ async fn example_builds_to_a_downloadable_artifact() {
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(b["attempt"], 1);
     assert_eq!(b["has_result"], true);
-    let artifact = b["artifacts"].as_array().unwrap().iter().find(|a| a["name"].as_str().unwrap().ends_with(".apk")).unwrap().clone();
+    let artifact = b["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"].as_str().unwrap().ends_with(".apk"))
+        .unwrap()
+        .clone();
 
     // Download with the build token, as a submitter without the API key would.
-    let resp = farm.http.get(format!("{}/api/builds/{id}/download", farm.gateway)).header("x-build-token", &token).send().await.unwrap();
+    let resp = farm
+        .http
+        .get(format!("{}/api/builds/{id}/download", farm.gateway))
+        .header("x-build-token", &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let header_sha = resp.headers()["x-checksum-sha256"].to_str().unwrap().to_owned();
-    assert!(resp.headers()["content-disposition"].to_str().unwrap().contains(&format!("{id}.apk")));
+    let header_sha = resp.headers()["x-checksum-sha256"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        resp.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(&format!("{id}.apk"))
+    );
     let bytes = resp.bytes().await.unwrap();
     let actual = hex::encode(Sha256::digest(&bytes));
     assert_eq!(actual, header_sha);
@@ -31,33 +52,105 @@ async fn example_builds_to_a_downloadable_artifact() {
     assert_eq!(bytes.len() as u64, artifact["size"].as_u64().unwrap());
 
     // Ranges pass through the gateway.
-    let part = farm.http.get(format!("{}/api/builds/{id}/download", farm.gateway)).header("x-api-key", API_KEY).header("range", "bytes=0-9").send().await.unwrap();
+    let part = farm
+        .http
+        .get(format!("{}/api/builds/{id}/download", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap().as_ref(), &bytes[..10]);
 
     // The log holds the build command's output, in order.
-    let logs: serde_json::Value = farm.http.get(format!("{}/api/builds/{id}/logs", farm.gateway)).header("x-build-token", &token).send().await.unwrap().json().await.unwrap();
-    let lines: Vec<&str> = logs["logs"].as_array().unwrap().iter().map(|l| l["message"].as_str().unwrap()).collect();
-    assert!(lines.iter().any(|l| l.starts_with(&format!("building {id} for android"))), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("artifact: hello.apk")), "{lines:?}");
-    let seqs: Vec<u64> = logs["logs"].as_array().unwrap().iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    let logs: serde_json::Value = farm
+        .http
+        .get(format!("{}/api/builds/{id}/logs", farm.gateway))
+        .header("x-build-token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("building {id} for android"))),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("artifact: hello.apk")),
+        "{lines:?}"
+    );
+    let seqs: Vec<u64> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     // Paging resumes after the last line.
     let after = seqs[1];
-    let page: serde_json::Value = farm.http.get(format!("{}/api/builds/{id}/logs?after={after}&limit=1", farm.gateway)).header("x-api-key", API_KEY).send().await.unwrap().json().await.unwrap();
+    let page: serde_json::Value = farm
+        .http
+        .get(format!(
+            "{}/api/builds/{id}/logs?after={after}&limit=1",
+            farm.gateway
+        ))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["logs"].as_array().unwrap().len(), 1);
     assert_eq!(page["logs"][0]["seq"].as_u64().unwrap(), seqs[2]);
 
     // The status shape old clients poll: epoch milliseconds.
-    let status: serde_json::Value = farm.http.get(format!("{}/api/builds/{id}/status", farm.gateway)).header("x-api-key", API_KEY).send().await.unwrap().json().await.unwrap();
+    let status: serde_json::Value = farm
+        .http
+        .get(format!("{}/api/builds/{id}/status", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["status"], "completed");
     assert!(status["completed_at"].as_i64().unwrap() >= status["started_at"].as_i64().unwrap());
 
     // The list and /health agree.
-    let list: serde_json::Value = farm.http.get(format!("{}/api/builds?status=completed", farm.gateway)).header("x-api-key", API_KEY).send().await.unwrap().json().await.unwrap();
+    let list: serde_json::Value = farm
+        .http
+        .get(format!("{}/api/builds?status=completed", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["total"], 1);
     assert_eq!(list["builds"][0]["id"], id.as_str());
-    let health: serde_json::Value = farm.http.get(format!("{}/health", farm.gateway)).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = farm
+        .http
+        .get(format!("{}/health", farm.gateway))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["queue"]["pending"], 0);
     assert_eq!(health["storage"]["objects"], 2);
 }
@@ -66,27 +159,62 @@ async fn example_builds_to_a_downloadable_artifact() {
 async fn failing_command_ends_failed_with_its_error_and_log() {
     let farm = Farm::start(FarmOpts::default()).await;
     let dir = project("echo 'compiling...'\necho 'error: missing semicolon' >&2\nexit 3\n");
-    let id = farm.submit_dir(dir.path(), "ios").await["id"].as_str().unwrap().to_owned();
+    let id = farm.submit_dir(dir.path(), "ios").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(b["status"], "failed");
     assert_eq!(b["error_message"], "build command exited with status 3");
     assert_eq!(b["has_result"], false);
-    let logs: serde_json::Value = farm.http.get(format!("{}/api/builds/{id}/logs", farm.gateway)).header("x-api-key", API_KEY).send().await.unwrap().json().await.unwrap();
-    let lines: Vec<(&str, &str)> = logs["logs"].as_array().unwrap().iter().map(|l| (l["level"].as_str().unwrap(), l["message"].as_str().unwrap())).collect();
+    let logs: serde_json::Value = farm
+        .http
+        .get(format!("{}/api/builds/{id}/logs", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lines: Vec<(&str, &str)> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["level"].as_str().unwrap(), l["message"].as_str().unwrap()))
+        .collect();
     assert!(lines.contains(&("info", "compiling...")), "{lines:?}");
-    assert!(lines.contains(&("warn", "error: missing semicolon")), "{lines:?}");
+    assert!(
+        lines.contains(&("warn", "error: missing semicolon")),
+        "{lines:?}"
+    );
     // A failed build has no result to download.
-    let r = farm.http.get(format!("{}/api/builds/{id}/download", farm.gateway)).header("x-api-key", API_KEY).send().await.unwrap();
+    let r = farm
+        .http
+        .get(format!("{}/api/builds/{id}/download", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "Build not completed");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "Build not completed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_without_an_artifact_fails_clearly() {
     let farm = Farm::start(FarmOpts::default()).await;
     let dir = project("echo 'built nothing'\n");
-    let id = farm.submit_dir(dir.path(), "android").await["id"].as_str().unwrap().to_owned();
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(b["status"], "failed");
-    assert!(b["error_message"].as_str().unwrap().contains("no artifact"), "{b}");
+    assert!(
+        b["error_message"].as_str().unwrap().contains("no artifact"),
+        "{b}"
+    );
 }

@@ -43,7 +43,10 @@ struct Proc {
 fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let p = dir.join(name);
     if !p.is_file() {
-        bail!("{} not found beside freeagent; build every binary first: cargo build --workspace", p.display());
+        bail!(
+            "{} not found beside freeagent; build every binary first: cargo build --workspace",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -56,10 +59,20 @@ fn random_secret() -> String {
 }
 
 pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
-    let bin_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("cannot locate the freeagent binary")?;
-    let api_key = std::env::var("FREEAGENT_API_KEY").ok().filter(|k| !k.is_empty()).unwrap_or_else(|| token::generate(token::TokenKind::ApiKey));
-    let secret = std::env::var("FREEAGENT_SIGNING_SECRET").ok().filter(|k| k.len() >= 32).unwrap_or_else(random_secret);
-    std::fs::create_dir_all(a.data_dir.join("objects")).with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("cannot locate the freeagent binary")?;
+    let api_key = std::env::var("FREEAGENT_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| token::generate(token::TokenKind::ApiKey));
+    let secret = std::env::var("FREEAGENT_SIGNING_SECRET")
+        .ok()
+        .filter(|k| k.len() >= 32)
+        .unwrap_or_else(random_secret);
+    std::fs::create_dir_all(a.data_dir.join("objects"))
+        .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
     let data = std::fs::canonicalize(&a.data_dir)?;
     let storage_endpoint = format!("http://127.0.0.1:{}", a.storage_port);
     let gateway_url = format!("http://127.0.0.1:{}", a.gateway_port);
@@ -70,14 +83,20 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
         ("FREEAGENT_SIGNING_SECRET", secret),
         ("FREEAGENT_API_KEY", api_key.clone()),
         ("FREEAGENT_STORAGE_ENDPOINT", storage_endpoint.clone()),
-        ("FREEAGENT_STORAGE_URL", data.join("objects").display().to_string()),
+        (
+            "FREEAGENT_STORAGE_URL",
+            data.join("objects").display().to_string(),
+        ),
         ("FREEAGENT_GATEWAY_URL", gateway_url.clone()),
         ("FREEAGENT_GATEWAY_PORT", a.gateway_port.to_string()),
         ("FREEAGENT_STORAGE_PORT", a.storage_port.to_string()),
         ("FREEAGENT_SCHEDULER_PORT", a.scheduler_port.to_string()),
         ("FREEAGENT_BUILD_COMMAND", a.build_command.clone()),
         ("FREEAGENT_WORKER_PLATFORMS", a.worker_platforms.clone()),
-        ("FREEAGENT_WORK_DIR", data.join("work").display().to_string()),
+        (
+            "FREEAGENT_WORK_DIR",
+            data.join("work").display().to_string(),
+        ),
     ];
     let spawn = |name: &str, bin: &str, extra: Vec<(&str, String)>| -> anyhow::Result<Proc> {
         let mut cmd = Command::new(binary(&bin_dir, bin)?);
@@ -85,19 +104,34 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("cannot start {bin}"))?;
-        Ok(Proc { name: name.to_owned(), child })
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+        })
     };
-    let mut procs = vec![spawn("storage", "freeagent-storage", vec![])?, spawn("scheduler", "freeagent-scheduler", vec![])?, spawn("gateway", "freeagent-gateway", vec![])?];
+    let mut procs = vec![
+        spawn("storage", "freeagent-storage", vec![])?,
+        spawn("scheduler", "freeagent-scheduler", vec![])?,
+        spawn("gateway", "freeagent-gateway", vec![])?,
+    ];
     let stop = freeagent_shared::shutdown::on_signal();
     if let Err(e) = wait_ready(&gateway_url, &mut procs, &stop).await {
         shutdown(procs).await;
         return Err(e);
     }
     for i in 0..a.workers {
-        procs.push(spawn(&format!("worker-{}", i + 1), "freeagent-worker", vec![("FREEAGENT_WORKER_NAME", format!("dev-worker-{}", i + 1))])?);
+        procs.push(spawn(
+            &format!("worker-{}", i + 1),
+            "freeagent-worker",
+            vec![("FREEAGENT_WORKER_NAME", format!("dev-worker-{}", i + 1))],
+        )?);
     }
     println!();
-    println!("Free Agent is running ({} worker{}).", a.workers, if a.workers == 1 { "" } else { "s" });
+    println!(
+        "Free Agent is running ({} worker{}).",
+        a.workers,
+        if a.workers == 1 { "" } else { "s" }
+    );
     println!("  gateway    {gateway_url}");
     println!("  storage    {storage_endpoint}");
     println!("  metrics    http://127.0.0.1:{}/metrics", a.scheduler_port);
@@ -130,18 +164,25 @@ async fn first_exit(procs: &mut [Proc]) -> (String, String) {
     }
 }
 
-async fn wait_ready(gateway: &str, procs: &mut [Proc], stop: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+async fn wait_ready(
+    gateway: &str,
+    procs: &mut [Proc],
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = http.get(format!("{gateway}/readyz")).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(r) = http.get(format!("{gateway}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
         }
         for p in procs.iter_mut() {
             if let Ok(Some(status)) = p.child.try_wait() {
-                bail!("{} exited during start-up ({status}); see its log above", p.name);
+                bail!(
+                    "{} exited during start-up ({status}); see its log above",
+                    p.name
+                );
             }
         }
         if stop.is_cancelled() {
@@ -159,9 +200,15 @@ async fn shutdown(mut procs: Vec<Proc>) {
     procs.reverse();
     for p in procs.iter_mut() {
         if let Some(pid) = p.child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
-        if tokio::time::timeout(Duration::from_secs(15), p.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), p.child.wait())
+            .await
+            .is_err()
+        {
             eprintln!("{} did not stop in time; killing it", p.name);
             let _ = p.child.kill().await;
         }

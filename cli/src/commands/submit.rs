@@ -20,23 +20,34 @@ pub struct SubmitOpts {
 }
 
 async fn file_part(path: &Path, name: &str) -> anyhow::Result<Part> {
-    let file = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata().await?.len();
     let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-    Ok(Part::stream_with_length(body, len).file_name(name.to_owned()).mime_str("application/octet-stream")?)
+    Ok(Part::stream_with_length(body, len)
+        .file_name(name.to_owned())
+        .mime_str("application/octet-stream")?)
 }
 
 pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
     client.require_key()?;
     let packed;
     let (source, name) = if o.path.is_dir() {
-        packed = archive::pack_dir(&o.path).with_context(|| format!("cannot pack {}", o.path.display()))?;
+        packed = archive::pack_dir(&o.path)
+            .with_context(|| format!("cannot pack {}", o.path.display()))?;
         (packed.path().to_path_buf(), "source.tar.gz".to_owned())
     } else {
-        let name = o.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "source".into());
+        let name = o
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "source".into());
         (o.path.clone(), name)
     };
-    let mut form = Form::new().text("platform", o.platform.clone()).part("source", file_part(&source, &name).await?);
+    let mut form = Form::new()
+        .text("platform", o.platform.clone())
+        .part("source", file_part(&source, &name).await?);
     if let Some(c) = &o.certs {
         form = form.part("certs", file_part(c, "certs").await?);
     }
@@ -49,13 +60,20 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
     if let Some(q) = o.queue {
         form = form.text("queue", q);
     }
-    let resp: serde_json::Value = client.send(client.http.post(client.url("/api/builds")).multipart(form)).await?.json().await?;
+    let resp: serde_json::Value = client
+        .send(client.http.post(client.url("/api/builds")).multipart(form))
+        .await?
+        .json()
+        .await?;
     let id = resp["id"].as_str().unwrap_or_default().to_owned();
     if o.json {
         println!("{resp}");
     } else {
         println!("submitted build {id}");
-        println!("build token: {}", resp["access_token"].as_str().unwrap_or_default());
+        println!(
+            "build token: {}",
+            resp["access_token"].as_str().unwrap_or_default()
+        );
     }
     if !o.wait {
         return Ok(ExitCode::SUCCESS);

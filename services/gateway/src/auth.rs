@@ -17,19 +17,30 @@ pub const SCOPE_ADMIN: &str = "admin";
 pub const ALL_SCOPES: [&str; 4] = [SCOPE_SUBMIT, SCOPE_READ, SCOPE_WORKER, SCOPE_ADMIN];
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// The API key the request presents, if any.
 pub fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
     header(headers, "x-api-key").or_else(|| {
-        header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim)
+        header(headers, "authorization")
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
     })
 }
 
 /// Checks a presented API key; `Ok(None)` when none was presented.
 pub async fn api_key(st: &AppState, headers: &HeaderMap) -> Result<Option<ApiKey>> {
-    let Some(key) = presented_api_key(headers) else { return Ok(None) };
+    let Some(key) = presented_api_key(headers) else {
+        return Ok(None);
+    };
     match db::api_keys::api_key_find(&st.pool, &token::hash(key)).await? {
         Some(k) => Ok(Some(k)),
         None => Err(GatewayError::forbidden("invalid API key")),
@@ -42,9 +53,13 @@ pub fn has_scope(key: &ApiKey, scope: &str) -> bool {
 
 /// An API key with `scope` is required.
 pub async fn require_api_key(st: &AppState, headers: &HeaderMap, scope: &str) -> Result<ApiKey> {
-    let key = api_key(st, headers).await?.ok_or_else(GatewayError::unauthorized)?;
+    let key = api_key(st, headers)
+        .await?
+        .ok_or_else(GatewayError::unauthorized)?;
     if !has_scope(&key, scope) {
-        return Err(GatewayError::forbidden(format!("this API key lacks the '{scope}' scope")));
+        return Err(GatewayError::forbidden(format!(
+            "this API key lacks the '{scope}' scope"
+        )));
     }
     Ok(key)
 }
@@ -53,12 +68,18 @@ pub async fn require_api_key(st: &AppState, headers: &HeaderMap, scope: &str) ->
 pub async fn build_reader(st: &AppState, headers: &HeaderMap, id: BuildId) -> Result<Build> {
     if presented_api_key(headers).is_some() {
         require_api_key(st, headers, SCOPE_READ).await?;
-        return db::builds::build_get(&st.pool, id).await?.ok_or_else(|| GatewayError::not_found("build"));
+        return db::builds::build_get(&st.pool, id)
+            .await?
+            .ok_or_else(|| GatewayError::not_found("build"));
     }
-    let Some(presented) = header(headers, "x-build-token") else { return Err(GatewayError::unauthorized()) };
+    let Some(presented) = header(headers, "x-build-token") else {
+        return Err(GatewayError::unauthorized());
+    };
     // An unknown id and a wrong token look the same, so ids cannot be probed with a token.
     match db::builds::build_get(&st.pool, id).await? {
         Some(b) if token::verify(presented, &b.token_hash) => Ok(b),
-        _ => Err(GatewayError::forbidden("this build token does not grant access to this build")),
+        _ => Err(GatewayError::forbidden(
+            "this build token does not grant access to this build",
+        )),
     }
 }

@@ -30,7 +30,10 @@ pub struct GatewayConfig {
 
 impl std::fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayConfig").field("bind", &self.bind).field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("GatewayConfig")
+            .field("bind", &self.bind)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -40,21 +43,38 @@ impl GatewayConfig {
             ConfigError::new("FREEAGENT_API_KEY", "", format!("set a bootstrap API key of at least {MIN_SECRET_LEN} characters (for example `openssl rand -hex 32`)"))
         })?;
         if key.len() < MIN_SECRET_LEN {
-            return Err(ConfigError::new("FREEAGENT_API_KEY", &"*".repeat(key.len()), format!("at least {MIN_SECRET_LEN} characters")));
+            return Err(ConfigError::new(
+                "FREEAGENT_API_KEY",
+                &"*".repeat(key.len()),
+                format!("at least {MIN_SECRET_LEN} characters"),
+            ));
         }
         Ok(Self {
             bind: config::string("FREEAGENT_BIND", "127.0.0.1"),
-            port: config::parse("FREEAGENT_GATEWAY_PORT", config::DEFAULT_GATEWAY_PORT, "a TCP port")?,
+            port: config::parse(
+                "FREEAGENT_GATEWAY_PORT",
+                config::DEFAULT_GATEWAY_PORT,
+                "a TCP port",
+            )?,
             database_url: config::string("FREEAGENT_DATABASE_URL", config::DEFAULT_DATABASE_URL),
             nats_url: config::string("FREEAGENT_NATS_URL", config::DEFAULT_NATS_URL),
-            storage_endpoint: config::string("FREEAGENT_STORAGE_ENDPOINT", config::DEFAULT_STORAGE_ENDPOINT),
-            storage_backend: config::string("FREEAGENT_STORAGE_URL", config::DEFAULT_STORAGE_BACKEND),
+            storage_endpoint: config::string(
+                "FREEAGENT_STORAGE_ENDPOINT",
+                config::DEFAULT_STORAGE_ENDPOINT,
+            ),
+            storage_backend: config::string(
+                "FREEAGENT_STORAGE_URL",
+                config::DEFAULT_STORAGE_BACKEND,
+            ),
             signing_secret: config::signing_secret()?,
             bootstrap_api_key: key,
             source_limit: config::bytes("FREEAGENT_SOURCE_LIMIT", DEFAULT_SOURCE_LIMIT)?,
             certs_limit: config::bytes("FREEAGENT_CERTS_LIMIT", DEFAULT_CERTS_LIMIT)?,
             json_limit: config::bytes("FREEAGENT_JSON_LIMIT", DEFAULT_JSON_LIMIT)?,
-            worker_token_ttl: config::duration("FREEAGENT_WORKER_TOKEN_TTL", DEFAULT_WORKER_TOKEN_TTL)?,
+            worker_token_ttl: config::duration(
+                "FREEAGENT_WORKER_TOKEN_TTL",
+                DEFAULT_WORKER_TOKEN_TTL,
+            )?,
             url_ttl: config::duration("FREEAGENT_GATEWAY_URL_TTL", DEFAULT_URL_TTL)?,
         })
     }

@@ -16,7 +16,10 @@ pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
 
 impl GatewayError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { body: ApiErrorBody::new(code, message), internal: None }
+        Self {
+            body: ApiErrorBody::new(code, message),
+            internal: None,
+        }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.body = self.body.with_hint(hint);
@@ -29,7 +32,8 @@ impl GatewayError {
         Self::new(ErrorCode::BadRequest, message)
     }
     pub fn unauthorized() -> Self {
-        Self::new(ErrorCode::Unauthorized, "missing credentials").hint("send X-API-Key, Authorization: Bearer <key> or X-Build-Token")
+        Self::new(ErrorCode::Unauthorized, "missing credentials")
+            .hint("send X-API-Key, Authorization: Bearer <key> or X-Build-Token")
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
@@ -40,8 +44,11 @@ impl GatewayError {
     /// A dependency failed: 503 with a generic message; the detail goes to the log.
     pub fn unavailable(internal: impl std::fmt::Display) -> Self {
         Self {
-            body: ApiErrorBody::new(ErrorCode::Unavailable, "a backing service is unavailable; retry shortly")
-                .with_hint("operators: see the gateway log and /readyz"),
+            body: ApiErrorBody::new(
+                ErrorCode::Unavailable,
+                "a backing service is unavailable; retry shortly",
+            )
+            .with_hint("operators: see the gateway log and /readyz"),
             internal: Some(internal.to_string()),
         }
     }
@@ -58,7 +65,8 @@ impl IntoResponse for GatewayError {
         if let Some(internal) = &self.internal {
             tracing::error!(code = ?self.body.code, error = %internal, "request failed");
         }
-        let status = StatusCode::from_u16(self.body.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.body.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, axum::Json(self.body)).into_response()
     }
 }

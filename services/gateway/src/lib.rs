@@ -27,7 +27,8 @@ use state::AppState;
 
 pub fn router(st: AppState, health: Health) -> Router {
     let c = &st.config;
-    let submit_limit = usize::try_from(c.source_limit + c.certs_limit + 2 * c.json_limit).unwrap_or(usize::MAX);
+    let submit_limit =
+        usize::try_from(c.source_limit + c.certs_limit + 2 * c.json_limit).unwrap_or(usize::MAX);
     let json_limit = usize::try_from(c.json_limit).unwrap_or(usize::MAX);
     let submit = post(routes::submit::submit).layer(DefaultBodyLimit::max(submit_limit));
     Router::new()
@@ -36,9 +37,18 @@ pub fn router(st: AppState, health: Health) -> Router {
         .route("/api/builds/{id}", get(routes::builds::get))
         .route("/api/builds/{id}/status", get(routes::builds::status))
         .route("/api/builds/{id}/logs", get(routes::logs::get))
-        .route("/api/builds/{id}/download", get(routes::download::download_result))
-        .route("/api/builds/{id}/download/{kind}", get(routes::download::download))
-        .route("/api/workers/register", post(routes::workers::register).layer(DefaultBodyLimit::max(json_limit)))
+        .route(
+            "/api/builds/{id}/download",
+            get(routes::download::download_result),
+        )
+        .route(
+            "/api/builds/{id}/download/{kind}",
+            get(routes::download::download),
+        )
+        .route(
+            "/api/workers/register",
+            post(routes::workers::register).layer(DefaultBodyLimit::max(json_limit)),
+        )
         .route("/health", get(routes::health::health))
         .route("/api/health", get(routes::health::health))
         .fallback(|| async { error::GatewayError::not_found("route") })
@@ -59,12 +69,26 @@ impl App {
         }
         let pool = db::connect(&config.database_url, 20).await?;
         db::migrate(&pool).await.context("running migrations")?;
-        db::api_keys::api_key_ensure(&pool, ApiKeyId::new(), "bootstrap", &token::hash(&config.bootstrap_api_key), &auth::ALL_SCOPES)
-            .await
-            .context("storing the bootstrap API key")?;
+        db::api_keys::api_key_ensure(
+            &pool,
+            ApiKeyId::new(),
+            "bootstrap",
+            &token::hash(&config.bootstrap_api_key),
+            &auth::ALL_SCOPES,
+        )
+        .await
+        .context("storing the bootstrap API key")?;
         let nats = nats::connect(&config.nats_url, "freeagent-gateway").await?;
-        nats::ensure_streams(&async_nats::jetstream::new(nats.clone()), &nats::StreamLimits::default()).await?;
-        let storage = storage_client::StorageClient::new(&config.storage_endpoint, Signer::new(&config.signing_secret), config.url_ttl);
+        nats::ensure_streams(
+            &async_nats::jetstream::new(nats.clone()),
+            &nats::StreamLimits::default(),
+        )
+        .await?;
+        let storage = storage_client::StorageClient::new(
+            &config.storage_endpoint,
+            Signer::new(&config.signing_secret),
+            config.url_ttl,
+        );
         let (p, n, s) = (pool.clone(), nats.clone(), storage.clone());
         let health = Health::new()
             .check(
@@ -95,9 +119,23 @@ impl App {
             );
         let listener = TcpListener::bind((config.bind.as_str(), config.port))
             .await
-            .with_context(|| format!("cannot listen on {}:{}; set FREEAGENT_GATEWAY_PORT", config.bind, config.port))?;
-        let st = AppState { pool, nats, storage, config: Arc::new(config) };
-        Ok(Self { router: router(st, health.clone()), listener, health })
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{}; set FREEAGENT_GATEWAY_PORT",
+                    config.bind, config.port
+                )
+            })?;
+        let st = AppState {
+            pool,
+            nats,
+            storage,
+            config: Arc::new(config),
+        };
+        Ok(Self {
+            router: router(st, health.clone()),
+            listener,
+            health,
+        })
     }
 
     pub fn port(&self) -> u16 {

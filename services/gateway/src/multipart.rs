@@ -16,11 +16,17 @@ use tokio_stream::wrappers::ReceiverStream;
 const CHANNEL_DEPTH: usize = 8;
 
 pub fn malformed(e: MultipartError) -> GatewayError {
-    GatewayError::new(ErrorCode::MalformedMultipart, format!("malformed multipart body: {}", e.body_text()))
+    GatewayError::new(
+        ErrorCode::MalformedMultipart,
+        format!("malformed multipart body: {}", e.body_text()),
+    )
 }
 
 pub fn too_large(part: &str, limit: u64) -> GatewayError {
-    GatewayError::new(ErrorCode::PayloadTooLarge, format!("part '{part}' is larger than its limit of {limit} bytes"))
+    GatewayError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("part '{part}' is larger than its limit of {limit} bytes"),
+    )
 }
 
 /// Reads a text part of at most `limit` bytes.
@@ -32,7 +38,8 @@ pub async fn text(mut field: Field<'_>, name: &str, limit: usize) -> Result<Stri
         }
         buf.extend_from_slice(&chunk);
     }
-    String::from_utf8(buf).map_err(|_| GatewayError::bad_request(format!("part '{name}' is not UTF-8 text")))
+    String::from_utf8(buf)
+        .map_err(|_| GatewayError::bad_request(format!("part '{name}' is not UTF-8 text")))
 }
 
 /// Streams a file part to storage under `key`, refusing it past `limit` bytes.
@@ -53,7 +60,9 @@ pub async fn to_storage(
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     // Fail the upload so storage aborts it and keeps nothing.
-                    let _ = tx.send(Err(std::io::Error::other("client body failed"))).await;
+                    let _ = tx
+                        .send(Err(std::io::Error::other("client body failed")))
+                        .await;
                     return Err(malformed(e));
                 }
             };

@@ -28,8 +28,16 @@ pub enum StorageError {
 
 impl StorageClient {
     pub fn new(endpoint: &str, signer: Signer, ttl: Duration) -> Self {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        Self { http, endpoint: endpoint.trim_end_matches('/').to_owned(), signer, ttl }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            signer,
+            ttl,
+        }
     }
 
     fn url(&self, method: Method, key: &ObjectKey, max: u64) -> String {
@@ -38,20 +46,37 @@ impl StorageClient {
     }
 
     /// Streams `body` to `key`; storage enforces `max` as the bytes pass.
-    pub async fn put_stream<S>(&self, key: &ObjectKey, max: u64, body: S) -> Result<StoredObject, StorageError>
+    pub async fn put_stream<S>(
+        &self,
+        key: &ObjectKey,
+        max: u64,
+        body: S,
+    ) -> Result<StoredObject, StorageError>
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
-        let resp = self.http.put(self.url(Method::Put, key, max)).body(reqwest::Body::wrap_stream(body)).send().await?;
+        let resp = self
+            .http
+            .put(self.url(Method::Put, key, max))
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await?;
         match resp.status().as_u16() {
             201 => Ok(resp.json().await?),
             413 => Err(StorageError::TooLarge),
-            status => Err(StorageError::Status { status, body: resp.text().await.unwrap_or_default() }),
+            status => Err(StorageError::Status {
+                status,
+                body: resp.text().await.unwrap_or_default(),
+            }),
         }
     }
 
     /// Starts a download, passing a `Range` header through.
-    pub async fn get(&self, key: &ObjectKey, range: Option<&str>) -> Result<reqwest::Response, StorageError> {
+    pub async fn get(
+        &self,
+        key: &ObjectKey,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, StorageError> {
         let mut req = self.http.get(self.url(Method::Get, key, 0));
         if let Some(r) = range {
             req = req.header("range", r);
@@ -60,20 +85,35 @@ impl StorageClient {
     }
 
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
-        let resp = self.http.delete(self.url(Method::Delete, key, 0)).send().await?;
+        let resp = self
+            .http
+            .delete(self.url(Method::Delete, key, 0))
+            .send()
+            .await?;
         match resp.status().as_u16() {
             204 | 200 | 404 => Ok(()),
-            status => Err(StorageError::Status { status, body: resp.text().await.unwrap_or_default() }),
+            status => Err(StorageError::Status {
+                status,
+                body: resp.text().await.unwrap_or_default(),
+            }),
         }
     }
 
     /// Readiness: the storage service answers `/healthz`.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        let resp = self.http.get(format!("{}/healthz", self.endpoint)).timeout(Duration::from_secs(3)).send().await?;
+        let resp = self
+            .http
+            .get(format!("{}/healthz", self.endpoint))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(StorageError::Status { status: resp.status().as_u16(), body: String::new() })
+            Err(StorageError::Status {
+                status: resp.status().as_u16(),
+                body: String::new(),
+            })
         }
     }
 }

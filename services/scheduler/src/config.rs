@@ -41,25 +41,50 @@ impl SchedulerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             bind: config::string("FREEAGENT_BIND", "127.0.0.1"),
-            port: config::parse("FREEAGENT_SCHEDULER_PORT", config::DEFAULT_SCHEDULER_PORT, "a TCP port")?,
+            port: config::parse(
+                "FREEAGENT_SCHEDULER_PORT",
+                config::DEFAULT_SCHEDULER_PORT,
+                "a TCP port",
+            )?,
             database_url: config::string("FREEAGENT_DATABASE_URL", config::DEFAULT_DATABASE_URL),
             nats_url: config::string("FREEAGENT_NATS_URL", config::DEFAULT_NATS_URL),
-            storage_endpoint: config::string("FREEAGENT_STORAGE_ENDPOINT", config::DEFAULT_STORAGE_ENDPOINT),
+            storage_endpoint: config::string(
+                "FREEAGENT_STORAGE_ENDPOINT",
+                config::DEFAULT_STORAGE_ENDPOINT,
+            ),
             signing_secret: config::signing_secret()?,
             lease: config::duration("FREEAGENT_LEASE", DEFAULT_LEASE)?,
-            dispatch_batch: config::parse("FREEAGENT_DISPATCH_BATCH", DEFAULT_DISPATCH_BATCH, "a positive number")?.max(1),
-            redispatch_after: config::duration("FREEAGENT_REDISPATCH_AFTER", DEFAULT_REDISPATCH_AFTER)?,
+            dispatch_batch: config::parse(
+                "FREEAGENT_DISPATCH_BATCH",
+                DEFAULT_DISPATCH_BATCH,
+                "a positive number",
+            )?
+            .max(1),
+            redispatch_after: config::duration(
+                "FREEAGENT_REDISPATCH_AFTER",
+                DEFAULT_REDISPATCH_AFTER,
+            )?,
             tick: config::duration("FREEAGENT_SCHEDULER_TICK", DEFAULT_TICK)?,
             retry_backoff: config::duration("FREEAGENT_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF)?,
             url_ttl: config::duration("FREEAGENT_URL_TTL", DEFAULT_URL_TTL)?,
             result_limit: config::bytes("FREEAGENT_RESULT_LIMIT", DEFAULT_RESULT_LIMIT)?,
-            rpc_concurrency: config::parse("FREEAGENT_RPC_CONCURRENCY", DEFAULT_RPC_CONCURRENCY, "a positive number")?.max(1),
+            rpc_concurrency: config::parse(
+                "FREEAGENT_RPC_CONCURRENCY",
+                DEFAULT_RPC_CONCURRENCY,
+                "a positive number",
+            )?
+            .max(1),
             shutdown_grace: config::duration("FREEAGENT_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,
         })
     }
 
     /// Defaults everywhere but the connection strings; used by tests.
-    pub fn for_urls(database_url: &str, nats_url: &str, storage_endpoint: &str, secret: &str) -> Self {
+    pub fn for_urls(
+        database_url: &str,
+        nats_url: &str,
+        storage_endpoint: &str,
+        secret: &str,
+    ) -> Self {
         Self {
             bind: "127.0.0.1".into(),
             port: 0,

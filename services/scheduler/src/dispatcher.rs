@@ -35,7 +35,12 @@ impl Dispatcher {
     pub async fn run_once(&self) -> Result<Pass, DispatchError> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
-        let batch = db::builds::build_dispatch_batch(&mut tx, self.batch, self.redispatch_after.as_secs_f64()).await?;
+        let batch = db::builds::build_dispatch_batch(
+            &mut tx,
+            self.batch,
+            self.redispatch_after.as_secs_f64(),
+        )
+        .await?;
         if batch.is_empty() {
             tx.rollback().await?;
             return Ok(Pass::default());
@@ -43,26 +48,40 @@ impl Dispatcher {
         // Publish the whole batch first, then await the acks: one round trip, not one per build.
         let mut acks = Vec::with_capacity(batch.len());
         for d in &batch {
-            let msg = Dispatch { build_id: d.id, attempt: d.attempt, platform: d.platform, queue: d.queue.clone() };
+            let msg = Dispatch {
+                build_id: d.id,
+                attempt: d.attempt,
+                platform: d.platform,
+                queue: d.queue.clone(),
+            };
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, msg.msg_id().as_str());
             let ack = self
                 .js
-                .publish_with_headers(subjects::dispatch(&d.queue), headers, wire::encode(&msg).into())
+                .publish_with_headers(
+                    subjects::dispatch(&d.queue),
+                    headers,
+                    wire::encode(&msg).into(),
+                )
                 .await
                 .map_err(|e| DispatchError::Publish(e.to_string()))?;
             acks.push(ack);
         }
         for ack in acks {
-            ack.await.map_err(|e| DispatchError::Publish(e.to_string()))?;
+            ack.await
+                .map_err(|e| DispatchError::Publish(e.to_string()))?;
         }
         tx.commit().await?;
         let n = batch.len();
         metrics::counter!(freeagent_shared::metrics::BUILDS_DISPATCHED).increment(n as u64);
-        metrics::histogram!(freeagent_shared::metrics::DISPATCH_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(freeagent_shared::metrics::DISPATCH_BATCH_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         for d in &batch {
             tracing::debug!(build_id = %d.id, attempt = %d.attempt, queue = %d.queue, "dispatched");
         }
-        Ok(Pass { done: n, more: n as i64 >= self.batch })
+        Ok(Pass {
+            done: n,
+            more: n as i64 >= self.batch,
+        })
     }
 }

@@ -7,9 +7,22 @@ use freeagent_shared::status::BuildStatus;
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{self, StatusEvent};
 
-pub async fn publish(nats: &async_nats::Client, build_id: BuildId, attempt: Attempt, status: BuildStatus) {
-    let event = StatusEvent { build_id, attempt, status, at: Utc::now() };
-    if let Err(e) = nats.publish(subjects::events(build_id), wire::encode(&event).into()).await {
+pub async fn publish(
+    nats: &async_nats::Client,
+    build_id: BuildId,
+    attempt: Attempt,
+    status: BuildStatus,
+) {
+    let event = StatusEvent {
+        build_id,
+        attempt,
+        status,
+        at: Utc::now(),
+    };
+    if let Err(e) = nats
+        .publish(subjects::events(build_id), wire::encode(&event).into())
+        .await
+    {
         tracing::warn!(%build_id, error = %e, "could not publish status event");
     }
 }

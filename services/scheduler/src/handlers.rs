@@ -39,12 +39,18 @@ impl From<db::Error> for Unavailable {
 
 /// The refusal that matches what the guard saw.
 fn refusal(current: &Current) -> NotYours {
-    if current.status.is_terminal() { NotYours::Finished } else { NotYours::Stale }
+    if current.status.is_terminal() {
+        NotYours::Finished
+    } else {
+        NotYours::Stale
+    }
 }
 
 impl Handlers {
     async fn authenticate(&self, cred: &WorkerCredential) -> Result<bool, Unavailable> {
-        let Some(w) = db::workers::worker_get(&self.pool, cred.worker_id).await? else { return Ok(false) };
+        let Some(w) = db::workers::worker_get(&self.pool, cred.worker_id).await? else {
+            return Ok(false);
+        };
         Ok(token::verify(&cred.worker_token, &w.token_hash) && w.token_expires_at > Utc::now())
     }
 
@@ -55,14 +61,35 @@ impl Handlers {
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn claim(&self, req: ClaimRequest) -> Result<ClaimReply, Unavailable> {
         if !self.authenticate(&req.worker).await? {
-            return Ok(ClaimReply::NotYours { reason: NotYours::Unauthorized, status: None });
+            return Ok(ClaimReply::NotYours {
+                reason: NotYours::Unauthorized,
+                status: None,
+            });
         }
-        let t = db::builds::build_claim(&self.pool, req.build_id, req.attempt, req.worker.worker_id, self.lease.as_secs_f64()).await?;
-        metrics::counter!(freeagent_shared::metrics::CLAIMS, "outcome" => outcome_label(&t)).increment(1);
+        let t = db::builds::build_claim(
+            &self.pool,
+            req.build_id,
+            req.attempt,
+            req.worker.worker_id,
+            self.lease.as_secs_f64(),
+        )
+        .await?;
+        metrics::counter!(freeagent_shared::metrics::CLAIMS, "outcome" => outcome_label(&t))
+            .increment(1);
         let b = match t {
             Transition::Applied(b) => b,
-            Transition::Stale(c) => return Ok(ClaimReply::NotYours { reason: refusal(&c), status: Some(c.status) }),
-            Transition::NotFound => return Ok(ClaimReply::NotYours { reason: NotYours::NotFound, status: None }),
+            Transition::Stale(c) => {
+                return Ok(ClaimReply::NotYours {
+                    reason: refusal(&c),
+                    status: Some(c.status),
+                });
+            }
+            Transition::NotFound => {
+                return Ok(ClaimReply::NotYours {
+                    reason: NotYours::NotFound,
+                    status: None,
+                });
+            }
         };
         events::publish(&self.nats, b.id, b.attempt, BuildStatus::Assigned).await;
         let exp = self.exp();
@@ -71,10 +98,21 @@ impl Handlers {
             build_id: b.id,
             attempt: b.attempt,
             platform: b.platform,
-            source_url: self.signer.url(base, Method::Get, &ObjectKey::Source(b.id), exp, 0),
+            source_url: self
+                .signer
+                .url(base, Method::Get, &ObjectKey::Source(b.id), exp, 0),
             source_sha256: b.source_sha256.clone(),
-            certs_url: b.certs_key.as_ref().map(|_| self.signer.url(base, Method::Get, &ObjectKey::Certs(b.id), exp, 0)),
-            result_url: self.signer.url(base, Method::Put, &ObjectKey::Result(b.id, b.attempt), exp, self.result_limit),
+            certs_url: b.certs_key.as_ref().map(|_| {
+                self.signer
+                    .url(base, Method::Get, &ObjectKey::Certs(b.id), exp, 0)
+            }),
+            result_url: self.signer.url(
+                base,
+                Method::Put,
+                &ObjectKey::Result(b.id, b.attempt),
+                exp,
+                self.result_limit,
+            ),
             lease_expires_at: b.lease_expires_at.unwrap_or_else(Utc::now),
             heartbeat_interval_ms: (self.lease.as_millis() / 3) as u64,
             cancel_subject: subjects::cancel(b.id),
@@ -87,20 +125,39 @@ impl Handlers {
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatReply, Unavailable> {
         if !self.authenticate(&req.worker).await? {
-            return Ok(HeartbeatReply::Stop { reason: NotYours::Unauthorized, status: None });
+            return Ok(HeartbeatReply::Stop {
+                reason: NotYours::Unauthorized,
+                status: None,
+            });
         }
         let progress = req.progress.map(|p| i16::from(p.min(100)));
-        let t = db::builds::build_heartbeat(&self.pool, req.build_id, req.attempt, req.worker.worker_id, self.lease.as_secs_f64(), progress)
-            .await?;
+        let t = db::builds::build_heartbeat(
+            &self.pool,
+            req.build_id,
+            req.attempt,
+            req.worker.worker_id,
+            self.lease.as_secs_f64(),
+            progress,
+        )
+        .await?;
         Ok(match t {
             Transition::Applied(r) => {
                 if r.started {
-                    events::publish(&self.nats, req.build_id, req.attempt, BuildStatus::Building).await;
+                    events::publish(&self.nats, req.build_id, req.attempt, BuildStatus::Building)
+                        .await;
                 }
-                HeartbeatReply::Renewed { lease_expires_at: r.lease_expires_at }
+                HeartbeatReply::Renewed {
+                    lease_expires_at: r.lease_expires_at,
+                }
             }
-            Transition::Stale(c) => HeartbeatReply::Stop { reason: refusal(&c), status: Some(c.status) },
-            Transition::NotFound => HeartbeatReply::Stop { reason: NotYours::NotFound, status: None },
+            Transition::Stale(c) => HeartbeatReply::Stop {
+                reason: refusal(&c),
+                status: Some(c.status),
+            },
+            Transition::NotFound => HeartbeatReply::Stop {
+                reason: NotYours::NotFound,
+                status: None,
+            },
         })
     }
 
@@ -109,37 +166,78 @@ impl Handlers {
         if c.status == status && c.attempt == attempt && c.worker_id == Some(worker) {
             FinishReply::Recorded { status }
         } else {
-            FinishReply::NotYours { reason: refusal(c), status: Some(c.status) }
+            FinishReply::NotYours {
+                reason: refusal(c),
+                status: Some(c.status),
+            }
         }
     }
 
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn complete(&self, req: CompleteRequest) -> Result<FinishReply, Unavailable> {
         if !self.authenticate(&req.worker).await? {
-            return Ok(FinishReply::NotYours { reason: NotYours::Unauthorized, status: None });
+            return Ok(FinishReply::NotYours {
+                reason: NotYours::Unauthorized,
+                status: None,
+            });
         }
         // Record only what storage computed: the receipt binds key, size and checksum.
         let key = ObjectKey::Result(req.build_id, req.attempt);
         let r = &req.result;
-        if r.key != key.to_string() || !self.signer.verify_receipt(&key, r.size, &r.sha256, &r.receipt) {
+        if r.key != key.to_string()
+            || !self
+                .signer
+                .verify_receipt(&key, r.size, &r.sha256, &r.receipt)
+        {
             return Ok(FinishReply::Error { message: "the result receipt does not match this build's attempt; upload to the result URL of the claim".into() });
         }
-        let object = db::builds::NewObject { key: r.key.clone(), size: r.size as i64, sha256: r.sha256.clone() };
-        let t = db::builds::build_complete(&self.pool, req.build_id, req.attempt, req.worker.worker_id, &object).await?;
-        Ok(self.finished(t, req.attempt, req.worker.worker_id, BuildStatus::Completed).await)
+        let object = db::builds::NewObject {
+            key: r.key.clone(),
+            size: r.size as i64,
+            sha256: r.sha256.clone(),
+        };
+        let t = db::builds::build_complete(
+            &self.pool,
+            req.build_id,
+            req.attempt,
+            req.worker.worker_id,
+            &object,
+        )
+        .await?;
+        Ok(self
+            .finished(t, req.attempt, req.worker.worker_id, BuildStatus::Completed)
+            .await)
     }
 
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn fail(&self, req: FailRequest) -> Result<FinishReply, Unavailable> {
         if !self.authenticate(&req.worker).await? {
-            return Ok(FinishReply::NotYours { reason: NotYours::Unauthorized, status: None });
+            return Ok(FinishReply::NotYours {
+                reason: NotYours::Unauthorized,
+                status: None,
+            });
         }
         let error: String = req.error.chars().take(4096).collect();
-        let t = db::builds::build_fail(&self.pool, req.build_id, req.attempt, req.worker.worker_id, &error).await?;
-        Ok(self.finished(t, req.attempt, req.worker.worker_id, BuildStatus::Failed).await)
+        let t = db::builds::build_fail(
+            &self.pool,
+            req.build_id,
+            req.attempt,
+            req.worker.worker_id,
+            &error,
+        )
+        .await?;
+        Ok(self
+            .finished(t, req.attempt, req.worker.worker_id, BuildStatus::Failed)
+            .await)
     }
 
-    async fn finished(&self, t: Transition<db::builds::Build>, attempt: Attempt, worker: WorkerId, status: BuildStatus) -> FinishReply {
+    async fn finished(
+        &self,
+        t: Transition<db::builds::Build>,
+        attempt: Attempt,
+        worker: WorkerId,
+        status: BuildStatus,
+    ) -> FinishReply {
         match t {
             Transition::Applied(b) => {
                 metrics::counter!(freeagent_shared::metrics::BUILDS_FINISHED, "status" => status.as_str()).increment(1);
@@ -148,7 +246,10 @@ impl Handlers {
                 FinishReply::Recorded { status }
             }
             Transition::Stale(c) => Self::replay(&c, attempt, worker, status),
-            Transition::NotFound => FinishReply::NotYours { reason: NotYours::NotFound, status: None },
+            Transition::NotFound => FinishReply::NotYours {
+                reason: NotYours::NotFound,
+                status: None,
+            },
         }
     }
 }

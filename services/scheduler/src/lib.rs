@@ -69,8 +69,21 @@ impl App {
             );
         let listener = TcpListener::bind((config.bind.as_str(), config.port))
             .await
-            .with_context(|| format!("cannot listen on {}:{}; set FREEAGENT_SCHEDULER_PORT", config.bind, config.port))?;
-        Ok(Self { config, pool, nats, listener, health, subs, wake_sub })
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{}; set FREEAGENT_SCHEDULER_PORT",
+                    config.bind, config.port
+                )
+            })?;
+        Ok(Self {
+            config,
+            pool,
+            nats,
+            listener,
+            health,
+            subs,
+            wake_sub,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -96,8 +109,18 @@ impl App {
             url_ttl: c.url_ttl,
             result_limit: c.result_limit,
         };
-        let dispatcher = dispatcher::Dispatcher { pool: self.pool.clone(), js, batch: c.dispatch_batch, redispatch_after: c.redispatch_after };
-        let rescuer = rescuer::Rescuer { pool: self.pool.clone(), nats: self.nats.clone(), backoff: c.retry_backoff, wake_dispatcher: wake.clone() };
+        let dispatcher = dispatcher::Dispatcher {
+            pool: self.pool.clone(),
+            js,
+            batch: c.dispatch_batch,
+            redispatch_after: c.redispatch_after,
+        };
+        let rescuer = rescuer::Rescuer {
+            pool: self.pool.clone(),
+            nats: self.nats.clone(),
+            backoff: c.retry_backoff,
+            wake_dispatcher: wake.clone(),
+        };
 
         let mut wake_sub = self.wake_sub;
         let (w, s) = (wake.clone(), stop.clone());
@@ -109,20 +132,42 @@ impl App {
                 }
             }
         });
-        tracker.spawn(service_loop::run("dispatcher", c.tick, wake.clone(), stop.clone(), move || {
-            let d = dispatcher.clone();
-            async move { d.run_once().await }
-        }));
-        tracker.spawn(service_loop::run("rescuer", c.tick, Arc::new(Notify::new()), stop.clone(), move || {
-            let r = rescuer.clone();
-            async move { r.run_once().await }
-        }));
+        tracker.spawn(service_loop::run(
+            "dispatcher",
+            c.tick,
+            wake.clone(),
+            stop.clone(),
+            move || {
+                let d = dispatcher.clone();
+                async move { d.run_once().await }
+            },
+        ));
+        tracker.spawn(service_loop::run(
+            "rescuer",
+            c.tick,
+            Arc::new(Notify::new()),
+            stop.clone(),
+            move || {
+                let r = rescuer.clone();
+                async move { r.run_once().await }
+            },
+        ));
         let rpc_tasks = TaskTracker::new();
-        tracker.spawn(rpc::serve(self.nats.clone(), self.subs, handlers, c.rpc_concurrency, stop.clone(), rpc_tasks.clone()));
+        tracker.spawn(rpc::serve(
+            self.nats.clone(),
+            self.subs,
+            handlers,
+            c.rpc_concurrency,
+            stop.clone(),
+            rpc_tasks.clone(),
+        ));
 
         let router = self.health.clone().router();
         let (health, s) = (self.health.clone(), stop.clone());
-        tracing::info!(port = self.listener.local_addr().map(|a| a.port()).unwrap_or(0), "scheduler running");
+        tracing::info!(
+            port = self.listener.local_addr().map(|a| a.port()).unwrap_or(0),
+            "scheduler running"
+        );
         let http = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             s.cancelled().await;
             health.start_draining();

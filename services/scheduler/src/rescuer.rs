@@ -22,7 +22,9 @@ pub struct Rescuer {
 
 impl Rescuer {
     pub async fn run_once(&self) -> Result<Pass, db::Error> {
-        let rescued = db::builds::build_rescue_expired(&self.pool, RESCUE_BATCH, self.backoff.as_secs_f64()).await?;
+        let rescued =
+            db::builds::build_rescue_expired(&self.pool, RESCUE_BATCH, self.backoff.as_secs_f64())
+                .await?;
         for r in &rescued {
             tracing::warn!(build_id = %r.id, attempt = %r.attempt, to = %r.status, "lease expired: worker lost");
             metrics::counter!(freeagent_shared::metrics::LEASES_EXPIRED).increment(1);
@@ -31,6 +33,9 @@ impl Rescuer {
         if rescued.iter().any(|r| r.status == BuildStatus::Pending) {
             self.wake_dispatcher.notify_one();
         }
-        Ok(Pass { done: rescued.len(), more: rescued.len() as i64 >= RESCUE_BATCH })
+        Ok(Pass {
+            done: rescued.len(),
+            more: rescued.len() as i64 >= RESCUE_BATCH,
+        })
     }
 }

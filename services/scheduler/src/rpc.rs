@@ -14,15 +14,32 @@ use tokio_util::task::TaskTracker;
 /// The request subscriptions, made before the app reports itself started.
 pub struct Subscriptions(Vec<async_nats::Subscriber>);
 
-pub async fn subscribe(nats: &async_nats::Client) -> Result<Subscriptions, async_nats::SubscribeError> {
+pub async fn subscribe(
+    nats: &async_nats::Client,
+) -> Result<Subscriptions, async_nats::SubscribeError> {
     let mut subs = Vec::new();
-    for subject in [subjects::CLAIM, subjects::HEARTBEAT, subjects::COMPLETE, subjects::FAIL] {
-        subs.push(nats.queue_subscribe(subject, subjects::SCHEDULER_QUEUE_GROUP.into()).await?);
+    for subject in [
+        subjects::CLAIM,
+        subjects::HEARTBEAT,
+        subjects::COMPLETE,
+        subjects::FAIL,
+    ] {
+        subs.push(
+            nats.queue_subscribe(subject, subjects::SCHEDULER_QUEUE_GROUP.into())
+                .await?,
+        );
     }
     Ok(Subscriptions(subs))
 }
 
-pub async fn serve(nats: async_nats::Client, subs: Subscriptions, handlers: Handlers, concurrency: usize, stop: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(
+    nats: async_nats::Client,
+    subs: Subscriptions,
+    handlers: Handlers,
+    concurrency: usize,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
     let mut subs = futures::stream::select_all(subs.0);
     let permits = Arc::new(Semaphore::new(concurrency));
     loop {
@@ -30,11 +47,15 @@ pub async fn serve(nats: async_nats::Client, subs: Subscriptions, handlers: Hand
             _ = stop.cancelled() => break,
             m = subs.next() => match m { Some(m) => m, None => break },
         };
-        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
         let (nats, handlers) = (nats.clone(), handlers.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            let Some(reply_to) = msg.reply.clone() else { return };
+            let Some(reply_to) = msg.reply.clone() else {
+                return;
+            };
             let body = route(&handlers, msg.subject.as_str(), &msg.payload).await;
             if let Err(e) = nats.publish(reply_to, body.into()).await {
                 tracing::warn!(error = %e, "could not send a reply");
@@ -47,11 +68,21 @@ pub async fn serve(nats: async_nats::Client, subs: Subscriptions, handlers: Hand
 
 async fn route(h: &Handlers, subject: &str, payload: &[u8]) -> Vec<u8> {
     match subject {
-        subjects::CLAIM => reply(decode_then(payload, |r| h.claim(r)).await, |message| ClaimReply::Error { message }),
-        subjects::HEARTBEAT => reply(decode_then(payload, |r| h.heartbeat(r)).await, |message| HeartbeatReply::Error { message }),
-        subjects::COMPLETE => reply(decode_then(payload, |r| h.complete(r)).await, |message| FinishReply::Error { message }),
-        subjects::FAIL => reply(decode_then(payload, |r| h.fail(r)).await, |message| FinishReply::Error { message }),
-        other => wire::encode(&FinishReply::Error { message: format!("unknown subject {other}") }),
+        subjects::CLAIM => reply(decode_then(payload, |r| h.claim(r)).await, |message| {
+            ClaimReply::Error { message }
+        }),
+        subjects::HEARTBEAT => reply(decode_then(payload, |r| h.heartbeat(r)).await, |message| {
+            HeartbeatReply::Error { message }
+        }),
+        subjects::COMPLETE => reply(decode_then(payload, |r| h.complete(r)).await, |message| {
+            FinishReply::Error { message }
+        }),
+        subjects::FAIL => reply(decode_then(payload, |r| h.fail(r)).await, |message| {
+            FinishReply::Error { message }
+        }),
+        other => wire::encode(&FinishReply::Error {
+            message: format!("unknown subject {other}"),
+        }),
     }
 }
 
@@ -70,7 +101,10 @@ where
     f(req).await.map_err(Failed::Down)
 }
 
-fn reply<Rep: serde::Serialize>(r: Result<Rep, Failed>, err: impl FnOnce(String) -> Rep) -> Vec<u8> {
+fn reply<Rep: serde::Serialize>(
+    r: Result<Rep, Failed>,
+    err: impl FnOnce(String) -> Rep,
+) -> Vec<u8> {
     match r {
         Ok(rep) => wire::encode(&rep),
         Err(Failed::Wire(e)) => wire::encode(&err(e.to_string())),

@@ -16,8 +16,13 @@ pub struct Pass {
     pub more: bool,
 }
 
-pub async fn run<F, Fut, E>(name: &'static str, tick: Duration, wake: Arc<Notify>, stop: CancellationToken, mut run_once: F)
-where
+pub async fn run<F, Fut, E>(
+    name: &'static str,
+    tick: Duration,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    mut run_once: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Pass, E>>,
     E: std::fmt::Display,
@@ -40,7 +45,9 @@ where
             Err(e) => {
                 failures = failures.saturating_add(1);
                 // Back off on repeated failures (a database or NATS outage), up to 30 s.
-                let backoff = tick.saturating_mul(2u32.saturating_pow(failures.min(5))).min(Duration::from_secs(30));
+                let backoff = tick
+                    .saturating_mul(2u32.saturating_pow(failures.min(5)))
+                    .min(Duration::from_secs(30));
                 tracing::warn!(task = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "background pass failed");
                 jitter(backoff)
             }

@@ -22,11 +22,19 @@ impl StorageConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             bind: config::string("FREEAGENT_BIND", "127.0.0.1"),
-            port: config::parse("FREEAGENT_STORAGE_PORT", config::DEFAULT_STORAGE_PORT, "a TCP port")?,
+            port: config::parse(
+                "FREEAGENT_STORAGE_PORT",
+                config::DEFAULT_STORAGE_PORT,
+                "a TCP port",
+            )?,
             backend_url: config::string("FREEAGENT_STORAGE_URL", config::DEFAULT_STORAGE_BACKEND),
             signing_secret: config::signing_secret()?,
             part_size: config::bytes("FREEAGENT_STORAGE_PART_SIZE", DEFAULT_PART_SIZE)?,
-            parts_in_flight: config::parse("FREEAGENT_STORAGE_PARTS_IN_FLIGHT", DEFAULT_PARTS_IN_FLIGHT, "a positive number")?,
+            parts_in_flight: config::parse(
+                "FREEAGENT_STORAGE_PARTS_IN_FLIGHT",
+                DEFAULT_PARTS_IN_FLIGHT,
+                "a positive number",
+            )?,
         })
     }
 }

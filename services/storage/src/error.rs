@@ -28,15 +28,29 @@ impl StorageError {
     fn body(&self) -> ApiErrorBody {
         match self {
             StorageError::BadKey => ApiErrorBody::new(ErrorCode::BadRequest, self.to_string()),
-            StorageError::Capability(_) | StorageError::MissingCapability => ApiErrorBody::new(ErrorCode::InvalidCapability, self.to_string())
-                .with_hint("ask the gateway or scheduler for a fresh signed URL"),
-            StorageError::TooLarge { .. } => ApiErrorBody::new(ErrorCode::PayloadTooLarge, self.to_string()),
+            StorageError::Capability(_) | StorageError::MissingCapability => {
+                ApiErrorBody::new(ErrorCode::InvalidCapability, self.to_string())
+                    .with_hint("ask the gateway or scheduler for a fresh signed URL")
+            }
+            StorageError::TooLarge { .. } => {
+                ApiErrorBody::new(ErrorCode::PayloadTooLarge, self.to_string())
+            }
             StorageError::NotFound => ApiErrorBody::new(ErrorCode::NotFound, self.to_string()),
-            StorageError::Range { .. } => ApiErrorBody::new(ErrorCode::RangeNotSatisfiable, self.to_string()),
-            StorageError::Truncated(_) => ApiErrorBody::new(ErrorCode::BadRequest, "the upload was cut off; nothing was stored"),
-            StorageError::Backend(object_store::Error::NotFound { .. }) => ApiErrorBody::new(ErrorCode::NotFound, "no such object"),
-            StorageError::Backend(_) => ApiErrorBody::new(ErrorCode::Unavailable, "the object store failed; nothing was stored")
-                .with_hint("retry later; operators: see the storage service log"),
+            StorageError::Range { .. } => {
+                ApiErrorBody::new(ErrorCode::RangeNotSatisfiable, self.to_string())
+            }
+            StorageError::Truncated(_) => ApiErrorBody::new(
+                ErrorCode::BadRequest,
+                "the upload was cut off; nothing was stored",
+            ),
+            StorageError::Backend(object_store::Error::NotFound { .. }) => {
+                ApiErrorBody::new(ErrorCode::NotFound, "no such object")
+            }
+            StorageError::Backend(_) => ApiErrorBody::new(
+                ErrorCode::Unavailable,
+                "the object store failed; nothing was stored",
+            )
+            .with_hint("retry later; operators: see the storage service log"),
         }
     }
 }
@@ -49,12 +63,13 @@ impl IntoResponse for StorageError {
         } else {
             tracing::debug!(error = %self, "storage request refused");
         }
-        let status = StatusCode::from_u16(body.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(body.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(body)).into_response();
-        if let StorageError::Range { size } = self {
-            if let Ok(v) = format!("bytes */{size}").parse() {
-                resp.headers_mut().insert("content-range", v);
-            }
+        if let StorageError::Range { size } = self
+            && let Ok(v) = format!("bytes */{size}").parse()
+        {
+            resp.headers_mut().insert("content-range", v);
         }
         resp
     }

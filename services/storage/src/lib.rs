@@ -30,7 +30,10 @@ pub fn router(state: AppState, health: Health) -> Router {
     Router::new()
         .route(
             "/objects/{*key}",
-            get(routes::get_object).head(routes::head_object).put(routes::put_object).delete(routes::delete_object),
+            get(routes::get_object)
+                .head(routes::head_object)
+                .put(routes::put_object)
+                .delete(routes::delete_object),
         )
         .with_state(state)
         .merge(health.router())
@@ -52,7 +55,10 @@ impl App {
                 let store = store.clone();
                 Box::pin(async move {
                     // A key that never exists: NotFound proves the backend answers.
-                    match store.head(&object_store::path::Path::from("readyz-probe")).await {
+                    match store
+                        .head(&object_store::path::Path::from("readyz-probe"))
+                        .await
+                    {
                         Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                         Err(e) => Err(e.to_string()),
                     }
@@ -62,13 +68,25 @@ impl App {
         let state = AppState {
             store: backend.store,
             signer: Signer::new(&config.signing_secret),
-            part_size: usize::try_from(config.part_size).unwrap_or(usize::MAX).max(5 << 20),
+            part_size: usize::try_from(config.part_size)
+                .unwrap_or(usize::MAX)
+                .max(5 << 20),
             parts_in_flight: config.parts_in_flight.max(1),
         };
         let listener = TcpListener::bind((config.bind.as_str(), config.port))
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}; set FREEAGENT_STORAGE_PORT", config.bind, config.port))?;
-        Ok(Self { router: router(state, health.clone()), listener, health })
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {}:{}: {e}; set FREEAGENT_STORAGE_PORT",
+                    config.bind,
+                    config.port
+                )
+            })?;
+        Ok(Self {
+            router: router(state, health.clone()),
+            listener,
+            health,
+        })
     }
 
     pub fn port(&self) -> u16 {

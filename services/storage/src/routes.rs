@@ -17,7 +17,12 @@ use sha2::{Digest, Sha256};
 
 type CapQuery = Result<Query<CapabilityParams>, axum::extract::rejection::QueryRejection>;
 
-fn authorize(st: &AppState, method: Method, raw_key: &str, q: CapQuery) -> Result<(ObjectKey, CapabilityParams), StorageError> {
+fn authorize(
+    st: &AppState,
+    method: Method,
+    raw_key: &str,
+    q: CapQuery,
+) -> Result<(ObjectKey, CapabilityParams), StorageError> {
     let key = ObjectKey::parse(raw_key).map_err(|_| StorageError::BadKey)?;
     let Query(params) = q.map_err(|_| StorageError::MissingCapability)?;
     st.signer.verify(method, &key, &params, chrono_now())?;
@@ -25,7 +30,10 @@ fn authorize(st: &AppState, method: Method, raw_key: &str, q: CapQuery) -> Resul
 }
 
 fn chrono_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn store_path(key: &ObjectKey) -> StorePath {
@@ -41,7 +49,10 @@ pub async fn put_object(
     body: Body,
 ) -> Result<Response, StorageError> {
     let (key, cap) = authorize(&st, Method::Put, &raw_key, q)?;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cap.max) {
         metrics::counter!(freeagent_shared::metrics::STORAGE_UPLOADS_REFUSED).increment(1);
         return Err(StorageError::TooLarge { max: cap.max });
@@ -71,7 +82,11 @@ pub async fn put_object(
         }
     };
     if failure.is_none() && declared.is_some_and(|n| n != size) {
-        return abort(writer, StorageError::Truncated(format!("got {size} of {} bytes", declared.unwrap_or(0)))).await;
+        return abort(
+            writer,
+            StorageError::Truncated(format!("got {size} of {} bytes", declared.unwrap_or(0))),
+        )
+        .await;
     }
     if let Some(e) = failure {
         return abort(writer, e).await;
@@ -80,7 +95,12 @@ pub async fn put_object(
     metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_WRITTEN).increment(size);
     let sha256 = hex::encode(hasher.finalize());
     let receipt = st.signer.receipt(&key, size, &sha256);
-    let stored = StoredObject { key: key.to_string(), size, sha256, receipt };
+    let stored = StoredObject {
+        key: key.to_string(),
+        size,
+        sha256,
+        receipt,
+    };
     tracing::info!(key = %stored.key, size, "object stored");
     Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
 }
@@ -98,11 +118,15 @@ async fn abort(writer: WriteMultipart, e: StorageError) -> Result<Response, Stor
 /// A single byte range, resolved against the object's size. Multiple ranges are not supported
 /// (the whole object is sent instead, as RFC 9110 allows).
 pub fn parse_range(value: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, StorageError> {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None);
     }
-    let Some((start, end)) = spec.split_once('-') else { return Err(StorageError::Range { size }) };
+    let Some((start, end)) = spec.split_once('-') else {
+        return Err(StorageError::Range { size });
+    };
     let (start, end) = (start.trim(), end.trim());
     let bad = || StorageError::Range { size };
     let range = if start.is_empty() {
@@ -113,7 +137,13 @@ pub fn parse_range(value: &str, size: u64) -> Result<Option<std::ops::Range<u64>
         size.saturating_sub(n)..size
     } else {
         let s: u64 = start.parse().map_err(|_| bad())?;
-        let e: u64 = if end.is_empty() { size.saturating_sub(1) } else { end.parse::<u64>().map_err(|_| bad())?.min(size.saturating_sub(1)) };
+        let e: u64 = if end.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            end.parse::<u64>()
+                .map_err(|_| bad())?
+                .min(size.saturating_sub(1))
+        };
         if s >= size || e < s {
             return Err(bad());
         }
@@ -138,7 +168,10 @@ pub async fn get_object(
             (parse_range(r, meta.size)?, Some(meta.size))
         }
     };
-    let opts = GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
+    let opts = GetOptions {
+        range: range.clone().map(GetRange::Bounded),
+        ..Default::default()
+    };
     let result = st.store.get_opts(&path, opts).await.map_err(not_found)?;
     let total = size.unwrap_or(result.meta.size);
     let served = result.range.clone();
@@ -150,20 +183,41 @@ pub async fn get_object(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CONTENT_TYPE, "application/octet-stream");
     if range.is_some() {
-        resp = resp
-            .status(StatusCode::PARTIAL_CONTENT)
-            .header(header::CONTENT_RANGE, format!("bytes {}-{}/{total}", served.start, served.end.saturating_sub(1)));
+        resp = resp.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            format!(
+                "bytes {}-{}/{total}",
+                served.start,
+                served.end.saturating_sub(1)
+            ),
+        );
     }
-    resp.body(body).map_err(|e| StorageError::Truncated(e.to_string()))
+    resp.body(body)
+        .map_err(|e| StorageError::Truncated(e.to_string()))
 }
 
-pub async fn head_object(State(st): State<AppState>, Path(raw_key): Path<String>, q: CapQuery) -> Result<Response, StorageError> {
+pub async fn head_object(
+    State(st): State<AppState>,
+    Path(raw_key): Path<String>,
+    q: CapQuery,
+) -> Result<Response, StorageError> {
     let (key, _) = authorize(&st, Method::Get, &raw_key, q)?;
     let meta = st.store.head(&store_path(&key)).await.map_err(not_found)?;
-    Ok(([(header::CONTENT_LENGTH, meta.size.to_string()), (header::ACCEPT_RANGES, "bytes".to_owned())], ()).into_response())
+    Ok((
+        [
+            (header::CONTENT_LENGTH, meta.size.to_string()),
+            (header::ACCEPT_RANGES, "bytes".to_owned()),
+        ],
+        (),
+    )
+        .into_response())
 }
 
-pub async fn delete_object(State(st): State<AppState>, Path(raw_key): Path<String>, q: CapQuery) -> Result<StatusCode, StorageError> {
+pub async fn delete_object(
+    State(st): State<AppState>,
+    Path(raw_key): Path<String>,
+    q: CapQuery,
+) -> Result<StatusCode, StorageError> {
     let (key, _) = authorize(&st, Method::Delete, &raw_key, q)?;
     match st.store.delete(&store_path(&key)).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(StatusCode::NO_CONTENT),

@@ -36,20 +36,36 @@ impl Agent {
         let jobs_stop = CancellationToken::new();
         let pullers = TaskTracker::new();
         for queue in self.config.queues.clone() {
-            pullers.spawn(self.clone().pull(queue, slots.clone(), jobs.clone(), stop.clone(), jobs_stop.clone()));
+            pullers.spawn(self.clone().pull(
+                queue,
+                slots.clone(),
+                jobs.clone(),
+                stop.clone(),
+                jobs_stop.clone(),
+            ));
         }
         pullers.close();
         stop.cancelled().await;
         pullers.wait().await;
         jobs.close();
-        if tokio::time::timeout(self.config.shutdown_grace, jobs.wait()).await.is_err() {
+        if tokio::time::timeout(self.config.shutdown_grace, jobs.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown grace period passed; stopping running builds");
             jobs_stop.cancel();
             jobs.wait().await;
         }
     }
 
-    async fn pull(self, queue: QueueName, slots: Arc<Semaphore>, jobs: TaskTracker, stop: CancellationToken, jobs_stop: CancellationToken) {
+    async fn pull(
+        self,
+        queue: QueueName,
+        slots: Arc<Semaphore>,
+        jobs: TaskTracker,
+        stop: CancellationToken,
+        jobs_stop: CancellationToken,
+    ) {
         let js = jetstream::new(self.nats.clone());
         let consumer = loop {
             match nats::ensure_queue_consumer(&js, &queue).await {
@@ -95,11 +111,18 @@ impl Agent {
                     continue;
                 }
             };
-            let req = ClaimRequest { build_id: dispatch.build_id, attempt: dispatch.attempt, worker: self.credential.clone() };
+            let req = ClaimRequest {
+                build_id: dispatch.build_id,
+                attempt: dispatch.attempt,
+                worker: self.credential.clone(),
+            };
             match self.scheduler.claim(&req).await {
                 Ok(ClaimReply::Granted(grant)) => {
                     let _ = msg.ack().await;
-                    let job = Job { agent: self.clone(), grant: *grant };
+                    let job = Job {
+                        agent: self.clone(),
+                        grant: *grant,
+                    };
                     let jobs_stop = jobs_stop.clone();
                     jobs.spawn(async move {
                         let _permit = permit;
@@ -112,11 +135,15 @@ impl Agent {
                 }
                 Ok(ClaimReply::Error { message }) => {
                     tracing::warn!(build_id = %dispatch.build_id, %message, "claim failed; the dispatch will be redelivered");
-                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                        .await;
                 }
                 Err(e) => {
                     tracing::warn!(build_id = %dispatch.build_id, error = %e, "claim failed; the dispatch will be redelivered");
-                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                        .await;
                 }
             }
         }

@@ -24,15 +24,27 @@ pub fn find(out: &Path, platform: Platform) -> Result<PathBuf, ArtifactError> {
         .collect();
     files.sort();
     let ext = platform.artifact_extension();
-    let preferred = files.iter().find(|p| p.extension().and_then(|e| e.to_str()) == Some(ext)).cloned();
-    preferred.or_else(|| files.into_iter().next()).ok_or(ArtifactError::Missing)
+    let preferred = files
+        .iter()
+        .find(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
+        .cloned();
+    preferred
+        .or_else(|| files.into_iter().next())
+        .ok_or(ArtifactError::Missing)
 }
 
 /// Streams the file to the PUT capability; storage answers with size, SHA-256 and a receipt.
-pub async fn upload(http: &reqwest::Client, url: &str, path: &Path) -> Result<StoredObject, ArtifactError> {
+pub async fn upload(
+    http: &reqwest::Client,
+    url: &str,
+    path: &Path,
+) -> Result<StoredObject, ArtifactError> {
     let file = tokio::fs::File::open(path).await?;
     let len = file.metadata().await?.len();
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
     let resp = http
         .put(url)
         .header("content-length", len)
@@ -43,7 +55,11 @@ pub async fn upload(http: &reqwest::Client, url: &str, path: &Path) -> Result<St
     if !resp.status().is_success() {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        return Err(ArtifactError::Upload(format!("storage answered {status}: {text}")));
+        return Err(ArtifactError::Upload(format!(
+            "storage answered {status}: {text}"
+        )));
     }
-    resp.json().await.map_err(|e| ArtifactError::Upload(e.to_string()))
+    resp.json()
+        .await
+        .map_err(|e| ArtifactError::Upload(e.to_string()))
 }

@@ -31,22 +31,35 @@ pub struct WorkerConfig {
 
 impl std::fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerConfig").field("name", &self.name).field("queues", &self.queues).finish_non_exhaustive()
+        f.debug_struct("WorkerConfig")
+            .field("name", &self.name)
+            .field("queues", &self.queues)
+            .finish_non_exhaustive()
     }
 }
 
 impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let api_key = config::var("FREEAGENT_API_KEY")
-            .ok_or_else(|| ConfigError::new("FREEAGENT_API_KEY", "", "the API key (with the worker scope) used to register this worker"))?;
+        let api_key = config::var("FREEAGENT_API_KEY").ok_or_else(|| {
+            ConfigError::new(
+                "FREEAGENT_API_KEY",
+                "",
+                "the API key (with the worker scope) used to register this worker",
+            )
+        })?;
         let platforms_raw = config::string("FREEAGENT_WORKER_PLATFORMS", "android");
         let platforms = platforms_raw
             .split(',')
             .map(|p| p.trim().parse::<Platform>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError::new("FREEAGENT_WORKER_PLATFORMS", &platforms_raw, e.to_string()))?;
+            .map_err(|e| {
+                ConfigError::new("FREEAGENT_WORKER_PLATFORMS", &platforms_raw, e.to_string())
+            })?;
         let queues = match config::var("FREEAGENT_WORKER_QUEUES") {
-            None => platforms.iter().map(|p| QueueName::for_platform(*p)).collect(),
+            None => platforms
+                .iter()
+                .map(|p| QueueName::for_platform(*p))
+                .collect(),
             Some(raw) => raw
                 .split(',')
                 .map(|q| QueueName::parse(q.trim()))
@@ -62,7 +75,12 @@ impl WorkerConfig {
             queues,
             build_command: config::string("FREEAGENT_BUILD_COMMAND", DEFAULT_BUILD_COMMAND),
             work_dir: config::var("FREEAGENT_WORK_DIR").map(PathBuf::from),
-            max_concurrent: config::parse("FREEAGENT_WORKER_MAX_CONCURRENT", DEFAULT_MAX_CONCURRENT, "a positive number")?.max(1),
+            max_concurrent: config::parse(
+                "FREEAGENT_WORKER_MAX_CONCURRENT",
+                DEFAULT_MAX_CONCURRENT,
+                "a positive number",
+            )?
+            .max(1),
             kill_grace: config::duration("FREEAGENT_KILL_GRACE", DEFAULT_KILL_GRACE)?,
             shutdown_grace: config::duration("FREEAGENT_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,
         })
@@ -70,6 +88,8 @@ impl WorkerConfig {
 }
 
 fn default_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "worker".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
     format!("{host}-{}", std::process::id())
 }

@@ -41,8 +41,14 @@ pub async fn run(
         .spawn()?;
     let pgid = child.id().map(|p| p as i32);
     let readers = [
-        child.stdout.take().map(|o| tokio::spawn(pump(o, log.clone(), LogLevel::Info))),
-        child.stderr.take().map(|e| tokio::spawn(pump(e, log.clone(), LogLevel::Warn))),
+        child
+            .stdout
+            .take()
+            .map(|o| tokio::spawn(pump(o, log.clone(), LogLevel::Info))),
+        child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(pump(e, log.clone(), LogLevel::Warn))),
     ];
     let exit = tokio::select! {
         status = child.wait() => {
@@ -84,7 +90,13 @@ async fn pump(out: impl AsyncRead + Unpin, log: LogSink, level: LogLevel) {
     while let Some(line) = lines.next().await {
         match line {
             Ok(l) => log.line(level, l).await,
-            Err(LinesCodecError::MaxLineLengthExceeded) => log.line(level, format!("[a line longer than {MAX_LOG_LINE} bytes was dropped]")).await,
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                log.line(
+                    level,
+                    format!("[a line longer than {MAX_LOG_LINE} bytes was dropped]"),
+                )
+                .await
+            }
             Err(LinesCodecError::Io(_)) => break,
         }
     }

@@ -6,7 +6,9 @@ use crate::agent::Agent;
 use crate::executor::{self, Exit};
 use crate::workspace::{self, Workspace};
 use crate::{artifact, log_stream};
-use freeagent_shared::wire::{CompleteRequest, FailRequest, FinishReply, HeartbeatReply, HeartbeatRequest, JobGrant, LogLevel};
+use freeagent_shared::wire::{
+    CompleteRequest, FailRequest, FinishReply, HeartbeatReply, HeartbeatRequest, JobGrant, LogLevel,
+};
 use futures::StreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -52,18 +54,32 @@ impl Job {
                 return;
             }
             Outcome::Complete(result) => {
-                let req = CompleteRequest { build_id: self.grant.build_id, attempt: self.grant.attempt, worker: self.agent.credential.clone(), result };
+                let req = CompleteRequest {
+                    build_id: self.grant.build_id,
+                    attempt: self.grant.attempt,
+                    worker: self.agent.credential.clone(),
+                    result,
+                };
                 self.agent.scheduler.complete(&req).await
             }
             Outcome::Fail(error) => {
-                let req = FailRequest { build_id: self.grant.build_id, attempt: self.grant.attempt, worker: self.agent.credential.clone(), error };
+                let req = FailRequest {
+                    build_id: self.grant.build_id,
+                    attempt: self.grant.attempt,
+                    worker: self.agent.credential.clone(),
+                    error,
+                };
                 self.agent.scheduler.fail(&req).await
             }
         };
         match reply {
-            Ok(FinishReply::Recorded { status }) => tracing::info!(%status, lines, "build reported"),
+            Ok(FinishReply::Recorded { status }) => {
+                tracing::info!(%status, lines, "build reported")
+            }
             Ok(other) => tracing::warn!(reply = ?other, "the scheduler refused the outcome"),
-            Err(e) => tracing::error!(error = %e, "could not report the outcome; the lease will expire and the build be retried"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not report the outcome; the lease will expire and the build be retried")
+            }
         }
     }
 
@@ -77,12 +93,20 @@ impl Job {
         let archive = ws.file("source.archive");
         match workspace::download(&self.agent.http, &g.source_url, &archive, "source").await {
             Ok(sha) if sha == g.source_sha256 => {}
-            Ok(sha) => return Outcome::Fail(format!("source checksum mismatch: expected {}, got {sha}", g.source_sha256)),
+            Ok(sha) => {
+                return Outcome::Fail(format!(
+                    "source checksum mismatch: expected {}, got {sha}",
+                    g.source_sha256
+                ));
+            }
             Err(e) => return Outcome::Fail(e.to_string()),
         }
         let (a, src) = (archive.clone(), ws.source_dir());
         match tokio::task::spawn_blocking(move || workspace::unpack(&a, &src)).await {
-            Ok(Ok(n)) => log.line(LogLevel::Info, format!("[freeagent] unpacked {n} files")).await,
+            Ok(Ok(n)) => {
+                log.line(LogLevel::Info, format!("[freeagent] unpacked {n} files"))
+                    .await
+            }
             Ok(Err(e)) => return Outcome::Fail(e.to_string()),
             Err(e) => return Outcome::Fail(format!("unpacking failed: {e}")),
         }
@@ -90,21 +114,43 @@ impl Job {
             ("FREEAGENT_BUILD_ID".to_owned(), g.build_id.to_string()),
             ("FREEAGENT_ATTEMPT".to_owned(), g.attempt.to_string()),
             ("FREEAGENT_PLATFORM".to_owned(), g.platform.to_string()),
-            ("FREEAGENT_SOURCE_DIR".to_owned(), ws.source_dir().display().to_string()),
-            ("FREEAGENT_OUTPUT_DIR".to_owned(), ws.output_dir().display().to_string()),
+            (
+                "FREEAGENT_SOURCE_DIR".to_owned(),
+                ws.source_dir().display().to_string(),
+            ),
+            (
+                "FREEAGENT_OUTPUT_DIR".to_owned(),
+                ws.output_dir().display().to_string(),
+            ),
         ];
         if let Some(url) = &g.certs_url {
             let certs = ws.file("certs");
             if let Err(e) = workspace::download(&self.agent.http, url, &certs, "certs").await {
                 return Outcome::Fail(e.to_string());
             }
-            env.push(("FREEAGENT_CERTS_PATH".to_owned(), certs.display().to_string()));
+            env.push((
+                "FREEAGENT_CERTS_PATH".to_owned(),
+                certs.display().to_string(),
+            ));
         }
         if stop.is_cancelled() {
             return Outcome::Stopped;
         }
-        log.line(LogLevel::Info, format!("[freeagent] running: {}", c.build_command)).await;
-        match executor::run(&c.build_command, &ws.source_dir(), &env, log, stop, c.kill_grace).await {
+        log.line(
+            LogLevel::Info,
+            format!("[freeagent] running: {}", c.build_command),
+        )
+        .await;
+        match executor::run(
+            &c.build_command,
+            &ws.source_dir(),
+            &env,
+            log,
+            stop,
+            c.kill_grace,
+        )
+        .await
+        {
             Err(e) => Outcome::Fail(format!("could not start the build command: {e}")),
             Ok(Exit::Stopped) => Outcome::Stopped,
             Ok(Exit::Failed(msg)) => Outcome::Fail(msg),
@@ -118,7 +164,14 @@ impl Job {
                 };
                 match artifact::upload(&self.agent.http, &g.result_url, &path).await {
                     Ok(stored) => {
-                        log.line(LogLevel::Info, format!("[freeagent] artifact uploaded: {} bytes, sha256 {}", stored.size, stored.sha256)).await;
+                        log.line(
+                            LogLevel::Info,
+                            format!(
+                                "[freeagent] artifact uploaded: {} bytes, sha256 {}",
+                                stored.size, stored.sha256
+                            ),
+                        )
+                        .await;
                         Outcome::Complete(stored)
                     }
                     Err(e) => Outcome::Fail(e.to_string()),
@@ -128,9 +181,17 @@ impl Job {
     }
 
     /// Heartbeats from the start (the first one moves the build to `building`); a refusal stops it.
-    fn keep_lease(&self, stop: CancellationToken) -> impl std::future::Future<Output = ()> + Send + 'static {
+    fn keep_lease(
+        &self,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let scheduler = self.agent.scheduler.clone();
-        let req = HeartbeatRequest { build_id: self.grant.build_id, attempt: self.grant.attempt, worker: self.agent.credential.clone(), progress: None };
+        let req = HeartbeatRequest {
+            build_id: self.grant.build_id,
+            attempt: self.grant.attempt,
+            worker: self.agent.credential.clone(),
+            progress: None,
+        };
         let every = Duration::from_millis(self.grant.heartbeat_interval_ms.max(100));
         async move {
             loop {
@@ -141,7 +202,9 @@ impl Job {
                         stop.cancel();
                         return;
                     }
-                    Ok(HeartbeatReply::Error { message }) => tracing::warn!(%message, "heartbeat refused; will retry"),
+                    Ok(HeartbeatReply::Error { message }) => {
+                        tracing::warn!(%message, "heartbeat refused; will retry")
+                    }
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
                 }
                 tokio::select! {
@@ -152,11 +215,16 @@ impl Job {
         }
     }
 
-    fn watch_cancel(&self, stop: CancellationToken) -> impl std::future::Future<Output = ()> + Send + 'static {
+    fn watch_cancel(
+        &self,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let nats = self.agent.nats.clone();
         let subject = self.grant.cancel_subject.clone();
         async move {
-            let Ok(mut sub) = nats.subscribe(subject).await else { return };
+            let Ok(mut sub) = nats.subscribe(subject).await else {
+                return;
+            };
             if sub.next().await.is_some() {
                 tracing::info!("build cancelled");
                 stop.cancel();

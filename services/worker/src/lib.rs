@@ -19,7 +19,9 @@ pub use config::WorkerConfig;
 
 /// Registers, connects and runs until `stop`.
 pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build()?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()?;
     let credential = registration::register(&http, &config).await?;
     tracing::info!(worker_id = %credential.worker_id, name = %config.name, queues = ?config.queues, "worker registered");
     let nats = freeagent_shared::nats::connect(&config.nats_url, "freeagent-worker").await?;

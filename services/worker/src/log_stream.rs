@@ -26,7 +26,11 @@ impl LogSink {
 }
 
 /// Starts the publisher; dropping every `LogSink` ends it, and the handle yields the line count.
-pub fn start(js: async_nats::jetstream::Context, build_id: BuildId, attempt: Attempt) -> (LogSink, JoinHandle<u64>) {
+pub fn start(
+    js: async_nats::jetstream::Context,
+    build_id: BuildId,
+    attempt: Attempt,
+) -> (LogSink, JoinHandle<u64>) {
     let (tx, mut rx) = mpsc::channel::<(LogLevel, String)>(QUEUE);
     let handle = tokio::spawn(async move {
         let subject = subjects::logs(build_id);
@@ -34,17 +38,26 @@ pub fn start(js: async_nats::jetstream::Context, build_id: BuildId, attempt: Att
         let mut seq = 0u64;
         while let Some((level, message)) = rx.recv().await {
             seq += 1;
-            let line = LogLine { build_id, attempt, seq, timestamp: Utc::now(), level, message };
-            match js.publish(subject.clone(), wire::encode(&line).into()).await {
+            let line = LogLine {
+                build_id,
+                attempt,
+                seq,
+                timestamp: Utc::now(),
+                level,
+                message,
+            };
+            match js
+                .publish(subject.clone(), wire::encode(&line).into())
+                .await
+            {
                 Ok(ack) => acks.push_back(ack),
                 Err(e) => tracing::warn!(%build_id, error = %e, "could not publish a log line"),
             }
-            if acks.len() >= IN_FLIGHT {
-                if let Some(ack) = acks.pop_front() {
-                    if let Err(e) = ack.await {
-                        tracing::warn!(%build_id, error = %e, "a log line was not acknowledged");
-                    }
-                }
+            if acks.len() >= IN_FLIGHT
+                && let Some(ack) = acks.pop_front()
+                && let Err(e) = ack.await
+            {
+                tracing::warn!(%build_id, error = %e, "a log line was not acknowledged");
             }
         }
         for ack in acks {

@@ -12,7 +12,9 @@ use std::time::Duration;
 pub enum RegisterError {
     #[error("cannot reach the gateway at {url}: {reason}. Start it or set FREEAGENT_GATEWAY_URL")]
     Unreachable { url: String, reason: String },
-    #[error("the gateway refused registration ({status}): {body}. Check FREEAGENT_API_KEY and its worker scope")]
+    #[error(
+        "the gateway refused registration ({status}): {body}. Check FREEAGENT_API_KEY and its worker scope"
+    )]
     Refused { status: u16, body: String },
 }
 
@@ -22,8 +24,14 @@ struct Registered {
     access_token: String,
 }
 
-pub async fn register(http: &reqwest::Client, c: &WorkerConfig) -> Result<WorkerCredential, RegisterError> {
-    let url = format!("{}/api/workers/register", c.gateway_url.trim_end_matches('/'));
+pub async fn register(
+    http: &reqwest::Client,
+    c: &WorkerConfig,
+) -> Result<WorkerCredential, RegisterError> {
+    let url = format!(
+        "{}/api/workers/register",
+        c.gateway_url.trim_end_matches('/')
+    );
     let body = json!({
         "name": c.name,
         "capabilities": {
@@ -39,13 +47,25 @@ pub async fn register(http: &reqwest::Client, c: &WorkerConfig) -> Result<Worker
             .json(&body)
             .send()
             .await
-            .map_err(|e| RegisterError::Unreachable { url: url.clone(), reason: e.to_string() })?;
+            .map_err(|e| RegisterError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(RegisterError::Refused { status, body: resp.text().await.unwrap_or_default() });
+            return Err(RegisterError::Refused {
+                status,
+                body: resp.text().await.unwrap_or_default(),
+            });
         }
-        let r: Registered = resp.json().await.map_err(|e| RegisterError::Refused { status, body: e.to_string() })?;
-        Ok(WorkerCredential { worker_id: r.id, worker_token: r.access_token })
+        let r: Registered = resp.json().await.map_err(|e| RegisterError::Refused {
+            status,
+            body: e.to_string(),
+        })?;
+        Ok(WorkerCredential {
+            worker_id: r.id,
+            worker_token: r.access_token,
+        })
     };
     let policy = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))

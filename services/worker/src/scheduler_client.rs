@@ -4,16 +4,25 @@
 
 use backon::{ExponentialBuilder, Retryable};
 use freeagent_shared::subjects;
-use freeagent_shared::wire::{self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply, HeartbeatRequest};
+use freeagent_shared::wire::{
+    self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply,
+    HeartbeatRequest,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     #[error("no scheduler answered {subject}: {reason}")]
-    Transport { subject: &'static str, reason: String },
+    Transport {
+        subject: &'static str,
+        reason: String,
+    },
     #[error("the scheduler's reply to {subject} was unreadable: {reason}")]
-    Reply { subject: &'static str, reason: String },
+    Reply {
+        subject: &'static str,
+        reason: String,
+    },
 }
 
 #[derive(Clone)]
@@ -26,17 +35,32 @@ impl SchedulerClient {
         Self { nats }
     }
 
-    async fn once<Req: Serialize, Rep: DeserializeOwned>(&self, subject: &'static str, req: &Req) -> Result<Rep, RequestError> {
+    async fn once<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        subject: &'static str,
+        req: &Req,
+    ) -> Result<Rep, RequestError> {
         let msg = self
             .nats
             .request(subject, wire::encode(req).into())
             .await
-            .map_err(|e| RequestError::Transport { subject, reason: e.to_string() })?;
-        wire::decode(&msg.payload).map_err(|e| RequestError::Reply { subject, reason: e.to_string() })
+            .map_err(|e| RequestError::Transport {
+                subject,
+                reason: e.to_string(),
+            })?;
+        wire::decode(&msg.payload).map_err(|e| RequestError::Reply {
+            subject,
+            reason: e.to_string(),
+        })
     }
 
     /// Retries transport failures for up to about `patience`.
-    async fn request<Req: Serialize + Sync, Rep: DeserializeOwned>(&self, subject: &'static str, req: &Req, patience: Duration) -> Result<Rep, RequestError> {
+    async fn request<Req: Serialize + Sync, Rep: DeserializeOwned>(
+        &self,
+        subject: &'static str,
+        req: &Req,
+        patience: Duration,
+    ) -> Result<Rep, RequestError> {
         let policy = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
@@ -50,7 +74,8 @@ impl SchedulerClient {
     }
 
     pub async fn claim(&self, req: &ClaimRequest) -> Result<ClaimReply, RequestError> {
-        self.request(subjects::CLAIM, req, Duration::from_secs(10)).await
+        self.request(subjects::CLAIM, req, Duration::from_secs(10))
+            .await
     }
 
     pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatReply, RequestError> {
@@ -59,10 +84,12 @@ impl SchedulerClient {
 
     /// Outcomes are worth waiting for: the build's work is done.
     pub async fn complete(&self, req: &CompleteRequest) -> Result<FinishReply, RequestError> {
-        self.request(subjects::COMPLETE, req, Duration::from_secs(60)).await
+        self.request(subjects::COMPLETE, req, Duration::from_secs(60))
+            .await
     }
 
     pub async fn fail(&self, req: &FailRequest) -> Result<FinishReply, RequestError> {
-        self.request(subjects::FAIL, req, Duration::from_secs(60)).await
+        self.request(subjects::FAIL, req, Duration::from_secs(60))
+            .await
     }
 }

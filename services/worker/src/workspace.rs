@@ -13,7 +13,11 @@ pub enum WorkspaceError {
     #[error("could not download {what}: {reason}")]
     Download { what: &'static str, reason: String },
     #[error("{what} checksum mismatch: expected {expected}, got {actual}")]
-    Checksum { what: &'static str, expected: String, actual: String },
+    Checksum {
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
     #[error("the source archive is not a zip or tar.gz file")]
     UnknownFormat,
     #[error("the source archive is unsafe: entry {0:?} would land outside the build directory")]
@@ -35,7 +39,9 @@ impl Workspace {
                 std::fs::create_dir_all(p)?;
                 tempfile::Builder::new().prefix("build-").tempdir_in(p)?
             }
-            None => tempfile::Builder::new().prefix("freeagent-build-").tempdir()?,
+            None => tempfile::Builder::new()
+                .prefix("freeagent-build-")
+                .tempdir()?,
         };
         std::fs::create_dir(dir.path().join("src"))?;
         std::fs::create_dir(dir.path().join("out"))?;
@@ -54,9 +60,18 @@ impl Workspace {
 }
 
 /// Streams `url` into `dest`, returning the hex SHA-256 of what was written.
-pub async fn download(http: &reqwest::Client, url: &str, dest: &Path, what: &'static str) -> Result<String, WorkspaceError> {
+pub async fn download(
+    http: &reqwest::Client,
+    url: &str,
+    dest: &Path,
+    what: &'static str,
+) -> Result<String, WorkspaceError> {
     let fail = |reason: String| WorkspaceError::Download { what, reason };
-    let resp = http.get(url).send().await.map_err(|e| fail(e.to_string()))?;
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(fail(format!("storage answered {}", resp.status())));
     }
@@ -131,9 +146,15 @@ fn unpack_tar_gz(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
     let mut tar = tar::Archive::new(gz);
     tar.set_preserve_permissions(false);
     let mut files = 0;
-    for entry in tar.entries().map_err(|e| WorkspaceError::Archive(e.to_string()))? {
+    for entry in tar
+        .entries()
+        .map_err(|e| WorkspaceError::Archive(e.to_string()))?
+    {
         let mut entry = entry.map_err(|e| WorkspaceError::Archive(e.to_string()))?;
-        let path = entry.path().map_err(|e| WorkspaceError::Archive(e.to_string()))?.into_owned();
+        let path = entry
+            .path()
+            .map_err(|e| WorkspaceError::Archive(e.to_string()))?
+            .into_owned();
         let target = contained(dest, &path)?;
         match entry.header().entry_type() {
             tar::EntryType::Directory => std::fs::create_dir_all(&target)?,
@@ -141,11 +162,15 @@ fn unpack_tar_gz(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                entry.unpack(&target).map_err(|e| WorkspaceError::Archive(e.to_string()))?;
+                entry
+                    .unpack(&target)
+                    .map_err(|e| WorkspaceError::Archive(e.to_string()))?;
                 files += 1;
             }
             // pax headers and the like carry no files.
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName => {}
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName => {}
             _ => return Err(WorkspaceError::Escape(path.display().to_string())),
         }
     }
@@ -195,8 +220,15 @@ mod tests {
     #[test]
     fn escaping_entries_and_links_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        for f in [tar_gz_with("../evil.txt", None), tar_gz_with("/etc/evil", None), tar_gz_with("link", Some("/etc"))] {
-            assert!(matches!(unpack(f.path(), dir.path()), Err(WorkspaceError::Escape(_))));
+        for f in [
+            tar_gz_with("../evil.txt", None),
+            tar_gz_with("/etc/evil", None),
+            tar_gz_with("link", Some("/etc")),
+        ] {
+            assert!(matches!(
+                unpack(f.path(), dir.path()),
+                Err(WorkspaceError::Escape(_))
+            ));
         }
         assert!(!dir.path().parent().unwrap().join("evil.txt").exists());
     }
@@ -206,10 +238,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = tempfile::NamedTempFile::new().unwrap();
         let mut z = zip::ZipWriter::new(f.reopen().unwrap());
-        z.start_file("../../evil.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        z.start_file("../../evil.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
         std::io::Write::write_all(&mut z, b"x").unwrap();
         z.finish().unwrap();
-        assert!(matches!(unpack(f.path(), dir.path()), Err(WorkspaceError::Escape(_))));
+        assert!(matches!(
+            unpack(f.path(), dir.path()),
+            Err(WorkspaceError::Escape(_))
+        ));
     }
 
     #[test]
@@ -217,6 +253,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), b"plain text").unwrap();
-        assert!(matches!(unpack(f.path(), dir.path()), Err(WorkspaceError::UnknownFormat)));
+        assert!(matches!(
+            unpack(f.path(), dir.path()),
+            Err(WorkspaceError::UnknownFormat)
+        ));
     }
 }

@@ -39,7 +39,10 @@ pub async fn api_key_ensure(
 }
 
 /// A live (not revoked) key with this hash.
-pub async fn api_key_find(db: impl PgExecutor<'_>, key_hash: &[u8]) -> Result<Option<ApiKey>, Error> {
+pub async fn api_key_find(
+    db: impl PgExecutor<'_>,
+    key_hash: &[u8],
+) -> Result<Option<ApiKey>, Error> {
     Ok(sqlx::query_as::<_, ApiKey>(
         "SELECT id, name, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
     )

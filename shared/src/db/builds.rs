@@ -22,7 +22,13 @@ macro_rules! build_columns {
 /// Wraps an `UPDATE … RETURNING *` or `INSERT … RETURNING *` so it yields a full [`Build`].
 macro_rules! returning_build {
     ($stmt:literal) => {
-        concat!("WITH b AS (", $stmt, " RETURNING *) SELECT ", build_columns!(), " FROM b LEFT JOIN workers w ON w.id = b.worker_id")
+        concat!(
+            "WITH b AS (",
+            $stmt,
+            " RETURNING *) SELECT ",
+            build_columns!(),
+            " FROM b LEFT JOIN workers w ON w.id = b.worker_id"
+        )
     };
 }
 
@@ -168,8 +174,14 @@ pub async fn build_count(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<i64,
 }
 
 /// Number of builds in each status (statuses with none are absent).
-pub async fn build_count_by_status(db: impl PgExecutor<'_>) -> Result<Vec<(BuildStatus, i64)>, Error> {
-    Ok(sqlx::query_as("SELECT status, count(*) FROM builds GROUP BY status").fetch_all(db).await?)
+pub async fn build_count_by_status(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(BuildStatus, i64)>, Error> {
+    Ok(
+        sqlx::query_as("SELECT status, count(*) FROM builds GROUP BY status")
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Objects and bytes held for all builds, from what storage reported at write time.
@@ -219,13 +231,19 @@ pub async fn build_dispatch_batch(
 }
 
 async fn current(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Current>, Error> {
-    Ok(sqlx::query_as::<_, Current>("SELECT status, attempt, worker_id FROM builds WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
+    Ok(
+        sqlx::query_as::<_, Current>("SELECT status, attempt, worker_id FROM builds WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
-async fn outcome<T>(db: impl PgExecutor<'_>, id: BuildId, applied: Option<T>) -> Result<Transition<T>, Error> {
+async fn outcome<T>(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    applied: Option<T>,
+) -> Result<Transition<T>, Error> {
     Ok(match applied {
         Some(row) => Transition::Applied(row),
         None => match current(db, id).await? {
@@ -346,7 +364,11 @@ pub struct Rescued {
 
 /// Expired leases: back to `pending` (a new attempt comes with the next dispatch, after
 /// `backoff_secs`), or `failed` once `max_attempts` were used. Safe on many replicas.
-pub async fn build_rescue_expired(db: impl PgExecutor<'_>, limit: i64, backoff_secs: f64) -> Result<Vec<Rescued>, Error> {
+pub async fn build_rescue_expired(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+    backoff_secs: f64,
+) -> Result<Vec<Rescued>, Error> {
     Ok(sqlx::query_as::<_, Rescued>(
         "WITH expired AS ( \
              SELECT id FROM builds WHERE status IN ('assigned', 'building') AND lease_expires_at < now() \

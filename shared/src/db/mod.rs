@@ -42,10 +42,10 @@ impl From<sqlx::Error> for Error {
 impl Error {
     /// Maps SQLSTATEs to the variants callers match on.
     pub fn from_sqlx(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if db.code().as_deref() == Some("23505") {
-                return Error::UniqueViolation;
-            }
+        if let sqlx::Error::Database(db) = &e
+            && db.code().as_deref() == Some("23505")
+        {
+            return Error::UniqueViolation;
         }
         Error::Sqlx(e)
     }
@@ -65,7 +65,10 @@ pub enum Transition<T> {
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, Error> {
     let opts = PgConnectOptions::from_str(url).map_err(|e| Error::BadUrl(e.to_string()))?;
     Ok(opts
-        .options([("statement_timeout", STATEMENT_TIMEOUT), ("lock_timeout", "5s")])
+        .options([
+            ("statement_timeout", STATEMENT_TIMEOUT),
+            ("lock_timeout", "5s"),
+        ])
         .log_statements(tracing::log::LevelFilter::Trace))
 }
 
@@ -77,7 +80,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, Error> {
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(opts)
         .await
-        .map_err(|source| Error::Unreachable { url: redact(url), source })
+        .map_err(|source| Error::Unreachable {
+            url: redact(url),
+            source,
+        })
 }
 
 /// Runs pending migrations. sqlx takes a Postgres advisory lock, so several services starting
@@ -94,20 +100,31 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, Error> {
         return Err(Error::BadUrl("the URL names no database".into()));
     };
     let admin = opts.clone().database("postgres");
-    let mut conn = admin.connect().await.map_err(|source| Error::Unreachable { url: redact(url), source })?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut conn)
-        .await?;
+    let mut conn = admin.connect().await.map_err(|source| Error::Unreachable {
+        url: redact(url),
+        source,
+    })?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
     if exists {
         return Ok(false);
     }
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-    match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut conn).await {
+    match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+        .execute(&mut conn)
+        .await
+    {
         Ok(_) => Ok(true),
         // Another process created it between our check and our CREATE (42P04 duplicate_database,
         // or 23505 on pg_database's unique index).
-        Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("42P04") | Some("23505")) => Ok(false),
+        Err(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("42P04") | Some("23505")) =>
+        {
+            Ok(false)
+        }
         Err(e) => Err(Error::from_sqlx(e)),
     }
 }
@@ -120,7 +137,10 @@ pub async fn ping(pool: &PgPool) -> Result<(), Error> {
 
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
-    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(cred, host)| (scheme, cred, host))) {
+    match url.split_once("://").and_then(|(scheme, rest)| {
+        rest.split_once('@')
+            .map(|(cred, host)| (scheme, cred, host))
+    }) {
         Some((scheme, cred, host)) => {
             let user = cred.split(':').next().unwrap_or("");
             format!("{scheme}://{user}@{host}")
@@ -133,7 +153,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redact_hides_passwords() {
-        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u@h:5432/db"
+        );
         assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
     }
 }

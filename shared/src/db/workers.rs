@@ -48,7 +48,10 @@ pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Wor
 }
 
 /// Re-registration of an existing worker: new name, capabilities and token.
-pub async fn worker_reregister(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Option<Worker>, Error> {
+pub async fn worker_reregister(
+    db: impl PgExecutor<'_>,
+    w: &NewWorker,
+) -> Result<Option<Worker>, Error> {
     Ok(sqlx::query_as::<_, Worker>(
         "UPDATE workers SET name = $2, platforms = $3, capabilities = $4, token_hash = $5, token_expires_at = $6, \
          status = 'idle', last_seen_at = now() WHERE id = $1 RETURNING *",
@@ -64,5 +67,10 @@ pub async fn worker_reregister(db: impl PgExecutor<'_>, w: &NewWorker) -> Result
 }
 
 pub async fn worker_get(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>("SELECT * FROM workers WHERE id = $1").bind(id).fetch_optional(db).await?)
+    Ok(
+        sqlx::query_as::<_, Worker>("SELECT * FROM workers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
 }

@@ -15,20 +15,31 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
-        let admin_url = std::env::var("FREEAGENT_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+        let admin_url = std::env::var("FREEAGENT_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
         let name = format!("fa_test_{}", uuid::Uuid::new_v4().simple());
         let admin = db::connect_options(&admin_url).expect("valid admin URL");
         let mut conn = admin.connect().await.unwrap_or_else(|e| {
             panic!("tests need Postgres at {admin_url} ({e}); start it or set FREEAGENT_TEST_DATABASE_URL")
         });
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
         let url = match admin_url.rsplit_once('/') {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("admin URL must end in /<database>"),
         };
-        let pool = db::connect(&url, 20).await.expect("connect to test database");
+        let pool = db::connect(&url, 20)
+            .await
+            .expect("connect to test database");
         db::migrate(&pool).await.expect("migrate test database");
-        TestDb { pool, url, name, admin_url }
+        TestDb {
+            pool,
+            url,
+            name,
+            admin_url,
+        }
     }
 }
 
@@ -38,12 +49,19 @@ impl Drop for TestDb {
         let admin_url = self.admin_url.clone();
         // Drop runs inside the test's runtime, which may be shutting down: use our own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async move {
-                if let Ok(opts) = db::connect_options(&admin_url) {
-                    if let Ok(mut conn) = opts.connect().await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
-                    }
+                if let Ok(opts) = db::connect_options(&admin_url)
+                    && let Ok(mut conn) = opts.connect().await
+                {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })

@@ -1,5 +1,6 @@
 //! Test harness shared by every crate's tests: a fresh Postgres database and a private
 //! `nats-server` per test, both removed when the test ends, so tests run in parallel.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod db;
 mod nats;
@@ -10,12 +11,17 @@ pub use nats::TestNats;
 
 /// A free TCP port on loopback (bound then released; a rare race is retried by callers).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Installs a test log subscriber when `TEST_LOG` is set.
 pub fn init_test_log() {
     if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter("debug,sqlx=warn,async_nats=info").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,sqlx=warn,async_nats=info")
+            .with_test_writer()
+            .try_init();
     }
 }

@@ -17,7 +17,11 @@ pub fn server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("FREEAGENT_NATS_SERVER") {
         return PathBuf::from(p);
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"]) {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
+        "/usr/sbin",
+        "/usr/local/bin",
+        "/usr/bin",
+    ]) {
         let p = PathBuf::from(dir).join("nats-server");
         if p.is_file() {
             return p;
@@ -31,7 +35,12 @@ impl TestNats {
         for _ in 0..5 {
             let port = super::free_port().expect("free port");
             let store = tempfile::tempdir().expect("temp dir for JetStream");
-            let mut t = TestNats { url: format!("nats://127.0.0.1:{port}"), port, child: None, store };
+            let mut t = TestNats {
+                url: format!("nats://127.0.0.1:{port}"),
+                port,
+                child: None,
+                store,
+            };
             t.spawn();
             if t.wait_ready().await {
                 return t;
@@ -42,7 +51,14 @@ impl TestNats {
 
     fn spawn(&mut self) {
         let child = Command::new(server_binary())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -54,12 +70,15 @@ impl TestNats {
     async fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return false;
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return false;
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -68,7 +87,9 @@ impl TestNats {
     }
 
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.url).await.expect("connect to test nats")
+        async_nats::connect(&self.url)
+            .await
+            .expect("connect to test nats")
     }
 
     /// Stops the server (keeping its store), for tests of NATS outages.

@@ -43,7 +43,8 @@ fn detail(b: &Build) -> Value {
         (Some(s), Some(e)) => Some((e - s).num_milliseconds()),
         _ => None,
     };
-    let mut artifacts = vec![json!({"name": "source", "size": b.source_size, "sha256": b.source_sha256})];
+    let mut artifacts =
+        vec![json!({"name": "source", "size": b.source_size, "sha256": b.source_sha256})];
     if let (Some(size), Some(sha)) = (b.result_size, &b.result_sha256) {
         artifacts.push(json!({"name": format!("{}.{}", b.id, b.platform.artifact_extension()), "size": size, "sha256": sha}));
     }
@@ -62,21 +63,35 @@ fn detail(b: &Build) -> Value {
     v
 }
 
-fn query_param<T: std::str::FromStr>(q: &HashMap<String, String>, name: &str, expected: &str) -> Result<Option<T>> {
+fn query_param<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>> {
     match q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| GatewayError::bad_request(format!("invalid {name} {v:?}: expected {expected}"))),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            GatewayError::bad_request(format!("invalid {name} {v:?}: expected {expected}"))
+        }),
     }
 }
 
-pub async fn list(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>> {
+pub async fn list(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>> {
     auth::require_api_key(&st, &headers, SCOPE_READ).await?;
     let limit: i64 = query_param(&q, "limit", "an integer")?.unwrap_or(DEFAULT_LIST_LIMIT);
     if limit < 1 {
         return Err(GatewayError::bad_request("limit must be at least 1"));
     }
     let filter = ListFilter {
-        status: query_param(&q, "status", "pending, assigned, building, completed, failed or cancelled")?,
+        status: query_param(
+            &q,
+            "status",
+            "pending, assigned, building, completed, failed or cancelled",
+        )?,
         platform: query_param(&q, "platform", "ios or android")?,
         worker_id: query_param::<WorkerId>(&q, "worker_id", "a worker id")?,
         after: query_param::<BuildId>(&q, "cursor", "a cursor from next_cursor")?,
@@ -84,7 +99,9 @@ pub async fn list(State(st): State<AppState>, headers: HeaderMap, Query(q): Quer
     };
     let builds = db::builds::build_list(&st.pool, &filter).await?;
     let total = db::builds::build_count(&st.pool, &filter).await?;
-    let next_cursor = (builds.len() as i64 == filter.limit).then(|| builds.last().map(|b| b.id)).flatten();
+    let next_cursor = (builds.len() as i64 == filter.limit)
+        .then(|| builds.last().map(|b| b.id))
+        .flatten();
     Ok(Json(json!({
         "builds": builds.iter().map(summary).collect::<Vec<_>>(),
         "total": total,
@@ -92,17 +109,26 @@ pub async fn list(State(st): State<AppState>, headers: HeaderMap, Query(q): Quer
     })))
 }
 
-pub async fn get(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>> {
+pub async fn get(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let id = parse_or_auth(&st, &headers, &id).await?;
     let b = auth::build_reader(&st, &headers, id).await?;
     Ok(Json(detail(&b)))
 }
 
 fn ms(t: Option<DateTime<Utc>>) -> Value {
-    t.map(|t| json!(t.timestamp_millis())).unwrap_or(Value::Null)
+    t.map(|t| json!(t.timestamp_millis()))
+        .unwrap_or(Value::Null)
 }
 
-pub async fn status(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>> {
+pub async fn status(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let id = parse_or_auth(&st, &headers, &id).await?;
     let b = auth::build_reader(&st, &headers, id).await?;
     Ok(Json(json!({
@@ -126,7 +152,9 @@ pub async fn parse_or_auth(st: &AppState, headers: &HeaderMap, raw: &str) -> Res
                 auth::require_api_key(st, headers, SCOPE_READ).await?;
                 Err(not_found)
             } else if headers.contains_key("x-build-token") {
-                Err(GatewayError::forbidden("this build token does not grant access to this build"))
+                Err(GatewayError::forbidden(
+                    "this build token does not grant access to this build",
+                ))
             } else {
                 Err(GatewayError::unauthorized())
             }

@@ -13,39 +13,82 @@ use axum::response::{IntoResponse, Response};
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::object_key::ObjectKey;
 
-pub async fn download_result(st: State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response> {
+pub async fn download_result(
+    st: State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
     download(st, headers, Path((id, "result".to_owned()))).await
 }
 
-pub async fn download(State(st): State<AppState>, headers: HeaderMap, Path((id, kind)): Path<(String, String)>) -> Result<Response> {
+pub async fn download(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((id, kind)): Path<(String, String)>,
+) -> Result<Response> {
     let id = parse_or_auth(&st, &headers, &id).await?;
     let b = auth::build_reader(&st, &headers, id).await?;
     let (key, sha, filename) = match kind.as_str() {
         "result" => {
             let (Some(key), Some(sha)) = (&b.result_key, &b.result_sha256) else {
-                return Err(GatewayError::new(ErrorCode::BuildNotCompleted, "Build not completed")
-                    .hint(format!("the build is {}; wait for it to complete", b.status)));
+                return Err(
+                    GatewayError::new(ErrorCode::BuildNotCompleted, "Build not completed").hint(
+                        format!("the build is {}; wait for it to complete", b.status),
+                    ),
+                );
             };
             let key = ObjectKey::parse(key).map_err(GatewayError::unavailable)?;
-            (key, sha.clone(), format!("{}.{}", b.id, b.platform.artifact_extension()))
+            (
+                key,
+                sha.clone(),
+                format!("{}.{}", b.id, b.platform.artifact_extension()),
+            )
         }
-        "source" => (ObjectKey::Source(b.id), b.source_sha256.clone(), format!("{}-source", b.id)),
+        "source" => (
+            ObjectKey::Source(b.id),
+            b.source_sha256.clone(),
+            format!("{}-source", b.id),
+        ),
         "logs" => return logs::download_text(&st, &b).await,
-        other => return Err(GatewayError::bad_request(format!("unknown download type {other:?}; use result, source or logs"))),
+        other => {
+            return Err(GatewayError::bad_request(format!(
+                "unknown download type {other:?}; use result, source or logs"
+            )));
+        }
     };
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let upstream = st.storage.get(&key, range).await.map_err(GatewayError::unavailable)?;
+    let upstream = st
+        .storage
+        .get(&key, range)
+        .await
+        .map_err(GatewayError::unavailable)?;
     let status = upstream.status();
     match status.as_u16() {
         200 | 206 => {}
-        416 => return Err(GatewayError::new(ErrorCode::RangeNotSatisfiable, "the requested range is not satisfiable")),
-        404 => return Err(GatewayError::unavailable(format!("object {key} is recorded but missing from storage"))),
-        s => return Err(GatewayError::unavailable(format!("storage answered {s} for {key}"))),
+        416 => {
+            return Err(GatewayError::new(
+                ErrorCode::RangeNotSatisfiable,
+                "the requested range is not satisfiable",
+            ));
+        }
+        404 => {
+            return Err(GatewayError::unavailable(format!(
+                "object {key} is recorded but missing from storage"
+            )));
+        }
+        s => {
+            return Err(GatewayError::unavailable(format!(
+                "storage answered {s} for {key}"
+            )));
+        }
     }
     let mut resp = Response::builder()
         .status(StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK))
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\""))
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        )
         .header("x-checksum-sha256", sha)
         .header(header::ACCEPT_RANGES, "bytes");
     for h in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
@@ -54,5 +97,8 @@ pub async fn download(State(st): State<AppState>, headers: HeaderMap, Path((id, 
         }
     }
     let body = Body::from_stream(upstream.bytes_stream());
-    Ok(resp.body(body).map_err(GatewayError::unavailable)?.into_response())
+    Ok(resp
+        .body(body)
+        .map_err(GatewayError::unavailable)?
+        .into_response())
 }

@@ -10,7 +10,13 @@ use serde_json::{Value, json};
 
 pub async fn health(State(st): State<AppState>) -> Result<Json<Value>> {
     let counts = db::builds::build_count_by_status(&st.pool).await?;
-    let count = |s: BuildStatus| counts.iter().find(|(st, _)| *st == s).map(|(_, n)| *n).unwrap_or(0);
+    let count = |s: BuildStatus| {
+        counts
+            .iter()
+            .find(|(st, _)| *st == s)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
     let (objects, bytes) = db::builds::build_storage_totals(&st.pool).await?;
     let backend = match st.config.storage_backend.split_once("://") {
         Some((scheme, _)) if scheme != "file" => scheme.to_owned(),

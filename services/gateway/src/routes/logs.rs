@@ -34,13 +34,27 @@ pub struct Entry {
 }
 
 /// Up to `limit` lines after stream sequence `after`, oldest first.
-pub async fn read(nats: &async_nats::Client, id: BuildId, after: u64, limit: usize) -> Result<Vec<Entry>> {
+pub async fn read(
+    nats: &async_nats::Client,
+    id: BuildId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Entry>> {
     let js = async_nats::jetstream::new(nats.clone());
-    let stream = js.get_stream(subjects::LOGS_STREAM).await.map_err(GatewayError::unavailable)?;
+    let stream = js
+        .get_stream(subjects::LOGS_STREAM)
+        .await
+        .map_err(GatewayError::unavailable)?;
     let mut consumer = stream
         .create_consumer(pull::Config {
             filter_subject: subjects::logs(id),
-            deliver_policy: if after == 0 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: after + 1 } },
+            deliver_policy: if after == 0 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                }
+            },
             ack_policy: AckPolicy::None,
             inactive_threshold: Duration::from_secs(30),
             ..Default::default()
@@ -51,14 +65,27 @@ pub async fn read(nats: &async_nats::Client, id: BuildId, after: u64, limit: usi
     let (pending, name) = (info.num_pending as usize, info.name.clone());
     let mut out = Vec::new();
     if pending > 0 {
-        let mut msgs = consumer.fetch().max_messages(limit.min(pending)).messages().await.map_err(GatewayError::unavailable)?;
+        let mut msgs = consumer
+            .fetch()
+            .max_messages(limit.min(pending))
+            .messages()
+            .await
+            .map_err(GatewayError::unavailable)?;
         while let Some(m) = msgs.next().await {
             let m = m.map_err(GatewayError::unavailable)?;
             let Ok(meta) = m.info() else { continue };
             let seq = meta.stream_sequence;
             match wire::decode::<LogLine>(&m.payload) {
-                Ok(l) => out.push(Entry { seq, timestamp: l.timestamp, level: l.level, message: l.message, attempt: l.attempt }),
-                Err(e) => tracing::warn!(build_id = %id, seq, error = %e, "skipping a malformed log line"),
+                Ok(l) => out.push(Entry {
+                    seq,
+                    timestamp: l.timestamp,
+                    level: l.level,
+                    message: l.message,
+                    attempt: l.attempt,
+                }),
+                Err(e) => {
+                    tracing::warn!(build_id = %id, seq, error = %e, "skipping a malformed log line")
+                }
             }
             if out.len() >= limit {
                 break;
@@ -79,15 +106,23 @@ pub async fn get(
     let b = auth::build_reader(&st, &headers, id).await?;
     let after: u64 = match q.get("after").filter(|s| !s.is_empty()) {
         None => 0,
-        Some(v) => v.parse().map_err(|_| GatewayError::bad_request(format!("invalid after {v:?}: expected a sequence number")))?,
+        Some(v) => v.parse().map_err(|_| {
+            GatewayError::bad_request(format!("invalid after {v:?}: expected a sequence number"))
+        })?,
     };
     let limit: usize = match q.get("limit").filter(|s| !s.is_empty()) {
         None => DEFAULT_LOG_LIMIT,
-        Some(v) => v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| GatewayError::bad_request("limit must be a positive integer"))?,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| GatewayError::bad_request("limit must be a positive integer"))?,
     };
     let logs = read(&st.nats, b.id, after, limit.min(MAX_LOG_LIMIT)).await?;
     let next_after = logs.last().map(|l| l.seq).unwrap_or(after);
-    Ok(Json(json!({"build_id": b.id, "logs": logs, "next_after": next_after})))
+    Ok(Json(
+        json!({"build_id": b.id, "logs": logs, "next_after": next_after}),
+    ))
 }
 
 /// The whole log as text, streamed page by page.
@@ -103,7 +138,12 @@ pub async fn download_text(st: &AppState, b: &Build) -> Result<Response> {
                     let next = lines.last().map(|l| l.seq);
                     let mut text = String::new();
                     for l in &lines {
-                        text.push_str(&format!("{} [{:?}] {}\n", l.timestamp.to_rfc3339(), l.level, l.message));
+                        text.push_str(&format!(
+                            "{} [{:?}] {}\n",
+                            l.timestamp.to_rfc3339(),
+                            l.level,
+                            l.message
+                        ));
                     }
                     Some((Ok::<_, std::io::Error>(bytes::Bytes::from(text)), next))
                 }
@@ -112,7 +152,13 @@ pub async fn download_text(st: &AppState, b: &Build) -> Result<Response> {
         }
     });
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.log\""))],
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.log\""),
+            ),
+        ],
         Body::from_stream(pages),
     )
         .into_response())

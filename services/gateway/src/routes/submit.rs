@@ -32,19 +32,29 @@ struct Parts {
     max_attempts: Option<i32>,
 }
 
-pub async fn submit(State(st): State<AppState>, headers: HeaderMap, mp: std::result::Result<Multipart, MultipartRejection>) -> Result<Response> {
+pub async fn submit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    mp: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<Response> {
     auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
     let mut mp = mp.map_err(|e| {
-        GatewayError::new(ErrorCode::NotMultipart, format!("expected a multipart/form-data body: {}", e.body_text()))
-            .hint("send the archive as the file part 'source' and the platform as the part 'platform'")
+        GatewayError::new(
+            ErrorCode::NotMultipart,
+            format!("expected a multipart/form-data body: {}", e.body_text()),
+        )
+        .hint("send the archive as the file part 'source' and the platform as the part 'platform'")
     })?;
     let id = BuildId::new();
     let mut parts = Parts::default();
     let read = read_parts(&st, &mut mp, id, &mut parts).await;
-    let stored: Vec<ObjectKey> = [parts.source.as_ref().map(|_| ObjectKey::Source(id)), parts.certs.as_ref().map(|_| ObjectKey::Certs(id))]
-        .into_iter()
-        .flatten()
-        .collect();
+    let stored: Vec<ObjectKey> = [
+        parts.source.as_ref().map(|_| ObjectKey::Source(id)),
+        parts.certs.as_ref().map(|_| ObjectKey::Certs(id)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     match finish(&st, id, read, parts).await {
         Ok(resp) => Ok(resp),
         Err(e) => {
@@ -66,34 +76,70 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, id: BuildId, p: &mut Part
         match name.as_str() {
             "platform" => p.platform = Some(multipart::text(field, "platform", TEXT_LIMIT).await?),
             "source" if p.source.is_none() => {
-                p.source = Some(multipart::to_storage(&st.storage, field, "source", &ObjectKey::Source(id), c.source_limit).await?)
+                p.source = Some(
+                    multipart::to_storage(
+                        &st.storage,
+                        field,
+                        "source",
+                        &ObjectKey::Source(id),
+                        c.source_limit,
+                    )
+                    .await?,
+                )
             }
             "certs" if p.certs.is_none() => {
-                p.certs = Some(multipart::to_storage(&st.storage, field, "certs", &ObjectKey::Certs(id), c.certs_limit).await?)
+                p.certs = Some(
+                    multipart::to_storage(
+                        &st.storage,
+                        field,
+                        "certs",
+                        &ObjectKey::Certs(id),
+                        c.certs_limit,
+                    )
+                    .await?,
+                )
             }
-            "source" | "certs" => return Err(GatewayError::bad_request(format!("part '{name}' was sent twice"))),
+            "source" | "certs" => {
+                return Err(GatewayError::bad_request(format!(
+                    "part '{name}' was sent twice"
+                )));
+            }
             "metadata" => {
                 let text = multipart::text(field, "metadata", c.json_limit as usize).await?;
-                let v: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|e| GatewayError::bad_request(format!("part 'metadata' is not valid JSON: {e}")))?;
+                let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    GatewayError::bad_request(format!("part 'metadata' is not valid JSON: {e}"))
+                })?;
                 if !v.is_object() {
-                    return Err(GatewayError::bad_request("part 'metadata' must be a JSON object"));
+                    return Err(GatewayError::bad_request(
+                        "part 'metadata' must be a JSON object",
+                    ));
                 }
                 p.metadata = Some(v);
             }
             "priority" => {
                 let t = multipart::text(field, "priority", TEXT_LIMIT).await?;
-                p.priority = Some(
-                    t.trim().parse().map_err(|_| GatewayError::bad_request(format!("priority must be an integer, got {:?}", t.trim())))?,
-                );
+                p.priority = Some(t.trim().parse().map_err(|_| {
+                    GatewayError::bad_request(format!(
+                        "priority must be an integer, got {:?}",
+                        t.trim()
+                    ))
+                })?);
             }
             "queue" => {
                 let t = multipart::text(field, "queue", TEXT_LIMIT).await?;
-                p.queue = Some(QueueName::parse(t.trim()).map_err(|e| GatewayError::bad_request(e.to_string()))?);
+                p.queue = Some(
+                    QueueName::parse(t.trim())
+                        .map_err(|e| GatewayError::bad_request(e.to_string()))?,
+                );
             }
             "max_attempts" => {
                 let t = multipart::text(field, "max_attempts", TEXT_LIMIT).await?;
-                let n: i32 = t.trim().parse().ok().filter(|n| (1..=20).contains(n)).ok_or_else(|| GatewayError::bad_request("max_attempts must be 1 to 20"))?;
+                let n: i32 = t
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=20).contains(n))
+                    .ok_or_else(|| GatewayError::bad_request("max_attempts must be 1 to 20"))?;
                 p.max_attempts = Some(n);
             }
             // Unknown parts are dropped unread.
@@ -106,14 +152,25 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, id: BuildId, p: &mut Part
 async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Result<Response> {
     read?;
     let platform_text = p.platform.ok_or_else(|| {
-        GatewayError::new(ErrorCode::InvalidPlatform, "the 'platform' part is required").hint("use 'ios' or 'android'")
+        GatewayError::new(
+            ErrorCode::InvalidPlatform,
+            "the 'platform' part is required",
+        )
+        .hint("use 'ios' or 'android'")
     })?;
-    let platform: Platform = platform_text
-        .trim()
-        .parse()
-        .map_err(|e: freeagent_shared::status::ParseEnumError| GatewayError::new(ErrorCode::InvalidPlatform, e.to_string()))?;
+    let platform: Platform =
+        platform_text
+            .trim()
+            .parse()
+            .map_err(|e: freeagent_shared::status::ParseEnumError| {
+                GatewayError::new(ErrorCode::InvalidPlatform, e.to_string())
+            })?;
     let source = p.source.ok_or_else(|| {
-        GatewayError::new(ErrorCode::MissingSource, "the file part 'source' is required").hint("attach the project archive as 'source'")
+        GatewayError::new(
+            ErrorCode::MissingSource,
+            "the file part 'source' is required",
+        )
+        .hint("attach the project archive as 'source'")
     })?;
     let access_token = token::generate(token::TokenKind::Build);
     let new = NewBuild {
@@ -123,8 +180,16 @@ async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Resul
         priority: p.priority.unwrap_or(0),
         max_attempts: p.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
         metadata: p.metadata.unwrap_or_else(|| json!({})),
-        source: NewObject { key: source.key, size: source.size as i64, sha256: source.sha256 },
-        certs: p.certs.map(|c| NewObject { key: c.key, size: c.size as i64, sha256: c.sha256 }),
+        source: NewObject {
+            key: source.key,
+            size: source.size as i64,
+            sha256: source.sha256,
+        },
+        certs: p.certs.map(|c| NewObject {
+            key: c.key,
+            size: c.size as i64,
+            sha256: c.sha256,
+        }),
         token_hash: token::hash(&access_token),
         original_build_id: None,
     };

@@ -30,26 +30,50 @@ pub fn bad_json(e: JsonRejection) -> GatewayError {
     GatewayError::bad_request(format!("invalid JSON body: {}", e.body_text()))
 }
 
-pub async fn register(State(st): State<AppState>, headers: HeaderMap, body: std::result::Result<Json<RegisterRequest>, JsonRejection>) -> Result<Response> {
+pub async fn register(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<RegisterRequest>, JsonRejection>,
+) -> Result<Response> {
     let key = auth::require_api_key(&st, &headers, SCOPE_WORKER).await?;
     let Json(req) = body.map_err(bad_json)?;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(GatewayError::bad_request("name must be 1 to 200 characters"));
+        return Err(GatewayError::bad_request(
+            "name must be 1 to 200 characters",
+        ));
     }
-    let caps = if req.capabilities.is_null() { json!({}) } else { req.capabilities.clone() };
+    let caps = if req.capabilities.is_null() {
+        json!({})
+    } else {
+        req.capabilities.clone()
+    };
     let platforms: Vec<String> = match caps.get("platforms") {
         None => vec![],
         Some(serde_json::Value::Array(list)) => list
             .iter()
-            .map(|p| p.as_str().and_then(|s| s.parse::<Platform>().ok()).map(|p| p.as_str().to_owned()))
+            .map(|p| {
+                p.as_str()
+                    .and_then(|s| s.parse::<Platform>().ok())
+                    .map(|p| p.as_str().to_owned())
+            })
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| GatewayError::bad_request("capabilities.platforms must list 'ios' and/or 'android'"))?,
-        Some(_) => return Err(GatewayError::bad_request("capabilities.platforms must be a list")),
+            .ok_or_else(|| {
+                GatewayError::bad_request("capabilities.platforms must list 'ios' and/or 'android'")
+            })?,
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "capabilities.platforms must be a list",
+            ));
+        }
     };
     let id = match &req.id {
         None => WorkerId::new(),
-        Some(raw) => raw.parse().map_err(|_| GatewayError::bad_request("id must be a worker id (a UUID) returned by an earlier registration"))?,
+        Some(raw) => raw.parse().map_err(|_| {
+            GatewayError::bad_request(
+                "id must be a worker id (a UUID) returned by an earlier registration",
+            )
+        })?,
     };
     let access_token = token::generate(token::TokenKind::Worker);
     let expires_at = Utc::now() + st.config.worker_token_ttl;
@@ -65,7 +89,12 @@ pub async fn register(State(st): State<AppState>, headers: HeaderMap, body: std:
     let status = match db::workers::worker_get(&st.pool, id).await? {
         None => match db::workers::worker_insert(&st.pool, &new).await {
             Ok(_) => "registered",
-            Err(db::Error::UniqueViolation) => return Err(GatewayError::new(freeagent_shared::api_error::ErrorCode::Conflict, "this worker id was registered concurrently; retry")),
+            Err(db::Error::UniqueViolation) => {
+                return Err(GatewayError::new(
+                    freeagent_shared::api_error::ErrorCode::Conflict,
+                    "this worker id was registered concurrently; retry",
+                ));
+            }
             Err(e) => return Err(e.into()),
         },
         Some(existing) => {
@@ -74,13 +103,19 @@ pub async fn register(State(st): State<AppState>, headers: HeaderMap, body: std:
                 || existing.registered_by == Some(key.id)
                 || auth::has_scope(&key, SCOPE_ADMIN);
             if !owns {
-                return Err(GatewayError::forbidden("this worker id belongs to another registration; send its X-Worker-Token"));
+                return Err(GatewayError::forbidden(
+                    "this worker id belongs to another registration; send its X-Worker-Token",
+                ));
             }
             db::workers::worker_reregister(&st.pool, &new).await?;
             "re-registered"
         }
     };
     tracing::info!(worker_id = %id, status, "worker registered");
-    let code = if status == "registered" { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if status == "registered" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((code, Json(json!({"id": id, "access_token": access_token, "expires_at": expires_at, "status": status}))).into_response())
 }
