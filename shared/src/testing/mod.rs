@@ -3,6 +3,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod db;
+pub mod factory;
 mod nats;
 pub mod wait;
 

@@ -1,0 +1,437 @@
+//! The scheduler against real Postgres and a real nats-server: dispatch, the claim race, stale
+//! and replayed reports, and lost leases. Workers are simulated with plain NATS requests.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_scheduler::{App, SchedulerConfig};
+use freeagent_shared::capability::Signer;
+use freeagent_shared::db::{self, Pool};
+use freeagent_shared::ids::{Attempt, BuildId};
+use freeagent_shared::object_key::ObjectKey;
+use freeagent_shared::status::{BuildStatus, Platform};
+use freeagent_shared::testing::{TestDb, TestNats, factory, wait};
+use freeagent_shared::wire::*;
+use freeagent_shared::{subjects, wire};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "scheduler-test-secret-scheduler-test";
+
+struct Sched {
+    db: TestDb,
+    _nats: TestNats,
+    client: async_nats::Client,
+    signer: Signer,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn start(lease: Duration) -> Sched {
+    freeagent_shared::testing::init_test_log();
+    let db = TestDb::new().await;
+    let nats = TestNats::start().await;
+    let mut config = SchedulerConfig::for_urls(&db.url, &nats.url, "http://127.0.0.1:9", SECRET);
+    config.lease = lease;
+    config.tick = Duration::from_millis(100);
+    config.retry_backoff = Duration::ZERO;
+    let app = App::build(config).await.expect("scheduler starts");
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until(stop.clone()));
+    let client = nats.client().await;
+    Sched {
+        db,
+        _nats: nats,
+        client,
+        signer: Signer::new(SECRET),
+        _stop: stop.drop_guard(),
+    }
+}
+
+impl Sched {
+    async fn request<Req: serde::Serialize, Rep: serde::de::DeserializeOwned>(
+        &self,
+        subject: &'static str,
+        req: &Req,
+    ) -> Rep {
+        let msg = self
+            .client
+            .request(subject, wire::encode(req).into())
+            .await
+            .expect("scheduler answers");
+        wire::decode(&msg.payload).expect("readable reply")
+    }
+
+    async fn claim(&self, w: &WorkerCredential, id: BuildId, attempt: Attempt) -> ClaimReply {
+        self.request(
+            subjects::CLAIM,
+            &ClaimRequest {
+                build_id: id,
+                attempt,
+                worker: w.clone(),
+            },
+        )
+        .await
+    }
+
+    fn result(&self, id: BuildId, attempt: Attempt) -> StoredObject {
+        let key = ObjectKey::Result(id, attempt);
+        let sha = "ab".repeat(32);
+        StoredObject {
+            key: key.to_string(),
+            size: 42,
+            sha256: sha.clone(),
+            receipt: self.signer.receipt(&key, 42, &sha),
+        }
+    }
+
+    async fn complete(&self, w: &WorkerCredential, id: BuildId, attempt: Attempt) -> FinishReply {
+        let req = CompleteRequest {
+            build_id: id,
+            attempt,
+            worker: w.clone(),
+            result: self.result(id, attempt),
+        };
+        self.request(subjects::COMPLETE, &req).await
+    }
+}
+
+async fn get(pool: &Pool, id: BuildId) -> db::builds::Build {
+    db::builds::build_get(pool, id).await.unwrap().unwrap()
+}
+
+async fn wait_dispatched(pool: &Pool, ids: &[BuildId], attempt: i32) {
+    wait::until("dispatch", Duration::from_secs(20), || async {
+        for id in ids {
+            let b = get(pool, *id).await;
+            if b.attempt.get() < attempt || b.dispatched_at.is_none() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+fn a(n: i32) -> Attempt {
+    Attempt::new(n).unwrap()
+}
+
+/// `workers` workers each try to claim `tries` builds (all of them when `tries` is the count),
+/// all at once. Exactly one claim per build may win.
+async fn race(workers: usize, builds: usize, tries: usize) {
+    let s = start(Duration::from_secs(30)).await;
+    let mut ids = vec![];
+    for _ in 0..builds {
+        ids.push(factory::build(&s.db.pool, Default::default()).await);
+    }
+    let mut creds = vec![];
+    for _ in 0..workers {
+        creds.push(factory::worker(&s.db.pool, &[Platform::Android]).await);
+    }
+    wait_dispatched(&s.db.pool, &ids, 1).await;
+    let mut attempts = vec![];
+    for (i, w) in creds.iter().enumerate() {
+        for j in 0..tries {
+            attempts.push((w.clone(), ids[(i * 7 + j) % builds]));
+        }
+    }
+    let s = &s;
+    let replies = futures::future::join_all(
+        attempts
+            .into_iter()
+            .map(|(w, id)| async move { (w.worker_id, id, s.claim(&w, id, a(1)).await) }),
+    )
+    .await;
+    let mut won = HashSet::new();
+    let mut granted = 0;
+    for (worker, id, reply) in &replies {
+        match reply {
+            ClaimReply::Granted(g) => {
+                granted += 1;
+                assert!(won.insert(*id), "build {id} was granted twice");
+                assert_eq!(g.build_id, *id);
+                assert_eq!(get(&s.db.pool, *id).await.worker_id, Some(*worker));
+            }
+            ClaimReply::NotYours {
+                reason: NotYours::Stale,
+                status: Some(BuildStatus::Assigned),
+            } => {}
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    assert_eq!(granted, builds);
+    let counts = db::builds::build_count_by_status(&s.db.pool).await.unwrap();
+    assert_eq!(counts, vec![(BuildStatus::Assigned, builds as i64)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_workers_race_for_ten_builds() {
+    race(20, 10, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_workers_race_for_a_hundred_builds() {
+    race(200, 100, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_publishes_once_per_attempt_with_a_message_id() {
+    let s = start(Duration::from_secs(30)).await;
+    let mut ids = vec![];
+    for p in [0, 5, 0] {
+        ids.push(
+            factory::build(
+                &s.db.pool,
+                factory::BuildOpts {
+                    priority: p,
+                    ..Default::default()
+                },
+            )
+            .await,
+        );
+    }
+    wait_dispatched(&s.db.pool, &ids, 1).await;
+    let js = async_nats::jetstream::new(s.client.clone());
+    let mut stream = js.get_stream(subjects::BUILDS_STREAM).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 3);
+    for seq in 1..=3 {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let d: Dispatch = wire::decode(&m.payload).unwrap();
+        assert_eq!(m.headers.get("Nats-Msg-Id").unwrap().as_str(), d.msg_id());
+        assert_eq!(d.attempt, a(1));
+    }
+    // The higher priority build went first.
+    let first: Dispatch = wire::decode(&stream.get_raw_message(1).await.unwrap().payload).unwrap();
+    assert_eq!(first.build_id, ids[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
+    let s = start(Duration::from_secs(30)).await;
+    let id = factory::build(&s.db.pool, Default::default()).await;
+    let (owner, other) = (
+        factory::worker(&s.db.pool, &[Platform::Android]).await,
+        factory::worker(&s.db.pool, &[Platform::Android]).await,
+    );
+    wait_dispatched(&s.db.pool, &[id], 1).await;
+
+    // Wrong attempt, wrong token, unknown build.
+    assert!(matches!(
+        s.claim(&owner, id, a(0)).await,
+        ClaimReply::NotYours {
+            reason: NotYours::Stale,
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.claim(&owner, id, a(2)).await,
+        ClaimReply::NotYours {
+            reason: NotYours::Stale,
+            ..
+        }
+    ));
+    let forged = WorkerCredential {
+        worker_id: owner.worker_id,
+        worker_token: "faw_forged".into(),
+    };
+    assert!(matches!(
+        s.claim(&forged, id, a(1)).await,
+        ClaimReply::NotYours {
+            reason: NotYours::Unauthorized,
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.claim(&owner, BuildId::new(), a(1)).await,
+        ClaimReply::NotYours {
+            reason: NotYours::NotFound,
+            ..
+        }
+    ));
+    assert_eq!(get(&s.db.pool, id).await.status, BuildStatus::Pending);
+
+    let ClaimReply::Granted(grant) = s.claim(&owner, id, a(1)).await else {
+        panic!("owner should win")
+    };
+    assert!(
+        grant
+            .result_url
+            .contains(&format!("builds/{id}/attempts/1/result"))
+    );
+    // Claiming again, by anyone, is refused.
+    assert!(matches!(
+        s.claim(&other, id, a(1)).await,
+        ClaimReply::NotYours {
+            reason: NotYours::Stale,
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.claim(&owner, id, a(1)).await,
+        ClaimReply::NotYours {
+            reason: NotYours::Stale,
+            ..
+        }
+    ));
+
+    // Heartbeats: the owner's moves it to building; another worker's is told to stop.
+    let hb = |w: &WorkerCredential, att| HeartbeatRequest {
+        build_id: id,
+        attempt: att,
+        worker: w.clone(),
+        progress: Some(40),
+    };
+    assert!(matches!(
+        s.request::<_, HeartbeatReply>(subjects::HEARTBEAT, &hb(&owner, a(1)))
+            .await,
+        HeartbeatReply::Renewed { .. }
+    ));
+    assert_eq!(get(&s.db.pool, id).await.status, BuildStatus::Building);
+    assert!(matches!(
+        s.request::<_, HeartbeatReply>(subjects::HEARTBEAT, &hb(&other, a(1)))
+            .await,
+        HeartbeatReply::Stop { .. }
+    ));
+    assert!(matches!(
+        s.request::<_, HeartbeatReply>(subjects::HEARTBEAT, &hb(&owner, a(0)))
+            .await,
+        HeartbeatReply::Stop { .. }
+    ));
+
+    // Another worker's completion, a stale attempt, and a receipt for another key: refused.
+    assert!(matches!(
+        s.complete(&other, id, a(1)).await,
+        FinishReply::NotYours {
+            reason: NotYours::Stale,
+            ..
+        }
+    ));
+    let forged_result = CompleteRequest {
+        build_id: id,
+        attempt: a(1),
+        worker: owner.clone(),
+        result: s.result(id, a(2)),
+    };
+    assert!(matches!(
+        s.request::<_, FinishReply>(subjects::COMPLETE, &forged_result)
+            .await,
+        FinishReply::Error { .. }
+    ));
+    let mut tampered = s.result(id, a(1));
+    tampered.sha256 = "cd".repeat(32);
+    let tampered = CompleteRequest {
+        build_id: id,
+        attempt: a(1),
+        worker: owner.clone(),
+        result: tampered,
+    };
+    assert!(matches!(
+        s.request::<_, FinishReply>(subjects::COMPLETE, &tampered)
+            .await,
+        FinishReply::Error { .. }
+    ));
+    assert_eq!(get(&s.db.pool, id).await.status, BuildStatus::Building);
+
+    // The owner's completion is recorded once; a replay gets the same answer; a late failure is refused.
+    assert_eq!(
+        s.complete(&owner, id, a(1)).await,
+        FinishReply::Recorded {
+            status: BuildStatus::Completed
+        }
+    );
+    assert_eq!(
+        s.complete(&owner, id, a(1)).await,
+        FinishReply::Recorded {
+            status: BuildStatus::Completed
+        }
+    );
+    let fail = FailRequest {
+        build_id: id,
+        attempt: a(1),
+        worker: owner.clone(),
+        error: "late".into(),
+    };
+    assert!(matches!(
+        s.request::<_, FinishReply>(subjects::FAIL, &fail).await,
+        FinishReply::NotYours {
+            reason: NotYours::Finished,
+            ..
+        }
+    ));
+    let b = get(&s.db.pool, id).await;
+    assert_eq!(b.status, BuildStatus::Completed);
+    assert_eq!(b.result_sha256.as_deref(), Some("ab".repeat(32).as_str()));
+    assert_eq!(b.result_size, Some(42));
+    assert_eq!(b.error_message, None);
+
+    // Garbage and other versions get an error reply, not silence.
+    let msg = s
+        .client
+        .request(subjects::CLAIM, "garbage".into())
+        .await
+        .unwrap();
+    assert!(matches!(
+        wire::decode::<ClaimReply>(&msg.payload).unwrap(),
+        ClaimReply::Error { .. }
+    ));
+    let msg = s
+        .client
+        .request(subjects::COMPLETE, r#"{"v":9}"#.into())
+        .await
+        .unwrap();
+    assert!(matches!(
+        wire::decode::<FinishReply>(&msg.payload).unwrap(),
+        FinishReply::Error { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_runs_the_build_again_and_refuses_the_old_worker() {
+    let s = start(Duration::from_secs(1)).await;
+    let id = factory::build(
+        &s.db.pool,
+        factory::BuildOpts {
+            max_attempts: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (first, second) = (
+        factory::worker(&s.db.pool, &[Platform::Android]).await,
+        factory::worker(&s.db.pool, &[Platform::Android]).await,
+    );
+    wait_dispatched(&s.db.pool, &[id], 1).await;
+    assert!(matches!(
+        s.claim(&first, id, a(1)).await,
+        ClaimReply::Granted(_)
+    ));
+    // The first worker goes silent: the lease expires and the build is dispatched again.
+    wait_dispatched(&s.db.pool, &[id], 2).await;
+    assert_eq!(get(&s.db.pool, id).await.status, BuildStatus::Pending);
+    assert!(matches!(
+        s.complete(&first, id, a(1)).await,
+        FinishReply::NotYours {
+            reason: NotYours::Stale,
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.claim(&second, id, a(2)).await,
+        ClaimReply::Granted(_)
+    ));
+    // The second worker is lost too: attempts are used up, the build fails.
+    let b = wait::until("the build to fail", Duration::from_secs(20), || async {
+        let b = get(&s.db.pool, id).await;
+        (b.status == BuildStatus::Failed).then_some(b)
+    })
+    .await;
+    assert_eq!(b.attempt, a(2));
+    assert!(b.error_message.unwrap().contains("worker lost"));
+    assert!(matches!(
+        s.complete(&second, id, a(2)).await,
+        FinishReply::NotYours {
+            reason: NotYours::Finished,
+            ..
+        }
+    ));
+}

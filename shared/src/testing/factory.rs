@@ -1,0 +1,71 @@
+//! Test factories: rows as a test needs them, through the same queries the services use.
+
+use crate::db::{self, Pool, builds::NewBuild, builds::NewObject, workers::NewWorker};
+use crate::ids::{BuildId, WorkerId};
+use crate::status::{Platform, QueueName};
+use crate::token;
+use crate::wire::WorkerCredential;
+
+#[derive(Clone, Debug)]
+pub struct BuildOpts {
+    pub platform: Platform,
+    pub max_attempts: i32,
+    pub priority: i32,
+}
+
+impl Default for BuildOpts {
+    fn default() -> Self {
+        Self {
+            platform: Platform::Android,
+            max_attempts: 3,
+            priority: 0,
+        }
+    }
+}
+
+/// A pending build with a (fake) stored source.
+pub async fn build(pool: &Pool, opts: BuildOpts) -> BuildId {
+    let id = BuildId::new();
+    let new = NewBuild {
+        id,
+        platform: opts.platform,
+        queue: QueueName::for_platform(opts.platform),
+        priority: opts.priority,
+        max_attempts: opts.max_attempts,
+        metadata: serde_json::json!({}),
+        source: NewObject {
+            key: format!("builds/{id}/source"),
+            size: 1,
+            sha256: "00".repeat(32),
+        },
+        certs: None,
+        token_hash: token::hash(&token::generate(token::TokenKind::Build)),
+        original_build_id: None,
+    };
+    db::builds::build_insert(pool, &new)
+        .await
+        .expect("insert build");
+    id
+}
+
+/// A registered worker and its credential.
+pub async fn worker(pool: &Pool, platforms: &[Platform]) -> WorkerCredential {
+    let id = WorkerId::new();
+    let t = token::generate(token::TokenKind::Worker);
+    let new = NewWorker {
+        id,
+        name: format!("test-{id}"),
+        platforms: platforms.iter().map(|p| p.as_str().to_owned()).collect(),
+        capabilities: serde_json::json!({}),
+        token_hash: token::hash(&t),
+        token_expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        registered_by: None,
+    };
+    db::workers::worker_insert(pool, &new)
+        .await
+        .expect("insert worker");
+    WorkerCredential {
+        worker_id: id,
+        worker_token: t,
+    }
+}
