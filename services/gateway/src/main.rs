@@ -4,7 +4,18 @@ use anyhow::Context;
 use freeagent_gateway::{App, GatewayConfig};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    // Errors at start-up are printed whole (cause chain included) and end the process with 1.
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     freeagent_shared::telemetry::init("gateway");
     let config = GatewayConfig::from_env().context("gateway configuration")?;
     let app = App::build(config).await?;

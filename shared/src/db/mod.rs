@@ -22,7 +22,7 @@ pub enum Error {
     #[error("invalid database URL: {0}")]
     BadUrl(String),
     #[error(
-        "cannot reach Postgres at {url}: {source}. Start it (for example `pg_ctlcluster 15 main start`) or set FREEAGENT_DATABASE_URL"
+        "cannot reach Postgres at {url}. Start it (for example `pg_ctlcluster 15 main start`) or set FREEAGENT_DATABASE_URL"
     )]
     Unreachable { url: String, source: sqlx::Error },
     #[error("database migration failed: {0}")]

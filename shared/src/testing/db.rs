@@ -15,6 +15,13 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        let db = Self::empty().await;
+        db::migrate(&db.pool).await.expect("migrate test database");
+        db
+    }
+
+    /// A fresh database with no schema, for tests of migrations and of database creation.
+    pub async fn empty() -> Self {
         let admin_url = std::env::var("FREEAGENT_TEST_DATABASE_URL")
             .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
         let name = format!("fa_test_{}", uuid::Uuid::new_v4().simple());
@@ -33,7 +40,6 @@ impl TestDb {
         let pool = db::connect(&url, 20)
             .await
             .expect("connect to test database");
-        db::migrate(&pool).await.expect("migrate test database");
         TestDb {
             pool,
             url,

@@ -1,0 +1,167 @@
+//! Start-up: migrations are safe when several services start at once, a weak bootstrap key is
+//! refused, and `freeagent dev` runs the whole farm (creating its database) for the CLI.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::freeagent_shared::db;
+use freeagent_tests::freeagent_shared::testing::{TestDb, TestNats, free_port, wait};
+use freeagent_tests::{bin_dir, example};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_apply_once() {
+    let test_db = TestDb::empty().await;
+    let runs = (0..6).map(|_| {
+        let url = test_db.url.clone();
+        tokio::spawn(async move {
+            let pool = db::connect(&url, 2).await.unwrap();
+            db::migrate(&pool).await
+        })
+    });
+    for r in futures::future::join_all(runs).await {
+        r.unwrap().expect("every concurrent migration run succeeds");
+    }
+    let counts = db::builds::build_count_by_status(&test_db.pool)
+        .await
+        .unwrap();
+    assert!(counts.is_empty());
+}
+
+#[test]
+fn the_gateway_refuses_a_short_bootstrap_key() {
+    let out = Command::new(bin_dir().join("freeagent-gateway"))
+        .env("FREEAGENT_API_KEY", "tooShortKey9")
+        .env("FREEAGENT_LOG_FORMAT", "text")
+        .output()
+        .expect("run gateway");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FREEAGENT_API_KEY") && err.contains("at least 32"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("tooShortKey9"),
+        "the key itself must not be printed: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeagent_dev_runs_a_build_for_the_cli() {
+    // A database name that does not exist yet: `dev` creates it. The TestDb owns its removal.
+    let holder = TestDb::empty().await;
+    let url = format!("{}_dev", holder.url);
+    let nats = TestNats::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (gp, sp, cp) = (
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    );
+    let key = "fak_cli-dev-test-key-cli-dev-test-key-123";
+    let gateway = format!("http://127.0.0.1:{gp}");
+    let mut dev = Command::new(bin_dir().join("freeagent"))
+        .args(["dev", "--workers", "1", "--data-dir"])
+        .arg(data.path())
+        .args([
+            "--gateway-port",
+            &gp.to_string(),
+            "--storage-port",
+            &sp.to_string(),
+            "--scheduler-port",
+            &cp.to_string(),
+        ])
+        .env("FREEAGENT_API_KEY", key)
+        .env("FREEAGENT_DATABASE_URL", &url)
+        .env("FREEAGENT_NATS_URL", &nats.url)
+        .env("FREEAGENT_LOG_FORMAT", "text")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    wait::until(
+        "freeagent dev to be ready",
+        Duration::from_secs(60),
+        || async {
+            http.get(format!("{gateway}/readyz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        },
+    )
+    .await;
+    let cli = |args: &[&str]| {
+        Command::new(bin_dir().join("freeagent"))
+            .args(args)
+            .env("FREEAGENT_API_KEY", key)
+            .env("FREEAGENT_GATEWAY_URL", &gateway)
+            .output()
+            .unwrap()
+    };
+    let example = example("hello");
+    let out = cli(&[
+        "submit",
+        example.to_str().unwrap(),
+        "--platform",
+        "android",
+        "--wait",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["status"], "completed");
+    let id = last["id"].as_str().unwrap();
+    let target = data.path().join("hello.apk");
+    let out = cli(&["download", id, "-o", target.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = String::from_utf8_lossy(&out.stdout);
+    assert!(saved.contains("verified"), "{saved}");
+    assert!(std::fs::metadata(&target).unwrap().len() > 0);
+    let out = cli(&["logs", id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("artifact: hello.apk"));
+    let out = cli(&["status", "not-a-build"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+
+    // Ctrl-C stops every process of the farm.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || dev.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        http.get(format!("{gateway}/healthz")).send().await.is_err(),
+        "the gateway is still up"
+    );
+    // Drop the database dev created.
+    let admin = db::connect(&holder.url, 1).await.unwrap();
+    let name = url.rsplit('/').next().unwrap();
+    drop(admin);
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-c",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        ])
+        .output();
+}
