@@ -11,6 +11,13 @@ pub const BUILDS_SUBMITTED: &str = "freeagent_builds_submitted_total";
 pub const BUILDS_DISPATCHED: &str = "freeagent_builds_dispatched_total";
 pub const DISPATCH_BATCH_SECONDS: &str = "freeagent_dispatch_batch_seconds";
 pub const CLAIMS: &str = "freeagent_claims_total";
+/// Seconds from dispatch to a granted claim.
+pub const CLAIM_WAIT_SECONDS: &str = "freeagent_claim_wait_seconds";
+pub const RETRIES: &str = "freeagent_retries_total";
+pub const TIMEOUTS: &str = "freeagent_timeouts_total";
+pub const CANCELS: &str = "freeagent_cancels_total";
+pub const QUEUE_DEPTH: &str = "freeagent_queue_pending";
+pub const QUEUE_LIVE_WORKERS: &str = "freeagent_queue_live_workers";
 pub const BUILDS_FINISHED: &str = "freeagent_builds_finished_total";
 pub const LEASES_EXPIRED: &str = "freeagent_leases_expired_total";
 pub const WORKER_BUILDS: &str = "freeagent_worker_builds_total";

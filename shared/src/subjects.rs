@@ -17,6 +17,9 @@ pub const CLAIM: &str = "scheduler.claim";
 pub const HEARTBEAT: &str = "scheduler.heartbeat";
 pub const COMPLETE: &str = "scheduler.complete";
 pub const FAIL: &str = "scheduler.fail";
+pub const ABANDON: &str = "scheduler.abandon";
+/// Every worker reports it is alive (and how busy) on this subject.
+pub const PRESENCE: &str = "scheduler.presence";
 pub const SCHEDULER_QUEUE_GROUP: &str = "scheduler";
 /// Published (core NATS, no payload needed) when new work may be due.
 pub const WAKE: &str = "scheduler.wake";

@@ -116,6 +116,10 @@ pub enum NotYours {
     Finished,
     /// The worker credential was refused.
     Unauthorized,
+    /// The worker did not declare this build's queue.
+    WrongQueue,
+    /// The worker is draining and takes no new build.
+    Draining,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -199,6 +203,34 @@ pub enum FinishReply {
     Error {
         message: String,
     },
+}
+
+/// The holder gives a build back (shutting down, unregistering); it is dispatched again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AbandonRequest {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    #[serde(flatten)]
+    pub worker: WorkerCredential,
+    pub reason: String,
+}
+
+/// Sent by every worker every few seconds, busy or not.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    #[serde(flatten)]
+    pub worker: WorkerCredential,
+    /// Builds running on the worker now.
+    pub running: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PresenceReply {
+    /// `drain`: take no new build; let the running ones finish.
+    Seen { drain: bool },
+    NotYours { reason: NotYours },
+    Error { message: String },
 }
 
 /// Log severity, as the HTTP contract spells it.

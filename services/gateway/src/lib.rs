@@ -34,7 +34,8 @@ pub fn router(st: AppState, health: Health) -> Router {
     Router::new()
         .route("/api/builds", submit.clone().get(routes::builds::list))
         .route("/api/builds/submit", submit)
-        .route("/api/builds/{id}", get(routes::builds::get))
+        .route("/api/builds/{id}", get(routes::builds::get).delete(routes::cancel::cancel))
+        .route("/api/builds/{id}/cancel", post(routes::cancel::cancel))
         .route("/api/builds/{id}/status", get(routes::builds::status))
         .route("/api/builds/{id}/logs", get(routes::logs::get))
         .route(
@@ -49,6 +50,8 @@ pub fn router(st: AppState, health: Health) -> Router {
             "/api/workers/register",
             post(routes::workers::register).layer(DefaultBodyLimit::max(json_limit)),
         )
+        .route("/api/workers", get(routes::workers::list))
+        .route("/api/workers/{id}/drain", post(routes::workers::drain))
         .route("/health", get(routes::health::health))
         .route("/api/health", get(routes::health::health))
         .fallback(|| async { error::GatewayError::not_found("route") })

@@ -8,6 +8,9 @@ pub const DEFAULT_DISPATCH_BATCH: i64 = 256;
 pub const DEFAULT_REDISPATCH_AFTER: Duration = Duration::from_secs(60);
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
+pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A worker not heard from for this long counts as offline.
+pub const DEFAULT_WORKER_OFFLINE_AFTER: Duration = Duration::from_secs(30);
 pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(6 * 3600);
 pub const DEFAULT_RESULT_LIMIT: u64 = 2 << 30;
 pub const DEFAULT_RPC_CONCURRENCY: usize = 256;
@@ -28,8 +31,11 @@ pub struct SchedulerConfig {
     pub redispatch_after: Duration,
     /// How often the dispatcher and rescuer run without a wake-up.
     pub tick: Duration,
-    /// Delay before a build whose worker was lost is dispatched again.
+    /// First delay before a requeued build (lost worker, abandon) is dispatched again; it
+    /// doubles with each attempt, with jitter, up to `retry_backoff_max`.
     pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    pub worker_offline_after: Duration,
     /// Lifetime of signed storage URLs handed to workers.
     pub url_ttl: Duration,
     pub result_limit: u64,
@@ -66,6 +72,8 @@ impl SchedulerConfig {
             )?,
             tick: config::duration("FREEAGENT_SCHEDULER_TICK", DEFAULT_TICK)?,
             retry_backoff: config::duration("FREEAGENT_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF)?,
+            retry_backoff_max: config::duration("FREEAGENT_RETRY_BACKOFF_MAX", DEFAULT_RETRY_BACKOFF_MAX)?,
+            worker_offline_after: config::duration("FREEAGENT_WORKER_OFFLINE_AFTER", DEFAULT_WORKER_OFFLINE_AFTER)?,
             url_ttl: config::duration("FREEAGENT_URL_TTL", DEFAULT_URL_TTL)?,
             result_limit: config::bytes("FREEAGENT_RESULT_LIMIT", DEFAULT_RESULT_LIMIT)?,
             rpc_concurrency: config::parse(
@@ -97,10 +105,18 @@ impl SchedulerConfig {
             redispatch_after: DEFAULT_REDISPATCH_AFTER,
             tick: DEFAULT_TICK,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
+            retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
+            worker_offline_after: DEFAULT_WORKER_OFFLINE_AFTER,
             url_ttl: DEFAULT_URL_TTL,
             result_limit: DEFAULT_RESULT_LIMIT,
             rpc_concurrency: DEFAULT_RPC_CONCURRENCY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn backoff(&self) -> freeagent_shared::db::builds::Backoff {
+        freeagent_shared::db::builds::Backoff { base_secs: self.retry_backoff.as_secs_f64(), cap_secs: self.retry_backoff_max.as_secs_f64() }
     }
 }

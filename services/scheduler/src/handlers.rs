@@ -1,11 +1,15 @@
-//! The worker operations: claim, heartbeat, complete and fail. Each checks the worker credential,
-//! runs one guarded statement from `db::builds`, and maps the `Transition` to a reply. There is
-//! one implementation of each, whether the worker speaks NATS or HTTP (through the gateway).
+//! The worker operations: claim, heartbeat, complete, fail, abandon and presence. Each checks the
+//! worker credential, runs one guarded statement from `db::builds`, and maps the `Transition`
+//! to a reply. There is one implementation of each, whether the worker speaks NATS or HTTP
+//! (through the gateway). Heartbeats are applied in batches (`heartbeat_batch`).
 
 use crate::events;
+use crate::heartbeat_batch::HeartbeatBatcher;
 use chrono::Utc;
 use freeagent_shared::capability::{Method, Signer};
-use freeagent_shared::db::{self, Pool, Transition, builds::Current};
+use freeagent_shared::db::builds::{Backoff, Build, Current};
+use freeagent_shared::db::workers::Worker;
+use freeagent_shared::db::{self, Pool, Transition};
 use freeagent_shared::ids::{Attempt, WorkerId};
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::status::BuildStatus;
@@ -23,12 +27,14 @@ pub struct Handlers {
     pub lease: Duration,
     pub url_ttl: Duration,
     pub result_limit: u64,
+    pub backoff: Backoff,
+    pub heartbeats: HeartbeatBatcher,
 }
 
 /// Why a request could not be handled at all (not a refusal: an outage).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Unavailable(String);
+pub struct Unavailable(pub String);
 
 impl From<db::Error> for Unavailable {
     fn from(e: db::Error) -> Self {
@@ -38,20 +44,19 @@ impl From<db::Error> for Unavailable {
 }
 
 /// The refusal that matches what the guard saw.
-fn refusal(current: &Current) -> NotYours {
-    if current.status.is_terminal() {
-        NotYours::Finished
-    } else {
-        NotYours::Stale
-    }
+pub fn refusal(current: &Current) -> NotYours {
+    if current.status.is_terminal() { NotYours::Finished } else { NotYours::Stale }
+}
+
+/// Checks a credential against a stored worker row (constant-time, expiry included).
+pub fn credential_ok(cred: &WorkerCredential, w: &Worker) -> bool {
+    token::verify(&cred.worker_token, &w.token_hash) && w.token_expires_at > Utc::now()
 }
 
 impl Handlers {
-    async fn authenticate(&self, cred: &WorkerCredential) -> Result<bool, Unavailable> {
-        let Some(w) = db::workers::worker_get(&self.pool, cred.worker_id).await? else {
-            return Ok(false);
-        };
-        Ok(token::verify(&cred.worker_token, &w.token_hash) && w.token_expires_at > Utc::now())
+    async fn authenticate(&self, cred: &WorkerCredential) -> Result<Option<Worker>, Unavailable> {
+        let w = db::workers::worker_get(&self.pool, cred.worker_id).await?;
+        Ok(w.filter(|w| credential_ok(cred, w)))
     }
 
     fn exp(&self) -> i64 {
@@ -60,105 +65,52 @@ impl Handlers {
 
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn claim(&self, req: ClaimRequest) -> Result<ClaimReply, Unavailable> {
-        if !self.authenticate(&req.worker).await? {
-            return Ok(ClaimReply::NotYours {
-                reason: NotYours::Unauthorized,
-                status: None,
-            });
+        let Some(worker) = self.authenticate(&req.worker).await? else {
+            return Ok(ClaimReply::NotYours { reason: NotYours::Unauthorized, status: None });
+        };
+        if worker.status == "draining" {
+            return Ok(ClaimReply::NotYours { reason: NotYours::Draining, status: None });
         }
-        let t = db::builds::build_claim(
-            &self.pool,
-            req.build_id,
-            req.attempt,
-            req.worker.worker_id,
-            self.lease.as_secs_f64(),
-        )
-        .await?;
-        metrics::counter!(freeagent_shared::metrics::CLAIMS, "outcome" => outcome_label(&t))
-            .increment(1);
+        let queues = if worker.queues.is_empty() { worker.platforms.clone() } else { worker.queues.clone() };
+        let t = db::builds::build_claim(&self.pool, req.build_id, req.attempt, worker.id, &queues, self.lease.as_secs_f64()).await?;
+        metrics::counter!(freeagent_shared::metrics::CLAIMS, "outcome" => outcome_label(&t)).increment(1);
         let b = match t {
             Transition::Applied(b) => b,
-            Transition::Stale(c) => {
-                return Ok(ClaimReply::NotYours {
-                    reason: refusal(&c),
-                    status: Some(c.status),
-                });
+            Transition::Stale(c) if c.status == BuildStatus::Pending && c.attempt == req.attempt => {
+                return Ok(ClaimReply::NotYours { reason: NotYours::WrongQueue, status: Some(c.status) });
             }
-            Transition::NotFound => {
-                return Ok(ClaimReply::NotYours {
-                    reason: NotYours::NotFound,
-                    status: None,
-                });
-            }
+            Transition::Stale(c) => return Ok(ClaimReply::NotYours { reason: refusal(&c), status: Some(c.status) }),
+            Transition::NotFound => return Ok(ClaimReply::NotYours { reason: NotYours::NotFound, status: None }),
         };
+        if let Some(d) = b.dispatched_at.or(Some(b.submitted_at)) {
+            let waited = (Utc::now() - d).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!(freeagent_shared::metrics::CLAIM_WAIT_SECONDS).record(waited);
+        }
         events::publish(&self.nats, b.id, b.attempt, BuildStatus::Assigned).await;
+        tracing::info!("claimed");
+        Ok(ClaimReply::Granted(Box::new(self.grant(b))))
+    }
+
+    fn grant(&self, b: Build) -> JobGrant {
         let exp = self.exp();
         let base = &self.storage_endpoint;
-        let grant = JobGrant {
+        JobGrant {
             build_id: b.id,
             attempt: b.attempt,
             platform: b.platform,
-            source_url: self
-                .signer
-                .url(base, Method::Get, &ObjectKey::Source(b.id), exp, 0),
+            source_url: self.signer.url(base, Method::Get, &ObjectKey::Source(b.id), exp, 0),
             source_sha256: b.source_sha256.clone(),
-            certs_url: b.certs_key.as_ref().map(|_| {
-                self.signer
-                    .url(base, Method::Get, &ObjectKey::Certs(b.id), exp, 0)
-            }),
-            result_url: self.signer.url(
-                base,
-                Method::Put,
-                &ObjectKey::Result(b.id, b.attempt),
-                exp,
-                self.result_limit,
-            ),
+            certs_url: b.certs_key.as_ref().map(|_| self.signer.url(base, Method::Get, &ObjectKey::Certs(b.id), exp, 0)),
+            result_url: self.signer.url(base, Method::Put, &ObjectKey::Result(b.id, b.attempt), exp, self.result_limit),
             lease_expires_at: b.lease_expires_at.unwrap_or_else(Utc::now),
             heartbeat_interval_ms: (self.lease.as_millis() / 3) as u64,
             cancel_subject: subjects::cancel(b.id),
             metadata: b.metadata,
-        };
-        tracing::info!("claimed");
-        Ok(ClaimReply::Granted(Box::new(grant)))
+        }
     }
 
-    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatReply, Unavailable> {
-        if !self.authenticate(&req.worker).await? {
-            return Ok(HeartbeatReply::Stop {
-                reason: NotYours::Unauthorized,
-                status: None,
-            });
-        }
-        let progress = req.progress.map(|p| i16::from(p.min(100)));
-        let t = db::builds::build_heartbeat(
-            &self.pool,
-            req.build_id,
-            req.attempt,
-            req.worker.worker_id,
-            self.lease.as_secs_f64(),
-            progress,
-        )
-        .await?;
-        Ok(match t {
-            Transition::Applied(r) => {
-                if r.started {
-                    events::publish(&self.nats, req.build_id, req.attempt, BuildStatus::Building)
-                        .await;
-                }
-                HeartbeatReply::Renewed {
-                    lease_expires_at: r.lease_expires_at,
-                }
-            }
-            Transition::Stale(c) => HeartbeatReply::Stop {
-                reason: refusal(&c),
-                status: Some(c.status),
-            },
-            Transition::NotFound => HeartbeatReply::Stop {
-                reason: NotYours::NotFound,
-                status: None,
-            },
-        })
+        self.heartbeats.beat(req).await
     }
 
     /// A replayed outcome (the reply was lost) gets the same answer as the first time.
@@ -166,90 +118,83 @@ impl Handlers {
         if c.status == status && c.attempt == attempt && c.worker_id == Some(worker) {
             FinishReply::Recorded { status }
         } else {
-            FinishReply::NotYours {
-                reason: refusal(c),
-                status: Some(c.status),
-            }
+            FinishReply::NotYours { reason: refusal(c), status: Some(c.status) }
         }
     }
 
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn complete(&self, req: CompleteRequest) -> Result<FinishReply, Unavailable> {
-        if !self.authenticate(&req.worker).await? {
-            return Ok(FinishReply::NotYours {
-                reason: NotYours::Unauthorized,
-                status: None,
-            });
+        if self.authenticate(&req.worker).await?.is_none() {
+            return Ok(FinishReply::NotYours { reason: NotYours::Unauthorized, status: None });
         }
         // Record only what storage computed: the receipt binds key, size and checksum.
         let key = ObjectKey::Result(req.build_id, req.attempt);
         let r = &req.result;
-        if r.key != key.to_string()
-            || !self
-                .signer
-                .verify_receipt(&key, r.size, &r.sha256, &r.receipt)
-        {
-            return Ok(FinishReply::Error { message: "the result receipt does not match this build's attempt; upload to the result URL of the claim".into() });
+        if r.key != key.to_string() || !self.signer.verify_receipt(&key, r.size, &r.sha256, &r.receipt) {
+            return Ok(FinishReply::Error {
+                message: "the result receipt does not match this build's attempt; upload to the result URL of the claim".into(),
+            });
         }
-        let object = db::builds::NewObject {
-            key: r.key.clone(),
-            size: r.size as i64,
-            sha256: r.sha256.clone(),
-        };
-        let t = db::builds::build_complete(
-            &self.pool,
-            req.build_id,
-            req.attempt,
-            req.worker.worker_id,
-            &object,
-        )
-        .await?;
-        Ok(self
-            .finished(t, req.attempt, req.worker.worker_id, BuildStatus::Completed)
-            .await)
+        let object = db::builds::NewObject { key: r.key.clone(), size: r.size as i64, sha256: r.sha256.clone() };
+        let t = db::builds::build_complete(&self.pool, req.build_id, req.attempt, req.worker.worker_id, &object).await?;
+        Ok(self.finished(t, req.attempt, req.worker.worker_id, BuildStatus::Completed).await)
     }
 
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn fail(&self, req: FailRequest) -> Result<FinishReply, Unavailable> {
-        if !self.authenticate(&req.worker).await? {
-            return Ok(FinishReply::NotYours {
-                reason: NotYours::Unauthorized,
-                status: None,
-            });
+        if self.authenticate(&req.worker).await?.is_none() {
+            return Ok(FinishReply::NotYours { reason: NotYours::Unauthorized, status: None });
         }
         let error: String = req.error.chars().take(4096).collect();
-        let t = db::builds::build_fail(
-            &self.pool,
-            req.build_id,
-            req.attempt,
-            req.worker.worker_id,
-            &error,
-        )
-        .await?;
-        Ok(self
-            .finished(t, req.attempt, req.worker.worker_id, BuildStatus::Failed)
-            .await)
+        let t = db::builds::build_fail(&self.pool, req.build_id, req.attempt, req.worker.worker_id, &error, self.backoff).await?;
+        Ok(self.finished(t, req.attempt, req.worker.worker_id, BuildStatus::Failed).await)
     }
 
-    async fn finished(
-        &self,
-        t: Transition<db::builds::Build>,
-        attempt: Attempt,
-        worker: WorkerId,
-        status: BuildStatus,
-    ) -> FinishReply {
+    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
+    pub async fn abandon(&self, req: AbandonRequest) -> Result<FinishReply, Unavailable> {
+        if self.authenticate(&req.worker).await?.is_none() {
+            return Ok(FinishReply::NotYours { reason: NotYours::Unauthorized, status: None });
+        }
+        let reason: String = req.reason.chars().take(1024).collect();
+        let t = db::builds::build_abandon(&self.pool, req.build_id, req.attempt, req.worker.worker_id, &reason, self.backoff).await?;
+        Ok(match t {
+            Transition::Applied(b) => {
+                metrics::counter!(freeagent_shared::metrics::RETRIES, "cause" => "abandoned").increment(1);
+                events::publish(&self.nats, b.id, b.attempt, b.status).await;
+                tracing::info!(to = %b.status, "build handed back");
+                FinishReply::Recorded { status: b.status }
+            }
+            // Already handed back (or moved on): nothing more to do.
+            Transition::Stale(c) => FinishReply::NotYours { reason: refusal(&c), status: Some(c.status) },
+            Transition::NotFound => FinishReply::NotYours { reason: NotYours::NotFound, status: None },
+        })
+    }
+
+    pub async fn presence(&self, req: PresenceRequest) -> Result<PresenceReply, Unavailable> {
+        if self.authenticate(&req.worker).await?.is_none() {
+            return Ok(PresenceReply::NotYours { reason: NotYours::Unauthorized });
+        }
+        let running = i32::try_from(req.running).unwrap_or(i32::MAX);
+        Ok(match db::workers::worker_presence(&self.pool, req.worker.worker_id, running).await? {
+            Some(status) => PresenceReply::Seen { drain: status == "draining" },
+            None => PresenceReply::NotYours { reason: NotYours::NotFound },
+        })
+    }
+
+    async fn finished(&self, t: Transition<Build>, attempt: Attempt, worker: WorkerId, status: BuildStatus) -> FinishReply {
         match t {
             Transition::Applied(b) => {
-                metrics::counter!(freeagent_shared::metrics::BUILDS_FINISHED, "status" => status.as_str()).increment(1);
-                events::publish(&self.nats, b.id, b.attempt, status).await;
-                tracing::info!(%status, "build finished");
-                FinishReply::Recorded { status }
+                if b.status == BuildStatus::Pending {
+                    metrics::counter!(freeagent_shared::metrics::RETRIES, "cause" => "failed_command").increment(1);
+                } else {
+                    metrics::counter!(freeagent_shared::metrics::BUILDS_FINISHED, "status" => b.status.as_str()).increment(1);
+                }
+                events::publish(&self.nats, b.id, b.attempt, b.status).await;
+                tracing::info!(status = %b.status, "build finished");
+                FinishReply::Recorded { status: b.status }
             }
             Transition::Stale(c) => Self::replay(&c, attempt, worker, status),
-            Transition::NotFound => FinishReply::NotYours {
-                reason: NotYours::NotFound,
-                status: None,
-            },
+            Transition::NotFound => FinishReply::NotYours { reason: NotYours::NotFound, status: None },
         }
     }
 }

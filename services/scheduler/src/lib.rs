@@ -6,6 +6,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod events;
 pub mod handlers;
+pub mod heartbeat_batch;
 pub mod rescuer;
 pub mod rpc;
 pub mod service_loop;
@@ -108,6 +109,8 @@ impl App {
             lease: c.lease,
             url_ttl: c.url_ttl,
             result_limit: c.result_limit,
+            backoff: c.backoff(),
+            heartbeats: heartbeat_batch::HeartbeatBatcher::start(self.pool.clone(), self.nats.clone(), c.lease, stop.clone()),
         };
         let dispatcher = dispatcher::Dispatcher {
             pool: self.pool.clone(),
@@ -118,7 +121,8 @@ impl App {
         let rescuer = rescuer::Rescuer {
             pool: self.pool.clone(),
             nats: self.nats.clone(),
-            backoff: c.retry_backoff,
+            backoff: c.backoff(),
+            worker_offline_after: c.worker_offline_after,
             wake_dispatcher: wake.clone(),
         };
 

@@ -1,6 +1,8 @@
 //! The worker's top loop: one puller per queue takes a dispatch only when a build slot is free,
-//! claims it, acks it, and runs the job. On shutdown pulling stops first; running builds get a
-//! grace period and are then stopped (their leases expire and the scheduler requeues them).
+//! claims it, acks it, and runs the job. A presence report every few seconds tells the
+//! scheduler the worker is alive and how busy; its reply may ask the worker to drain (take no
+//! new build). On shutdown pulling stops first; running builds get a grace period, then are
+//! stopped and handed back to the queue.
 
 use crate::config::WorkerConfig;
 use crate::job::Job;
@@ -8,7 +10,8 @@ use crate::scheduler_client::SchedulerClient;
 use async_nats::jetstream::{self, AckKind};
 use freeagent_shared::nats;
 use freeagent_shared::status::QueueName;
-use freeagent_shared::wire::{self, ClaimReply, ClaimRequest, Dispatch, WorkerCredential};
+use freeagent_shared::wire::{self, ClaimReply, ClaimRequest, Dispatch, PresenceReply, PresenceRequest, WorkerCredential};
+use std::sync::atomic::{AtomicBool, Ordering};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,8 @@ use tokio_util::task::TaskTracker;
 
 /// How long one pull waits for a dispatch before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How often the worker reports its presence.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Agent {
@@ -26,6 +31,8 @@ pub struct Agent {
     pub scheduler: SchedulerClient,
     pub http: reqwest::Client,
     pub credential: WorkerCredential,
+    /// Set when an operator drains this worker: no new builds.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl Agent {
@@ -45,7 +52,9 @@ impl Agent {
             ));
         }
         pullers.close();
+        let presence = tokio::spawn(self.clone().report_presence(slots.clone(), stop.clone()));
         stop.cancelled().await;
+        presence.abort();
         pullers.wait().await;
         jobs.close();
         if tokio::time::timeout(self.config.shutdown_grace, jobs.wait())
@@ -55,6 +64,26 @@ impl Agent {
             tracing::warn!("shutdown grace period passed; stopping running builds");
             jobs_stop.cancel();
             jobs.wait().await;
+        }
+    }
+
+    async fn report_presence(self, slots: Arc<Semaphore>, stop: CancellationToken) {
+        loop {
+            let running = (self.config.max_concurrent - slots.available_permits()) as u32;
+            let req = PresenceRequest { worker: self.credential.clone(), running };
+            match self.scheduler.presence(&req).await {
+                Ok(PresenceReply::Seen { drain }) => {
+                    if drain && !self.draining.swap(true, Ordering::SeqCst) {
+                        tracing::info!("draining: taking no new builds");
+                    }
+                }
+                Ok(other) => tracing::warn!(reply = ?other, "presence refused"),
+                Err(e) => tracing::warn!(error = %e, "presence report failed"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PRESENCE_EVERY) => {}
+            }
         }
     }
 
@@ -81,6 +110,12 @@ impl Agent {
         };
         tracing::info!(%queue, "taking builds");
         loop {
+            if self.draining.load(Ordering::SeqCst) {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(PRESENCE_EVERY) => continue,
+                }
+            }
             // Only pull when a slot is free, so no dispatch waits behind a running build.
             let permit = tokio::select! {
                 _ = stop.cancelled() => return,

@@ -9,6 +9,7 @@ use crate::{artifact, log_stream};
 use freeagent_shared::wire::{
     CompleteRequest, FailRequest, FinishReply, HeartbeatReply, HeartbeatRequest, JobGrant, LogLevel,
 };
+use freeagent_shared::wire::AbandonRequest;
 use futures::StreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,18 @@ impl Job {
         })
         .increment(1);
         let reply = match outcome {
+            // Stopped because this worker is shutting down: hand the build back at once rather
+            // than let its lease run out. Stopped for any other reason (cancel, lease lost,
+            // timeout): the scheduler already moved on; nothing to report.
+            Outcome::Stopped if shutdown.is_cancelled() => {
+                let req = AbandonRequest {
+                    build_id: self.grant.build_id,
+                    attempt: self.grant.attempt,
+                    worker: self.agent.credential.clone(),
+                    reason: "the worker shut down".into(),
+                };
+                self.agent.scheduler.abandon(&req).await
+            }
             Outcome::Stopped => {
                 tracing::info!(lines, "build stopped; nothing reported");
                 return;

@@ -31,6 +31,7 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         nats,
         http,
         credential,
+        draining: Default::default(),
     };
     agent.run(stop).await;
     tracing::info!("worker stopped");

@@ -8,6 +8,7 @@ use freeagent_shared::wire::{
     self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply,
     HeartbeatRequest,
 };
+use freeagent_shared::wire::{AbandonRequest, PresenceReply, PresenceRequest};
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::Duration;
 
@@ -91,5 +92,13 @@ impl SchedulerClient {
     pub async fn fail(&self, req: &FailRequest) -> Result<FinishReply, RequestError> {
         self.request(subjects::FAIL, req, Duration::from_secs(60))
             .await
+    }
+
+    pub async fn abandon(&self, req: &AbandonRequest) -> Result<FinishReply, RequestError> {
+        self.request(subjects::ABANDON, req, Duration::from_secs(10)).await
+    }
+
+    pub async fn presence(&self, req: &PresenceRequest) -> Result<PresenceReply, RequestError> {
+        self.once(subjects::PRESENCE, req).await
     }
 }

@@ -1,4 +1,6 @@
-//! Every query on `workers`: registration, re-registration and credential lookup.
+//! Every query on `workers`: registration, credentials, presence, drain and the registry view.
+//! A worker's status is `idle` or `building` from its presence reports, `draining` once an
+//! operator asked, and `offline` when it has not been seen for a while (computed on read).
 
 use super::Error;
 use crate::ids::{ApiKeyId, WorkerId};
@@ -17,6 +19,16 @@ pub struct Worker {
     pub registered_by: Option<ApiKeyId>,
     pub registered_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
+    pub queues: Vec<String>,
+    pub max_concurrent: i32,
+}
+
+impl Worker {
+    /// May this worker take builds of `queue`? Its declared queues, or else its platforms
+    /// (a platform's default queue is named after it).
+    pub fn serves(&self, queue: &str) -> bool {
+        if self.queues.is_empty() { self.platforms.iter().any(|p| p == queue) } else { self.queues.iter().any(|q| q == queue) }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -28,13 +40,15 @@ pub struct NewWorker {
     pub token_hash: Vec<u8>,
     pub token_expires_at: DateTime<Utc>,
     pub registered_by: Option<ApiKeyId>,
+    pub queues: Vec<String>,
+    pub max_concurrent: i32,
 }
 
 /// Inserts a new worker; `Error::UniqueViolation` when the id is taken.
 pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Worker, Error> {
     Ok(sqlx::query_as::<_, Worker>(
-        "INSERT INTO workers (id, name, platforms, capabilities, token_hash, token_expires_at, registered_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        "INSERT INTO workers (id, name, platforms, capabilities, token_hash, token_expires_at, registered_by, queues, \
+         max_concurrent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
     )
     .bind(w.id)
     .bind(&w.name)
@@ -43,6 +57,8 @@ pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Wor
     .bind(&w.token_hash)
     .bind(w.token_expires_at)
     .bind(w.registered_by)
+    .bind(&w.queues)
+    .bind(w.max_concurrent)
     .fetch_one(db)
     .await?)
 }
@@ -54,7 +70,7 @@ pub async fn worker_reregister(
 ) -> Result<Option<Worker>, Error> {
     Ok(sqlx::query_as::<_, Worker>(
         "UPDATE workers SET name = $2, platforms = $3, capabilities = $4, token_hash = $5, token_expires_at = $6, \
-         status = 'idle', last_seen_at = now() WHERE id = $1 RETURNING *",
+         queues = $7, max_concurrent = $8, status = 'idle', last_seen_at = now() WHERE id = $1 RETURNING *",
     )
     .bind(w.id)
     .bind(&w.name)
@@ -62,6 +78,8 @@ pub async fn worker_reregister(
     .bind(&w.capabilities)
     .bind(&w.token_hash)
     .bind(w.token_expires_at)
+    .bind(&w.queues)
+    .bind(w.max_concurrent)
     .fetch_optional(db)
     .await?)
 }
@@ -73,4 +91,68 @@ pub async fn worker_get(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<
             .fetch_optional(db)
             .await?,
     )
+}
+
+/// Workers by id, for checking a batch of credentials at once.
+pub async fn worker_get_many(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<Vec<Worker>, Error> {
+    Ok(sqlx::query_as::<_, Worker>("SELECT * FROM workers WHERE id = ANY($1)").bind(ids).fetch_all(db).await?)
+}
+
+/// A presence report: the worker is alive and runs `running` builds. Returns its status, which
+/// stays `draining` once an operator asked for it.
+pub async fn worker_presence(db: impl PgExecutor<'_>, id: WorkerId, running: i32) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar(
+        "UPDATE workers SET last_seen_at = now(), \
+             status = CASE WHEN status = 'draining' THEN 'draining' WHEN $2 > 0 THEN 'building' ELSE 'idle' END \
+         WHERE id = $1 RETURNING status",
+    )
+    .bind(id)
+    .bind(running)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Marks workers seen (their heartbeats prove it).
+pub async fn workers_touch(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<(), Error> {
+    sqlx::query("UPDATE workers SET last_seen_at = now() WHERE id = ANY($1)").bind(ids).execute(db).await?;
+    Ok(())
+}
+
+/// The worker takes no new build; the ones it runs finish.
+pub async fn worker_drain(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
+    Ok(sqlx::query_as::<_, Worker>("UPDATE workers SET status = 'draining' WHERE id = $1 RETURNING *").bind(id).fetch_optional(db).await?)
+}
+
+/// The worker left: it is offline until it registers again.
+pub async fn worker_set_offline(db: impl PgExecutor<'_>, id: WorkerId) -> Result<(), Error> {
+    sqlx::query("UPDATE workers SET status = 'offline' WHERE id = $1").bind(id).execute(db).await?;
+    Ok(())
+}
+
+/// A worker as the registry shows it, with its status as of now and the builds it holds.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkerView {
+    pub id: WorkerId,
+    pub name: String,
+    pub status: String,
+    pub capabilities: serde_json::Value,
+    pub last_seen_at: DateTime<Utc>,
+    pub registered_at: DateTime<Utc>,
+    pub builds: Vec<uuid::Uuid>,
+}
+
+/// Every worker; one not seen for `offline_after_secs` shows as `offline`.
+pub async fn worker_list(db: impl PgExecutor<'_>, offline_after_secs: f64) -> Result<Vec<WorkerView>, Error> {
+    Ok(sqlx::query_as::<_, WorkerView>(
+        "SELECT w.id, w.name, \
+             CASE WHEN w.status <> 'offline' AND w.last_seen_at < now() - make_interval(secs => $1) THEN 'offline' \
+                  ELSE w.status END AS status, \
+             w.capabilities, w.last_seen_at, w.registered_at, \
+             COALESCE(array_agg(b.id ORDER BY b.id) FILTER (WHERE b.id IS NOT NULL), '{}') AS builds \
+         FROM workers w LEFT JOIN builds b ON b.worker_id = w.id AND b.status IN ('assigned', 'building') \
+         GROUP BY w.id ORDER BY w.registered_at",
+    )
+    .bind(offline_after_secs)
+    .fetch_all(db)
+    .await?)
 }

@@ -11,6 +11,8 @@ pub struct BuildOpts {
     pub platform: Platform,
     pub max_attempts: i32,
     pub priority: i32,
+    pub timeout_secs: i32,
+    pub retry_on_failure: bool,
 }
 
 impl Default for BuildOpts {
@@ -19,6 +21,8 @@ impl Default for BuildOpts {
             platform: Platform::Android,
             max_attempts: 3,
             priority: 0,
+            timeout_secs: 7200,
+            retry_on_failure: false,
         }
     }
 }
@@ -41,6 +45,8 @@ pub async fn build(pool: &Pool, opts: BuildOpts) -> BuildId {
         certs: None,
         token_hash: token::hash(&token::generate(token::TokenKind::Build)),
         original_build_id: None,
+        timeout_secs: opts.timeout_secs,
+        retry_on_failure: opts.retry_on_failure,
     };
     db::builds::build_insert(pool, &new)
         .await
@@ -60,6 +66,8 @@ pub async fn worker(pool: &Pool, platforms: &[Platform]) -> WorkerCredential {
         token_hash: token::hash(&t),
         token_expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
         registered_by: None,
+        queues: platforms.iter().map(|p| p.as_str().to_owned()).collect(),
+        max_concurrent: 1,
     };
     db::workers::worker_insert(pool, &new)
         .await

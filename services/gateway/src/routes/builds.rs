@@ -51,6 +51,8 @@ fn detail(b: &Build) -> Value {
     if let Some(obj) = v.as_object_mut() {
         obj.insert("attempt".into(), json!(b.attempt));
         obj.insert("max_attempts".into(), json!(b.max_attempts));
+        obj.insert("timeout_secs".into(), json!(b.timeout_secs));
+        obj.insert("retry_on_failure".into(), json!(b.retry_on_failure));
         obj.insert("priority".into(), json!(b.priority));
         obj.insert("queue".into(), json!(b.queue));
         obj.insert("metadata".into(), b.metadata.clone());

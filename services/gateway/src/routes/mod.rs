@@ -1,6 +1,7 @@
 //! One thin handler per operation: parse, authorise, call, shape the reply.
 
 pub mod builds;
+pub mod cancel;
 pub mod download;
 pub mod health;
 pub mod logs;

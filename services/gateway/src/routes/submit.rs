@@ -20,6 +20,9 @@ use serde_json::json;
 
 const TEXT_LIMIT: usize = 256;
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+/// Two hours, as the issue asks; a build may ask for up to a week.
+pub const DEFAULT_TIMEOUT_SECS: i32 = 2 * 3600;
+pub const MAX_TIMEOUT_SECS: i32 = 7 * 24 * 3600;
 
 #[derive(Default)]
 struct Parts {
@@ -30,6 +33,8 @@ struct Parts {
     priority: Option<i32>,
     queue: Option<QueueName>,
     max_attempts: Option<i32>,
+    timeout_secs: Option<i32>,
+    retry_on_failure: Option<bool>,
 }
 
 pub async fn submit(
@@ -142,6 +147,21 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, id: BuildId, p: &mut Part
                     .ok_or_else(|| GatewayError::bad_request("max_attempts must be 1 to 20"))?;
                 p.max_attempts = Some(n);
             }
+            "timeout" => {
+                let t = multipart::text(field, "timeout", TEXT_LIMIT).await?;
+                let n: i32 = t.trim().parse().ok().filter(|n| (1..=MAX_TIMEOUT_SECS).contains(n)).ok_or_else(|| {
+                    GatewayError::bad_request(format!("timeout must be a number of seconds from 1 to {MAX_TIMEOUT_SECS}"))
+                })?;
+                p.timeout_secs = Some(n);
+            }
+            "retry_on_failure" => {
+                let t = multipart::text(field, "retry_on_failure", TEXT_LIMIT).await?;
+                p.retry_on_failure = Some(match t.trim() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(GatewayError::bad_request("retry_on_failure must be true or false")),
+                });
+            }
             // Unknown parts are dropped unread.
             _ => drop(field),
         }
@@ -192,6 +212,8 @@ async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Resul
         }),
         token_hash: token::hash(&access_token),
         original_build_id: None,
+        timeout_secs: p.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS),
+        retry_on_failure: p.retry_on_failure.unwrap_or(false),
     };
     let b = db::builds::build_insert(&st.pool, &new).await?;
     metrics::counter!(freeagent_shared::metrics::BUILDS_SUBMITTED).increment(1);

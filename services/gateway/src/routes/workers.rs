@@ -2,18 +2,18 @@
 //! needs that worker's token, the API key that registered it, or an admin key, so one worker's
 //! token is never handed to another.
 
-use crate::auth::{self, SCOPE_ADMIN, SCOPE_WORKER};
+use crate::auth::{self, SCOPE_ADMIN, SCOPE_READ, SCOPE_WORKER};
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use freeagent_shared::db::{self, workers::NewWorker};
 use freeagent_shared::ids::WorkerId;
-use freeagent_shared::status::Platform;
+use freeagent_shared::status::{Platform, QueueName};
 use freeagent_shared::token;
 use serde::Deserialize;
 use serde_json::json;
@@ -67,6 +67,19 @@ pub async fn register(
             ));
         }
     };
+    let queues: Vec<String> = match caps.get("queues") {
+        None => platforms.clone(),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .map(|q| q.as_str().and_then(|s| QueueName::parse(s).ok()).map(|q| q.as_str().to_owned()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| GatewayError::bad_request("capabilities.queues must list queue names (a-z, 0-9, '-', '_')"))?,
+        Some(_) => return Err(GatewayError::bad_request("capabilities.queues must be a list")),
+    };
+    let max_concurrent = match caps.get("max_concurrent_builds") {
+        None => 1,
+        Some(v) => v.as_i64().filter(|n| (1..=1024).contains(n)).ok_or_else(|| GatewayError::bad_request("capabilities.max_concurrent_builds must be 1 to 1024"))? as i32,
+    };
     let id = match &req.id {
         None => WorkerId::new(),
         Some(raw) => raw.parse().map_err(|_| {
@@ -85,6 +98,8 @@ pub async fn register(
         token_hash: token::hash(&access_token),
         token_expires_at: expires_at,
         registered_by: Some(key.id),
+        queues,
+        max_concurrent,
     };
     let status = match db::workers::worker_get(&st.pool, id).await? {
         None => match db::workers::worker_insert(&st.pool, &new).await {
@@ -118,4 +133,37 @@ pub async fn register(
         StatusCode::OK
     };
     Ok((code, Json(json!({"id": id, "access_token": access_token, "expires_at": expires_at, "status": status}))).into_response())
+}
+
+/// A worker not heard from for this long shows as `offline`.
+pub const OFFLINE_AFTER_SECS: f64 = 30.0;
+
+/// `GET /api/workers`: the registry, with each worker's status as of now and its builds.
+pub async fn list(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>> {
+    auth::require_api_key(&st, &headers, SCOPE_READ).await?;
+    let workers = db::workers::worker_list(&st.pool, OFFLINE_AFTER_SECS).await?;
+    let workers: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            json!({
+                "id": w.id,
+                "name": w.name,
+                "status": w.status,
+                "capabilities": w.capabilities,
+                "last_seen_at": w.last_seen_at,
+                "registered_at": w.registered_at,
+                "builds": w.builds,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "workers": workers })))
+}
+
+/// `POST /api/workers/:id/drain`: the worker gets no new build; its running builds finish.
+pub async fn drain(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {
+    auth::require_api_key(&st, &headers, SCOPE_ADMIN).await?;
+    let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
+    let w = db::workers::worker_drain(&st.pool, id).await?.ok_or_else(|| GatewayError::not_found("worker"))?;
+    tracing::info!(worker_id = %id, "worker draining");
+    Ok(Json(json!({"id": w.id, "status": "draining"})))
 }

@@ -1,0 +1,254 @@
+//! Every query on `builds` (and its child table `build_attempts`): rows and reads here, the
+//! guarded state transitions in `transitions`. The allowed edges are
+//! `BuildStatus::can_transition_to`; `docs/state_machine.md` draws them.
+
+use super::Error;
+use crate::ids::{Attempt, BuildId, WorkerId};
+use crate::status::{BuildStatus, Platform, QueueName};
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+/// The columns of a [`Build`], read from `builds b LEFT JOIN workers w`.
+macro_rules! build_columns {
+    () => {
+        "b.id, b.status, b.platform, b.queue, b.priority, b.attempt, b.max_attempts, b.metadata, \
+         b.source_key, b.source_size, b.source_sha256, b.certs_key, b.certs_size, b.certs_sha256, \
+         b.result_key, b.result_size, b.result_sha256, b.token_hash, b.worker_id, w.name AS worker_name, \
+         b.lease_expires_at, b.dispatched_at, b.progress, b.submitted_at, b.started_at, b.completed_at, \
+         b.updated_at, b.error_message, b.original_build_id, b.timeout_secs, b.retry_on_failure"
+    };
+}
+
+/// Wraps an `UPDATE … RETURNING *` or `INSERT … RETURNING *` so it yields a full [`Build`].
+macro_rules! returning_build {
+    (($($stmt:expr),+ $(,)?) $(, $cte:expr)* $(,)?) => {
+        concat!("WITH b AS (", $($stmt,)+ " RETURNING *)", $(", ", $cte,)* " SELECT ", build_columns!(), " FROM b LEFT JOIN workers w ON w.id = b.worker_id")
+    };
+    ($stmt:expr $(, $cte:expr)* $(,)?) => {
+        returning_build!(($stmt) $(, $cte)*)
+    };
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Build {
+    pub id: BuildId,
+    pub status: BuildStatus,
+    pub platform: Platform,
+    pub queue: QueueName,
+    pub priority: i32,
+    pub attempt: Attempt,
+    pub max_attempts: i32,
+    pub metadata: serde_json::Value,
+    pub source_key: String,
+    pub source_size: i64,
+    pub source_sha256: String,
+    pub certs_key: Option<String>,
+    pub certs_size: Option<i64>,
+    pub certs_sha256: Option<String>,
+    pub result_key: Option<String>,
+    pub result_size: Option<i64>,
+    pub result_sha256: Option<String>,
+    pub token_hash: Vec<u8>,
+    pub worker_id: Option<WorkerId>,
+    pub worker_name: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub progress: Option<i16>,
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub error_message: Option<String>,
+    pub original_build_id: Option<BuildId>,
+    pub timeout_secs: i32,
+    pub retry_on_failure: bool,
+}
+
+/// What a guard saw when it did not hold.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Current {
+    pub status: BuildStatus,
+    pub attempt: Attempt,
+    pub worker_id: Option<WorkerId>,
+}
+
+/// A stored object of a new build.
+#[derive(Debug, Clone)]
+pub struct NewObject {
+    pub key: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    pub id: BuildId,
+    pub platform: Platform,
+    pub queue: QueueName,
+    pub priority: i32,
+    pub max_attempts: i32,
+    pub metadata: serde_json::Value,
+    pub source: NewObject,
+    pub certs: Option<NewObject>,
+    pub token_hash: Vec<u8>,
+    pub original_build_id: Option<BuildId>,
+    pub timeout_secs: i32,
+    pub retry_on_failure: bool,
+}
+
+pub async fn build_insert(db: impl PgExecutor<'_>, b: &NewBuild) -> Result<Build, Error> {
+    let row = sqlx::query_as::<_, Build>(returning_build!(
+        "INSERT INTO builds (id, platform, queue, priority, max_attempts, metadata, source_key, source_size, \
+         source_sha256, certs_key, certs_size, certs_sha256, token_hash, original_build_id, timeout_secs, \
+         retry_on_failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    ))
+    .bind(b.id)
+    .bind(b.platform)
+    .bind(&b.queue)
+    .bind(b.priority)
+    .bind(b.max_attempts)
+    .bind(&b.metadata)
+    .bind(&b.source.key)
+    .bind(b.source.size)
+    .bind(&b.source.sha256)
+    .bind(b.certs.as_ref().map(|c| &c.key))
+    .bind(b.certs.as_ref().map(|c| c.size))
+    .bind(b.certs.as_ref().map(|c| &c.sha256))
+    .bind(&b.token_hash)
+    .bind(b.original_build_id)
+    .bind(b.timeout_secs)
+    .bind(b.retry_on_failure)
+    .fetch_one(db)
+    .await?;
+    Ok(row)
+}
+
+pub async fn build_get(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Build>, Error> {
+    Ok(sqlx::query_as::<_, Build>(concat!(
+        "SELECT ",
+        build_columns!(),
+        " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id WHERE b.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Filters of `GET /api/builds`; `after` is the cursor (the last id of the previous page).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<BuildStatus>,
+    pub platform: Option<Platform>,
+    pub worker_id: Option<WorkerId>,
+    pub after: Option<BuildId>,
+    pub limit: i64,
+}
+
+/// Newest first.
+pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<Build>, Error> {
+    Ok(sqlx::query_as::<_, Build>(concat!(
+        "SELECT ",
+        build_columns!(),
+        " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
+         WHERE ($1::text IS NULL OR b.status = $1) AND ($2::text IS NULL OR b.platform = $2) \
+         AND ($3::uuid IS NULL OR b.worker_id = $3) AND ($4::uuid IS NULL OR b.id < $4) \
+         ORDER BY b.id DESC LIMIT $5"
+    ))
+    .bind(f.status)
+    .bind(f.platform)
+    .bind(f.worker_id)
+    .bind(f.after)
+    .bind(f.limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// How many builds match the filter, ignoring the cursor.
+pub async fn build_count(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM builds b WHERE ($1::text IS NULL OR b.status = $1) \
+         AND ($2::text IS NULL OR b.platform = $2) AND ($3::uuid IS NULL OR b.worker_id = $3)",
+    )
+    .bind(f.status)
+    .bind(f.platform)
+    .bind(f.worker_id)
+    .fetch_one(db)
+    .await?)
+}
+
+/// Number of builds in each status (statuses with none are absent).
+pub async fn build_count_by_status(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(BuildStatus, i64)>, Error> {
+    Ok(
+        sqlx::query_as("SELECT status, count(*) FROM builds GROUP BY status")
+            .fetch_all(db)
+            .await?,
+    )
+}
+
+/// Objects and bytes held for all builds, from what storage reported at write time.
+pub async fn build_storage_totals(db: impl PgExecutor<'_>) -> Result<(i64, i64), Error> {
+    Ok(sqlx::query_as(
+        "SELECT (count(source_key) + count(certs_key) + count(result_key))::bigint, \
+         COALESCE(sum(source_size), 0)::bigint + COALESCE(sum(certs_size), 0)::bigint + COALESCE(sum(result_size), 0)::bigint \
+         FROM builds",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// One attempt of a build: who ran it, when, and how it ended.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AttemptRecord {
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    pub worker_id: WorkerId,
+    pub claimed_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+pub async fn build_attempts(db: impl PgExecutor<'_>, id: BuildId) -> Result<Vec<AttemptRecord>, Error> {
+    Ok(sqlx::query_as::<_, AttemptRecord>("SELECT * FROM build_attempts WHERE build_id = $1 ORDER BY attempt").bind(id).fetch_all(db).await?)
+}
+
+/// Builds currently assigned to or running on a worker.
+pub async fn build_held_by(db: impl PgExecutor<'_>, worker: WorkerId) -> Result<Vec<Build>, Error> {
+    Ok(sqlx::query_as::<_, Build>(concat!(
+        "SELECT ",
+        build_columns!(),
+        " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
+         WHERE b.worker_id = $1 AND b.status IN ('assigned', 'building') ORDER BY b.id"
+    ))
+    .bind(worker)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Pending builds per queue, with how many live workers serve each queue.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct QueueDepth {
+    pub queue: QueueName,
+    pub pending: i64,
+    pub live_workers: i64,
+}
+
+/// `live_within_secs`: a worker seen this recently counts as live.
+pub async fn build_queue_depths(db: impl PgExecutor<'_>, live_within_secs: f64) -> Result<Vec<QueueDepth>, Error> {
+    Ok(sqlx::query_as::<_, QueueDepth>(
+        "SELECT q.queue, q.pending, \
+             (SELECT count(*) FROM workers w WHERE q.queue = ANY(w.queues) AND w.status <> 'offline' \
+                AND w.last_seen_at > now() - make_interval(secs => $1)) AS live_workers \
+         FROM (SELECT queue, count(*) AS pending FROM builds WHERE status = 'pending' GROUP BY queue) q \
+         ORDER BY q.queue",
+    )
+    .bind(live_within_secs)
+    .fetch_all(db)
+    .await?)
+}
+
+// Declared last so the macros above are in scope inside it.
+mod transitions;
+pub use transitions::*;

@@ -1,0 +1,305 @@
+//! The guarded state transitions of `builds`. Each is one statement whose `WHERE` is its guard
+//! (status, attempt, worker); the attempt record in `build_attempts` changes in the same
+//! statement. When the guard fails, a cheap read tells `Stale` from `NotFound`.
+//!
+//! Requeues (lost lease, abandon, a failed command that asked for retries) wait an exponential
+//! backoff with ±20 % jitter: `min(cap, base · 2^(attempt−1))`, computed in SQL per row.
+
+use super::{Build, Current, NewObject};
+use crate::db::{Error, Transition};
+use crate::ids::{Attempt, BuildId, WorkerId};
+use crate::status::{BuildStatus, Platform, QueueName};
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, Postgres, Transaction};
+
+/// Backoff before a requeued build is dispatched again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub base_secs: f64,
+    pub cap_secs: f64,
+}
+
+/// The SQL of the backoff for a row's current attempt (parameters `$base`, `$cap` by position).
+macro_rules! backoff_sql {
+    ($base:literal, $cap:literal) => {
+        concat!("make_interval(secs => least(", $cap, ", ", $base, " * power(2, greatest(b.attempt, 1) - 1)) * (0.8 + random() * 0.4))")
+    };
+}
+
+/// A build the dispatcher just took from the queue.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Dispatched {
+    pub id: BuildId,
+    pub attempt: Attempt,
+    pub platform: Platform,
+    pub queue: QueueName,
+}
+
+/// Takes up to `limit` due pending builds (priority, then age) that are not already waiting in
+/// JetStream, or whose dispatch went unclaimed for `redispatch_after_secs`; bumps their attempt.
+/// Row locks (`SKIP LOCKED`) partition the work between scheduler replicas. The caller publishes
+/// each one and commits only after the publish acks.
+pub async fn build_dispatch_batch(tx: &mut Transaction<'_, Postgres>, limit: i64, redispatch_after_secs: f64) -> Result<Vec<Dispatched>, Error> {
+    Ok(sqlx::query_as::<_, Dispatched>(
+        "WITH due AS ( \
+             SELECT id FROM builds \
+             WHERE status = 'pending' AND run_after <= now() \
+               AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => $2)) \
+             ORDER BY priority DESC, submitted_at \
+             LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         UPDATE builds b SET attempt = b.attempt + 1, dispatched_at = now(), updated_at = now() \
+         FROM due WHERE b.id = due.id \
+         RETURNING b.id, b.attempt, b.platform, b.queue",
+    )
+    .bind(limit)
+    .bind(redispatch_after_secs)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+async fn current(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Current>, Error> {
+    Ok(sqlx::query_as::<_, Current>("SELECT status, attempt, worker_id FROM builds WHERE id = $1").bind(id).fetch_optional(db).await?)
+}
+
+async fn outcome<T>(db: impl PgExecutor<'_>, id: BuildId, applied: Option<T>) -> Result<Transition<T>, Error> {
+    Ok(match applied {
+        Some(row) => Transition::Applied(row),
+        None => match current(db, id).await? {
+            Some(c) => Transition::Stale(c),
+            None => Transition::NotFound,
+        },
+    })
+}
+
+/// `pending → assigned`, only for the attempt that was dispatched and a worker that serves the
+/// build's queue (`queues`); opens the attempt record.
+pub async fn build_claim(
+    db: impl PgExecutor<'_> + Copy,
+    id: BuildId,
+    attempt: Attempt,
+    worker: WorkerId,
+    queues: &[String],
+    lease_secs: f64,
+) -> Result<Transition<Build>, Error> {
+    let row = sqlx::query_as::<_, Build>(returning_build!(
+        "UPDATE builds SET status = 'assigned', worker_id = $3, lease_expires_at = now() + make_interval(secs => $4), \
+         dispatched_at = NULL, started_at = NULL, progress = NULL, updated_at = now() \
+         WHERE id = $1 AND status = 'pending' AND attempt = $2 AND queue = ANY($5)",
+        "a AS (INSERT INTO build_attempts (build_id, attempt, worker_id) SELECT id, attempt, worker_id FROM b ON CONFLICT DO NOTHING)"
+    ))
+    .bind(id)
+    .bind(attempt)
+    .bind(worker)
+    .bind(lease_secs)
+    .bind(queues)
+    .fetch_optional(db)
+    .await?;
+    outcome(db, id, row).await
+}
+
+/// One heartbeat of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beat {
+    pub id: BuildId,
+    pub attempt: Attempt,
+    pub worker: WorkerId,
+    pub progress: Option<i16>,
+}
+
+/// A renewed lease. `started` is true when this heartbeat moved the build `assigned → building`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Renewed {
+    pub id: BuildId,
+    pub attempt: Attempt,
+    pub worker_id: WorkerId,
+    pub lease_expires_at: DateTime<Utc>,
+    pub started: bool,
+}
+
+/// Renews the leases of many holders in one statement (the first heartbeat of each build moves
+/// it `assigned → building`). Beats whose guard failed are absent from the result.
+pub async fn build_heartbeat_batch(db: impl PgExecutor<'_>, beats: &[Beat], lease_secs: f64) -> Result<Vec<Renewed>, Error> {
+    let ids: Vec<BuildId> = beats.iter().map(|b| b.id).collect();
+    let attempts: Vec<Attempt> = beats.iter().map(|b| b.attempt).collect();
+    let workers: Vec<WorkerId> = beats.iter().map(|b| b.worker).collect();
+    let progress: Vec<Option<i16>> = beats.iter().map(|b| b.progress).collect();
+    Ok(sqlx::query_as::<_, Renewed>(
+        "WITH input AS (SELECT DISTINCT ON (id, attempt, worker_id) * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::smallint[]) \
+                        AS t(id, attempt, worker_id, progress)) \
+         UPDATE builds b SET status = 'building', started_at = COALESCE(b.started_at, now()), \
+             lease_expires_at = now() + make_interval(secs => $5), progress = COALESCE(input.progress, b.progress), \
+             updated_at = now() \
+         FROM input WHERE b.id = input.id AND b.attempt = input.attempt AND b.worker_id = input.worker_id \
+             AND b.status IN ('assigned', 'building') \
+         RETURNING b.id, b.attempt, b.worker_id, b.lease_expires_at, b.started_at = now() AS started",
+    )
+    .bind(ids)
+    .bind(attempts)
+    .bind(workers)
+    .bind(progress)
+    .bind(lease_secs)
+    .fetch_all(db)
+    .await?)
+}
+
+/// What a refused beat saw, for each id (absent ids do not exist).
+pub async fn build_current_many(db: impl PgExecutor<'_>, ids: &[BuildId]) -> Result<Vec<(BuildId, Current)>, Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: BuildId,
+        #[sqlx(flatten)]
+        current: Current,
+    }
+    let rows = sqlx::query_as::<_, Row>("SELECT id, status, attempt, worker_id FROM builds WHERE id = ANY($1)").bind(ids).fetch_all(db).await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.current)).collect())
+}
+
+/// `assigned | building → completed`, recording the artifact storage wrote.
+pub async fn build_complete(db: impl PgExecutor<'_> + Copy, id: BuildId, attempt: Attempt, worker: WorkerId, result: &NewObject) -> Result<Transition<Build>, Error> {
+    let row = sqlx::query_as::<_, Build>(returning_build!(
+        "UPDATE builds SET status = 'completed', result_key = $4, result_size = $5, result_sha256 = $6, \
+         started_at = COALESCE(started_at, now()), completed_at = now(), lease_expires_at = NULL, progress = 100, \
+         updated_at = now() \
+         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status IN ('assigned', 'building')",
+        "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'completed' FROM b \
+               WHERE ba.build_id = b.id AND ba.attempt = b.attempt)"
+    ))
+    .bind(id)
+    .bind(attempt)
+    .bind(worker)
+    .bind(&result.key)
+    .bind(result.size)
+    .bind(&result.sha256)
+    .fetch_optional(db)
+    .await?;
+    outcome(db, id, row).await
+}
+
+/// `assigned | building → failed` with the worker's error — or back to `pending` after a
+/// backoff when the build asked for retries of failed commands and has attempts left.
+pub async fn build_fail(db: impl PgExecutor<'_> + Copy, id: BuildId, attempt: Attempt, worker: WorkerId, error: &str, backoff: Backoff) -> Result<Transition<Build>, Error> {
+    let row = sqlx::query_as::<_, Build>(returning_build!(
+        ("UPDATE builds b SET \
+             status = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts THEN 'pending' ELSE 'failed' END, \
+             completed_at = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts THEN NULL ELSE now() END, \
+             worker_id = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts THEN NULL ELSE b.worker_id END, \
+             started_at = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts THEN NULL ELSE b.started_at END, \
+             run_after = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts \
+                 THEN now() + ", backoff_sql!("$5", "$6"), " ELSE b.run_after END, \
+             error_message = $4, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now() \
+         WHERE b.id = $1 AND b.attempt = $2 AND b.worker_id = $3 AND b.status IN ('assigned', 'building')"),
+        "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'failed', error = $4 FROM b \
+               WHERE ba.build_id = b.id AND ba.attempt = b.attempt)"
+    ))
+    .bind(id)
+    .bind(attempt)
+    .bind(worker)
+    .bind(error)
+    .bind(backoff.base_secs)
+    .bind(backoff.cap_secs)
+    .fetch_optional(db)
+    .await?;
+    outcome(db, id, row).await
+}
+
+/// The holder gives a build back (worker shutting down, unregistering): `pending` after a
+/// backoff, or `failed` when its attempts are used up.
+pub async fn build_abandon(db: impl PgExecutor<'_> + Copy, id: BuildId, attempt: Attempt, worker: WorkerId, reason: &str, backoff: Backoff) -> Result<Transition<Build>, Error> {
+    let row = sqlx::query_as::<_, Build>(returning_build!(
+        ("UPDATE builds b SET \
+             status = CASE WHEN b.attempt >= b.max_attempts THEN 'failed' ELSE 'pending' END, \
+             error_message = CASE WHEN b.attempt >= b.max_attempts \
+                 THEN 'abandoned by its worker on the last attempt: ' || $4 ELSE b.error_message END, \
+             completed_at = CASE WHEN b.attempt >= b.max_attempts THEN now() ELSE NULL END, \
+             worker_id = CASE WHEN b.attempt >= b.max_attempts THEN b.worker_id ELSE NULL END, \
+             started_at = CASE WHEN b.attempt >= b.max_attempts THEN b.started_at ELSE NULL END, \
+             run_after = now() + ", backoff_sql!("$5", "$6"), ", \
+             lease_expires_at = NULL, dispatched_at = NULL, progress = NULL, updated_at = now() \
+         WHERE b.id = $1 AND b.attempt = $2 AND b.worker_id = $3 AND b.status IN ('assigned', 'building')"),
+        "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'abandoned', error = $4 FROM b \
+               WHERE ba.build_id = b.id AND ba.attempt = b.attempt)"
+    ))
+    .bind(id)
+    .bind(attempt)
+    .bind(worker)
+    .bind(reason)
+    .bind(backoff.base_secs)
+    .bind(backoff.cap_secs)
+    .fetch_optional(db)
+    .await?;
+    outcome(db, id, row).await
+}
+
+/// Any non-terminal status → `cancelled`. The returned build names the worker to stop, if any.
+pub async fn build_cancel(db: impl PgExecutor<'_> + Copy, id: BuildId) -> Result<Transition<Build>, Error> {
+    let row = sqlx::query_as::<_, Build>(returning_build!(
+        "UPDATE builds SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL, dispatched_at = NULL, \
+         error_message = 'cancelled', updated_at = now() \
+         WHERE id = $1 AND status IN ('pending', 'assigned', 'building')",
+        "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'cancelled' FROM b \
+               WHERE ba.build_id = b.id AND ba.attempt = b.attempt AND ba.ended_at IS NULL)"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    outcome(db, id, row).await
+}
+
+/// A build that a background pass moved, and where to.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Moved {
+    pub id: BuildId,
+    pub attempt: Attempt,
+    pub status: BuildStatus,
+    pub worker_id: Option<WorkerId>,
+}
+
+/// Expired leases: back to `pending` (a new attempt is dispatched after the backoff), or
+/// `failed` once `max_attempts` were used. Safe on many replicas (`SKIP LOCKED`).
+pub async fn build_rescue_expired(db: impl PgExecutor<'_>, limit: i64, backoff: Backoff) -> Result<Vec<Moved>, Error> {
+    Ok(sqlx::query_as::<_, Moved>(concat!(
+        "WITH expired AS ( \
+             SELECT id, worker_id AS lost_worker FROM builds WHERE status IN ('assigned', 'building') AND lease_expires_at < now() \
+             ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+         b AS (UPDATE builds b SET \
+             status = CASE WHEN b.attempt >= b.max_attempts THEN 'failed' ELSE 'pending' END, \
+             error_message = CASE WHEN b.attempt >= b.max_attempts \
+                 THEN 'worker lost: its lease expired on attempt ' || b.attempt || ' of ' || b.max_attempts \
+                 ELSE b.error_message END, \
+             completed_at = CASE WHEN b.attempt >= b.max_attempts THEN now() ELSE NULL END, \
+             worker_id = CASE WHEN b.attempt >= b.max_attempts THEN b.worker_id ELSE NULL END, \
+             started_at = CASE WHEN b.attempt >= b.max_attempts THEN b.started_at ELSE NULL END, \
+             run_after = now() + ",
+        backoff_sql!("$2", "$3"),
+        ", lease_expires_at = NULL, dispatched_at = NULL, progress = NULL, updated_at = now() \
+             FROM expired WHERE b.id = expired.id \
+             RETURNING b.id, b.attempt, b.status, expired.lost_worker), \
+         a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'lost' FROM b \
+               WHERE ba.build_id = b.id AND ba.attempt = b.attempt AND ba.ended_at IS NULL) \
+         SELECT id, attempt, status, lost_worker AS worker_id FROM b"
+    ))
+    .bind(limit)
+    .bind(backoff.base_secs)
+    .bind(backoff.cap_secs)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Running builds past their time limit end `failed`; the caller stops them on their workers.
+pub async fn build_time_out(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Moved>, Error> {
+    Ok(sqlx::query_as::<_, Moved>(
+        "WITH late AS ( \
+             SELECT id FROM builds WHERE status IN ('assigned', 'building') \
+               AND started_at + make_interval(secs => timeout_secs) < now() \
+             ORDER BY started_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+         b AS (UPDATE builds b SET status = 'failed', completed_at = now(), lease_expires_at = NULL, updated_at = now(), \
+                 error_message = 'timed out: the build ran longer than its limit of ' || b.timeout_secs || ' s' \
+             FROM late WHERE b.id = late.id RETURNING b.id, b.attempt, b.status, b.worker_id), \
+         a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'timed_out' FROM b \
+               WHERE ba.build_id = b.id AND ba.attempt = b.attempt AND ba.ended_at IS NULL) \
+         SELECT * FROM b",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
