@@ -228,9 +228,15 @@ pub struct PresenceRequest {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum PresenceReply {
     /// `drain`: take no new build; let the running ones finish.
-    Seen { drain: bool },
-    NotYours { reason: NotYours },
-    Error { message: String },
+    Seen {
+        drain: bool,
+    },
+    NotYours {
+        reason: NotYours,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Log severity, as the HTTP contract spells it.

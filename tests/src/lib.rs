@@ -3,7 +3,7 @@
 //! kill any process. Logs of each process go to a file, printed when a test fails.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use freeagent_shared::testing::{TestDb, TestNats, free_port, wait};
+use freeagent_shared::testing::{TestDb, TestNats, TestPg, free_port, wait};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,8 +35,11 @@ fn binary(name: &str) -> PathBuf {
 
 pub struct FarmOpts {
     pub workers: usize,
+    pub schedulers: usize,
     pub build_command: String,
     pub lease: &'static str,
+    /// Run a private Postgres cluster, so the test may restart it.
+    pub private_postgres: bool,
     pub extra_env: Vec<(String, String)>,
 }
 
@@ -44,8 +47,10 @@ impl Default for FarmOpts {
     fn default() -> Self {
         Self {
             workers: 1,
+            schedulers: 1,
             build_command: "sh build.sh".into(),
             lease: "30s",
+            private_postgres: false,
             extra_env: vec![],
         }
     }
@@ -53,12 +58,16 @@ impl Default for FarmOpts {
 
 struct Proc {
     name: String,
+    bin: String,
+    extra: Vec<(String, String)>,
     child: Child,
     log: PathBuf,
 }
 
 pub struct Farm {
     pub db: TestDb,
+    /// The private cluster, when `FarmOpts::private_postgres`.
+    pub pg: Option<TestPg>,
     pub nats: TestNats,
     pub gateway: String,
     pub storage: String,
@@ -71,7 +80,11 @@ pub struct Farm {
 impl Farm {
     pub async fn start(opts: FarmOpts) -> Farm {
         freeagent_shared::testing::init_test_log();
-        let db = TestDb::new().await;
+        let pg = opts.private_postgres.then(TestPg::start);
+        let db = match &pg {
+            Some(pg) => TestDb::new_on(&pg.admin_url()).await,
+            None => TestDb::new().await,
+        };
         let nats = TestNats::start().await;
         let data = tempfile::tempdir().expect("farm data dir");
         let (gp, sp, cp) = (
@@ -103,6 +116,8 @@ impl Farm {
             ),
             ("FREEAGENT_LEASE", opts.lease.into()),
             ("FREEAGENT_SCHEDULER_TICK", "200ms".into()),
+            ("FREEAGENT_PRESENCE_INTERVAL", "500ms".into()),
+            ("FREEAGENT_RETRY_BACKOFF", "200ms".into()),
             ("FREEAGENT_LOG_FORMAT", "text".into()),
             ("RUST_LOG", "info,sqlx=warn".into()),
         ]
@@ -112,6 +127,7 @@ impl Farm {
         env.extend(opts.extra_env);
         let mut farm = Farm {
             db,
+            pg,
             nats,
             gateway,
             storage,
@@ -121,7 +137,15 @@ impl Farm {
             procs: vec![],
         };
         farm.spawn("storage", "freeagent-storage", &[]);
-        farm.spawn("scheduler", "freeagent-scheduler", &[]);
+        for i in 0..opts.schedulers.max(1) {
+            // Each replica serves health on its own port.
+            let port = if i == 0 { cp } else { free_port().unwrap() };
+            farm.spawn(
+                &format!("scheduler-{i}"),
+                "freeagent-scheduler",
+                &[("FREEAGENT_SCHEDULER_PORT", &port.to_string())],
+            );
+        }
         farm.spawn("gateway", "freeagent-gateway", &[]);
         farm.wait_ready().await;
         for i in 0..opts.workers {
@@ -131,6 +155,15 @@ impl Farm {
     }
 
     fn spawn(&mut self, name: &str, bin: &str, extra: &[(&str, &str)]) {
+        let extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let proc = self.launch(name, bin, extra);
+        self.procs.push(proc);
+    }
+
+    fn launch(&self, name: &str, bin: &str, extra: Vec<(String, String)>) -> Proc {
         let log = self.data.path().join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -139,16 +172,47 @@ impl Farm {
             .expect("log file");
         let child = Command::new(binary(bin))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .envs(extra.iter().copied())
+            .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        self.procs.push(Proc {
+        Proc {
             name: name.to_owned(),
+            bin: bin.to_owned(),
+            extra,
             child,
             log,
-        });
+        }
+    }
+
+    /// SIGKILLs a process (if running) and starts it again with the same settings.
+    pub fn restart(&mut self, name: &str) {
+        self.kill(name);
+        let Some(i) = self.procs.iter().position(|p| p.name == name) else {
+            panic!("no process {name}")
+        };
+        let (bin, extra) = (self.procs[i].bin.clone(), self.procs[i].extra.clone());
+        self.procs[i] = self.launch(name, &bin, extra);
+    }
+
+    /// Sends a signal (SIGTERM for a graceful stop) and waits up to `timeout` for the exit.
+    pub fn signal_and_wait(
+        &mut self,
+        name: &str,
+        signal: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let p = self.procs.iter_mut().find(|p| p.name == name)?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.child.id() as i32), signal);
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn spawn_worker(&mut self, i: usize) {
@@ -291,5 +355,91 @@ impl Drop for Farm {
                 }
             }
         }
+    }
+}
+
+impl Farm {
+    /// Submits `n` copies of a project with `concurrency` clients at once; returns the ids.
+    pub async fn submit_many(
+        &self,
+        dir: &Path,
+        platform: &str,
+        n: usize,
+        concurrency: usize,
+        extra: &[(&str, &str)],
+    ) -> Vec<String> {
+        use futures::StreamExt;
+        let archive = pack(dir);
+        let extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        futures::stream::iter(0..n)
+            .map(|_| {
+                let (archive, extra) = (archive.clone(), extra.clone());
+                async move {
+                    let mut form = reqwest::multipart::Form::new()
+                        .text("platform", platform.to_owned())
+                        .part(
+                            "source",
+                            reqwest::multipart::Part::bytes(archive).file_name("source.tar.gz"),
+                        );
+                    for (k, v) in extra {
+                        form = form.text(k, v);
+                    }
+                    let resp = self
+                        .http
+                        .post(format!("{}/api/builds", self.gateway))
+                        .header("x-api-key", API_KEY)
+                        .multipart(form)
+                        .send()
+                        .await
+                        .expect("submit");
+                    assert_eq!(resp.status(), 201);
+                    let v: Value = resp.json().await.expect("submit reply");
+                    v["id"].as_str().expect("id").to_owned()
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
+    }
+
+    /// Registers a worker over HTTP, as a worker would; returns its credential.
+    pub async fn register_worker(
+        &self,
+        name: &str,
+        platforms: &[&str],
+    ) -> freeagent_shared::wire::WorkerCredential {
+        let body = serde_json::json!({"name": name, "capabilities": {"platforms": platforms}});
+        let r: Value = self
+            .http
+            .post(format!("{}/api/workers/register", self.gateway))
+            .header("x-api-key", API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        freeagent_shared::wire::WorkerCredential {
+            worker_id: r["id"].as_str().unwrap().parse().unwrap(),
+            worker_token: r["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A NATS request to the scheduler, as a worker would send it.
+    pub async fn rpc<Req: serde::Serialize, Rep: serde::de::DeserializeOwned>(
+        &self,
+        subject: &'static str,
+        req: &Req,
+    ) -> Rep {
+        let client = self.nats.client().await;
+        let msg = client
+            .request(subject, freeagent_shared::wire::encode(req).into())
+            .await
+            .expect("scheduler answers");
+        freeagent_shared::wire::decode(&msg.payload).expect("readable reply")
     }
 }

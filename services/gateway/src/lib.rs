@@ -34,7 +34,10 @@ pub fn router(st: AppState, health: Health) -> Router {
     Router::new()
         .route("/api/builds", submit.clone().get(routes::builds::list))
         .route("/api/builds/submit", submit)
-        .route("/api/builds/{id}", get(routes::builds::get).delete(routes::cancel::cancel))
+        .route(
+            "/api/builds/{id}",
+            get(routes::builds::get).delete(routes::cancel::cancel),
+        )
         .route("/api/builds/{id}/cancel", post(routes::cancel::cancel))
         .route("/api/builds/{id}/status", get(routes::builds::status))
         .route("/api/builds/{id}/logs", get(routes::logs::get))

@@ -72,8 +72,14 @@ impl SchedulerConfig {
             )?,
             tick: config::duration("FREEAGENT_SCHEDULER_TICK", DEFAULT_TICK)?,
             retry_backoff: config::duration("FREEAGENT_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF)?,
-            retry_backoff_max: config::duration("FREEAGENT_RETRY_BACKOFF_MAX", DEFAULT_RETRY_BACKOFF_MAX)?,
-            worker_offline_after: config::duration("FREEAGENT_WORKER_OFFLINE_AFTER", DEFAULT_WORKER_OFFLINE_AFTER)?,
+            retry_backoff_max: config::duration(
+                "FREEAGENT_RETRY_BACKOFF_MAX",
+                DEFAULT_RETRY_BACKOFF_MAX,
+            )?,
+            worker_offline_after: config::duration(
+                "FREEAGENT_WORKER_OFFLINE_AFTER",
+                DEFAULT_WORKER_OFFLINE_AFTER,
+            )?,
             url_ttl: config::duration("FREEAGENT_URL_TTL", DEFAULT_URL_TTL)?,
             result_limit: config::bytes("FREEAGENT_RESULT_LIMIT", DEFAULT_RESULT_LIMIT)?,
             rpc_concurrency: config::parse(
@@ -117,6 +123,9 @@ impl SchedulerConfig {
 
 impl SchedulerConfig {
     pub fn backoff(&self) -> freeagent_shared::db::builds::Backoff {
-        freeagent_shared::db::builds::Backoff { base_secs: self.retry_backoff.as_secs_f64(), cap_secs: self.retry_backoff_max.as_secs_f64() }
+        freeagent_shared::db::builds::Backoff {
+            base_secs: self.retry_backoff.as_secs_f64(),
+            cap_secs: self.retry_backoff_max.as_secs_f64(),
+        }
     }
 }

@@ -45,7 +45,11 @@ impl From<db::Error> for Unavailable {
 
 /// The refusal that matches what the guard saw.
 pub fn refusal(current: &Current) -> NotYours {
-    if current.status.is_terminal() { NotYours::Finished } else { NotYours::Stale }
+    if current.status.is_terminal() {
+        NotYours::Finished
+    } else {
+        NotYours::Stale
+    }
 }
 
 /// Checks a credential against a stored worker row (constant-time, expiry included).
@@ -66,21 +70,73 @@ impl Handlers {
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn claim(&self, req: ClaimRequest) -> Result<ClaimReply, Unavailable> {
         let Some(worker) = self.authenticate(&req.worker).await? else {
-            return Ok(ClaimReply::NotYours { reason: NotYours::Unauthorized, status: None });
+            return Ok(ClaimReply::NotYours {
+                reason: NotYours::Unauthorized,
+                status: None,
+            });
         };
         if worker.status == "draining" {
-            return Ok(ClaimReply::NotYours { reason: NotYours::Draining, status: None });
+            return Ok(ClaimReply::NotYours {
+                reason: NotYours::Draining,
+                status: None,
+            });
         }
-        let queues = if worker.queues.is_empty() { worker.platforms.clone() } else { worker.queues.clone() };
-        let t = db::builds::build_claim(&self.pool, req.build_id, req.attempt, worker.id, &queues, self.lease.as_secs_f64()).await?;
-        metrics::counter!(freeagent_shared::metrics::CLAIMS, "outcome" => outcome_label(&t)).increment(1);
+        let queues = if worker.queues.is_empty() {
+            worker.platforms.clone()
+        } else {
+            worker.queues.clone()
+        };
+        let t = db::builds::build_claim(
+            &self.pool,
+            req.build_id,
+            req.attempt,
+            worker.id,
+            &queues,
+            self.lease.as_secs_f64(),
+        )
+        .await?;
+        metrics::counter!(freeagent_shared::metrics::CLAIMS, "outcome" => outcome_label(&t))
+            .increment(1);
         let b = match t {
             Transition::Applied(b) => b,
-            Transition::Stale(c) if c.status == BuildStatus::Pending && c.attempt == req.attempt => {
-                return Ok(ClaimReply::NotYours { reason: NotYours::WrongQueue, status: Some(c.status) });
+            Transition::Stale(c)
+                if c.status == BuildStatus::Pending && c.attempt == req.attempt =>
+            {
+                return Ok(ClaimReply::NotYours {
+                    reason: NotYours::WrongQueue,
+                    status: Some(c.status),
+                });
             }
-            Transition::Stale(c) => return Ok(ClaimReply::NotYours { reason: refusal(&c), status: Some(c.status) }),
-            Transition::NotFound => return Ok(ClaimReply::NotYours { reason: NotYours::NotFound, status: None }),
+            // The holder asks again for the attempt it holds: its first reply was lost. Granting
+            // it again is safe (the worker runs a build once per grant it receives, and skips
+            // builds it already runs) and spares the build a lost-lease wait.
+            Transition::Stale(c)
+                if c.worker_id == Some(worker.id)
+                    && c.attempt == req.attempt
+                    && matches!(c.status, BuildStatus::Assigned | BuildStatus::Building) =>
+            {
+                match db::builds::build_get(&self.pool, req.build_id).await? {
+                    Some(b) => b,
+                    None => {
+                        return Ok(ClaimReply::NotYours {
+                            reason: NotYours::NotFound,
+                            status: None,
+                        });
+                    }
+                }
+            }
+            Transition::Stale(c) => {
+                return Ok(ClaimReply::NotYours {
+                    reason: refusal(&c),
+                    status: Some(c.status),
+                });
+            }
+            Transition::NotFound => {
+                return Ok(ClaimReply::NotYours {
+                    reason: NotYours::NotFound,
+                    status: None,
+                });
+            }
         };
         if let Some(d) = b.dispatched_at.or(Some(b.submitted_at)) {
             let waited = (Utc::now() - d).num_milliseconds().max(0) as f64 / 1000.0;
@@ -98,10 +154,21 @@ impl Handlers {
             build_id: b.id,
             attempt: b.attempt,
             platform: b.platform,
-            source_url: self.signer.url(base, Method::Get, &ObjectKey::Source(b.id), exp, 0),
+            source_url: self
+                .signer
+                .url(base, Method::Get, &ObjectKey::Source(b.id), exp, 0),
             source_sha256: b.source_sha256.clone(),
-            certs_url: b.certs_key.as_ref().map(|_| self.signer.url(base, Method::Get, &ObjectKey::Certs(b.id), exp, 0)),
-            result_url: self.signer.url(base, Method::Put, &ObjectKey::Result(b.id, b.attempt), exp, self.result_limit),
+            certs_url: b.certs_key.as_ref().map(|_| {
+                self.signer
+                    .url(base, Method::Get, &ObjectKey::Certs(b.id), exp, 0)
+            }),
+            result_url: self.signer.url(
+                base,
+                Method::Put,
+                &ObjectKey::Result(b.id, b.attempt),
+                exp,
+                self.result_limit,
+            ),
             lease_expires_at: b.lease_expires_at.unwrap_or_else(Utc::now),
             heartbeat_interval_ms: (self.lease.as_millis() / 3) as u64,
             cancel_subject: subjects::cancel(b.id),
@@ -118,70 +185,138 @@ impl Handlers {
         if c.status == status && c.attempt == attempt && c.worker_id == Some(worker) {
             FinishReply::Recorded { status }
         } else {
-            FinishReply::NotYours { reason: refusal(c), status: Some(c.status) }
+            FinishReply::NotYours {
+                reason: refusal(c),
+                status: Some(c.status),
+            }
         }
     }
 
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn complete(&self, req: CompleteRequest) -> Result<FinishReply, Unavailable> {
         if self.authenticate(&req.worker).await?.is_none() {
-            return Ok(FinishReply::NotYours { reason: NotYours::Unauthorized, status: None });
+            return Ok(FinishReply::NotYours {
+                reason: NotYours::Unauthorized,
+                status: None,
+            });
         }
         // Record only what storage computed: the receipt binds key, size and checksum.
         let key = ObjectKey::Result(req.build_id, req.attempt);
         let r = &req.result;
-        if r.key != key.to_string() || !self.signer.verify_receipt(&key, r.size, &r.sha256, &r.receipt) {
+        if r.key != key.to_string()
+            || !self
+                .signer
+                .verify_receipt(&key, r.size, &r.sha256, &r.receipt)
+        {
             return Ok(FinishReply::Error {
                 message: "the result receipt does not match this build's attempt; upload to the result URL of the claim".into(),
             });
         }
-        let object = db::builds::NewObject { key: r.key.clone(), size: r.size as i64, sha256: r.sha256.clone() };
-        let t = db::builds::build_complete(&self.pool, req.build_id, req.attempt, req.worker.worker_id, &object).await?;
-        Ok(self.finished(t, req.attempt, req.worker.worker_id, BuildStatus::Completed).await)
+        let object = db::builds::NewObject {
+            key: r.key.clone(),
+            size: r.size as i64,
+            sha256: r.sha256.clone(),
+        };
+        let t = db::builds::build_complete(
+            &self.pool,
+            req.build_id,
+            req.attempt,
+            req.worker.worker_id,
+            &object,
+        )
+        .await?;
+        Ok(self
+            .finished(t, req.attempt, req.worker.worker_id, BuildStatus::Completed)
+            .await)
     }
 
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn fail(&self, req: FailRequest) -> Result<FinishReply, Unavailable> {
         if self.authenticate(&req.worker).await?.is_none() {
-            return Ok(FinishReply::NotYours { reason: NotYours::Unauthorized, status: None });
+            return Ok(FinishReply::NotYours {
+                reason: NotYours::Unauthorized,
+                status: None,
+            });
         }
         let error: String = req.error.chars().take(4096).collect();
-        let t = db::builds::build_fail(&self.pool, req.build_id, req.attempt, req.worker.worker_id, &error, self.backoff).await?;
-        Ok(self.finished(t, req.attempt, req.worker.worker_id, BuildStatus::Failed).await)
+        let t = db::builds::build_fail(
+            &self.pool,
+            req.build_id,
+            req.attempt,
+            req.worker.worker_id,
+            &error,
+            self.backoff,
+        )
+        .await?;
+        Ok(self
+            .finished(t, req.attempt, req.worker.worker_id, BuildStatus::Failed)
+            .await)
     }
 
     #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
     pub async fn abandon(&self, req: AbandonRequest) -> Result<FinishReply, Unavailable> {
         if self.authenticate(&req.worker).await?.is_none() {
-            return Ok(FinishReply::NotYours { reason: NotYours::Unauthorized, status: None });
+            return Ok(FinishReply::NotYours {
+                reason: NotYours::Unauthorized,
+                status: None,
+            });
         }
         let reason: String = req.reason.chars().take(1024).collect();
-        let t = db::builds::build_abandon(&self.pool, req.build_id, req.attempt, req.worker.worker_id, &reason, self.backoff).await?;
+        let t = db::builds::build_abandon(
+            &self.pool,
+            req.build_id,
+            req.attempt,
+            req.worker.worker_id,
+            &reason,
+            self.backoff,
+        )
+        .await?;
         Ok(match t {
             Transition::Applied(b) => {
-                metrics::counter!(freeagent_shared::metrics::RETRIES, "cause" => "abandoned").increment(1);
+                metrics::counter!(freeagent_shared::metrics::RETRIES, "cause" => "abandoned")
+                    .increment(1);
                 events::publish(&self.nats, b.id, b.attempt, b.status).await;
                 tracing::info!(to = %b.status, "build handed back");
                 FinishReply::Recorded { status: b.status }
             }
             // Already handed back (or moved on): nothing more to do.
-            Transition::Stale(c) => FinishReply::NotYours { reason: refusal(&c), status: Some(c.status) },
-            Transition::NotFound => FinishReply::NotYours { reason: NotYours::NotFound, status: None },
+            Transition::Stale(c) => FinishReply::NotYours {
+                reason: refusal(&c),
+                status: Some(c.status),
+            },
+            Transition::NotFound => FinishReply::NotYours {
+                reason: NotYours::NotFound,
+                status: None,
+            },
         })
     }
 
     pub async fn presence(&self, req: PresenceRequest) -> Result<PresenceReply, Unavailable> {
         if self.authenticate(&req.worker).await?.is_none() {
-            return Ok(PresenceReply::NotYours { reason: NotYours::Unauthorized });
+            return Ok(PresenceReply::NotYours {
+                reason: NotYours::Unauthorized,
+            });
         }
         let running = i32::try_from(req.running).unwrap_or(i32::MAX);
-        Ok(match db::workers::worker_presence(&self.pool, req.worker.worker_id, running).await? {
-            Some(status) => PresenceReply::Seen { drain: status == "draining" },
-            None => PresenceReply::NotYours { reason: NotYours::NotFound },
-        })
+        Ok(
+            match db::workers::worker_presence(&self.pool, req.worker.worker_id, running).await? {
+                Some(status) => PresenceReply::Seen {
+                    drain: status == "draining",
+                },
+                None => PresenceReply::NotYours {
+                    reason: NotYours::NotFound,
+                },
+            },
+        )
     }
 
-    async fn finished(&self, t: Transition<Build>, attempt: Attempt, worker: WorkerId, status: BuildStatus) -> FinishReply {
+    async fn finished(
+        &self,
+        t: Transition<Build>,
+        attempt: Attempt,
+        worker: WorkerId,
+        status: BuildStatus,
+    ) -> FinishReply {
         match t {
             Transition::Applied(b) => {
                 if b.status == BuildStatus::Pending {
@@ -194,7 +329,10 @@ impl Handlers {
                 FinishReply::Recorded { status: b.status }
             }
             Transition::Stale(c) => Self::replay(&c, attempt, worker, status),
-            Transition::NotFound => FinishReply::NotYours { reason: NotYours::NotFound, status: None },
+            Transition::NotFound => FinishReply::NotYours {
+                reason: NotYours::NotFound,
+                status: None,
+            },
         }
     }
 }

@@ -110,7 +110,12 @@ impl App {
             url_ttl: c.url_ttl,
             result_limit: c.result_limit,
             backoff: c.backoff(),
-            heartbeats: heartbeat_batch::HeartbeatBatcher::start(self.pool.clone(), self.nats.clone(), c.lease, stop.clone()),
+            heartbeats: heartbeat_batch::HeartbeatBatcher::start(
+                self.pool.clone(),
+                self.nats.clone(),
+                c.lease,
+                stop.clone(),
+            ),
         };
         let dispatcher = dispatcher::Dispatcher {
             pool: self.pool.clone(),

@@ -26,32 +26,46 @@ pub struct Rescuer {
 
 impl Rescuer {
     pub async fn run_once(&self) -> Result<Pass, db::Error> {
-        let rescued = db::builds::build_rescue_expired(&self.pool, RESCUE_BATCH, self.backoff).await?;
+        let rescued =
+            db::builds::build_rescue_expired(&self.pool, RESCUE_BATCH, self.backoff).await?;
         for r in &rescued {
             tracing::warn!(build_id = %r.id, attempt = %r.attempt, to = %r.status, "lease expired: worker lost");
             metrics::counter!(freeagent_shared::metrics::LEASES_EXPIRED).increment(1);
             if r.status == BuildStatus::Pending {
-                metrics::counter!(freeagent_shared::metrics::RETRIES, "cause" => "lost_worker").increment(1);
+                metrics::counter!(freeagent_shared::metrics::RETRIES, "cause" => "lost_worker")
+                    .increment(1);
             }
             // An old worker that is only slow must stop too.
-            let _ = self.nats.publish(subjects::cancel(r.id), bytes::Bytes::new()).await;
+            let _ = self
+                .nats
+                .publish(subjects::cancel(r.id), bytes::Bytes::new())
+                .await;
             events::publish(&self.nats, r.id, r.attempt, r.status).await;
         }
         let late = db::builds::build_time_out(&self.pool, RESCUE_BATCH).await?;
         for t in &late {
             tracing::warn!(build_id = %t.id, attempt = %t.attempt, "build timed out; stopping it");
             metrics::counter!(freeagent_shared::metrics::TIMEOUTS).increment(1);
-            let _ = self.nats.publish(subjects::cancel(t.id), bytes::Bytes::new()).await;
+            let _ = self
+                .nats
+                .publish(subjects::cancel(t.id), bytes::Bytes::new())
+                .await;
             events::publish(&self.nats, t.id, t.attempt, t.status).await;
         }
         if rescued.iter().any(|r| r.status == BuildStatus::Pending) {
             self.wake_dispatcher.notify_one();
         }
-        for q in db::builds::build_queue_depths(&self.pool, self.worker_offline_after.as_secs_f64()).await? {
-            metrics::gauge!(freeagent_shared::metrics::QUEUE_DEPTH, "queue" => q.queue.to_string()).set(q.pending as f64);
+        for q in db::builds::build_queue_depths(&self.pool, self.worker_offline_after.as_secs_f64())
+            .await?
+        {
+            metrics::gauge!(freeagent_shared::metrics::QUEUE_DEPTH, "queue" => q.queue.to_string())
+                .set(q.pending as f64);
             metrics::gauge!(freeagent_shared::metrics::QUEUE_LIVE_WORKERS, "queue" => q.queue.to_string()).set(q.live_workers as f64);
         }
         let n = rescued.len() + late.len();
-        Ok(Pass { done: n, more: rescued.len() as i64 >= RESCUE_BATCH || late.len() as i64 >= RESCUE_BATCH })
+        Ok(Pass {
+            done: n,
+            more: rescued.len() as i64 >= RESCUE_BATCH || late.len() as i64 >= RESCUE_BATCH,
+        })
     }
 }

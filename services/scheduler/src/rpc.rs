@@ -4,7 +4,9 @@
 
 use crate::handlers::{Handlers, Unavailable};
 use freeagent_shared::subjects;
-use freeagent_shared::wire::{self, ClaimReply, FinishReply, HeartbeatReply, PresenceReply, WireError};
+use freeagent_shared::wire::{
+    self, ClaimReply, FinishReply, HeartbeatReply, PresenceReply, WireError,
+};
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -23,6 +25,8 @@ pub async fn subscribe(
         subjects::HEARTBEAT,
         subjects::COMPLETE,
         subjects::FAIL,
+        subjects::ABANDON,
+        subjects::PRESENCE,
     ] {
         subs.push(
             nats.queue_subscribe(subject, subjects::SCHEDULER_QUEUE_GROUP.into())
@@ -80,8 +84,12 @@ async fn route(h: &Handlers, subject: &str, payload: &[u8]) -> Vec<u8> {
         subjects::FAIL => reply(decode_then(payload, |r| h.fail(r)).await, |message| {
             FinishReply::Error { message }
         }),
-        subjects::ABANDON => reply(decode_then(payload, |r| h.abandon(r)).await, |message| FinishReply::Error { message }),
-        subjects::PRESENCE => reply(decode_then(payload, |r| h.presence(r)).await, |message| PresenceReply::Error { message }),
+        subjects::ABANDON => reply(decode_then(payload, |r| h.abandon(r)).await, |message| {
+            FinishReply::Error { message }
+        }),
+        subjects::PRESENCE => reply(decode_then(payload, |r| h.presence(r)).await, |message| {
+            PresenceReply::Error { message }
+        }),
         other => wire::encode(&FinishReply::Error {
             message: format!("unknown subject {other}"),
         }),

@@ -10,10 +10,12 @@ use crate::scheduler_client::SchedulerClient;
 use async_nats::jetstream::{self, AckKind};
 use freeagent_shared::nats;
 use freeagent_shared::status::QueueName;
-use freeagent_shared::wire::{self, ClaimReply, ClaimRequest, Dispatch, PresenceReply, PresenceRequest, WorkerCredential};
-use std::sync::atomic::{AtomicBool, Ordering};
+use freeagent_shared::wire::{
+    self, ClaimReply, ClaimRequest, Dispatch, PresenceReply, PresenceRequest, WorkerCredential,
+};
 use futures::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +23,6 @@ use tokio_util::task::TaskTracker;
 
 /// How long one pull waits for a dispatch before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
-/// How often the worker reports its presence.
-pub const PRESENCE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Agent {
@@ -33,6 +33,8 @@ pub struct Agent {
     pub credential: WorkerCredential,
     /// Set when an operator drains this worker: no new builds.
     pub draining: Arc<AtomicBool>,
+    /// Builds running here now; a redelivered dispatch for one of them is skipped.
+    pub running: Arc<std::sync::Mutex<std::collections::HashSet<freeagent_shared::ids::BuildId>>>,
 }
 
 impl Agent {
@@ -67,10 +69,34 @@ impl Agent {
         }
     }
 
+    fn is_running(&self, id: freeagent_shared::ids::BuildId) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains(&id))
+            .unwrap_or(false)
+    }
+
+    /// Marks a build as running; false if it already was.
+    fn start_running(&self, id: freeagent_shared::ids::BuildId) -> bool {
+        self.running
+            .lock()
+            .map(|mut r| r.insert(id))
+            .unwrap_or(true)
+    }
+
+    fn stop_running(&self, id: freeagent_shared::ids::BuildId) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&id);
+        }
+    }
+
     async fn report_presence(self, slots: Arc<Semaphore>, stop: CancellationToken) {
         loop {
             let running = (self.config.max_concurrent - slots.available_permits()) as u32;
-            let req = PresenceRequest { worker: self.credential.clone(), running };
+            let req = PresenceRequest {
+                worker: self.credential.clone(),
+                running,
+            };
             match self.scheduler.presence(&req).await {
                 Ok(PresenceReply::Seen { drain }) => {
                     if drain && !self.draining.swap(true, Ordering::SeqCst) {
@@ -82,7 +108,7 @@ impl Agent {
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(PRESENCE_EVERY) => {}
+                _ = tokio::time::sleep(self.config.presence_every) => {}
             }
         }
     }
@@ -113,7 +139,7 @@ impl Agent {
             if self.draining.load(Ordering::SeqCst) {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(PRESENCE_EVERY) => continue,
+                    _ = tokio::time::sleep(self.config.presence_every) => continue,
                 }
             }
             // Only pull when a slot is free, so no dispatch waits behind a running build.
@@ -146,6 +172,11 @@ impl Agent {
                     continue;
                 }
             };
+            if self.is_running(dispatch.build_id) {
+                tracing::info!(build_id = %dispatch.build_id, "already running this build; skipping a redelivered dispatch");
+                let _ = msg.ack().await;
+                continue;
+            }
             let req = ClaimRequest {
                 build_id: dispatch.build_id,
                 attempt: dispatch.attempt,
@@ -154,6 +185,9 @@ impl Agent {
             match self.scheduler.claim(&req).await {
                 Ok(ClaimReply::Granted(grant)) => {
                     let _ = msg.ack().await;
+                    if !self.start_running(grant.build_id) {
+                        continue;
+                    }
                     let job = Job {
                         agent: self.clone(),
                         grant: *grant,
@@ -161,7 +195,9 @@ impl Agent {
                     let jobs_stop = jobs_stop.clone();
                     jobs.spawn(async move {
                         let _permit = permit;
+                        let (agent, id) = (job.agent.clone(), job.grant.build_id);
                         job.run(jobs_stop).await;
+                        agent.stop_running(id);
                     });
                 }
                 Ok(ClaimReply::NotYours { reason, status }) => {

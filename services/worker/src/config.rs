@@ -11,6 +11,8 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 1;
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 /// On shutdown, running builds get this long to finish before they are stopped.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+/// How often a worker reports its presence (and learns whether to drain).
+pub const DEFAULT_PRESENCE_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest log line kept; longer ones are cut.
 pub const MAX_LOG_LINE: usize = 16 * 1024;
 
@@ -27,6 +29,7 @@ pub struct WorkerConfig {
     pub max_concurrent: usize,
     pub kill_grace: Duration,
     pub shutdown_grace: Duration,
+    pub presence_every: Duration,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -83,6 +86,10 @@ impl WorkerConfig {
             .max(1),
             kill_grace: config::duration("FREEAGENT_KILL_GRACE", DEFAULT_KILL_GRACE)?,
             shutdown_grace: config::duration("FREEAGENT_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,
+            presence_every: config::duration(
+                "FREEAGENT_PRESENCE_INTERVAL",
+                DEFAULT_PRESENCE_INTERVAL,
+            )?,
         })
     }
 }

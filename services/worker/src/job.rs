@@ -6,10 +6,10 @@ use crate::agent::Agent;
 use crate::executor::{self, Exit};
 use crate::workspace::{self, Workspace};
 use crate::{artifact, log_stream};
+use freeagent_shared::wire::AbandonRequest;
 use freeagent_shared::wire::{
     CompleteRequest, FailRequest, FinishReply, HeartbeatReply, HeartbeatRequest, JobGrant, LogLevel,
 };
-use freeagent_shared::wire::AbandonRequest;
 use futures::StreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -32,6 +32,7 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         http,
         credential,
         draining: Default::default(),
+        running: Default::default(),
     };
     agent.run(stop).await;
     tracing::info!("worker stopped");

@@ -95,7 +95,8 @@ impl SchedulerClient {
     }
 
     pub async fn abandon(&self, req: &AbandonRequest) -> Result<FinishReply, RequestError> {
-        self.request(subjects::ABANDON, req, Duration::from_secs(10)).await
+        self.request(subjects::ABANDON, req, Duration::from_secs(10))
+            .await
     }
 
     pub async fn presence(&self, req: &PresenceRequest) -> Result<PresenceReply, RequestError> {

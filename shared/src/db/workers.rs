@@ -27,7 +27,11 @@ impl Worker {
     /// May this worker take builds of `queue`? Its declared queues, or else its platforms
     /// (a platform's default queue is named after it).
     pub fn serves(&self, queue: &str) -> bool {
-        if self.queues.is_empty() { self.platforms.iter().any(|p| p == queue) } else { self.queues.iter().any(|q| q == queue) }
+        if self.queues.is_empty() {
+            self.platforms.iter().any(|p| p == queue)
+        } else {
+            self.queues.iter().any(|q| q == queue)
+        }
     }
 }
 
@@ -94,13 +98,25 @@ pub async fn worker_get(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<
 }
 
 /// Workers by id, for checking a batch of credentials at once.
-pub async fn worker_get_many(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<Vec<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>("SELECT * FROM workers WHERE id = ANY($1)").bind(ids).fetch_all(db).await?)
+pub async fn worker_get_many(
+    db: impl PgExecutor<'_>,
+    ids: &[WorkerId],
+) -> Result<Vec<Worker>, Error> {
+    Ok(
+        sqlx::query_as::<_, Worker>("SELECT * FROM workers WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// A presence report: the worker is alive and runs `running` builds. Returns its status, which
 /// stays `draining` once an operator asked for it.
-pub async fn worker_presence(db: impl PgExecutor<'_>, id: WorkerId, running: i32) -> Result<Option<String>, Error> {
+pub async fn worker_presence(
+    db: impl PgExecutor<'_>,
+    id: WorkerId,
+    running: i32,
+) -> Result<Option<String>, Error> {
     Ok(sqlx::query_scalar(
         "UPDATE workers SET last_seen_at = now(), \
              status = CASE WHEN status = 'draining' THEN 'draining' WHEN $2 > 0 THEN 'building' ELSE 'idle' END \
@@ -114,18 +130,29 @@ pub async fn worker_presence(db: impl PgExecutor<'_>, id: WorkerId, running: i32
 
 /// Marks workers seen (their heartbeats prove it).
 pub async fn workers_touch(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<(), Error> {
-    sqlx::query("UPDATE workers SET last_seen_at = now() WHERE id = ANY($1)").bind(ids).execute(db).await?;
+    sqlx::query("UPDATE workers SET last_seen_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 /// The worker takes no new build; the ones it runs finish.
 pub async fn worker_drain(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>("UPDATE workers SET status = 'draining' WHERE id = $1 RETURNING *").bind(id).fetch_optional(db).await?)
+    Ok(sqlx::query_as::<_, Worker>(
+        "UPDATE workers SET status = 'draining' WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
 }
 
 /// The worker left: it is offline until it registers again.
 pub async fn worker_set_offline(db: impl PgExecutor<'_>, id: WorkerId) -> Result<(), Error> {
-    sqlx::query("UPDATE workers SET status = 'offline' WHERE id = $1").bind(id).execute(db).await?;
+    sqlx::query("UPDATE workers SET status = 'offline' WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -142,7 +169,10 @@ pub struct WorkerView {
 }
 
 /// Every worker; one not seen for `offline_after_secs` shows as `offline`.
-pub async fn worker_list(db: impl PgExecutor<'_>, offline_after_secs: f64) -> Result<Vec<WorkerView>, Error> {
+pub async fn worker_list(
+    db: impl PgExecutor<'_>,
+    offline_after_secs: f64,
+) -> Result<Vec<WorkerView>, Error> {
     Ok(sqlx::query_as::<_, WorkerView>(
         "SELECT w.id, w.name, \
              CASE WHEN w.status <> 'offline' AND w.last_seen_at < now() - make_interval(secs => $1) THEN 'offline' \

@@ -24,6 +24,18 @@ impl TestDb {
     pub async fn empty() -> Self {
         let admin_url = std::env::var("FREEAGENT_TEST_DATABASE_URL")
             .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+        Self::empty_on(&admin_url).await
+    }
+
+    /// A fresh, migrated database on another server (a `TestPg`).
+    pub async fn new_on(admin_url: &str) -> Self {
+        let db = Self::empty_on(admin_url).await;
+        db::migrate(&db.pool).await.expect("migrate test database");
+        db
+    }
+
+    pub async fn empty_on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let name = format!("fa_test_{}", uuid::Uuid::new_v4().simple());
         let admin = db::connect_options(&admin_url).expect("valid admin URL");
         let mut conn = admin.connect().await.unwrap_or_else(|e| {

@@ -5,10 +5,12 @@
 mod db;
 pub mod factory;
 mod nats;
+mod pg;
 pub mod wait;
 
 pub use db::TestDb;
 pub use nats::TestNats;
+pub use pg::TestPg;
 
 /// A free TCP port on loopback (bound then released; a rare race is retried by callers).
 pub fn free_port() -> std::io::Result<u16> {

@@ -16,30 +16,55 @@ use freeagent_shared::wire::{self, StatusEvent};
 use freeagent_shared::{subjects, token};
 use serde_json::{Value, json};
 
-pub async fn cancel(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>> {
+pub async fn cancel(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let id = parse_or_auth(&st, &headers, &id).await?;
     // Submitters with the submit scope, or this build's token.
     if auth::presented_api_key(&headers).is_some() {
         auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
     } else {
         let b = auth::build_reader(&st, &headers, id).await?;
-        let presented = headers.get("x-build-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let presented = headers
+            .get("x-build-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         if !token::verify(presented, &b.token_hash) {
-            return Err(GatewayError::forbidden("this build token does not grant access to this build"));
+            return Err(GatewayError::forbidden(
+                "this build token does not grant access to this build",
+            ));
         }
     }
     match db::builds::build_cancel(&st.pool, id).await? {
         Transition::Applied(b) => {
             metrics::counter!(freeagent_shared::metrics::CANCELS).increment(1);
-            if let Err(e) = st.nats.publish(subjects::cancel(id), bytes::Bytes::new()).await {
+            if let Err(e) = st
+                .nats
+                .publish(subjects::cancel(id), bytes::Bytes::new())
+                .await
+            {
                 tracing::warn!(build_id = %id, error = %e, "could not send the cancel message; the worker stops at its next heartbeat");
             }
-            let event = StatusEvent { build_id: id, attempt: b.attempt, status: BuildStatus::Cancelled, at: chrono::Utc::now() };
-            let _ = st.nats.publish(subjects::events(id), wire::encode(&event).into()).await;
+            let event = StatusEvent {
+                build_id: id,
+                attempt: b.attempt,
+                status: BuildStatus::Cancelled,
+                at: chrono::Utc::now(),
+            };
+            let _ = st
+                .nats
+                .publish(subjects::events(id), wire::encode(&event).into())
+                .await;
             tracing::info!(build_id = %id, "build cancelled");
             Ok(Json(json!({"id": id, "status": "cancelled"})))
         }
-        Transition::Stale(c) => Err(GatewayError::new(ErrorCode::BuildAlreadyFinished, "Build already finished").hint(format!("the build is {}", c.status))),
+        Transition::Stale(c) => Err(GatewayError::new(
+            ErrorCode::BuildAlreadyFinished,
+            "Build already finished",
+        )
+        .hint(format!("the build is {}", c.status))),
         Transition::NotFound => Err(GatewayError::not_found("build")),
     }
 }

@@ -22,11 +22,14 @@ pub async fn health(State(st): State<AppState>) -> Result<Json<Value>> {
         Some((scheme, _)) if scheme != "file" => scheme.to_owned(),
         _ => "local".to_owned(),
     };
-    let queues: Vec<Value> = db::builds::build_queue_depths(&st.pool, super::workers::OFFLINE_AFTER_SECS)
-        .await?
-        .into_iter()
-        .map(|q| json!({"queue": q.queue, "pending": q.pending, "live_workers": q.live_workers}))
-        .collect();
+    let queues: Vec<Value> =
+        db::builds::build_queue_depths(&st.pool, super::workers::OFFLINE_AFTER_SECS)
+            .await?
+            .into_iter()
+            .map(
+                |q| json!({"queue": q.queue, "pending": q.pending, "live_workers": q.live_workers}),
+            )
+            .collect();
     Ok(Json(json!({
         "status": "ok",
         "queues": queues,

@@ -149,9 +149,16 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, id: BuildId, p: &mut Part
             }
             "timeout" => {
                 let t = multipart::text(field, "timeout", TEXT_LIMIT).await?;
-                let n: i32 = t.trim().parse().ok().filter(|n| (1..=MAX_TIMEOUT_SECS).contains(n)).ok_or_else(|| {
-                    GatewayError::bad_request(format!("timeout must be a number of seconds from 1 to {MAX_TIMEOUT_SECS}"))
-                })?;
+                let n: i32 = t
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_TIMEOUT_SECS).contains(n))
+                    .ok_or_else(|| {
+                        GatewayError::bad_request(format!(
+                            "timeout must be a number of seconds from 1 to {MAX_TIMEOUT_SECS}"
+                        ))
+                    })?;
                 p.timeout_secs = Some(n);
             }
             "retry_on_failure" => {
@@ -159,7 +166,11 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, id: BuildId, p: &mut Part
                 p.retry_on_failure = Some(match t.trim() {
                     "true" | "1" => true,
                     "false" | "0" => false,
-                    _ => return Err(GatewayError::bad_request("retry_on_failure must be true or false")),
+                    _ => {
+                        return Err(GatewayError::bad_request(
+                            "retry_on_failure must be true or false",
+                        ));
+                    }
                 });
             }
             // Unknown parts are dropped unread.

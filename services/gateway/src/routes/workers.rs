@@ -6,8 +6,8 @@ use crate::auth::{self, SCOPE_ADMIN, SCOPE_READ, SCOPE_WORKER};
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -71,14 +71,31 @@ pub async fn register(
         None => platforms.clone(),
         Some(serde_json::Value::Array(list)) => list
             .iter()
-            .map(|q| q.as_str().and_then(|s| QueueName::parse(s).ok()).map(|q| q.as_str().to_owned()))
+            .map(|q| {
+                q.as_str()
+                    .and_then(|s| QueueName::parse(s).ok())
+                    .map(|q| q.as_str().to_owned())
+            })
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| GatewayError::bad_request("capabilities.queues must list queue names (a-z, 0-9, '-', '_')"))?,
-        Some(_) => return Err(GatewayError::bad_request("capabilities.queues must be a list")),
+            .ok_or_else(|| {
+                GatewayError::bad_request(
+                    "capabilities.queues must list queue names (a-z, 0-9, '-', '_')",
+                )
+            })?,
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "capabilities.queues must be a list",
+            ));
+        }
     };
     let max_concurrent = match caps.get("max_concurrent_builds") {
         None => 1,
-        Some(v) => v.as_i64().filter(|n| (1..=1024).contains(n)).ok_or_else(|| GatewayError::bad_request("capabilities.max_concurrent_builds must be 1 to 1024"))? as i32,
+        Some(v) => v
+            .as_i64()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| {
+                GatewayError::bad_request("capabilities.max_concurrent_builds must be 1 to 1024")
+            })? as i32,
     };
     let id = match &req.id {
         None => WorkerId::new(),
@@ -139,7 +156,10 @@ pub async fn register(
 pub const OFFLINE_AFTER_SECS: f64 = 30.0;
 
 /// `GET /api/workers`: the registry, with each worker's status as of now and its builds.
-pub async fn list(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>> {
+pub async fn list(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>> {
     auth::require_api_key(&st, &headers, SCOPE_READ).await?;
     let workers = db::workers::worker_list(&st.pool, OFFLINE_AFTER_SECS).await?;
     let workers: Vec<_> = workers
@@ -160,10 +180,16 @@ pub async fn list(State(st): State<AppState>, headers: HeaderMap) -> Result<Json
 }
 
 /// `POST /api/workers/:id/drain`: the worker gets no new build; its running builds finish.
-pub async fn drain(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {
+pub async fn drain(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
     auth::require_api_key(&st, &headers, SCOPE_ADMIN).await?;
     let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
-    let w = db::workers::worker_drain(&st.pool, id).await?.ok_or_else(|| GatewayError::not_found("worker"))?;
+    let w = db::workers::worker_drain(&st.pool, id)
+        .await?
+        .ok_or_else(|| GatewayError::not_found("worker"))?;
     tracing::info!(worker_id = %id, "worker draining");
     Ok(Json(json!({"id": w.id, "status": "draining"})))
 }

@@ -210,8 +210,16 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
-pub async fn build_attempts(db: impl PgExecutor<'_>, id: BuildId) -> Result<Vec<AttemptRecord>, Error> {
-    Ok(sqlx::query_as::<_, AttemptRecord>("SELECT * FROM build_attempts WHERE build_id = $1 ORDER BY attempt").bind(id).fetch_all(db).await?)
+pub async fn build_attempts(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+) -> Result<Vec<AttemptRecord>, Error> {
+    Ok(sqlx::query_as::<_, AttemptRecord>(
+        "SELECT * FROM build_attempts WHERE build_id = $1 ORDER BY attempt",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?)
 }
 
 /// Builds currently assigned to or running on a worker.
@@ -236,10 +244,13 @@ pub struct QueueDepth {
 }
 
 /// `live_within_secs`: a worker seen this recently counts as live.
-pub async fn build_queue_depths(db: impl PgExecutor<'_>, live_within_secs: f64) -> Result<Vec<QueueDepth>, Error> {
+pub async fn build_queue_depths(
+    db: impl PgExecutor<'_>,
+    live_within_secs: f64,
+) -> Result<Vec<QueueDepth>, Error> {
     Ok(sqlx::query_as::<_, QueueDepth>(
         "SELECT q.queue, q.pending, \
-             (SELECT count(*) FROM workers w WHERE q.queue = ANY(w.queues) AND w.status <> 'offline' \
+             (SELECT count(*) FROM workers w WHERE q.queue = ANY(w.queues) AND w.status NOT IN ('offline', 'draining') \
                 AND w.last_seen_at > now() - make_interval(secs => $1)) AS live_workers \
          FROM (SELECT queue, count(*) AS pending FROM builds WHERE status = 'pending' GROUP BY queue) q \
          ORDER BY q.queue",

@@ -22,7 +22,13 @@ pub struct Backoff {
 /// The SQL of the backoff for a row's current attempt (parameters `$base`, `$cap` by position).
 macro_rules! backoff_sql {
     ($base:literal, $cap:literal) => {
-        concat!("make_interval(secs => least(", $cap, ", ", $base, " * power(2, greatest(b.attempt, 1) - 1)) * (0.8 + random() * 0.4))")
+        concat!(
+            "make_interval(secs => least(",
+            $cap,
+            ", ",
+            $base,
+            " * power(2, greatest(b.attempt, 1) - 1)) * (0.8 + random() * 0.4))"
+        )
     };
 }
 
@@ -39,7 +45,11 @@ pub struct Dispatched {
 /// JetStream, or whose dispatch went unclaimed for `redispatch_after_secs`; bumps their attempt.
 /// Row locks (`SKIP LOCKED`) partition the work between scheduler replicas. The caller publishes
 /// each one and commits only after the publish acks.
-pub async fn build_dispatch_batch(tx: &mut Transaction<'_, Postgres>, limit: i64, redispatch_after_secs: f64) -> Result<Vec<Dispatched>, Error> {
+pub async fn build_dispatch_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+    redispatch_after_secs: f64,
+) -> Result<Vec<Dispatched>, Error> {
     Ok(sqlx::query_as::<_, Dispatched>(
         "WITH due AS ( \
              SELECT id FROM builds \
@@ -58,10 +68,19 @@ pub async fn build_dispatch_batch(tx: &mut Transaction<'_, Postgres>, limit: i64
 }
 
 async fn current(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Current>, Error> {
-    Ok(sqlx::query_as::<_, Current>("SELECT status, attempt, worker_id FROM builds WHERE id = $1").bind(id).fetch_optional(db).await?)
+    Ok(
+        sqlx::query_as::<_, Current>("SELECT status, attempt, worker_id FROM builds WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
-async fn outcome<T>(db: impl PgExecutor<'_>, id: BuildId, applied: Option<T>) -> Result<Transition<T>, Error> {
+async fn outcome<T>(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    applied: Option<T>,
+) -> Result<Transition<T>, Error> {
     Ok(match applied {
         Some(row) => Transition::Applied(row),
         None => match current(db, id).await? {
@@ -118,7 +137,11 @@ pub struct Renewed {
 
 /// Renews the leases of many holders in one statement (the first heartbeat of each build moves
 /// it `assigned → building`). Beats whose guard failed are absent from the result.
-pub async fn build_heartbeat_batch(db: impl PgExecutor<'_>, beats: &[Beat], lease_secs: f64) -> Result<Vec<Renewed>, Error> {
+pub async fn build_heartbeat_batch(
+    db: impl PgExecutor<'_>,
+    beats: &[Beat],
+    lease_secs: f64,
+) -> Result<Vec<Renewed>, Error> {
     let ids: Vec<BuildId> = beats.iter().map(|b| b.id).collect();
     let attempts: Vec<Attempt> = beats.iter().map(|b| b.attempt).collect();
     let workers: Vec<WorkerId> = beats.iter().map(|b| b.worker).collect();
@@ -143,19 +166,33 @@ pub async fn build_heartbeat_batch(db: impl PgExecutor<'_>, beats: &[Beat], leas
 }
 
 /// What a refused beat saw, for each id (absent ids do not exist).
-pub async fn build_current_many(db: impl PgExecutor<'_>, ids: &[BuildId]) -> Result<Vec<(BuildId, Current)>, Error> {
+pub async fn build_current_many(
+    db: impl PgExecutor<'_>,
+    ids: &[BuildId],
+) -> Result<Vec<(BuildId, Current)>, Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         id: BuildId,
         #[sqlx(flatten)]
         current: Current,
     }
-    let rows = sqlx::query_as::<_, Row>("SELECT id, status, attempt, worker_id FROM builds WHERE id = ANY($1)").bind(ids).fetch_all(db).await?;
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT id, status, attempt, worker_id FROM builds WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.current)).collect())
 }
 
 /// `assigned | building → completed`, recording the artifact storage wrote.
-pub async fn build_complete(db: impl PgExecutor<'_> + Copy, id: BuildId, attempt: Attempt, worker: WorkerId, result: &NewObject) -> Result<Transition<Build>, Error> {
+pub async fn build_complete(
+    db: impl PgExecutor<'_> + Copy,
+    id: BuildId,
+    attempt: Attempt,
+    worker: WorkerId,
+    result: &NewObject,
+) -> Result<Transition<Build>, Error> {
     let row = sqlx::query_as::<_, Build>(returning_build!(
         "UPDATE builds SET status = 'completed', result_key = $4, result_size = $5, result_sha256 = $6, \
          started_at = COALESCE(started_at, now()), completed_at = now(), lease_expires_at = NULL, progress = 100, \
@@ -177,7 +214,14 @@ pub async fn build_complete(db: impl PgExecutor<'_> + Copy, id: BuildId, attempt
 
 /// `assigned | building → failed` with the worker's error — or back to `pending` after a
 /// backoff when the build asked for retries of failed commands and has attempts left.
-pub async fn build_fail(db: impl PgExecutor<'_> + Copy, id: BuildId, attempt: Attempt, worker: WorkerId, error: &str, backoff: Backoff) -> Result<Transition<Build>, Error> {
+pub async fn build_fail(
+    db: impl PgExecutor<'_> + Copy,
+    id: BuildId,
+    attempt: Attempt,
+    worker: WorkerId,
+    error: &str,
+    backoff: Backoff,
+) -> Result<Transition<Build>, Error> {
     let row = sqlx::query_as::<_, Build>(returning_build!(
         ("UPDATE builds b SET \
              status = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts THEN 'pending' ELSE 'failed' END, \
@@ -204,7 +248,14 @@ pub async fn build_fail(db: impl PgExecutor<'_> + Copy, id: BuildId, attempt: At
 
 /// The holder gives a build back (worker shutting down, unregistering): `pending` after a
 /// backoff, or `failed` when its attempts are used up.
-pub async fn build_abandon(db: impl PgExecutor<'_> + Copy, id: BuildId, attempt: Attempt, worker: WorkerId, reason: &str, backoff: Backoff) -> Result<Transition<Build>, Error> {
+pub async fn build_abandon(
+    db: impl PgExecutor<'_> + Copy,
+    id: BuildId,
+    attempt: Attempt,
+    worker: WorkerId,
+    reason: &str,
+    backoff: Backoff,
+) -> Result<Transition<Build>, Error> {
     let row = sqlx::query_as::<_, Build>(returning_build!(
         ("UPDATE builds b SET \
              status = CASE WHEN b.attempt >= b.max_attempts THEN 'failed' ELSE 'pending' END, \
@@ -231,7 +282,10 @@ pub async fn build_abandon(db: impl PgExecutor<'_> + Copy, id: BuildId, attempt:
 }
 
 /// Any non-terminal status → `cancelled`. The returned build names the worker to stop, if any.
-pub async fn build_cancel(db: impl PgExecutor<'_> + Copy, id: BuildId) -> Result<Transition<Build>, Error> {
+pub async fn build_cancel(
+    db: impl PgExecutor<'_> + Copy,
+    id: BuildId,
+) -> Result<Transition<Build>, Error> {
     let row = sqlx::query_as::<_, Build>(returning_build!(
         "UPDATE builds SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL, dispatched_at = NULL, \
          error_message = 'cancelled', updated_at = now() \
@@ -256,7 +310,11 @@ pub struct Moved {
 
 /// Expired leases: back to `pending` (a new attempt is dispatched after the backoff), or
 /// `failed` once `max_attempts` were used. Safe on many replicas (`SKIP LOCKED`).
-pub async fn build_rescue_expired(db: impl PgExecutor<'_>, limit: i64, backoff: Backoff) -> Result<Vec<Moved>, Error> {
+pub async fn build_rescue_expired(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+    backoff: Backoff,
+) -> Result<Vec<Moved>, Error> {
     Ok(sqlx::query_as::<_, Moved>(concat!(
         "WITH expired AS ( \
              SELECT id, worker_id AS lost_worker FROM builds WHERE status IN ('assigned', 'building') AND lease_expires_at < now() \

@@ -1,0 +1,450 @@
+//! Cancel, timeouts, retries, lost workers, graceful hand-back and drain, with the real binaries
+//! and three scheduler replicas.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::freeagent_shared::db;
+use freeagent_tests::freeagent_shared::ids::Attempt;
+use freeagent_tests::freeagent_shared::subjects;
+use freeagent_tests::freeagent_shared::testing::wait;
+use freeagent_tests::freeagent_shared::wire::*;
+use freeagent_tests::{API_KEY, Farm, FarmOpts, pack, project};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn opts(workers: usize) -> FarmOpts {
+    FarmOpts {
+        workers,
+        schedulers: 3,
+        ..Default::default()
+    }
+}
+
+/// A project whose command records its pid in `dir/pid` and then sleeps.
+fn sleeper(pid_dir: &Path) -> tempfile::TempDir {
+    project(&format!(
+        "echo started\necho $$ > {}/pid.tmp && mv {0}/pid.tmp {0}/pid\nexec sleep 60\n",
+        pid_dir.display()
+    ))
+}
+
+async fn wait_pid(pid_dir: &Path) -> i32 {
+    wait::until(
+        "the build command to start",
+        Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(pid_dir.join("pid"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        },
+    )
+    .await
+}
+
+/// Whether a process exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+async fn wait_gone(pid: i32, within: Duration) -> Duration {
+    let started = Instant::now();
+    while alive(pid) {
+        assert!(
+            started.elapsed() < within,
+            "process {pid} still running after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+fn result_objects(farm: &Farm) -> usize {
+    fn walk(p: &Path) -> usize {
+        std::fs::read_dir(p)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            walk(&e.path())
+                        } else {
+                            usize::from(e.path().to_string_lossy().contains("/attempts/"))
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&farm.data.path().join("objects"))
+}
+
+async fn cancel(farm: &Farm, id: &str, delete: bool) -> reqwest::Response {
+    let req = if delete {
+        farm.http
+            .delete(format!("{}/api/builds/{id}", farm.gateway))
+    } else {
+        farm.http
+            .post(format!("{}/api/builds/{id}/cancel", farm.gateway))
+    };
+    req.header("x-api-key", API_KEY).send().await.unwrap()
+}
+
+async fn submit_with(farm: &Farm, dir: &Path, parts: &[(&str, &str)]) -> String {
+    let mut form = reqwest::multipart::Form::new()
+        .text("platform", "android")
+        .part(
+            "source",
+            reqwest::multipart::Part::bytes(pack(dir)).file_name("s.tar.gz"),
+        );
+    for (k, v) in parts {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    let r = farm
+        .http
+        .post(format!("{}/api/builds", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_works_from_pending_assigned_and_running() {
+    let farm = Farm::start(opts(0)).await;
+    let pids = tempfile::tempdir().unwrap();
+    let dir = sleeper(pids.path());
+
+    // Pending: nobody serves the queue yet.
+    let pending = farm.submit_dir(dir.path(), "ios").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = cancel(&farm, &pending, false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"id": pending, "status": "cancelled"})
+    );
+    let again = cancel(&farm, &pending, true).await;
+    assert_eq!(again.status(), 400);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        "Build already finished"
+    );
+
+    // Assigned: a worker (speaking NATS by hand) claimed it and has not started.
+    let w = farm.register_worker("hand", &["ios"]).await;
+    let assigned = farm.submit_dir(dir.path(), "ios").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = assigned.parse().unwrap();
+    wait::until("dispatch", Duration::from_secs(20), || async {
+        db::builds::build_get(&farm.db.pool, id)
+            .await
+            .unwrap()
+            .filter(|b| b.dispatched_at.is_some())
+    })
+    .await;
+    let grant: ClaimReply = farm
+        .rpc(
+            subjects::CLAIM,
+            &ClaimRequest {
+                build_id: id,
+                attempt: Attempt::new(1).unwrap(),
+                worker: w.clone(),
+            },
+        )
+        .await;
+    assert!(matches!(grant, ClaimReply::Granted(_)), "{grant:?}");
+    assert_eq!(farm.get_build(&assigned).await["status"], "assigned");
+    assert_eq!(cancel(&farm, &assigned, true).await.status(), 200);
+    let hb: HeartbeatReply = farm
+        .rpc(
+            subjects::HEARTBEAT,
+            &HeartbeatRequest {
+                build_id: id,
+                attempt: Attempt::new(1).unwrap(),
+                worker: w.clone(),
+                progress: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            hb,
+            HeartbeatReply::Stop {
+                reason: NotYours::Finished,
+                ..
+            }
+        ),
+        "{hb:?}"
+    );
+
+    // Running: a real worker runs the command; cancel ends its process group within 2 s.
+    let mut farm = farm;
+    farm.spawn_worker(0);
+    let running = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = wait_pid(pids.path()).await;
+    assert!(alive(pid));
+    assert_eq!(farm.get_build(&running).await["status"], "building");
+    assert_eq!(cancel(&farm, &running, false).await.status(), 200);
+    let took = wait_gone(pid, Duration::from_secs(2)).await;
+    eprintln!("cancelled command gone after {took:?}");
+    for id in [&pending, &assigned, &running] {
+        assert_eq!(farm.get_build(id).await["status"], "cancelled");
+    }
+    // Give the worker a moment to have uploaded anything it (wrongly) would.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        result_objects(&farm),
+        0,
+        "a cancelled build stored an artifact"
+    );
+    let attempts = db::builds::build_attempts(&farm.db.pool, running.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome.as_deref(), Some("cancelled"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_past_its_timeout_fails_and_its_process_stops() {
+    let farm = Farm::start(opts(1)).await;
+    let pids = tempfile::tempdir().unwrap();
+    let dir = sleeper(pids.path());
+    let id = submit_with(&farm, dir.path(), &[("timeout", "2")]).await;
+    let pid = wait_pid(pids.path()).await;
+    let b = farm.wait_terminal(&id, Duration::from_secs(30)).await;
+    assert_eq!(b["status"], "failed");
+    assert!(
+        b["error_message"].as_str().unwrap().contains("timed out"),
+        "{b}"
+    );
+    wait_gone(pid, Duration::from_secs(5)).await;
+    let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("timed_out"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_commands_retry_only_when_the_build_asks() {
+    let farm = Farm::start(opts(1)).await;
+    let dir = project("echo \"attempt $FREEAGENT_ATTEMPT\"\nexit 1\n");
+    let plain = submit_with(&farm, dir.path(), &[]).await;
+    let retried = submit_with(
+        &farm,
+        dir.path(),
+        &[("retry_on_failure", "true"), ("max_attempts", "3")],
+    )
+    .await;
+    for (id, runs) in [(&plain, 1), (&retried, 3)] {
+        let b = farm.wait_terminal(id, Duration::from_secs(60)).await;
+        assert_eq!(b["status"], "failed");
+        assert_eq!(b["attempt"], runs);
+        let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(attempts.len(), runs as usize);
+        assert!(
+            attempts
+                .iter()
+                .all(|a| a.outcome.as_deref() == Some("failed") && a.ended_at.is_some())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_whose_every_attempt_loses_its_worker_fails_after_max_attempts() {
+    let mut farm = Farm::start(FarmOpts {
+        workers: 0,
+        schedulers: 3,
+        lease: "1s",
+        ..Default::default()
+    })
+    .await;
+    let pids = tempfile::tempdir().unwrap();
+    let dir = sleeper(pids.path());
+    let id = submit_with(&farm, dir.path(), &[("max_attempts", "2")]).await;
+    for i in 0..2 {
+        let _ = std::fs::remove_file(pids.path().join("pid"));
+        farm.spawn_worker(i);
+        let pid = wait_pid(pids.path()).await;
+        farm.kill(&format!("worker-{i}"));
+        // The orphaned command is not the test's concern here.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let b = farm.wait_terminal(&id, Duration::from_secs(30)).await;
+    assert_eq!(b["status"], "failed");
+    assert_eq!(b["attempt"], 2);
+    assert!(
+        b["error_message"].as_str().unwrap().contains("worker lost"),
+        "{b}"
+    );
+    let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| a.outcome.as_deref().unwrap())
+            .collect::<Vec<_>>(),
+        ["lost", "lost"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_a_worker_hands_its_build_back() {
+    let mut farm = Farm::start(FarmOpts {
+        workers: 1,
+        schedulers: 3,
+        extra_env: vec![("FREEAGENT_SHUTDOWN_GRACE".into(), "500ms".into())],
+        ..Default::default()
+    })
+    .await;
+    let pids = tempfile::tempdir().unwrap();
+    // The first attempt sleeps; the second finishes at once.
+    let dir = project(&format!(
+        "if [ \"$FREEAGENT_ATTEMPT\" = 1 ]; then echo $$ > {0}/pid.tmp && mv {0}/pid.tmp {0}/pid; exec sleep 60; fi\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
+        pids.path().display()
+    ));
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = wait_pid(pids.path()).await;
+    let status = farm.signal_and_wait(
+        "worker-0",
+        nix::sys::signal::Signal::SIGTERM,
+        Duration::from_secs(10),
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker did not stop cleanly: {status:?}"
+    );
+    wait_gone(pid, Duration::from_secs(2)).await;
+    // Handed back at once: pending again well before the 30 s lease would have run out.
+    let back = Instant::now();
+    farm.spawn_worker(1);
+    let b = farm.wait_terminal(&id, Duration::from_secs(20)).await;
+    assert_eq!(b["status"], "completed");
+    assert_eq!(b["attempt"], 2);
+    assert!(back.elapsed() < Duration::from_secs(20));
+    let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("abandoned"));
+    assert_eq!(attempts[1].outcome.as_deref(), Some("completed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_worker_takes_no_new_build_and_idle_queues_show() {
+    let farm = Farm::start(opts(1)).await;
+    let workers = |farm: &Farm| {
+        let (http, url) = (farm.http.clone(), format!("{}/api/workers", farm.gateway));
+        async move {
+            http.get(url)
+                .header("x-api-key", API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let w = wait::until(
+        "the worker to register and report",
+        Duration::from_secs(20),
+        || async {
+            let list = workers(&farm).await;
+            list["workers"]
+                .as_array()
+                .unwrap()
+                .first()
+                .filter(|w| w["status"] == "idle")
+                .cloned()
+        },
+    )
+    .await;
+    let wid = w["id"].as_str().unwrap().to_owned();
+    // Only admins drain.
+    let r = farm
+        .http
+        .post(format!("{}/api/workers/{wid}/drain", farm.gateway))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = farm
+        .http
+        .post(format!("{}/api/workers/{wid}/drain", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(workers(&farm).await["workers"][0]["status"], "draining");
+    let r = farm
+        .http
+        .post(format!(
+            "{}/api/workers/{}/drain",
+            farm.gateway,
+            uuid::Uuid::now_v7()
+        ))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let dir = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        farm.get_build(&id).await["status"],
+        "pending",
+        "a draining worker took a build"
+    );
+    // The queue has work and no live worker: /health says so.
+    let health: Value = farm
+        .http
+        .get(format!("{}/health", farm.gateway))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queue = health["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "android")
+        .cloned()
+        .unwrap();
+    assert_eq!(queue["pending"], 1);
+    assert_eq!(queue["live_workers"], 0);
+}
