@@ -257,6 +257,21 @@ impl Farm {
             .map(|p| p.child.id())
     }
 
+    /// Every log line, of every process, that mentions `needle` (for failure messages).
+    pub fn trace(&self, needle: &str) -> String {
+        let mut out = String::new();
+        for p in &self.procs {
+            for line in std::fs::read_to_string(&p.log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(needle))
+            {
+                out.push_str(&format!("[{}] {line}\n", p.name));
+            }
+        }
+        out
+    }
+
     pub fn log_of(&self, name: &str) -> String {
         self.procs
             .iter()

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_DISPATCH_BATCH: i64 = 256;
+/// Dispatched-but-unclaimed builds allowed per queue: about the queue's fleet capacity.
+pub const DEFAULT_DISPATCH_WINDOW: i64 = 64;
 pub const DEFAULT_REDISPATCH_AFTER: Duration = Duration::from_secs(60);
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
@@ -27,6 +29,8 @@ pub struct SchedulerConfig {
     /// A claim or heartbeat keeps a build for this long.
     pub lease: Duration,
     pub dispatch_batch: i64,
+    /// Builds of one queue that may wait in JetStream unclaimed; the rest wait in Postgres.
+    pub dispatch_window: i64,
     /// A dispatch nobody claimed within this is dispatched again under a new attempt.
     pub redispatch_after: Duration,
     /// How often the dispatcher and rescuer run without a wake-up.
@@ -63,6 +67,12 @@ impl SchedulerConfig {
             dispatch_batch: config::parse(
                 "FREEAGENT_DISPATCH_BATCH",
                 DEFAULT_DISPATCH_BATCH,
+                "a positive number",
+            )?
+            .max(1),
+            dispatch_window: config::parse(
+                "FREEAGENT_DISPATCH_WINDOW",
+                DEFAULT_DISPATCH_WINDOW,
                 "a positive number",
             )?
             .max(1),
@@ -108,6 +118,7 @@ impl SchedulerConfig {
             signing_secret: secret.into(),
             lease: DEFAULT_LEASE,
             dispatch_batch: DEFAULT_DISPATCH_BATCH,
+            dispatch_window: DEFAULT_DISPATCH_WINDOW,
             redispatch_after: DEFAULT_REDISPATCH_AFTER,
             tick: DEFAULT_TICK,
             retry_backoff: DEFAULT_RETRY_BACKOFF,

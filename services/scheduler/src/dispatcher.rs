@@ -29,6 +29,7 @@ pub struct Dispatcher {
     pub js: async_nats::jetstream::Context,
     pub batch: i64,
     pub redispatch_after: Duration,
+    pub window: i64,
 }
 
 impl Dispatcher {
@@ -39,6 +40,7 @@ impl Dispatcher {
             &mut tx,
             self.batch,
             self.redispatch_after.as_secs_f64(),
+            self.window,
         )
         .await?;
         if batch.is_empty() {

@@ -122,6 +122,7 @@ impl App {
             js,
             batch: c.dispatch_batch,
             redispatch_after: c.redispatch_after,
+            window: c.dispatch_window,
         };
         let rescuer = rescuer::Rescuer {
             pool: self.pool.clone(),

@@ -21,8 +21,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long one pull waits for a dispatch before asking again.
+/// How long one pull waits for a dispatch before asking again. A worker serving several queues
+/// holds its free slot while it waits on one queue, so it waits briefly and lets the next
+/// queue's puller have the slot (the semaphore is fair: the queues take turns).
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+const PULL_EXPIRES_SHARED: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct Agent {
@@ -135,6 +138,11 @@ impl Agent {
             }
         };
         tracing::info!(%queue, "taking builds");
+        let expires = if self.config.queues.len() > 1 {
+            PULL_EXPIRES_SHARED
+        } else {
+            PULL_EXPIRES
+        };
         loop {
             if self.draining.load(Ordering::SeqCst) {
                 tokio::select! {
@@ -149,7 +157,7 @@ impl Agent {
             };
             let batch = tokio::select! {
                 _ = stop.cancelled() => return,
-                b = consumer.batch().max_messages(1).expires(PULL_EXPIRES).messages() => b,
+                b = consumer.batch().max_messages(1).expires(expires).messages() => b,
             };
             let mut batch = match batch {
                 Ok(b) => b,

@@ -41,7 +41,6 @@ impl Job {
         // Every log line is acknowledged before the outcome is reported.
         drop(log);
         let lines = log_done.await.unwrap_or(0);
-        heartbeat.abort();
         cancel_watch.abort();
         metrics::counter!(freeagent_shared::metrics::WORKER_BUILDS, "outcome" => match &outcome {
             Outcome::Complete(_) => "completed",
@@ -63,6 +62,7 @@ impl Job {
                 self.agent.scheduler.abandon(&req).await
             }
             Outcome::Stopped => {
+                heartbeat.abort();
                 tracing::info!(lines, "build stopped; nothing reported");
                 return;
             }
@@ -85,6 +85,9 @@ impl Job {
                 self.agent.scheduler.fail(&req).await
             }
         };
+        // The lease is kept until the outcome is recorded: a report that has to be retried
+        // (a scheduler died with it) must not let the build be taken away meanwhile.
+        heartbeat.abort();
         match reply {
             Ok(FinishReply::Recorded { status }) => {
                 tracing::info!(%status, lines, "build reported")
@@ -208,7 +211,10 @@ impl Job {
         let every = Duration::from_millis(self.grant.heartbeat_interval_ms.max(100));
         async move {
             loop {
-                match scheduler.heartbeat(&req).await {
+                match scheduler
+                    .heartbeat(&req, every.max(Duration::from_secs(1)))
+                    .await
+                {
                     Ok(HeartbeatReply::Renewed { .. }) => {}
                     Ok(HeartbeatReply::Stop { reason, status }) => {
                         tracing::warn!(?reason, ?status, "lease lost; stopping the build");

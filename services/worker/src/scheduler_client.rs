@@ -12,6 +12,10 @@ use freeagent_shared::wire::{AbandonRequest, PresenceReply, PresenceRequest};
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::Duration;
 
+/// Longest wait for one reply. Every operation is idempotent (fenced by attempt), so a try
+/// that timed out is simply sent again.
+pub const TRY_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     #[error("no scheduler answered {subject}: {reason}")]
@@ -36,19 +40,29 @@ impl SchedulerClient {
         Self { nats }
     }
 
+    /// One try, bounded by `TRY_TIMEOUT`: a request that went to a scheduler that just died is
+    /// retried on another rather than waiting out the connection's request timeout.
     async fn once<Req: Serialize, Rep: DeserializeOwned>(
         &self,
         subject: &'static str,
         req: &Req,
     ) -> Result<Rep, RequestError> {
-        let msg = self
-            .nats
-            .request(subject, wire::encode(req).into())
-            .await
-            .map_err(|e| RequestError::Transport {
-                subject,
-                reason: e.to_string(),
-            })?;
+        let request = self.nats.request(subject, wire::encode(req).into());
+        let msg = match tokio::time::timeout(TRY_TIMEOUT, request).await {
+            Ok(Ok(msg)) => msg,
+            Ok(Err(e)) => {
+                return Err(RequestError::Transport {
+                    subject,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(RequestError::Transport {
+                    subject,
+                    reason: format!("no reply within {TRY_TIMEOUT:?}"),
+                });
+            }
+        };
         wire::decode(&msg.payload).map_err(|e| RequestError::Reply {
             subject,
             reason: e.to_string(),
@@ -79,8 +93,20 @@ impl SchedulerClient {
             .await
     }
 
-    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatReply, RequestError> {
-        self.once(subjects::HEARTBEAT, req).await
+    /// One try, bounded by `within`: a heartbeat that went to a scheduler that just died must
+    /// not hold up the next one (the lease would run out meanwhile).
+    pub async fn heartbeat(
+        &self,
+        req: &HeartbeatRequest,
+        within: Duration,
+    ) -> Result<HeartbeatReply, RequestError> {
+        match tokio::time::timeout(within, self.once(subjects::HEARTBEAT, req)).await {
+            Ok(r) => r,
+            Err(_) => Err(RequestError::Transport {
+                subject: subjects::HEARTBEAT,
+                reason: format!("no reply within {within:?}"),
+            }),
+        }
     }
 
     /// Outcomes are worth waiting for: the build's work is done.

@@ -41,28 +41,40 @@ pub struct Dispatched {
     pub queue: QueueName,
 }
 
-/// Takes up to `limit` due pending builds (priority, then age) that are not already waiting in
-/// JetStream, or whose dispatch went unclaimed for `redispatch_after_secs`; bumps their attempt.
-/// Row locks (`SKIP LOCKED`) partition the work between scheduler replicas. The caller publishes
-/// each one and commits only after the publish acks.
+/// Takes up to `limit` due pending builds (priority, then age) and bumps their attempt. A queue
+/// gets new dispatches only while fewer than `window` of its builds wait in JetStream
+/// unclaimed, so the backlog stays in Postgres where priority and cancel still apply. A dispatch
+/// unclaimed for `redispatch_after_secs` (lost message, deleted consumer) is taken again. Row
+/// locks (`SKIP LOCKED`) partition the work between replicas; the caller publishes each build and
+/// commits only after the publish acks.
 pub async fn build_dispatch_batch(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
     redispatch_after_secs: f64,
+    window: i64,
 ) -> Result<Vec<Dispatched>, Error> {
     Ok(sqlx::query_as::<_, Dispatched>(
-        "WITH due AS ( \
-             SELECT id FROM builds \
+        "WITH waiting AS ( \
+             SELECT queue, count(*) AS n FROM builds \
+             WHERE status = 'pending' AND dispatched_at >= now() - make_interval(secs => $2) \
+             GROUP BY queue), \
+         ranked AS ( \
+             SELECT id, queue, row_number() OVER (PARTITION BY queue ORDER BY priority DESC, submitted_at) AS rn \
+             FROM builds \
              WHERE status = 'pending' AND run_after <= now() \
-               AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => $2)) \
-             ORDER BY priority DESC, submitted_at \
-             LIMIT $1 FOR UPDATE SKIP LOCKED) \
+               AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => $2))), \
+         due AS ( \
+             SELECT b.id FROM builds b JOIN ranked r ON r.id = b.id LEFT JOIN waiting w ON w.queue = r.queue \
+             WHERE r.rn <= $3 - COALESCE(w.n, 0) \
+             ORDER BY b.priority DESC, b.submitted_at \
+             LIMIT $1 FOR UPDATE OF b SKIP LOCKED) \
          UPDATE builds b SET attempt = b.attempt + 1, dispatched_at = now(), updated_at = now() \
          FROM due WHERE b.id = due.id \
          RETURNING b.id, b.attempt, b.platform, b.queue",
     )
     .bind(limit)
     .bind(redispatch_after_secs)
+    .bind(window)
     .fetch_all(&mut **tx)
     .await?)
 }

@@ -1,0 +1,262 @@
+//! Exactly once through process and dependency failures: schedulers SIGKILLed again and again
+//! under load, NATS restarted mid-run, Postgres restarted mid-run. Every build must end exactly
+//! once, none lost, none run twice to completion. Also prints the recovery times the issue asks
+//! for (not asserted: speed is measured, never a test threshold).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::freeagent_shared::db;
+use freeagent_tests::freeagent_shared::status::BuildStatus;
+use freeagent_tests::freeagent_shared::testing::wait;
+use freeagent_tests::{Farm, FarmOpts, project};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A build that records each run that completes, by build id, in `runs/done`.
+fn recorder(runs: &Path) -> tempfile::TempDir {
+    project(&format!(
+        "echo \"$FREEAGENT_BUILD_ID\" > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\necho \"$FREEAGENT_BUILD_ID\" >> {}/done\n",
+        runs.display()
+    ))
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+async fn terminal_count(farm: &Farm) -> i64 {
+    let counts = db::builds::build_count_by_status(&farm.db.pool)
+        .await
+        .unwrap_or_default();
+    counts
+        .iter()
+        .filter(|(s, _)| s.is_terminal())
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Every build completed, with exactly one completed attempt, and its command finished once.
+async fn assert_exactly_once(farm: &Farm, ids: &[String], runs: &Path) {
+    let counts = db::builds::build_count_by_status(&farm.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        vec![(BuildStatus::Completed, ids.len() as i64)],
+        "every build must complete"
+    );
+    let mut done: HashMap<String, usize> = HashMap::new();
+    for line in std::fs::read_to_string(runs.join("done")).unwrap().lines() {
+        *done.entry(line.to_owned()).or_default() += 1;
+    }
+    for id in ids {
+        let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
+            .await
+            .unwrap();
+        let completed = attempts
+            .iter()
+            .filter(|a| a.outcome.as_deref() == Some("completed"))
+            .count();
+        assert_eq!(completed, 1, "build {id}: {attempts:?}");
+        if done.get(id).copied() != Some(1) {
+            panic!(
+                "build {id} ran to completion {:?} times\nattempts: {attempts:?}\n{}",
+                done.get(id),
+                farm.trace(id)
+            );
+        }
+    }
+    assert_eq!(done.len(), ids.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedulers_killed_again_and_again_lose_and_duplicate_nothing() {
+    let n: usize = std::env::var("FREEAGENT_CHAOS_BUILDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let mut farm = Farm::start(FarmOpts {
+        workers: 20,
+        schedulers: 3,
+        lease: "10s",
+        extra_env: env(&[
+            ("FREEAGENT_REDISPATCH_AFTER", "5s"),
+            ("FREEAGENT_DISPATCH_WINDOW", "32"),
+            ("RUST_LOG", "info,async_nats=warn"),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    let runs = tempfile::tempdir().unwrap();
+    let dir = recorder(runs.path());
+    let started = Instant::now();
+    let ids = farm.submit_many(dir.path(), "android", n, 16, &[]).await;
+    eprintln!("submitted {n} builds in {:?}", started.elapsed());
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while terminal_count(&farm).await < n as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "builds did not finish: {:?}",
+            db::builds::build_count_by_status(&farm.db.pool).await
+        );
+        let victim = format!("scheduler-{}", kills % 3);
+        farm.restart(&victim);
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    eprintln!(
+        "{n} builds through 3 schedulers and 20 workers in {:?}, with {kills} scheduler kills",
+        started.elapsed()
+    );
+    assert!(
+        kills >= 3,
+        "the run ended before the schedulers were killed"
+    );
+    assert_exactly_once(&farm, &ids, runs.path()).await;
+}
+
+async fn outage_run(private_postgres: bool, outage: impl FnOnce(&mut Farm)) {
+    let mut farm = Farm::start(FarmOpts {
+        workers: 4,
+        schedulers: 3,
+        private_postgres,
+        extra_env: env(&[
+            ("FREEAGENT_REDISPATCH_AFTER", "5s"),
+            ("FREEAGENT_DISPATCH_WINDOW", "32"),
+            ("RUST_LOG", "info,async_nats=warn"),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    let runs = tempfile::tempdir().unwrap();
+    let dir = recorder(runs.path());
+    let n = 200;
+    let ids = farm.submit_many(dir.path(), "android", n, 8, &[]).await;
+    wait::until("some builds to finish", Duration::from_secs(20), || async {
+        (terminal_count(&farm).await >= 20).then_some(())
+    })
+    .await;
+    let before = terminal_count(&farm).await;
+    outage(&mut farm);
+    eprintln!("outage with {before} of {n} builds finished");
+    wait::until(
+        "every build to finish",
+        Duration::from_secs(300),
+        || async { (terminal_count(&farm).await >= n as i64).then_some(()) },
+    )
+    .await;
+    assert_exactly_once(&farm, &ids, runs.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_run_loses_and_duplicates_nothing() {
+    outage_run(false, |farm| {
+        farm.nats.stop();
+        std::thread::sleep(Duration::from_secs(1));
+        futures::executor::block_on(farm.nats.restart());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_run_loses_and_duplicates_nothing() {
+    outage_run(true, |farm| {
+        let pg = farm.pg.as_ref().unwrap();
+        pg.stop();
+        std::thread::sleep(Duration::from_secs(1));
+        pg.start_again();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_times() {
+    // A scheduler restarted with pending builds: time from its start to the first dispatch.
+    let mut farm = Farm::start(FarmOpts {
+        workers: 0,
+        schedulers: 1,
+        ..Default::default()
+    })
+    .await;
+    farm.kill("scheduler-0");
+    let dir = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+    let ids = farm.submit_many(dir.path(), "android", 50, 8, &[]).await;
+    let first: freeagent_tests::freeagent_shared::ids::BuildId = ids[0].parse().unwrap();
+    let restarted = Instant::now();
+    farm.restart("scheduler-0");
+    wait::until(
+        "the first dispatch after restart",
+        Duration::from_secs(30),
+        || async {
+            let counts = db::builds::build_list(
+                &farm.db.pool,
+                &db::builds::ListFilter {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .ok()?;
+            counts
+                .iter()
+                .any(|b| b.dispatched_at.is_some())
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "scheduler restart -> first dispatch: {:?}",
+        restarted.elapsed()
+    );
+    let _ = first;
+
+    // A lost worker: time from its lease running out to the build running again elsewhere.
+    let mut farm = Farm::start(FarmOpts {
+        workers: 1,
+        lease: "2s",
+        ..Default::default()
+    })
+    .await;
+    let pids = tempfile::tempdir().unwrap();
+    let dir = project(&format!(
+        "if [ \"$FREEAGENT_ATTEMPT\" = 1 ]; then echo $$ > {0}/pid.tmp && mv {0}/pid.tmp {0}/pid; exec sleep 60; fi\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
+        pids.path().display()
+    ));
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid: i32 = wait::until("attempt 1 to run", Duration::from_secs(30), || async {
+        std::fs::read_to_string(pids.path().join("pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await;
+    let lease_end = db::builds::build_get(&farm.db.pool, id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    farm.kill("worker-0");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    farm.spawn_worker(1);
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed");
+    let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
+        .await
+        .unwrap();
+    // The lease the killed worker last renewed ran out at most one heartbeat interval after the
+    // read above; the second claim is when the build ran again.
+    let expired = lease_end.lease_expires_at.unwrap();
+    let again = attempts[1].claimed_at;
+    eprintln!(
+        "lost lease -> running again: {} ms (lease 2 s, tick 200 ms, backoff 200 ms ±20 %)",
+        (again - expired).num_milliseconds()
+    );
+}
