@@ -21,6 +21,8 @@ pub struct Health {
 
 impl Health {
     pub fn new() -> Self {
+        // Install the recorder now: anything recorded before it would be lost.
+        let _ = crate::metrics::handle();
         Self::default()
     }
 

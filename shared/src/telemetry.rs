@@ -25,6 +25,7 @@ pub fn init(service: &str) {
     } else {
         builder.try_init()
     };
+    let _ = crate::metrics::handle();
     if result.is_ok() {
         tracing::debug!(service, "telemetry initialised");
     }

@@ -130,7 +130,12 @@ pub enum ClaimReply {
         reason: NotYours,
         status: Option<BuildStatus>,
     },
+    /// The request was malformed or cannot succeed as sent.
     Error {
+        message: String,
+    },
+    /// The scheduler could not handle it now (its database is down): send it again.
+    Unavailable {
         message: String,
     },
 }
@@ -149,17 +154,16 @@ pub struct HeartbeatRequest {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum HeartbeatReply {
     /// The lease is renewed; keep going.
-    Renewed {
-        lease_expires_at: DateTime<Utc>,
-    },
+    Renewed { lease_expires_at: DateTime<Utc> },
     /// Stop the build and upload nothing: the lease is gone.
     Stop {
         reason: NotYours,
         status: Option<BuildStatus>,
     },
-    Error {
-        message: String,
-    },
+    /// The request was malformed or cannot succeed as sent.
+    Error { message: String },
+    /// The scheduler could not handle it now (its database is down): send it again.
+    Unavailable { message: String },
 }
 
 /// What storage said about an object it wrote, with its signed receipt.
@@ -200,7 +204,12 @@ pub enum FinishReply {
         reason: NotYours,
         status: Option<BuildStatus>,
     },
+    /// The request was malformed or cannot succeed as sent.
     Error {
+        message: String,
+    },
+    /// The scheduler could not handle it now (its database is down): send it again.
+    Unavailable {
         message: String,
     },
 }
@@ -234,10 +243,31 @@ pub enum PresenceReply {
     NotYours {
         reason: NotYours,
     },
+    /// The request was malformed or cannot succeed as sent.
     Error {
         message: String,
     },
+    /// The scheduler could not handle it now (its database is down): send it again.
+    Unavailable {
+        message: String,
+    },
 }
+
+/// Replies that say "try again": the worker's client retries these like a lost request.
+pub trait RetryLater {
+    fn is_unavailable(&self) -> bool;
+}
+
+macro_rules! retry_later {
+    ($($t:ty),*) => {$(
+        impl RetryLater for $t {
+            fn is_unavailable(&self) -> bool {
+                matches!(self, Self::Unavailable { .. })
+            }
+        }
+    )*};
+}
+retry_later!(ClaimReply, HeartbeatReply, FinishReply, PresenceReply);
 
 /// Log severity, as the HTTP contract spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,10 @@ pub struct Farm {
     pub nats: TestNats,
     pub gateway: String,
     pub storage: String,
+    /// Health and metrics of `scheduler-0`.
+    pub scheduler: String,
+    /// Health and metrics of every scheduler replica.
+    pub schedulers: Vec<String>,
     pub http: reqwest::Client,
     pub data: tempfile::TempDir,
     env: Vec<(String, String)>,
@@ -131,6 +135,8 @@ impl Farm {
             nats,
             gateway,
             storage,
+            scheduler: format!("http://127.0.0.1:{cp}"),
+            schedulers: vec![],
             http: reqwest::Client::new(),
             data,
             env,
@@ -145,6 +151,7 @@ impl Farm {
                 "freeagent-scheduler",
                 &[("FREEAGENT_SCHEDULER_PORT", &port.to_string())],
             );
+            farm.schedulers.push(format!("http://127.0.0.1:{port}"));
         }
         farm.spawn("gateway", "freeagent-gateway", &[]);
         farm.wait_ready().await;

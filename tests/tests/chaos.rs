@@ -119,7 +119,14 @@ async fn schedulers_killed_again_and_again_lose_and_duplicate_nothing() {
     assert_exactly_once(&farm, &ids, runs.path()).await;
 }
 
-async fn outage_run(private_postgres: bool, outage: impl FnOnce(&mut Farm)) {
+#[derive(Clone, Copy, PartialEq)]
+enum Outage {
+    Nats,
+    Postgres,
+}
+
+async fn outage_run(outage: Outage) {
+    let private_postgres = outage == Outage::Postgres;
     let mut farm = Farm::start(FarmOpts {
         workers: 4,
         schedulers: 3,
@@ -141,8 +148,38 @@ async fn outage_run(private_postgres: bool, outage: impl FnOnce(&mut Farm)) {
     })
     .await;
     let before = terminal_count(&farm).await;
-    outage(&mut farm);
+    match outage {
+        Outage::Nats => farm.nats.stop(),
+        Outage::Postgres => farm.pg.as_ref().unwrap().stop(),
+    }
     eprintln!("outage with {before} of {n} builds finished");
+    // Meanwhile the gateway says it is not ready, and which dependency is missing.
+    let ready = wait::until(
+        "the gateway to report not ready",
+        Duration::from_secs(15),
+        || async {
+            let r = farm
+                .http
+                .get(format!("{}/readyz", farm.gateway))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 503).then_some(r)
+        },
+    )
+    .await;
+    let body: serde_json::Value = ready.json().await.unwrap();
+    let missing = if outage == Outage::Nats {
+        "nats"
+    } else {
+        "postgres"
+    };
+    assert!(body["failed"].get(missing).is_some(), "{body}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match outage {
+        Outage::Nats => farm.nats.restart().await,
+        Outage::Postgres => farm.pg.as_ref().unwrap().start_again(),
+    }
     wait::until(
         "every build to finish",
         Duration::from_secs(300),
@@ -154,23 +191,12 @@ async fn outage_run(private_postgres: bool, outage: impl FnOnce(&mut Farm)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_mid_run_loses_and_duplicates_nothing() {
-    outage_run(false, |farm| {
-        farm.nats.stop();
-        std::thread::sleep(Duration::from_secs(1));
-        futures::executor::block_on(farm.nats.restart());
-    })
-    .await;
+    outage_run(Outage::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_mid_run_loses_and_duplicates_nothing() {
-    outage_run(true, |farm| {
-        let pg = farm.pg.as_ref().unwrap();
-        pg.stop();
-        std::thread::sleep(Duration::from_secs(1));
-        pg.start_again();
-    })
-    .await;
+    outage_run(Outage::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

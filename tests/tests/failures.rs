@@ -448,3 +448,120 @@ async fn a_drained_worker_takes_no_new_build_and_idle_queues_show() {
     assert_eq!(queue["pending"], 1);
     assert_eq!(queue["live_workers"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_up_to_its_capacity_and_schedulers_stop_gracefully() {
+    let mut farm = Farm::start(FarmOpts {
+        workers: 1,
+        schedulers: 3,
+        extra_env: vec![
+            ("FREEAGENT_WORKER_MAX_CONCURRENT".into(), "2".into()),
+            ("FREEAGENT_WORKER_PLATFORMS".into(), "android".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let marks = tempfile::tempdir().unwrap();
+    let dir = project(&format!(
+        "touch {}/$FREEAGENT_BUILD_ID\nexec sleep 60\n",
+        marks.path().display()
+    ));
+    let a = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait::until(
+        "both builds to run at once",
+        Duration::from_secs(30),
+        || async {
+            (marks.path().join(&a).exists() && marks.path().join(&b).exists()).then_some(())
+        },
+    )
+    .await;
+    let workers: Value = farm
+        .http
+        .get(format!("{}/api/workers", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(workers["workers"][0]["builds"].as_array().unwrap().len(), 2);
+    wait::until(
+        "the worker to report itself building",
+        Duration::from_secs(10),
+        || async {
+            let w: Value = farm
+                .http
+                .get(format!("{}/api/workers", farm.gateway))
+                .header("x-api-key", API_KEY)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (w["workers"][0]["status"] == "building").then_some(())
+        },
+    )
+    .await;
+
+    // The scheduler's own endpoints: metrics with the names operators alert on, readiness.
+    let mut metrics = String::new();
+    for url in &farm.schedulers {
+        metrics.push_str(
+            &farm
+                .http
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    for name in [
+        "freeagent_builds_dispatched_total",
+        "freeagent_claims_total",
+        "freeagent_dispatch_batch_seconds",
+        "freeagent_queue_pending",
+        "freeagent_queue_live_workers",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        farm.http
+            .get(format!("{}/readyz", farm.scheduler))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // SIGTERM: each scheduler stops cleanly, the builds keep their leases through the others.
+    for name in ["scheduler-1", "scheduler-2"] {
+        let status = farm.signal_and_wait(
+            name,
+            nix::sys::signal::Signal::SIGTERM,
+            Duration::from_secs(15),
+        );
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name} did not stop cleanly: {status:?}"
+        );
+    }
+    for id in [&a, &b] {
+        assert_eq!(cancel(&farm, id, false).await.status(), 200);
+    }
+}

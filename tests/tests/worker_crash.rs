@@ -10,6 +10,7 @@ use std::time::Duration;
 async fn a_killed_workers_build_completes_on_another_worker() {
     let mut farm = Farm::start(FarmOpts {
         workers: 1,
+        schedulers: 3,
         lease: "2s",
         ..Default::default()
     })
@@ -66,4 +67,10 @@ async fn a_killed_workers_build_completes_on_another_worker() {
         messages.contains(&"attempt 1") && messages.contains(&"attempt 2"),
         "{messages:?}"
     );
+    // The API shows each attempt: who ran it and how it ended.
+    let attempts = b["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["outcome"], "lost");
+    assert_eq!(attempts[1]["outcome"], "completed");
+    assert_ne!(attempts[0]["worker_id"], attempts[1]["worker_id"]);
 }

@@ -72,24 +72,36 @@ pub async fn serve(
 
 async fn route(h: &Handlers, subject: &str, payload: &[u8]) -> Vec<u8> {
     match subject {
-        subjects::CLAIM => reply(decode_then(payload, |r| h.claim(r)).await, |message| {
-            ClaimReply::Error { message }
-        }),
-        subjects::HEARTBEAT => reply(decode_then(payload, |r| h.heartbeat(r)).await, |message| {
-            HeartbeatReply::Error { message }
-        }),
-        subjects::COMPLETE => reply(decode_then(payload, |r| h.complete(r)).await, |message| {
-            FinishReply::Error { message }
-        }),
-        subjects::FAIL => reply(decode_then(payload, |r| h.fail(r)).await, |message| {
-            FinishReply::Error { message }
-        }),
-        subjects::ABANDON => reply(decode_then(payload, |r| h.abandon(r)).await, |message| {
-            FinishReply::Error { message }
-        }),
-        subjects::PRESENCE => reply(decode_then(payload, |r| h.presence(r)).await, |message| {
-            PresenceReply::Error { message }
-        }),
+        subjects::CLAIM => reply(
+            decode_then(payload, |r| h.claim(r)).await,
+            |message| ClaimReply::Error { message },
+            |message| ClaimReply::Unavailable { message },
+        ),
+        subjects::HEARTBEAT => reply(
+            decode_then(payload, |r| h.heartbeat(r)).await,
+            |message| HeartbeatReply::Error { message },
+            |message| HeartbeatReply::Unavailable { message },
+        ),
+        subjects::COMPLETE => reply(
+            decode_then(payload, |r| h.complete(r)).await,
+            |message| FinishReply::Error { message },
+            |message| FinishReply::Unavailable { message },
+        ),
+        subjects::FAIL => reply(
+            decode_then(payload, |r| h.fail(r)).await,
+            |message| FinishReply::Error { message },
+            |message| FinishReply::Unavailable { message },
+        ),
+        subjects::ABANDON => reply(
+            decode_then(payload, |r| h.abandon(r)).await,
+            |message| FinishReply::Error { message },
+            |message| FinishReply::Unavailable { message },
+        ),
+        subjects::PRESENCE => reply(
+            decode_then(payload, |r| h.presence(r)).await,
+            |message| PresenceReply::Error { message },
+            |message| PresenceReply::Unavailable { message },
+        ),
         other => wire::encode(&FinishReply::Error {
             message: format!("unknown subject {other}"),
         }),
@@ -114,10 +126,11 @@ where
 fn reply<Rep: serde::Serialize>(
     r: Result<Rep, Failed>,
     err: impl FnOnce(String) -> Rep,
+    unavailable: impl FnOnce(String) -> Rep,
 ) -> Vec<u8> {
     match r {
         Ok(rep) => wire::encode(&rep),
         Err(Failed::Wire(e)) => wire::encode(&err(e.to_string())),
-        Err(Failed::Down(e)) => wire::encode(&err(e.to_string())),
+        Err(Failed::Down(e)) => wire::encode(&unavailable(e.to_string())),
     }
 }

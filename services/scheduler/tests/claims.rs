@@ -26,16 +26,29 @@ struct Sched {
 }
 
 async fn start(lease: Duration) -> Sched {
+    start_with(lease, 1, |_| {}).await
+}
+
+/// `replicas` schedulers share one database and one NATS server, as in production.
+async fn start_with(
+    lease: Duration,
+    replicas: usize,
+    tune: impl Fn(&mut SchedulerConfig),
+) -> Sched {
     freeagent_shared::testing::init_test_log();
     let db = TestDb::new().await;
     let nats = TestNats::start().await;
-    let mut config = SchedulerConfig::for_urls(&db.url, &nats.url, "http://127.0.0.1:9", SECRET);
-    config.lease = lease;
-    config.tick = Duration::from_millis(100);
-    config.retry_backoff = Duration::ZERO;
-    let app = App::build(config).await.expect("scheduler starts");
     let stop = CancellationToken::new();
-    tokio::spawn(app.run_until(stop.clone()));
+    for _ in 0..replicas {
+        let mut config =
+            SchedulerConfig::for_urls(&db.url, &nats.url, "http://127.0.0.1:9", SECRET);
+        config.lease = lease;
+        config.tick = Duration::from_millis(100);
+        config.retry_backoff = Duration::ZERO;
+        tune(&mut config);
+        let app = App::build(config).await.expect("scheduler starts");
+        tokio::spawn(app.run_until(stop.clone()));
+    }
     let client = nats.client().await;
     Sched {
         db,
@@ -118,7 +131,10 @@ fn a(n: i32) -> Attempt {
 /// `workers` workers each try to claim `tries` builds (all of them when `tries` is the count),
 /// all at once. Exactly one claim per build may win.
 async fn race(workers: usize, builds: usize, tries: usize) {
-    let s = start(Duration::from_secs(30)).await;
+    let s = start_with(Duration::from_secs(30), 3, |c| {
+        c.dispatch_window = builds as i64
+    })
+    .await;
     let mut ids = vec![];
     for _ in 0..builds {
         ids.push(factory::build(&s.db.pool, Default::default()).await);
@@ -128,6 +144,14 @@ async fn race(workers: usize, builds: usize, tries: usize) {
         creds.push(factory::worker(&s.db.pool, &[Platform::Android]).await);
     }
     wait_dispatched(&s.db.pool, &ids, 1).await;
+    // Three replicas dispatched concurrently: each build exactly once.
+    for id in &ids {
+        assert_eq!(
+            get(&s.db.pool, *id).await.attempt,
+            a(1),
+            "build {id} was dispatched twice"
+        );
+    }
     let mut attempts = vec![];
     for (i, w) in creds.iter().enumerate() {
         for j in 0..tries {
@@ -171,6 +195,189 @@ async fn twenty_workers_race_for_ten_builds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_workers_race_for_a_hundred_builds() {
     race(200, 100, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_workers_race_for_two_hundred_fifty_builds() {
+    race(500, 250, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_workers_of_the_builds_queue_may_claim_it() {
+    let s = start(Duration::from_secs(30)).await;
+    let id = factory::build(&s.db.pool, Default::default()).await;
+    let ios = factory::worker(&s.db.pool, &[Platform::Ios]).await;
+    wait_dispatched(&s.db.pool, &[id], 1).await;
+    assert!(matches!(
+        s.claim(&ios, id, a(1)).await,
+        ClaimReply::NotYours {
+            reason: NotYours::WrongQueue,
+            ..
+        }
+    ));
+    assert_eq!(get(&s.db.pool, id).await.status, BuildStatus::Pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclaimed_dispatch_is_sent_again_under_a_new_attempt() {
+    let s = start_with(Duration::from_secs(30), 1, |c| {
+        c.redispatch_after = Duration::from_millis(500)
+    })
+    .await;
+    let id = factory::build(&s.db.pool, Default::default()).await;
+    let w = factory::worker(&s.db.pool, &[Platform::Android]).await;
+    wait_dispatched(&s.db.pool, &[id], 1).await;
+    // Nobody claims attempt 1 (its message is lost): attempt 2 is dispatched, and only it counts.
+    wait_dispatched(&s.db.pool, &[id], 2).await;
+    assert!(matches!(
+        s.claim(&w, id, a(1)).await,
+        ClaimReply::NotYours {
+            reason: NotYours::Stale,
+            ..
+        }
+    ));
+    let current = get(&s.db.pool, id).await.attempt;
+    assert!(matches!(
+        s.claim(&w, id, current).await,
+        ClaimReply::Granted(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeues_back_off_exponentially_with_jitter() {
+    let s = start_with(Duration::from_millis(300), 1, |c| {
+        c.retry_backoff = Duration::from_secs(10);
+        c.retry_backoff_max = Duration::from_secs(15);
+    })
+    .await;
+    let id = factory::build(
+        &s.db.pool,
+        factory::BuildOpts {
+            max_attempts: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let w = factory::worker(&s.db.pool, &[Platform::Android]).await;
+    wait_dispatched(&s.db.pool, &[id], 1).await;
+    assert!(matches!(
+        s.claim(&w, id, a(1)).await,
+        ClaimReply::Granted(_)
+    ));
+    // The lease lapses; the rescuer requeues attempt 1 with a backoff of 10 s ±20 %.
+    let b = wait::until("the requeue", Duration::from_secs(10), || async {
+        let b = get(&s.db.pool, id).await;
+        (b.status == BuildStatus::Pending && b.worker_id.is_none()).then_some(b)
+    })
+    .await;
+    let rows = db::builds::build_attempts(&s.db.pool, id).await.unwrap();
+    assert_eq!(rows[0].outcome.as_deref(), Some("lost"));
+    let backoff = (b.run_after - rows[0].ended_at.unwrap()).num_milliseconds() as f64 / 1000.0;
+    assert!(
+        (7.9..=12.1).contains(&backoff),
+        "backoff {backoff} s outside 10 s ±20 %"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        get(&s.db.pool, id).await.attempt,
+        a(1),
+        "dispatched before its backoff"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jetstream_backlog_of_a_queue_stays_within_its_window() {
+    let s = start_with(Duration::from_secs(30), 1, |c| c.dispatch_window = 5).await;
+    let mut ids = vec![];
+    for _ in 0..20 {
+        ids.push(factory::build(&s.db.pool, Default::default()).await);
+    }
+    let w = factory::worker(&s.db.pool, &[Platform::Android]).await;
+    let dispatched = || async {
+        let mut n = vec![];
+        for id in &ids {
+            let b = get(&s.db.pool, *id).await;
+            if b.status == BuildStatus::Pending && b.dispatched_at.is_some() {
+                n.push((b.id, b.attempt));
+            }
+        }
+        n
+    };
+    wait::until("the first window", Duration::from_secs(10), || async {
+        (dispatched().await.len() == 5).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let window = dispatched().await;
+    assert_eq!(window.len(), 5, "the rest waits in Postgres");
+    // Claiming two frees two places in the window.
+    for (id, attempt) in &window[..2] {
+        assert!(matches!(
+            s.claim(&w, *id, *attempt).await,
+            ClaimReply::Granted(_)
+        ));
+    }
+    wait::until("the window to refill", Duration::from_secs(10), || async {
+        (dispatched().await.len() == 5).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_heartbeats_at_once_are_each_answered() {
+    let s = start(Duration::from_secs(30)).await;
+    let mut held = vec![];
+    for _ in 0..60 {
+        let id = factory::build(&s.db.pool, Default::default()).await;
+        held.push(id);
+    }
+    let w = factory::worker(&s.db.pool, &[Platform::Android]).await;
+    let other = factory::worker(&s.db.pool, &[Platform::Android]).await;
+    wait_dispatched(&s.db.pool, &held, 1).await;
+    for id in &held {
+        assert!(matches!(
+            s.claim(&w, *id, a(1)).await,
+            ClaimReply::Granted(_)
+        ));
+    }
+    let s = &s;
+    // The holder's beats renew; a stranger's beats for the same builds, in the same batches, do not.
+    let beats = held
+        .iter()
+        .flat_map(|id| [(w.clone(), *id, true), (other.clone(), *id, false)]);
+    let replies = futures::future::join_all(beats.map(|(cred, id, mine)| async move {
+        let r: HeartbeatReply = s
+            .request(
+                subjects::HEARTBEAT,
+                &HeartbeatRequest {
+                    build_id: id,
+                    attempt: a(1),
+                    worker: cred,
+                    progress: Some(10),
+                },
+            )
+            .await;
+        (mine, r)
+    }))
+    .await;
+    for (mine, r) in replies {
+        match (mine, r) {
+            (true, HeartbeatReply::Renewed { .. })
+            | (
+                false,
+                HeartbeatReply::Stop {
+                    reason: NotYours::Stale,
+                    ..
+                },
+            ) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for id in &held {
+        let b = get(&s.db.pool, *id).await;
+        assert_eq!(b.status, BuildStatus::Building);
+        assert_eq!(b.progress, Some(10));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -212,7 +212,7 @@ impl Agent {
                     tracing::info!(build_id = %dispatch.build_id, attempt = %dispatch.attempt, ?reason, ?status, "dispatch not ours");
                     let _ = msg.ack().await;
                 }
-                Ok(ClaimReply::Error { message }) => {
+                Ok(ClaimReply::Error { message } | ClaimReply::Unavailable { message }) => {
                     tracing::warn!(build_id = %dispatch.build_id, %message, "claim failed; the dispatch will be redelivered");
                     let _ = msg
                         .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))

@@ -221,7 +221,9 @@ impl Job {
                         stop.cancel();
                         return;
                     }
-                    Ok(HeartbeatReply::Error { message }) => {
+                    Ok(
+                        HeartbeatReply::Error { message } | HeartbeatReply::Unavailable { message },
+                    ) => {
                         tracing::warn!(%message, "heartbeat refused; will retry")
                     }
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),

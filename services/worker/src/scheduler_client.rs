@@ -8,7 +8,7 @@ use freeagent_shared::wire::{
     self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply,
     HeartbeatRequest,
 };
-use freeagent_shared::wire::{AbandonRequest, PresenceReply, PresenceRequest};
+use freeagent_shared::wire::{AbandonRequest, PresenceReply, PresenceRequest, RetryLater};
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ impl SchedulerClient {
 
     /// One try, bounded by `TRY_TIMEOUT`: a request that went to a scheduler that just died is
     /// retried on another rather than waiting out the connection's request timeout.
-    async fn once<Req: Serialize, Rep: DeserializeOwned>(
+    async fn once<Req: Serialize, Rep: DeserializeOwned + RetryLater>(
         &self,
         subject: &'static str,
         req: &Req,
@@ -63,14 +63,21 @@ impl SchedulerClient {
                 });
             }
         };
-        wire::decode(&msg.payload).map_err(|e| RequestError::Reply {
+        let reply: Rep = wire::decode(&msg.payload).map_err(|e| RequestError::Reply {
             subject,
             reason: e.to_string(),
-        })
+        })?;
+        if reply.is_unavailable() {
+            return Err(RequestError::Transport {
+                subject,
+                reason: "the scheduler is unavailable (its database is down)".into(),
+            });
+        }
+        Ok(reply)
     }
 
     /// Retries transport failures for up to about `patience`.
-    async fn request<Req: Serialize + Sync, Rep: DeserializeOwned>(
+    async fn request<Req: Serialize + Sync, Rep: DeserializeOwned + RetryLater>(
         &self,
         subject: &'static str,
         req: &Req,

@@ -118,7 +118,16 @@ pub async fn get(
 ) -> Result<Json<Value>> {
     let id = parse_or_auth(&st, &headers, &id).await?;
     let b = auth::build_reader(&st, &headers, id).await?;
-    Ok(Json(detail(&b)))
+    let attempts = db::builds::build_attempts(&st.pool, b.id).await?;
+    let mut v = detail(&b);
+    if let Some(obj) = v.as_object_mut() {
+        let attempts: Vec<Value> = attempts
+            .iter()
+            .map(|a| json!({"attempt": a.attempt, "worker_id": a.worker_id, "claimed_at": a.claimed_at, "ended_at": a.ended_at, "outcome": a.outcome, "error": a.error}))
+            .collect();
+        obj.insert("attempts".into(), Value::Array(attempts));
+    }
+    Ok(Json(v))
 }
 
 fn ms(t: Option<DateTime<Utc>>) -> Value {

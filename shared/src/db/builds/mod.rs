@@ -15,7 +15,7 @@ macro_rules! build_columns {
          b.source_key, b.source_size, b.source_sha256, b.certs_key, b.certs_size, b.certs_sha256, \
          b.result_key, b.result_size, b.result_sha256, b.token_hash, b.worker_id, w.name AS worker_name, \
          b.lease_expires_at, b.dispatched_at, b.progress, b.submitted_at, b.started_at, b.completed_at, \
-         b.updated_at, b.error_message, b.original_build_id, b.timeout_secs, b.retry_on_failure"
+         b.updated_at, b.error_message, b.original_build_id, b.timeout_secs, b.retry_on_failure, b.run_after"
     };
 }
 
@@ -62,6 +62,8 @@ pub struct Build {
     pub original_build_id: Option<BuildId>,
     pub timeout_secs: i32,
     pub retry_on_failure: bool,
+    /// Not dispatched before this (the backoff of a requeue).
+    pub run_after: DateTime<Utc>,
 }
 
 /// What a guard saw when it did not hold.
@@ -235,7 +237,8 @@ pub async fn build_held_by(db: impl PgExecutor<'_>, worker: WorkerId) -> Result<
     .await?)
 }
 
-/// Pending builds per queue, with how many live workers serve each queue.
+/// Pending builds per queue, with how many live workers serve each queue. Queues served by a
+/// worker seen in the last hour are listed even when empty, so gauges fall back to zero.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct QueueDepth {
     pub queue: QueueName,
@@ -243,17 +246,21 @@ pub struct QueueDepth {
     pub live_workers: i64,
 }
 
-/// `live_within_secs`: a worker seen this recently counts as live.
+/// `live_within_secs`: a worker seen this recently (and not draining) counts as live.
 pub async fn build_queue_depths(
     db: impl PgExecutor<'_>,
     live_within_secs: f64,
 ) -> Result<Vec<QueueDepth>, Error> {
     Ok(sqlx::query_as::<_, QueueDepth>(
-        "SELECT q.queue, q.pending, \
-             (SELECT count(*) FROM workers w WHERE q.queue = ANY(w.queues) AND w.status NOT IN ('offline', 'draining') \
+        "WITH qs AS ( \
+             SELECT DISTINCT queue FROM builds WHERE status = 'pending' \
+             UNION SELECT DISTINCT unnest(queues) FROM workers \
+                 WHERE status <> 'offline' AND last_seen_at > now() - interval '1 hour') \
+         SELECT qs.queue, \
+             (SELECT count(*) FROM builds b WHERE b.status = 'pending' AND b.queue = qs.queue) AS pending, \
+             (SELECT count(*) FROM workers w WHERE qs.queue = ANY(w.queues) AND w.status NOT IN ('offline', 'draining') \
                 AND w.last_seen_at > now() - make_interval(secs => $1)) AS live_workers \
-         FROM (SELECT queue, count(*) AS pending FROM builds WHERE status = 'pending' GROUP BY queue) q \
-         ORDER BY q.queue",
+         FROM qs ORDER BY qs.queue",
     )
     .bind(live_within_secs)
     .fetch_all(db)

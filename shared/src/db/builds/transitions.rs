@@ -46,7 +46,8 @@ pub struct Dispatched {
 /// unclaimed, so the backlog stays in Postgres where priority and cancel still apply. A dispatch
 /// unclaimed for `redispatch_after_secs` (lost message, deleted consumer) is taken again. Row
 /// locks (`SKIP LOCKED`) partition the work between replicas; the caller publishes each build and
-/// commits only after the publish acks.
+/// commits only after the publish acks. The guard is repeated on the locking `SELECT` so that
+/// Postgres re-checks it on a row another replica dispatched (and committed) meanwhile.
 pub async fn build_dispatch_batch(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
@@ -66,6 +67,8 @@ pub async fn build_dispatch_batch(
          due AS ( \
              SELECT b.id FROM builds b JOIN ranked r ON r.id = b.id LEFT JOIN waiting w ON w.queue = r.queue \
              WHERE r.rn <= $3 - COALESCE(w.n, 0) \
+               AND b.status = 'pending' AND b.run_after <= now() \
+               AND (b.dispatched_at IS NULL OR b.dispatched_at < now() - make_interval(secs => $2)) \
              ORDER BY b.priority DESC, b.submitted_at \
              LIMIT $1 FOR UPDATE OF b SKIP LOCKED) \
          UPDATE builds b SET attempt = b.attempt + 1, dispatched_at = now(), updated_at = now() \
