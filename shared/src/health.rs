@@ -31,6 +31,52 @@ impl Health {
         self
     }
 
+    /// Ready while Postgres answers a query.
+    #[cfg(feature = "db")]
+    pub fn postgres(self, pool: crate::db::Pool) -> Self {
+        self.check(
+            "postgres",
+            Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move { crate::db::ping(&pool).await.map_err(|e| e.to_string()) })
+            }),
+        )
+    }
+
+    /// Ready while the NATS connection is up.
+    #[cfg(feature = "nats")]
+    pub fn nats(self, client: async_nats::Client) -> Self {
+        self.check(
+            "nats",
+            Arc::new(move || {
+                let state = client.connection_state();
+                Box::pin(async move {
+                    match state {
+                        async_nats::connection::State::Connected => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                })
+            }),
+        )
+    }
+
+    /// Serves `router` (plus these endpoints' router is the caller's to merge) until `shutdown`:
+    /// readiness turns 503 at once, requests in flight finish, then it returns.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        router: Router,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<()> {
+        let health = self.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                health.start_draining();
+            })
+            .await
+    }
+
     /// From now on `/readyz` answers 503, so load balancers stop sending work.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);

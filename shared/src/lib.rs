@@ -4,6 +4,7 @@
 pub mod api_error;
 pub mod capability;
 pub mod config;
+pub mod exit;
 pub mod ids;
 pub mod metrics;
 pub mod object_key;

@@ -273,8 +273,14 @@ async fn recovery_times() {
     );
     farm.spawn_worker(1);
     let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
-    let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap()).await.unwrap();
-    assert!(b["status"] == "completed" && attempts.len() == 2, "{b}\n{attempts:?}\n{}", farm.trace(&id));
+    let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        b["status"] == "completed" && attempts.len() == 2,
+        "{b}\n{attempts:?}\n{}",
+        farm.trace(&id)
+    );
     // The lease the killed worker last renewed ran out at most one heartbeat interval after the
     // read above; the second claim is when the build ran again.
     let expired = lease_end.lease_expires_at.unwrap();

@@ -95,27 +95,10 @@ impl App {
             Signer::new(&config.signing_secret),
             config.url_ttl,
         );
-        let (p, n, s) = (pool.clone(), nats.clone(), storage.clone());
+        let s = storage.clone();
         let health = Health::new()
-            .check(
-                "postgres",
-                Arc::new(move || {
-                    let p = p.clone();
-                    Box::pin(async move { db::ping(&p).await.map_err(|e| e.to_string()) })
-                }),
-            )
-            .check(
-                "nats",
-                Arc::new(move || {
-                    let n = n.clone();
-                    Box::pin(async move {
-                        match n.connection_state() {
-                            async_nats::connection::State::Connected => Ok(()),
-                            s => Err(format!("{s:?}")),
-                        }
-                    })
-                }),
-            )
+            .postgres(pool.clone())
+            .nats(nats.clone())
             .check(
                 "storage",
                 Arc::new(move || {
@@ -150,13 +133,9 @@ impl App {
 
     /// Serves until `shutdown`; requests in flight finish first.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let health = self.health.clone();
         tracing::info!(port = self.port(), "gateway listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                health.start_draining();
-            })
+        self.health
+            .serve(self.listener, self.router, shutdown)
             .await?;
         tracing::info!("gateway stopped");
         Ok(())

@@ -47,27 +47,7 @@ impl App {
         let subs = rpc::subscribe(&nats).await?;
         let wake_sub = nats.subscribe(subjects::WAKE).await?;
         nats.flush().await?;
-        let (p, n) = (pool.clone(), nats.clone());
-        let health = Health::new()
-            .check(
-                "postgres",
-                Arc::new(move || {
-                    let p = p.clone();
-                    Box::pin(async move { db::ping(&p).await.map_err(|e| e.to_string()) })
-                }),
-            )
-            .check(
-                "nats",
-                Arc::new(move || {
-                    let n = n.clone();
-                    Box::pin(async move {
-                        match n.connection_state() {
-                            async_nats::connection::State::Connected => Ok(()),
-                            s => Err(format!("{s:?}")),
-                        }
-                    })
-                }),
-            );
+        let health = Health::new().postgres(pool.clone()).nats(nats.clone());
         let listener = TcpListener::bind((config.bind.as_str(), config.port))
             .await
             .with_context(|| {
@@ -173,16 +153,11 @@ impl App {
         ));
 
         let router = self.health.clone().router();
-        let (health, s) = (self.health.clone(), stop.clone());
         tracing::info!(
             port = self.listener.local_addr().map(|a| a.port()).unwrap_or(0),
             "scheduler running"
         );
-        let http = axum::serve(self.listener, router).with_graceful_shutdown(async move {
-            s.cancelled().await;
-            health.start_draining();
-        });
-        let http_result = http.await;
+        let http_result = self.health.serve(self.listener, router, stop.clone()).await;
 
         tracker.close();
         rpc_tasks.close();

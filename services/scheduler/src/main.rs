@@ -5,14 +5,7 @@ use freeagent_scheduler::{App, SchedulerConfig};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Errors at start-up are printed whole (cause chain included) and end the process with 1.
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    freeagent_shared::exit::code(run().await)
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -95,14 +95,9 @@ impl App {
 
     /// Serves until `shutdown`; in-flight requests finish first.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let health = self.health.clone();
-        let signal = shutdown.clone();
         tracing::info!(port = self.port(), "storage listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                signal.cancelled().await;
-                health.start_draining();
-            })
+        self.health
+            .serve(self.listener, self.router, shutdown)
             .await?;
         Ok(())
     }
