@@ -39,6 +39,24 @@ pub fn router(st: AppState, health: Health) -> Router {
             get(routes::builds::get).delete(routes::cancel::cancel),
         )
         .route("/api/builds/{id}/cancel", post(routes::cancel::cancel))
+        .route("/api/builds/{id}/retry", post(routes::retry::retry))
+        .route("/api/builds/statistics", get(routes::reports::statistics))
+        .route("/api/builds/active", get(routes::reports::active))
+        .route("/api/stats", get(routes::reports::public_stats))
+        .route("/public/stats", get(routes::reports::public_stats))
+        .route("/api/workers/{id}/stats", get(routes::workers::stats))
+        .route(
+            "/api/diagnostics/report",
+            post(routes::diagnostics::report).layer(DefaultBodyLimit::max(json_limit)),
+        )
+        .route(
+            "/api/diagnostics/{worker_id}",
+            get(routes::diagnostics::list),
+        )
+        .route(
+            "/api/diagnostics/{worker_id}/latest",
+            get(routes::diagnostics::latest),
+        )
         .route("/api/builds/{id}/status", get(routes::builds::status))
         .route("/api/builds/{id}/logs", get(routes::logs::get))
         .route(

@@ -154,13 +154,22 @@ impl Handlers {
             build_id: b.id,
             attempt: b.attempt,
             platform: b.platform,
-            source_url: self
-                .signer
-                .url(base, Method::Get, &ObjectKey::Source(b.id), exp, 0),
+            source_url: self.signer.url(
+                base,
+                Method::Get,
+                &stored_key(&b.source_key, ObjectKey::Source(b.id)),
+                exp,
+                0,
+            ),
             source_sha256: b.source_sha256.clone(),
-            certs_url: b.certs_key.as_ref().map(|_| {
-                self.signer
-                    .url(base, Method::Get, &ObjectKey::Certs(b.id), exp, 0)
+            certs_url: b.certs_key.as_ref().map(|k| {
+                self.signer.url(
+                    base,
+                    Method::Get,
+                    &stored_key(k, ObjectKey::Certs(b.id)),
+                    exp,
+                    0,
+                )
             }),
             result_url: self.signer.url(
                 base,
@@ -335,6 +344,12 @@ impl Handlers {
             },
         }
     }
+}
+
+/// The key a build's row names (a retried build shares its original's objects). Rows are written
+/// only by us, so a key that does not parse falls back to the build's own.
+fn stored_key(raw: &str, fallback: ObjectKey) -> ObjectKey {
+    ObjectKey::parse(raw).unwrap_or(fallback)
 }
 
 fn outcome_label<T>(t: &Transition<T>) -> &'static str {

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod builds;
+pub mod diagnostics;
 pub mod workers;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -186,3 +186,11 @@ pub async fn worker_list(
     .fetch_all(db)
     .await?)
 }
+
+/// Workers seen within `within_secs` that are not offline.
+pub async fn worker_count_online(db: impl PgExecutor<'_>, within_secs: f64) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM workers WHERE status <> 'offline' AND last_seen_at > now() - make_interval(secs => $1)")
+        .bind(within_secs)
+        .fetch_one(db)
+        .await?)
+}

@@ -45,7 +45,7 @@ pub async fn download(
             )
         }
         "source" => (
-            ObjectKey::Source(b.id),
+            ObjectKey::parse(&b.source_key).unwrap_or(ObjectKey::Source(b.id)),
             b.source_sha256.clone(),
             format!("{}-source", b.id),
         ),

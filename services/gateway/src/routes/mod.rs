@@ -2,8 +2,11 @@
 
 pub mod builds;
 pub mod cancel;
+pub mod diagnostics;
 pub mod download;
 pub mod health;
 pub mod logs;
+pub mod reports;
+pub mod retry;
 pub mod submit;
 pub mod workers;

@@ -193,3 +193,27 @@ pub async fn drain(
     tracing::info!(worker_id = %id, "worker draining");
     Ok(Json(json!({"id": w.id, "status": "draining"})))
 }
+
+/// `GET /api/workers/:id/stats`, in the seed's shape (camelCase), from the attempt records.
+pub async fn stats(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    auth::require_api_key(&st, &headers, SCOPE_READ).await?;
+    let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
+    let w = db::workers::worker_get(&st.pool, id)
+        .await?
+        .ok_or_else(|| GatewayError::not_found("worker"))?;
+    let t = db::builds::build_worker_tally(&st.pool, id).await?;
+    let offline = w.status != "offline"
+        && (chrono::Utc::now() - w.last_seen_at).num_seconds() as f64 > OFFLINE_AFTER_SECS;
+    Ok(Json(json!({
+        "totalBuilds": t.total,
+        "successfulBuilds": t.completed,
+        "failedBuilds": t.failed,
+        "workerName": w.name,
+        "status": if offline { "offline" } else { w.status.as_str() },
+        "uptime": (chrono::Utc::now() - w.registered_at).num_seconds(),
+    })))
+}

@@ -267,6 +267,66 @@ pub async fn build_queue_depths(
     .await?)
 }
 
+/// Assigned and building builds, oldest first.
+pub async fn build_active(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Build>, Error> {
+    Ok(sqlx::query_as::<_, Build>(concat!(
+        "SELECT ",
+        build_columns!(),
+        " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
+         WHERE b.status IN ('assigned', 'building') ORDER BY b.id LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Farm-wide figures for `/api/stats`, all measured from the rows.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct FarmStats {
+    pub builds_queued: i64,
+    pub active_builds: i64,
+    pub builds_today: i64,
+    pub total_builds: i64,
+    /// Sum of started → completed over completed builds.
+    pub total_build_time_ms: i64,
+}
+
+pub async fn build_farm_stats(db: impl PgExecutor<'_>) -> Result<FarmStats, Error> {
+    Ok(sqlx::query_as::<_, FarmStats>(
+        "SELECT count(*) FILTER (WHERE status = 'pending') AS builds_queued, \
+             count(*) FILTER (WHERE status IN ('assigned', 'building')) AS active_builds, \
+             count(*) FILTER (WHERE submitted_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS builds_today, \
+             count(*) AS total_builds, \
+             COALESCE(sum((extract(epoch FROM completed_at - started_at) * 1000)::bigint) \
+                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL), 0)::bigint AS total_build_time_ms \
+         FROM builds",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// What one worker has done, from its attempt records.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct WorkerTally {
+    pub total: i64,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+pub async fn build_worker_tally(
+    db: impl PgExecutor<'_>,
+    worker: WorkerId,
+) -> Result<WorkerTally, Error> {
+    Ok(sqlx::query_as::<_, WorkerTally>(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE outcome = 'completed') AS completed, \
+             count(*) FILTER (WHERE outcome IN ('failed', 'timed_out')) AS failed \
+         FROM build_attempts WHERE worker_id = $1",
+    )
+    .bind(worker)
+    .fetch_one(db)
+    .await?)
+}
+
 // Declared last so the macros above are in scope inside it.
 mod transitions;
 pub use transitions::*;

@@ -1,0 +1,73 @@
+//! `POST /api/builds/:id/retry`: a new build of a finished one, with the same inputs (it shares
+//! the original's stored source and certs), a new token and `original_build_id`.
+
+use super::builds::parse_or_auth;
+use crate::auth::{self, SCOPE_SUBMIT};
+use crate::error::{GatewayError, Result};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use freeagent_shared::api_error::ErrorCode;
+use freeagent_shared::db::{self, builds::NewBuild, builds::NewObject};
+use freeagent_shared::ids::BuildId;
+use freeagent_shared::{subjects, token};
+use serde_json::json;
+
+pub async fn retry(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let id = parse_or_auth(&st, &headers, &id).await?;
+    if auth::presented_api_key(&headers).is_some() {
+        auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
+    }
+    let original = auth::build_reader(&st, &headers, id).await?;
+    if !original.status.is_terminal() {
+        return Err(
+            GatewayError::new(ErrorCode::Conflict, "the build has not finished yet").hint(format!(
+                "it is {}; cancel it first or wait",
+                original.status
+            )),
+        );
+    }
+    let access_token = token::generate(token::TokenKind::Build);
+    let new = NewBuild {
+        id: BuildId::new(),
+        platform: original.platform,
+        queue: original.queue.clone(),
+        priority: original.priority,
+        max_attempts: original.max_attempts,
+        metadata: original.metadata.clone(),
+        source: NewObject {
+            key: original.source_key.clone(),
+            size: original.source_size,
+            sha256: original.source_sha256.clone(),
+        },
+        certs: match (
+            &original.certs_key,
+            original.certs_size,
+            &original.certs_sha256,
+        ) {
+            (Some(key), Some(size), Some(sha256)) => Some(NewObject {
+                key: key.clone(),
+                size,
+                sha256: sha256.clone(),
+            }),
+            _ => None,
+        },
+        token_hash: token::hash(&access_token),
+        original_build_id: Some(original.id),
+        timeout_secs: original.timeout_secs,
+        retry_on_failure: original.retry_on_failure,
+    };
+    let b = db::builds::build_insert(&st.pool, &new).await?;
+    if let Err(e) = st.nats.publish(subjects::WAKE, bytes::Bytes::new()).await {
+        tracing::warn!(build_id = %b.id, error = %e, "could not wake the scheduler");
+    }
+    tracing::info!(build_id = %b.id, original = %original.id, "build retried");
+    let body = json!({"id": b.id, "status": b.status, "submitted_at": b.submitted_at, "access_token": access_token, "original_build_id": original.id});
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
