@@ -21,5 +21,7 @@ pub mod db;
 pub mod health;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "nats")]
+pub mod scheduler_client;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -83,3 +83,67 @@ pub async fn build_reader(st: &AppState, headers: &HeaderMap, id: BuildId) -> Re
         )),
     }
 }
+
+/// A worker calling over HTTP, and the credential to forward to the scheduler for it.
+pub struct WorkerCaller {
+    pub worker: freeagent_shared::db::workers::Worker,
+    pub credential: freeagent_shared::wire::WorkerCredential,
+    /// The worker's own token, echoed in replies (`None` for legacy API-key workers).
+    pub token: Option<String>,
+}
+
+/// How long a gateway vouch for a legacy worker lasts (it is minted per request).
+const VOUCH_TTL_SECS: i64 = 300;
+
+/// `X-Worker-Token`, or (older workers) an API key with the worker scope plus the worker's id in
+/// `worker_id` (query or body) or `X-Worker-Id`.
+pub async fn worker_caller(
+    st: &AppState,
+    headers: &HeaderMap,
+    worker_id: Option<&str>,
+) -> Result<WorkerCaller> {
+    if let Some(t) = header(headers, "x-worker-token") {
+        let w = db::workers::worker_find_by_token(&st.pool, &token::hash(t)).await?;
+        return match w {
+            Some(w) if w.token_expires_at > chrono::Utc::now() => Ok(WorkerCaller {
+                credential: freeagent_shared::wire::WorkerCredential {
+                    worker_id: w.id,
+                    worker_token: t.to_owned(),
+                },
+                token: Some(t.to_owned()),
+                worker: w,
+            }),
+            Some(_) => Err(GatewayError::new(
+                freeagent_shared::api_error::ErrorCode::Unauthorized,
+                "this worker token has expired",
+            )
+            .hint("register again")),
+            None => Err(GatewayError::forbidden("invalid worker token")),
+        };
+    }
+    if presented_api_key(headers).is_none() {
+        return Err(
+            GatewayError::unauthorized().hint("send X-Worker-Token, or X-API-Key with worker_id")
+        );
+    }
+    require_api_key(st, headers, SCOPE_WORKER).await?;
+    let raw = worker_id
+        .or_else(|| header(headers, "x-worker-id"))
+        .ok_or_else(|| GatewayError::bad_request("worker_id is required with an API key"))?;
+    let id: freeagent_shared::ids::WorkerId =
+        raw.parse().map_err(|_| GatewayError::not_found("worker"))?;
+    let w = db::workers::worker_get(&st.pool, id)
+        .await?
+        .ok_or_else(|| GatewayError::not_found("worker"))?;
+    let vouch = st
+        .signer
+        .vouch(&w.id, chrono::Utc::now().timestamp() + VOUCH_TTL_SECS);
+    Ok(WorkerCaller {
+        credential: freeagent_shared::wire::WorkerCredential {
+            worker_id: w.id,
+            worker_token: vouch,
+        },
+        token: None,
+        worker: w,
+    })
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 pub const DEFAULT_SOURCE_LIMIT: u64 = 500 << 20;
 pub const DEFAULT_CERTS_LIMIT: u64 = 10 << 20;
 pub const DEFAULT_JSON_LIMIT: u64 = 1 << 20;
+pub const DEFAULT_RESULT_LIMIT: u64 = 2 << 30;
 /// Worker tokens live this long; issue #3 brings rotation in replies.
 pub const DEFAULT_WORKER_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(600);
@@ -24,6 +25,7 @@ pub struct GatewayConfig {
     pub source_limit: u64,
     pub certs_limit: u64,
     pub json_limit: u64,
+    pub result_limit: u64,
     pub worker_token_ttl: Duration,
     pub url_ttl: Duration,
 }
@@ -71,6 +73,7 @@ impl GatewayConfig {
             source_limit: config::bytes("FREEAGENT_SOURCE_LIMIT", DEFAULT_SOURCE_LIMIT)?,
             certs_limit: config::bytes("FREEAGENT_CERTS_LIMIT", DEFAULT_CERTS_LIMIT)?,
             json_limit: config::bytes("FREEAGENT_JSON_LIMIT", DEFAULT_JSON_LIMIT)?,
+            result_limit: config::bytes("FREEAGENT_RESULT_LIMIT", DEFAULT_RESULT_LIMIT)?,
             worker_token_ttl: config::duration(
                 "FREEAGENT_WORKER_TOKEN_TTL",
                 DEFAULT_WORKER_TOKEN_TTL,

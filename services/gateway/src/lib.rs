@@ -30,6 +30,7 @@ pub fn router(st: AppState, health: Health) -> Router {
     let submit_limit =
         usize::try_from(c.source_limit + c.certs_limit + 2 * c.json_limit).unwrap_or(usize::MAX);
     let json_limit = usize::try_from(c.json_limit).unwrap_or(usize::MAX);
+    let result_limit = usize::try_from(c.result_limit + c.json_limit).unwrap_or(usize::MAX);
     let submit = post(routes::submit::submit).layer(DefaultBodyLimit::max(submit_limit));
     Router::new()
         .route("/api/builds", submit.clone().get(routes::builds::list))
@@ -40,6 +41,40 @@ pub fn router(st: AppState, health: Health) -> Router {
         )
         .route("/api/builds/{id}/cancel", post(routes::cancel::cancel))
         .route("/api/builds/{id}/retry", post(routes::retry::retry))
+        .route(
+            "/api/builds/{id}/source",
+            get(routes::worker_protocol::source),
+        )
+        .route(
+            "/api/builds/{id}/certs",
+            get(routes::worker_protocol::certs),
+        )
+        .route(
+            "/api/builds/{id}/heartbeat",
+            post(routes::worker_protocol::build_heartbeat),
+        )
+        .route("/api/workers/poll", get(routes::worker_protocol::poll))
+        .route(
+            "/api/workers/heartbeat",
+            post(routes::worker_reports::worker_heartbeat),
+        )
+        .route("/api/workers/fail", post(routes::worker_reports::fail))
+        .route(
+            "/api/workers/abandon",
+            post(routes::worker_reports::abandon),
+        )
+        .route(
+            "/api/workers/unregister",
+            post(routes::worker_reports::unregister),
+        )
+        .route(
+            "/api/workers/result",
+            post(routes::worker_reports::result).layer(DefaultBodyLimit::max(result_limit)),
+        )
+        .route(
+            "/api/workers/upload",
+            post(routes::worker_reports::result).layer(DefaultBodyLimit::max(result_limit)),
+        )
         .route("/api/builds/statistics", get(routes::reports::statistics))
         .route("/api/builds/active", get(routes::reports::active))
         .route("/api/stats", get(routes::reports::public_stats))
@@ -58,7 +93,10 @@ pub fn router(st: AppState, health: Health) -> Router {
             get(routes::diagnostics::latest),
         )
         .route("/api/builds/{id}/status", get(routes::builds::status))
-        .route("/api/builds/{id}/logs", get(routes::logs::get))
+        .route(
+            "/api/builds/{id}/logs",
+            get(routes::logs::get).post(routes::worker_reports::logs),
+        )
         .route(
             "/api/builds/{id}/download",
             get(routes::download::download_result),
@@ -133,6 +171,8 @@ impl App {
                 )
             })?;
         let st = AppState {
+            scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
+            signer: Signer::new(&config.signing_secret),
             pool,
             nats,
             storage,

@@ -10,4 +10,7 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub storage: StorageClient,
     pub config: std::sync::Arc<GatewayConfig>,
+    /// Worker operations for HTTP workers go to the scheduler, as NATS workers' do.
+    pub scheduler: freeagent_shared::scheduler_client::SchedulerClient,
+    pub signer: freeagent_shared::capability::Signer,
 }

@@ -52,15 +52,22 @@ pub fn refusal(current: &Current) -> NotYours {
     }
 }
 
-/// Checks a credential against a stored worker row (constant-time, expiry included).
-pub fn credential_ok(cred: &WorkerCredential, w: &Worker) -> bool {
+/// Checks a credential against a stored worker row: the worker's own token (constant-time,
+/// expiry included), or a live vouch the gateway signed for a worker it authenticated.
+pub fn credential_ok(cred: &WorkerCredential, w: &Worker, signer: &Signer) -> bool {
+    if cred
+        .worker_token
+        .starts_with(freeagent_shared::capability::VOUCH_PREFIX)
+    {
+        return signer.verify_vouch(&w.id, &cred.worker_token, Utc::now().timestamp());
+    }
     token::verify(&cred.worker_token, &w.token_hash) && w.token_expires_at > Utc::now()
 }
 
 impl Handlers {
     async fn authenticate(&self, cred: &WorkerCredential) -> Result<Option<Worker>, Unavailable> {
         let w = db::workers::worker_get(&self.pool, cred.worker_id).await?;
-        Ok(w.filter(|w| credential_ok(cred, w)))
+        Ok(w.filter(|w| credential_ok(cred, w, &self.signer)))
     }
 
     fn exp(&self) -> i64 {
@@ -86,19 +93,35 @@ impl Handlers {
         } else {
             worker.queues.clone()
         };
-        let t = db::builds::build_claim(
-            &self.pool,
-            req.build_id,
-            req.attempt,
-            worker.id,
-            &queues,
-            self.lease.as_secs_f64(),
-        )
-        .await?;
+        let claim = || {
+            db::builds::build_claim(
+                &self.pool,
+                req.build_id,
+                req.attempt,
+                worker.id,
+                &queues,
+                self.lease.as_secs_f64(),
+            )
+        };
+        let mut t = claim().await?;
+        // A dispatch can reach a worker before the dispatcher's transaction commits (the publish
+        // is acked first). The claim then saw the previous attempt, and Postgres did not wait for
+        // the row lock because that version did not match. If the dispatch has committed since,
+        // claim again; if not yet, ask the worker to retry shortly instead of dropping it.
+        if let Transition::Stale(c) = &t {
+            if c.status == BuildStatus::Pending && c.attempt == req.attempt {
+                t = claim().await?;
+            } else if c.status == BuildStatus::Pending && c.attempt < req.attempt {
+                return Ok(ClaimReply::Unavailable {
+                    message: "this attempt's dispatch is not committed yet; retry".into(),
+                });
+            }
+        }
         metrics::counter!(freeagent_shared::metrics::CLAIMS, "outcome" => outcome_label(&t))
             .increment(1);
         let b = match t {
             Transition::Applied(b) => b,
+            // Pending at this very attempt, after a second try: only the queue guard refuses it.
             Transition::Stale(c)
                 if c.status == BuildStatus::Pending && c.attempt == req.attempt =>
             {

@@ -4,6 +4,7 @@
 
 use crate::events;
 use crate::handlers::{Unavailable, credential_ok, refusal};
+use freeagent_shared::capability::Signer;
 use freeagent_shared::db::builds::Beat;
 use freeagent_shared::db::{self, Pool};
 use freeagent_shared::ids::{BuildId, WorkerId};
@@ -31,6 +32,7 @@ impl HeartbeatBatcher {
     pub fn start(
         pool: Pool,
         nats: async_nats::Client,
+        signer: Signer,
         lease: Duration,
         stop: CancellationToken,
     ) -> Self {
@@ -48,7 +50,7 @@ impl HeartbeatBatcher {
                         Err(_) => break,
                     }
                 }
-                apply(&pool, &nats, lease, batch).await;
+                apply(&pool, &nats, &signer, lease, batch).await;
             }
         });
         Self { tx }
@@ -65,8 +67,14 @@ impl HeartbeatBatcher {
     }
 }
 
-async fn apply(pool: &Pool, nats: &async_nats::Client, lease: Duration, batch: Vec<Pending>) {
-    match replies(pool, lease, &batch).await {
+async fn apply(
+    pool: &Pool,
+    nats: &async_nats::Client,
+    signer: &Signer,
+    lease: Duration,
+    batch: Vec<Pending>,
+) {
+    match replies(pool, signer, lease, &batch).await {
         Ok((replies, started)) => {
             for ((_, tx), reply) in batch.into_iter().zip(replies) {
                 let _ = tx.send(Ok(reply));
@@ -87,6 +95,7 @@ type Started = Vec<(BuildId, freeagent_shared::ids::Attempt)>;
 
 async fn replies(
     pool: &Pool,
+    signer: &Signer,
     lease: Duration,
     batch: &[Pending],
 ) -> Result<(Vec<HeartbeatReply>, Started), Unavailable> {
@@ -103,7 +112,7 @@ async fn replies(
         .map(|(r, _)| {
             workers
                 .get(&r.worker.worker_id)
-                .is_some_and(|w| credential_ok(&r.worker, w))
+                .is_some_and(|w| credential_ok(&r.worker, w, signer))
         })
         .collect();
     let beats: Vec<Beat> = batch

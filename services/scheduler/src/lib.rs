@@ -93,6 +93,7 @@ impl App {
             heartbeats: heartbeat_batch::HeartbeatBatcher::start(
                 self.pool.clone(),
                 self.nats.clone(),
+                Signer::new(&c.signing_secret),
                 c.lease,
                 stop.clone(),
             ),

@@ -430,12 +430,10 @@ async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
             ..
         }
     ));
+    // An attempt ahead of the row: its dispatch has not committed yet, so "retry", not "stale".
     assert!(matches!(
         s.claim(&owner, id, a(2)).await,
-        ClaimReply::NotYours {
-            reason: NotYours::Stale,
-            ..
-        }
+        ClaimReply::Unavailable { .. }
     ));
     let forged = WorkerCredential {
         worker_id: owner.worker_id,

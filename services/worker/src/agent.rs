@@ -6,9 +6,9 @@
 
 use crate::config::WorkerConfig;
 use crate::job::Job;
-use crate::scheduler_client::SchedulerClient;
 use async_nats::jetstream::{self, AckKind};
 use freeagent_shared::nats;
+use freeagent_shared::scheduler_client::SchedulerClient;
 use freeagent_shared::status::QueueName;
 use freeagent_shared::wire::{
     self, ClaimReply, ClaimRequest, Dispatch, PresenceReply, PresenceRequest, WorkerCredential,

@@ -9,7 +9,6 @@ pub mod executor;
 pub mod job;
 pub mod log_stream;
 pub mod registration;
-pub mod scheduler_client;
 pub mod workspace;
 
 use std::sync::Arc;
@@ -26,7 +25,7 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
     tracing::info!(worker_id = %credential.worker_id, name = %config.name, queues = ?config.queues, "worker registered");
     let nats = freeagent_shared::nats::connect(&config.nats_url, "freeagent-worker").await?;
     let agent = agent::Agent {
-        scheduler: scheduler_client::SchedulerClient::new(nats.clone()),
+        scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
         config: Arc::new(config),
         nats,
         http,

@@ -194,3 +194,16 @@ pub async fn worker_count_online(db: impl PgExecutor<'_>, within_secs: f64) -> R
         .fetch_one(db)
         .await?)
 }
+
+/// The worker a token belongs to (tokens are unique: 256 random bits).
+pub async fn worker_find_by_token(
+    db: impl PgExecutor<'_>,
+    token_hash: &[u8],
+) -> Result<Option<Worker>, Error> {
+    Ok(
+        sqlx::query_as::<_, Worker>("SELECT * FROM workers WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(db)
+            .await?,
+    )
+}

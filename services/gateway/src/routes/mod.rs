@@ -9,4 +9,6 @@ pub mod logs;
 pub mod reports;
 pub mod retry;
 pub mod submit;
+pub mod worker_protocol;
+pub mod worker_reports;
 pub mod workers;

@@ -2,13 +2,13 @@
 //! credential. Transport failures (no scheduler answering, a timeout) are retried with
 //! exponential backoff and jitter; a refusal is an answer, not an error.
 
-use backon::{ExponentialBuilder, Retryable};
-use freeagent_shared::subjects;
-use freeagent_shared::wire::{
+use crate::subjects;
+use crate::wire::{
     self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply,
     HeartbeatRequest,
 };
-use freeagent_shared::wire::{AbandonRequest, PresenceReply, PresenceRequest, RetryLater};
+use crate::wire::{AbandonRequest, PresenceReply, PresenceRequest, RetryLater};
+use backon::{ExponentialBuilder, Retryable};
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::Duration;
 

@@ -1,0 +1,498 @@
+//! Workers that speak HTTP (the seed's protocol): the whole life of a build with a worker token,
+//! and again with the legacy API key plus `worker_id`; long-poll races; abandon and unregister;
+//! malformed requests.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::freeagent_shared::wire::WorkerCredential;
+use freeagent_tests::{API_KEY, Farm, FarmOpts, example};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+fn farm_opts() -> FarmOpts {
+    FarmOpts {
+        workers: 0,
+        schedulers: 3,
+        ..Default::default()
+    }
+}
+
+/// How a test worker authenticates.
+#[derive(Clone)]
+enum Auth {
+    Token(String),
+    Legacy(String),
+}
+
+impl Auth {
+    fn of(w: &WorkerCredential, legacy: bool) -> Self {
+        if legacy {
+            Auth::Legacy(w.worker_id.to_string())
+        } else {
+            Auth::Token(w.worker_token.clone())
+        }
+    }
+    fn apply(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::Token(t) => r.header("x-worker-token", t),
+            Auth::Legacy(id) => r.header("x-api-key", API_KEY).header("x-worker-id", id),
+        }
+    }
+}
+
+async fn poll(farm: &Farm, auth: &Auth, wait: u32) -> Value {
+    let r = auth
+        .apply(
+            farm.http
+                .get(format!("{}/api/workers/poll?wait={wait}", farm.gateway)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn post(farm: &Farm, auth: &Auth, path: &str, body: Value) -> (u16, Value) {
+    let r = auth
+        .apply(farm.http.post(format!("{}{path}", farm.gateway)))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn life(legacy: bool) {
+    let farm = Farm::start(farm_opts()).await;
+    let w = farm.register_worker("mac", &["ios"]).await;
+    let auth = Auth::of(&w, legacy);
+    let id = farm.submit_dir(&example("hello"), "ios").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let polled = poll(&farm, &auth, 20).await;
+    let job = &polled["job"];
+    assert_eq!(job["id"], id.as_str(), "{polled}");
+    assert_eq!(job["attempt"], 1);
+    if !legacy {
+        assert_eq!(polled["access_token"], w.worker_token.as_str());
+    }
+    // Polling again returns the job it holds.
+    assert_eq!(poll(&farm, &auth, 0).await["job"]["id"], id.as_str());
+
+    // The source, streamed to the holder only.
+    let src = auth
+        .apply(farm.http.get(job["source_url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(src.status(), 200);
+    let bytes = src.bytes().await.unwrap();
+    let build = farm.get_build(&id).await;
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        build["artifacts"][0]["sha256"].as_str().unwrap()
+    );
+    let certs = auth
+        .apply(
+            farm.http
+                .get(format!("{}/api/builds/{id}/certs", farm.gateway)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(certs.status(), 404, "no certs were sent");
+
+    // Logs (single and batch), heartbeats.
+    assert_eq!(
+        post(
+            &farm,
+            &auth,
+            &format!("/api/builds/{id}/logs"),
+            json!({"level": "info", "message": "compiling"})
+        )
+        .await,
+        (200, json!({"success": true}))
+    );
+    assert_eq!(farm.get_build(&id).await["status"], "building");
+    let (code, batch) = post(
+        &farm,
+        &auth,
+        &format!("/api/builds/{id}/logs"),
+        json!({"logs": [{"level": "warn", "message": "a"}, {"level": "info", "message": "b"}]}),
+    )
+    .await;
+    assert_eq!((code, batch["count"].clone()), (200, json!(2)));
+    let (code, hb) = post(
+        &farm,
+        &auth,
+        &format!("/api/builds/{id}/heartbeat"),
+        json!({"progress": 50}),
+    )
+    .await;
+    assert_eq!((code, hb["cancel"].clone()), (200, json!(false)));
+    assert_eq!(farm.get_build(&id).await["progress"], 50);
+    let (code, whb) = post(
+        &farm,
+        &auth,
+        "/api/workers/heartbeat",
+        json!({"build_id": id}),
+    )
+    .await;
+    assert_eq!((code, whb["cancel_builds"].clone()), (200, json!([])));
+
+    // The result, streamed to storage; a replay gets the same answer.
+    let artifact = b"the signed app".to_vec();
+    for _ in 0..2 {
+        let form = Form::new()
+            .text("build_id", id.clone())
+            .text("success", "true")
+            .part("result", Part::bytes(artifact.clone()).file_name("app.ipa"));
+        let r = auth
+            .apply(
+                farm.http
+                    .post(format!("{}/api/workers/result", farm.gateway)),
+            )
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"success": true, "status": "completed"})
+        );
+    }
+    let done = farm.get_build(&id).await;
+    assert_eq!(done["status"], "completed");
+    let result = done["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"].as_str().unwrap().ends_with(".ipa"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        result["sha256"],
+        hex::encode(Sha256::digest(&artifact)).as_str()
+    );
+    let logs: Value = farm
+        .http
+        .get(format!("{}/api/builds/{id}/logs", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let msgs: Vec<&str> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(msgs, ["compiling", "a", "b"]);
+
+    // Another worker cannot report on it; a failure after completion changes nothing.
+    let other = farm.register_worker("other", &["ios"]).await;
+    let (code, _) = post(
+        &farm,
+        &Auth::of(&other, legacy),
+        "/api/workers/fail",
+        json!({"build_id": id, "error": "x"}),
+    )
+    .await;
+    assert_eq!(code, 409);
+    let (code, _) = post(
+        &farm,
+        &auth,
+        "/api/workers/fail",
+        json!({"build_id": id, "error": "late"}),
+    )
+    .await;
+    assert_eq!(code, 409);
+    assert_eq!(farm.get_build(&id).await["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_runs_through_an_http_worker_with_a_token() {
+    life(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_runs_through_a_legacy_api_key_worker() {
+    life(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_long_polling_workers_get_ten_builds_exactly_once() {
+    let farm = Farm::start(FarmOpts {
+        extra_env: vec![("RUST_LOG".into(), "info,freeagent_gateway=debug".into())],
+        ..farm_opts()
+    })
+    .await;
+    let mut workers = vec![];
+    for i in 0..20 {
+        workers.push(farm.register_worker(&format!("w{i}"), &["android"]).await);
+    }
+    let polls = futures::future::join_all(workers.iter().map(|w| {
+        let auth = Auth::of(w, false);
+        let farm = &farm;
+        async move { poll(farm, &auth, 8).await }
+    }));
+    let submit = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        farm.submit_many(&example("hello"), "android", 10, 4, &[])
+            .await
+    };
+    let (replies, mut ids) = tokio::join!(polls, submit);
+    let mut got: Vec<String> = replies
+        .iter()
+        .filter_map(|r| r["job"]["id"].as_str().map(str::to_owned))
+        .collect();
+    if got.len() != 10 {
+        let mut why = String::new();
+        for id in ids.iter().filter(|id| !got.contains(id)) {
+            let b = farm.get_build(id).await;
+            why.push_str(&format!(
+                "{id}: {} attempt {}\n{}\n",
+                b["status"],
+                b["attempt"],
+                farm.trace(id)
+            ));
+        }
+        let js = async_nats::jetstream::new(farm.nats.client().await);
+        let mut c: async_nats::jetstream::consumer::PullConsumer = js
+            .get_stream("BUILDS")
+            .await
+            .unwrap()
+            .get_consumer("queue-android")
+            .await
+            .unwrap();
+        let info = c.info().await.unwrap();
+        panic!(
+            "{} of 10 builds reached a worker; consumer: pending {} ack_pending {} waiting {} redelivered {}\n{why}",
+            got.len(),
+            info.num_pending,
+            info.num_ack_pending,
+            info.num_waiting,
+            info.num_redelivered
+        );
+    }
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "each build to exactly one worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandon_and_unregister_give_builds_back() {
+    let farm = Farm::start(farm_opts()).await;
+    let w = farm.register_worker("a", &["android"]).await;
+    let auth = Auth::of(&w, false);
+    let id = farm.submit_dir(&example("hello"), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(poll(&farm, &auth, 20).await["job"]["id"], id.as_str());
+    assert_eq!(
+        post(
+            &farm,
+            &auth,
+            "/api/workers/abandon",
+            json!({"build_id": id, "reason": "disk full"})
+        )
+        .await,
+        (200, json!({"success": true}))
+    );
+    assert_eq!(farm.get_build(&id).await["status"], "pending");
+    // It comes back under attempt 2; unregistering hands it back again.
+    let again = poll(&farm, &auth, 20).await;
+    assert_eq!(
+        (again["job"]["id"].clone(), again["job"]["attempt"].clone()),
+        (json!(id), json!(2))
+    );
+    let (code, r) = post(&farm, &auth, "/api/workers/unregister", json!({})).await;
+    assert_eq!((code, r["builds_reassigned"].clone()), (200, json!(1)));
+    assert_eq!(farm.get_build(&id).await["status"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_unauthorised_worker_requests_change_nothing() {
+    let farm = Farm::start(farm_opts()).await;
+    let w = farm.register_worker("a", &["android"]).await;
+    let other = farm.register_worker("b", &["android"]).await;
+    let auth = Auth::of(&w, false);
+    let id = farm.submit_dir(&example("hello"), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(poll(&farm, &auth, 20).await["job"]["id"], id.as_str());
+    let url = |p: &str| format!("{}{p}", farm.gateway);
+
+    assert_eq!(
+        farm.http
+            .get(url("/api/workers/poll"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        farm.http
+            .get(url("/api/workers/poll"))
+            .header("x-worker-token", "faw_nope")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        farm.http
+            .get(url("/api/workers/poll"))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "legacy without worker_id"
+    );
+    assert_eq!(
+        auth.apply(farm.http.get(url("/api/workers/poll?wait=soon")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    // Another worker: no source, no logs, no heartbeat, no result.
+    let oauth = Auth::of(&other, false);
+    assert_eq!(
+        oauth
+            .apply(farm.http.get(url(&format!("/api/builds/{id}/source"))))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    assert_eq!(
+        post(
+            &farm,
+            &oauth,
+            &format!("/api/builds/{id}/logs"),
+            json!({"message": "x"})
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        post(
+            &farm,
+            &oauth,
+            &format!("/api/builds/{id}/heartbeat"),
+            json!({})
+        )
+        .await
+        .0,
+        409
+    );
+    let form = Form::new()
+        .text("build_id", id.clone())
+        .text("success", "true")
+        .part("result", Part::bytes(b"x".to_vec()));
+    assert_eq!(
+        oauth
+            .apply(farm.http.post(url("/api/workers/result")))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    // Malformed bodies from the holder.
+    assert_eq!(
+        auth.apply(farm.http.post(url(&format!("/api/builds/{id}/logs"))))
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(
+            &farm,
+            &auth,
+            &format!("/api/builds/{id}/logs"),
+            json!({"logs": "nope"})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        post(
+            &farm,
+            &auth,
+            &format!("/api/builds/{id}/heartbeat"),
+            json!({"progress": 101})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        auth.apply(farm.http.post(url("/api/workers/result")))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let form = Form::new()
+        .part("result", Part::bytes(b"x".to_vec()))
+        .text("build_id", id.clone());
+    assert_eq!(
+        auth.apply(farm.http.post(url("/api/workers/result")))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "result before build_id"
+    );
+    assert_eq!(
+        post(&farm, &auth, "/api/workers/fail", json!({"error": "no id"}))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        post(
+            &farm,
+            &auth,
+            "/api/workers/fail",
+            json!({"build_id": "nope"})
+        )
+        .await
+        .0,
+        404
+    );
+    // Nothing changed.
+    let b = farm.get_build(&id).await;
+    assert_eq!(
+        (b["status"].clone(), b["has_result"].clone()),
+        (json!("assigned"), json!(false))
+    );
+}
