@@ -237,8 +237,11 @@ pub struct PresenceRequest {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum PresenceReply {
     /// `drain`: take no new build; let the running ones finish.
+    /// `access_token`: a new worker token, when the one sent is near its end; use it from now on.
     Seen {
         drain: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access_token: Option<String>,
     },
     NotYours {
         reason: NotYours,

@@ -565,3 +565,26 @@ async fn a_worker_runs_up_to_its_capacity_and_schedulers_stop_gracefully() {
         assert_eq!(cancel(&farm, id, false).await.status(), 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_worker_renews_its_token_through_presence_replies() {
+    // Tokens live 2 s; the build runs 6 s, so its heartbeats and its completion need renewed ones.
+    let farm = Farm::start(FarmOpts {
+        workers: 1,
+        schedulers: 3,
+        extra_env: vec![
+            ("FREEAGENT_WORKER_TOKEN_TTL".into(), "2s".into()),
+            ("FREEAGENT_WORKER_TOKEN_GRACE".into(), "1s".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let dir = project("sleep 6\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = farm.wait_terminal(&id, Duration::from_secs(40)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempt"], 1, "the lease must never have lapsed");
+}

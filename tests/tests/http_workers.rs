@@ -349,7 +349,7 @@ async fn malformed_and_unauthorised_worker_requests_change_nothing() {
             .await
             .unwrap()
             .status(),
-        403
+        401
     );
     assert_eq!(
         farm.http
@@ -495,4 +495,65 @@ async fn malformed_and_unauthorised_worker_requests_change_nothing() {
         (b["status"].clone(), b["has_result"].clone()),
         (json!("assigned"), json!(false))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_tokens_rotate_without_a_401_and_expire_after_their_grace() {
+    // The "every 30 s for 5 minutes" at a tenth of the scale: tokens live 3 s (renewed
+    // with 1 s left), the previous one 1 s more; the worker polls every 0.5 s for 8 s.
+    let farm = Farm::start(FarmOpts {
+        extra_env: vec![
+            ("FREEAGENT_WORKER_TOKEN_TTL".into(), "3s".into()),
+            ("FREEAGENT_WORKER_TOKEN_GRACE".into(), "1s".into()),
+        ],
+        ..farm_opts()
+    })
+    .await;
+    let w = farm.register_worker("rotating", &["android"]).await;
+    let first = w.worker_token.clone();
+    let mut current = first.clone();
+    let mut seen = std::collections::HashSet::from([first.clone()]);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        let r = farm
+            .http
+            .get(format!("{}/api/workers/poll", farm.gateway))
+            .header("x-worker-token", &current)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "a rotating worker was refused after {:?}",
+            started.elapsed()
+        );
+        let body: Value = r.json().await.unwrap();
+        current = body["access_token"].as_str().unwrap().to_owned();
+        seen.insert(current.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        seen.len() >= 3,
+        "tokens should have rotated several times: {}",
+        seen.len()
+    );
+    // The first token, long past its lifetime and grace: refused.
+    let r = farm
+        .http
+        .get(format!("{}/api/workers/poll", farm.gateway))
+        .header("x-worker-token", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The newest still works, and another worker's token is no substitute for it.
+    let r = farm
+        .http
+        .get(format!("{}/api/workers/poll", farm.gateway))
+        .header("x-worker-token", &current)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

@@ -104,22 +104,30 @@ pub async fn worker_caller(
 ) -> Result<WorkerCaller> {
     if let Some(t) = header(headers, "x-worker-token") {
         let w = db::workers::worker_find_by_token(&st.pool, &token::hash(t)).await?;
-        return match w {
-            Some(w) if w.token_expires_at > chrono::Utc::now() => Ok(WorkerCaller {
-                credential: freeagent_shared::wire::WorkerCredential {
-                    worker_id: w.id,
-                    worker_token: t.to_owned(),
-                },
-                token: Some(t.to_owned()),
-                worker: w,
-            }),
-            Some(_) => Err(GatewayError::new(
+        let Some(w) = w.filter(|w| w.token_ok(t, chrono::Utc::now())) else {
+            return Err(GatewayError::new(
                 freeagent_shared::api_error::ErrorCode::Unauthorized,
-                "this worker token has expired",
+                "invalid or expired worker token",
             )
-            .hint("register again")),
-            None => Err(GatewayError::forbidden("invalid worker token")),
+            .hint("use the access_token of the latest reply, or register again"));
         };
+        // Every reply carries the newest token; renew it when a third of its life is left.
+        let policy = db::workers::TokenPolicy {
+            ttl: st.config.worker_token_ttl,
+            grace: st.config.worker_token_grace,
+        };
+        let current = match db::workers::worker_token_refresh(&st.pool, &w, t, policy).await? {
+            Some((fresh, _)) => fresh,
+            None => t.to_owned(),
+        };
+        return Ok(WorkerCaller {
+            credential: freeagent_shared::wire::WorkerCredential {
+                worker_id: w.id,
+                worker_token: current.clone(),
+            },
+            token: Some(current),
+            worker: w,
+        });
     }
     if presented_api_key(headers).is_none() {
         return Err(

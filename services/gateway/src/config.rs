@@ -7,8 +7,10 @@ pub const DEFAULT_SOURCE_LIMIT: u64 = 500 << 20;
 pub const DEFAULT_CERTS_LIMIT: u64 = 10 << 20;
 pub const DEFAULT_JSON_LIMIT: u64 = 1 << 20;
 pub const DEFAULT_RESULT_LIMIT: u64 = 2 << 30;
-/// Worker tokens live this long; issue #3 brings rotation in replies.
-pub const DEFAULT_WORKER_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Worker tokens live this long; every reply to a worker renews one with a third or less left.
+pub const DEFAULT_WORKER_TOKEN_TTL: Duration = Duration::from_secs(90);
+/// After a renewal the previous token stays valid this long, for requests already in flight.
+pub const DEFAULT_WORKER_TOKEN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
@@ -27,6 +29,7 @@ pub struct GatewayConfig {
     pub json_limit: u64,
     pub result_limit: u64,
     pub worker_token_ttl: Duration,
+    pub worker_token_grace: Duration,
     pub url_ttl: Duration,
 }
 
@@ -77,6 +80,10 @@ impl GatewayConfig {
             worker_token_ttl: config::duration(
                 "FREEAGENT_WORKER_TOKEN_TTL",
                 DEFAULT_WORKER_TOKEN_TTL,
+            )?,
+            worker_token_grace: config::duration(
+                "FREEAGENT_WORKER_TOKEN_GRACE",
+                DEFAULT_WORKER_TOKEN_GRACE,
             )?,
             url_ttl: config::duration("FREEAGENT_GATEWAY_URL_TTL", DEFAULT_URL_TTL)?,
         })

@@ -13,6 +13,10 @@ pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A worker not heard from for this long counts as offline.
 pub const DEFAULT_WORKER_OFFLINE_AFTER: Duration = Duration::from_secs(30);
+/// Worker tokens live this long and are renewed when a third is left.
+pub const DEFAULT_WORKER_TOKEN_TTL: Duration = Duration::from_secs(90);
+/// The previous token stays valid this long after a renewal.
+pub const DEFAULT_WORKER_TOKEN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(6 * 3600);
 pub const DEFAULT_RESULT_LIMIT: u64 = 2 << 30;
 pub const DEFAULT_RPC_CONCURRENCY: usize = 256;
@@ -40,6 +44,8 @@ pub struct SchedulerConfig {
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
     pub worker_offline_after: Duration,
+    pub worker_token_ttl: Duration,
+    pub worker_token_grace: Duration,
     /// Lifetime of signed storage URLs handed to workers.
     pub url_ttl: Duration,
     pub result_limit: u64,
@@ -90,6 +96,14 @@ impl SchedulerConfig {
                 "FREEAGENT_WORKER_OFFLINE_AFTER",
                 DEFAULT_WORKER_OFFLINE_AFTER,
             )?,
+            worker_token_ttl: config::duration(
+                "FREEAGENT_WORKER_TOKEN_TTL",
+                DEFAULT_WORKER_TOKEN_TTL,
+            )?,
+            worker_token_grace: config::duration(
+                "FREEAGENT_WORKER_TOKEN_GRACE",
+                DEFAULT_WORKER_TOKEN_GRACE,
+            )?,
             url_ttl: config::duration("FREEAGENT_URL_TTL", DEFAULT_URL_TTL)?,
             result_limit: config::bytes("FREEAGENT_RESULT_LIMIT", DEFAULT_RESULT_LIMIT)?,
             rpc_concurrency: config::parse(
@@ -124,6 +138,8 @@ impl SchedulerConfig {
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
             worker_offline_after: DEFAULT_WORKER_OFFLINE_AFTER,
+            worker_token_ttl: DEFAULT_WORKER_TOKEN_TTL,
+            worker_token_grace: DEFAULT_WORKER_TOKEN_GRACE,
             url_ttl: DEFAULT_URL_TTL,
             result_limit: DEFAULT_RESULT_LIMIT,
             rpc_concurrency: DEFAULT_RPC_CONCURRENCY,

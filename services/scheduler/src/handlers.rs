@@ -14,7 +14,6 @@ use freeagent_shared::ids::{Attempt, WorkerId};
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::subjects;
-use freeagent_shared::token;
 use freeagent_shared::wire::*;
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ pub struct Handlers {
     pub result_limit: u64,
     pub backoff: Backoff,
     pub heartbeats: HeartbeatBatcher,
+    pub token_policy: db::workers::TokenPolicy,
 }
 
 /// Why a request could not be handled at all (not a refusal: an outage).
@@ -61,7 +61,7 @@ pub fn credential_ok(cred: &WorkerCredential, w: &Worker, signer: &Signer) -> bo
     {
         return signer.verify_vouch(&w.id, &cred.worker_token, Utc::now().timestamp());
     }
-    token::verify(&cred.worker_token, &w.token_hash) && w.token_expires_at > Utc::now()
+    w.token_ok(&cred.worker_token, Utc::now())
 }
 
 impl Handlers {
@@ -324,22 +324,31 @@ impl Handlers {
     }
 
     pub async fn presence(&self, req: PresenceRequest) -> Result<PresenceReply, Unavailable> {
-        if self.authenticate(&req.worker).await?.is_none() {
+        let Some(worker) = self.authenticate(&req.worker).await? else {
             return Ok(PresenceReply::NotYours {
                 reason: NotYours::Unauthorized,
             });
-        }
+        };
         let running = i32::try_from(req.running).unwrap_or(i32::MAX);
-        Ok(
-            match db::workers::worker_presence(&self.pool, req.worker.worker_id, running).await? {
-                Some(status) => PresenceReply::Seen {
-                    drain: status == "draining",
-                },
-                None => PresenceReply::NotYours {
-                    reason: NotYours::NotFound,
-                },
-            },
+        let Some(status) = db::workers::worker_presence(&self.pool, worker.id, running).await?
+        else {
+            return Ok(PresenceReply::NotYours {
+                reason: NotYours::NotFound,
+            });
+        };
+        // NATS workers renew their token here, as HTTP workers do in every reply.
+        let access_token = db::workers::worker_token_refresh(
+            &self.pool,
+            &worker,
+            &req.worker.worker_token,
+            self.token_policy,
         )
+        .await?
+        .map(|(t, _)| t);
+        Ok(PresenceReply::Seen {
+            drain: status == "draining",
+            access_token,
+        })
     }
 
     async fn finished(

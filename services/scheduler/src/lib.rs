@@ -90,6 +90,10 @@ impl App {
             url_ttl: c.url_ttl,
             result_limit: c.result_limit,
             backoff: c.backoff(),
+            token_policy: freeagent_shared::db::workers::TokenPolicy {
+                ttl: c.worker_token_ttl,
+                grace: c.worker_token_grace,
+            },
             heartbeats: heartbeat_batch::HeartbeatBatcher::start(
                 self.pool.clone(),
                 self.nats.clone(),

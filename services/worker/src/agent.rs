@@ -33,7 +33,8 @@ pub struct Agent {
     pub nats: async_nats::Client,
     pub scheduler: SchedulerClient,
     pub http: reqwest::Client,
-    pub credential: WorkerCredential,
+    /// The worker's id and its newest token (presence replies renew it).
+    pub credential: Arc<std::sync::RwLock<WorkerCredential>>,
     /// Set when an operator drains this worker: no new builds.
     pub draining: Arc<AtomicBool>,
     /// Builds running here now; a redelivered dispatch for one of them is skipped.
@@ -72,6 +73,21 @@ impl Agent {
         }
     }
 
+    /// The credential to send now.
+    pub fn credential(&self) -> WorkerCredential {
+        match self.credential.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn renew_token(&self, token: String) {
+        if let Ok(mut c) = self.credential.write() {
+            c.worker_token = token;
+        }
+        tracing::debug!("worker token renewed");
+    }
+
     fn is_running(&self, id: freeagent_shared::ids::BuildId) -> bool {
         self.running
             .lock()
@@ -97,11 +113,17 @@ impl Agent {
         loop {
             let running = (self.config.max_concurrent - slots.available_permits()) as u32;
             let req = PresenceRequest {
-                worker: self.credential.clone(),
+                worker: self.credential(),
                 running,
             };
             match self.scheduler.presence(&req).await {
-                Ok(PresenceReply::Seen { drain }) => {
+                Ok(PresenceReply::Seen {
+                    drain,
+                    access_token,
+                }) => {
+                    if let Some(t) = access_token {
+                        self.renew_token(t);
+                    }
                     if drain && !self.draining.swap(true, Ordering::SeqCst) {
                         tracing::info!("draining: taking no new builds");
                     }
@@ -188,7 +210,7 @@ impl Agent {
             let req = ClaimRequest {
                 build_id: dispatch.build_id,
                 attempt: dispatch.attempt,
-                worker: self.credential.clone(),
+                worker: self.credential(),
             };
             match self.scheduler.claim(&req).await {
                 Ok(ClaimReply::Granted(grant)) => {

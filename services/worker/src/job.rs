@@ -26,7 +26,7 @@ enum Outcome {
 }
 
 impl Job {
-    #[tracing::instrument(skip_all, fields(build_id = %self.grant.build_id, attempt = %self.grant.attempt, worker_id = %self.agent.credential.worker_id))]
+    #[tracing::instrument(skip_all, fields(build_id = %self.grant.build_id, attempt = %self.grant.attempt, worker_id = %self.agent.credential().worker_id))]
     pub async fn run(self, shutdown: CancellationToken) {
         let stop = shutdown.child_token();
         let heartbeat = tokio::spawn(self.keep_lease(stop.clone()));
@@ -56,7 +56,7 @@ impl Job {
                 let req = AbandonRequest {
                     build_id: self.grant.build_id,
                     attempt: self.grant.attempt,
-                    worker: self.agent.credential.clone(),
+                    worker: self.agent.credential(),
                     reason: "the worker shut down".into(),
                 };
                 self.agent.scheduler.abandon(&req).await
@@ -70,7 +70,7 @@ impl Job {
                 let req = CompleteRequest {
                     build_id: self.grant.build_id,
                     attempt: self.grant.attempt,
-                    worker: self.agent.credential.clone(),
+                    worker: self.agent.credential(),
                     result,
                 };
                 self.agent.scheduler.complete(&req).await
@@ -79,7 +79,7 @@ impl Job {
                 let req = FailRequest {
                     build_id: self.grant.build_id,
                     attempt: self.grant.attempt,
-                    worker: self.agent.credential.clone(),
+                    worker: self.agent.credential(),
                     error,
                 };
                 self.agent.scheduler.fail(&req).await
@@ -202,15 +202,18 @@ impl Job {
         stop: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let scheduler = self.agent.scheduler.clone();
-        let req = HeartbeatRequest {
-            build_id: self.grant.build_id,
-            attempt: self.grant.attempt,
-            worker: self.agent.credential.clone(),
-            progress: None,
-        };
+        let agent = self.agent.clone();
+        let (build_id, attempt) = (self.grant.build_id, self.grant.attempt);
         let every = Duration::from_millis(self.grant.heartbeat_interval_ms.max(100));
         async move {
             loop {
+                // Built per beat: the worker's token may have been renewed meanwhile.
+                let req = HeartbeatRequest {
+                    build_id,
+                    attempt,
+                    worker: agent.credential(),
+                    progress: None,
+                };
                 match scheduler
                     .heartbeat(&req, every.max(Duration::from_secs(1)))
                     .await

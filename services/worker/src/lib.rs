@@ -29,7 +29,7 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         config: Arc::new(config),
         nats,
         http,
-        credential,
+        credential: Arc::new(std::sync::RwLock::new(credential)),
         draining: Default::default(),
         running: Default::default(),
     };

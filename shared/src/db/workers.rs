@@ -21,9 +21,24 @@ pub struct Worker {
     pub last_seen_at: DateTime<Utc>,
     pub queues: Vec<String>,
     pub max_concurrent: i32,
+    /// The token before the last rotation, valid until `prev_token_expires_at`.
+    pub prev_token_hash: Option<Vec<u8>>,
+    pub prev_token_expires_at: Option<DateTime<Utc>>,
 }
 
 impl Worker {
+    /// Whether `presented` is this worker's live token: the current one before its expiry, or the
+    /// previous one within its grace period. Constant-time.
+    pub fn token_ok(&self, presented: &str, now: DateTime<Utc>) -> bool {
+        let current =
+            crate::token::verify(presented, &self.token_hash) && self.token_expires_at > now;
+        let previous = match (&self.prev_token_hash, self.prev_token_expires_at) {
+            (Some(h), Some(exp)) => crate::token::verify(presented, h) && exp > now,
+            _ => false,
+        };
+        current | previous
+    }
+
     /// May this worker take builds of `queue`? Its declared queues, or else its platforms
     /// (a platform's default queue is named after it).
     pub fn serves(&self, queue: &str) -> bool {
@@ -195,15 +210,78 @@ pub async fn worker_count_online(db: impl PgExecutor<'_>, within_secs: f64) -> R
         .await?)
 }
 
-/// The worker a token belongs to (tokens are unique: 256 random bits).
+/// The worker a token belongs to: its current token, or its previous one still in grace (tokens
+/// are unique: 256 random bits). The caller checks expiry with [`Worker::token_ok`].
 pub async fn worker_find_by_token(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
 ) -> Result<Option<Worker>, Error> {
-    Ok(
-        sqlx::query_as::<_, Worker>("SELECT * FROM workers WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(db)
-            .await?,
+    Ok(sqlx::query_as::<_, Worker>(
+        "SELECT * FROM workers WHERE token_hash = $1 OR prev_token_hash = $1 LIMIT 1",
     )
+    .bind(token_hash)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Mints a new token for a worker whose current token (`presented_hash`) expires before
+/// `renew_before`: the old one becomes the previous token for `grace_secs`. Guarded on the
+/// presented token, so concurrent requests rotate once. Returns the new expiry when it rotated.
+pub async fn worker_rotate_token(
+    db: impl PgExecutor<'_>,
+    id: WorkerId,
+    presented_hash: &[u8],
+    new_hash: &[u8],
+    new_expires_at: DateTime<Utc>,
+    renew_before: DateTime<Utc>,
+    grace_secs: f64,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    Ok(sqlx::query_scalar(
+        "UPDATE workers SET prev_token_hash = token_hash, prev_token_expires_at = now() + make_interval(secs => $6), \
+             token_hash = $3, token_expires_at = $4 \
+         WHERE id = $1 AND token_hash = $2 AND token_expires_at < $5 RETURNING token_expires_at",
+    )
+    .bind(id)
+    .bind(presented_hash)
+    .bind(new_hash)
+    .bind(new_expires_at)
+    .bind(renew_before)
+    .bind(grace_secs)
+    .fetch_optional(db)
+    .await?)
+}
+/// Lifetime and grace of worker tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenPolicy {
+    pub ttl: std::time::Duration,
+    pub grace: std::time::Duration,
+}
+
+/// Gives the worker a new token when the one it presented is its current token and has a third
+/// of its lifetime or less left; `None` when it keeps the one it has.
+pub async fn worker_token_refresh(
+    db: impl PgExecutor<'_>,
+    w: &Worker,
+    presented: &str,
+    policy: TokenPolicy,
+) -> Result<Option<(String, DateTime<Utc>)>, Error> {
+    let now = Utc::now();
+    let ttl = chrono::Duration::from_std(policy.ttl).unwrap_or(chrono::Duration::seconds(90));
+    let renew_before = now + ttl / 3;
+    if w.token_expires_at >= renew_before || !crate::token::verify(presented, &w.token_hash) {
+        return Ok(None);
+    }
+    let fresh = crate::token::generate(crate::token::TokenKind::Worker);
+    let exp = now + ttl;
+    let rotated = worker_rotate_token(
+        db,
+        w.id,
+        &w.token_hash,
+        &crate::token::hash(&fresh),
+        exp,
+        renew_before,
+        policy.grace.as_secs_f64(),
+    )
+    .await?;
+    Ok(rotated.map(|exp| (fresh, exp)))
 }

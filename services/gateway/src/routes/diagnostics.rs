@@ -10,7 +10,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use freeagent_shared::db::{self, diagnostics::Diagnostic, diagnostics::NewDiagnostic};
 use freeagent_shared::ids::WorkerId;
-use freeagent_shared::token;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -47,9 +46,7 @@ pub async fn report(
     match headers.get("x-worker-token").and_then(|v| v.to_str().ok()) {
         Some(t) => {
             let w = db::workers::worker_get(&st.pool, worker_id).await?;
-            if !w.is_some_and(|w| {
-                token::verify(t, &w.token_hash) && w.token_expires_at > chrono::Utc::now()
-            }) {
+            if !w.is_some_and(|w| w.token_ok(t, chrono::Utc::now())) {
                 return Err(GatewayError::forbidden(
                     "this worker token does not belong to that worker",
                 ));

@@ -131,7 +131,7 @@ pub async fn register(
         },
         Some(existing) => {
             let presented = headers.get("x-worker-token").and_then(|v| v.to_str().ok());
-            let owns = presented.is_some_and(|t| token::verify(t, &existing.token_hash))
+            let owns = presented.is_some_and(|t| existing.token_ok(t, chrono::Utc::now()))
                 || existing.registered_by == Some(key.id)
                 || auth::has_scope(&key, SCOPE_ADMIN);
             if !owns {
