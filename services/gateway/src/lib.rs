@@ -12,8 +12,6 @@ pub mod storage_client;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use freeagent_shared::capability::Signer;
 use freeagent_shared::health::Health;
 use freeagent_shared::ids::ApiKeyId;
@@ -27,92 +25,19 @@ use state::AppState;
 
 pub fn router(st: AppState, health: Health) -> Router {
     let c = &st.config;
-    let submit_limit =
-        usize::try_from(c.source_limit + c.certs_limit + 2 * c.json_limit).unwrap_or(usize::MAX);
-    let json_limit = usize::try_from(c.json_limit).unwrap_or(usize::MAX);
-    let result_limit = usize::try_from(c.result_limit + c.json_limit).unwrap_or(usize::MAX);
-    let submit = post(routes::submit::submit).layer(DefaultBodyLimit::max(submit_limit));
-    Router::new()
-        .route("/api/builds", submit.clone().get(routes::builds::list))
-        .route("/api/builds/submit", submit)
-        .route(
-            "/api/builds/{id}",
-            get(routes::builds::get).delete(routes::cancel::cancel),
-        )
-        .route("/api/builds/{id}/cancel", post(routes::cancel::cancel))
-        .route("/api/builds/{id}/retry", post(routes::retry::retry))
-        .route(
-            "/api/builds/{id}/source",
-            get(routes::worker_protocol::source),
-        )
-        .route(
-            "/api/builds/{id}/certs",
-            get(routes::worker_protocol::certs),
-        )
-        .route(
-            "/api/builds/{id}/heartbeat",
-            post(routes::worker_protocol::build_heartbeat),
-        )
-        .route("/api/workers/poll", get(routes::worker_protocol::poll))
-        .route(
-            "/api/workers/heartbeat",
-            post(routes::worker_reports::worker_heartbeat),
-        )
-        .route("/api/workers/fail", post(routes::worker_reports::fail))
-        .route(
-            "/api/workers/abandon",
-            post(routes::worker_reports::abandon),
-        )
-        .route(
-            "/api/workers/unregister",
-            post(routes::worker_reports::unregister),
-        )
-        .route(
-            "/api/workers/result",
-            post(routes::worker_reports::result).layer(DefaultBodyLimit::max(result_limit)),
-        )
-        .route(
-            "/api/workers/upload",
-            post(routes::worker_reports::result).layer(DefaultBodyLimit::max(result_limit)),
-        )
-        .route("/api/builds/statistics", get(routes::reports::statistics))
-        .route("/api/builds/active", get(routes::reports::active))
-        .route("/api/stats", get(routes::reports::public_stats))
-        .route("/public/stats", get(routes::reports::public_stats))
-        .route("/api/workers/{id}/stats", get(routes::workers::stats))
-        .route(
-            "/api/diagnostics/report",
-            post(routes::diagnostics::report).layer(DefaultBodyLimit::max(json_limit)),
-        )
-        .route(
-            "/api/diagnostics/{worker_id}",
-            get(routes::diagnostics::list),
-        )
-        .route(
-            "/api/diagnostics/{worker_id}/latest",
-            get(routes::diagnostics::latest),
-        )
-        .route("/api/builds/{id}/status", get(routes::builds::status))
-        .route(
-            "/api/builds/{id}/logs",
-            get(routes::logs::get).post(routes::worker_reports::logs),
-        )
-        .route(
-            "/api/builds/{id}/download",
-            get(routes::download::download_result),
-        )
-        .route(
-            "/api/builds/{id}/download/{kind}",
-            get(routes::download::download),
-        )
-        .route(
-            "/api/workers/register",
-            post(routes::workers::register).layer(DefaultBodyLimit::max(json_limit)),
-        )
-        .route("/api/workers", get(routes::workers::list))
-        .route("/api/workers/{id}/drain", post(routes::workers::drain))
-        .route("/health", get(routes::health::health))
-        .route("/api/health", get(routes::health::health))
+    let limits = routes::table::Limits {
+        submit: usize::try_from(c.source_limit + c.certs_limit + 2 * c.json_limit)
+            .unwrap_or(usize::MAX),
+        json: usize::try_from(c.json_limit).unwrap_or(usize::MAX),
+        result: usize::try_from(c.result_limit + c.json_limit).unwrap_or(usize::MAX),
+    };
+    let mut router = Router::new();
+    for route in routes::table::routes(&limits) {
+        if let Some(handler) = route.handler {
+            router = router.route(route.path, handler);
+        }
+    }
+    router
         .fallback(|| async { error::GatewayError::not_found("route") })
         .with_state(st)
         .merge(health.router())

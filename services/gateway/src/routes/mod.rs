@@ -9,6 +9,7 @@ pub mod logs;
 pub mod reports;
 pub mod retry;
 pub mod submit;
+pub mod table;
 pub mod worker_protocol;
 pub mod worker_reports;
 pub mod workers;

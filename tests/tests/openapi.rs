@@ -1,0 +1,116 @@
+//! `GET /api/openapi.json` lists every route the gateway serves (the router and the document are
+//! built from one table), every documented operation is served, and the contract's paths are in it.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::{Farm, FarmOpts};
+use serde_json::Value;
+
+/// Every path of `shared/spec/http-api.md`, in the router's `{param}` spelling.
+const CONTRACT: &[(&str, &str)] = &[
+    ("post", "/api/builds"),
+    ("post", "/api/builds/submit"),
+    ("get", "/api/builds"),
+    ("get", "/api/builds/{id}"),
+    ("get", "/api/builds/{id}/status"),
+    ("get", "/api/builds/{id}/logs"),
+    ("get", "/api/builds/{id}/download"),
+    ("get", "/api/builds/{id}/download/{kind}"),
+    ("post", "/api/builds/{id}/cancel"),
+    ("delete", "/api/builds/{id}"),
+    ("post", "/api/builds/{id}/retry"),
+    ("get", "/api/builds/statistics"),
+    ("get", "/api/builds/active"),
+    ("post", "/api/workers/register"),
+    ("get", "/api/workers/poll"),
+    ("get", "/api/builds/{id}/source"),
+    ("get", "/api/builds/{id}/certs"),
+    ("post", "/api/builds/{id}/logs"),
+    ("post", "/api/builds/{id}/heartbeat"),
+    ("post", "/api/workers/heartbeat"),
+    ("post", "/api/workers/result"),
+    ("post", "/api/workers/upload"),
+    ("post", "/api/workers/fail"),
+    ("post", "/api/workers/abandon"),
+    ("post", "/api/workers/unregister"),
+    ("post", "/api/workers/{id}/drain"),
+    ("get", "/api/workers"),
+    ("get", "/api/workers/{id}/stats"),
+    ("post", "/api/diagnostics/report"),
+    ("get", "/api/diagnostics/{worker_id}"),
+    ("get", "/api/diagnostics/{worker_id}/latest"),
+    ("get", "/health"),
+    ("get", "/api/health"),
+    ("get", "/api/stats"),
+    ("get", "/public/stats"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/openapi.json"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_and_the_router_agree() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let doc: Value = farm
+        .http
+        .get(format!("{}/api/openapi.json", farm.gateway))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in CONTRACT {
+        assert!(
+            paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+            "{method} {path} is missing from the document"
+        );
+    }
+    let mut operations = 0;
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            operations += 1;
+            let url = format!(
+                "{}{}",
+                farm.gateway,
+                path.replace("{id}", "01a21ac6-0000-7000-8000-000000000000")
+                    .replace("{worker_id}", "01a21ac6-0000-7000-8000-000000000000")
+                    .replace("{kind}", "result")
+            );
+            let req = match method.as_str() {
+                "get" => farm.http.get(&url),
+                "post" => farm.http.post(&url),
+                "delete" => farm.http.delete(&url),
+                other => panic!("unexpected method {other}"),
+            };
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            assert_ne!(status, 405, "{method} {path} is documented but not served");
+            assert!(
+                !body.contains("route not found"),
+                "{method} {path} is documented but not served"
+            );
+            // Served routes answer a stranger with a clear status, never a 5xx.
+            assert!(
+                status < 500 || path == "/readyz",
+                "{method} {path} answered {status}: {body}"
+            );
+        }
+    }
+    assert!(operations >= CONTRACT.len());
+    // An undocumented path is the fallback.
+    let r = farm
+        .http
+        .get(format!("{}/api/nothing", farm.gateway))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
