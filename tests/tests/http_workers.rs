@@ -229,23 +229,28 @@ async fn a_build_runs_through_a_legacy_api_key_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_long_polling_workers_get_ten_builds_exactly_once() {
-    let farm = Farm::start(FarmOpts {
-        extra_env: vec![("RUST_LOG".into(), "info,freeagent_gateway=debug".into())],
-        ..farm_opts()
-    })
-    .await;
+    long_poll_race(20, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_long_polling_workers_get_a_hundred_builds_exactly_once() {
+    long_poll_race(200, 100).await;
+}
+
+async fn long_poll_race(n_workers: usize, n_builds: usize) {
+    let farm = Farm::start(farm_opts()).await;
     let mut workers = vec![];
-    for i in 0..20 {
+    for i in 0..n_workers {
         workers.push(farm.register_worker(&format!("w{i}"), &["android"]).await);
     }
     let polls = futures::future::join_all(workers.iter().map(|w| {
         let auth = Auth::of(w, false);
         let farm = &farm;
-        async move { poll(farm, &auth, 8).await }
+        async move { poll(farm, &auth, 15).await }
     }));
     let submit = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        farm.submit_many(&example("hello"), "android", 10, 4, &[])
+        farm.submit_many(&example("hello"), "android", n_builds, 8, &[])
             .await
     };
     let (replies, mut ids) = tokio::join!(polls, submit);
@@ -253,7 +258,7 @@ async fn twenty_long_polling_workers_get_ten_builds_exactly_once() {
         .iter()
         .filter_map(|r| r["job"]["id"].as_str().map(str::to_owned))
         .collect();
-    if got.len() != 10 {
+    if got.len() != n_builds {
         let mut why = String::new();
         for id in ids.iter().filter(|id| !got.contains(id)) {
             let b = farm.get_build(id).await;
@@ -274,7 +279,7 @@ async fn twenty_long_polling_workers_get_ten_builds_exactly_once() {
             .unwrap();
         let info = c.info().await.unwrap();
         panic!(
-            "{} of 10 builds reached a worker; consumer: pending {} ack_pending {} waiting {} redelivered {}\n{why}",
+            "{} of {n_builds} builds reached a worker; consumer: pending {} ack_pending {} waiting {} redelivered {}\n{why}",
             got.len(),
             info.num_pending,
             info.num_ack_pending,
@@ -489,6 +494,75 @@ async fn malformed_and_unauthorised_worker_requests_change_nothing() {
         .0,
         404
     );
+    // Registration, hand-back and presence bodies.
+    let key = |r: reqwest::RequestBuilder| r.header("x-api-key", API_KEY);
+    for body in [
+        json!({}),
+        json!({"name": ""}),
+        json!({"name": "x", "capabilities": {"platforms": ["windows"]}}),
+        json!({"name": "x", "id": "nope"}),
+        json!({"name": "x", "capabilities": {"queues": ["a.b"]}}),
+        json!({"name": "x", "capabilities": {"max_concurrent_builds": 0}}),
+    ] {
+        assert_eq!(
+            key(farm.http.post(url("/api/workers/register")))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            400,
+            "{body}"
+        );
+    }
+    assert_eq!(
+        key(farm.http.post(url("/api/workers/register")))
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(&farm, &auth, "/api/workers/abandon", json!({}))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        post(
+            &farm,
+            &auth,
+            "/api/workers/heartbeat",
+            json!({"progress": 500})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        post(
+            &farm,
+            &auth,
+            "/api/workers/heartbeat",
+            json!({"build_id": "nope"})
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        auth.apply(farm.http.post(url("/api/workers/unregister")))
+            .header("content-type", "application/json")
+            .body("[")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
     // Nothing changed.
     let b = farm.get_build(&id).await;
     assert_eq!(
@@ -556,4 +630,37 @@ async fn worker_tokens_rotate_without_a_401_and_expire_after_their_grace() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_poll_loses_no_build() {
+    let farm = Farm::start(farm_opts()).await;
+    let quitter = farm.register_worker("quitter", &["android"]).await;
+    let patient = farm.register_worker("patient", &["android"]).await;
+    // The first worker's client gives up after 300 ms of a 30 s long poll.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = impatient
+        .get(format!("{}/api/workers/poll?wait=30", farm.gateway))
+        .header("x-worker-token", &quitter.worker_token)
+        .send()
+        .await;
+    assert!(r.is_err(), "the client should have hung up");
+    // A build arrives at once; it reaches the other worker (immediately, or after the ack wait
+    // if it was handed to the abandoned pull).
+    let id = farm.submit_dir(&example("hello"), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = std::time::Instant::now();
+    let mut got = Value::Null;
+    while started.elapsed() < Duration::from_secs(50) && got.is_null() {
+        got = poll(&farm, &Auth::of(&patient, false), 20).await["job"]["id"].clone();
+    }
+    assert_eq!(got, json!(id), "the build was lost");
+    eprintln!("reached the second worker after {:?}", started.elapsed());
+    // And the first worker does not hold it.
+    assert_eq!(farm.get_build(&id).await["worker_name"], "patient");
 }

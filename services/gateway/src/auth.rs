@@ -51,11 +51,27 @@ pub fn has_scope(key: &ApiKey, scope: &str) -> bool {
     key.scopes.iter().any(|s| s == scope || s == SCOPE_ADMIN)
 }
 
+/// Whether the request carries any credential at all (of any kind).
+fn any_credential(headers: &HeaderMap) -> bool {
+    presented_api_key(headers).is_some()
+        || header(headers, "x-build-token").is_some()
+        || header(headers, "x-worker-token").is_some()
+}
+
+/// 401 when no credential was sent, 403 when one of another kind was.
+fn missing_or_wrong_kind(headers: &HeaderMap, needed: &str) -> GatewayError {
+    if any_credential(headers) {
+        GatewayError::forbidden(format!("this request needs {needed}"))
+    } else {
+        GatewayError::unauthorized()
+    }
+}
+
 /// An API key with `scope` is required.
 pub async fn require_api_key(st: &AppState, headers: &HeaderMap, scope: &str) -> Result<ApiKey> {
     let key = api_key(st, headers)
         .await?
-        .ok_or_else(GatewayError::unauthorized)?;
+        .ok_or_else(|| missing_or_wrong_kind(headers, "an API key"))?;
     if !has_scope(&key, scope) {
         return Err(GatewayError::forbidden(format!(
             "this API key lacks the '{scope}' scope"
@@ -73,7 +89,10 @@ pub async fn build_reader(st: &AppState, headers: &HeaderMap, id: BuildId) -> Re
             .ok_or_else(|| GatewayError::not_found("build"));
     }
     let Some(presented) = header(headers, "x-build-token") else {
-        return Err(GatewayError::unauthorized());
+        return Err(missing_or_wrong_kind(
+            headers,
+            "an API key or this build's token",
+        ));
     };
     // An unknown id and a wrong token look the same, so ids cannot be probed with a token.
     match db::builds::build_get(&st.pool, id).await? {
@@ -131,7 +150,8 @@ pub async fn worker_caller(
     }
     if presented_api_key(headers).is_none() {
         return Err(
-            GatewayError::unauthorized().hint("send X-Worker-Token, or X-API-Key with worker_id")
+            missing_or_wrong_kind(headers, "a worker token, or an API key with worker_id")
+                .hint("send X-Worker-Token, or X-API-Key with worker_id"),
         );
     }
     require_api_key(st, headers, SCOPE_WORKER).await?;

@@ -162,7 +162,9 @@ pub async fn parse_or_auth(st: &AppState, headers: &HeaderMap, raw: &str) -> Res
             if auth::presented_api_key(headers).is_some() {
                 auth::require_api_key(st, headers, SCOPE_READ).await?;
                 Err(not_found)
-            } else if headers.contains_key("x-build-token") {
+            } else if headers.contains_key("x-build-token")
+                || headers.contains_key("x-worker-token")
+            {
                 Err(GatewayError::forbidden(
                     "this build token does not grant access to this build",
                 ))

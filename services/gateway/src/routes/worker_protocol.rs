@@ -122,10 +122,12 @@ pub async fn poll(
     }
     loop {
         // Queues take turns with short pulls, so one idle queue does not hold up another.
+        // Short pulls: a poll whose client hung up leaves its pull request behind at most this long
+        // (a dispatch delivered to it is redelivered after the consumer's ack wait).
         let slice = if consumers.len() > 1 {
             Duration::from_millis(250)
         } else {
-            Duration::from_secs(5)
+            Duration::from_secs(1)
         };
         for consumer in &consumers {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -274,7 +276,7 @@ pub async fn build_heartbeat(
     body: std::result::Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>> {
     let caller = auth::worker_caller(&st, &headers, None).await?;
-    let Json(body) = body.unwrap_or(Json(json!({})));
+    let body: Value = super::workers::optional_json(body)?;
     let progress = parse_progress(&body)?;
     let id: BuildId = id.parse().map_err(|_| GatewayError::not_found("build"))?;
     let b = db::builds::build_get(&st.pool, id)

@@ -124,7 +124,7 @@ pub async fn worker_heartbeat(
     headers: HeaderMap,
     body: std::result::Result<Json<WorkerBeat>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let Json(body) = body.unwrap_or_default();
+    let body = super::workers::optional_json(body)?;
     let caller = auth::worker_caller(&st, &headers, body.worker_id.as_deref()).await?;
     let held_now = db::builds::build_held_by(&st.pool, caller.worker.id).await?;
     let _ = st
@@ -201,6 +201,14 @@ pub async fn result(
     headers: HeaderMap,
     mp: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Value>> {
+    // Credentials first: a stranger gets 401/403, not a complaint about the body. A legacy
+    // worker names itself in a form field, so its key is checked now and its id after parsing.
+    let mut caller: Option<WorkerCaller> = None;
+    if headers.contains_key("x-worker-token") {
+        caller = Some(auth::worker_caller(&st, &headers, None).await?);
+    } else {
+        auth::require_api_key(&st, &headers, auth::SCOPE_WORKER).await?;
+    }
     let mut mp = mp.map_err(|e| {
         GatewayError::new(
             ErrorCode::NotMultipart,
@@ -209,7 +217,6 @@ pub async fn result(
     })?;
     let (mut id, mut success, mut error, mut worker_id, mut stored) =
         (None, None, None, None, None);
-    let mut caller: Option<WorkerCaller> = None;
     while let Some(field) = mp.next_field().await.map_err(malformed)? {
         match field.name().unwrap_or_default() {
             "build_id" => {
@@ -344,7 +351,7 @@ pub async fn unregister(
     headers: HeaderMap,
     body: std::result::Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
+    let body: Value = super::workers::optional_json(body)?;
     let caller =
         auth::worker_caller(&st, &headers, body.get("worker_id").and_then(Value::as_str)).await?;
     let mut n = 0;

@@ -26,6 +26,15 @@ pub struct RegisterRequest {
     pub capabilities: serde_json::Value,
 }
 
+/// An optional JSON body: none (or no JSON content type) is the default; a malformed one is 400.
+pub fn optional_json<T: Default>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
+    match body {
+        Ok(Json(b)) => Ok(b),
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(T::default()),
+        Err(e) => Err(bad_json(e)),
+    }
+}
+
 pub fn bad_json(e: JsonRejection) -> GatewayError {
     GatewayError::bad_request(format!("invalid JSON body: {}", e.body_text()))
 }
