@@ -88,7 +88,10 @@ pub async fn report(
         },
     )
     .await?;
-    Ok(Json(json!({"id": d.id, "status": "stored"})))
+    let token = headers.get("x-worker-token").and_then(|v| v.to_str().ok());
+    Ok(Json(
+        json!({"id": d.id, "status": "stored", "access_token": token}),
+    ))
 }
 
 fn worker(raw: &str) -> Result<WorkerId> {

@@ -105,9 +105,9 @@ pub async fn logs(
         ack.await.map_err(GatewayError::unavailable)?;
     }
     Ok(Json(if batch {
-        json!({"success": true, "count": lines.len()})
+        json!({"success": true, "count": lines.len(), "access_token": caller.token})
     } else {
-        json!({"success": true})
+        json!({"success": true, "access_token": caller.token})
     }))
 }
 
@@ -160,11 +160,12 @@ pub async fn worker_heartbeat(
 
 fn finish_reply(
     reply: std::result::Result<FinishReply, freeagent_shared::scheduler_client::RequestError>,
+    token: &Option<String>,
 ) -> Result<Json<Value>> {
     match reply {
-        Ok(FinishReply::Recorded { status }) => {
-            Ok(Json(json!({"success": true, "status": status})))
-        }
+        Ok(FinishReply::Recorded { status }) => Ok(Json(
+            json!({"success": true, "status": status, "access_token": token}),
+        )),
         Ok(FinishReply::NotYours { status, .. }) => Err(GatewayError::new(
             ErrorCode::Conflict,
             "this worker does not hold that build; nothing changed",
@@ -272,7 +273,9 @@ pub async fn result(
     let b = reported(&st, &caller, id).await?;
     if success.unwrap_or(stored.is_some()) {
         if b.status == BuildStatus::Completed {
-            return Ok(Json(json!({"success": true, "status": "completed"})));
+            return Ok(Json(
+                json!({"success": true, "status": "completed", "access_token": caller.token}),
+            ));
         }
         let Some((attempt, result)) = stored else {
             return Err(GatewayError::bad_request(
@@ -285,7 +288,7 @@ pub async fn result(
             worker: caller.credential.clone(),
             result,
         };
-        finish_reply(st.scheduler.complete(&req).await)
+        finish_reply(st.scheduler.complete(&req).await, &caller.token)
     } else {
         let req = FailRequest {
             build_id: id,
@@ -293,7 +296,7 @@ pub async fn result(
             worker: caller.credential.clone(),
             error: error.unwrap_or_else(|| "the worker reported a failure".into()),
         };
-        finish_reply(st.scheduler.fail(&req).await)
+        finish_reply(st.scheduler.fail(&req).await, &caller.token)
     }
 }
 
@@ -322,7 +325,7 @@ pub async fn fail(
             .error
             .unwrap_or_else(|| "the worker reported a failure".into()),
     };
-    finish_reply(st.scheduler.fail(&req).await)
+    finish_reply(st.scheduler.fail(&req).await, &caller.token)
 }
 
 /// `POST /api/workers/abandon` `{build_id, reason}`: the build goes back to the queue.
@@ -342,7 +345,8 @@ pub async fn abandon(
             .reason
             .unwrap_or_else(|| "abandoned by the worker".into()),
     };
-    finish_reply(st.scheduler.abandon(&req).await).map(|_| Json(json!({"success": true})))
+    finish_reply(st.scheduler.abandon(&req).await, &caller.token)
+        .map(|_| Json(json!({"success": true, "access_token": caller.token})))
 }
 
 /// `POST /api/workers/unregister`: every build the worker holds goes back to the queue.
@@ -370,5 +374,7 @@ pub async fn unregister(
         }
     }
     db::workers::worker_set_offline(&st.pool, caller.worker.id).await?;
-    Ok(Json(json!({"success": true, "builds_reassigned": n})))
+    Ok(Json(
+        json!({"success": true, "builds_reassigned": n, "access_token": caller.token}),
+    ))
 }
