@@ -22,6 +22,10 @@ pub enum ErrorCode {
     InvalidCapability,
     ChecksumMismatch,
     RangeNotSatisfiable,
+    /// The object existed but retention deleted it.
+    Gone,
+    /// The object store is out of space.
+    StorageFull,
     Unavailable,
     Internal,
 }
@@ -44,6 +48,8 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RangeNotSatisfiable => 416,
+            ErrorCode::Gone => 410,
+            ErrorCode::StorageFull => 507,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }

@@ -52,10 +52,26 @@ pub enum CapabilityError {
     BadSignature,
 }
 
-/// Signs and checks capabilities and receipts with a shared secret.
+/// A secret that was current before a rotation: still accepted when checking, never used to
+/// sign, and only until `until` (epoch seconds) when that is set.
+#[derive(Clone)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub until: Option<i64>,
+}
+
+impl std::fmt::Debug for PreviousSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreviousSecret(<redacted>, until {:?})", self.until)
+    }
+}
+
+/// Signs and checks capabilities and receipts with a shared secret. After a rotation the previous
+/// secret is still accepted for a grace period, so URLs signed just before it keep working.
 #[derive(Clone)]
 pub struct Signer {
     secret: Vec<u8>,
+    previous: Option<(Vec<u8>, Option<i64>)>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -68,12 +84,37 @@ impl Signer {
     pub fn new(secret: impl AsRef<[u8]>) -> Self {
         Self {
             secret: secret.as_ref().to_vec(),
+            previous: None,
         }
     }
 
+    /// Also accepts signatures made with `previous` (until its deadline, if any).
+    pub fn with_previous(mut self, previous: Option<PreviousSecret>) -> Self {
+        self.previous = previous.map(|p| (p.secret.into_bytes(), p.until));
+        self
+    }
+
     fn mac(&self, parts: &[&str]) -> HmacSha256 {
+        Self::mac_with(&self.secret, parts)
+    }
+
+    /// Whether `sig` is the MAC of `parts` under the current secret, or under the previous one
+    /// while its grace period lasts.
+    fn check(&self, parts: &[&str], sig: &[u8]) -> bool {
+        if self.mac(parts).verify_slice(sig).is_ok() {
+            return true;
+        }
+        match &self.previous {
+            Some((secret, until)) if until.is_none_or(|u| now_epoch() <= u) => {
+                Self::mac_with(secret, parts).verify_slice(sig).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    fn mac_with(secret: &[u8], parts: &[&str]) -> HmacSha256 {
         // `new_from_slice` accepts any key length for HMAC.
-        let mut mac = match HmacSha256::new_from_slice(&self.secret) {
+        let mut mac = match HmacSha256::new_from_slice(secret) {
             Ok(m) => m,
             Err(_) => unreachable!("HMAC takes keys of any length"),
         };
@@ -109,15 +150,16 @@ impl Signer {
         now: i64,
     ) -> Result<(), CapabilityError> {
         let sig = hex::decode(&p.sig).map_err(|_| CapabilityError::BadSignature)?;
-        let mac = self.mac(&[
+        let parts = [
             "cap-v1",
             method.as_str(),
             &key.to_string(),
             &p.exp.to_string(),
             &p.max.to_string(),
-        ]);
-        mac.verify_slice(&sig)
-            .map_err(|_| CapabilityError::BadSignature)?;
+        ];
+        if !self.check(&parts, &sig) {
+            return Err(CapabilityError::BadSignature);
+        }
         if now > p.exp {
             return Err(CapabilityError::Expired);
         }
@@ -163,21 +205,22 @@ impl Signer {
         let (Ok(exp_n), Ok(sig)) = (exp.parse::<i64>(), hex::decode(sig)) else {
             return false;
         };
-        now <= exp_n
-            && self
-                .mac(&["vouch-v1", &worker.to_string(), exp])
-                .verify_slice(&sig)
-                .is_ok()
+        now <= exp_n && self.check(&["vouch-v1", &worker.to_string(), exp], &sig)
     }
 
     pub fn verify_receipt(&self, key: &ObjectKey, size: u64, sha256: &str, receipt: &str) -> bool {
         let Ok(sig) = hex::decode(receipt) else {
             return false;
         };
-        self.mac(&["receipt-v1", &key.to_string(), &size.to_string(), sha256])
-            .verify_slice(&sig)
-            .is_ok()
+        self.check(
+            &["receipt-v1", &key.to_string(), &size.to_string(), sha256],
+            &sig,
+        )
     }
+}
+
+fn now_epoch() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 #[cfg(test)]
@@ -232,6 +275,36 @@ mod tests {
             s.verify(Method::Put, &k, &garbage, 999),
             Err(CapabilityError::BadSignature)
         );
+    }
+
+    #[test]
+    fn the_previous_secret_is_accepted_during_its_grace_period_only() {
+        let k = ObjectKey::Source(BuildId::new());
+        let old = Signer::new("old-secret");
+        let p = old.sign(Method::Get, &k, 1_000, 0);
+        let rotated = |until| {
+            Signer::new("new-secret").with_previous(Some(PreviousSecret {
+                secret: "old-secret".into(),
+                until,
+            }))
+        };
+        assert_eq!(rotated(None).verify(Method::Get, &k, &p, 999), Ok(()));
+        let open = now_epoch() + 60;
+        assert_eq!(rotated(Some(open)).verify(Method::Get, &k, &p, 999), Ok(()));
+        let closed = now_epoch() - 1;
+        assert_eq!(
+            rotated(Some(closed)).verify(Method::Get, &k, &p, 999),
+            Err(CapabilityError::BadSignature)
+        );
+        // New URLs are signed with the new secret only.
+        let fresh = rotated(None).sign(Method::Get, &k, 1_000, 0);
+        assert_eq!(
+            old.verify(Method::Get, &k, &fresh, 999),
+            Err(CapabilityError::BadSignature)
+        );
+        let r = old.receipt(&k, 3, "abc");
+        assert!(rotated(None).verify_receipt(&k, 3, "abc", &r));
+        assert!(!rotated(Some(closed)).verify_receipt(&k, 3, "abc", &r));
     }
 
     #[test]

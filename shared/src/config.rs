@@ -108,6 +108,40 @@ pub fn signing_secret() -> Result<String, ConfigError> {
     }
 }
 
+/// The secret in use before the current one, accepted until `FREEAGENT_SIGNING_SECRET_PREVIOUS_UNTIL`
+/// (RFC 3339 or epoch seconds; forever when unset) so a rotation needs no downtime.
+pub fn previous_signing_secret() -> Result<Option<crate::capability::PreviousSecret>, ConfigError> {
+    let Some(secret) = var("FREEAGENT_SIGNING_SECRET_PREVIOUS") else {
+        return Ok(None);
+    };
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(ConfigError::new(
+            "FREEAGENT_SIGNING_SECRET_PREVIOUS",
+            &"*".repeat(secret.len()),
+            format!("at least {MIN_SECRET_LEN} characters"),
+        ));
+    }
+    let until = match var("FREEAGENT_SIGNING_SECRET_PREVIOUS_UNTIL") {
+        None => None,
+        Some(v) => Some(parse_instant(&v).ok_or_else(|| {
+            ConfigError::new(
+                "FREEAGENT_SIGNING_SECRET_PREVIOUS_UNTIL",
+                &v,
+                "an RFC 3339 time or seconds since the epoch",
+            )
+        })?),
+    };
+    Ok(Some(crate::capability::PreviousSecret { secret, until }))
+}
+
+fn parse_instant(v: &str) -> Option<i64> {
+    v.trim().parse::<i64>().ok().or_else(|| {
+        chrono::DateTime::parse_from_rfc3339(v.trim())
+            .ok()
+            .map(|t| t.timestamp())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,10 @@ pub const HTTP_REQUESTS: &str = "freeagent_http_requests_total";
 pub const STORAGE_BYTES_WRITTEN: &str = "freeagent_storage_bytes_written_total";
 pub const STORAGE_BYTES_READ: &str = "freeagent_storage_bytes_read_total";
 pub const STORAGE_UPLOADS_REFUSED: &str = "freeagent_storage_uploads_refused_total";
+/// Objects in the store by `kind` (source, certs, result, logs, other), as of the last sweep.
+pub const STORAGE_OBJECTS: &str = "freeagent_storage_objects";
+/// Bytes in the store by `kind`, as of the last sweep.
+pub const STORAGE_BYTES: &str = "freeagent_storage_bytes";
 pub const BUILDS_SUBMITTED: &str = "freeagent_builds_submitted_total";
 pub const BUILDS_DISPATCHED: &str = "freeagent_builds_dispatched_total";
 pub const DISPATCH_BATCH_SECONDS: &str = "freeagent_dispatch_batch_seconds";

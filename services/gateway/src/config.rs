@@ -23,6 +23,8 @@ pub struct GatewayConfig {
     /// The backend URL storage uses, only to name its kind in `/health`.
     pub storage_backend: String,
     pub signing_secret: String,
+    /// Accepted after a rotation until its deadline; never used to sign.
+    pub signing_previous: Option<freeagent_shared::capability::PreviousSecret>,
     pub bootstrap_api_key: String,
     pub source_limit: u64,
     pub certs_limit: u64,
@@ -72,6 +74,7 @@ impl GatewayConfig {
                 config::DEFAULT_STORAGE_BACKEND,
             ),
             signing_secret: config::signing_secret()?,
+            signing_previous: config::previous_signing_secret()?,
             bootstrap_api_key: key,
             source_limit: config::bytes("FREEAGENT_SOURCE_LIMIT", DEFAULT_SOURCE_LIMIT)?,
             certs_limit: config::bytes("FREEAGENT_CERTS_LIMIT", DEFAULT_CERTS_LIMIT)?,

@@ -73,7 +73,7 @@ impl App {
         .await?;
         let storage = storage_client::StorageClient::new(
             &config.storage_endpoint,
-            Signer::new(&config.signing_secret),
+            Signer::new(&config.signing_secret).with_previous(config.signing_previous.clone()),
             config.url_ttl,
         );
         let s = storage.clone();
@@ -97,7 +97,7 @@ impl App {
             })?;
         let st = AppState {
             scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
-            signer: Signer::new(&config.signing_secret),
+            signer: Signer::new(&config.signing_secret).with_previous(config.signing_previous.clone()),
             pool,
             nats,
             storage,

@@ -30,6 +30,8 @@ pub struct SchedulerConfig {
     pub nats_url: String,
     pub storage_endpoint: String,
     pub signing_secret: String,
+    /// Accepted after a rotation until its deadline; never used to sign.
+    pub signing_previous: Option<freeagent_shared::capability::PreviousSecret>,
     /// A claim or heartbeat keeps a build for this long.
     pub lease: Duration,
     pub dispatch_batch: i64,
@@ -69,6 +71,7 @@ impl SchedulerConfig {
                 config::DEFAULT_STORAGE_ENDPOINT,
             ),
             signing_secret: config::signing_secret()?,
+            signing_previous: config::previous_signing_secret()?,
             lease: config::duration("FREEAGENT_LEASE", DEFAULT_LEASE)?,
             dispatch_batch: config::parse(
                 "FREEAGENT_DISPATCH_BATCH",
@@ -130,6 +133,7 @@ impl SchedulerConfig {
             nats_url: nats_url.into(),
             storage_endpoint: storage_endpoint.into(),
             signing_secret: secret.into(),
+            signing_previous: None,
             lease: DEFAULT_LEASE,
             dispatch_batch: DEFAULT_DISPATCH_BATCH,
             dispatch_window: DEFAULT_DISPATCH_WINDOW,

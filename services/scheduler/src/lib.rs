@@ -84,7 +84,7 @@ impl App {
         let handlers = handlers::Handlers {
             pool: self.pool.clone(),
             nats: self.nats.clone(),
-            signer: Signer::new(&c.signing_secret),
+            signer: Signer::new(&c.signing_secret).with_previous(c.signing_previous.clone()),
             storage_endpoint: c.storage_endpoint.clone(),
             lease: c.lease,
             url_ttl: c.url_ttl,
@@ -97,7 +97,7 @@ impl App {
             heartbeats: heartbeat_batch::HeartbeatBatcher::start(
                 self.pool.clone(),
                 self.nats.clone(),
-                Signer::new(&c.signing_secret),
+                Signer::new(&c.signing_secret).with_previous(c.signing_previous.clone()),
                 c.lease,
                 stop.clone(),
             ),

@@ -1,8 +1,16 @@
-//! The object store behind the service, chosen by URL. Only typed `ObjectKey`s become paths.
+//! The object store behind the service, chosen by URL: `file:///dir` (or a plain path), `s3://`,
+//! `gs://` or `az://` with an optional key prefix. Cloud settings come from the usual `AWS_*`,
+//! `GOOGLE_*` and `AZURE_*` variables, so MinIO, R2, Ceph and AWS all work. Only typed
+//! `ObjectKey`s become paths.
 
-use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -11,9 +19,42 @@ pub enum BackendError {
     )]
     LocalDir { path: String, reason: String },
     #[error(
-        "storage backend {0:?} is not supported by this build; use file:///path or a directory path"
+        "storage backend {0:?} is not supported; use file:///path, s3://bucket[/prefix], gs://bucket[/prefix] or az://container[/prefix]"
     )]
     Unsupported(String),
+    #[error(
+        "cannot configure the {scheme} backend: {source}. Check FREEAGENT_STORAGE_URL and the {scheme} settings (AWS_*, GOOGLE_*, AZURE_*)"
+    )]
+    Cloud {
+        scheme: &'static str,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// How patient the service is with a cloud backend. Retries use exponential backoff and only
+/// cover requests that are safe to repeat (object_store never replays a streamed body).
+#[derive(Debug, Clone)]
+pub struct BackendTuning {
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Gives up retrying a request after this long.
+    pub retry_timeout: Duration,
+    pub max_retries: usize,
+    /// Extra `key=value` settings (e.g. `aws_endpoint`, `aws_allow_http`), on top of the
+    /// environment; tests use them to aim at their own S3 server.
+    pub options: Vec<(String, String)>,
+}
+
+impl Default for BackendTuning {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            retry_timeout: Duration::from_secs(60),
+            max_retries: 5,
+            options: Vec::new(),
+        }
+    }
 }
 
 /// A backend and a short description of it for `/health` (never credentials).
@@ -22,12 +63,99 @@ pub struct Backend {
     pub kind: &'static str,
 }
 
-pub fn from_url(url: &str) -> Result<Backend, BackendError> {
-    let path = match url.strip_prefix("file://") {
-        Some(p) => p,
-        None if url.contains("://") => return Err(BackendError::Unsupported(url.to_owned())),
-        None => url,
+pub fn from_url(url: &str, tuning: &BackendTuning) -> Result<Backend, BackendError> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return local(url);
     };
+    if scheme == "file" {
+        return local(rest);
+    }
+    // TLS for cloud backends is rustls with the ring provider; installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let root = format!("{scheme}://{container}");
+    let options = cloud_options(tuning);
+    let client = ClientOptions::new()
+        .with_timeout(tuning.timeout)
+        .with_connect_timeout(Duration::from_secs(5));
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: tuning.max_retries,
+        retry_timeout: tuning.retry_timeout,
+    };
+    let (store, kind): (Arc<dyn ObjectStore>, &'static str) = match scheme {
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::new()
+                .with_client_options(client)
+                .with_retry(retry);
+            for (k, v) in &options {
+                if let Ok(key) = k.parse() {
+                    b = b.with_config(key, v);
+                }
+            }
+            let store = b
+                .with_url(root)
+                .build()
+                .map_err(|source| BackendError::Cloud { scheme: "s3", source })?;
+            (Arc::new(store), "s3")
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::new()
+                .with_client_options(client)
+                .with_retry(retry);
+            for (k, v) in &options {
+                if let Ok(key) = k.parse() {
+                    b = b.with_config(key, v);
+                }
+            }
+            let store = b
+                .with_url(root)
+                .build()
+                .map_err(|source| BackendError::Cloud { scheme: "gs", source })?;
+            (Arc::new(store), "gcs")
+        }
+        "az" | "azure" | "abfs" => {
+            let mut b = MicrosoftAzureBuilder::new()
+                .with_client_options(client)
+                .with_retry(retry);
+            for (k, v) in &options {
+                if let Ok(key) = k.parse() {
+                    b = b.with_config(key, v);
+                }
+            }
+            let store = b
+                .with_url(root)
+                .build()
+                .map_err(|source| BackendError::Cloud { scheme: "az", source })?;
+            (Arc::new(store), "azure")
+        }
+        _ => return Err(BackendError::Unsupported(url.to_owned())),
+    };
+    let prefix = prefix.trim_matches('/');
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    };
+    Ok(Backend { store, kind })
+}
+
+/// `AWS_*`, `GOOGLE_*` and `AZURE_*` variables as lower-case keys, then the explicit options
+/// (which win because the builders apply them last).
+fn cloud_options(tuning: &BackendTuning) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    out.extend(tuning.options.iter().cloned());
+    out
+}
+
+fn local(path: &str) -> Result<Backend, BackendError> {
     std::fs::create_dir_all(path).map_err(|e| BackendError::LocalDir {
         path: path.to_owned(),
         reason: e.to_string(),
@@ -42,4 +170,32 @@ pub fn from_url(url: &str) -> Result<Backend, BackendError> {
         store: Arc::new(fs),
         kind: "local",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_backend() {
+        let t = BackendTuning {
+            options: vec![
+                ("aws_endpoint".into(), "http://127.0.0.1:9".into()),
+                ("aws_allow_http".into(), "true".into()),
+                ("aws_access_key_id".into(), "k".into()),
+                ("aws_secret_access_key".into(), "s".into()),
+                ("aws_region".into(), "us-east-1".into()),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(from_url("s3://bucket/some/prefix", &t).map(|b| b.kind).ok(), Some("s3"));
+        assert!(matches!(
+            from_url("ftp://host/x", &t),
+            Err(BackendError::Unsupported(_))
+        ));
+        let dir = std::env::temp_dir().join(format!("fa-backend-{}", std::process::id()));
+        let local = from_url(&format!("file://{}", dir.display()), &t);
+        assert_eq!(local.map(|b| b.kind).ok(), Some("local"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

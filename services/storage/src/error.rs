@@ -20,8 +20,41 @@ pub enum StorageError {
     Range { size: u64 },
     #[error("the upload was cut off: {0}")]
     Truncated(String),
+    #[error("the object store is full: {0}")]
+    Full(object_store::Error),
+    #[error("{0}")]
+    Crypt(#[from] crate::crypt::CryptError),
     #[error("backend error: {0}")]
-    Backend(#[from] object_store::Error),
+    Backend(object_store::Error),
+}
+
+impl From<object_store::Error> for StorageError {
+    /// A full disk (or quota) is told apart from other backend failures: the operator's fix
+    /// differs, and retrying will not help until space is freed.
+    fn from(e: object_store::Error) -> Self {
+        if is_out_of_space(&e) {
+            StorageError::Full(e)
+        } else {
+            StorageError::Backend(e)
+        }
+    }
+}
+
+fn is_out_of_space(e: &object_store::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded
+                || io.kind() == std::io::ErrorKind::FileTooLarge)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    // Some backends only say so in words (S3-compatible servers, FUSE mounts).
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("no space left") || text.contains("quota exceeded")
 }
 
 impl StorageError {
@@ -43,6 +76,16 @@ impl StorageError {
                 ErrorCode::BadRequest,
                 "the upload was cut off; nothing was stored",
             ),
+            StorageError::Full(_) => ApiErrorBody::new(
+                ErrorCode::StorageFull,
+                "the object store is full; nothing was stored",
+            )
+            .with_hint("retry later; operators: free space or grow the volume behind FREEAGENT_STORAGE_URL"),
+            StorageError::Crypt(_) => ApiErrorBody::new(
+                ErrorCode::Internal,
+                "the stored object cannot be decrypted",
+            )
+            .with_hint("operators: check FREEAGENT_CERTS_KEY (and _PREVIOUS after a rotation)"),
             StorageError::Backend(object_store::Error::NotFound { .. }) => {
                 ApiErrorBody::new(ErrorCode::NotFound, "no such object")
             }
@@ -58,7 +101,10 @@ impl StorageError {
 impl IntoResponse for StorageError {
     fn into_response(self) -> Response {
         let body = self.body();
-        if matches!(body.code, ErrorCode::Unavailable | ErrorCode::Internal) {
+        if matches!(
+            body.code,
+            ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::StorageFull
+        ) {
             tracing::error!(error = %self, "storage request failed");
         } else {
             tracing::debug!(error = %self, "storage request refused");

@@ -4,8 +4,11 @@
 
 pub mod backend;
 pub mod config;
+pub mod crypt;
 pub mod error;
+pub mod retention;
 pub mod routes;
+pub mod upload;
 
 use axum::Router;
 use axum::routing::get;
@@ -24,6 +27,7 @@ pub struct AppState {
     pub signer: Signer,
     pub part_size: usize,
     pub parts_in_flight: usize,
+    pub certs: crypt::CertsCipher,
 }
 
 pub fn router(state: AppState, health: Health) -> Router {
@@ -43,11 +47,13 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     health: Health,
+    retention: Option<retention::Retention>,
 }
 
 impl App {
     pub async fn build(config: StorageConfig) -> anyhow::Result<Self> {
-        let backend = backend::from_url(&config.backend_url)?;
+        let backend = backend::from_url(&config.backend_url, &config.backend)?;
+        let part_size = config.effective_part_size(backend.kind);
         let store = backend.store.clone();
         let health = Health::new().check(
             "object_store",
@@ -67,11 +73,27 @@ impl App {
         );
         let state = AppState {
             store: backend.store,
-            signer: Signer::new(&config.signing_secret),
-            part_size: usize::try_from(config.part_size)
-                .unwrap_or(usize::MAX)
-                .max(5 << 20),
+            signer: Signer::new(&config.signing_secret).with_previous(config.signing_previous.clone()),
+            part_size,
             parts_in_flight: config.parts_in_flight.max(1),
+            certs: crypt::CertsCipher::new(config.certs_key, config.certs_key_previous),
+        };
+        // Retention needs the build records; the pool connects lazily so that storage serves
+        // bytes even while Postgres is away (retention then retries at its next interval).
+        let retention = match &config.retention {
+            None => None,
+            Some(rc) => {
+                let opts = freeagent_shared::db::connect_options(&rc.database_url)?;
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(std::time::Duration::from_secs(5))
+                    .connect_lazy_with(opts);
+                Some(retention::Retention::new(
+                    pool,
+                    state.store.clone(),
+                    rc.clone(),
+                ))
+            }
         };
         let listener = TcpListener::bind((config.bind.as_str(), config.port))
             .await
@@ -86,6 +108,7 @@ impl App {
             router: router(state, health.clone()),
             listener,
             health,
+            retention,
         })
     }
 
@@ -96,9 +119,18 @@ impl App {
     /// Serves until `shutdown`; in-flight requests finish first.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "storage listening");
-        self.health
-            .serve(self.listener, self.router, shutdown)
-            .await?;
+        let retention = self
+            .retention
+            .map(|r| tokio::spawn(r.run(shutdown.child_token())));
+        let served = self
+            .health
+            .serve(self.listener, self.router, shutdown.clone())
+            .await;
+        shutdown.cancel();
+        if let Some(r) = retention {
+            let _ = r.await;
+        }
+        served?;
         Ok(())
     }
 }

@@ -12,7 +12,9 @@ use freeagent_shared::capability::{CapabilityParams, Method};
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::wire::StoredObject;
 use futures::StreamExt;
-use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart, path::Path as StorePath};
+use crate::crypt::CertsCipher;
+use crate::upload::Upload;
+use object_store::{GetOptions, GetRange, ObjectStoreExt, path::Path as StorePath};
 use sha2::{Digest, Sha256};
 
 type CapQuery = Result<Query<CapabilityParams>, axum::extract::rejection::QueryRejection>;
@@ -57,41 +59,49 @@ pub async fn put_object(
         metrics::counter!(freeagent_shared::metrics::STORAGE_UPLOADS_REFUSED).increment(1);
         return Err(StorageError::TooLarge { max: cap.max });
     }
-    let path = store_path(&key);
-    let upload = st.store.put_multipart(&path).await?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, st.part_size);
+    let mut upload = Upload::new(
+        st.store.clone(),
+        store_path(&key),
+        st.part_size,
+        st.parts_in_flight,
+    );
+    // Credentials are encrypted before they leave this process.
+    let mut encrypting = matches!(key, ObjectKey::Certs(_))
+        .then(|| st.certs.encryptor(key.to_string()));
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
-    let failure = loop {
-        match stream.next().await {
-            None => break None,
-            Some(Err(e)) => break Some(StorageError::Truncated(e.to_string())),
-            Some(Ok(chunk)) => {
-                size += chunk.len() as u64;
-                if size > cap.max {
-                    break Some(StorageError::TooLarge { max: cap.max });
-                }
-                hasher.update(&chunk);
-                // Backpressure: wait until few enough parts are in flight before taking more.
-                if let Err(e) = writer.wait_for_capacity(st.parts_in_flight).await {
-                    break Some(e.into());
-                }
-                writer.write(&chunk);
+    let outcome: Result<(), StorageError> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| StorageError::Truncated(e.to_string()))?;
+            size += chunk.len() as u64;
+            if size > cap.max {
+                return Err(StorageError::TooLarge { max: cap.max });
             }
+            hasher.update(&chunk);
+            let out = match encrypting.as_mut() {
+                Some(enc) => enc.update(&chunk)?,
+                None => chunk,
+            };
+            upload.write(out).await?;
         }
-    };
-    if failure.is_none() && declared.is_some_and(|n| n != size) {
-        return abort(
-            writer,
-            StorageError::Truncated(format!("got {size} of {} bytes", declared.unwrap_or(0))),
-        )
-        .await;
+        if let Some(n) = declared.filter(|n| *n != size) {
+            return Err(StorageError::Truncated(format!("got {size} of {n} bytes")));
+        }
+        if let Some(enc) = encrypting.take() {
+            upload.write(enc.finish()?).await?;
+        }
+        Ok(())
     }
-    if let Some(e) = failure {
-        return abort(writer, e).await;
+    .await;
+    if let Err(e) = outcome {
+        if matches!(e, StorageError::TooLarge { .. }) {
+            metrics::counter!(freeagent_shared::metrics::STORAGE_UPLOADS_REFUSED).increment(1);
+        }
+        upload.abort().await;
+        return Err(e);
     }
-    writer.finish().await?;
+    upload.finish().await?;
     metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_WRITTEN).increment(size);
     let sha256 = hex::encode(hasher.finalize());
     let receipt = st.signer.receipt(&key, size, &sha256);
@@ -103,16 +113,6 @@ pub async fn put_object(
     };
     tracing::info!(key = %stored.key, size, "object stored");
     Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
-}
-
-async fn abort(writer: WriteMultipart, e: StorageError) -> Result<Response, StorageError> {
-    if matches!(e, StorageError::TooLarge { .. }) {
-        metrics::counter!(freeagent_shared::metrics::STORAGE_UPLOADS_REFUSED).increment(1);
-    }
-    if let Err(abort_err) = writer.abort().await {
-        tracing::warn!(error = %abort_err, "aborting a refused upload failed; the partial upload is not visible as an object");
-    }
-    Err(e)
 }
 
 /// A single byte range, resolved against the object's size. Multiple ranges are not supported
@@ -160,6 +160,9 @@ pub async fn get_object(
 ) -> Result<Response, StorageError> {
     let (key, _) = authorize(&st, Method::Get, &raw_key, q)?;
     let path = store_path(&key);
+    if matches!(key, ObjectKey::Certs(_)) {
+        return get_encrypted(&st, &key, &path).await;
+    }
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (range, size) = match range_header {
         None => (None, None),
@@ -196,6 +199,26 @@ pub async fn get_object(
         .map_err(|e| StorageError::Truncated(e.to_string()))
 }
 
+/// Credentials are decrypted as they stream out, whole (ranges are not offered: the holder of
+/// a lease reads them once). A failed check ends the body early, so the client's length or
+/// checksum check fails rather than it receiving altered bytes.
+async fn get_encrypted(
+    st: &AppState,
+    key: &ObjectKey,
+    path: &StorePath,
+) -> Result<Response, StorageError> {
+    let result = st.store.get(path).await.map_err(not_found)?;
+    let len = CertsCipher::plaintext_len(result.meta.size)
+        .ok_or(crate::crypt::CryptError::Decrypt)?;
+    metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_READ).increment(len);
+    let plain = st.certs.decrypt(key.to_string(), result.into_stream());
+    Response::builder()
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from_stream(plain))
+        .map_err(|e| StorageError::Truncated(e.to_string()))
+}
+
 pub async fn head_object(
     State(st): State<AppState>,
     Path(raw_key): Path<String>,
@@ -203,10 +226,17 @@ pub async fn head_object(
 ) -> Result<Response, StorageError> {
     let (key, _) = authorize(&st, Method::Get, &raw_key, q)?;
     let meta = st.store.head(&store_path(&key)).await.map_err(not_found)?;
+    let (len, ranges) = match key {
+        ObjectKey::Certs(_) => (
+            CertsCipher::plaintext_len(meta.size).ok_or(crate::crypt::CryptError::Decrypt)?,
+            "none",
+        ),
+        _ => (meta.size, "bytes"),
+    };
     Ok((
         [
-            (header::CONTENT_LENGTH, meta.size.to_string()),
-            (header::ACCEPT_RANGES, "bytes".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::ACCEPT_RANGES, ranges.to_owned()),
         ],
         (),
     )
@@ -228,7 +258,7 @@ pub async fn delete_object(
 fn not_found(e: object_store::Error) -> StorageError {
     match e {
         object_store::Error::NotFound { .. } => StorageError::NotFound,
-        other => StorageError::Backend(other),
+        other => other.into(),
     }
 }
 

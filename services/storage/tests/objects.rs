@@ -1,37 +1,97 @@
-//! The storage service over real HTTP on a local directory: streaming round trips, checksums,
-//! ranges, capabilities, and refused uploads that leave nothing behind.
+//! The storage service over real HTTP, each test twice: on a local directory and on a private
+//! S3-compatible server (moto). Streaming round trips, checksums, ranges, capabilities and key
+//! rotation, refused and cut-off uploads that leave nothing behind, certs encrypted at rest,
+//! retention and the orphan sweep; plus a full disk (local) and an unreachable backend (S3).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use freeagent_shared::capability::{Method, Signer};
+use freeagent_shared::capability::{Method, PreviousSecret, Signer};
+use freeagent_shared::db;
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::object_key::ObjectKey;
+use freeagent_shared::testing::{TestDb, TestS3, factory};
 use freeagent_shared::wire::StoredObject;
+use freeagent_storage::backend::{self, BackendTuning};
+use freeagent_storage::retention::{Retention, RetentionConfig};
 use freeagent_storage::{App, StorageConfig};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "test-secret-test-secret-test-secret!";
 
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Local,
+    S3,
+}
+
+/// Each listed test runs once per backend: `<name>::local` and `<name>::s3`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn local() {
+                super::$name(super::Kind::Local).await
+            }
+            #[tokio::test]
+            async fn s3() {
+                super::$name(super::Kind::S3).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    large_object_round_trips_with_its_checksum,
+    small_object_round_trips,
+    ranges_serve_first_last_middle_and_refuse_past_the_end,
+    capabilities_are_checked_before_any_byte,
+    signing_keys_rotate_without_downtime,
+    oversized_and_cut_off_uploads_leave_nothing,
+    certs_are_unreadable_at_rest_and_intact_for_their_holder,
+    retention_deletes_what_is_old_and_nothing_else,
+    orphans_are_swept_after_the_grace_period_only,
+);
+
 struct Storage {
     base: String,
     port: u16,
     signer: Signer,
-    dir: tempfile::TempDir,
+    /// The same backend the service uses, for looking behind its back.
+    store: Arc<dyn ObjectStore>,
+    config: StorageConfig,
+    dir: Option<tempfile::TempDir>,
+    _s3: Option<TestS3>,
     _stop: tokio_util::sync::DropGuard,
 }
 
-async fn spawn() -> Storage {
-    let dir = tempfile::tempdir().unwrap();
-    let config = StorageConfig {
-        bind: "127.0.0.1".into(),
-        port: 0,
-        backend_url: dir.path().to_string_lossy().into_owned(),
-        signing_secret: SECRET.into(),
-        part_size: 5 << 20,
-        parts_in_flight: 2,
+async fn spawn(kind: Kind) -> Storage {
+    spawn_with(kind, |_| {}).await
+}
+
+async fn spawn_with(kind: Kind, tweak: impl FnOnce(&mut StorageConfig)) -> Storage {
+    let (dir, s3, mut config) = match kind {
+        Kind::Local => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("file://{}", dir.path().display());
+            (Some(dir), None, StorageConfig::new(url, SECRET))
+        }
+        Kind::S3 => {
+            let s3 = TestS3::start().await;
+            let mut c = StorageConfig::new(s3.url("objects"), SECRET);
+            c.backend.options = s3.options();
+            (None, Some(s3), c)
+        }
     };
-    let app = App::build(config).await.unwrap();
+    tweak(&mut config);
+    let store = backend::from_url(&config.backend_url, &config.backend)
+        .unwrap()
+        .store;
+    let app = App::build(config.clone()).await.unwrap();
     let port = app.port();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until(stop.clone()));
@@ -39,20 +99,24 @@ async fn spawn() -> Storage {
         base: format!("http://127.0.0.1:{port}"),
         port,
         signer: Signer::new(SECRET),
+        store,
+        config,
         dir,
+        _s3: s3,
         _stop: stop.drop_guard(),
     }
 }
 
 fn far() -> i64 {
-    chrono_now() + 600
+    now() + 600
 }
 
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
 }
 
 impl Storage {
@@ -60,37 +124,57 @@ impl Storage {
         self.signer.url(&self.base, m, k, far(), max)
     }
 
-    /// Files under the backend directory (staging files included), to prove nothing was left.
-    fn files(&self) -> Vec<String> {
-        fn walk(p: &std::path::Path, out: &mut Vec<String>) {
-            for e in std::fs::read_dir(p).unwrap().flatten() {
-                if e.path().is_dir() {
-                    walk(&e.path(), out)
-                } else {
-                    out.push(e.path().to_string_lossy().into_owned())
+    /// Every object the backend lists, plus (on local disk) every file, staging files included:
+    /// what a reader could ever see.
+    async fn visible(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .store
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        if let Some(dir) = &self.dir {
+            fn walk(p: &std::path::Path, out: &mut Vec<String>) {
+                for e in std::fs::read_dir(p).unwrap().flatten() {
+                    if e.path().is_dir() {
+                        walk(&e.path(), out)
+                    } else {
+                        out.push(e.path().to_string_lossy().into_owned())
+                    }
                 }
             }
+            walk(dir.path(), &mut out);
         }
-        let mut out = vec![];
-        walk(self.dir.path(), &mut out);
         out
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Vec<u8>) -> StoredObject {
+        let resp = reqwest::Client::new()
+            .put(self.url(Method::Put, key, 1 << 30))
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        resp.json().await.unwrap()
+    }
+
+    async fn get(&self, key: &ObjectKey) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.url(Method::Get, key, 0))
+            .send()
+            .await
+            .unwrap()
     }
 }
 
-#[tokio::test]
-async fn large_object_round_trips_with_its_checksum() {
-    let s = spawn().await;
+async fn large_object_round_trips_with_its_checksum(kind: Kind) {
+    let s = spawn(kind).await;
     let key = ObjectKey::Source(BuildId::new());
-    let data: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let http = reqwest::Client::new();
-    let resp = http
-        .put(s.url(Method::Put, &key, 1 << 30))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let stored: StoredObject = resp.json().await.unwrap();
+    // Larger than a part on either backend: a multipart upload.
+    let data = pattern(12 * 1024 * 1024);
+    let stored = s.put(&key, data.clone()).await;
     assert_eq!(stored.size, data.len() as u64);
     assert_eq!(stored.sha256, hex::encode(Sha256::digest(&data)));
     assert!(
@@ -98,7 +182,7 @@ async fn large_object_round_trips_with_its_checksum() {
             .verify_receipt(&key, stored.size, &stored.sha256, &stored.receipt)
     );
 
-    let got = http.get(s.url(Method::Get, &key, 0)).send().await.unwrap();
+    let got = s.get(&key).await;
     assert_eq!(got.status(), 200);
     assert_eq!(
         got.headers()["content-length"],
@@ -106,11 +190,14 @@ async fn large_object_round_trips_with_its_checksum() {
     );
     assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
 
+    let http = reqwest::Client::new();
     let head = http.head(s.url(Method::Get, &key, 0)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
     assert_eq!(
         head.headers()["content-length"],
         data.len().to_string().as_str()
     );
+    assert_eq!(head.headers()["accept-ranges"], "bytes");
 
     let del = http
         .delete(s.url(Method::Delete, &key, 0))
@@ -118,21 +205,26 @@ async fn large_object_round_trips_with_its_checksum() {
         .await
         .unwrap();
     assert_eq!(del.status(), 204);
-    let gone = http.get(s.url(Method::Get, &key, 0)).send().await.unwrap();
-    assert_eq!(gone.status(), 404);
+    assert_eq!(s.get(&key).await.status(), 404);
+    assert!(s.visible().await.is_empty());
 }
 
-#[tokio::test]
-async fn ranges_serve_first_last_middle_and_refuse_past_the_end() {
-    let s = spawn().await;
+async fn small_object_round_trips(kind: Kind) {
+    let s = spawn(kind).await;
+    let key = ObjectKey::Source(BuildId::new());
+    for data in [vec![], b"hello".to_vec()] {
+        let stored = s.put(&key, data.clone()).await;
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(&data)));
+        assert_eq!(s.get(&key).await.bytes().await.unwrap().as_ref(), &data[..]);
+    }
+}
+
+async fn ranges_serve_first_last_middle_and_refuse_past_the_end(kind: Kind) {
+    let s = spawn(kind).await;
     let key = ObjectKey::Source(BuildId::new());
     let data: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
+    s.put(&key, data.clone()).await;
     let http = reqwest::Client::new();
-    http.put(s.url(Method::Put, &key, 10_000))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
     let get = |r: &'static str| {
         let url = s.url(Method::Get, &key, 0);
         let http = http.clone();
@@ -141,28 +233,32 @@ async fn ranges_serve_first_last_middle_and_refuse_past_the_end() {
     let first = get("bytes=0-0").await;
     assert_eq!(first.status(), 206);
     assert_eq!(first.headers()["content-range"], "bytes 0-0/1000");
+    assert_eq!(first.headers()["content-length"], "1");
     assert_eq!(first.bytes().await.unwrap().as_ref(), &data[0..1]);
     let last = get("bytes=-1").await;
+    assert_eq!(last.status(), 206);
     assert_eq!(last.headers()["content-range"], "bytes 999-999/1000");
     assert_eq!(last.bytes().await.unwrap().as_ref(), &data[999..]);
+    let tail = get("bytes=990-").await;
+    assert_eq!(tail.bytes().await.unwrap().as_ref(), &data[990..]);
     let middle = get("bytes=100-199").await;
+    assert_eq!(middle.headers()["content-range"], "bytes 100-199/1000");
     assert_eq!(middle.bytes().await.unwrap().as_ref(), &data[100..200]);
     let past = get("bytes=1000-").await;
     assert_eq!(past.status(), 416);
     assert_eq!(past.headers()["content-range"], "bytes */1000");
 }
 
-#[tokio::test]
-async fn capabilities_are_checked_before_any_byte() {
-    let s = spawn().await;
+async fn capabilities_are_checked_before_any_byte(kind: Kind) {
+    let s = spawn(kind).await;
     let key = ObjectKey::Source(BuildId::new());
     let other = ObjectKey::Certs(BuildId::new());
     let http = reqwest::Client::new();
-    let put = |url: String| {
+    let put = |url: String, body: Vec<u8>| {
         let http = http.clone();
         async move {
             http.put(url)
-                .body("hello")
+                .body(body)
                 .send()
                 .await
                 .unwrap()
@@ -170,54 +266,98 @@ async fn capabilities_are_checked_before_any_byte() {
                 .as_u16()
         }
     };
-    // Expired, for another key, another method, tampered, no capability, hostile key.
-    assert_eq!(
-        put(s
-            .signer
-            .url(&s.base, Method::Put, &key, chrono_now() - 1, 100))
-        .await,
-        403
+    let hello = || b"hello".to_vec();
+    // Expired.
+    let expired = s.signer.url(&s.base, Method::Put, &key, now() - 1, 100);
+    assert_eq!(put(expired, hello()).await, 403);
+    // Signed for another key.
+    let moved = s
+        .signer
+        .url(&s.base, Method::Put, &other, far(), 100)
+        .replace(&other.to_string(), &key.to_string());
+    assert_eq!(put(moved, hello()).await, 403);
+    // Signed for another method.
+    assert_eq!(put(s.url(Method::Get, &key, 100), hello()).await, 403);
+    // A raised size limit, a later expiry, an altered signature.
+    let url = s.url(Method::Put, &key, 100);
+    assert_eq!(put(url.replace("max=100", "max=100000"), hello()).await, 403);
+    let exp = far().to_string();
+    let later = (far() + 3600).to_string();
+    assert_eq!(put(url.replace(&exp, &later), hello()).await, 403);
+    let sig_at = url.find("sig=").unwrap() + 4;
+    let mut altered = url.clone();
+    let flip = if &url[sig_at..sig_at + 1] == "0" { "1" } else { "0" };
+    altered.replace_range(sig_at..sig_at + 1, flip);
+    assert_eq!(put(altered, hello()).await, 403);
+    // Signed by someone else; no capability at all.
+    let forged = Signer::new("another-secret-another-secret-!!").url(
+        &s.base,
+        Method::Put,
+        &key,
+        far(),
+        100,
     );
-    assert_eq!(
-        put(s
-            .signer
-            .url(&s.base, Method::Put, &other, far(), 100)
-            .replace(&other.to_string(), &key.to_string()))
-        .await,
-        403
+    assert_eq!(put(forged, hello()).await, 403);
+    assert_eq!(put(format!("{}/objects/{key}", s.base), hello()).await, 403);
+    // Over the size limit the capability carries.
+    assert_eq!(put(s.url(Method::Put, &key, 4), hello()).await, 413);
+    // Hostile keys.
+    let bad = format!("{}/objects/builds/not-a-uuid/source?exp=1&max=1&sig=00", s.base);
+    assert_eq!(put(bad, hello()).await, 400);
+    let traversal = format!(
+        "{}/objects/builds/%2E%2E/%2E%2E/etc?exp=1&max=1&sig=00",
+        s.base
     );
-    assert_eq!(put(s.url(Method::Get, &key, 100)).await, 403);
-    assert_eq!(
-        put(s
-            .url(Method::Put, &key, 100)
-            .replace("max=100", "max=100000"))
-        .await,
-        403
-    );
-    assert_eq!(put(format!("{}/objects/{key}", s.base)).await, 403);
-    assert_eq!(
-        put(format!(
-            "{}/objects/builds/not-a-uuid/source?exp=1&max=1&sig=00",
-            s.base
-        ))
-        .await,
-        400
-    );
-    assert!(
-        [400, 404].contains(
-            &put(format!(
-                "{}/objects/builds/%2E%2E/%2E%2E/etc?exp=1&max=1&sig=00",
-                s.base
-            ))
-            .await
-        )
-    );
-    assert!(s.files().is_empty(), "{:?}", s.files());
+    assert!([400, 404].contains(&put(traversal, hello()).await));
+    // Reads are checked the same way.
+    let r = http
+        .get(s.signer.url(&s.base, Method::Get, &key, now() - 1, 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(s.visible().await.is_empty(), "{:?}", s.visible().await);
 }
 
-#[tokio::test]
-async fn oversized_and_cut_off_uploads_leave_nothing() {
-    let s = spawn().await;
+async fn signing_keys_rotate_without_downtime(kind: Kind) {
+    let old = Signer::new("the-old-secret-the-old-secret-!!!");
+    let key = ObjectKey::Source(BuildId::new());
+    let s = spawn_with(kind, |c| {
+        c.signing_previous = Some(PreviousSecret {
+            secret: "the-old-secret-the-old-secret-!!!".into(),
+            until: None,
+        })
+    })
+    .await;
+    // A URL signed just before the rotation still works; so does one signed after it.
+    let before = old.url(&s.base, Method::Put, &key, far(), 100);
+    let r = reqwest::Client::new()
+        .put(before)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(s.get(&key).await.status(), 200);
+
+    // Once the grace period is over, the old secret is refused.
+    let closed = spawn_with(kind, |c| {
+        c.signing_previous = Some(PreviousSecret {
+            secret: "the-old-secret-the-old-secret-!!!".into(),
+            until: Some(now() - 1),
+        })
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .get(old.url(&closed.base, Method::Get, &key, far(), 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+async fn oversized_and_cut_off_uploads_leave_nothing(kind: Kind) {
+    let s = spawn(kind).await;
     let key = ObjectKey::Source(BuildId::new());
     let http = reqwest::Client::new();
     // Declared too large: refused up front.
@@ -228,36 +368,317 @@ async fn oversized_and_cut_off_uploads_leave_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    // Chunked, so the size is only discovered mid-stream.
+    // Chunked, so the size is only discovered mid-stream, after parts were uploaded.
     let chunks =
         futures::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![7u8; 1 << 20])));
     let r = http
-        .put(s.url(Method::Put, &key, 5 << 20))
+        .put(s.url(Method::Put, &key, 15 << 20))
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await;
     if let Ok(r) = r {
         assert_eq!(r.status(), 413);
     }
-    // Cut off: promise 1 MiB, send 1 KiB, hang up.
+    // Cut off: promise 20 MiB, send 10 MiB (parts are in flight by then), hang up.
     let url = s.url(Method::Put, &key, 1 << 30);
     let path = url.trim_start_matches(&s.base).to_owned();
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
         .await
         .unwrap();
-    let head = format!("PUT {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 1048576\r\n\r\n");
+    let head = format!("PUT {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 20971520\r\n\r\n");
     tcp.write_all(head.as_bytes()).await.unwrap();
-    tcp.write_all(&[1u8; 1024]).await.unwrap();
+    for _ in 0..10 {
+        tcp.write_all(&[1u8; 1 << 20]).await.unwrap();
+    }
     tcp.shutdown().await.unwrap();
     let mut sink = Vec::new();
     let _ = tcp.read_to_end(&mut sink).await;
-    // Give the server a moment to observe the hang-up and abort.
     freeagent_shared::testing::wait::until(
         "aborted upload cleaned up",
-        std::time::Duration::from_secs(5),
-        || async { s.files().is_empty().then_some(()) },
+        Duration::from_secs(10),
+        || async { s.visible().await.is_empty().then_some(()) },
     )
     .await;
-    let gone = http.get(s.url(Method::Get, &key, 0)).send().await.unwrap();
-    assert_eq!(gone.status(), 404);
+    assert_eq!(s.get(&key).await.status(), 404);
+}
+
+async fn certs_are_unreadable_at_rest_and_intact_for_their_holder(kind: Kind) {
+    let s = spawn(kind).await;
+    let key = ObjectKey::Certs(BuildId::new());
+    let mut certs = b"-----BEGIN PRIVATE KEY----- secret signing identity ".repeat(4000);
+    certs.extend(pattern(300_000));
+    let stored = s.put(&key, certs.clone()).await;
+    assert_eq!(stored.size, certs.len() as u64);
+    assert_eq!(stored.sha256, hex::encode(Sha256::digest(&certs)));
+
+    // Behind the service's back: ciphertext, with no trace of the plaintext.
+    let raw = s
+        .store
+        .get(&object_store::path::Path::from(key.to_string()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_ne!(raw.as_ref(), certs.as_slice());
+    assert!(!raw.windows(27).any(|w| w == b"-----BEGIN PRIVATE KEY-----"));
+    if let Some(dir) = &s.dir {
+        let path = dir.path().join(key.to_string());
+        assert_eq!(std::fs::read(path).unwrap(), raw.as_ref());
+    }
+
+    // Through a capability: the exact bytes, and HEAD tells their length.
+    let got = s.get(&key).await;
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        got.headers()["content-length"],
+        certs.len().to_string().as_str()
+    );
+    assert_eq!(got.bytes().await.unwrap().as_ref(), certs.as_slice());
+    let head = reqwest::Client::new()
+        .head(s.url(Method::Get, &key, 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.headers()["content-length"],
+        certs.len().to_string().as_str()
+    );
+
+    // A service with another key cannot read them: the body breaks off rather than lie.
+    let other = spawn_with(kind, |c| {
+        c.backend_url = s.config.backend_url.clone();
+        c.backend = s.config.backend.clone();
+        c.certs_key = [9; 32];
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .get(s.signer.url(&other.base, Method::Get, &key, far(), 0))
+        .send()
+        .await;
+    // The connection breaks before or after the headers, depending on timing; never a body.
+    if let Ok(r) = r {
+        assert!(r.bytes().await.is_err(), "a wrong key must not yield a body");
+    }
+}
+
+async fn put_raw(store: &Arc<dyn ObjectStore>, path: &str, n: usize) {
+    store
+        .put(
+            &object_store::path::Path::from(path),
+            PutPayload::from(vec![1u8; n]),
+        )
+        .await
+        .unwrap();
+}
+
+fn retention(s: &Storage, db: &TestDb, orphan_grace: Duration) -> Retention {
+    Retention::new(
+        db.pool.clone(),
+        s.store.clone(),
+        RetentionConfig {
+            database_url: db.url.clone(),
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            orphan_grace,
+            interval: Duration::from_secs(3600),
+        },
+    )
+}
+
+async fn retention_deletes_what_is_old_and_nothing_else(kind: Kind) {
+    let s = spawn(kind).await;
+    let tdb = TestDb::new().await;
+    let pool = &tdb.pool;
+    let old = factory::build(pool, Default::default()).await;
+    let young = factory::build(pool, Default::default()).await;
+    let old_running = factory::build(pool, Default::default()).await;
+    for id in [old, young] {
+        db::builds::build_cancel(pool, id).await.unwrap();
+    }
+    let month = Duration::from_secs(31 * 24 * 3600);
+    for id in [old, old_running] {
+        db::builds::retention_backdate(pool, id, month).await.unwrap();
+    }
+    for id in [old, young, old_running] {
+        put_raw(&s.store, &format!("builds/{id}/source"), 100).await;
+        put_raw(&s.store, &format!("builds/{id}/attempts/1/result"), 1000).await;
+    }
+
+    let report = retention(&s, &tdb, Duration::from_secs(3600))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.builds_purged, 1);
+    assert_eq!(report.objects_deleted, 2);
+    assert_eq!(report.orphans_deleted, 0);
+    let mut left = s.visible().await;
+    left.retain(|p| !p.contains(&old.to_string()));
+    assert_eq!(s.visible().await.len(), left.len(), "old objects are gone");
+    assert_eq!(
+        s.store.list(None).try_collect::<Vec<_>>().await.unwrap().len(),
+        4,
+        "young and unfinished builds keep theirs"
+    );
+    let rec = db::builds::build_get(pool, old).await.unwrap().unwrap();
+    assert!(rec.purged_at.is_some(), "the record says so");
+    for id in [young, old_running] {
+        let rec = db::builds::build_get(pool, id).await.unwrap().unwrap();
+        assert!(rec.purged_at.is_none());
+    }
+    let stats = report.stats.unwrap();
+    assert_eq!(stats["source"].objects, 2);
+    assert_eq!(stats["result"].bytes, 2000);
+
+    // A second run finds nothing more to do.
+    let again = retention(&s, &tdb, Duration::from_secs(3600))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(again.builds_purged + again.orphans_deleted, 0);
+}
+
+async fn orphans_are_swept_after_the_grace_period_only(kind: Kind) {
+    let s = spawn(kind).await;
+    let tdb = TestDb::new().await;
+    let known = factory::build(&tdb.pool, Default::default()).await;
+    let orphan = BuildId::new();
+    put_raw(&s.store, &format!("builds/{known}/source"), 10).await;
+    put_raw(&s.store, &format!("builds/{orphan}/source"), 10).await;
+    put_raw(&s.store, &format!("builds/{orphan}/certs"), 10).await;
+
+    // Within the grace period (an upload whose build is being recorded right now): kept.
+    let r = retention(&s, &tdb, Duration::from_secs(3600))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(r.orphans_deleted, 0);
+    assert_eq!(r.stats.unwrap()["source"].objects, 2);
+
+    // Past it: the orphan goes, the recorded build's object stays.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = retention(&s, &tdb, Duration::from_secs(1))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(r.orphans_deleted, 2);
+    let left: Vec<String> = s
+        .store
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(left, vec![format!("builds/{known}/source")]);
+}
+
+/// A full disk: a tmpfs of 4 MiB takes a 16 MiB upload. The client hears 507 and what to do;
+/// nothing is left behind. Needs root (to mount); skipped with a note otherwise.
+#[tokio::test]
+async fn a_full_disk_is_a_clear_error_and_leaves_nothing() {
+    let mnt = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mnt.path().to_owned());
+    let url = format!("file://{}", mnt.path().display());
+    let s = spawn_with(Kind::Local, |c| c.backend_url = url.clone()).await;
+    let key = ObjectKey::Source(BuildId::new());
+    let r = reqwest::Client::new()
+        .put(s.url(Method::Put, &key, 1 << 30))
+        .body(pattern(16 << 20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 507);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "storage_full");
+    assert!(body["hint"].as_str().unwrap().contains("free space"));
+    let left: Vec<_> = std::fs::read_dir(mnt.path()).unwrap().flatten().collect();
+    let files: Vec<_> = walk_files(mnt.path());
+    assert!(files.is_empty(), "left behind: {files:?} ({} entries)", left.len());
+    // Space freed, the same upload works.
+    let small = pattern(1 << 20);
+    s.put(&key, small.clone()).await;
+    assert_eq!(s.get(&key).await.bytes().await.unwrap().as_ref(), &small[..]);
+}
+
+fn walk_files(p: &std::path::Path) -> Vec<String> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(p).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk_files(&e.path()));
+        } else {
+            out.push(e.path().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// A backend that does not answer: the client gets a 503 that says to retry, after the
+/// service's own bounded retries, and `/readyz` reports the object store as down.
+#[tokio::test]
+async fn an_unreachable_backend_is_a_clear_503() {
+    let dead = freeagent_shared::testing::free_port().unwrap();
+    let s = spawn_with(Kind::Local, |c| {
+        c.backend_url = "s3://nowhere/objects".into();
+        c.backend = BackendTuning {
+            timeout: Duration::from_secs(2),
+            retry_timeout: Duration::from_secs(1),
+            max_retries: 2,
+            options: TestS3Opts::dead(dead),
+        };
+    })
+    .await;
+    let key = ObjectKey::Source(BuildId::new());
+    for (method, body) in [(reqwest::Method::PUT, "small"), (reqwest::Method::GET, "")] {
+        let m = if method == reqwest::Method::PUT {
+            Method::Put
+        } else {
+            Method::Get
+        };
+        let r = reqwest::Client::new()
+            .request(method, s.url(m, &key, 100))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        let b: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(b["code"], "unavailable");
+        assert!(b["hint"].as_str().unwrap().contains("retry"));
+    }
+    let ready = reqwest::get(format!("{}/readyz", s.base)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+}
+
+struct TestS3Opts;
+
+impl TestS3Opts {
+    fn dead(port: u16) -> Vec<(String, String)> {
+        [
+            ("aws_endpoint", format!("http://127.0.0.1:{port}")),
+            ("aws_allow_http", "true".into()),
+            ("aws_access_key_id", "k".into()),
+            ("aws_secret_access_key", "s".into()),
+            ("aws_region", "us-east-1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
 }

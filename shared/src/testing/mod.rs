@@ -6,11 +6,13 @@ mod db;
 pub mod factory;
 mod nats;
 mod pg;
+mod s3;
 pub mod wait;
 
 pub use db::TestDb;
 pub use nats::TestNats;
 pub use pg::TestPg;
+pub use s3::TestS3;
 
 /// A free TCP port on loopback (bound then released; a rare race is retried by callers).
 pub fn free_port() -> std::io::Result<u16> {

@@ -17,7 +17,13 @@ pub async fn health(State(st): State<AppState>) -> Result<Json<Value>> {
             .map(|(_, n)| *n)
             .unwrap_or(0)
     };
-    let (objects, bytes) = db::builds::build_storage_totals(&st.pool).await?;
+    let by_kind = db::builds::build_storage_by_kind(&st.pool).await?;
+    let objects: i64 = by_kind.iter().map(|(_, n, _)| n).sum();
+    let bytes: i64 = by_kind.iter().map(|(_, _, b)| b).sum();
+    let kinds: serde_json::Map<String, Value> = by_kind
+        .into_iter()
+        .map(|(kind, n, b)| (kind, json!({"objects": n, "bytes": b})))
+        .collect();
     let backend = match st.config.storage_backend.split_once("://") {
         Some((scheme, _)) if scheme != "file" => scheme.to_owned(),
         _ => "local".to_owned(),
@@ -37,6 +43,6 @@ pub async fn health(State(st): State<AppState>) -> Result<Json<Value>> {
             "pending": count(BuildStatus::Pending),
             "active": count(BuildStatus::Assigned) + count(BuildStatus::Building),
         },
-        "storage": {"backend": backend, "objects": objects, "bytes": bytes},
+        "storage": {"backend": backend, "objects": objects, "bytes": bytes, "kinds": kinds},
     })))
 }

@@ -15,7 +15,8 @@ macro_rules! build_columns {
          b.source_key, b.source_size, b.source_sha256, b.certs_key, b.certs_size, b.certs_sha256, \
          b.result_key, b.result_size, b.result_sha256, b.token_hash, b.worker_id, w.name AS worker_name, \
          b.lease_expires_at, b.dispatched_at, b.progress, b.submitted_at, b.started_at, b.completed_at, \
-         b.updated_at, b.error_message, b.original_build_id, b.timeout_secs, b.retry_on_failure, b.run_after"
+         b.updated_at, b.error_message, b.original_build_id, b.timeout_secs, b.retry_on_failure, b.run_after, \
+         b.purged_at"
     };
 }
 
@@ -64,6 +65,8 @@ pub struct Build {
     pub retry_on_failure: bool,
     /// Not dispatched before this (the backoff of a requeue).
     pub run_after: DateTime<Utc>,
+    /// When retention deleted the build's objects.
+    pub purged_at: Option<DateTime<Utc>>,
 }
 
 /// What a guard saw when it did not hold.
@@ -190,13 +193,19 @@ pub async fn build_count_by_status(
 }
 
 /// Objects and bytes held for all builds, from what storage reported at write time.
-pub async fn build_storage_totals(db: impl PgExecutor<'_>) -> Result<(i64, i64), Error> {
+/// Objects and bytes per kind (`source`, `certs`, `result`) that live build records account
+/// for. A source shared by retries counts once; purged builds count nothing.
+pub async fn build_storage_by_kind(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(String, i64, i64)>, Error> {
     Ok(sqlx::query_as(
-        "SELECT (count(source_key) + count(certs_key) + count(result_key))::bigint, \
-         COALESCE(sum(source_size), 0)::bigint + COALESCE(sum(certs_size), 0)::bigint + COALESCE(sum(result_size), 0)::bigint \
-         FROM builds",
+        "SELECT kind, count(*)::bigint, COALESCE(sum(size), 0)::bigint FROM ( \
+           SELECT 'source' AS kind, source_key AS key, source_size AS size FROM builds WHERE purged_at IS NULL \
+           UNION SELECT 'certs', certs_key, certs_size FROM builds WHERE purged_at IS NULL AND certs_key IS NOT NULL \
+           UNION SELECT 'result', result_key, result_size FROM builds WHERE purged_at IS NULL AND result_key IS NOT NULL \
+         ) o GROUP BY kind ORDER BY kind",
     )
-    .fetch_one(db)
+    .fetch_all(db)
     .await?)
 }
 
@@ -328,5 +337,7 @@ pub async fn build_worker_tally(
 }
 
 // Declared last so the macros above are in scope inside it.
+mod retention;
 mod transitions;
+pub use retention::*;
 pub use transitions::*;

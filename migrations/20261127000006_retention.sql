@@ -1,0 +1,9 @@
+-- Retention: when a build's objects were deleted. The row stays (history, statistics); its
+-- artifacts are gone and downloads answer 410.
+ALTER TABLE builds ADD COLUMN purged_at timestamptz;
+
+-- The retention job scans finished, unpurged builds oldest first.
+CREATE INDEX builds_retention ON builds (submitted_at)
+    WHERE purged_at IS NULL AND status IN ('completed', 'failed', 'cancelled');
+-- Retries share their original's source: retention checks who else still needs it.
+CREATE INDEX builds_source_key ON builds (source_key) WHERE purged_at IS NULL;
