@@ -95,6 +95,9 @@ pub struct JobGrant {
     pub source_url: String,
     pub source_sha256: String,
     pub certs_url: Option<String>,
+    /// Checked by the worker after it downloads the certs (absent from older schedulers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certs_sha256: Option<String>,
     /// A PUT capability for `builds/<id>/attempts/<n>/result`.
     pub result_url: String,
     pub lease_expires_at: DateTime<Utc>,

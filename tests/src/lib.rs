@@ -325,6 +325,46 @@ impl Farm {
             .expect("build json")
     }
 
+    /// The messages of a build's log, in order.
+    pub async fn logs(&self, id: &str) -> Vec<String> {
+        let logs: Value = self
+            .http
+            .get(format!("{}/api/builds/{id}/logs", self.gateway))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .expect("get logs")
+            .json()
+            .await
+            .expect("logs json");
+        logs["logs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["message"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Resident memory of a farm process now and at its peak (`VmRSS`, `VmHWM`), in bytes.
+    pub fn memory(&self, name: &str) -> (u64, u64) {
+        let pid = self
+            .pid(name)
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let field = |f: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(f))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Waits until the build reaches a terminal status and returns it.
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
         wait::until(&format!("build {id} to finish"), timeout, || async {

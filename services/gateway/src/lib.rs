@@ -97,7 +97,8 @@ impl App {
             })?;
         let st = AppState {
             scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
-            signer: Signer::new(&config.signing_secret).with_previous(config.signing_previous.clone()),
+            signer: Signer::new(&config.signing_secret)
+                .with_previous(config.signing_previous.clone()),
             pool,
             nats,
             storage,

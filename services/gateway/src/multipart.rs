@@ -82,6 +82,6 @@ pub async fn to_storage(
     match stored {
         Ok(s) => Ok(s),
         Err(StorageError::TooLarge) => Err(too_large(name, limit)),
-        Err(e) => Err(GatewayError::unavailable(e)),
+        Err(e) => Err(e.into_gateway()),
     }
 }

@@ -20,10 +20,27 @@ pub struct StorageClient {
 pub enum StorageError {
     #[error("storage refused the object: over the size limit")]
     TooLarge,
+    #[error("the object store is full")]
+    Full,
     #[error("storage answered {status}: {body}")]
     Status { status: u16, body: String },
     #[error("cannot reach storage: {0}")]
     Unreachable(#[from] reqwest::Error),
+}
+
+impl StorageError {
+    /// The client's view: a full store is a 507 that says so, anything else a 503.
+    pub fn into_gateway(self) -> crate::error::GatewayError {
+        use freeagent_shared::api_error::ErrorCode;
+        match self {
+            StorageError::Full => crate::error::GatewayError::new(
+                ErrorCode::StorageFull,
+                "the object store is full; nothing was stored",
+            )
+            .hint("retry later; operators: free space or grow the storage backend"),
+            other => crate::error::GatewayError::unavailable(other),
+        }
+    }
 }
 
 impl StorageClient {
@@ -64,6 +81,7 @@ impl StorageClient {
         match resp.status().as_u16() {
             201 => Ok(resp.json().await?),
             413 => Err(StorageError::TooLarge),
+            507 => Err(StorageError::Full),
             status => Err(StorageError::Status {
                 status,
                 body: resp.text().await.unwrap_or_default(),
@@ -82,6 +100,11 @@ impl StorageClient {
             req = req.header("range", r);
         }
         Ok(req.send().await?)
+    }
+
+    /// The object's headers only (`HEAD`).
+    pub async fn head(&self, key: &ObjectKey) -> Result<reqwest::Response, StorageError> {
+        Ok(self.http.head(self.url(Method::Get, key, 0)).send().await?)
     }
 
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {

@@ -194,6 +194,7 @@ impl Handlers {
                     0,
                 )
             }),
+            certs_sha256: b.certs_sha256.clone(),
             result_url: self.signer.url(
                 base,
                 Method::Put,

@@ -100,7 +100,10 @@ pub fn from_url(url: &str, tuning: &BackendTuning) -> Result<Backend, BackendErr
             let store = b
                 .with_url(root)
                 .build()
-                .map_err(|source| BackendError::Cloud { scheme: "s3", source })?;
+                .map_err(|source| BackendError::Cloud {
+                    scheme: "s3",
+                    source,
+                })?;
             (Arc::new(store), "s3")
         }
         "gs" => {
@@ -115,7 +118,10 @@ pub fn from_url(url: &str, tuning: &BackendTuning) -> Result<Backend, BackendErr
             let store = b
                 .with_url(root)
                 .build()
-                .map_err(|source| BackendError::Cloud { scheme: "gs", source })?;
+                .map_err(|source| BackendError::Cloud {
+                    scheme: "gs",
+                    source,
+                })?;
             (Arc::new(store), "gcs")
         }
         "az" | "azure" | "abfs" => {
@@ -130,7 +136,10 @@ pub fn from_url(url: &str, tuning: &BackendTuning) -> Result<Backend, BackendErr
             let store = b
                 .with_url(root)
                 .build()
-                .map_err(|source| BackendError::Cloud { scheme: "az", source })?;
+                .map_err(|source| BackendError::Cloud {
+                    scheme: "az",
+                    source,
+                })?;
             (Arc::new(store), "azure")
         }
         _ => return Err(BackendError::Unsupported(url.to_owned())),
@@ -148,7 +157,11 @@ pub fn from_url(url: &str, tuning: &BackendTuning) -> Result<Backend, BackendErr
 /// (which win because the builders apply them last).
 fn cloud_options(tuning: &BackendTuning) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| k.starts_with(p)))
+        .filter(|(k, _)| {
+            ["AWS_", "GOOGLE_", "AZURE_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
     out.extend(tuning.options.iter().cloned());
@@ -188,7 +201,10 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(from_url("s3://bucket/some/prefix", &t).map(|b| b.kind).ok(), Some("s3"));
+        assert_eq!(
+            from_url("s3://bucket/some/prefix", &t).map(|b| b.kind).ok(),
+            Some("s3")
+        );
         assert!(matches!(
             from_url("ftp://host/x", &t),
             Err(BackendError::Unsupported(_))

@@ -281,7 +281,15 @@ mod tests {
     #[tokio::test]
     async fn round_trips_any_size_and_reports_the_plaintext_length() {
         let c = CertsCipher::new([7; 32], None);
-        for n in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT, 200_001] {
+        for n in [
+            0,
+            1,
+            SEGMENT - 1,
+            SEGMENT,
+            SEGMENT + 1,
+            3 * SEGMENT,
+            200_001,
+        ] {
             let plain: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
             let (stored, back) = roundtrip(&c, &plain, 10_000).await;
             assert_eq!(back.as_ref(), plain.as_slice(), "size {n}");
@@ -303,10 +311,9 @@ mod tests {
         let decrypt = |c: CertsCipher, bytes: Bytes, aad: &str| {
             let aad = aad.to_owned();
             async move {
-                let mut s = Box::pin(c.decrypt(
-                    aad,
-                    futures::stream::iter([Ok::<_, std::io::Error>(bytes)]),
-                ));
+                let mut s = Box::pin(
+                    c.decrypt(aad, futures::stream::iter([Ok::<_, std::io::Error>(bytes)])),
+                );
                 let mut ok = true;
                 while let Some(b) = s.next().await {
                     ok &= b.is_ok();

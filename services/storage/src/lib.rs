@@ -73,7 +73,8 @@ impl App {
         );
         let state = AppState {
             store: backend.store,
-            signer: Signer::new(&config.signing_secret).with_previous(config.signing_previous.clone()),
+            signer: Signer::new(&config.signing_secret)
+                .with_previous(config.signing_previous.clone()),
             part_size,
             parts_in_flight: config.parts_in_flight.max(1),
             certs: crypt::CertsCipher::new(config.certs_key, config.certs_key_previous),

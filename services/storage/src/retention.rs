@@ -106,8 +106,7 @@ impl Retention {
     /// One transaction: lock a batch of expired builds, delete their objects, mark them purged.
     async fn purge_batch(&self) -> Result<(u64, u64), RetentionError> {
         let mut tx = self.pool.begin().await.map_err(db::Error::from_sqlx)?;
-        let ids =
-            db::builds::retention_lock_expired(&mut tx, self.config.max_age, BATCH).await?;
+        let ids = db::builds::retention_lock_expired(&mut tx, self.config.max_age, BATCH).await?;
         let mut objects = 0;
         for id in &ids {
             objects += self.delete_build_objects(*id).await?;
@@ -141,8 +140,7 @@ impl Retention {
     /// period whose build has no record.
     async fn sweep(&self) -> Result<(u64, BTreeMap<&'static str, KindStats>), RetentionError> {
         let cutoff = chrono::Utc::now()
-            - chrono::Duration::from_std(self.config.orphan_grace)
-                .unwrap_or(chrono::Duration::MAX);
+            - chrono::Duration::from_std(self.config.orphan_grace).unwrap_or(chrono::Duration::MAX);
         let mut stats: BTreeMap<&'static str, KindStats> = BTreeMap::new();
         let mut old: HashMap<BuildId, Vec<Path>> = HashMap::new();
         let mut deleted = 0;
@@ -220,7 +218,11 @@ fn kind_of(key: Option<&ObjectKey>) -> &'static str {
 
 /// The build id of any path under `builds/<id>/`, even one that is not a known key.
 fn build_of(path: &str) -> Option<BuildId> {
-    path.strip_prefix("builds/")?.split('/').next()?.parse().ok()
+    path.strip_prefix("builds/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn publish(stats: &BTreeMap<&'static str, KindStats>) {

@@ -3,7 +3,9 @@
 //! DELETE. Every request is checked against its capability before a body byte is read.
 
 use crate::AppState;
+use crate::crypt::CertsCipher;
 use crate::error::StorageError;
+use crate::upload::Upload;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,8 +14,6 @@ use freeagent_shared::capability::{CapabilityParams, Method};
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::wire::StoredObject;
 use futures::StreamExt;
-use crate::crypt::CertsCipher;
-use crate::upload::Upload;
 use object_store::{GetOptions, GetRange, ObjectStoreExt, path::Path as StorePath};
 use sha2::{Digest, Sha256};
 
@@ -66,8 +66,8 @@ pub async fn put_object(
         st.parts_in_flight,
     );
     // Credentials are encrypted before they leave this process.
-    let mut encrypting = matches!(key, ObjectKey::Certs(_))
-        .then(|| st.certs.encryptor(key.to_string()));
+    let mut encrypting =
+        matches!(key, ObjectKey::Certs(_)).then(|| st.certs.encryptor(key.to_string()));
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
@@ -208,8 +208,8 @@ async fn get_encrypted(
     path: &StorePath,
 ) -> Result<Response, StorageError> {
     let result = st.store.get(path).await.map_err(not_found)?;
-    let len = CertsCipher::plaintext_len(result.meta.size)
-        .ok_or(crate::crypt::CryptError::Decrypt)?;
+    let len =
+        CertsCipher::plaintext_len(result.meta.size).ok_or(crate::crypt::CryptError::Decrypt)?;
     metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_READ).increment(len);
     let plain = st.certs.decrypt(key.to_string(), result.into_stream());
     Response::builder()

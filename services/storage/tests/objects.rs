@@ -280,29 +280,34 @@ async fn capabilities_are_checked_before_any_byte(kind: Kind) {
     assert_eq!(put(s.url(Method::Get, &key, 100), hello()).await, 403);
     // A raised size limit, a later expiry, an altered signature.
     let url = s.url(Method::Put, &key, 100);
-    assert_eq!(put(url.replace("max=100", "max=100000"), hello()).await, 403);
+    assert_eq!(
+        put(url.replace("max=100", "max=100000"), hello()).await,
+        403
+    );
     let exp = far().to_string();
     let later = (far() + 3600).to_string();
     assert_eq!(put(url.replace(&exp, &later), hello()).await, 403);
     let sig_at = url.find("sig=").unwrap() + 4;
     let mut altered = url.clone();
-    let flip = if &url[sig_at..sig_at + 1] == "0" { "1" } else { "0" };
+    let flip = if &url[sig_at..sig_at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
     altered.replace_range(sig_at..sig_at + 1, flip);
     assert_eq!(put(altered, hello()).await, 403);
     // Signed by someone else; no capability at all.
-    let forged = Signer::new("another-secret-another-secret-!!").url(
-        &s.base,
-        Method::Put,
-        &key,
-        far(),
-        100,
-    );
+    let forged =
+        Signer::new("another-secret-another-secret-!!").url(&s.base, Method::Put, &key, far(), 100);
     assert_eq!(put(forged, hello()).await, 403);
     assert_eq!(put(format!("{}/objects/{key}", s.base), hello()).await, 403);
     // Over the size limit the capability carries.
     assert_eq!(put(s.url(Method::Put, &key, 4), hello()).await, 413);
     // Hostile keys.
-    let bad = format!("{}/objects/builds/not-a-uuid/source?exp=1&max=1&sig=00", s.base);
+    let bad = format!(
+        "{}/objects/builds/not-a-uuid/source?exp=1&max=1&sig=00",
+        s.base
+    );
     assert_eq!(put(bad, hello()).await, 400);
     let traversal = format!(
         "{}/objects/builds/%2E%2E/%2E%2E/etc?exp=1&max=1&sig=00",
@@ -458,7 +463,10 @@ async fn certs_are_unreadable_at_rest_and_intact_for_their_holder(kind: Kind) {
         .await;
     // The connection breaks before or after the headers, depending on timing; never a body.
     if let Ok(r) = r {
-        assert!(r.bytes().await.is_err(), "a wrong key must not yield a body");
+        assert!(
+            r.bytes().await.is_err(),
+            "a wrong key must not yield a body"
+        );
     }
 }
 
@@ -497,7 +505,9 @@ async fn retention_deletes_what_is_old_and_nothing_else(kind: Kind) {
     }
     let month = Duration::from_secs(31 * 24 * 3600);
     for id in [old, old_running] {
-        db::builds::retention_backdate(pool, id, month).await.unwrap();
+        db::builds::retention_backdate(pool, id, month)
+            .await
+            .unwrap();
     }
     for id in [old, young, old_running] {
         put_raw(&s.store, &format!("builds/{id}/source"), 100).await;
@@ -515,7 +525,12 @@ async fn retention_deletes_what_is_old_and_nothing_else(kind: Kind) {
     left.retain(|p| !p.contains(&old.to_string()));
     assert_eq!(s.visible().await.len(), left.len(), "old objects are gone");
     assert_eq!(
-        s.store.list(None).try_collect::<Vec<_>>().await.unwrap().len(),
+        s.store
+            .list(None)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len(),
         4,
         "young and unfinished builds keep theirs"
     );
@@ -610,11 +625,18 @@ async fn a_full_disk_is_a_clear_error_and_leaves_nothing() {
     assert!(body["hint"].as_str().unwrap().contains("free space"));
     let left: Vec<_> = std::fs::read_dir(mnt.path()).unwrap().flatten().collect();
     let files: Vec<_> = walk_files(mnt.path());
-    assert!(files.is_empty(), "left behind: {files:?} ({} entries)", left.len());
+    assert!(
+        files.is_empty(),
+        "left behind: {files:?} ({} entries)",
+        left.len()
+    );
     // Space freed, the same upload works.
     let small = pattern(1 << 20);
     s.put(&key, small.clone()).await;
-    assert_eq!(s.get(&key).await.bytes().await.unwrap().as_ref(), &small[..]);
+    assert_eq!(
+        s.get(&key).await.bytes().await.unwrap().as_ref(),
+        &small[..]
+    );
 }
 
 fn walk_files(p: &std::path::Path) -> Vec<String> {

@@ -141,8 +141,15 @@ impl Job {
         ];
         if let Some(url) = &g.certs_url {
             let certs = ws.file("certs");
-            if let Err(e) = workspace::download(&self.agent.http, url, &certs, "certs").await {
-                return Outcome::Fail(e.to_string());
+            match workspace::download(&self.agent.http, url, &certs, "certs").await {
+                Err(e) => return Outcome::Fail(e.to_string()),
+                Ok(sha) if g.certs_sha256.as_ref().is_some_and(|want| *want != sha) => {
+                    return Outcome::Fail(format!(
+                        "certs checksum mismatch: expected {}, got {sha}",
+                        g.certs_sha256.as_deref().unwrap_or_default()
+                    ));
+                }
+                Ok(_) => {}
             }
             env.push((
                 "FREEAGENT_CERTS_PATH".to_owned(),

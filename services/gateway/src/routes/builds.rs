@@ -33,7 +33,8 @@ pub fn summary(b: &Build) -> Value {
         "updated_at": b.updated_at,
         "completed_at": b.completed_at,
         "error_message": b.error_message,
-        "has_result": b.result_key.is_some(),
+        "has_result": b.result_key.is_some() && b.purged_at.is_none(),
+        "purged_at": b.purged_at,
     })
 }
 
@@ -45,7 +46,10 @@ fn detail(b: &Build) -> Value {
     };
     let mut artifacts =
         vec![json!({"name": "source", "size": b.source_size, "sha256": b.source_sha256})];
-    if let (Some(size), Some(sha)) = (b.result_size, &b.result_sha256) {
+    if b.purged_at.is_some() {
+        // Retention deleted the files; the record keeps their facts, but nothing is offered.
+        artifacts.clear();
+    } else if let (Some(size), Some(sha)) = (b.result_size, &b.result_sha256) {
         artifacts.push(json!({"name": format!("{}.{}", b.id, b.platform.artifact_extension()), "size": size, "sha256": sha}));
     }
     if let Some(obj) = v.as_object_mut() {

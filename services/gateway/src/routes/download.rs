@@ -8,26 +8,37 @@ use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::object_key::ObjectKey;
 
 pub async fn download_result(
     st: State<AppState>,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    download(st, headers, Path((id, "result".to_owned()))).await
+    download(st, method, headers, Path((id, "result".to_owned()))).await
 }
 
 pub async fn download(
     State(st): State<AppState>,
+    method: Method,
     headers: HeaderMap,
     Path((id, kind)): Path<(String, String)>,
 ) -> Result<Response> {
     let id = parse_or_auth(&st, &headers, &id).await?;
     let b = auth::build_reader(&st, &headers, id).await?;
+    if let Some(when) = b.purged_at
+        && kind != "logs"
+    {
+        return Err(GatewayError::new(
+            ErrorCode::Gone,
+            format!("the build's files were deleted by retention at {when}"),
+        )
+        .hint("retention keeps files for FREEAGENT_RETENTION (30 days by default)"));
+    }
     let (key, sha, filename) = match kind.as_str() {
         "result" => {
             let (Some(key), Some(sha)) = (&b.result_key, &b.result_sha256) else {
@@ -57,11 +68,13 @@ pub async fn download(
         }
     };
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let upstream = st
-        .storage
-        .get(&key, range)
-        .await
-        .map_err(GatewayError::unavailable)?;
+    // HEAD asks storage for headers only: clients size their parallel range requests with it.
+    let upstream = if method == Method::HEAD {
+        st.storage.head(&key).await
+    } else {
+        st.storage.get(&key, range).await
+    }
+    .map_err(GatewayError::unavailable)?;
     let status = upstream.status();
     match status.as_u16() {
         200 | 206 => {}

@@ -202,12 +202,18 @@ pub async fn input(
     let caller = auth::worker_caller(&st, &headers, None).await?;
     let id: BuildId = id.parse().map_err(|_| GatewayError::not_found("build"))?;
     let b = held(&st, &caller, id).await?;
-    let key = match kind {
-        "source" => freeagent_shared::object_key::ObjectKey::parse(&b.source_key)
-            .map_err(GatewayError::unavailable)?,
-        _ => match &b.certs_key {
-            Some(k) => freeagent_shared::object_key::ObjectKey::parse(k)
+    let (key, sha) = match kind {
+        "source" => (
+            freeagent_shared::object_key::ObjectKey::parse(&b.source_key)
                 .map_err(GatewayError::unavailable)?,
+            Some(b.source_sha256.clone()),
+        ),
+        _ => match &b.certs_key {
+            Some(k) => (
+                freeagent_shared::object_key::ObjectKey::parse(k)
+                    .map_err(GatewayError::unavailable)?,
+                b.certs_sha256.clone(),
+            ),
             None => return Err(GatewayError::not_found("certs")),
         },
     };
@@ -226,6 +232,9 @@ pub async fn input(
         axum::response::Response::builder().header("content-type", "application/octet-stream");
     if let Some(len) = upstream.headers().get("content-length") {
         resp = resp.header("content-length", len.clone());
+    }
+    if let Some(sha) = sha {
+        resp = resp.header("x-checksum-sha256", sha);
     }
     resp.body(axum::body::Body::from_stream(upstream.bytes_stream()))
         .map_err(GatewayError::unavailable)

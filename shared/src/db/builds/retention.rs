@@ -63,7 +63,7 @@ pub async fn retention_existing(
 /// one replica lists the store at a time (the sweep is safe concurrently, only wasteful).
 pub async fn retention_try_sweep_lock(tx: &mut PgConnection) -> Result<bool, Error> {
     // An arbitrary constant naming this lock: "FA" "sweep".
-    const SWEEP_LOCK: i64 = 0x4641_7377_6565_70;
+    const SWEEP_LOCK: i64 = 0x0046_4173_7765_6570;
     let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
         .bind(SWEEP_LOCK)
         .fetch_one(&mut *tx)
