@@ -184,6 +184,21 @@ async fn downloads_offer_length_ranges_and_head_through_the_gateway() {
     assert_eq!(head.headers()["content-length"], "10000");
     assert_eq!(head.headers()["accept-ranges"], "bytes");
     assert!(head.headers().contains_key("x-checksum-sha256"));
+
+    // Statistics per kind, in the shape old scripts read plus `kinds`.
+    let health: serde_json::Value = farm
+        .http
+        .get(format!("{}/health", farm.gateway))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["storage"]["backend"], "local");
+    assert_eq!(health["storage"]["objects"], 1);
+    assert_eq!(health["storage"]["bytes"], 10_000);
+    assert_eq!(health["storage"]["kinds"]["source"]["bytes"], 10_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,4 +294,79 @@ async fn retention_purges_finished_builds_and_downloads_say_gone() {
     assert_eq!(r.status(), 410);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "gone");
+
+    // Storage's own count of what the store holds, by kind, as of its last sweep.
+    let metrics = wait::until("storage gauges", Duration::from_secs(10), || async {
+        let m = farm
+            .http
+            .get(format!("{}/metrics", farm.storage))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.contains("freeagent_storage_objects{kind=\"source\"} 0")
+            .then_some(m)
+    })
+    .await;
+    assert!(metrics.contains("freeagent_storage_bytes{kind=\"result\"} 0"));
+}
+
+/// Bytes altered at rest (bit rot, a tampering operator) are caught where they are read: the
+/// worker refuses a source that does not hash to what was recorded, and `freeagent download`
+/// refuses an artifact, saving nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_objects_are_refused_by_the_worker_and_the_cli() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let objects = farm.data.path().join("objects/builds");
+    let flip = |path: std::path::PathBuf| {
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    };
+
+    // The artifact of a finished build, corrupted after the fact: the CLI refuses it.
+    let mut farm = farm;
+    farm.spawn_worker(0);
+    let ok = farm
+        .submit_dir(&freeagent_tests::example("hello"), "android")
+        .await;
+    let ok_id = ok["id"].as_str().unwrap().to_owned();
+    let b = farm.wait_terminal(&ok_id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    flip(objects.join(&ok_id).join("attempts/1/result"));
+    let target = farm.data.path().join("downloaded.apk");
+    let out = std::process::Command::new(freeagent_tests::bin_dir().join("freeagent"))
+        .args(["download", &ok_id, "-o", target.to_str().unwrap()])
+        .env("FREEAGENT_API_KEY", API_KEY)
+        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(!target.exists(), "nothing is saved");
+
+    // A source corrupted between submit and run: the worker refuses to build it.
+    farm.kill("worker-0");
+    let dir = project("echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n");
+    let bad = farm.submit_dir(dir.path(), "android").await;
+    let bad_id = bad["id"].as_str().unwrap().to_owned();
+    flip(objects.join(&bad_id).join("source"));
+    farm.restart("worker-0");
+    let b = farm.wait_terminal(&bad_id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "failed", "{b}");
+    assert!(
+        b["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("source checksum mismatch"),
+        "{b}"
+    );
 }

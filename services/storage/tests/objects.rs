@@ -586,6 +586,38 @@ async fn orphans_are_swept_after_the_grace_period_only(kind: Kind) {
     assert_eq!(left, vec![format!("builds/{known}/source")]);
 }
 
+/// Two replicas running retention at once split the expired builds: each is purged exactly
+/// once, every object goes, and neither fails.
+#[tokio::test]
+async fn retention_on_two_replicas_purges_each_build_once() {
+    let s = spawn(Kind::Local).await;
+    let tdb = TestDb::new().await;
+    let pool = &tdb.pool;
+    let month = Duration::from_secs(31 * 24 * 3600);
+    let mut ids = vec![];
+    for _ in 0..250 {
+        let id = factory::build(pool, Default::default()).await;
+        db::builds::build_cancel(pool, id).await.unwrap();
+        db::builds::retention_backdate(pool, id, month)
+            .await
+            .unwrap();
+        put_raw(&s.store, &format!("builds/{id}/source"), 10).await;
+        ids.push(id);
+    }
+    let (a, b) = (
+        retention(&s, &tdb, Duration::from_secs(3600)),
+        retention(&s, &tdb, Duration::from_secs(3600)),
+    );
+    let (ra, rb) = tokio::join!(a.run_once(), b.run_once());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.builds_purged + rb.builds_purged, 250, "{ra:?} {rb:?}");
+    assert!(s.visible().await.is_empty());
+    for id in ids {
+        let rec = db::builds::build_get(pool, id).await.unwrap().unwrap();
+        assert!(rec.purged_at.is_some());
+    }
+}
+
 /// A full disk: a tmpfs of 4 MiB takes a 16 MiB upload. The client hears 507 and what to do;
 /// nothing is left behind. Needs root (to mount); skipped with a note otherwise.
 #[tokio::test]
@@ -651,15 +683,34 @@ fn walk_files(p: &std::path::Path) -> Vec<String> {
     out
 }
 
-/// A backend that does not answer: the client gets a 503 that says to retry, after the
-/// service's own bounded retries, and `/readyz` reports the object store as down.
+/// A backend that refuses connections, and one that accepts and never answers: the client gets
+/// a 503 that says to retry, after the service's own bounded retries and timeouts, and
+/// `/readyz` reports the object store as down.
 #[tokio::test]
 async fn an_unreachable_backend_is_a_clear_503() {
-    let dead = freeagent_shared::testing::free_port().unwrap();
+    let refused = freeagent_shared::testing::free_port().unwrap();
+    backend_failure_is_a_clear_503(refused).await;
+}
+
+#[tokio::test]
+async fn a_backend_that_hangs_times_out_with_a_clear_503() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Accepts and holds connections, never replies.
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    backend_failure_is_a_clear_503(port).await;
+}
+
+async fn backend_failure_is_a_clear_503(dead: u16) {
     let s = spawn_with(Kind::Local, |c| {
         c.backend_url = "s3://nowhere/objects".into();
         c.backend = BackendTuning {
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_millis(500),
             retry_timeout: Duration::from_secs(1),
             max_retries: 2,
             options: TestS3Opts::dead(dead),

@@ -27,6 +27,8 @@ pub fn describe() -> Value {
 pub fn print(m: &Value) {
     println!(
         "machine: {} cores, {} GiB, {}",
-        m["cores"], m["memory_gib"], m["cpu"].as_str().unwrap_or("?")
+        m["cores"],
+        m["memory_gib"],
+        m["cpu"].as_str().unwrap_or("?")
     );
 }
