@@ -14,13 +14,16 @@ pub use freeagent_shared;
 pub const API_KEY: &str = "fak_e2e-test-key-e2e-test-key-e2e-test-key";
 pub const SECRET: &str = "e2e-signing-secret-e2e-signing-secret";
 
-/// Where cargo put the binaries: the test executable lives in `<target>/<profile>/deps/`.
+/// Where cargo put the binaries: a test executable lives in `<target>/<profile>/deps/`, the
+/// bench binary beside the services in `<target>/<profile>/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    let dir = exe.parent().expect("executable dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 fn binary(name: &str) -> PathBuf {

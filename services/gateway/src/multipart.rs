@@ -12,8 +12,9 @@ use freeagent_shared::wire::StoredObject;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Chunks in flight between the client and storage: memory per upload stays small.
-const CHANNEL_DEPTH: usize = 8;
+/// Chunks in flight between the client and storage: memory per upload stays small (a chunk is
+/// what one socket read delivered, up to a few hundred KiB). Two keep the pipe full.
+const CHANNEL_DEPTH: usize = 2;
 
 pub fn malformed(e: MultipartError) -> GatewayError {
     GatewayError::new(

@@ -29,6 +29,8 @@ pub struct Handlers {
     pub backoff: Backoff,
     pub heartbeats: HeartbeatBatcher,
     pub token_policy: db::workers::TokenPolicy,
+    /// Notified when a claim frees a slot in a queue's dispatch window.
+    pub wake_dispatcher: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Why a request could not be handled at all (not a refusal: an outage).
@@ -161,13 +163,20 @@ impl Handlers {
                 });
             }
         };
+        Ok(self.granted(b).await)
+    }
+
+    /// The reply to a won claim; also frees a slot in the dispatch window, so the dispatcher
+    /// runs again at once rather than at its next tick.
+    pub(crate) async fn granted(&self, b: Build) -> ClaimReply {
         if let Some(d) = b.dispatched_at.or(Some(b.submitted_at)) {
             let waited = (Utc::now() - d).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::histogram!(freeagent_shared::metrics::CLAIM_WAIT_SECONDS).record(waited);
         }
         events::publish(&self.nats, b.id, b.attempt, BuildStatus::Assigned).await;
-        tracing::info!("claimed");
-        Ok(ClaimReply::Granted(Box::new(self.grant(b))))
+        tracing::debug!(build_id = %b.id, attempt = %b.attempt, "claimed");
+        self.wake_dispatcher.notify_one();
+        ClaimReply::Granted(Box::new(self.grant(b)))
     }
 
     fn grant(&self, b: Build) -> JobGrant {
@@ -352,7 +361,7 @@ impl Handlers {
         })
     }
 
-    async fn finished(
+    pub(crate) async fn finished(
         &self,
         t: Transition<Build>,
         attempt: Attempt,
@@ -367,7 +376,7 @@ impl Handlers {
                     metrics::counter!(freeagent_shared::metrics::BUILDS_FINISHED, "status" => b.status.as_str()).increment(1);
                 }
                 events::publish(&self.nats, b.id, b.attempt, b.status).await;
-                tracing::info!(status = %b.status, "build finished");
+                tracing::debug!(build_id = %b.id, status = %b.status, "build finished");
                 FinishReply::Recorded { status: b.status }
             }
             Transition::Stale(c) => Self::replay(&c, attempt, worker, status),

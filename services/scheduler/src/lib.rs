@@ -2,6 +2,8 @@
 //! JetStream, answers worker claims, heartbeats and reports over NATS request/reply, and rescues
 //! builds whose worker was lost. Replicas need no leader: row locks partition the work.
 
+pub mod batched;
+pub mod batcher;
 pub mod config;
 pub mod dispatcher;
 pub mod events;
@@ -21,6 +23,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Most claims (or completions) one statement applies.
+const BATCH_MAX: usize = 256;
+/// Batch statements of one kind in flight at once.
+const BATCH_PARALLEL: usize = 4;
 
 pub use config::SchedulerConfig;
 
@@ -94,6 +101,7 @@ impl App {
                 ttl: c.worker_token_ttl,
                 grace: c.worker_token_grace,
             },
+            wake_dispatcher: wake.clone(),
             heartbeats: heartbeat_batch::HeartbeatBatcher::start(
                 self.pool.clone(),
                 self.nats.clone(),
@@ -148,10 +156,34 @@ impl App {
             },
         ));
         let rpc_tasks = TaskTracker::new();
+        let batches = {
+            let (h1, h2) = (handlers.clone(), handlers.clone());
+            rpc::Batches {
+                claims: batcher::Batcher::start(
+                    BATCH_MAX,
+                    BATCH_PARALLEL,
+                    stop.clone(),
+                    move |reqs| {
+                        let h = h1.clone();
+                        async move { h.claim_many(reqs).await }
+                    },
+                ),
+                completions: batcher::Batcher::start(
+                    BATCH_MAX,
+                    BATCH_PARALLEL,
+                    stop.clone(),
+                    move |reqs| {
+                        let h = h2.clone();
+                        async move { h.complete_many(reqs).await }
+                    },
+                ),
+            }
+        };
         tracker.spawn(rpc::serve(
             self.nats.clone(),
             self.subs,
             handlers,
+            batches,
             c.rpc_concurrency,
             stop.clone(),
             rpc_tasks.clone(),

@@ -2,10 +2,12 @@
 //! decode, route to a handler, reply. Each request runs in its own task, bounded by a semaphore;
 //! on shutdown the subscriptions close first, then in-flight requests finish.
 
+use crate::batcher::Batcher;
 use crate::handlers::{Handlers, Unavailable};
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{
-    self, ClaimReply, FinishReply, HeartbeatReply, PresenceReply, WireError,
+    self, ClaimReply, ClaimRequest, CompleteRequest, FinishReply, HeartbeatReply, PresenceReply,
+    WireError,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -36,10 +38,18 @@ pub async fn subscribe(
     Ok(Subscriptions(subs))
 }
 
+/// Claims and completions go through batchers: requests that arrive together share a statement.
+#[derive(Clone)]
+pub struct Batches {
+    pub claims: Batcher<ClaimRequest, ClaimReply>,
+    pub completions: Batcher<CompleteRequest, FinishReply>,
+}
+
 pub async fn serve(
     nats: async_nats::Client,
     subs: Subscriptions,
     handlers: Handlers,
+    batches: Batches,
     concurrency: usize,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -54,13 +64,13 @@ pub async fn serve(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (nats, handlers) = (nats.clone(), handlers.clone());
+        let (nats, handlers, batches) = (nats.clone(), handlers.clone(), batches.clone());
         tracker.spawn(async move {
             let _permit = permit;
             let Some(reply_to) = msg.reply.clone() else {
                 return;
             };
-            let body = route(&handlers, msg.subject.as_str(), &msg.payload).await;
+            let body = route(&handlers, &batches, msg.subject.as_str(), &msg.payload).await;
             if let Err(e) = nats.publish(reply_to, body.into()).await {
                 tracing::warn!(error = %e, "could not send a reply");
             }
@@ -70,10 +80,10 @@ pub async fn serve(
     drop(subs);
 }
 
-async fn route(h: &Handlers, subject: &str, payload: &[u8]) -> Vec<u8> {
+async fn route(h: &Handlers, b: &Batches, subject: &str, payload: &[u8]) -> Vec<u8> {
     match subject {
         subjects::CLAIM => reply(
-            decode_then(payload, |r| h.claim(r)).await,
+            decode_then(payload, |r| b.claims.call(r)).await,
             |message| ClaimReply::Error { message },
             |message| ClaimReply::Unavailable { message },
         ),
@@ -83,7 +93,7 @@ async fn route(h: &Handlers, subject: &str, payload: &[u8]) -> Vec<u8> {
             |message| HeartbeatReply::Unavailable { message },
         ),
         subjects::COMPLETE => reply(
-            decode_then(payload, |r| h.complete(r)).await,
+            decode_then(payload, |r| b.completions.call(r)).await,
             |message| FinishReply::Error { message },
             |message| FinishReply::Unavailable { message },
         ),

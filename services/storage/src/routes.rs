@@ -180,7 +180,7 @@ pub async fn get_object(
     let served = result.range.clone();
     let len = served.end - served.start;
     metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_READ).increment(len);
-    let body = Body::from_stream(result.into_stream());
+    let body = Body::from_stream(object_stream(result));
     let mut resp = Response::builder()
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
@@ -211,12 +211,36 @@ async fn get_encrypted(
     let len =
         CertsCipher::plaintext_len(result.meta.size).ok_or(crate::crypt::CryptError::Decrypt)?;
     metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_READ).increment(len);
-    let plain = st.certs.decrypt(key.to_string(), result.into_stream());
+    let plain = st.certs.decrypt(key.to_string(), object_stream(result));
     Response::builder()
         .header(header::CONTENT_LENGTH, len)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(Body::from_stream(plain))
         .map_err(|e| StorageError::Truncated(e.to_string()))
+}
+
+/// Read size for objects on local disk. object_store reads files 8 KiB per blocking task, which
+/// held downloads to ~160 MiB/s; 256 KiB reads cost the same per call and move 32 times more.
+const LOCAL_READ: usize = 256 * 1024;
+
+/// The bytes of a fetched object as a stream, read in large chunks when they are a local file.
+fn object_stream(
+    result: object_store::GetResult,
+) -> futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>> {
+    use futures::TryStreamExt;
+    use std::io::Seek;
+    use tokio::io::AsyncReadExt;
+    let range = result.range.clone();
+    match result.payload {
+        object_store::GetResultPayload::File(mut file, _) => {
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(range.start)) {
+                return futures::stream::once(async move { Err(e) }).boxed();
+            }
+            let reader = tokio::fs::File::from_std(file).take(range.end - range.start);
+            tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_READ).boxed()
+        }
+        object_store::GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
+    }
 }
 
 pub async fn head_object(

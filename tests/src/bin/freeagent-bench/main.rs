@@ -5,7 +5,9 @@
 //! `cargo build --release --workspace && target/release/freeagent-bench storage`
 
 mod machine;
+mod sim;
 mod storage;
+mod throughput;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,8 @@ enum Scenario {
     /// Upload and download throughput through the gateway against the raw disk, and peak
     /// resident memory of storage and gateway under concurrent uploads.
     Storage(storage::Args),
+    /// No-op builds through dispatch, claim and complete, against the bare SQL rate.
+    Throughput(throughput::Args),
 }
 
 #[tokio::main]
@@ -28,5 +32,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::Storage(a) => storage::run(a).await,
+        Scenario::Throughput(a) => {
+            let out = throughput::run(a).await?;
+            println!("{out}");
+            Ok(())
+        }
     }
 }

@@ -1,0 +1,193 @@
+//! Claims and completions in batches: one query checks every credential, one statement applies
+//! every transition whose guard holds (`db::builds::build_claim_batch`, `build_complete_batch`).
+//! Whatever the batch statement did not apply takes the one-row path in `handlers`, which
+//! decides the exact reply (a re-grant to the holder, a replayed completion, a stale attempt),
+//! so replies are the same as without batching.
+
+use crate::handlers::{Handlers, credential_ok};
+use freeagent_shared::db::builds::{Build, ClaimAsk, CompleteAsk, NewObject};
+use freeagent_shared::db::workers::Worker;
+use freeagent_shared::db::{self, Transition};
+use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
+use freeagent_shared::object_key::ObjectKey;
+use freeagent_shared::status::BuildStatus;
+use freeagent_shared::wire::{
+    ClaimReply, ClaimRequest, CompleteRequest, FinishReply, NotYours, WorkerCredential,
+};
+use std::collections::HashMap;
+
+use crate::handlers::Unavailable;
+
+type Key = (BuildId, Attempt, WorkerId);
+
+impl Handlers {
+    /// The workers of a batch whose credentials check out, by id.
+    async fn authenticate_many<'a>(
+        &self,
+        creds: impl Iterator<Item = &'a WorkerCredential>,
+    ) -> Result<HashMap<WorkerId, Worker>, Unavailable> {
+        let creds: Vec<&WorkerCredential> = creds.collect();
+        let mut ids: Vec<WorkerId> = creds.iter().map(|c| c.worker_id).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(db::workers::worker_get_many(&self.pool, &ids)
+            .await?
+            .into_iter()
+            .map(|w| (w.id, w))
+            .collect())
+    }
+
+    pub async fn claim_many(
+        &self,
+        reqs: Vec<ClaimRequest>,
+    ) -> Result<Vec<ClaimReply>, Unavailable> {
+        let workers = self
+            .authenticate_many(reqs.iter().map(|r| &r.worker))
+            .await?;
+        let mut replies: Vec<Option<ClaimReply>> = vec![None; reqs.len()];
+        let mut asks = Vec::new();
+        let mut asked = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let worker = workers
+                .get(&r.worker.worker_id)
+                .filter(|w| credential_ok(&r.worker, w, &self.signer));
+            match worker {
+                None => {
+                    replies[i] = Some(ClaimReply::NotYours {
+                        reason: NotYours::Unauthorized,
+                        status: None,
+                    })
+                }
+                Some(w) if w.status == "draining" => {
+                    replies[i] = Some(ClaimReply::NotYours {
+                        reason: NotYours::Draining,
+                        status: None,
+                    })
+                }
+                Some(w) => {
+                    let queues = if w.queues.is_empty() {
+                        w.platforms.clone()
+                    } else {
+                        w.queues.clone()
+                    };
+                    asks.push(ClaimAsk {
+                        id: r.build_id,
+                        attempt: r.attempt,
+                        worker: w.id,
+                        queues,
+                    });
+                    asked.push(i);
+                }
+            }
+        }
+        let mut applied: HashMap<Key, Build> = if asks.is_empty() {
+            HashMap::new()
+        } else {
+            db::builds::build_claim_batch(&self.pool, &asks, self.lease.as_secs_f64())
+                .await?
+                .into_iter()
+                .filter_map(|b| b.worker_id.map(|w| ((b.id, b.attempt, w), b)))
+                .collect()
+        };
+        for (ask, i) in asks.iter().zip(asked) {
+            replies[i] = Some(match applied.remove(&(ask.id, ask.attempt, ask.worker)) {
+                Some(b) => {
+                    metrics::counter!(freeagent_shared::metrics::CLAIMS, "outcome" => "granted")
+                        .increment(1);
+                    self.granted(b).await
+                }
+                None => self
+                    .claim(reqs[i].clone())
+                    .await
+                    .unwrap_or_else(|e| ClaimReply::Unavailable { message: e.0 }),
+            });
+        }
+        Ok(replies
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or(ClaimReply::Unavailable {
+                    message: "not handled; retry".into(),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn complete_many(
+        &self,
+        reqs: Vec<CompleteRequest>,
+    ) -> Result<Vec<FinishReply>, Unavailable> {
+        let workers = self
+            .authenticate_many(reqs.iter().map(|r| &r.worker))
+            .await?;
+        let mut replies: Vec<Option<FinishReply>> = vec![None; reqs.len()];
+        let mut asks = Vec::new();
+        let mut asked = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let ok = workers
+                .get(&r.worker.worker_id)
+                .is_some_and(|w| credential_ok(&r.worker, w, &self.signer));
+            if !ok {
+                replies[i] = Some(FinishReply::NotYours {
+                    reason: NotYours::Unauthorized,
+                    status: None,
+                });
+                continue;
+            }
+            // Record only what storage computed: the receipt binds key, size and checksum.
+            let key = ObjectKey::Result(r.build_id, r.attempt);
+            let res = &r.result;
+            if res.key != key.to_string()
+                || !self
+                    .signer
+                    .verify_receipt(&key, res.size, &res.sha256, &res.receipt)
+            {
+                // The one-row path words the refusal.
+                continue;
+            }
+            asks.push(CompleteAsk {
+                id: r.build_id,
+                attempt: r.attempt,
+                worker: r.worker.worker_id,
+                result: NewObject {
+                    key: res.key.clone(),
+                    size: res.size as i64,
+                    sha256: res.sha256.clone(),
+                },
+            });
+            asked.push(i);
+        }
+        let mut applied: HashMap<Key, Build> = if asks.is_empty() {
+            HashMap::new()
+        } else {
+            db::builds::build_complete_batch(&self.pool, &asks)
+                .await?
+                .into_iter()
+                .filter_map(|b| b.worker_id.map(|w| ((b.id, b.attempt, w), b)))
+                .collect()
+        };
+        for (ask, i) in asks.iter().zip(asked) {
+            if let Some(b) = applied.remove(&(ask.id, ask.attempt, ask.worker)) {
+                let reply = self
+                    .finished(
+                        Transition::Applied(b),
+                        ask.attempt,
+                        ask.worker,
+                        BuildStatus::Completed,
+                    )
+                    .await;
+                replies[i] = Some(reply);
+            }
+        }
+        let mut out = Vec::with_capacity(reqs.len());
+        for (r, reply) in reqs.into_iter().zip(replies) {
+            out.push(match reply {
+                Some(reply) => reply,
+                None => self
+                    .complete(r)
+                    .await
+                    .unwrap_or_else(|e| FinishReply::Unavailable { message: e.0 }),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,102 @@
+//! Claims and completions arriving together share one statement: the same guards as
+//! `build_claim` and `build_complete`, applied to many rows at once with `unnest`. Rows are
+//! locked in id order first, so concurrent batches (other replicas) cannot deadlock. An ask
+//! whose guard did not hold is simply absent from the result; the caller takes the one-row path
+//! for it, which says why.
+
+use super::{Build, NewObject};
+use crate::db::Error;
+use crate::ids::{Attempt, BuildId, WorkerId};
+use sqlx::PgExecutor;
+
+/// One claim of a batch: `queues` are the queues the worker serves.
+#[derive(Debug, Clone)]
+pub struct ClaimAsk {
+    pub id: BuildId,
+    pub attempt: Attempt,
+    pub worker: WorkerId,
+    pub queues: Vec<String>,
+}
+
+/// `pending → assigned` for every ask whose guard holds (see `build_claim`).
+pub async fn build_claim_batch(
+    db: impl PgExecutor<'_>,
+    asks: &[ClaimAsk],
+    lease_secs: f64,
+) -> Result<Vec<Build>, Error> {
+    let ids: Vec<BuildId> = asks.iter().map(|a| a.id).collect();
+    let attempts: Vec<Attempt> = asks.iter().map(|a| a.attempt).collect();
+    let workers: Vec<WorkerId> = asks.iter().map(|a| a.worker).collect();
+    // Queue names are `[a-z0-9._-]`, so a comma joins them unambiguously.
+    let queues: Vec<String> = asks.iter().map(|a| a.queues.join(",")).collect();
+    Ok(sqlx::query_as::<_, Build>(concat!(
+        "WITH b AS (",
+            "UPDATE builds SET status = 'assigned', worker_id = ask.worker_id, \
+             lease_expires_at = now() + make_interval(secs => $5), dispatched_at = NULL, started_at = NULL, \
+             progress = NULL, updated_at = now() \
+             FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[]) \
+                   AS t(id, attempt, worker_id, queues) \
+                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE) l ON l.id = t.id \
+                   ORDER BY t.id) ask \
+             WHERE builds.id = ask.id AND builds.status = 'pending' AND builds.attempt = ask.attempt \
+               AND builds.queue = ANY(string_to_array(ask.queues, ',')) RETURNING builds.*",
+        "), a AS (INSERT INTO build_attempts (build_id, attempt, worker_id) SELECT id, attempt, worker_id FROM b ON CONFLICT DO NOTHING)",
+        " SELECT ",
+        build_columns!(),
+        " FROM b LEFT JOIN workers w ON w.id = b.worker_id"
+    ))
+    .bind(ids)
+    .bind(attempts)
+    .bind(workers)
+    .bind(queues)
+    .bind(lease_secs)
+    .fetch_all(db)
+    .await?)
+}
+
+/// One completion of a batch.
+#[derive(Debug, Clone)]
+pub struct CompleteAsk {
+    pub id: BuildId,
+    pub attempt: Attempt,
+    pub worker: WorkerId,
+    pub result: NewObject,
+}
+
+/// `assigned | building → completed` for every ask whose guard holds (see `build_complete`).
+pub async fn build_complete_batch(
+    db: impl PgExecutor<'_>,
+    asks: &[CompleteAsk],
+) -> Result<Vec<Build>, Error> {
+    let ids: Vec<BuildId> = asks.iter().map(|a| a.id).collect();
+    let attempts: Vec<Attempt> = asks.iter().map(|a| a.attempt).collect();
+    let workers: Vec<WorkerId> = asks.iter().map(|a| a.worker).collect();
+    let keys: Vec<&str> = asks.iter().map(|a| a.result.key.as_str()).collect();
+    let sizes: Vec<i64> = asks.iter().map(|a| a.result.size).collect();
+    let shas: Vec<&str> = asks.iter().map(|a| a.result.sha256.as_str()).collect();
+    Ok(sqlx::query_as::<_, Build>(concat!(
+        "WITH b AS (",
+            "UPDATE builds SET status = 'completed', result_key = ask.key, result_size = ask.size, \
+             result_sha256 = ask.sha, started_at = COALESCE(builds.started_at, now()), completed_at = now(), \
+             lease_expires_at = NULL, progress = 100, updated_at = now() \
+             FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::bigint[], $6::text[]) \
+                   AS t(id, attempt, worker_id, key, size, sha) \
+                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE) l ON l.id = t.id \
+                   ORDER BY t.id) ask \
+             WHERE builds.id = ask.id AND builds.attempt = ask.attempt AND builds.worker_id = ask.worker_id \
+               AND builds.status IN ('assigned', 'building') RETURNING builds.*",
+        "), a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'completed' FROM b \
+               WHERE ba.build_id = b.id AND ba.attempt = b.attempt)",
+        " SELECT ",
+        build_columns!(),
+        " FROM b LEFT JOIN workers w ON w.id = b.worker_id"
+    ))
+    .bind(ids)
+    .bind(attempts)
+    .bind(workers)
+    .bind(keys)
+    .bind(sizes)
+    .bind(shas)
+    .fetch_all(db)
+    .await?)
+}

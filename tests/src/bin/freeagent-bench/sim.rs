@@ -1,0 +1,159 @@
+//! Simulated NATS workers: registered like real ones, they pull dispatches from the queue's
+//! JetStream consumer one at a time, claim through the scheduler, ack, and complete at once
+//! with a result receipt (a no-op build: nothing is uploaded). Exactly the protocol of the
+//! reference worker, without a build in between.
+
+use freeagent_shared::capability::Signer;
+use freeagent_shared::ids::BuildId;
+use freeagent_shared::nats;
+use freeagent_shared::object_key::ObjectKey;
+use freeagent_shared::scheduler_client::SchedulerClient;
+use freeagent_shared::status::{Platform, QueueName};
+use freeagent_shared::testing::factory;
+use freeagent_shared::wire::{
+    self, ClaimReply, ClaimRequest, CompleteRequest, Dispatch, FinishReply, StoredObject,
+    WorkerCredential,
+};
+use freeagent_tests::{Farm, SECRET};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+#[derive(Clone, Default)]
+pub struct Tally {
+    pub completed: Arc<AtomicU64>,
+    pub claimed: Arc<AtomicU64>,
+    /// When each build was granted to a worker (only when recording).
+    pub granted: Option<Arc<Mutex<HashMap<BuildId, Instant>>>>,
+}
+
+pub struct Fleet {
+    pub tally: Tally,
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+/// Connections shared by the simulated workers (a real fleet has one each; the scheduler's cost
+/// per request is the same either way).
+const CONNECTIONS: usize = 4;
+
+impl Fleet {
+    pub async fn start(farm: &Farm, workers: usize, record: bool) -> anyhow::Result<Fleet> {
+        let tally = Tally {
+            granted: record.then(Default::default),
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let queue = QueueName::for_platform(Platform::Android);
+        let mut conns = vec![];
+        for _ in 0..CONNECTIONS.min(workers.max(1)) {
+            let c = async_nats::connect(&farm.nats.url).await?;
+            let js = async_nats::jetstream::new(c.clone());
+            let consumer = nats::ensure_queue_consumer(&js, &queue).await?;
+            conns.push((c, consumer));
+        }
+        let signer = Signer::new(SECRET);
+        for i in 0..workers {
+            let cred = factory::worker(&farm.db.pool, &[Platform::Android]).await;
+            let (c, consumer) = conns[i % conns.len()].clone();
+            let w = SimWorker {
+                scheduler: SchedulerClient::new(c),
+                consumer,
+                cred,
+                signer: signer.clone(),
+                tally: tally.clone(),
+            };
+            tasks.spawn(w.run(stop.clone()));
+        }
+        Ok(Fleet { tally, stop, tasks })
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+struct SimWorker {
+    scheduler: SchedulerClient,
+    consumer:
+        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    cred: WorkerCredential,
+    signer: Signer,
+    tally: Tally,
+}
+
+impl SimWorker {
+    async fn run(self, stop: CancellationToken) {
+        loop {
+            let batch = tokio::select! {
+                _ = stop.cancelled() => return,
+                b = self.consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages() => b,
+            };
+            let Ok(mut batch) = batch else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = batch.next() => m,
+            };
+            let Some(Ok(msg)) = msg else { continue };
+            let Ok(d) = wire::decode::<Dispatch>(&msg.payload) else {
+                let _ = msg.ack().await;
+                continue;
+            };
+            let req = ClaimRequest {
+                build_id: d.build_id,
+                attempt: d.attempt,
+                worker: self.cred.clone(),
+            };
+            match self.scheduler.claim(&req).await {
+                Ok(ClaimReply::Granted(g)) => {
+                    if let Some(map) = &self.tally.granted
+                        && let Ok(mut m) = map.lock()
+                    {
+                        m.insert(g.build_id, Instant::now());
+                    }
+                    self.tally.claimed.fetch_add(1, Ordering::Relaxed);
+                    let _ = msg.ack().await;
+                    self.complete(g.build_id, g.attempt).await;
+                }
+                Ok(ClaimReply::NotYours { .. }) => {
+                    let _ = msg.ack().await;
+                }
+                _ => {
+                    let _ = msg
+                        .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                            Duration::from_millis(200),
+                        )))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn complete(&self, id: BuildId, attempt: freeagent_shared::ids::Attempt) {
+        let key = ObjectKey::Result(id, attempt);
+        let req = CompleteRequest {
+            build_id: id,
+            attempt,
+            worker: self.cred.clone(),
+            result: StoredObject {
+                key: key.to_string(),
+                size: 0,
+                sha256: EMPTY_SHA256.into(),
+                receipt: self.signer.receipt(&key, 0, EMPTY_SHA256),
+            },
+        };
+        if let Ok(FinishReply::Recorded { .. }) = self.scheduler.complete(&req).await {
+            self.tally.completed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
