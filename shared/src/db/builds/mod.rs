@@ -261,12 +261,18 @@ pub async fn build_queue_depths(
     live_within_secs: f64,
 ) -> Result<Vec<QueueDepth>, Error> {
     Ok(sqlx::query_as::<_, QueueDepth>(
-        "WITH qs AS ( \
-             SELECT DISTINCT queue FROM builds WHERE status = 'pending' \
+        "WITH pend AS ( \
+             SELECT queue, count(*) AS n FROM ( \
+                 SELECT queue FROM builds WHERE status = 'pending' AND dispatched_at IS NULL \
+                 UNION ALL \
+                 SELECT queue FROM builds WHERE status = 'pending' AND dispatched_at IS NOT NULL) p \
+             GROUP BY queue), \
+         qs AS ( \
+             SELECT queue FROM pend \
              UNION SELECT DISTINCT unnest(queues) FROM workers \
                  WHERE status <> 'offline' AND last_seen_at > now() - interval '1 hour') \
          SELECT qs.queue, \
-             (SELECT count(*) FROM builds b WHERE b.status = 'pending' AND b.queue = qs.queue) AS pending, \
+             COALESCE((SELECT n FROM pend WHERE pend.queue = qs.queue), 0)::bigint AS pending, \
              (SELECT count(*) FROM workers w WHERE qs.queue = ANY(w.queues) AND w.status NOT IN ('offline', 'draining') \
                 AND w.last_seen_at > now() - make_interval(secs => $1)) AS live_workers \
          FROM qs ORDER BY qs.queue",

@@ -8,7 +8,8 @@ use sqlx::{PgConnection, PgExecutor};
 use std::time::Duration;
 
 /// Locks up to `limit` finished builds submitted more than `older_than` ago whose objects may
-/// go. A build whose source a younger (or unfinished) retry still uses waits for it. Rows locked
+/// go. A build whose source a younger (or unfinished) retry still uses waits for it. (Only
+/// retries can be that sharer: an original is always older than its retries and finished.) Rows locked
 /// by another replica are skipped; the lock lasts until the caller's transaction ends.
 pub async fn retention_lock_expired(
     tx: &mut PgConnection,
@@ -22,6 +23,7 @@ pub async fn retention_lock_expired(
            AND NOT EXISTS ( \
              SELECT 1 FROM builds r \
              WHERE r.source_key = b.source_key AND r.id <> b.id AND r.purged_at IS NULL \
+               AND r.original_build_id IS NOT NULL \
                AND (r.submitted_at >= now() - make_interval(secs => $1) \
                     OR r.status NOT IN ('completed', 'failed', 'cancelled'))) \
          ORDER BY b.submitted_at LIMIT $2 \

@@ -54,23 +54,36 @@ pub async fn build_dispatch_batch(
     redispatch_after_secs: f64,
     window: i64,
 ) -> Result<Vec<Dispatched>, Error> {
+    // Queues with undispatched builds come from a loose index scan (one probe per queue); each
+    // queue takes its best builds up to its free window slots; dispatches unclaimed for too long
+    // are taken again, oldest first.
     Ok(sqlx::query_as::<_, Dispatched>(
-        "WITH waiting AS ( \
-             SELECT queue, count(*) AS n FROM builds \
-             WHERE status = 'pending' AND dispatched_at >= now() - make_interval(secs => $2) \
-             GROUP BY queue), \
-         ranked AS ( \
-             SELECT id, queue, row_number() OVER (PARTITION BY queue ORDER BY priority DESC, submitted_at) AS rn \
-             FROM builds \
-             WHERE status = 'pending' AND run_after <= now() \
-               AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => $2))), \
+        "WITH RECURSIVE qs AS ( \
+             (SELECT queue FROM builds WHERE status = 'pending' AND dispatched_at IS NULL ORDER BY queue LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT b.queue FROM builds b WHERE b.status = 'pending' AND b.dispatched_at IS NULL \
+                     AND b.queue > qs.queue ORDER BY b.queue LIMIT 1) \
+             FROM qs WHERE qs.queue IS NOT NULL), \
+         free AS ( \
+             SELECT qs.queue, $3 - (SELECT count(*) FROM builds w WHERE w.status = 'pending' \
+                 AND w.dispatched_at IS NOT NULL AND w.queue = qs.queue \
+                 AND w.dispatched_at >= now() - make_interval(secs => $2)) AS n \
+             FROM qs WHERE qs.queue IS NOT NULL), \
+         fresh AS ( \
+             SELECT c.* FROM free f CROSS JOIN LATERAL ( \
+                 SELECT b.id, b.priority, b.submitted_at FROM builds b \
+                 WHERE b.status = 'pending' AND b.dispatched_at IS NULL AND b.queue = f.queue \
+                   AND b.run_after <= now() \
+                 ORDER BY b.priority DESC, b.submitted_at \
+                 LIMIT greatest(f.n, 0) FOR UPDATE SKIP LOCKED) c), \
+         stale AS ( \
+             SELECT b.id, b.priority, b.submitted_at FROM builds b \
+             WHERE b.status = 'pending' AND b.dispatched_at IS NOT NULL \
+               AND b.dispatched_at < now() - make_interval(secs => $2) AND b.run_after <= now() \
+             ORDER BY b.dispatched_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
          due AS ( \
-             SELECT b.id FROM builds b JOIN ranked r ON r.id = b.id LEFT JOIN waiting w ON w.queue = r.queue \
-             WHERE r.rn <= $3 - COALESCE(w.n, 0) \
-               AND b.status = 'pending' AND b.run_after <= now() \
-               AND (b.dispatched_at IS NULL OR b.dispatched_at < now() - make_interval(secs => $2)) \
-             ORDER BY b.priority DESC, b.submitted_at \
-             LIMIT $1 FOR UPDATE OF b SKIP LOCKED) \
+             SELECT id FROM (SELECT * FROM fresh UNION ALL SELECT * FROM stale) d \
+             ORDER BY priority DESC, submitted_at LIMIT $1) \
          UPDATE builds b SET attempt = b.attempt + 1, dispatched_at = now(), updated_at = now() \
          FROM due WHERE b.id = due.id \
          RETURNING b.id, b.attempt, b.platform, b.queue",

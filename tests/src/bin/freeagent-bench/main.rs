@@ -4,6 +4,7 @@
 //!
 //! `cargo build --release --workspace && target/release/freeagent-bench storage`
 
+mod cpu;
 mod machine;
 mod sim;
 mod storage;

@@ -3,8 +3,8 @@
 //! `FOR UPDATE SKIP LOCKED` claim and a guarded complete per transaction), so the farm's rate
 //! reads as a fraction of the database's own.
 
-use crate::machine;
 use crate::sim::Fleet;
+use crate::{cpu, machine};
 use freeagent_shared::db;
 use freeagent_shared::status::{Platform, QueueName};
 use freeagent_tests::{Farm, FarmOpts};
@@ -61,6 +61,8 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
     .await;
     let fleet = Fleet::start(&farm, a.workers, false).await?;
     let queue = QueueName::for_platform(Platform::Android);
+    let procs = farm_procs(&farm, a.schedulers);
+    let cpu0 = cpu::sample(&procs);
     let t0 = Instant::now();
     db::builds::build_insert_synthetic(&farm.db.pool, a.builds as i64, Platform::Android, &queue)
         .await?;
@@ -80,6 +82,7 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let total = t0.elapsed();
+    let used = cpu::cores(&cpu0, &cpu::sample(&procs));
     fleet.stop().await;
     let rate = a.builds as f64 / (total - inserted).as_secs_f64();
     println!(
@@ -90,6 +93,8 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
         rate,
         first_done.unwrap_or_default().as_secs_f64() * 1000.0
     );
+
+    cpu::print("farm run", &used);
 
     // The database's own rate, on the same database, with the farm's scheduler stopped.
     for i in 0..a.schedulers {
@@ -113,19 +118,34 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
         "pg_clients": a.pg_clients,
         "pg_builds_per_s": pg.round(),
         "ratio": ((rate / pg) * 100.0).round() / 100.0,
+        "cores": used,
     }))
 }
 
-/// The SQL a minimal Postgres queue runs per job: claim the oldest pending row with
-/// `FOR UPDATE SKIP LOCKED`, then complete it with a guarded update.
+/// The farm's service processes by name, for CPU accounting.
+pub fn farm_procs(farm: &Farm, schedulers: usize) -> Vec<(&'static str, Option<u32>)> {
+    let mut v = vec![
+        ("gateway", farm.pid("gateway")),
+        ("storage", farm.pid("storage")),
+    ];
+    for i in 0..schedulers {
+        v.push(("scheduler", farm.pid(&format!("scheduler-{i}"))));
+    }
+    v
+}
+
+/// The SQL a minimal Postgres queue runs per job, in one transaction: claim the oldest pending
+/// row with `FOR UPDATE SKIP LOCKED`, then complete it with a guarded update.
 const PGBENCH_SCRIPT: &str = "\
+BEGIN;
 WITH c AS (SELECT id FROM builds WHERE status = 'pending' AND queue = 'pgbench' \
 ORDER BY priority DESC, submitted_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
 UPDATE builds b SET status = 'assigned', attempt = b.attempt + 1, worker_id = gen_random_uuid(), \
 lease_expires_at = now() + interval '30 seconds', updated_at = now() FROM c WHERE b.id = c.id \
 RETURNING b.id AS claimed, b.attempt AS claimed_attempt \\gset
 UPDATE builds SET status = 'completed', completed_at = now(), lease_expires_at = NULL, \
-updated_at = now() WHERE id = :'claimed' AND attempt = :claimed_attempt AND status = 'assigned';
+updated_at = now() WHERE id = :claimed AND attempt = :claimed_attempt AND status = 'assigned';
+COMMIT;
 ";
 
 pub async fn pg_limit(farm: &Farm, builds: u64, clients: usize) -> anyhow::Result<f64> {
