@@ -38,6 +38,8 @@ pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Unacked dispatches a queue consumer allows: at least the fleet size.
 pub const DEFAULT_MAX_ACK_PENDING: i64 = 10_000;
 /// A worker that took a dispatch must claim (and ack) within this, or it is redelivered.
+/// Pull requests a queue's consumer holds at once: one per idle worker.
+pub const DEFAULT_MAX_WAITING: i64 = 100_000;
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 impl Default for StreamLimits {
@@ -135,6 +137,9 @@ pub async fn ensure_queue_consumer(
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: DEFAULT_ACK_WAIT,
                 max_ack_pending: DEFAULT_MAX_ACK_PENDING,
+                // Every idle worker of the queue keeps a pull request waiting; the server's
+                // default (512) would refuse the rest of a large fleet.
+                max_waiting: DEFAULT_MAX_WAITING,
                 ..Default::default()
             },
         )

@@ -12,7 +12,8 @@ use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::wire::{
-    ClaimReply, ClaimRequest, CompleteRequest, FinishReply, NotYours, WorkerCredential,
+    ClaimReply, ClaimRequest, CompleteRequest, FinishReply, NotYours, PresenceReply,
+    PresenceRequest, WorkerCredential,
 };
 use std::collections::HashMap;
 
@@ -186,6 +187,71 @@ impl Handlers {
                     .complete(r)
                     .await
                     .unwrap_or_else(|e| FinishReply::Unavailable { message: e.0 }),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Presence reports of an idle fleet: one query for the credentials, one statement marks
+    /// every worker seen. Tokens near expiry are renewed one by one (each worker about once a
+    /// minute).
+    pub async fn presence_many(
+        &self,
+        reqs: Vec<PresenceRequest>,
+    ) -> Result<Vec<PresenceReply>, Unavailable> {
+        let workers = self
+            .authenticate_many(reqs.iter().map(|r| &r.worker))
+            .await?;
+        let ok: Vec<bool> = reqs
+            .iter()
+            .map(|r| {
+                workers
+                    .get(&r.worker.worker_id)
+                    .is_some_and(|w| credential_ok(&r.worker, w, &self.signer))
+            })
+            .collect();
+        let (ids, running): (Vec<WorkerId>, Vec<i32>) = reqs
+            .iter()
+            .zip(&ok)
+            .filter(|(_, ok)| **ok)
+            .map(|(r, _)| {
+                (
+                    r.worker.worker_id,
+                    i32::try_from(r.running).unwrap_or(i32::MAX),
+                )
+            })
+            .unzip();
+        let status: HashMap<WorkerId, String> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            db::workers::workers_presence_batch(&self.pool, &ids, &running)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let mut out = Vec::with_capacity(reqs.len());
+        for (r, ok) in reqs.iter().zip(ok) {
+            let (Some(w), Some(st)) = (
+                workers.get(&r.worker.worker_id).filter(|_| ok),
+                status.get(&r.worker.worker_id),
+            ) else {
+                out.push(PresenceReply::NotYours {
+                    reason: NotYours::Unauthorized,
+                });
+                continue;
+            };
+            // NATS workers renew their token here, as HTTP workers do in every reply.
+            let access_token = db::workers::worker_token_refresh(
+                &self.pool,
+                w,
+                &r.worker.worker_token,
+                self.token_policy,
+            )
+            .await?
+            .map(|(t, _)| t);
+            out.push(PresenceReply::Seen {
+                drain: st == "draining",
+                access_token,
             });
         }
         Ok(out)

@@ -333,34 +333,6 @@ impl Handlers {
         })
     }
 
-    pub async fn presence(&self, req: PresenceRequest) -> Result<PresenceReply, Unavailable> {
-        let Some(worker) = self.authenticate(&req.worker).await? else {
-            return Ok(PresenceReply::NotYours {
-                reason: NotYours::Unauthorized,
-            });
-        };
-        let running = i32::try_from(req.running).unwrap_or(i32::MAX);
-        let Some(status) = db::workers::worker_presence(&self.pool, worker.id, running).await?
-        else {
-            return Ok(PresenceReply::NotYours {
-                reason: NotYours::NotFound,
-            });
-        };
-        // NATS workers renew their token here, as HTTP workers do in every reply.
-        let access_token = db::workers::worker_token_refresh(
-            &self.pool,
-            &worker,
-            &req.worker.worker_token,
-            self.token_policy,
-        )
-        .await?
-        .map(|(t, _)| t);
-        Ok(PresenceReply::Seen {
-            drain: status == "draining",
-            access_token,
-        })
-    }
-
     pub(crate) async fn finished(
         &self,
         t: Transition<Build>,

@@ -157,7 +157,7 @@ impl App {
         ));
         let rpc_tasks = TaskTracker::new();
         let batches = {
-            let (h1, h2) = (handlers.clone(), handlers.clone());
+            let (h1, h2, h3) = (handlers.clone(), handlers.clone(), handlers.clone());
             rpc::Batches {
                 claims: batcher::Batcher::start(
                     BATCH_MAX,
@@ -175,6 +175,15 @@ impl App {
                     move |reqs| {
                         let h = h2.clone();
                         async move { h.complete_many(reqs).await }
+                    },
+                ),
+                presence: batcher::Batcher::start(
+                    BATCH_MAX,
+                    BATCH_PARALLEL,
+                    stop.clone(),
+                    move |reqs| {
+                        let h = h3.clone();
+                        async move { h.presence_many(reqs).await }
                     },
                 ),
             }

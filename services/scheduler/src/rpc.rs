@@ -7,7 +7,7 @@ use crate::handlers::{Handlers, Unavailable};
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{
     self, ClaimReply, ClaimRequest, CompleteRequest, FinishReply, HeartbeatReply, PresenceReply,
-    WireError,
+    PresenceRequest, WireError,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -43,6 +43,7 @@ pub async fn subscribe(
 pub struct Batches {
     pub claims: Batcher<ClaimRequest, ClaimReply>,
     pub completions: Batcher<CompleteRequest, FinishReply>,
+    pub presence: Batcher<PresenceRequest, PresenceReply>,
 }
 
 pub async fn serve(
@@ -108,7 +109,7 @@ async fn route(h: &Handlers, b: &Batches, subject: &str, payload: &[u8]) -> Vec<
             |message| FinishReply::Unavailable { message },
         ),
         subjects::PRESENCE => reply(
-            decode_then(payload, |r| h.presence(r)).await,
+            decode_then(payload, |r| b.presence.call(r)).await,
             |message| PresenceReply::Error { message },
             |message| PresenceReply::Unavailable { message },
         ),

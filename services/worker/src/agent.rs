@@ -24,7 +24,10 @@ use tokio_util::task::TaskTracker;
 /// How long one pull waits for a dispatch before asking again. A worker serving several queues
 /// holds its free slot while it waits on one queue, so it waits briefly and lets the next
 /// queue's puller have the slot (the semaphore is fair: the queues take turns).
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// An idle worker's pull request waits this long before it is renewed: long, so that a large
+/// idle fleet costs the server little (a dead worker's request is dropped when the server finds
+/// no interest in its reply subject).
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
 const PULL_EXPIRES_SHARED: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]

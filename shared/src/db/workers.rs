@@ -143,6 +143,25 @@ pub async fn worker_presence(
     .await?)
 }
 
+/// Presence reports of many workers in one statement (see `worker_presence`): returns the
+/// status of each worker that exists.
+pub async fn workers_presence_batch(
+    db: impl PgExecutor<'_>,
+    ids: &[WorkerId],
+    running: &[i32],
+) -> Result<Vec<(WorkerId, String)>, Error> {
+    Ok(sqlx::query_as(
+        "UPDATE workers w SET last_seen_at = now(), \
+             status = CASE WHEN w.status = 'draining' THEN 'draining' WHEN r.running > 0 THEN 'building' ELSE 'idle' END \
+         FROM (SELECT DISTINCT ON (id) * FROM unnest($1::uuid[], $2::int[]) AS t(id, running) ORDER BY id) r \
+         WHERE w.id = r.id RETURNING w.id, w.status",
+    )
+    .bind(ids)
+    .bind(running)
+    .fetch_all(db)
+    .await?)
+}
+
 /// Marks workers seen (their heartbeats prove it).
 pub async fn workers_touch(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<(), Error> {
     sqlx::query("UPDATE workers SET last_seen_at = now() WHERE id = ANY($1)")

@@ -2,10 +2,12 @@
 //! Postgres, NATS, storage) and print each figure with its unit, the machine and the parameters,
 //! then one JSON line for tools. Not a test: nothing here asserts a timing.
 //!
-//! `cargo build --release --workspace && target/release/freeagent-bench storage`
+//! `cargo build --release --workspace && target/release/freeagent-bench <scenario>`; the
+//! scenarios are `storage`, `throughput`, `latency`, `submit`, `fleet` and `recovery`.
 
 mod cpu;
 mod machine;
+mod scenarios;
 mod sim;
 mod storage;
 mod throughput;
@@ -26,17 +28,28 @@ enum Scenario {
     Storage(storage::Args),
     /// No-op builds through dispatch, claim and complete, against the bare SQL rate.
     Throughput(throughput::Args),
+    /// Time from submit reply to a granted claim, at fixed submission rates.
+    Latency(scenarios::LatencyArgs),
+    /// HTTP submissions per second.
+    Submit(scenarios::SubmitArgs),
+    /// What idle workers cost, and the first build into a large idle fleet.
+    Fleet(scenarios::FleetArgs),
+    /// A scheduler killed with a backlog, then restarted.
+    Recovery(scenarios::RecoveryArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.scenario {
+    let out = match cli.scenario {
         Scenario::Storage(a) => storage::run(a).await,
-        Scenario::Throughput(a) => {
-            let out = throughput::run(a).await?;
-            println!("{out}");
-            Ok(())
-        }
-    }
+        Scenario::Throughput(a) => throughput::run(a).await,
+        Scenario::Latency(a) => scenarios::latency(a).await,
+        Scenario::Submit(a) => scenarios::submit_rate(a).await,
+        Scenario::Fleet(a) => scenarios::fleet(a).await,
+        Scenario::Recovery(a) => scenarios::recovery(a).await,
+    }?;
+    // One JSON line for tools, last.
+    println!("{out}");
+    Ok(())
 }

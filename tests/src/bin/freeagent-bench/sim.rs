@@ -11,8 +11,8 @@ use freeagent_shared::scheduler_client::SchedulerClient;
 use freeagent_shared::status::{Platform, QueueName};
 use freeagent_shared::testing::factory;
 use freeagent_shared::wire::{
-    self, ClaimReply, ClaimRequest, CompleteRequest, Dispatch, FinishReply, StoredObject,
-    WorkerCredential,
+    self, ClaimReply, ClaimRequest, CompleteRequest, Dispatch, FinishReply, PresenceRequest,
+    StoredObject, WorkerCredential,
 };
 use freeagent_tests::{Farm, SECRET};
 use futures::StreamExt;
@@ -42,8 +42,35 @@ pub struct Fleet {
 /// per request is the same either way).
 const CONNECTIONS: usize = 4;
 
+/// How simulated workers behave between builds.
+#[derive(Clone, Copy)]
+pub struct Idle {
+    /// How long one pull request waits for a dispatch before it is renewed.
+    pub pull_expires: Duration,
+    /// Presence reports to the scheduler, as real workers send them (`None`: none).
+    pub presence: Option<Duration>,
+}
+
+impl Default for Idle {
+    fn default() -> Self {
+        Self {
+            pull_expires: Duration::from_secs(5),
+            presence: None,
+        }
+    }
+}
+
 impl Fleet {
     pub async fn start(farm: &Farm, workers: usize, record: bool) -> anyhow::Result<Fleet> {
+        Self::start_with(farm, workers, record, Idle::default()).await
+    }
+
+    pub async fn start_with(
+        farm: &Farm,
+        workers: usize,
+        record: bool,
+        idle: Idle,
+    ) -> anyhow::Result<Fleet> {
         let tally = Tally {
             granted: record.then(Default::default),
             ..Default::default()
@@ -59,8 +86,13 @@ impl Fleet {
             conns.push((c, consumer));
         }
         let signer = Signer::new(SECRET);
-        for i in 0..workers {
-            let cred = factory::worker(&farm.db.pool, &[Platform::Android]).await;
+        // Registration is not what is measured: many at once.
+        let creds: Vec<WorkerCredential> = futures::stream::iter(0..workers)
+            .map(|_| factory::worker(&farm.db.pool, &[Platform::Android]))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (i, cred) in creds.into_iter().enumerate() {
             let (c, consumer) = conns[i % conns.len()].clone();
             let w = SimWorker {
                 scheduler: SchedulerClient::new(c),
@@ -68,7 +100,30 @@ impl Fleet {
                 cred,
                 signer: signer.clone(),
                 tally: tally.clone(),
+                idle,
             };
+            if let Some(every) = idle.presence {
+                let (sched, cred, stop) = (w.scheduler.clone(), w.cred.clone(), stop.clone());
+                // Spread the reports over the interval, as independent workers would be.
+                let offset = every.mul_f64((i as f64 * 0.618_034) % 1.0);
+                tasks.spawn(async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(offset) => {}
+                    }
+                    loop {
+                        let req = PresenceRequest {
+                            worker: cred.clone(),
+                            running: 0,
+                        };
+                        let _ = sched.presence(&req).await;
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(every) => {}
+                        }
+                    }
+                });
+            }
             tasks.spawn(w.run(stop.clone()));
         }
         Ok(Fleet { tally, stop, tasks })
@@ -87,6 +142,7 @@ struct SimWorker {
     cred: WorkerCredential,
     signer: Signer,
     tally: Tally,
+    idle: Idle,
 }
 
 impl SimWorker {
@@ -94,7 +150,7 @@ impl SimWorker {
         loop {
             let batch = tokio::select! {
                 _ = stop.cancelled() => return,
-                b = self.consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages() => b,
+                b = self.consumer.batch().max_messages(1).expires(self.idle.pull_expires).messages() => b,
             };
             let Ok(mut batch) = batch else {
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -122,7 +122,7 @@ fn raw_disk(dir: &std::path::Path, mib: u64, block: &[u8]) -> anyhow::Result<(f6
     Ok((rate(n, write), rate(n, read)))
 }
 
-pub async fn run(a: Args) -> anyhow::Result<()> {
+pub async fn run(a: Args) -> anyhow::Result<Value> {
     let m = machine::describe();
     machine::print(&m);
     println!(
@@ -202,6 +202,5 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "download_ratio": ratio(down, raw_read),
         "concurrent": levels,
     });
-    println!("{out}");
-    Ok(())
+    Ok(out)
 }

@@ -138,7 +138,7 @@ pub fn farm_procs(farm: &Farm, schedulers: usize) -> Vec<(&'static str, Option<u
 /// row with `FOR UPDATE SKIP LOCKED`, then complete it with a guarded update.
 const PGBENCH_SCRIPT: &str = "\
 BEGIN;
-WITH c AS (SELECT id FROM builds WHERE status = 'pending' AND queue = 'pgbench' \
+WITH c AS (SELECT id FROM builds WHERE status = 'pending' AND dispatched_at IS NULL AND queue = 'pgbench' \
 ORDER BY priority DESC, submitted_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
 UPDATE builds b SET status = 'assigned', attempt = b.attempt + 1, worker_id = gen_random_uuid(), \
 lease_expires_at = now() + interval '30 seconds', updated_at = now() FROM c WHERE b.id = c.id \
