@@ -33,6 +33,22 @@ impl<Req: Send + 'static, Rep: Send + 'static> Batcher<Req, Rep> {
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Rep>, Unavailable>> + Send + 'static,
     {
+        Self::start_lingering(max, parallel, std::time::Duration::ZERO, stop, run)
+    }
+
+    /// As `start`, but a batch waits `linger` after its first request for others to join: for
+    /// requests where a little latency is free and a statement per request is not (presence).
+    pub fn start_lingering<F, Fut>(
+        max: usize,
+        parallel: usize,
+        linger: std::time::Duration,
+        stop: CancellationToken,
+        run: F,
+    ) -> Self
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Rep>, Unavailable>> + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::channel::<Pending<Req, Rep>>(QUEUE);
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         tokio::spawn(async move {
@@ -44,6 +60,12 @@ impl<Req: Send + 'static, Rep: Send + 'static> Batcher<Req, Rep> {
                     _ = stop.cancelled() => return,
                     p = rx.recv() => match p { Some(p) => p, None => return },
                 };
+                if !linger.is_zero() {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(linger) => {}
+                    }
+                }
                 let mut batch = vec![first];
                 while batch.len() < max {
                     match rx.try_recv() {

@@ -267,15 +267,17 @@ pub async fn build_queue_depths(
                  UNION ALL \
                  SELECT queue FROM builds WHERE status = 'pending' AND dispatched_at IS NOT NULL) p \
              GROUP BY queue), \
-         qs AS ( \
-             SELECT queue FROM pend \
-             UNION SELECT DISTINCT unnest(queues) FROM workers \
-                 WHERE status <> 'offline' AND last_seen_at > now() - interval '1 hour') \
-         SELECT qs.queue, \
-             COALESCE((SELECT n FROM pend WHERE pend.queue = qs.queue), 0)::bigint AS pending, \
-             (SELECT count(*) FROM workers w WHERE qs.queue = ANY(w.queues) AND w.status NOT IN ('offline', 'draining') \
-                AND w.last_seen_at > now() - make_interval(secs => $1)) AS live_workers \
-         FROM qs ORDER BY qs.queue",
+         live AS ( \
+             SELECT q AS queue, count(*) AS n FROM workers w, unnest(w.queues) q \
+             WHERE w.status NOT IN ('offline', 'draining') AND w.last_seen_at > now() - make_interval(secs => $1) \
+             GROUP BY q), \
+         known AS ( \
+             SELECT DISTINCT unnest(queues) AS queue FROM workers \
+             WHERE status <> 'offline' AND last_seen_at > now() - interval '1 hour'), \
+         qs AS (SELECT queue FROM pend UNION SELECT queue FROM known) \
+         SELECT qs.queue, COALESCE(p.n, 0)::bigint AS pending, COALESCE(l.n, 0)::bigint AS live_workers \
+         FROM qs LEFT JOIN pend p ON p.queue = qs.queue LEFT JOIN live l ON l.queue = qs.queue \
+         ORDER BY qs.queue",
     )
     .bind(live_within_secs)
     .fetch_all(db)
