@@ -41,8 +41,15 @@ pub async fn api_key(st: &AppState, headers: &HeaderMap) -> Result<Option<ApiKey
     let Some(key) = presented_api_key(headers) else {
         return Ok(None);
     };
-    match db::api_keys::api_key_find(&st.pool, &token::hash(key)).await? {
-        Some(k) => Ok(Some(k)),
+    let hash = token::hash(key);
+    if let Some(k) = st.api_keys.get(&hash) {
+        return Ok(Some(k));
+    }
+    match db::api_keys::api_key_find(&st.pool, &hash).await? {
+        Some(k) => {
+            st.api_keys.put(hash, k.clone());
+            Ok(Some(k))
+        }
         None => Err(GatewayError::forbidden("invalid API key")),
     }
 }

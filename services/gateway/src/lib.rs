@@ -2,6 +2,7 @@
 //! records builds, and serves status, logs and downloads. It owns no build transition after
 //! submission: those belong to the scheduler.
 
+pub mod api_key_cache;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -103,6 +104,7 @@ impl App {
             nats,
             storage,
             config: Arc::new(config),
+            api_keys: Default::default(),
         };
         Ok(Self {
             router: router(st, health.clone()),

@@ -13,4 +13,5 @@ pub struct AppState {
     /// Worker operations for HTTP workers go to the scheduler, as NATS workers' do.
     pub scheduler: freeagent_shared::scheduler_client::SchedulerClient,
     pub signer: freeagent_shared::capability::Signer,
+    pub api_keys: crate::api_key_cache::ApiKeyCache,
 }

@@ -120,6 +120,7 @@ impl App {
             batch: c.dispatch_batch,
             redispatch_after: c.redispatch_after,
             window: c.dispatch_window,
+            last_pass: Default::default(),
         };
         let rescuer = rescuer::Rescuer {
             pool: self.pool.clone(),

@@ -1,0 +1,36 @@
+//! Recently verified API keys, by hash, for a few seconds: a submitter sending thousands of
+//! requests costs one key lookup per interval rather than one per request. Only keys that
+//! verified are kept; an unknown key always asks the database. A revoked key stops working
+//! within `TTL`.
+
+use freeagent_shared::db::api_keys::ApiKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const TTL: Duration = Duration::from_secs(5);
+/// Bounds memory whatever keys are presented; the cache simply starts over when full.
+const MAX_ENTRIES: usize = 4096;
+
+#[derive(Clone, Default)]
+pub struct ApiKeyCache {
+    inner: Arc<Mutex<HashMap<Vec<u8>, (ApiKey, Instant)>>>,
+}
+
+impl ApiKeyCache {
+    pub fn get(&self, hash: &[u8]) -> Option<ApiKey> {
+        let map = self.inner.lock().ok()?;
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < TTL)
+            .map(|(k, _)| k.clone())
+    }
+
+    pub fn put(&self, hash: Vec<u8>, key: ApiKey) {
+        if let Ok(mut map) = self.inner.lock() {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(hash, (key, Instant::now()));
+        }
+    }
+}
