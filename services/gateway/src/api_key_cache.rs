@@ -12,9 +12,12 @@ pub const TTL: Duration = Duration::from_secs(5);
 /// Bounds memory whatever keys are presented; the cache simply starts over when full.
 const MAX_ENTRIES: usize = 4096;
 
+/// Key hash → the key and when it was verified.
+type Entries = HashMap<Vec<u8>, (ApiKey, Instant)>;
+
 #[derive(Clone, Default)]
 pub struct ApiKeyCache {
-    inner: Arc<Mutex<HashMap<Vec<u8>, (ApiKey, Instant)>>>,
+    inner: Arc<Mutex<Entries>>,
 }
 
 impl ApiKeyCache {
