@@ -21,7 +21,8 @@ pub const ABANDON: &str = "scheduler.abandon";
 /// Every worker reports it is alive (and how busy) on this subject.
 pub const PRESENCE: &str = "scheduler.presence";
 pub const SCHEDULER_QUEUE_GROUP: &str = "scheduler";
-/// Published (core NATS, no payload needed) when new work may be due.
+/// Published (core NATS) when new work may be due. The payload names the build's queue, so a
+/// scheduler whose window for that queue is full can skip a pass; an empty payload wakes always.
 pub const WAKE: &str = "scheduler.wake";
 
 pub fn dispatch(queue: &QueueName) -> String {

@@ -32,6 +32,20 @@ pub struct Dispatcher {
     pub window: i64,
     /// When the last pass started: passes are at least `MIN_GAP` apart.
     pub last_pass: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    /// Queues whose dispatch window the last pass found full: a submission to one of them need
+    /// not wake the dispatcher (a claim will, when it frees a slot).
+    pub full_queues: FullQueues,
+}
+
+pub type FullQueues = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
+/// Whether a wake-up for `queue` (the payload of `scheduler.wake`; empty: any) can change what
+/// a dispatch pass would do.
+pub fn worth_waking(full: &FullQueues, queue: &[u8]) -> bool {
+    let Ok(queue) = std::str::from_utf8(queue) else {
+        return true;
+    };
+    queue.is_empty() || full.lock().map(|f| !f.contains(queue)).unwrap_or(true)
 }
 
 /// Every submission wakes the dispatcher; at a thousand a second, back-to-back passes that find
@@ -52,13 +66,17 @@ impl Dispatcher {
         }
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
-        let batch = db::builds::build_dispatch_batch(
+        let pass = db::builds::build_dispatch_batch(
             &mut tx,
             self.batch,
             self.redispatch_after.as_secs_f64(),
             self.window,
         )
         .await?;
+        if let Ok(mut full) = self.full_queues.lock() {
+            *full = pass.full.iter().map(|q| q.to_string()).collect();
+        }
+        let batch = pass.dispatched;
         if batch.is_empty() {
             tx.rollback().await?;
             return Ok(Pass::default());

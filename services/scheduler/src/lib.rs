@@ -114,6 +114,7 @@ impl App {
                 stop.clone(),
             ),
         };
+        let full_queues: dispatcher::FullQueues = Default::default();
         let dispatcher = dispatcher::Dispatcher {
             pool: self.pool.clone(),
             js,
@@ -121,6 +122,7 @@ impl App {
             redispatch_after: c.redispatch_after,
             window: c.dispatch_window,
             last_pass: Default::default(),
+            full_queues: full_queues.clone(),
         };
         let rescuer = rescuer::Rescuer {
             pool: self.pool.clone(),
@@ -131,12 +133,16 @@ impl App {
         };
 
         let mut wake_sub = self.wake_sub;
-        let (w, s) = (wake.clone(), stop.clone());
+        let (w, s, fq) = (wake.clone(), stop.clone(), full_queues.clone());
         tracker.spawn(async move {
             loop {
                 tokio::select! {
                     _ = s.cancelled() => return,
-                    m = wake_sub.next() => match m { Some(_) => w.notify_one(), None => return },
+                    m = wake_sub.next() => match m {
+                        Some(m) if dispatcher::worth_waking(&fq, &m.payload) => w.notify_one(),
+                        Some(_) => {}
+                        None => return,
+                    },
                 }
             }
         });

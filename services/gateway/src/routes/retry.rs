@@ -64,7 +64,11 @@ pub async fn retry(
         retry_on_failure: original.retry_on_failure,
     };
     let b = db::builds::build_insert(&st.pool, &new).await?;
-    if let Err(e) = st.nats.publish(subjects::WAKE, bytes::Bytes::new()).await {
+    if let Err(e) = st
+        .nats
+        .publish(subjects::WAKE, bytes::Bytes::from(b.queue.to_string()))
+        .await
+    {
         tracing::warn!(build_id = %b.id, error = %e, "could not wake the scheduler");
     }
     tracing::info!(build_id = %b.id, original = %original.id, "build retried");

@@ -229,7 +229,11 @@ async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Resul
     let b = db::builds::build_insert(&st.pool, &new).await?;
     metrics::counter!(freeagent_shared::metrics::BUILDS_SUBMITTED).increment(1);
     // The scheduler also ticks, so a lost wake-up only delays dispatch.
-    if let Err(e) = st.nats.publish(subjects::WAKE, bytes::Bytes::new()).await {
+    if let Err(e) = st
+        .nats
+        .publish(subjects::WAKE, bytes::Bytes::from(b.queue.to_string()))
+        .await
+    {
         tracing::warn!(build_id = %id, error = %e, "could not wake the scheduler");
     }
     tracing::info!(build_id = %id, %platform, size = b.source_size, "build submitted");

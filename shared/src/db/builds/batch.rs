@@ -1,8 +1,9 @@
 //! Claims and completions arriving together share one statement: the same guards as
 //! `build_claim` and `build_complete`, applied to many rows at once with `unnest`. Rows are
-//! locked in id order first, so concurrent batches (other replicas) cannot deadlock. An ask
-//! whose guard did not hold is simply absent from the result; the caller takes the one-row path
-//! for it, which says why.
+//! locked with `SKIP LOCKED` first: a batch never waits for a row another transaction holds
+//! (a dispatch not yet committed, another replica's batch), so batches cannot deadlock and one
+//! busy row does not hold up the rest. An ask that was skipped, or whose guard did not hold, is
+//! absent from the result; the caller takes the one-row path for it, which waits or says why.
 
 use super::{Build, NewObject};
 use crate::db::Error;
@@ -36,7 +37,7 @@ pub async fn build_claim_batch(
              progress = NULL, updated_at = now() \
              FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[]) \
                    AS t(id, attempt, worker_id, queues) \
-                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE) l ON l.id = t.id \
+                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) l ON l.id = t.id \
                    ORDER BY t.id) ask \
              WHERE builds.id = ask.id AND builds.status = 'pending' AND builds.attempt = ask.attempt \
                AND builds.queue = ANY(string_to_array(ask.queues, ',')) RETURNING builds.*",
@@ -81,7 +82,7 @@ pub async fn build_complete_batch(
              lease_expires_at = NULL, progress = 100, updated_at = now() \
              FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::bigint[], $6::text[]) \
                    AS t(id, attempt, worker_id, key, size, sha) \
-                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE) l ON l.id = t.id \
+                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) l ON l.id = t.id \
                    ORDER BY t.id) ask \
              WHERE builds.id = ask.id AND builds.attempt = ask.attempt AND builds.worker_id = ask.worker_id \
                AND builds.status IN ('assigned', 'building') RETURNING builds.*",

@@ -41,6 +41,22 @@ pub struct Dispatched {
     pub queue: QueueName,
 }
 
+/// What one dispatch pass did: the builds it took, and the queues whose window was already full
+/// (new submissions to those can wait for a claim to free a slot).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DispatchPass {
+    pub dispatched: Vec<Dispatched>,
+    pub full: Vec<QueueName>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DispatchRow {
+    id: Option<BuildId>,
+    attempt: Option<Attempt>,
+    platform: Option<Platform>,
+    queue: QueueName,
+}
+
 /// Takes up to `limit` due pending builds (priority, then age) and bumps their attempt. A queue
 /// gets new dispatches only while fewer than `window` of its builds wait in JetStream
 /// unclaimed, so the backlog stays in Postgres where priority and cancel still apply. A dispatch
@@ -53,11 +69,11 @@ pub async fn build_dispatch_batch(
     limit: i64,
     redispatch_after_secs: f64,
     window: i64,
-) -> Result<Vec<Dispatched>, Error> {
+) -> Result<DispatchPass, Error> {
     // Queues with undispatched builds come from a loose index scan (one probe per queue); each
     // queue takes its best builds up to its free window slots; dispatches unclaimed for too long
     // are taken again, oldest first.
-    Ok(sqlx::query_as::<_, Dispatched>(
+    let rows = sqlx::query_as::<_, DispatchRow>(
         "WITH RECURSIVE qs AS ( \
              (SELECT queue FROM builds WHERE status = 'pending' AND dispatched_at IS NULL ORDER BY queue LIMIT 1) \
              UNION ALL \
@@ -83,16 +99,33 @@ pub async fn build_dispatch_batch(
              ORDER BY b.dispatched_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
          due AS ( \
              SELECT id FROM (SELECT * FROM fresh UNION ALL SELECT * FROM stale) d \
-             ORDER BY priority DESC, submitted_at LIMIT $1) \
-         UPDATE builds b SET attempt = b.attempt + 1, dispatched_at = now(), updated_at = now() \
-         FROM due WHERE b.id = due.id \
-         RETURNING b.id, b.attempt, b.platform, b.queue",
+             ORDER BY priority DESC, submitted_at LIMIT $1), \
+         upd AS ( \
+             UPDATE builds b SET attempt = b.attempt + 1, dispatched_at = now(), updated_at = now() \
+             FROM due WHERE b.id = due.id \
+             RETURNING b.id, b.attempt, b.platform, b.queue) \
+         SELECT id, attempt, platform, queue FROM upd \
+         UNION ALL \
+         SELECT NULL::uuid, NULL::integer, NULL::text, queue FROM free WHERE n <= 0",
     )
     .bind(limit)
     .bind(redispatch_after_secs)
     .bind(window)
     .fetch_all(&mut **tx)
-    .await?)
+    .await?;
+    let mut pass = DispatchPass::default();
+    for r in rows {
+        match (r.id, r.attempt, r.platform) {
+            (Some(id), Some(attempt), Some(platform)) => pass.dispatched.push(Dispatched {
+                id,
+                attempt,
+                platform,
+                queue: r.queue,
+            }),
+            _ => pass.full.push(r.queue),
+        }
+    }
+    Ok(pass)
 }
 
 async fn current(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Current>, Error> {

@@ -135,8 +135,13 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
     let dir = f.data.path().to_owned();
     let b = block.clone();
     let mib = a.size_mib;
-    let (raw_write, raw_read) =
-        tokio::task::spawn_blocking(move || raw_disk(&dir, mib, &b)).await??;
+    // Best of two: the first write of a run pays for page-cache pressure left by earlier ones.
+    let (w1, r1) = {
+        let (dir, b) = (dir.clone(), b.clone());
+        tokio::task::spawn_blocking(move || raw_disk(&dir, mib, &b)).await??
+    };
+    let (w2, r2) = tokio::task::spawn_blocking(move || raw_disk(&dir, mib, &b)).await??;
+    let (raw_write, raw_read) = (w1.max(w2), r1.max(r2));
     let t = Instant::now();
     let id = upload(&f, a.size_mib, block.clone()).await?;
     let up = rate(a.size_mib * MIB, t.elapsed().as_secs_f64());
