@@ -2,6 +2,7 @@
 //! configuration helpers, errors, telemetry and token crypto. Declarations only.
 
 pub mod api_error;
+pub mod batcher;
 pub mod capability;
 pub mod config;
 pub mod exit;

@@ -6,6 +6,7 @@ pub mod api_key_cache;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod inserts;
 pub mod multipart;
 pub mod routes;
 pub mod state;
@@ -96,6 +97,7 @@ impl App {
                     config.bind, config.port
                 )
             })?;
+        let inserts = inserts::start(pool.clone());
         let st = AppState {
             scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
             signer: Signer::new(&config.signing_secret)
@@ -105,6 +107,7 @@ impl App {
             storage,
             config: Arc::new(config),
             api_keys: Default::default(),
+            inserts,
         };
         Ok(Self {
             router: router(st, health.clone()),

@@ -14,4 +14,6 @@ pub struct AppState {
     pub scheduler: freeagent_shared::scheduler_client::SchedulerClient,
     pub signer: freeagent_shared::capability::Signer,
     pub api_keys: crate::api_key_cache::ApiKeyCache,
+    /// Submissions that arrive together are inserted by one statement (one commit).
+    pub inserts: crate::inserts::Inserts,
 }

@@ -34,7 +34,7 @@ pub struct Handlers {
 }
 
 /// Why a request could not be handled at all (not a refusal: an outage).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct Unavailable(pub String);
 

@@ -84,7 +84,7 @@ pub async fn serve(
 async fn route(h: &Handlers, b: &Batches, subject: &str, payload: &[u8]) -> Vec<u8> {
     match subject {
         subjects::CLAIM => reply(
-            decode_then(payload, |r| b.claims.call(r)).await,
+            decode_then(payload, |r| crate::batcher::call(&b.claims, r)).await,
             |message| ClaimReply::Error { message },
             |message| ClaimReply::Unavailable { message },
         ),
@@ -94,7 +94,7 @@ async fn route(h: &Handlers, b: &Batches, subject: &str, payload: &[u8]) -> Vec<
             |message| HeartbeatReply::Unavailable { message },
         ),
         subjects::COMPLETE => reply(
-            decode_then(payload, |r| b.completions.call(r)).await,
+            decode_then(payload, |r| crate::batcher::call(&b.completions, r)).await,
             |message| FinishReply::Error { message },
             |message| FinishReply::Unavailable { message },
         ),
@@ -109,7 +109,7 @@ async fn route(h: &Handlers, b: &Batches, subject: &str, payload: &[u8]) -> Vec<
             |message| FinishReply::Unavailable { message },
         ),
         subjects::PRESENCE => reply(
-            decode_then(payload, |r| b.presence.call(r)).await,
+            decode_then(payload, |r| crate::batcher::call(&b.presence, r)).await,
             |message| PresenceReply::Error { message },
             |message| PresenceReply::Unavailable { message },
         ),

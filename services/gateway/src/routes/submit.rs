@@ -10,7 +10,7 @@ use axum::extract::{Multipart, State, multipart::MultipartRejection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use freeagent_shared::api_error::ErrorCode;
-use freeagent_shared::db::{self, builds::NewBuild, builds::NewObject};
+use freeagent_shared::db::{builds::NewBuild, builds::NewObject};
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::status::{Platform, QueueName};
@@ -226,7 +226,7 @@ async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Resul
         timeout_secs: p.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS),
         retry_on_failure: p.retry_on_failure.unwrap_or(false),
     };
-    let b = db::builds::build_insert(&st.pool, &new).await?;
+    let b = crate::inserts::insert(&st.inserts, new).await?;
     metrics::counter!(freeagent_shared::metrics::BUILDS_SUBMITTED).increment(1);
     // The scheduler also ticks, so a lost wake-up only delays dispatch.
     if let Err(e) = st

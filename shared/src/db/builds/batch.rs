@@ -101,3 +101,65 @@ pub async fn build_complete_batch(
     .fetch_all(db)
     .await?)
 }
+
+/// Inserts many new builds in one statement (one commit for concurrent submissions). The rows
+/// come back in no particular order; match them by id.
+pub async fn build_insert_many(
+    db: impl PgExecutor<'_>,
+    builds: &[super::NewBuild],
+) -> Result<Vec<Build>, Error> {
+    let ids: Vec<BuildId> = builds.iter().map(|b| b.id).collect();
+    let platforms: Vec<&str> = builds.iter().map(|b| b.platform.as_str()).collect();
+    let queues: Vec<String> = builds.iter().map(|b| b.queue.to_string()).collect();
+    let priorities: Vec<i32> = builds.iter().map(|b| b.priority).collect();
+    let max_attempts: Vec<i32> = builds.iter().map(|b| b.max_attempts).collect();
+    let metadata: Vec<&serde_json::Value> = builds.iter().map(|b| &b.metadata).collect();
+    let source_keys: Vec<&str> = builds.iter().map(|b| b.source.key.as_str()).collect();
+    let source_sizes: Vec<i64> = builds.iter().map(|b| b.source.size).collect();
+    let source_shas: Vec<&str> = builds.iter().map(|b| b.source.sha256.as_str()).collect();
+    let certs_keys: Vec<Option<&str>> = builds
+        .iter()
+        .map(|b| b.certs.as_ref().map(|c| c.key.as_str()))
+        .collect();
+    let certs_sizes: Vec<Option<i64>> = builds
+        .iter()
+        .map(|b| b.certs.as_ref().map(|c| c.size))
+        .collect();
+    let certs_shas: Vec<Option<&str>> = builds
+        .iter()
+        .map(|b| b.certs.as_ref().map(|c| c.sha256.as_str()))
+        .collect();
+    let token_hashes: Vec<&[u8]> = builds.iter().map(|b| b.token_hash.as_slice()).collect();
+    let originals: Vec<Option<BuildId>> = builds.iter().map(|b| b.original_build_id).collect();
+    let timeouts: Vec<i32> = builds.iter().map(|b| b.timeout_secs).collect();
+    let retries: Vec<bool> = builds.iter().map(|b| b.retry_on_failure).collect();
+    Ok(sqlx::query_as::<_, Build>(concat!(
+        "WITH b AS (INSERT INTO builds (id, platform, queue, priority, max_attempts, metadata, source_key, \
+         source_size, source_sha256, certs_key, certs_size, certs_sha256, token_hash, original_build_id, \
+         timeout_secs, retry_on_failure) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::jsonb[], \
+             $7::text[], $8::bigint[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[], \
+             $14::uuid[], $15::int[], $16::bool[]) \
+         RETURNING *) SELECT ",
+        build_columns!(),
+        " FROM b LEFT JOIN workers w ON w.id = b.worker_id"
+    ))
+    .bind(ids)
+    .bind(platforms)
+    .bind(queues)
+    .bind(priorities)
+    .bind(max_attempts)
+    .bind(metadata)
+    .bind(source_keys)
+    .bind(source_sizes)
+    .bind(source_shas)
+    .bind(certs_keys)
+    .bind(certs_sizes)
+    .bind(certs_shas)
+    .bind(token_hashes)
+    .bind(originals)
+    .bind(timeouts)
+    .bind(retries)
+    .fetch_all(db)
+    .await?)
+}
