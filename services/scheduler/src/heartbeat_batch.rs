@@ -1,9 +1,10 @@
-//! Heartbeats from many workers share one statement: requests queue here, a single task takes
-//! whatever has arrived (up to `MAX_BATCH`), checks the credentials in one query, renews every
-//! lease in one `UPDATE … FROM unnest(…)`, and answers each request.
+//! Heartbeats from many workers share one statement: they queue in the shared `Batcher`; each
+//! batch checks the credentials in one query, renews every lease in one `UPDATE … FROM
+//! unnest(…)`, and answers each request.
 
 use crate::events;
 use crate::handlers::{Unavailable, credential_ok, refusal};
+use freeagent_shared::batcher::Batcher;
 use freeagent_shared::capability::Signer;
 use freeagent_shared::db::builds::Beat;
 use freeagent_shared::db::{self, Pool};
@@ -12,20 +13,14 @@ use freeagent_shared::status::BuildStatus;
 use freeagent_shared::wire::{HeartbeatReply, HeartbeatRequest, NotYours};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub const MAX_BATCH: usize = 512;
-const QUEUE: usize = 4096;
 
-type Pending = (
-    HeartbeatRequest,
-    oneshot::Sender<Result<HeartbeatReply, Unavailable>>,
-);
-
+/// Heartbeats queue for the shared batcher; one batch at a time keeps leases renewed in order.
 #[derive(Clone)]
 pub struct HeartbeatBatcher {
-    tx: mpsc::Sender<Pending>,
+    batcher: crate::batcher::Batcher<HeartbeatRequest, HeartbeatReply>,
 }
 
 impl HeartbeatBatcher {
@@ -36,58 +31,21 @@ impl HeartbeatBatcher {
         lease: Duration,
         stop: CancellationToken,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE);
-        tokio::spawn(async move {
-            loop {
-                let first = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    p = rx.recv() => match p { Some(p) => p, None => return },
-                };
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
+        let batcher = Batcher::start(MAX_BATCH, 1, stop, move |batch: Vec<HeartbeatRequest>| {
+            let (pool, nats, signer) = (pool.clone(), nats.clone(), signer.clone());
+            async move {
+                let (replies, started) = replies(&pool, &signer, lease, &batch).await?;
+                for (id, attempt) in started {
+                    events::publish(&nats, id, attempt, BuildStatus::Building).await;
                 }
-                apply(&pool, &nats, &signer, lease, batch).await;
+                Ok(replies)
             }
         });
-        Self { tx }
+        Self { batcher }
     }
 
     pub async fn beat(&self, req: HeartbeatRequest) -> Result<HeartbeatReply, Unavailable> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((req, tx))
-            .await
-            .map_err(|_| Unavailable("the scheduler is shutting down; retry".into()))?;
-        rx.await
-            .map_err(|_| Unavailable("the scheduler is shutting down; retry".into()))?
-    }
-}
-
-async fn apply(
-    pool: &Pool,
-    nats: &async_nats::Client,
-    signer: &Signer,
-    lease: Duration,
-    batch: Vec<Pending>,
-) {
-    match replies(pool, signer, lease, &batch).await {
-        Ok((replies, started)) => {
-            for ((_, tx), reply) in batch.into_iter().zip(replies) {
-                let _ = tx.send(Ok(reply));
-            }
-            for (id, attempt) in started {
-                events::publish(nats, id, attempt, BuildStatus::Building).await;
-            }
-        }
-        Err(e) => {
-            for (_, tx) in batch {
-                let _ = tx.send(Err(Unavailable(e.0.clone())));
-            }
-        }
+        crate::batcher::call(&self.batcher, req).await
     }
 }
 
@@ -97,9 +55,9 @@ async fn replies(
     pool: &Pool,
     signer: &Signer,
     lease: Duration,
-    batch: &[Pending],
+    batch: &[HeartbeatRequest],
 ) -> Result<(Vec<HeartbeatReply>, Started), Unavailable> {
-    let mut worker_ids: Vec<WorkerId> = batch.iter().map(|(r, _)| r.worker.worker_id).collect();
+    let mut worker_ids: Vec<WorkerId> = batch.iter().map(|r| r.worker.worker_id).collect();
     worker_ids.sort();
     worker_ids.dedup();
     let workers: HashMap<WorkerId, _> = db::workers::worker_get_many(pool, &worker_ids)
@@ -109,7 +67,7 @@ async fn replies(
         .collect();
     let authorized: Vec<bool> = batch
         .iter()
-        .map(|(r, _)| {
+        .map(|r| {
             workers
                 .get(&r.worker.worker_id)
                 .is_some_and(|w| credential_ok(&r.worker, w, signer))
@@ -119,7 +77,7 @@ async fn replies(
         .iter()
         .zip(&authorized)
         .filter(|(_, ok)| **ok)
-        .map(|((r, _), _)| Beat {
+        .map(|(r, _)| Beat {
             id: r.build_id,
             attempt: r.attempt,
             worker: r.worker.worker_id,
@@ -155,7 +113,7 @@ async fn replies(
     let replies = batch
         .iter()
         .zip(&authorized)
-        .map(|((r, _), ok)| {
+        .map(|(r, ok)| {
             if !ok {
                 return HeartbeatReply::Stop {
                     reason: NotYours::Unauthorized,

@@ -87,9 +87,10 @@ pub fn from_url(url: &str, tuning: &BackendTuning) -> Result<Backend, BackendErr
         max_retries: tuning.max_retries,
         retry_timeout: tuning.retry_timeout,
     };
-    let (store, kind): (Arc<dyn ObjectStore>, &'static str) = match scheme {
-        "s3" | "s3a" => {
-            let mut b = AmazonS3Builder::new()
+    // The three builders share no trait; each takes the same client, retry and key=value options.
+    macro_rules! cloud {
+        ($builder:ty, $scheme:literal, $kind:literal) => {{
+            let mut b = <$builder>::new()
                 .with_client_options(client)
                 .with_retry(retry);
             for (k, v) in &options {
@@ -101,47 +102,16 @@ pub fn from_url(url: &str, tuning: &BackendTuning) -> Result<Backend, BackendErr
                 .with_url(root)
                 .build()
                 .map_err(|source| BackendError::Cloud {
-                    scheme: "s3",
+                    scheme: $scheme,
                     source,
                 })?;
-            (Arc::new(store), "s3")
-        }
-        "gs" => {
-            let mut b = GoogleCloudStorageBuilder::new()
-                .with_client_options(client)
-                .with_retry(retry);
-            for (k, v) in &options {
-                if let Ok(key) = k.parse() {
-                    b = b.with_config(key, v);
-                }
-            }
-            let store = b
-                .with_url(root)
-                .build()
-                .map_err(|source| BackendError::Cloud {
-                    scheme: "gs",
-                    source,
-                })?;
-            (Arc::new(store), "gcs")
-        }
-        "az" | "azure" | "abfs" => {
-            let mut b = MicrosoftAzureBuilder::new()
-                .with_client_options(client)
-                .with_retry(retry);
-            for (k, v) in &options {
-                if let Ok(key) = k.parse() {
-                    b = b.with_config(key, v);
-                }
-            }
-            let store = b
-                .with_url(root)
-                .build()
-                .map_err(|source| BackendError::Cloud {
-                    scheme: "az",
-                    source,
-                })?;
-            (Arc::new(store), "azure")
-        }
+            (Arc::new(store) as Arc<dyn ObjectStore>, $kind)
+        }};
+    }
+    let (store, kind) = match scheme {
+        "s3" | "s3a" => cloud!(AmazonS3Builder, "s3", "s3"),
+        "gs" => cloud!(GoogleCloudStorageBuilder, "gs", "gcs"),
+        "az" | "azure" | "abfs" => cloud!(MicrosoftAzureBuilder, "az", "azure"),
         _ => return Err(BackendError::Unsupported(url.to_owned())),
     };
     let prefix = prefix.trim_matches('/');
