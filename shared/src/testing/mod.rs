@@ -9,7 +9,7 @@ mod pg;
 mod s3;
 pub mod wait;
 
-pub use db::TestDb;
+pub use db::{DEFAULT_ADMIN_URL, TestDb};
 pub use nats::TestNats;
 pub use pg::TestPg;
 pub use s3::TestS3;

@@ -1,11 +1,9 @@
-//! Claims and completions arriving together share one call: the same guards as `build_claim`
-//! and `build_complete`, applied row by row inside the PL/pgSQL functions `builds_claim_batch`
-//! and `builds_complete_batch` (migration 0008, which says why they are not one set-based
-//! statement: planning cost and plans that depended on statistics). Rows are locked with
-//! `SKIP LOCKED` first: a batch never waits for a row another transaction holds (a dispatch not
-//! yet committed, another replica's batch), so batches cannot deadlock and one busy row does not
-//! hold up the rest. An ask that was skipped, or whose guard did not hold, is absent from the
-//! result; the caller takes the one-row path for it, which waits or says why.
+//! Claims and completions arriving together share one statement: the same guards as
+//! `build_claim` and `build_complete`, applied to many rows at once with `unnest`. Rows are
+//! locked with `SKIP LOCKED` first: a batch never waits for a row another transaction holds
+//! (a dispatch not yet committed, another replica's batch), so batches cannot deadlock and one
+//! busy row does not hold up the rest. An ask that was skipped, or whose guard did not hold, is
+//! absent from the result; the caller takes the one-row path for it, which waits or says why.
 
 use super::{Build, NewObject};
 use crate::db::Error;
@@ -33,9 +31,20 @@ pub async fn build_claim_batch(
     // Queue names are `[a-z0-9._-]`, so a comma joins them unambiguously.
     let queues: Vec<String> = asks.iter().map(|a| a.queues.join(",")).collect();
     Ok(sqlx::query_as::<_, Build>(concat!(
-        "SELECT ",
+        "WITH b AS (",
+            "UPDATE builds SET status = 'assigned', worker_id = ask.worker_id, \
+             lease_expires_at = now() + make_interval(secs => $5), dispatched_at = NULL, started_at = NULL, \
+             progress = NULL, updated_at = now() \
+             FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[]) \
+                   AS t(id, attempt, worker_id, queues) \
+                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) l ON l.id = t.id \
+                   ORDER BY t.id) ask \
+             WHERE builds.id = ask.id AND builds.status = 'pending' AND builds.attempt = ask.attempt \
+               AND builds.queue = ANY(string_to_array(ask.queues, ',')) RETURNING builds.*",
+        "), a AS (INSERT INTO build_attempts (build_id, attempt, worker_id) SELECT id, attempt, worker_id FROM b ON CONFLICT DO NOTHING)",
+        " SELECT ",
         build_columns!(),
-        " FROM builds_claim_batch($1, $2, $3, $4, $5) b LEFT JOIN workers w ON w.id = b.worker_id"
+        " FROM b LEFT JOIN workers w ON w.id = b.worker_id"
     ))
     .bind(ids)
     .bind(attempts)
@@ -67,9 +76,21 @@ pub async fn build_complete_batch(
     let sizes: Vec<i64> = asks.iter().map(|a| a.result.size).collect();
     let shas: Vec<&str> = asks.iter().map(|a| a.result.sha256.as_str()).collect();
     Ok(sqlx::query_as::<_, Build>(concat!(
-        "SELECT ",
+        "WITH b AS (",
+            "UPDATE builds SET status = 'completed', result_key = ask.key, result_size = ask.size, \
+             result_sha256 = ask.sha, started_at = COALESCE(builds.started_at, now()), completed_at = now(), \
+             lease_expires_at = NULL, progress = 100, updated_at = now() \
+             FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::bigint[], $6::text[]) \
+                   AS t(id, attempt, worker_id, key, size, sha) \
+                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) l ON l.id = t.id \
+                   ORDER BY t.id) ask \
+             WHERE builds.id = ask.id AND builds.attempt = ask.attempt AND builds.worker_id = ask.worker_id \
+               AND builds.status IN ('assigned', 'building') RETURNING builds.*",
+        "), a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'completed' FROM b \
+               WHERE ba.build_id = b.id AND ba.attempt = b.attempt)",
+        " SELECT ",
         build_columns!(),
-        " FROM builds_complete_batch($1, $2, $3, $4, $5, $6) b LEFT JOIN workers w ON w.id = b.worker_id"
+        " FROM b LEFT JOIN workers w ON w.id = b.worker_id"
     ))
     .bind(ids)
     .bind(attempts)

@@ -72,8 +72,7 @@ pub async fn build_dispatch_batch(
 ) -> Result<DispatchPass, Error> {
     // Queues with undispatched builds come from a loose index scan (one probe per queue); each
     // queue takes its best builds up to its free window slots; dispatches unclaimed for too long
-    // are taken again, oldest first. The rows are then marked one by one by id (migration 0008:
-    // an UPDATE joined to `due` was planned as a sequential scan on a young table).
+    // are taken again, oldest first.
     let rows = sqlx::query_as::<_, DispatchRow>(
         "WITH RECURSIVE qs AS ( \
              (SELECT queue FROM builds WHERE status = 'pending' AND dispatched_at IS NULL ORDER BY queue LIMIT 1) \
@@ -102,7 +101,9 @@ pub async fn build_dispatch_batch(
              SELECT id FROM (SELECT * FROM fresh UNION ALL SELECT * FROM stale) d \
              ORDER BY priority DESC, submitted_at LIMIT $1), \
          upd AS ( \
-             SELECT * FROM builds_mark_dispatched(ARRAY(SELECT id FROM due))) \
+             UPDATE builds b SET attempt = b.attempt + 1, dispatched_at = now(), updated_at = now() \
+             FROM due WHERE b.id = due.id \
+             RETURNING b.id, b.attempt, b.platform, b.queue) \
          SELECT id, attempt, platform, queue FROM upd \
          UNION ALL \
          SELECT NULL::uuid, NULL::integer, NULL::text, queue FROM free WHERE n <= 0",

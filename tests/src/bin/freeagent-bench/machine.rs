@@ -21,7 +21,27 @@ pub fn describe() -> Value {
         .and_then(|l| l.split_once(':'))
         .map(|(_, m)| m.trim().to_owned())
         .unwrap_or_default();
-    json!({"cores": cores, "memory_gib": (mem_gib * 10.0).round() / 10.0, "cpu": model})
+    json!({"cores": cores, "memory_gib": (mem_gib * 10.0).round() / 10.0, "cpu": model,
+           "postgres": postgres_settings()})
+}
+
+/// The database settings that move the scheduler's figures (asked with `psql`, which is
+/// wherever the server is): a machine with autovacuum off keeps every dead row version and has
+/// no planner statistics, which slows the same statements down as a run goes on.
+fn postgres_settings() -> String {
+    let url = std::env::var("FREEAGENT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| freeagent_shared::testing::DEFAULT_ADMIN_URL.to_owned());
+    let sql = "SELECT 'PostgreSQL ' || current_setting('server_version') \
+               || ', autovacuum ' || current_setting('autovacuum') \
+               || ', synchronous_commit ' || current_setting('synchronous_commit') \
+               || ', shared_buffers ' || current_setting('shared_buffers')";
+    std::process::Command::new("psql")
+        .args([url.as_str(), "-Atc", sql])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown (psql not found)".into())
 }
 
 pub fn print(m: &Value) {
@@ -31,4 +51,5 @@ pub fn print(m: &Value) {
         m["memory_gib"],
         m["cpu"].as_str().unwrap_or("?")
     );
+    println!("database: {}", m["postgres"].as_str().unwrap_or("?"));
 }
