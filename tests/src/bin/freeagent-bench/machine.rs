@@ -21,7 +21,19 @@ pub fn describe() -> Value {
         .and_then(|l| l.split_once(':'))
         .map(|(_, m)| m.trim().to_owned())
         .unwrap_or_default();
+    // Two hosts print the same model name; the model number and the SHA extension (which
+    // decides the cost of every checksum) tell them apart.
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let sha_ni = field("flags").split_whitespace().any(|f| f == "sha_ni");
     json!({"cores": cores, "memory_gib": (mem_gib * 10.0).round() / 10.0, "cpu": model,
+           "cpu_model_number": field("model"), "sha_ni": sha_ni,
            "postgres": postgres_settings()})
 }
 
@@ -46,10 +58,16 @@ fn postgres_settings() -> String {
 
 pub fn print(m: &Value) {
     println!(
-        "machine: {} cores, {} GiB, {}",
+        "machine: {} cores, {} GiB, {} (model {}, SHA-NI {})",
         m["cores"],
         m["memory_gib"],
-        m["cpu"].as_str().unwrap_or("?")
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cpu_model_number"].as_str().unwrap_or("?"),
+        if m["sha_ni"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        }
     );
     println!("database: {}", m["postgres"].as_str().unwrap_or("?"));
 }
