@@ -2,6 +2,11 @@
 //! (status, attempt, worker); the attempt record in `build_attempts` changes in the same
 //! statement. When the guard fails, a cheap read tells `Stale` from `NotFound`.
 //!
+//! A holder's guard compares `worker_id IS NOT DISTINCT FROM $n` (the same as `=` for a worker
+//! id, which is never NULL) so that it cannot be used as an index condition: on a table without
+//! statistics, Postgres' cached plan otherwise read the row through `builds_worker`, i.e. every
+//! build that worker ever ran, instead of the primary key.
+//!
 //! Requeues (lost lease, abandon, a failed command that asked for retries) wait an exponential
 //! backoff with ±20 % jitter: `min(cap, base · 2^(attempt−1))`, computed in SQL per row.
 
@@ -258,7 +263,7 @@ pub async fn build_complete(
         "UPDATE builds SET status = 'completed', result_key = $4, result_size = $5, result_sha256 = $6, \
          started_at = COALESCE(started_at, now()), completed_at = now(), lease_expires_at = NULL, progress = 100, \
          updated_at = now() \
-         WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status IN ('assigned', 'building')",
+         WHERE id = $1 AND attempt = $2 AND worker_id IS NOT DISTINCT FROM $3 AND status IN ('assigned', 'building')",
         "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'completed' FROM b \
                WHERE ba.build_id = b.id AND ba.attempt = b.attempt)"
     ))
@@ -292,7 +297,7 @@ pub async fn build_fail(
              run_after = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts \
                  THEN now() + ", backoff_sql!("$5", "$6"), " ELSE b.run_after END, \
              error_message = $4, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now() \
-         WHERE b.id = $1 AND b.attempt = $2 AND b.worker_id = $3 AND b.status IN ('assigned', 'building')"),
+         WHERE b.id = $1 AND b.attempt = $2 AND b.worker_id IS NOT DISTINCT FROM $3 AND b.status IN ('assigned', 'building')"),
         "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'failed', error = $4 FROM b \
                WHERE ba.build_id = b.id AND ba.attempt = b.attempt)"
     ))
@@ -327,7 +332,7 @@ pub async fn build_abandon(
              started_at = CASE WHEN b.attempt >= b.max_attempts THEN b.started_at ELSE NULL END, \
              run_after = now() + ", backoff_sql!("$5", "$6"), ", \
              lease_expires_at = NULL, dispatched_at = NULL, progress = NULL, updated_at = now() \
-         WHERE b.id = $1 AND b.attempt = $2 AND b.worker_id = $3 AND b.status IN ('assigned', 'building')"),
+         WHERE b.id = $1 AND b.attempt = $2 AND b.worker_id IS NOT DISTINCT FROM $3 AND b.status IN ('assigned', 'building')"),
         "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'abandoned', error = $4 FROM b \
                WHERE ba.build_id = b.id AND ba.attempt = b.attempt)"
     ))
