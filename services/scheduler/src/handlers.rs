@@ -17,6 +17,10 @@ use freeagent_shared::subjects;
 use freeagent_shared::wire::*;
 use std::time::Duration;
 
+/// How long a claim that beat its dispatch's commit waits for the dispatcher to let go of the
+/// row. A dispatch commits right after its publish acks, so this is normally a millisecond.
+const DISPATCH_COMMIT_WAIT: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Handlers {
     pub pool: Pool,
@@ -109,11 +113,24 @@ impl Handlers {
         // A dispatch can reach a worker before the dispatcher's transaction commits (the publish
         // is acked first). The claim then saw the previous attempt, and Postgres did not wait for
         // the row lock because that version did not match. If the dispatch has committed since,
-        // claim again; if not yet, ask the worker to retry shortly instead of dropping it.
-        if let Transition::Stale(c) = &t {
-            if c.status == BuildStatus::Pending && c.attempt == req.attempt {
-                t = claim().await?;
-            } else if c.status == BuildStatus::Pending && c.attempt < req.attempt {
+        // claim again. If not yet, wait (at most DISPATCH_COMMIT_WAIT) for the dispatcher to let
+        // go of the row and claim again; only then ask the worker to retry, which costs it a
+        // redelivery delay (seconds for the reference worker).
+        if let Transition::Stale(c) = &t
+            && c.status == BuildStatus::Pending
+            && c.attempt <= req.attempt
+        {
+            if c.attempt < req.attempt {
+                // An error here (a timeout) leaves `t` stale: the reply below says retry.
+                let _ =
+                    db::builds::build_wait_for_row(&self.pool, req.build_id, DISPATCH_COMMIT_WAIT)
+                        .await;
+            }
+            t = claim().await?;
+            if let Transition::Stale(c) = &t
+                && c.status == BuildStatus::Pending
+                && c.attempt < req.attempt
+            {
                 return Ok(ClaimReply::Unavailable {
                     message: "this attempt's dispatch is not committed yet; retry".into(),
                 });

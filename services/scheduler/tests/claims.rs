@@ -244,6 +244,44 @@ async fn an_unclaimed_dispatch_is_sent_again_under_a_new_attempt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_beats_its_dispatch_commit_waits_for_it() {
+    let s = start(Duration::from_secs(30)).await;
+    let id = factory::build(&s.db.pool, Default::default()).await;
+    let w = factory::worker(&s.db.pool, &[Platform::Android]).await;
+    wait_dispatched(&s.db.pool, &[id], 1).await;
+    // A dispatch of attempt 2 has published (the worker holds its message) but not committed.
+    let mut dispatch = s.db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE builds SET attempt = 2, dispatched_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *dispatch)
+        .await
+        .unwrap();
+    let claim = tokio::spawn({
+        let (client, w) = (s.client.clone(), w.clone());
+        async move {
+            let req = ClaimRequest {
+                build_id: id,
+                attempt: a(2),
+                worker: w,
+            };
+            let reply = client
+                .request(subjects::CLAIM, wire::encode(&req).into())
+                .await
+                .unwrap();
+            wire::decode::<ClaimReply>(&reply.payload).unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    dispatch.commit().await.unwrap();
+    // The claim waited for the commit instead of sending the worker away to retry.
+    let reply = claim.await.unwrap();
+    assert!(
+        matches!(reply, ClaimReply::Granted(ref g) if g.attempt == a(2)),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requeues_back_off_exponentially_with_jitter() {
     let s = start_with(Duration::from_millis(300), 1, |c| {
         c.retry_backoff = Duration::from_secs(10);

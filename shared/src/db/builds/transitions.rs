@@ -133,6 +133,28 @@ pub async fn build_dispatch_batch(
     Ok(pass)
 }
 
+/// Waits until no other transaction holds the row of `id` for update (a dispatch that has
+/// published but not yet committed), at most `wait`; a longer wait is a lock-timeout error.
+pub async fn build_wait_for_row(
+    pool: &crate::db::Pool,
+    id: BuildId,
+    wait: std::time::Duration,
+) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    // SET cannot take a parameter; set_config can, and `true` scopes it to this transaction.
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(format!("{}ms", wait.as_millis()))
+        .execute(&mut *tx)
+        .await?;
+    // FOR SHARE conflicts with the dispatch's row lock, so this returns once it commits.
+    sqlx::query("SELECT 1 FROM builds WHERE id = $1 FOR SHARE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn current(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Current>, Error> {
     Ok(
         sqlx::query_as::<_, Current>("SELECT status, attempt, worker_id FROM builds WHERE id = $1")
