@@ -15,14 +15,6 @@ pub fn describe() -> Value {
         .map(|kb| kb / (1024.0 * 1024.0))
         .unwrap_or(0.0);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_owned())
-        .unwrap_or_default();
-    // Two hosts print the same model name; the model number and the SHA extension (which
-    // decides the cost of every checksum) tell them apart.
     let field = |name: &str| {
         cpuinfo
             .lines()
@@ -31,8 +23,10 @@ pub fn describe() -> Value {
             .map(|(_, v)| v.trim().to_owned())
             .unwrap_or_default()
     };
+    // Two hosts print the same model name; the model number and the SHA extension (which
+    // decides the cost of every checksum) tell them apart.
     let sha_ni = field("flags").split_whitespace().any(|f| f == "sha_ni");
-    json!({"cores": cores, "memory_gib": (mem_gib * 10.0).round() / 10.0, "cpu": model,
+    json!({"cores": cores, "memory_gib": (mem_gib * 10.0).round() / 10.0, "cpu": field("model name"),
            "cpu_model_number": field("model"), "sha_ni": sha_ni,
            "postgres": postgres_settings()})
 }
