@@ -32,6 +32,9 @@ pub enum BackendError {
     },
 }
 
+/// The default way to copy create-only on S3: see `from_url`.
+const S3_COPY_IF_NOT_EXISTS: (&str, &str) = ("aws_copy_if_not_exists", "multipart");
+
 /// How patient the service is with a cloud backend. Retries use exponential backoff and only
 /// cover requests that are safe to repeat (object_store never replays a streamed body).
 #[derive(Debug, Clone)]
@@ -74,7 +77,20 @@ pub fn from_url(url: &str, tuning: &BackendTuning) -> Result<Backend, BackendErr
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let root = format!("{scheme}://{container}");
-    let options = cloud_options(tuning);
+    let mut options = cloud_options(tuning);
+    if matches!(scheme, "s3" | "s3a") {
+        // Results are published create-only (`upload.rs`): a large one with a conditional copy.
+        // S3 has no copy-if-absent header; a multipart copy completed with `If-None-Match: *`
+        // is one (AWS, MinIO). AWS_COPY_IF_NOT_EXISTS comes later and wins, for other stores
+        // (R2: `header: cf-copy-destination-if-none-match: *`).
+        options.insert(
+            0,
+            (
+                S3_COPY_IF_NOT_EXISTS.0.into(),
+                S3_COPY_IF_NOT_EXISTS.1.into(),
+            ),
+        );
+    }
     let client = ClientOptions::new()
         .with_timeout(tuning.timeout)
         .with_connect_timeout(Duration::from_secs(5));

@@ -26,6 +26,23 @@ pub enum StorageError {
     Crypt(#[from] crate::crypt::CryptError),
     #[error("backend error: {0}")]
     Backend(object_store::Error),
+    /// A result is write-once: its key already holds an object, which stays as it was.
+    #[error("{0}")]
+    Exists(String),
+    /// The backend cannot write create-only (e.g. S3 with conditional put disabled).
+    #[error("{0}")]
+    CreateOnlyUnsupported(object_store::Error),
+}
+
+impl From<crate::upload::FinishError> for StorageError {
+    fn from(e: crate::upload::FinishError) -> Self {
+        use crate::upload::FinishError;
+        match e {
+            FinishError::Exists(path) => StorageError::Exists(path.to_string()),
+            FinishError::Unsupported(e) => StorageError::CreateOnlyUnsupported(e),
+            FinishError::Store(e) => e.into(),
+        }
+    }
 }
 
 impl From<object_store::Error> for StorageError {
@@ -89,6 +106,16 @@ impl StorageError {
             StorageError::Backend(object_store::Error::NotFound { .. }) => {
                 ApiErrorBody::new(ErrorCode::NotFound, "no such object")
             }
+            StorageError::Exists(_) => ApiErrorBody::new(
+                ErrorCode::Conflict,
+                "a result is already stored for this attempt; it is never replaced",
+            )
+            .with_hint("results are write-once: a new upload needs a new attempt, and its URL from the scheduler"),
+            StorageError::CreateOnlyUnsupported(_) => ApiErrorBody::new(
+                ErrorCode::Internal,
+                "the object store cannot write results create-only; nothing was stored",
+            )
+            .with_hint("operators: on S3 keep AWS_CONDITIONAL_PUT=etag and set AWS_COPY_IF_NOT_EXISTS (see docs/storage.md)"),
             StorageError::Backend(_) => ApiErrorBody::new(
                 ErrorCode::Unavailable,
                 "the object store failed; nothing was stored",

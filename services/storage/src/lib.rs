@@ -28,6 +28,8 @@ pub struct AppState {
     pub part_size: usize,
     pub parts_in_flight: usize,
     pub certs: crypt::CertsCipher,
+    /// Create-only (result) publishes of one key take turns in this process (`upload.rs`).
+    pub publish_locks: Arc<upload::PublishLocks>,
 }
 
 pub fn router(state: AppState, health: Health) -> Router {
@@ -78,6 +80,7 @@ impl App {
             part_size,
             parts_in_flight: config.parts_in_flight.max(1),
             certs: crypt::CertsCipher::new(config.certs_key, config.certs_key_previous),
+            publish_locks: Arc::default(),
         };
         // Retention needs the build records; the pool connects lazily so that storage serves
         // bytes even while Postgres is away (retention then retries at its next interval).

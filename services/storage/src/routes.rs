@@ -1,11 +1,13 @@
 //! The object routes: streaming PUT (SHA-256 and size computed in flight, size limit enforced
 //! mid-stream, nothing visible unless the whole body arrived), GET with single `Range`s, HEAD and
 //! DELETE. Every request is checked against its capability before a body byte is read.
+//! Results are write-once: a PUT to a result key that already holds an object answers
+//! `409 conflict` and leaves it untouched (`upload.rs` says how that is atomic).
 
 use crate::AppState;
 use crate::crypt::CertsCipher;
 use crate::error::StorageError;
-use crate::upload::Upload;
+use crate::upload::{Publish, Upload};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -58,11 +60,18 @@ pub async fn put_object(
         metrics::counter!(freeagent_shared::metrics::STORAGE_UPLOADS_REFUSED).increment(1);
         return Err(StorageError::TooLarge { max: cap.max });
     }
+    // A result is the artifact a build's record points at, with its SHA-256: write-once, so a
+    // replayed or concurrent PUT can never swap the bytes under a recorded checksum.
+    let publish = match key {
+        ObjectKey::Result(..) => Publish::CreateOnly(st.publish_locks.clone()),
+        ObjectKey::Source(_) | ObjectKey::Certs(_) | ObjectKey::Logs(_) => Publish::Overwrite,
+    };
     let mut upload = Upload::new(
         st.store.clone(),
         store_path(&key),
         st.part_size,
         st.parts_in_flight,
+        publish,
     );
     // Credentials are encrypted before they leave this process.
     let mut encrypting =
@@ -101,7 +110,12 @@ pub async fn put_object(
         upload.abort().await;
         return Err(e);
     }
-    upload.finish().await?;
+    if let Err(e) = upload.finish().await {
+        if matches!(e, crate::upload::FinishError::Exists(_)) {
+            metrics::counter!(freeagent_shared::metrics::STORAGE_UPLOADS_REFUSED).increment(1);
+        }
+        return Err(e.into());
+    }
     metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_WRITTEN).increment(size);
     let sha256 = hex::encode(hasher.finish());
     let receipt = st.signer.receipt(&key, size, &sha256);

@@ -1,12 +1,13 @@
 //! The storage service over real HTTP, each test twice: on a local directory and on a private
 //! S3-compatible server (moto). Streaming round trips, checksums, ranges, capabilities and key
 //! rotation, refused and cut-off uploads that leave nothing behind, certs encrypted at rest,
-//! retention and the orphan sweep; plus a full disk (local) and an unreachable backend (S3).
+//! retention and the orphan sweep, results that are write-once (replayed and racing PUTs); plus a
+//! full disk (local) and an unreachable backend (S3).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_shared::capability::{Method, PreviousSecret, Signer};
 use freeagent_shared::db;
-use freeagent_shared::ids::BuildId;
+use freeagent_shared::ids::{Attempt, BuildId};
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::testing::{TestDb, TestS3, factory};
 use freeagent_shared::wire::StoredObject;
@@ -55,6 +56,9 @@ on_both_backends!(
     certs_are_unreadable_at_rest_and_intact_for_their_holder,
     retention_deletes_what_is_old_and_nothing_else,
     orphans_are_swept_after_the_grace_period_only,
+    a_replayed_result_put_is_refused_and_the_result_kept,
+    two_racing_result_puts_store_exactly_one_whole,
+    a_large_replayed_result_put_is_refused_and_leaves_nothing_behind,
 );
 
 struct Storage {
@@ -467,6 +471,132 @@ async fn certs_are_unreadable_at_rest_and_intact_for_their_holder(kind: Kind) {
             r.bytes().await.is_err(),
             "a wrong key must not yield a body"
         );
+    }
+}
+
+/// A PUT of `data` to `key` through a fresh capability: status and body.
+async fn put_status(s: &Storage, key: &ObjectKey, data: Vec<u8>) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .put(s.url(Method::Put, key, 1 << 30))
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// The object at `key` is exactly `data`, served with its length.
+async fn assert_stored(s: &Storage, key: &ObjectKey, data: &[u8]) {
+    let got = s.get(key).await;
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        got.headers()["content-length"],
+        data.len().to_string().as_str()
+    );
+    let body = got.bytes().await.unwrap();
+    assert!(body.as_ref() == data, "stored bytes differ");
+}
+
+/// The backend holds `key` and nothing else (no provisional upload left behind).
+async fn assert_only(s: &Storage, key: &ObjectKey) {
+    let mut visible = s.visible().await;
+    visible.retain(|p| !p.ends_with(&key.to_string()));
+    assert!(visible.is_empty(), "left behind: {visible:?}");
+}
+
+fn assert_conflict(status: u16, body: &serde_json::Value) {
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "conflict");
+    assert!(body["error"].as_str().unwrap().contains("never replaced"));
+    assert!(body["hint"].as_str().unwrap().contains("new attempt"));
+}
+
+/// A result capability replayed after the upload succeeded (the same URL, other bytes) is
+/// refused with 409; the stored result and its checksum are the first upload's.
+async fn a_replayed_result_put_is_refused_and_the_result_kept(kind: Kind) {
+    let s = spawn(kind).await;
+    let key = ObjectKey::Result(BuildId::new(), Attempt::new(1).unwrap());
+    let url = s.url(Method::Put, &key, 1 << 20);
+    let http = reqwest::Client::new();
+    let original = pattern(10_000);
+    let first = http.put(&url).body(original.clone()).send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let stored: StoredObject = first.json().await.unwrap();
+    assert_eq!(stored.sha256, hex::encode(Sha256::digest(&original)));
+
+    for replay in [vec![0xEE; 10_000], original.clone(), vec![]] {
+        let r = http.put(&url).body(replay).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert_conflict(status, &r.json().await.unwrap());
+    }
+    assert_stored(&s, &key, &original).await;
+    let got = s.get(&key).await.bytes().await.unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&got)), stored.sha256);
+    assert_only(&s, &key).await;
+
+    // Source keys keep their behaviour: the gateway may write them again.
+    let source = ObjectKey::Source(BuildId::new());
+    s.put(&source, b"one".to_vec()).await;
+    s.put(&source, b"two".to_vec()).await;
+    assert_stored(&s, &source, b"two").await;
+}
+
+/// Two uploads race for one result key, small (single PUTs) and multipart-sized: one gets 201,
+/// the other 409, and the stored object is exactly the winner's bytes.
+async fn two_racing_result_puts_store_exactly_one_whole(kind: Kind) {
+    let s = spawn_with(kind, |c| c.part_size = Some(64 << 10)).await;
+    let large = s.config.effective_part_size(backend_kind(kind)) + 300_000;
+    for (round, len) in [1_000, large].into_iter().enumerate() {
+        let key = ObjectKey::Result(BuildId::new(), Attempt::new(round as i32 + 1).unwrap());
+        let a: Vec<u8> = pattern(len);
+        let b: Vec<u8> = pattern(len).into_iter().map(|x| !x).collect();
+        let ((sa, ba), (sb, bb)) = tokio::join!(
+            put_status(&s, &key, a.clone()),
+            put_status(&s, &key, b.clone())
+        );
+        let (winner, body, loser_status, loser_body) = match (sa, sb) {
+            (201, 409) => (&a, ba, sb, bb),
+            (409, 201) => (&b, bb, sa, ba),
+            other => panic!("expected one 201 and one 409 for {len} bytes, got {other:?}"),
+        };
+        assert_conflict(loser_status, &loser_body);
+        let stored: StoredObject = serde_json::from_value(body).unwrap();
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(winner)));
+        assert_stored(&s, &key, winner).await;
+        assert_only(&s, &key).await;
+        // Clear the way for the next round's single-object check.
+        s.store
+            .delete(&object_store::path::Path::from(key.to_string()))
+            .await
+            .unwrap();
+    }
+}
+
+/// A result larger than a part (a multipart upload to a provisional key) replayed: 409, the
+/// original intact, and the replay's provisional object deleted.
+async fn a_large_replayed_result_put_is_refused_and_leaves_nothing_behind(kind: Kind) {
+    let s = spawn_with(kind, |c| c.part_size = Some(64 << 10)).await;
+    let part = s.config.effective_part_size(backend_kind(kind));
+    let key = ObjectKey::Result(BuildId::new(), Attempt::new(2).unwrap());
+    let original = pattern(part * 2 + 12_345);
+    let stored = s.put(&key, original.clone()).await;
+    assert_eq!(stored.sha256, hex::encode(Sha256::digest(&original)));
+    assert_only(&s, &key).await;
+
+    let (status, body) = put_status(&s, &key, vec![0x55; part * 3]).await;
+    assert_conflict(status, &body);
+    // A small replay of a large result is refused the same way.
+    let (status, body) = put_status(&s, &key, b"tiny".to_vec()).await;
+    assert_conflict(status, &body);
+    assert_stored(&s, &key, &original).await;
+    assert_only(&s, &key).await;
+}
+
+fn backend_kind(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Local => "local",
+        Kind::S3 => "s3",
     }
 }
 
