@@ -22,6 +22,8 @@ pub mod db;
 pub mod health;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "nats-auth")]
+pub mod nats_auth;
 #[cfg(feature = "nats")]
 pub mod scheduler_client;
 #[cfg(feature = "testing")]

@@ -5,6 +5,7 @@
 use crate::status::QueueName;
 use crate::subjects;
 use async_nats::jetstream::{self, consumer, stream};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,14 @@ pub enum Error {
     NoJetStream(String),
     #[error("JetStream set-up failed: {0}")]
     Setup(String),
+    #[error(
+        "NATS at {url} refused our credentials ({reason}). Check FREEAGENT_NATS_CREDS (services) or register the worker again"
+    )]
+    Refused { url: String, reason: String },
+    #[error(
+        "cannot use the NATS credentials at {path}: {reason}. Set FREEAGENT_NATS_CREDS to a .creds file from `freeagent nats-config`"
+    )]
+    Credentials { path: String, reason: String },
 }
 
 /// Stream limits, with defaults that suit one machine.
@@ -53,17 +62,158 @@ impl Default for StreamLimits {
     }
 }
 
+/// How to reach NATS and who to be there: from `FREEAGENT_NATS_*` (see `docs/security.md`).
+#[derive(Debug, Clone, Default)]
+pub struct NatsSettings {
+    /// `nats://host:port` or `tls://host:port` (several, comma-separated).
+    pub url: String,
+    /// A `.creds` file: this service's user JWT and seed (`FREEAGENT_NATS_CREDS`).
+    pub creds: Option<PathBuf>,
+    /// CA bundle that signed the server's certificate (`FREEAGENT_NATS_TLS_CA`).
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS (`FREEAGENT_NATS_TLS_CERT`, `_TLS_KEY`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The farm account's signing seed: mints worker credentials (`FREEAGENT_NATS_SIGNING_KEY`;
+    /// gateway and scheduler).
+    pub signing_key: Option<PathBuf>,
+    /// The operator seed: re-signs the account to revoke workers (`FREEAGENT_NATS_OPERATOR_KEY`;
+    /// scheduler).
+    pub operator_key: Option<PathBuf>,
+    /// A system-account user: pushes the re-signed account (`FREEAGENT_NATS_SYSTEM_CREDS`;
+    /// scheduler).
+    pub system_creds: Option<PathBuf>,
+}
+
+impl NatsSettings {
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let path = |name: &str| crate::config::var(name).map(PathBuf::from);
+        let s = Self {
+            url: crate::config::string("FREEAGENT_NATS_URL", crate::config::DEFAULT_NATS_URL),
+            creds: path("FREEAGENT_NATS_CREDS"),
+            tls_ca: path("FREEAGENT_NATS_TLS_CA"),
+            tls_cert: path("FREEAGENT_NATS_TLS_CERT"),
+            tls_key: path("FREEAGENT_NATS_TLS_KEY"),
+            signing_key: path("FREEAGENT_NATS_SIGNING_KEY"),
+            operator_key: path("FREEAGENT_NATS_OPERATOR_KEY"),
+            system_creds: path("FREEAGENT_NATS_SYSTEM_CREDS"),
+        };
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err(crate::config::ConfigError::new(
+                "FREEAGENT_NATS_TLS_CERT",
+                "",
+                "FREEAGENT_NATS_TLS_CERT and FREEAGENT_NATS_TLS_KEY set together",
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Mints worker credentials, when this service has the account's signing key.
+    pub fn minter(&self) -> Result<Option<crate::nats_auth::Minter>, crate::nats_auth::AuthError> {
+        match (&self.signing_key, &self.creds) {
+            (Some(key), Some(creds)) => Ok(Some(crate::nats_auth::Minter::from_files(key, creds)?)),
+            (Some(_), None) => Err(crate::nats_auth::AuthError::Invalid(
+                "FREEAGENT_NATS_SIGNING_KEY needs FREEAGENT_NATS_CREDS (the account is read from it)"
+                    .into(),
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// The same server as the system-account user, for account updates.
+    pub fn system(&self) -> Option<Self> {
+        let creds = self.system_creds.clone()?;
+        Some(Self {
+            creds: Some(creds),
+            ..self.clone()
+        })
+    }
+
+    /// Plain settings for `url`, no credentials (tests, tools).
+    pub fn url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Who a connection authenticates as.
+pub enum Identity {
+    /// The settings' `.creds` file, or anonymous when none is set.
+    Settings,
+    /// A worker's JWT, issued at registration (and renewed), with the key only it holds. The
+    /// JWT is read at every (re)connect, so a renewed one is used from the next connect on.
+    Worker {
+        jwt: std::sync::Arc<std::sync::RwLock<String>>,
+        key: std::sync::Arc<nkeys::KeyPair>,
+    },
+}
+
 /// Connects, retrying in the background once connected; fails fast if the first attempt fails.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Error> {
-    async_nats::ConnectOptions::new()
+/// `inbox_prefix` keeps a worker's reply subjects under the prefix its permissions allow.
+pub async fn connect(
+    settings: &NatsSettings,
+    name: &str,
+    identity: Identity,
+    inbox_prefix: Option<String>,
+) -> Result<async_nats::Client, Error> {
+    let url = settings.url.as_str();
+    let unreachable = |reason: String| Error::Unreachable {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut options = match identity {
+        Identity::Worker { jwt, key } => {
+            async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+                let (jwt, key) = (jwt.clone(), key.clone());
+                async move {
+                    let mut auth = async_nats::Auth::new();
+                    auth.jwt = Some(match jwt.read() {
+                        Ok(j) => j.clone(),
+                        Err(poisoned) => poisoned.into_inner().clone(),
+                    });
+                    auth.signature = Some(key.sign(&nonce).map_err(async_nats::AuthError::new)?);
+                    Ok(auth)
+                }
+            })
+        }
+        Identity::Settings => match &settings.creds {
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
+                .await
+                .map_err(|e| Error::Credentials {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?,
+            None => async_nats::ConnectOptions::new(),
+        },
+    };
+    if let Some(ca) = &settings.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    if url.starts_with("tls://") {
+        options = options.require_tls(true);
+    }
+    if let Some(prefix) = inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
+    options
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)))
         .connect(url)
         .await
-        .map_err(|e| Error::Unreachable {
-            url: url.to_owned(),
-            reason: e.to_string(),
+        .map_err(|e| match e.kind() {
+            async_nats::ConnectErrorKind::AuthorizationViolation => Error::Refused {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            },
+            _ => unreachable(e.to_string()),
         })
 }
 
@@ -99,9 +249,21 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
     ];
     for config in configs {
         let name = config.name.clone();
-        js.get_or_create_stream(config)
+        let mut stream = js
+            .get_or_create_stream(config.clone())
             .await
             .map_err(|e| classify(&name, e.to_string()))?;
+        // A stream made by an older release keeps its old subjects until updated (a stream
+        // update works on 2.9; only consumer updates need 2.10).
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| classify(&name, e.to_string()))?;
+        if info.config.subjects != config.subjects {
+            js.update_stream(config)
+                .await
+                .map_err(|e| classify(&name, e.to_string()))?;
+        }
     }
     Ok(())
 }
@@ -116,6 +278,18 @@ fn classify(what: &str, msg: String) -> Error {
     } else {
         Error::Setup(format!("{what}: {msg}"))
     }
+}
+
+/// The queue's consumer as a worker sees it: looked up, never created (a worker may not create
+/// consumers; the gateway does when a worker of the queue registers).
+pub async fn queue_consumer(
+    js: &jetstream::Context,
+    queue: &QueueName,
+) -> Result<consumer::Consumer<consumer::pull::Config>, Error> {
+    let name = subjects::queue_consumer(queue);
+    js.get_consumer_from_stream(&name, subjects::BUILDS_STREAM)
+        .await
+        .map_err(|e| classify(&name, e.to_string()))
 }
 
 /// The durable pull consumer shared by every worker of `queue`.

@@ -1,8 +1,9 @@
-//! Typed requests to the scheduler over NATS, each carrying the attempt and the worker
-//! credential. Transport failures (no scheduler answering, a timeout) are retried with
+//! Typed requests to the scheduler over NATS, each on its operation's subject for the sending
+//! worker (`scheduler.<op>.<worker_id>`) and carrying the attempt. Transport failures (no scheduler answering, a timeout) are retried with
 //! exponential backoff and jitter; a refusal is an answer, not an error.
 
-use crate::subjects;
+use crate::ids::WorkerId;
+use crate::subjects::Op;
 use crate::wire::{
     self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply,
     HeartbeatRequest,
@@ -44,10 +45,14 @@ impl SchedulerClient {
     /// retried on another rather than waiting out the connection's request timeout.
     async fn once<Req: Serialize, Rep: DeserializeOwned + RetryLater>(
         &self,
-        subject: &'static str,
+        op: Op,
+        worker: WorkerId,
         req: &Req,
     ) -> Result<Rep, RequestError> {
-        let request = self.nats.request(subject, wire::encode(req).into());
+        let subject = op.as_str();
+        let request = self
+            .nats
+            .request(op.subject(worker), wire::encode(req).into());
         let msg = match tokio::time::timeout(TRY_TIMEOUT, request).await {
             Ok(Ok(msg)) => msg,
             Ok(Err(e)) => {
@@ -79,7 +84,8 @@ impl SchedulerClient {
     /// Retries transport failures for up to about `patience`.
     async fn request<Req: Serialize + Sync, Rep: DeserializeOwned + RetryLater>(
         &self,
-        subject: &'static str,
+        op: Op,
+        worker: WorkerId,
         req: &Req,
         patience: Duration,
     ) -> Result<Rep, RequestError> {
@@ -88,7 +94,7 @@ impl SchedulerClient {
             .with_max_delay(Duration::from_secs(5))
             .with_total_delay(Some(patience))
             .with_jitter();
-        (|| self.once(subject, req))
+        (|| self.once(op, worker, req))
             .retry(policy)
             .when(|e| matches!(e, RequestError::Transport { .. }))
             .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "scheduler request failed; retrying"))
@@ -96,7 +102,7 @@ impl SchedulerClient {
     }
 
     pub async fn claim(&self, req: &ClaimRequest) -> Result<ClaimReply, RequestError> {
-        self.request(subjects::CLAIM, req, Duration::from_secs(10))
+        self.request(Op::Claim, req.worker_id, req, Duration::from_secs(10))
             .await
     }
 
@@ -107,10 +113,10 @@ impl SchedulerClient {
         req: &HeartbeatRequest,
         within: Duration,
     ) -> Result<HeartbeatReply, RequestError> {
-        match tokio::time::timeout(within, self.once(subjects::HEARTBEAT, req)).await {
+        match tokio::time::timeout(within, self.once(Op::Heartbeat, req.worker_id, req)).await {
             Ok(r) => r,
             Err(_) => Err(RequestError::Transport {
-                subject: subjects::HEARTBEAT,
+                subject: Op::Heartbeat.as_str(),
                 reason: format!("no reply within {within:?}"),
             }),
         }
@@ -118,21 +124,21 @@ impl SchedulerClient {
 
     /// Outcomes are worth waiting for: the build's work is done.
     pub async fn complete(&self, req: &CompleteRequest) -> Result<FinishReply, RequestError> {
-        self.request(subjects::COMPLETE, req, Duration::from_secs(60))
+        self.request(Op::Complete, req.worker_id, req, Duration::from_secs(60))
             .await
     }
 
     pub async fn fail(&self, req: &FailRequest) -> Result<FinishReply, RequestError> {
-        self.request(subjects::FAIL, req, Duration::from_secs(60))
+        self.request(Op::Fail, req.worker_id, req, Duration::from_secs(60))
             .await
     }
 
     pub async fn abandon(&self, req: &AbandonRequest) -> Result<FinishReply, RequestError> {
-        self.request(subjects::ABANDON, req, Duration::from_secs(10))
+        self.request(Op::Abandon, req.worker_id, req, Duration::from_secs(10))
             .await
     }
 
     pub async fn presence(&self, req: &PresenceRequest) -> Result<PresenceReply, RequestError> {
-        self.once(subjects::PRESENCE, req).await
+        self.once(Op::Presence, req.worker_id, req).await
     }
 }

@@ -1,7 +1,9 @@
 //! NATS stream and subject names, in one place. Every subject that carries an id is built from a
-//! typed id, so a client's input never becomes a wildcard.
+//! typed id, so a client's input never becomes a wildcard. Subjects a worker publishes or
+//! subscribes to carry its worker id, so NATS permissions (not the payload) say who is speaking
+//! and whom a message is for (ADR-0009).
 
-use crate::ids::BuildId;
+use crate::ids::{BuildId, WorkerId};
 use crate::status::QueueName;
 
 pub const BUILDS_STREAM: &str = "BUILDS";
@@ -9,21 +11,76 @@ pub const LOGS_STREAM: &str = "LOGS";
 pub const EVENTS_STREAM: &str = "EVENTS";
 
 pub const BUILDS_SUBJECTS: &str = "builds.dispatch.*";
-pub const LOGS_SUBJECTS: &str = "logs.*";
+/// `logs.<build_id>.<worker_id>`: the worker id is the publisher's, enforced by its permissions.
+pub const LOGS_SUBJECTS: &str = "logs.*.*";
 pub const EVENTS_SUBJECTS: &str = "events.build.*";
 
-/// Core NATS request/reply subjects served by the scheduler's queue group.
-pub const CLAIM: &str = "scheduler.claim";
-pub const HEARTBEAT: &str = "scheduler.heartbeat";
-pub const COMPLETE: &str = "scheduler.complete";
-pub const FAIL: &str = "scheduler.fail";
-pub const ABANDON: &str = "scheduler.abandon";
-/// Every worker reports it is alive (and how busy) on this subject.
-pub const PRESENCE: &str = "scheduler.presence";
+/// The worker operations, each on `scheduler.<op>.<worker_id>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Claim,
+    Heartbeat,
+    Complete,
+    Fail,
+    Abandon,
+    /// Every worker reports it is alive (and how busy).
+    Presence,
+}
+
+impl Op {
+    pub const ALL: [Op; 6] = [
+        Op::Claim,
+        Op::Heartbeat,
+        Op::Complete,
+        Op::Fail,
+        Op::Abandon,
+        Op::Presence,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Claim => "claim",
+            Op::Heartbeat => "heartbeat",
+            Op::Complete => "complete",
+            Op::Fail => "fail",
+            Op::Abandon => "abandon",
+            Op::Presence => "presence",
+        }
+    }
+
+    /// The subject a worker sends this operation on.
+    pub fn subject(self, worker: WorkerId) -> String {
+        format!("scheduler.{}.{worker}", self.as_str())
+    }
+
+    /// What the scheduler subscribes to for this operation.
+    pub fn wildcard(self) -> String {
+        format!("scheduler.{}.*", self.as_str())
+    }
+
+    /// The operation and the sender of a subject the scheduler received; `None` for anything else.
+    pub fn parse_subject(subject: &str) -> Option<(Op, WorkerId)> {
+        let mut parts = subject.split('.');
+        let (Some("scheduler"), Some(op), Some(worker), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let op = Op::ALL.into_iter().find(|o| o.as_str() == op)?;
+        Some((op, worker.parse().ok()?))
+    }
+}
+
 pub const SCHEDULER_QUEUE_GROUP: &str = "scheduler";
 /// Published (core NATS) when new work may be due. The payload names the build's queue, so a
 /// scheduler whose window for that queue is full can skip a pass; an empty payload wakes always.
 pub const WAKE: &str = "scheduler.wake";
+/// The gateway tells the scheduler that it cancelled a build (payload: `CancelNotice`); only the
+/// scheduler publishes cancels to workers.
+pub const CANCELLED: &str = "scheduler.cancelled";
+
+/// The gateway revoked a worker's registration: the scheduler pushes the new revocations.
+pub const REVOKED: &str = "scheduler.revoked";
 
 pub fn dispatch(queue: &QueueName) -> String {
     format!("builds.dispatch.{queue}")
@@ -34,16 +91,33 @@ pub fn queue_consumer(queue: &QueueName) -> String {
     format!("queue-{queue}")
 }
 
-pub fn logs(build: BuildId) -> String {
-    format!("logs.{build}")
+/// Where a worker publishes its lines of a build's log.
+pub fn logs(build: BuildId, worker: WorkerId) -> String {
+    format!("logs.{build}.{worker}")
+}
+
+/// Every line of a build's log, whoever wrote it (readers check the writer held the attempt).
+pub fn logs_of(build: BuildId) -> String {
+    format!("logs.{build}.*")
+}
+
+/// The writer of a log line, from its subject.
+pub fn log_writer(subject: &str) -> Option<WorkerId> {
+    subject.rsplit('.').next()?.parse().ok()
 }
 
 pub fn events(build: BuildId) -> String {
     format!("events.build.{build}")
 }
 
-pub fn cancel(build: BuildId) -> String {
-    format!("builds.{build}.cancel")
+/// Stops `build` on `worker`. Only the scheduler may publish here.
+pub fn cancel(worker: WorkerId, build: BuildId) -> String {
+    format!("cancel.{worker}.{build}")
+}
+
+/// The prefix of every reply inbox of a worker's connection.
+pub fn inbox_prefix(worker: WorkerId) -> String {
+    format!("_INBOX.{worker}")
 }
 
 #[cfg(test)]
@@ -54,10 +128,26 @@ mod tests {
     fn subjects_are_single_tokens_under_their_stream() {
         let q = QueueName::parse("android").unwrap();
         assert_eq!(dispatch(&q), "builds.dispatch.android");
-        let b = BuildId::new();
-        assert_eq!(logs(b).split('.').count(), 2);
+        let (b, w) = (BuildId::new(), WorkerId::new());
+        assert_eq!(logs(b, w).split('.').count(), 3);
+        assert_eq!(log_writer(&logs(b, w)), Some(w));
         assert_eq!(events(b).split('.').count(), 3);
         // The cancel subject must never fall inside the BUILDS stream.
-        assert!(!cancel(b).starts_with("builds.dispatch."));
+        assert!(!cancel(w, b).starts_with("builds."));
+    }
+
+    #[test]
+    fn operation_subjects_name_their_sender() {
+        let w = WorkerId::new();
+        for op in Op::ALL {
+            assert_eq!(Op::parse_subject(&op.subject(w)), Some((op, w)));
+        }
+        assert_eq!(Op::parse_subject(WAKE), None);
+        assert_eq!(Op::parse_subject("scheduler.claim.not-a-uuid"), None);
+        assert_eq!(Op::parse_subject("scheduler.nope.x"), None);
+        assert_eq!(
+            Op::parse_subject(&format!("scheduler.claim.{w}.extra")),
+            None
+        );
     }
 }

@@ -63,27 +63,13 @@ impl Dispatch {
     }
 }
 
-/// Who is asking: every request names the worker and carries its token.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct WorkerCredential {
-    pub worker_id: WorkerId,
-    pub worker_token: String,
-}
-
-impl std::fmt::Debug for WorkerCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerCredential")
-            .field("worker_id", &self.worker_id)
-            .finish_non_exhaustive()
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClaimRequest {
     pub build_id: BuildId,
     pub attempt: Attempt,
-    #[serde(flatten)]
-    pub worker: WorkerCredential,
+    /// The sender. It must match the worker id of the subject (`scheduler.<op>.<worker_id>`),
+    /// which NATS permissions vouch for; the scheduler refuses a mismatch.
+    pub worker_id: WorkerId,
 }
 
 /// What a winning claim receives: everything needed to run the build.
@@ -147,8 +133,9 @@ pub enum ClaimReply {
 pub struct HeartbeatRequest {
     pub build_id: BuildId,
     pub attempt: Attempt,
-    #[serde(flatten)]
-    pub worker: WorkerCredential,
+    /// The sender. It must match the worker id of the subject (`scheduler.<op>.<worker_id>`),
+    /// which NATS permissions vouch for; the scheduler refuses a mismatch.
+    pub worker_id: WorkerId,
     /// 0–100, when the build reports it.
     pub progress: Option<u8>,
 }
@@ -156,8 +143,13 @@ pub struct HeartbeatRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum HeartbeatReply {
-    /// The lease is renewed; keep going.
-    Renewed { lease_expires_at: DateTime<Utc> },
+    /// The lease is renewed; keep going. `result_url` is a fresh upload capability (they
+    /// live minutes, never past the lease): upload to the newest one.
+    Renewed {
+        lease_expires_at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result_url: Option<String>,
+    },
     /// Stop the build and upload nothing: the lease is gone.
     Stop {
         reason: NotYours,
@@ -182,8 +174,9 @@ pub struct StoredObject {
 pub struct CompleteRequest {
     pub build_id: BuildId,
     pub attempt: Attempt,
-    #[serde(flatten)]
-    pub worker: WorkerCredential,
+    /// The sender. It must match the worker id of the subject (`scheduler.<op>.<worker_id>`),
+    /// which NATS permissions vouch for; the scheduler refuses a mismatch.
+    pub worker_id: WorkerId,
     pub result: StoredObject,
 }
 
@@ -191,8 +184,9 @@ pub struct CompleteRequest {
 pub struct FailRequest {
     pub build_id: BuildId,
     pub attempt: Attempt,
-    #[serde(flatten)]
-    pub worker: WorkerCredential,
+    /// The sender. It must match the worker id of the subject (`scheduler.<op>.<worker_id>`),
+    /// which NATS permissions vouch for; the scheduler refuses a mismatch.
+    pub worker_id: WorkerId,
     pub error: String,
 }
 
@@ -222,16 +216,18 @@ pub enum FinishReply {
 pub struct AbandonRequest {
     pub build_id: BuildId,
     pub attempt: Attempt,
-    #[serde(flatten)]
-    pub worker: WorkerCredential,
+    /// The sender. It must match the worker id of the subject (`scheduler.<op>.<worker_id>`),
+    /// which NATS permissions vouch for; the scheduler refuses a mismatch.
+    pub worker_id: WorkerId,
     pub reason: String,
 }
 
 /// Sent by every worker every few seconds, busy or not.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PresenceRequest {
-    #[serde(flatten)]
-    pub worker: WorkerCredential,
+    /// The sender. It must match the worker id of the subject (`scheduler.<op>.<worker_id>`),
+    /// which NATS permissions vouch for; the scheduler refuses a mismatch.
+    pub worker_id: WorkerId,
     /// Builds running on the worker now.
     pub running: u32,
 }
@@ -240,11 +236,12 @@ pub struct PresenceRequest {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum PresenceReply {
     /// `drain`: take no new build; let the running ones finish.
-    /// `access_token`: a new worker token, when the one sent is near its end; use it from now on.
+    /// `nats_jwt`: renewed NATS credentials (same key), when the current ones are past half
+    /// their life; the worker presents them from its next (re)connect on.
     Seen {
         drain: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        access_token: Option<String>,
+        nats_jwt: Option<String>,
     },
     NotYours {
         reason: NotYours,
@@ -258,6 +255,30 @@ pub enum PresenceReply {
         message: String,
     },
 }
+
+/// Requests a worker sends: the scheduler compares the sender they name with the worker id of
+/// the subject they came on, which NATS permissions vouch for.
+pub trait FromWorker {
+    fn worker_id(&self) -> WorkerId;
+}
+
+macro_rules! from_worker {
+    ($($t:ty),*) => {$(
+        impl FromWorker for $t {
+            fn worker_id(&self) -> WorkerId {
+                self.worker_id
+            }
+        }
+    )*};
+}
+from_worker!(
+    ClaimRequest,
+    HeartbeatRequest,
+    CompleteRequest,
+    FailRequest,
+    AbandonRequest,
+    PresenceRequest
+);
 
 /// Replies that say "try again": the worker's client retries these like a lost request.
 pub trait RetryLater {
@@ -295,6 +316,13 @@ pub struct LogLine {
     pub timestamp: DateTime<Utc>,
     pub level: LogLevel,
     pub message: String,
+}
+
+/// The gateway cancelled a build held by `worker_id`: the scheduler tells the worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelNotice {
+    pub build_id: BuildId,
+    pub worker_id: WorkerId,
 }
 
 /// Published to `events.build.<id>` on every status change.
@@ -349,16 +377,8 @@ mod tests {
         assert_eq!(decode::<ClaimReply>(&encode(&r)).unwrap(), r);
         let h = HeartbeatReply::Renewed {
             lease_expires_at: Utc::now(),
+            result_url: None,
         };
         assert_eq!(decode::<HeartbeatReply>(&encode(&h)).unwrap(), h);
-    }
-
-    #[test]
-    fn credentials_never_reach_debug_output() {
-        let c = WorkerCredential {
-            worker_id: WorkerId::new(),
-            worker_token: "faw_secret".into(),
-        };
-        assert!(!format!("{c:?}").contains("secret"));
     }
 }

@@ -146,17 +146,26 @@ impl Farm {
             procs: vec![],
         };
         farm.spawn("storage", "freeagent-storage", &[]);
+        // Each service gets its own NATS identity; workers get theirs when they register.
+        let scheduler_nats = farm.nats.env(0, "scheduler");
         for i in 0..opts.schedulers.max(1) {
             // Each replica serves health on its own port.
             let port = if i == 0 { cp } else { free_port().unwrap() };
-            farm.spawn(
-                &format!("scheduler-{i}"),
-                "freeagent-scheduler",
-                &[("FREEAGENT_SCHEDULER_PORT", &port.to_string())],
-            );
+            let mut extra: Vec<(&str, &str)> = scheduler_nats
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let port_text = port.to_string();
+            extra.push(("FREEAGENT_SCHEDULER_PORT", &port_text));
+            farm.spawn(&format!("scheduler-{i}"), "freeagent-scheduler", &extra);
             farm.schedulers.push(format!("http://127.0.0.1:{port}"));
         }
-        farm.spawn("gateway", "freeagent-gateway", &[]);
+        let gateway_nats = farm.nats.env(0, "gateway");
+        let extra: Vec<(&str, &str)> = gateway_nats
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        farm.spawn("gateway", "freeagent-gateway", &extra);
         farm.wait_ready().await;
         for i in 0..opts.workers {
             farm.spawn_worker(i);
@@ -470,13 +479,15 @@ impl Farm {
             .await
     }
 
-    /// Registers a worker over HTTP, as a worker would; returns its credential.
-    pub async fn register_worker(
-        &self,
-        name: &str,
-        platforms: &[&str],
-    ) -> freeagent_shared::wire::WorkerCredential {
-        let body = serde_json::json!({"name": name, "capabilities": {"platforms": platforms}});
+    /// Registers a worker over HTTP, as the reference worker does (with an nkey of its own);
+    /// returns its id, token and NATS identity.
+    pub async fn register_worker(&self, name: &str, platforms: &[&str]) -> TestWorker {
+        let key = nkeys::KeyPair::new_user();
+        let body = serde_json::json!({
+            "name": name,
+            "capabilities": {"platforms": platforms},
+            "nats_public_key": key.public_key(),
+        });
         let r: Value = self
             .http
             .post(format!("{}/api/workers/register", self.gateway))
@@ -488,23 +499,65 @@ impl Farm {
             .json()
             .await
             .unwrap();
-        freeagent_shared::wire::WorkerCredential {
+        TestWorker {
             worker_id: r["id"].as_str().unwrap().parse().unwrap(),
             worker_token: r["access_token"].as_str().unwrap().to_owned(),
+            nats_jwt: r["nats_jwt"].as_str().map(str::to_owned),
+            nats_key: std::sync::Arc::new(key),
         }
     }
 
-    /// A NATS request to the scheduler, as a worker would send it.
+    /// A NATS connection as `w`, with exactly the permissions the farm gave it.
+    pub async fn worker_nats(&self, w: &TestWorker) -> async_nats::Client {
+        w.connect(&self.nats.url).await.expect("worker connects")
+    }
+
+    /// A NATS request to the scheduler, as worker `w` sends it (on its own connection).
     pub async fn rpc<Req: serde::Serialize, Rep: serde::de::DeserializeOwned>(
         &self,
-        subject: &'static str,
+        w: &TestWorker,
+        op: freeagent_shared::subjects::Op,
         req: &Req,
     ) -> Rep {
-        let client = self.nats.client().await;
+        let client = self.worker_nats(w).await;
         let msg = client
-            .request(subject, freeagent_shared::wire::encode(req).into())
+            .request(
+                op.subject(w.worker_id),
+                freeagent_shared::wire::encode(req).into(),
+            )
             .await
             .expect("scheduler answers");
         freeagent_shared::wire::decode(&msg.payload).expect("readable reply")
+    }
+}
+
+/// A worker registered by a test, with its own NATS identity.
+#[derive(Clone)]
+pub struct TestWorker {
+    pub worker_id: freeagent_shared::ids::WorkerId,
+    pub worker_token: String,
+    pub nats_jwt: Option<String>,
+    pub nats_key: std::sync::Arc<nkeys::KeyPair>,
+}
+
+impl TestWorker {
+    /// Connects as this worker (its JWT, its key, its inbox prefix).
+    pub async fn connect(
+        &self,
+        url: &str,
+    ) -> Result<async_nats::Client, freeagent_shared::nats::Error> {
+        let identity = freeagent_shared::nats::Identity::Worker {
+            jwt: std::sync::Arc::new(std::sync::RwLock::new(
+                self.nats_jwt.clone().unwrap_or_default(),
+            )),
+            key: self.nats_key.clone(),
+        };
+        freeagent_shared::nats::connect(
+            &freeagent_shared::nats::NatsSettings::url(url),
+            "test-worker",
+            identity,
+            Some(freeagent_shared::subjects::inbox_prefix(self.worker_id)),
+        )
+        .await
     }
 }

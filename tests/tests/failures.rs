@@ -4,7 +4,7 @@
 
 use freeagent_tests::freeagent_shared::db;
 use freeagent_tests::freeagent_shared::ids::Attempt;
-use freeagent_tests::freeagent_shared::subjects;
+use freeagent_tests::freeagent_shared::subjects::Op;
 use freeagent_tests::freeagent_shared::testing::wait;
 use freeagent_tests::freeagent_shared::wire::*;
 use freeagent_tests::{API_KEY, Farm, FarmOpts, pack, project};
@@ -160,11 +160,12 @@ async fn cancel_works_from_pending_assigned_and_running() {
     .await;
     let grant: ClaimReply = farm
         .rpc(
-            subjects::CLAIM,
+            &w,
+            Op::Claim,
             &ClaimRequest {
                 build_id: id,
                 attempt: Attempt::new(1).unwrap(),
-                worker: w.clone(),
+                worker_id: w.worker_id,
             },
         )
         .await;
@@ -173,11 +174,12 @@ async fn cancel_works_from_pending_assigned_and_running() {
     assert_eq!(cancel(&farm, &assigned, true).await.status(), 200);
     let hb: HeartbeatReply = farm
         .rpc(
-            subjects::HEARTBEAT,
+            &w,
+            Op::Heartbeat,
             &HeartbeatRequest {
                 build_id: id,
                 attempt: Attempt::new(1).unwrap(),
-                worker: w.clone(),
+                worker_id: w.worker_id,
                 progress: None,
             },
         )

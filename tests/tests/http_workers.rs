@@ -3,7 +3,7 @@
 //! malformed requests.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use freeagent_tests::freeagent_shared::wire::WorkerCredential;
+use freeagent_tests::TestWorker;
 use freeagent_tests::{API_KEY, Farm, FarmOpts, example};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ enum Auth {
 }
 
 impl Auth {
-    fn of(w: &WorkerCredential, legacy: bool) -> Self {
+    fn of(w: &TestWorker, legacy: bool) -> Self {
         if legacy {
             Auth::Legacy(w.worker_id.to_string())
         } else {

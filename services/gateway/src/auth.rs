@@ -110,16 +110,20 @@ pub async fn build_reader(st: &AppState, headers: &HeaderMap, id: BuildId) -> Re
     }
 }
 
-/// A worker calling over HTTP, and the credential to forward to the scheduler for it.
+/// A worker calling over HTTP. The gateway sends its operations to the scheduler on the
+/// worker's own subject (`scheduler.<op>.<worker_id>`), which only the worker and the gateway
+/// may publish on: having authenticated the caller, the gateway speaks for it.
 pub struct WorkerCaller {
     pub worker: freeagent_shared::db::workers::Worker,
-    pub credential: freeagent_shared::wire::WorkerCredential,
     /// The worker's own token, echoed in replies (`None` for legacy API-key workers).
     pub token: Option<String>,
 }
 
-/// How long a gateway vouch for a legacy worker lasts (it is minted per request).
-const VOUCH_TTL_SECS: i64 = 300;
+impl WorkerCaller {
+    pub fn id(&self) -> freeagent_shared::ids::WorkerId {
+        self.worker.id
+    }
+}
 
 /// `X-Worker-Token`, or (older workers) an API key with the worker scope plus the worker's id in
 /// `worker_id` (query or body) or `X-Worker-Id`.
@@ -130,7 +134,8 @@ pub async fn worker_caller(
 ) -> Result<WorkerCaller> {
     if let Some(t) = header(headers, "x-worker-token") {
         let w = db::workers::worker_find_by_token(&st.pool, &token::hash(t)).await?;
-        let Some(w) = w.filter(|w| w.token_ok(t, chrono::Utc::now())) else {
+        let Some(w) = w.filter(|w| w.token_ok(t, chrono::Utc::now()) && w.revoked_at.is_none())
+        else {
             return Err(GatewayError::new(
                 freeagent_shared::api_error::ErrorCode::Unauthorized,
                 "invalid or expired worker token",
@@ -147,10 +152,6 @@ pub async fn worker_caller(
             None => t.to_owned(),
         };
         return Ok(WorkerCaller {
-            credential: freeagent_shared::wire::WorkerCredential {
-                worker_id: w.id,
-                worker_token: current.clone(),
-            },
             token: Some(current),
             worker: w,
         });
@@ -170,14 +171,12 @@ pub async fn worker_caller(
     let w = db::workers::worker_get(&st.pool, id)
         .await?
         .ok_or_else(|| GatewayError::not_found("worker"))?;
-    let vouch = st
-        .signer
-        .vouch(&w.id, chrono::Utc::now().timestamp() + VOUCH_TTL_SECS);
+    if w.revoked_at.is_some() {
+        return Err(GatewayError::forbidden(
+            "this worker's registration was revoked; register it again",
+        ));
+    }
     Ok(WorkerCaller {
-        credential: freeagent_shared::wire::WorkerCredential {
-            worker_id: w.id,
-            worker_token: vouch,
-        },
         token: None,
         worker: w,
     })

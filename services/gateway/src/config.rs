@@ -12,13 +12,15 @@ pub const DEFAULT_WORKER_TOKEN_TTL: Duration = Duration::from_secs(90);
 /// After a renewal the previous token stays valid this long, for requests already in flight.
 pub const DEFAULT_WORKER_TOKEN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(600);
+/// Worker NATS credentials live this long; presence replies renew them (scheduler).
+pub const DEFAULT_WORKER_NATS_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone)]
 pub struct GatewayConfig {
     pub bind: String,
     pub port: u16,
     pub database_url: String,
-    pub nats_url: String,
+    pub nats: freeagent_shared::nats::NatsSettings,
     pub storage_endpoint: String,
     /// The backend URL storage uses, only to name its kind in `/health`.
     pub storage_backend: String,
@@ -33,6 +35,8 @@ pub struct GatewayConfig {
     pub worker_token_ttl: Duration,
     pub worker_token_grace: Duration,
     pub url_ttl: Duration,
+    /// Lifetime of the NATS credentials minted for a worker at registration.
+    pub worker_nats_ttl: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -64,7 +68,7 @@ impl GatewayConfig {
                 "a TCP port",
             )?,
             database_url: config::string("FREEAGENT_DATABASE_URL", config::DEFAULT_DATABASE_URL),
-            nats_url: config::string("FREEAGENT_NATS_URL", config::DEFAULT_NATS_URL),
+            nats: freeagent_shared::nats::NatsSettings::from_env()?,
             storage_endpoint: config::string(
                 "FREEAGENT_STORAGE_ENDPOINT",
                 config::DEFAULT_STORAGE_ENDPOINT,
@@ -89,6 +93,10 @@ impl GatewayConfig {
                 DEFAULT_WORKER_TOKEN_GRACE,
             )?,
             url_ttl: config::duration("FREEAGENT_GATEWAY_URL_TTL", DEFAULT_URL_TTL)?,
+            worker_nats_ttl: config::duration(
+                "FREEAGENT_WORKER_NATS_TTL",
+                DEFAULT_WORKER_NATS_TTL,
+            )?,
         })
     }
 }

@@ -67,7 +67,22 @@ impl App {
         )
         .await
         .context("storing the bootstrap API key")?;
-        let nats = nats::connect(&config.nats_url, "freeagent-gateway").await?;
+        let nats = nats::connect(
+            &config.nats,
+            "freeagent-gateway",
+            nats::Identity::Settings,
+            None,
+        )
+        .await?;
+        let minter = config
+            .nats
+            .minter()
+            .context("reading the NATS signing key (FREEAGENT_NATS_SIGNING_KEY)")?;
+        if config.nats.creds.is_some() && minter.is_none() {
+            anyhow::bail!(
+                "FREEAGENT_NATS_CREDS is set but FREEAGENT_NATS_SIGNING_KEY is not: the gateway needs the farm account's signing key to give registering workers their NATS credentials (see `freeagent nats-config`)"
+            );
+        }
         nats::ensure_streams(
             &async_nats::jetstream::new(nats.clone()),
             &nats::StreamLimits::default(),
@@ -108,6 +123,7 @@ impl App {
             config: Arc::new(config),
             api_keys: Default::default(),
             inserts,
+            minter,
         };
         Ok(Self {
             router: router(st, health.clone()),

@@ -16,4 +16,6 @@ pub struct AppState {
     pub api_keys: crate::api_key_cache::ApiKeyCache,
     /// Submissions that arrive together are inserted by one statement (one commit).
     pub inserts: crate::inserts::Inserts,
+    /// Mints each registering worker's NATS credentials (None: NATS without auth).
+    pub minter: Option<freeagent_shared::nats_auth::Minter>,
 }

@@ -8,7 +8,7 @@
 //! statements are keyed by `id = $1`, so Postgres caches their plan, while the batch statements
 //! are re-planned on every call (~0.5 ms; see docs/benchmarks.md, "Planning").
 
-use crate::handlers::{Handlers, credential_ok};
+use crate::handlers::{Handlers, worker_ok};
 use freeagent_shared::db::builds::{Build, ClaimAsk, CompleteAsk, NewObject};
 use freeagent_shared::db::workers::Worker;
 use freeagent_shared::db::{self, Transition};
@@ -17,7 +17,7 @@ use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::wire::{
     ClaimReply, ClaimRequest, CompleteRequest, FinishReply, NotYours, PresenceReply,
-    PresenceRequest, WorkerCredential,
+    PresenceRequest,
 };
 use std::collections::HashMap;
 
@@ -26,13 +26,12 @@ use crate::handlers::Unavailable;
 type Key = (BuildId, Attempt, WorkerId);
 
 impl Handlers {
-    /// The workers of a batch whose credentials check out, by id.
-    async fn authenticate_many<'a>(
+    /// The registered workers of a batch, by id (NATS vouched for each sender).
+    async fn authenticate_many(
         &self,
-        creds: impl Iterator<Item = &'a WorkerCredential>,
+        senders: impl Iterator<Item = WorkerId>,
     ) -> Result<HashMap<WorkerId, Worker>, Unavailable> {
-        let creds: Vec<&WorkerCredential> = creds.collect();
-        let mut ids: Vec<WorkerId> = creds.iter().map(|c| c.worker_id).collect();
+        let mut ids: Vec<WorkerId> = senders.collect();
         ids.sort();
         ids.dedup();
         Ok(db::workers::worker_get_many(&self.pool, &ids)
@@ -50,15 +49,13 @@ impl Handlers {
             return Ok(vec![self.claim(one.clone()).await?]);
         }
         let workers = self
-            .authenticate_many(reqs.iter().map(|r| &r.worker))
+            .authenticate_many(reqs.iter().map(|r| r.worker_id))
             .await?;
         let mut replies: Vec<Option<ClaimReply>> = vec![None; reqs.len()];
         let mut asks = Vec::new();
         let mut asked = Vec::new();
         for (i, r) in reqs.iter().enumerate() {
-            let worker = workers
-                .get(&r.worker.worker_id)
-                .filter(|w| credential_ok(&r.worker, w, &self.signer));
+            let worker = workers.get(&r.worker_id).filter(|w| worker_ok(w));
             match worker {
                 None => {
                     replies[i] = Some(ClaimReply::NotYours {
@@ -73,11 +70,7 @@ impl Handlers {
                     })
                 }
                 Some(w) => {
-                    let queues = if w.queues.is_empty() {
-                        w.platforms.clone()
-                    } else {
-                        w.queues.clone()
-                    };
+                    let queues = w.effective_queue_names();
                     asks.push(ClaimAsk {
                         id: r.build_id,
                         attempt: r.attempt,
@@ -128,15 +121,13 @@ impl Handlers {
             return Ok(vec![self.complete(one.clone()).await?]);
         }
         let workers = self
-            .authenticate_many(reqs.iter().map(|r| &r.worker))
+            .authenticate_many(reqs.iter().map(|r| r.worker_id))
             .await?;
         let mut replies: Vec<Option<FinishReply>> = vec![None; reqs.len()];
         let mut asks = Vec::new();
         let mut asked = Vec::new();
         for (i, r) in reqs.iter().enumerate() {
-            let ok = workers
-                .get(&r.worker.worker_id)
-                .is_some_and(|w| credential_ok(&r.worker, w, &self.signer));
+            let ok = workers.get(&r.worker_id).is_some_and(worker_ok);
             if !ok {
                 replies[i] = Some(FinishReply::NotYours {
                     reason: NotYours::Unauthorized,
@@ -149,6 +140,7 @@ impl Handlers {
             let res = &r.result;
             if res.key != key.to_string()
                 || !self
+                    .caps
                     .signer
                     .verify_receipt(&key, res.size, &res.sha256, &res.receipt)
             {
@@ -158,7 +150,7 @@ impl Handlers {
             asks.push(CompleteAsk {
                 id: r.build_id,
                 attempt: r.attempt,
-                worker: r.worker.worker_id,
+                worker: r.worker_id,
                 result: NewObject {
                     key: res.key.clone(),
                     size: res.size as i64,
@@ -202,34 +194,25 @@ impl Handlers {
         Ok(out)
     }
 
-    /// Presence reports of an idle fleet: one query for the credentials, one statement marks
-    /// every worker seen. Tokens near expiry are renewed one by one (each worker about once a
-    /// minute).
+    /// Presence reports of an idle fleet: one query for the workers, one statement marks every
+    /// worker seen. NATS credentials past half their life are renewed one by one (each worker
+    /// about twice a TTL).
     pub async fn presence_many(
         &self,
         reqs: Vec<PresenceRequest>,
     ) -> Result<Vec<PresenceReply>, Unavailable> {
         let workers = self
-            .authenticate_many(reqs.iter().map(|r| &r.worker))
+            .authenticate_many(reqs.iter().map(|r| r.worker_id))
             .await?;
         let ok: Vec<bool> = reqs
             .iter()
-            .map(|r| {
-                workers
-                    .get(&r.worker.worker_id)
-                    .is_some_and(|w| credential_ok(&r.worker, w, &self.signer))
-            })
+            .map(|r| workers.get(&r.worker_id).is_some_and(worker_ok))
             .collect();
         let (ids, running): (Vec<WorkerId>, Vec<i32>) = reqs
             .iter()
             .zip(&ok)
             .filter(|(_, ok)| **ok)
-            .map(|(r, _)| {
-                (
-                    r.worker.worker_id,
-                    i32::try_from(r.running).unwrap_or(i32::MAX),
-                )
-            })
+            .map(|(r, _)| (r.worker_id, i32::try_from(r.running).unwrap_or(i32::MAX)))
             .unzip();
         let status: HashMap<WorkerId, String> = if ids.is_empty() {
             HashMap::new()
@@ -242,26 +225,18 @@ impl Handlers {
         let mut out = Vec::with_capacity(reqs.len());
         for (r, ok) in reqs.iter().zip(ok) {
             let (Some(w), Some(st)) = (
-                workers.get(&r.worker.worker_id).filter(|_| ok),
-                status.get(&r.worker.worker_id),
+                workers.get(&r.worker_id).filter(|_| ok),
+                status.get(&r.worker_id),
             ) else {
                 out.push(PresenceReply::NotYours {
                     reason: NotYours::Unauthorized,
                 });
                 continue;
             };
-            // NATS workers renew their token here, as HTTP workers do in every reply.
-            let access_token = db::workers::worker_token_refresh(
-                &self.pool,
-                w,
-                &r.worker.worker_token,
-                self.token_policy,
-            )
-            .await?
-            .map(|(t, _)| t);
+            let nats_jwt = self.renew_nats_jwt(w).await?;
             out.push(PresenceReply::Seen {
                 drain: st == "draining",
-                access_token,
+                nats_jwt,
             });
         }
         Ok(out)

@@ -17,7 +17,11 @@ pub const DEFAULT_WORKER_OFFLINE_AFTER: Duration = Duration::from_secs(30);
 pub const DEFAULT_WORKER_TOKEN_TTL: Duration = Duration::from_secs(90);
 /// The previous token stays valid this long after a renewal.
 pub const DEFAULT_WORKER_TOKEN_GRACE: Duration = Duration::from_secs(30);
-pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(6 * 3600);
+/// Storage capabilities handed to workers live minutes; heartbeats renew the upload one, and
+/// none outlives the lease it was granted with.
+pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(10 * 60);
+/// Worker NATS credentials live this long; presence replies renew them at half-life.
+pub const DEFAULT_WORKER_NATS_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_RESULT_LIMIT: u64 = 2 << 30;
 pub const DEFAULT_RPC_CONCURRENCY: usize = 256;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -27,7 +31,7 @@ pub struct SchedulerConfig {
     pub bind: String,
     pub port: u16,
     pub database_url: String,
-    pub nats_url: String,
+    pub nats: freeagent_shared::nats::NatsSettings,
     pub storage_endpoint: String,
     pub signing_secret: String,
     /// Accepted after a rotation until its deadline; never used to sign.
@@ -51,6 +55,8 @@ pub struct SchedulerConfig {
     /// Lifetime of signed storage URLs handed to workers.
     pub url_ttl: Duration,
     pub result_limit: u64,
+    /// Lifetime of a worker's NATS user JWT (renewed by presence replies at half-life).
+    pub worker_nats_ttl: Duration,
     pub rpc_concurrency: usize,
     pub shutdown_grace: Duration,
 }
@@ -65,7 +71,7 @@ impl SchedulerConfig {
                 "a TCP port",
             )?,
             database_url: config::string("FREEAGENT_DATABASE_URL", config::DEFAULT_DATABASE_URL),
-            nats_url: config::string("FREEAGENT_NATS_URL", config::DEFAULT_NATS_URL),
+            nats: freeagent_shared::nats::NatsSettings::from_env()?,
             storage_endpoint: config::string(
                 "FREEAGENT_STORAGE_ENDPOINT",
                 config::DEFAULT_STORAGE_ENDPOINT,
@@ -109,6 +115,10 @@ impl SchedulerConfig {
             )?,
             url_ttl: config::duration("FREEAGENT_URL_TTL", DEFAULT_URL_TTL)?,
             result_limit: config::bytes("FREEAGENT_RESULT_LIMIT", DEFAULT_RESULT_LIMIT)?,
+            worker_nats_ttl: config::duration(
+                "FREEAGENT_WORKER_NATS_TTL",
+                DEFAULT_WORKER_NATS_TTL,
+            )?,
             rpc_concurrency: config::parse(
                 "FREEAGENT_RPC_CONCURRENCY",
                 DEFAULT_RPC_CONCURRENCY,
@@ -122,7 +132,7 @@ impl SchedulerConfig {
     /// Defaults everywhere but the connection strings; used by tests.
     pub fn for_urls(
         database_url: &str,
-        nats_url: &str,
+        nats: freeagent_shared::nats::NatsSettings,
         storage_endpoint: &str,
         secret: &str,
     ) -> Self {
@@ -130,7 +140,7 @@ impl SchedulerConfig {
             bind: "127.0.0.1".into(),
             port: 0,
             database_url: database_url.into(),
-            nats_url: nats_url.into(),
+            nats,
             storage_endpoint: storage_endpoint.into(),
             signing_secret: secret.into(),
             signing_previous: None,
@@ -146,6 +156,7 @@ impl SchedulerConfig {
             worker_token_grace: DEFAULT_WORKER_TOKEN_GRACE,
             url_ttl: DEFAULT_URL_TTL,
             result_limit: DEFAULT_RESULT_LIMIT,
+            worker_nats_ttl: DEFAULT_WORKER_NATS_TTL,
             rpc_concurrency: DEFAULT_RPC_CONCURRENCY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }

@@ -26,3 +26,19 @@ pub async fn publish(
         tracing::warn!(%build_id, error = %e, "could not publish status event");
     }
 }
+
+/// Tells the worker holding `build` to stop it (core NATS, best effort: the worker's next
+/// heartbeat is refused anyway). Only the scheduler publishes cancels.
+pub async fn cancel(
+    nats: &async_nats::Client,
+    worker: Option<freeagent_shared::ids::WorkerId>,
+    build: BuildId,
+) {
+    let Some(worker) = worker else { return };
+    if let Err(e) = nats
+        .publish(subjects::cancel(worker, build), bytes::Bytes::new())
+        .await
+    {
+        tracing::warn!(build_id = %build, error = %e, "could not publish a cancel");
+    }
+}

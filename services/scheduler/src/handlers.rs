@@ -1,5 +1,6 @@
 //! The worker operations: claim, heartbeat, complete, fail, abandon and presence. Each checks the
-//! worker credential, runs one guarded statement from `db::builds`, and maps the `Transition`
+//! sender (named by the subject, vouched for by NATS) is a registered, unrevoked worker, runs one
+//! guarded statement from `db::builds`, and maps the `Transition`
 //! to a reply. There is one implementation of each, whether the worker speaks NATS or HTTP
 //! (through the gateway). Heartbeats are applied in batches (`heartbeat_batch`).
 
@@ -21,18 +22,56 @@ use std::time::Duration;
 /// row. A dispatch commits right after its publish acks, so this is normally a millisecond.
 const DISPATCH_COMMIT_WAIT: Duration = Duration::from_secs(1);
 
+/// Signs the storage capabilities a worker gets: minutes long, never past the lease they were
+/// granted with, and bound to the attempt (a result URL names its attempt's key).
+#[derive(Clone)]
+pub struct Capabilities {
+    pub signer: Signer,
+    pub storage_endpoint: String,
+    pub ttl: Duration,
+    pub result_limit: u64,
+}
+
+impl Capabilities {
+    fn exp(&self, lease_end: chrono::DateTime<Utc>) -> i64 {
+        let by_ttl = Utc::now().timestamp() + self.ttl.as_secs() as i64;
+        by_ttl.min(lease_end.timestamp())
+    }
+
+    pub fn get_url(&self, key: &ObjectKey, lease_end: chrono::DateTime<Utc>) -> String {
+        let exp = self.exp(lease_end);
+        self.signer
+            .url(&self.storage_endpoint, Method::Get, key, exp, 0)
+    }
+
+    pub fn result_url(
+        &self,
+        build: freeagent_shared::ids::BuildId,
+        attempt: Attempt,
+        lease_end: chrono::DateTime<Utc>,
+    ) -> String {
+        let exp = self.exp(lease_end);
+        self.signer.url(
+            &self.storage_endpoint,
+            Method::Put,
+            &ObjectKey::Result(build, attempt),
+            exp,
+            self.result_limit,
+        )
+    }
+}
+
 #[derive(Clone)]
 pub struct Handlers {
     pub pool: Pool,
     pub nats: async_nats::Client,
-    pub signer: Signer,
-    pub storage_endpoint: String,
+    pub caps: Capabilities,
     pub lease: Duration,
-    pub url_ttl: Duration,
-    pub result_limit: u64,
     pub backoff: Backoff,
     pub heartbeats: HeartbeatBatcher,
-    pub token_policy: db::workers::TokenPolicy,
+    /// Renews workers' NATS credentials (None: NATS without auth).
+    pub minter: Option<freeagent_shared::nats_auth::Minter>,
+    pub worker_nats_ttl: Duration,
     /// Notified when a claim frees a slot in a queue's dispatch window.
     pub wake_dispatcher: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -58,31 +97,52 @@ pub fn refusal(current: &Current) -> NotYours {
     }
 }
 
-/// Checks a credential against a stored worker row: the worker's own token (constant-time,
-/// expiry included), or a live vouch the gateway signed for a worker it authenticated.
-pub fn credential_ok(cred: &WorkerCredential, w: &Worker, signer: &Signer) -> bool {
-    if cred
-        .worker_token
-        .starts_with(freeagent_shared::capability::VOUCH_PREFIX)
-    {
-        return signer.verify_vouch(&w.id, &cred.worker_token, Utc::now().timestamp());
-    }
-    w.token_ok(&cred.worker_token, Utc::now())
+/// May this registered worker act? NATS vouched for who it is (the subject); its registration
+/// must not have been revoked.
+pub fn worker_ok(w: &Worker) -> bool {
+    w.revoked_at.is_none()
 }
 
 impl Handlers {
-    async fn authenticate(&self, cred: &WorkerCredential) -> Result<Option<Worker>, Unavailable> {
-        let w = db::workers::worker_get(&self.pool, cred.worker_id).await?;
-        Ok(w.filter(|w| credential_ok(cred, w, &self.signer)))
+    async fn authenticate(&self, worker: WorkerId) -> Result<Option<Worker>, Unavailable> {
+        let w = db::workers::worker_get(&self.pool, worker).await?;
+        Ok(w.filter(worker_ok))
     }
 
-    fn exp(&self) -> i64 {
-        Utc::now().timestamp() + self.url_ttl.as_secs() as i64
+    /// New NATS credentials for `w` when its current ones are past half their life.
+    pub(crate) async fn renew_nats_jwt(&self, w: &Worker) -> Result<Option<String>, Unavailable> {
+        let (Some(minter), Some(key), Some(exp)) =
+            (&self.minter, &w.nats_public_key, w.nats_jwt_expires_at)
+        else {
+            return Ok(None);
+        };
+        let ttl =
+            chrono::Duration::from_std(self.worker_nats_ttl).unwrap_or(chrono::Duration::hours(24));
+        if exp - Utc::now() > ttl / 2 {
+            return Ok(None);
+        }
+        let new_exp = Utc::now() + ttl;
+        let role = freeagent_shared::nats_auth::Role::Worker {
+            id: w.id,
+            queues: w.effective_queues(),
+        };
+        let jwt = match minter.user_jwt(&role, key, Some(new_exp.timestamp())) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(worker_id = %w.id, error = %e, "cannot renew a worker's NATS credentials");
+                return Ok(None);
+            }
+        };
+        Ok(
+            db::workers::worker_nats_renewed(&self.pool, w.id, key, new_exp)
+                .await?
+                .then_some(jwt),
+        )
     }
 
-    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
+    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker_id))]
     pub async fn claim(&self, req: ClaimRequest) -> Result<ClaimReply, Unavailable> {
-        let Some(worker) = self.authenticate(&req.worker).await? else {
+        let Some(worker) = self.authenticate(req.worker_id).await? else {
             return Ok(ClaimReply::NotYours {
                 reason: NotYours::Unauthorized,
                 status: None,
@@ -94,11 +154,7 @@ impl Handlers {
                 status: None,
             });
         }
-        let queues = if worker.queues.is_empty() {
-            worker.platforms.clone()
-        } else {
-            worker.queues.clone()
-        };
+        let queues = worker.effective_queue_names();
         let claim = || {
             db::builds::build_claim(
                 &self.pool,
@@ -120,19 +176,30 @@ impl Handlers {
             && c.status == BuildStatus::Pending
             && c.attempt <= req.attempt
         {
-            if c.attempt < req.attempt {
-                // An error here (a timeout) leaves `t` stale: the reply below says retry.
-                let _ =
-                    db::builds::build_wait_for_row(&self.pool, req.build_id, DISPATCH_COMMIT_WAIT)
-                        .await;
-            }
+            // Ok: nobody holds the row any more. Err (a lock timeout): a dispatch still does.
+            let released = if c.attempt < req.attempt {
+                db::builds::build_wait_for_row(&self.pool, req.build_id, DISPATCH_COMMIT_WAIT)
+                    .await
+                    .is_ok()
+            } else {
+                true
+            };
             t = claim().await?;
             if let Transition::Stale(c) = &t
                 && c.status == BuildStatus::Pending
                 && c.attempt < req.attempt
             {
-                return Ok(ClaimReply::Unavailable {
-                    message: "this attempt's dispatch is not committed yet; retry".into(),
+                if !released {
+                    return Ok(ClaimReply::Unavailable {
+                        message: "this attempt's dispatch is not committed yet; retry".into(),
+                    });
+                }
+                // No transaction holds the row and it never reached this attempt: the dispatch
+                // was rolled back, or this database does not know it (restored from a backup).
+                // Either way the message is void; the build is dispatched again if it is due.
+                return Ok(ClaimReply::NotYours {
+                    reason: NotYours::NotFound,
+                    status: Some(c.status),
                 });
             }
         }
@@ -197,40 +264,29 @@ impl Handlers {
     }
 
     fn grant(&self, b: Build) -> JobGrant {
-        let exp = self.exp();
-        let base = &self.storage_endpoint;
+        let lease_end = b.lease_expires_at.unwrap_or_else(Utc::now);
+        let caps = &self.caps;
         JobGrant {
             build_id: b.id,
             attempt: b.attempt,
             platform: b.platform,
-            source_url: self.signer.url(
-                base,
-                Method::Get,
+            source_url: caps.get_url(
                 &stored_key(&b.source_key, ObjectKey::Source(b.id)),
-                exp,
-                0,
+                lease_end,
             ),
             source_sha256: b.source_sha256.clone(),
-            certs_url: b.certs_key.as_ref().map(|k| {
-                self.signer.url(
-                    base,
-                    Method::Get,
-                    &stored_key(k, ObjectKey::Certs(b.id)),
-                    exp,
-                    0,
-                )
-            }),
+            certs_url: b
+                .certs_key
+                .as_ref()
+                .map(|k| caps.get_url(&stored_key(k, ObjectKey::Certs(b.id)), lease_end)),
             certs_sha256: b.certs_sha256.clone(),
-            result_url: self.signer.url(
-                base,
-                Method::Put,
-                &ObjectKey::Result(b.id, b.attempt),
-                exp,
-                self.result_limit,
-            ),
-            lease_expires_at: b.lease_expires_at.unwrap_or_else(Utc::now),
+            result_url: caps.result_url(b.id, b.attempt, lease_end),
+            lease_expires_at: lease_end,
             heartbeat_interval_ms: (self.lease.as_millis() / 3) as u64,
-            cancel_subject: subjects::cancel(b.id),
+            cancel_subject: b
+                .worker_id
+                .map(|w| subjects::cancel(w, b.id))
+                .unwrap_or_default(),
             metadata: b.metadata,
         }
     }
@@ -251,9 +307,9 @@ impl Handlers {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
+    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker_id))]
     pub async fn complete(&self, req: CompleteRequest) -> Result<FinishReply, Unavailable> {
-        if self.authenticate(&req.worker).await?.is_none() {
+        if self.authenticate(req.worker_id).await?.is_none() {
             return Ok(FinishReply::NotYours {
                 reason: NotYours::Unauthorized,
                 status: None,
@@ -264,6 +320,7 @@ impl Handlers {
         let r = &req.result;
         if r.key != key.to_string()
             || !self
+                .caps
                 .signer
                 .verify_receipt(&key, r.size, &r.sha256, &r.receipt)
         {
@@ -280,18 +337,18 @@ impl Handlers {
             &self.pool,
             req.build_id,
             req.attempt,
-            req.worker.worker_id,
+            req.worker_id,
             &object,
         )
         .await?;
         Ok(self
-            .finished(t, req.attempt, req.worker.worker_id, BuildStatus::Completed)
+            .finished(t, req.attempt, req.worker_id, BuildStatus::Completed)
             .await)
     }
 
-    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
+    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker_id))]
     pub async fn fail(&self, req: FailRequest) -> Result<FinishReply, Unavailable> {
-        if self.authenticate(&req.worker).await?.is_none() {
+        if self.authenticate(req.worker_id).await?.is_none() {
             return Ok(FinishReply::NotYours {
                 reason: NotYours::Unauthorized,
                 status: None,
@@ -302,19 +359,19 @@ impl Handlers {
             &self.pool,
             req.build_id,
             req.attempt,
-            req.worker.worker_id,
+            req.worker_id,
             &error,
             self.backoff,
         )
         .await?;
         Ok(self
-            .finished(t, req.attempt, req.worker.worker_id, BuildStatus::Failed)
+            .finished(t, req.attempt, req.worker_id, BuildStatus::Failed)
             .await)
     }
 
-    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker.worker_id))]
+    #[tracing::instrument(skip_all, fields(build_id = %req.build_id, attempt = %req.attempt, worker_id = %req.worker_id))]
     pub async fn abandon(&self, req: AbandonRequest) -> Result<FinishReply, Unavailable> {
-        if self.authenticate(&req.worker).await?.is_none() {
+        if self.authenticate(req.worker_id).await?.is_none() {
             return Ok(FinishReply::NotYours {
                 reason: NotYours::Unauthorized,
                 status: None,
@@ -325,7 +382,7 @@ impl Handlers {
             &self.pool,
             req.build_id,
             req.attempt,
-            req.worker.worker_id,
+            req.worker_id,
             &reason,
             self.backoff,
         )

@@ -3,9 +3,8 @@
 //! unnest(…)`, and answers each request.
 
 use crate::events;
-use crate::handlers::{Unavailable, credential_ok, refusal};
+use crate::handlers::{Capabilities, Unavailable, refusal, worker_ok};
 use freeagent_shared::batcher::Batcher;
-use freeagent_shared::capability::Signer;
 use freeagent_shared::db::builds::Beat;
 use freeagent_shared::db::{self, Pool};
 use freeagent_shared::ids::{BuildId, WorkerId};
@@ -27,14 +26,14 @@ impl HeartbeatBatcher {
     pub fn start(
         pool: Pool,
         nats: async_nats::Client,
-        signer: Signer,
+        caps: Capabilities,
         lease: Duration,
         stop: CancellationToken,
     ) -> Self {
         let batcher = Batcher::start(MAX_BATCH, 1, stop, move |batch: Vec<HeartbeatRequest>| {
-            let (pool, nats, signer) = (pool.clone(), nats.clone(), signer.clone());
+            let (pool, nats, caps) = (pool.clone(), nats.clone(), caps.clone());
             async move {
-                let (replies, started) = replies(&pool, &signer, lease, &batch).await?;
+                let (replies, started) = replies(&pool, &caps, lease, &batch).await?;
                 for (id, attempt) in started {
                     events::publish(&nats, id, attempt, BuildStatus::Building).await;
                 }
@@ -53,11 +52,11 @@ type Started = Vec<(BuildId, freeagent_shared::ids::Attempt)>;
 
 async fn replies(
     pool: &Pool,
-    signer: &Signer,
+    caps: &Capabilities,
     lease: Duration,
     batch: &[HeartbeatRequest],
 ) -> Result<(Vec<HeartbeatReply>, Started), Unavailable> {
-    let mut worker_ids: Vec<WorkerId> = batch.iter().map(|r| r.worker.worker_id).collect();
+    let mut worker_ids: Vec<WorkerId> = batch.iter().map(|r| r.worker_id).collect();
     worker_ids.sort();
     worker_ids.dedup();
     let workers: HashMap<WorkerId, _> = db::workers::worker_get_many(pool, &worker_ids)
@@ -67,11 +66,7 @@ async fn replies(
         .collect();
     let authorized: Vec<bool> = batch
         .iter()
-        .map(|r| {
-            workers
-                .get(&r.worker.worker_id)
-                .is_some_and(|w| credential_ok(&r.worker, w, signer))
-        })
+        .map(|r| workers.get(&r.worker_id).is_some_and(worker_ok))
         .collect();
     let beats: Vec<Beat> = batch
         .iter()
@@ -80,7 +75,7 @@ async fn replies(
         .map(|(r, _)| Beat {
             id: r.build_id,
             attempt: r.attempt,
-            worker: r.worker.worker_id,
+            worker: r.worker_id,
             progress: r.progress.map(|p| i16::from(p.min(100))),
         })
         .collect();
@@ -120,9 +115,14 @@ async fn replies(
                     status: None,
                 };
             }
-            match by_key.get(&(r.build_id, r.attempt, r.worker.worker_id)) {
+            match by_key.get(&(r.build_id, r.attempt, r.worker_id)) {
                 Some(renewed) => HeartbeatReply::Renewed {
                     lease_expires_at: renewed.lease_expires_at,
+                    result_url: Some(caps.result_url(
+                        r.build_id,
+                        r.attempt,
+                        renewed.lease_expires_at,
+                    )),
                 },
                 None => match current.get(&r.build_id) {
                     Some(c) => HeartbeatReply::Stop {

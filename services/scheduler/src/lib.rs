@@ -10,6 +10,7 @@ pub mod events;
 pub mod handlers;
 pub mod heartbeat_batch;
 pub mod rescuer;
+pub mod revocations;
 pub mod rpc;
 pub mod service_loop;
 
@@ -32,6 +33,8 @@ const BATCH_PARALLEL: usize = 4;
 /// every 100 ms rather than a thousand a second.
 const PRESENCE_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 const PRESENCE_BATCH_MAX: usize = 2048;
+/// Revocations are pushed on a wake from the gateway; the tick catches a missed wake.
+const REVOCATION_TICK: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub use config::SchedulerConfig;
 
@@ -43,6 +46,10 @@ pub struct App {
     health: Health,
     subs: rpc::Subscriptions,
     wake_sub: async_nats::Subscriber,
+    cancelled_sub: async_nats::Subscriber,
+    revoked_sub: async_nats::Subscriber,
+    minter: Option<freeagent_shared::nats_auth::Minter>,
+    revoker: Option<revocations::Revoker>,
 }
 
 impl App {
@@ -52,11 +59,58 @@ impl App {
         }
         let pool = db::connect(&config.database_url, 20).await?;
         db::migrate(&pool).await.context("running migrations")?;
-        let nats = nats::connect(&config.nats_url, "freeagent-scheduler").await?;
+        let nats = nats::connect(
+            &config.nats,
+            "freeagent-scheduler",
+            nats::Identity::Settings,
+            None,
+        )
+        .await?;
+        if config.nats.creds.is_none() {
+            tracing::warn!(
+                "NATS without credentials: anyone who reaches the server owns this farm. Set FREEAGENT_NATS_CREDS (see `freeagent nats-config` and docs/security.md)"
+            );
+        }
         let js = async_nats::jetstream::new(nats.clone());
         nats::ensure_streams(&js, &nats::StreamLimits::default()).await?;
         let subs = rpc::subscribe(&nats).await?;
         let wake_sub = nats.subscribe(subjects::WAKE).await?;
+        let cancelled_sub = nats
+            .queue_subscribe(subjects::CANCELLED, subjects::SCHEDULER_QUEUE_GROUP.into())
+            .await?;
+        let revoked_sub = nats.subscribe(revocations::REVOKED).await?;
+        let minter = config
+            .nats
+            .minter()
+            .context("reading the NATS signing key (FREEAGENT_NATS_SIGNING_KEY)")?;
+        let revoker = match (&minter, &config.nats.operator_key, config.nats.system()) {
+            (Some(minter), Some(op), Some(system)) => {
+                let operator = freeagent_shared::nats_auth::read_seed("NATS operator key", op)
+                    .context("reading FREEAGENT_NATS_OPERATOR_KEY")?;
+                let system = nats::connect(
+                    &system,
+                    "freeagent-scheduler-system",
+                    nats::Identity::Settings,
+                    None,
+                )
+                .await
+                .context("connecting as the NATS system user (FREEAGENT_NATS_SYSTEM_CREDS)")?;
+                Some(revocations::Revoker {
+                    pool: pool.clone(),
+                    minter: minter.clone(),
+                    operator: Arc::new(operator),
+                    system,
+                    pushed: Default::default(),
+                })
+            }
+            (Some(_), _, _) => {
+                tracing::warn!(
+                    "FREEAGENT_NATS_OPERATOR_KEY or FREEAGENT_NATS_SYSTEM_CREDS is not set: unregistered workers keep their NATS credentials until they expire (FREEAGENT_WORKER_NATS_TTL)"
+                );
+                None
+            }
+            _ => None,
+        };
         nats.flush().await?;
         let health = Health::new().postgres(pool.clone()).nats(nats.clone());
         let listener = TcpListener::bind((config.bind.as_str(), config.port))
@@ -75,6 +129,10 @@ impl App {
             health,
             subs,
             wake_sub,
+            cancelled_sub,
+            revoked_sub,
+            minter,
+            revoker,
         })
     }
 
@@ -92,24 +150,25 @@ impl App {
         let tracker = TaskTracker::new();
         let wake = Arc::new(Notify::new());
         let js = async_nats::jetstream::new(self.nats.clone());
+        let caps = handlers::Capabilities {
+            signer: Signer::new(&c.signing_secret).with_previous(c.signing_previous.clone()),
+            storage_endpoint: c.storage_endpoint.clone(),
+            ttl: c.url_ttl,
+            result_limit: c.result_limit,
+        };
         let handlers = handlers::Handlers {
             pool: self.pool.clone(),
             nats: self.nats.clone(),
-            signer: Signer::new(&c.signing_secret).with_previous(c.signing_previous.clone()),
-            storage_endpoint: c.storage_endpoint.clone(),
+            caps: caps.clone(),
             lease: c.lease,
-            url_ttl: c.url_ttl,
-            result_limit: c.result_limit,
             backoff: c.backoff(),
-            token_policy: freeagent_shared::db::workers::TokenPolicy {
-                ttl: c.worker_token_ttl,
-                grace: c.worker_token_grace,
-            },
+            minter: self.minter.clone(),
+            worker_nats_ttl: c.worker_nats_ttl,
             wake_dispatcher: wake.clone(),
             heartbeats: heartbeat_batch::HeartbeatBatcher::start(
                 self.pool.clone(),
                 self.nats.clone(),
-                Signer::new(&c.signing_secret).with_previous(c.signing_previous.clone()),
+                caps,
                 c.lease,
                 stop.clone(),
             ),
@@ -146,6 +205,45 @@ impl App {
                 }
             }
         });
+        // Cancels from the gateway: only the scheduler may publish to a worker's cancel subject.
+        let mut cancelled_sub = self.cancelled_sub;
+        let (n, s) = (self.nats.clone(), stop.clone());
+        tracker.spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    _ = s.cancelled() => return,
+                    m = cancelled_sub.next() => match m { Some(m) => m, None => return },
+                };
+                match freeagent_shared::wire::decode::<freeagent_shared::wire::CancelNotice>(
+                    &m.payload,
+                ) {
+                    Ok(c) => events::cancel(&n, Some(c.worker_id), c.build_id).await,
+                    Err(e) => tracing::warn!(error = %e, "ignoring a malformed cancel notice"),
+                }
+            }
+        });
+        if let Some(revoker) = self.revoker {
+            let revoke_wake = Arc::new(Notify::new());
+            let (w, s, mut sub) = (revoke_wake.clone(), stop.clone(), self.revoked_sub);
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = s.cancelled() => return,
+                        m = sub.next() => match m { Some(_) => w.notify_one(), None => return },
+                    }
+                }
+            });
+            tracker.spawn(service_loop::run(
+                "revocations",
+                REVOCATION_TICK,
+                revoke_wake,
+                stop.clone(),
+                move || {
+                    let r = revoker.clone();
+                    async move { r.run_once().await }
+                },
+            ));
+        }
         tracker.spawn(service_loop::run(
             "dispatcher",
             c.tick,

@@ -8,7 +8,6 @@ use crate::service_loop::Pass;
 use freeagent_shared::db::builds::Backoff;
 use freeagent_shared::db::{self, Pool};
 use freeagent_shared::status::BuildStatus;
-use freeagent_shared::subjects;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -36,20 +35,14 @@ impl Rescuer {
                     .increment(1);
             }
             // An old worker that is only slow must stop too.
-            let _ = self
-                .nats
-                .publish(subjects::cancel(r.id), bytes::Bytes::new())
-                .await;
+            events::cancel(&self.nats, r.worker_id, r.id).await;
             events::publish(&self.nats, r.id, r.attempt, r.status).await;
         }
         let late = db::builds::build_time_out(&self.pool, RESCUE_BATCH).await?;
         for t in &late {
             tracing::warn!(build_id = %t.id, attempt = %t.attempt, "build timed out; stopping it");
             metrics::counter!(freeagent_shared::metrics::TIMEOUTS).increment(1);
-            let _ = self
-                .nats
-                .publish(subjects::cancel(t.id), bytes::Bytes::new())
-                .await;
+            events::cancel(&self.nats, t.worker_id, t.id).await;
             events::publish(&self.nats, t.id, t.attempt, t.status).await;
         }
         if rescued.iter().any(|r| r.status == BuildStatus::Pending) {

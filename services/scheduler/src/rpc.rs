@@ -1,13 +1,16 @@
 //! The core NATS request/reply server (queue group `scheduler`, so replicas share the load):
-//! decode, route to a handler, reply. Each request runs in its own task, bounded by a semaphore;
+//! decode, check the sender, route to a handler, reply. A worker's identity is the worker id of
+//! the subject (`scheduler.<op>.<worker_id>`), which only that worker (and the gateway, for HTTP
+//! workers it authenticated) may publish on; a body naming another worker is refused. Each request runs in its own task, bounded by a semaphore;
 //! on shutdown the subscriptions close first, then in-flight requests finish.
 
 use crate::batcher::Batcher;
 use crate::handlers::{Handlers, Unavailable};
-use freeagent_shared::subjects;
+use freeagent_shared::ids::WorkerId;
+use freeagent_shared::subjects::{self, Op};
 use freeagent_shared::wire::{
-    self, ClaimReply, ClaimRequest, CompleteRequest, FinishReply, HeartbeatReply, PresenceReply,
-    PresenceRequest, WireError,
+    self, ClaimReply, ClaimRequest, CompleteRequest, FinishReply, FromWorker, HeartbeatReply,
+    PresenceReply, PresenceRequest, WireError,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -22,16 +25,9 @@ pub async fn subscribe(
     nats: &async_nats::Client,
 ) -> Result<Subscriptions, async_nats::SubscribeError> {
     let mut subs = Vec::new();
-    for subject in [
-        subjects::CLAIM,
-        subjects::HEARTBEAT,
-        subjects::COMPLETE,
-        subjects::FAIL,
-        subjects::ABANDON,
-        subjects::PRESENCE,
-    ] {
+    for op in Op::ALL {
         subs.push(
-            nats.queue_subscribe(subject, subjects::SCHEDULER_QUEUE_GROUP.into())
+            nats.queue_subscribe(op.wildcard(), subjects::SCHEDULER_QUEUE_GROUP.into())
                 .await?,
         );
     }
@@ -82,55 +78,67 @@ pub async fn serve(
 }
 
 async fn route(h: &Handlers, b: &Batches, subject: &str, payload: &[u8]) -> Vec<u8> {
-    match subject {
-        subjects::CLAIM => reply(
-            decode_then(payload, |r| crate::batcher::call(&b.claims, r)).await,
+    let Some((op, sender)) = Op::parse_subject(subject) else {
+        return wire::encode(&FinishReply::Error {
+            message: format!("unknown subject {subject}"),
+        });
+    };
+    match op {
+        Op::Claim => reply(
+            decode_then(sender, payload, |r| crate::batcher::call(&b.claims, r)).await,
             |message| ClaimReply::Error { message },
             |message| ClaimReply::Unavailable { message },
         ),
-        subjects::HEARTBEAT => reply(
-            decode_then(payload, |r| h.heartbeat(r)).await,
+        Op::Heartbeat => reply(
+            decode_then(sender, payload, |r| h.heartbeat(r)).await,
             |message| HeartbeatReply::Error { message },
             |message| HeartbeatReply::Unavailable { message },
         ),
-        subjects::COMPLETE => reply(
-            decode_then(payload, |r| crate::batcher::call(&b.completions, r)).await,
+        Op::Complete => reply(
+            decode_then(sender, payload, |r| crate::batcher::call(&b.completions, r)).await,
             |message| FinishReply::Error { message },
             |message| FinishReply::Unavailable { message },
         ),
-        subjects::FAIL => reply(
-            decode_then(payload, |r| h.fail(r)).await,
+        Op::Fail => reply(
+            decode_then(sender, payload, |r| h.fail(r)).await,
             |message| FinishReply::Error { message },
             |message| FinishReply::Unavailable { message },
         ),
-        subjects::ABANDON => reply(
-            decode_then(payload, |r| h.abandon(r)).await,
+        Op::Abandon => reply(
+            decode_then(sender, payload, |r| h.abandon(r)).await,
             |message| FinishReply::Error { message },
             |message| FinishReply::Unavailable { message },
         ),
-        subjects::PRESENCE => reply(
-            decode_then(payload, |r| crate::batcher::call(&b.presence, r)).await,
+        Op::Presence => reply(
+            decode_then(sender, payload, |r| crate::batcher::call(&b.presence, r)).await,
             |message| PresenceReply::Error { message },
             |message| PresenceReply::Unavailable { message },
         ),
-        other => wire::encode(&FinishReply::Error {
-            message: format!("unknown subject {other}"),
-        }),
     }
 }
 
 enum Failed {
     Wire(WireError),
+    /// The body names a worker other than the subject's.
+    Impostor,
     Down(Unavailable),
 }
 
-async fn decode_then<Req, Rep, F, Fut>(payload: &[u8], f: F) -> Result<Rep, Failed>
+async fn decode_then<Req, Rep, F, Fut>(
+    sender: WorkerId,
+    payload: &[u8],
+    f: F,
+) -> Result<Rep, Failed>
 where
-    Req: serde::de::DeserializeOwned,
+    Req: serde::de::DeserializeOwned + FromWorker,
     F: FnOnce(Req) -> Fut,
     Fut: std::future::Future<Output = Result<Rep, Unavailable>>,
 {
     let req = wire::decode::<Req>(payload).map_err(Failed::Wire)?;
+    if req.worker_id() != sender {
+        tracing::warn!(subject_worker = %sender, body_worker = %req.worker_id(), "a request named another worker than its subject; refused");
+        return Err(Failed::Impostor);
+    }
     f(req).await.map_err(Failed::Down)
 }
 
@@ -142,6 +150,10 @@ fn reply<Rep: serde::Serialize>(
     match r {
         Ok(rep) => wire::encode(&rep),
         Err(Failed::Wire(e)) => wire::encode(&err(e.to_string())),
+        Err(Failed::Impostor) => wire::encode(&err(
+            "worker_id does not match the worker this connection is (scheduler.<op>.<worker_id>)"
+                .into(),
+        )),
         Err(Failed::Down(e)) => wire::encode(&unavailable(e.to_string())),
     }
 }

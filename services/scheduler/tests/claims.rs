@@ -5,9 +5,11 @@
 use freeagent_scheduler::{App, SchedulerConfig};
 use freeagent_shared::capability::Signer;
 use freeagent_shared::db::{self, Pool};
-use freeagent_shared::ids::{Attempt, BuildId};
+use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::status::{BuildStatus, Platform};
+use freeagent_shared::subjects::Op;
+use freeagent_shared::testing::factory::TestWorker;
 use freeagent_shared::testing::{TestDb, TestNats, factory, wait};
 use freeagent_shared::wire::*;
 use freeagent_shared::{subjects, wire};
@@ -40,8 +42,12 @@ async fn start_with(
     let nats = TestNats::start().await;
     let stop = CancellationToken::new();
     for _ in 0..replicas {
-        let mut config =
-            SchedulerConfig::for_urls(&db.url, &nats.url, "http://127.0.0.1:9", SECRET);
+        let mut config = SchedulerConfig::for_urls(
+            &db.url,
+            nats.service_settings(0, "scheduler"),
+            "http://127.0.0.1:9",
+            SECRET,
+        );
         config.lease = lease;
         config.tick = Duration::from_millis(100);
         config.retry_backoff = Duration::ZERO;
@@ -60,26 +66,27 @@ async fn start_with(
 }
 
 impl Sched {
-    async fn request<Req: serde::Serialize, Rep: serde::de::DeserializeOwned>(
+    /// As the worker the request names would send it (the test client may publish as anyone).
+    async fn request<Req: serde::Serialize + FromWorker, Rep: serde::de::DeserializeOwned>(
         &self,
-        subject: &'static str,
+        op: Op,
         req: &Req,
     ) -> Rep {
         let msg = self
             .client
-            .request(subject, wire::encode(req).into())
+            .request(op.subject(req.worker_id()), wire::encode(req).into())
             .await
             .expect("scheduler answers");
         wire::decode(&msg.payload).expect("readable reply")
     }
 
-    async fn claim(&self, w: &WorkerCredential, id: BuildId, attempt: Attempt) -> ClaimReply {
+    async fn claim(&self, w: &TestWorker, id: BuildId, attempt: Attempt) -> ClaimReply {
         self.request(
-            subjects::CLAIM,
+            Op::Claim,
             &ClaimRequest {
                 build_id: id,
                 attempt,
-                worker: w.clone(),
+                worker_id: w.worker_id,
             },
         )
         .await
@@ -96,14 +103,14 @@ impl Sched {
         }
     }
 
-    async fn complete(&self, w: &WorkerCredential, id: BuildId, attempt: Attempt) -> FinishReply {
+    async fn complete(&self, w: &TestWorker, id: BuildId, attempt: Attempt) -> FinishReply {
         let req = CompleteRequest {
             build_id: id,
             attempt,
-            worker: w.clone(),
+            worker_id: w.worker_id,
             result: self.result(id, attempt),
         };
-        self.request(subjects::COMPLETE, &req).await
+        self.request(Op::Complete, &req).await
     }
 }
 
@@ -262,10 +269,10 @@ async fn a_claim_that_beats_its_dispatch_commit_waits_for_it() {
             let req = ClaimRequest {
                 build_id: id,
                 attempt: a(2),
-                worker: w,
+                worker_id: w.worker_id,
             };
             let reply = client
-                .request(subjects::CLAIM, wire::encode(&req).into())
+                .request(Op::Claim.subject(req.worker_id), wire::encode(&req).into())
                 .await
                 .unwrap();
             wire::decode::<ClaimReply>(&reply.payload).unwrap()
@@ -386,11 +393,11 @@ async fn many_heartbeats_at_once_are_each_answered() {
     let replies = futures::future::join_all(beats.map(|(cred, id, mine)| async move {
         let r: HeartbeatReply = s
             .request(
-                subjects::HEARTBEAT,
+                Op::Heartbeat,
                 &HeartbeatRequest {
                     build_id: id,
                     attempt: a(1),
-                    worker: cred,
+                    worker_id: cred.worker_id,
                     progress: Some(10),
                 },
             )
@@ -468,17 +475,40 @@ async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
             ..
         }
     ));
-    // An attempt ahead of the row: its dispatch has not committed yet, so "retry", not "stale".
+    // An attempt ahead of the row that no dispatch holds: a void dispatch (rolled back, or a
+    // database restored from a backup). The worker ends it rather than redelivering it forever.
     assert!(matches!(
         s.claim(&owner, id, a(2)).await,
-        ClaimReply::Unavailable { .. }
+        ClaimReply::NotYours {
+            reason: NotYours::NotFound,
+            ..
+        }
     ));
-    let forged = WorkerCredential {
-        worker_id: owner.worker_id,
-        worker_token: "faw_forged".into(),
+    // A body naming another worker than the subject it came on is refused.
+    let msg = s
+        .client
+        .request(
+            Op::Claim.subject(other.worker_id),
+            wire::encode(&ClaimRequest {
+                build_id: id,
+                attempt: a(1),
+                worker_id: owner.worker_id,
+            })
+            .into(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        wire::decode::<ClaimReply>(&msg.payload).unwrap(),
+        ClaimReply::Error { .. }
+    ));
+    // A worker nobody registered is refused.
+    let stranger = TestWorker {
+        worker_id: WorkerId::new(),
+        worker_token: String::new(),
     };
     assert!(matches!(
-        s.claim(&forged, id, a(1)).await,
+        s.claim(&stranger, id, a(1)).await,
         ClaimReply::NotYours {
             reason: NotYours::Unauthorized,
             ..
@@ -519,25 +549,25 @@ async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
     );
 
     // Heartbeats: the owner's moves it to building; another worker's is told to stop.
-    let hb = |w: &WorkerCredential, att| HeartbeatRequest {
+    let hb = |w: &TestWorker, att| HeartbeatRequest {
         build_id: id,
         attempt: att,
-        worker: w.clone(),
+        worker_id: w.worker_id,
         progress: Some(40),
     };
     assert!(matches!(
-        s.request::<_, HeartbeatReply>(subjects::HEARTBEAT, &hb(&owner, a(1)))
+        s.request::<_, HeartbeatReply>(Op::Heartbeat, &hb(&owner, a(1)))
             .await,
         HeartbeatReply::Renewed { .. }
     ));
     assert_eq!(get(&s.db.pool, id).await.status, BuildStatus::Building);
     assert!(matches!(
-        s.request::<_, HeartbeatReply>(subjects::HEARTBEAT, &hb(&other, a(1)))
+        s.request::<_, HeartbeatReply>(Op::Heartbeat, &hb(&other, a(1)))
             .await,
         HeartbeatReply::Stop { .. }
     ));
     assert!(matches!(
-        s.request::<_, HeartbeatReply>(subjects::HEARTBEAT, &hb(&owner, a(0)))
+        s.request::<_, HeartbeatReply>(Op::Heartbeat, &hb(&owner, a(0)))
             .await,
         HeartbeatReply::Stop { .. }
     ));
@@ -553,11 +583,11 @@ async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
     let forged_result = CompleteRequest {
         build_id: id,
         attempt: a(1),
-        worker: owner.clone(),
+        worker_id: owner.worker_id,
         result: s.result(id, a(2)),
     };
     assert!(matches!(
-        s.request::<_, FinishReply>(subjects::COMPLETE, &forged_result)
+        s.request::<_, FinishReply>(Op::Complete, &forged_result)
             .await,
         FinishReply::Error { .. }
     ));
@@ -566,12 +596,11 @@ async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
     let tampered = CompleteRequest {
         build_id: id,
         attempt: a(1),
-        worker: owner.clone(),
+        worker_id: owner.worker_id,
         result: tampered,
     };
     assert!(matches!(
-        s.request::<_, FinishReply>(subjects::COMPLETE, &tampered)
-            .await,
+        s.request::<_, FinishReply>(Op::Complete, &tampered).await,
         FinishReply::Error { .. }
     ));
     assert_eq!(get(&s.db.pool, id).await.status, BuildStatus::Building);
@@ -592,11 +621,11 @@ async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
     let fail = FailRequest {
         build_id: id,
         attempt: a(1),
-        worker: owner.clone(),
+        worker_id: owner.worker_id,
         error: "late".into(),
     };
     assert!(matches!(
-        s.request::<_, FinishReply>(subjects::FAIL, &fail).await,
+        s.request::<_, FinishReply>(Op::Fail, &fail).await,
         FinishReply::NotYours {
             reason: NotYours::Finished,
             ..
@@ -611,7 +640,7 @@ async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
     // Garbage and other versions get an error reply, not silence.
     let msg = s
         .client
-        .request(subjects::CLAIM, "garbage".into())
+        .request(Op::Claim.subject(WorkerId::new()), "garbage".into())
         .await
         .unwrap();
     assert!(matches!(
@@ -620,7 +649,7 @@ async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
     ));
     let msg = s
         .client
-        .request(subjects::COMPLETE, r#"{"v":9}"#.into())
+        .request(Op::Complete.subject(WorkerId::new()), r#"{"v":9}"#.into())
         .await
         .unwrap();
     assert!(matches!(

@@ -7,11 +7,12 @@
 use crate::config::WorkerConfig;
 use crate::job::Job;
 use async_nats::jetstream::{self, AckKind};
+use freeagent_shared::ids::WorkerId;
 use freeagent_shared::nats;
 use freeagent_shared::scheduler_client::SchedulerClient;
 use freeagent_shared::status::QueueName;
 use freeagent_shared::wire::{
-    self, ClaimReply, ClaimRequest, Dispatch, PresenceReply, PresenceRequest, WorkerCredential,
+    self, ClaimReply, ClaimRequest, Dispatch, NotYours, PresenceReply, PresenceRequest,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -36,8 +37,10 @@ pub struct Agent {
     pub nats: async_nats::Client,
     pub scheduler: SchedulerClient,
     pub http: reqwest::Client,
-    /// The worker's id and its newest token (presence replies renew it).
-    pub credential: Arc<std::sync::RwLock<WorkerCredential>>,
+    pub worker_id: WorkerId,
+    /// The newest NATS JWT the farm issued for this worker's key (presence replies renew it);
+    /// read at every reconnect.
+    pub nats_jwt: Arc<std::sync::RwLock<String>>,
     /// Set when an operator drains this worker: no new builds.
     pub draining: Arc<AtomicBool>,
     /// Builds running here now; a redelivered dispatch for one of them is skipped.
@@ -76,19 +79,11 @@ impl Agent {
         }
     }
 
-    /// The credential to send now.
-    pub fn credential(&self) -> WorkerCredential {
-        match self.credential.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+    fn renew_nats_jwt(&self, jwt: String) {
+        if let Ok(mut c) = self.nats_jwt.write() {
+            *c = jwt;
         }
-    }
-
-    fn renew_token(&self, token: String) {
-        if let Ok(mut c) = self.credential.write() {
-            c.worker_token = token;
-        }
-        tracing::debug!("worker token renewed");
+        tracing::info!("NATS credentials renewed");
     }
 
     fn is_running(&self, id: freeagent_shared::ids::BuildId) -> bool {
@@ -116,16 +111,13 @@ impl Agent {
         loop {
             let running = (self.config.max_concurrent - slots.available_permits()) as u32;
             let req = PresenceRequest {
-                worker: self.credential(),
+                worker_id: self.worker_id,
                 running,
             };
             match self.scheduler.presence(&req).await {
-                Ok(PresenceReply::Seen {
-                    drain,
-                    access_token,
-                }) => {
-                    if let Some(t) = access_token {
-                        self.renew_token(t);
+                Ok(PresenceReply::Seen { drain, nats_jwt }) => {
+                    if let Some(jwt) = nats_jwt {
+                        self.renew_nats_jwt(jwt);
                     }
                     if drain && !self.draining.swap(true, Ordering::SeqCst) {
                         tracing::info!("draining: taking no new builds");
@@ -151,7 +143,7 @@ impl Agent {
     ) {
         let js = jetstream::new(self.nats.clone());
         let consumer = loop {
-            match nats::ensure_queue_consumer(&js, &queue).await {
+            match nats::queue_consumer(&js, &queue).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(%queue, error = %e, "queue consumer not ready; retrying");
@@ -213,7 +205,7 @@ impl Agent {
             let req = ClaimRequest {
                 build_id: dispatch.build_id,
                 attempt: dispatch.attempt,
-                worker: self.credential(),
+                worker_id: self.worker_id,
             };
             match self.scheduler.claim(&req).await {
                 Ok(ClaimReply::Granted(grant)) => {
@@ -221,10 +213,7 @@ impl Agent {
                     if !self.start_running(grant.build_id) {
                         continue;
                     }
-                    let job = Job {
-                        agent: self.clone(),
-                        grant: *grant,
-                    };
+                    let job = Job::new(self.clone(), *grant);
                     let jobs_stop = jobs_stop.clone();
                     jobs.spawn(async move {
                         let _permit = permit;
@@ -233,9 +222,14 @@ impl Agent {
                         agent.stop_running(id);
                     });
                 }
+                // Not ours to run, or a dispatch this farm does not know: ended, not redelivered.
                 Ok(ClaimReply::NotYours { reason, status }) => {
                     tracing::info!(build_id = %dispatch.build_id, attempt = %dispatch.attempt, ?reason, ?status, "dispatch not ours");
-                    let _ = msg.ack().await;
+                    let _ = if reason == NotYours::NotFound {
+                        msg.ack_with(AckKind::Term).await
+                    } else {
+                        msg.ack().await
+                    };
                 }
                 Ok(ClaimReply::Error { message } | ClaimReply::Unavailable { message }) => {
                     tracing::warn!(build_id = %dispatch.build_id, %message, "claim failed; the dispatch will be redelivered");

@@ -20,7 +20,8 @@ pub const MAX_LOG_LINE: usize = 16 * 1024;
 pub struct WorkerConfig {
     pub gateway_url: String,
     pub api_key: String,
-    pub nats_url: String,
+    /// URL and TLS; a worker's identity comes from registration, never from a file.
+    pub nats: freeagent_shared::nats::NatsSettings,
     pub name: String,
     pub platforms: Vec<Platform>,
     pub queues: Vec<QueueName>,
@@ -72,7 +73,13 @@ impl WorkerConfig {
         Ok(Self {
             gateway_url: config::string("FREEAGENT_GATEWAY_URL", config::DEFAULT_GATEWAY_URL),
             api_key,
-            nats_url: config::string("FREEAGENT_NATS_URL", config::DEFAULT_NATS_URL),
+            nats: freeagent_shared::nats::NatsSettings {
+                creds: None,
+                signing_key: None,
+                operator_key: None,
+                system_creds: None,
+                ..freeagent_shared::nats::NatsSettings::from_env()?
+            },
             name: config::var("FREEAGENT_WORKER_NAME").unwrap_or_else(default_name),
             platforms,
             queues,

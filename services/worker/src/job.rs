@@ -17,6 +17,26 @@ use tokio_util::sync::CancellationToken;
 pub struct Job {
     pub agent: Agent,
     pub grant: JobGrant,
+    /// The newest upload capability (heartbeat replies renew it).
+    pub result_url: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Job {
+    pub fn new(agent: Agent, grant: JobGrant) -> Self {
+        let result_url = std::sync::Arc::new(std::sync::Mutex::new(grant.result_url.clone()));
+        Self {
+            agent,
+            grant,
+            result_url,
+        }
+    }
+
+    fn current_result_url(&self) -> String {
+        match self.result_url.lock() {
+            Ok(u) => u.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 enum Outcome {
@@ -26,13 +46,18 @@ enum Outcome {
 }
 
 impl Job {
-    #[tracing::instrument(skip_all, fields(build_id = %self.grant.build_id, attempt = %self.grant.attempt, worker_id = %self.agent.credential().worker_id))]
+    #[tracing::instrument(skip_all, fields(build_id = %self.grant.build_id, attempt = %self.grant.attempt, worker_id = %self.agent.worker_id))]
     pub async fn run(self, shutdown: CancellationToken) {
         let stop = shutdown.child_token();
         let heartbeat = tokio::spawn(self.keep_lease(stop.clone()));
         let cancel_watch = tokio::spawn(self.watch_cancel(stop.clone()));
         let js = async_nats::jetstream::new(self.agent.nats.clone());
-        let (log, log_done) = log_stream::start(js, self.grant.build_id, self.grant.attempt);
+        let (log, log_done) = log_stream::start(
+            js,
+            self.grant.build_id,
+            self.agent.worker_id,
+            self.grant.attempt,
+        );
 
         let outcome = self.execute(&log, &stop).await;
         if let Outcome::Fail(msg) = &outcome {
@@ -56,7 +81,7 @@ impl Job {
                 let req = AbandonRequest {
                     build_id: self.grant.build_id,
                     attempt: self.grant.attempt,
-                    worker: self.agent.credential(),
+                    worker_id: self.agent.worker_id,
                     reason: "the worker shut down".into(),
                 };
                 self.agent.scheduler.abandon(&req).await
@@ -70,7 +95,7 @@ impl Job {
                 let req = CompleteRequest {
                     build_id: self.grant.build_id,
                     attempt: self.grant.attempt,
-                    worker: self.agent.credential(),
+                    worker_id: self.agent.worker_id,
                     result,
                 };
                 self.agent.scheduler.complete(&req).await
@@ -79,7 +104,7 @@ impl Job {
                 let req = FailRequest {
                     build_id: self.grant.build_id,
                     attempt: self.grant.attempt,
-                    worker: self.agent.credential(),
+                    worker_id: self.agent.worker_id,
                     error,
                 };
                 self.agent.scheduler.fail(&req).await
@@ -185,7 +210,8 @@ impl Job {
                     Ok(p) => p,
                     Err(e) => return Outcome::Fail(e.to_string()),
                 };
-                match artifact::upload(&self.agent.http, &g.result_url, &path).await {
+                let url = self.current_result_url();
+                match artifact::upload(&self.agent.http, &url, &path).await {
                     Ok(stored) => {
                         log.line(
                             LogLevel::Info,
@@ -211,21 +237,26 @@ impl Job {
         let scheduler = self.agent.scheduler.clone();
         let agent = self.agent.clone();
         let (build_id, attempt) = (self.grant.build_id, self.grant.attempt);
+        let result = self.result_url.clone();
         let every = Duration::from_millis(self.grant.heartbeat_interval_ms.max(100));
         async move {
             loop {
-                // Built per beat: the worker's token may have been renewed meanwhile.
                 let req = HeartbeatRequest {
                     build_id,
                     attempt,
-                    worker: agent.credential(),
+                    worker_id: agent.worker_id,
                     progress: None,
                 };
                 match scheduler
                     .heartbeat(&req, every.max(Duration::from_secs(1)))
                     .await
                 {
-                    Ok(HeartbeatReply::Renewed { .. }) => {}
+                    Ok(HeartbeatReply::Renewed { result_url, .. }) => {
+                        // Upload capabilities live minutes: keep the newest.
+                        if let (Some(url), Ok(mut current)) = (result_url, result.lock()) {
+                            *current = url;
+                        }
+                    }
                     Ok(HeartbeatReply::Stop { reason, status }) => {
                         tracing::warn!(?reason, ?status, "lease lost; stopping the build");
                         stop.cancel();

@@ -1,9 +1,10 @@
-//! A build's output, line by line, to `logs.<build_id>` on JetStream. Publishes are pipelined:
+//! A build's output, line by line, to `logs.<build_id>.<worker_id>` on JetStream (the only log
+//! subjects this worker may publish on). Publishes are pipelined:
 //! up to `IN_FLIGHT` acks outstanding, all awaited before the build reports its outcome, so a
 //! completed build's log is complete.
 
 use chrono::Utc;
-use freeagent_shared::ids::{Attempt, BuildId};
+use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{self, LogLevel, LogLine};
 use std::collections::VecDeque;
@@ -29,11 +30,12 @@ impl LogSink {
 pub fn start(
     js: async_nats::jetstream::Context,
     build_id: BuildId,
+    worker: WorkerId,
     attempt: Attempt,
 ) -> (LogSink, JoinHandle<u64>) {
     let (tx, mut rx) = mpsc::channel::<(LogLevel, String)>(QUEUE);
     let handle = tokio::spawn(async move {
-        let subject = subjects::logs(build_id);
+        let subject = subjects::logs(build_id, worker);
         let mut acks = VecDeque::new();
         let mut seq = 0u64;
         while let Some((level, message)) = rx.recv().await {

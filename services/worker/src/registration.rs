@@ -1,9 +1,10 @@
-//! Registers the worker with the gateway over HTTP, retrying while the gateway starts.
+//! Registers the worker with the gateway over HTTP, retrying while the gateway starts. The
+//! worker generates its NATS key here and sends only the public half; the farm answers with a
+//! user JWT for it (when its NATS requires credentials). The seed never leaves this process.
 
 use crate::config::WorkerConfig;
 use backon::{ExponentialBuilder, Retryable};
 use freeagent_shared::ids::WorkerId;
-use freeagent_shared::wire::WorkerCredential;
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
@@ -21,13 +22,22 @@ pub enum RegisterError {
 #[derive(Deserialize)]
 struct Registered {
     id: WorkerId,
-    access_token: String,
+    #[serde(default)]
+    nats_jwt: Option<String>,
+}
+
+/// Who this worker is: its id, its NATS key and (on a farm with NATS auth) the JWT for it.
+pub struct Registration {
+    pub worker_id: WorkerId,
+    pub nats_key: std::sync::Arc<nkeys::KeyPair>,
+    pub nats_jwt: Option<String>,
 }
 
 pub async fn register(
     http: &reqwest::Client,
     c: &WorkerConfig,
-) -> Result<WorkerCredential, RegisterError> {
+) -> Result<Registration, RegisterError> {
+    let nats_key = std::sync::Arc::new(nkeys::KeyPair::new_user());
     let url = format!(
         "{}/api/workers/register",
         c.gateway_url.trim_end_matches('/')
@@ -39,6 +49,7 @@ pub async fn register(
             "queues": c.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(),
             "max_concurrent_builds": c.max_concurrent,
         },
+        "nats_public_key": nats_key.public_key(),
     });
     let attempt = || async {
         let resp = http
@@ -62,9 +73,10 @@ pub async fn register(
             status,
             body: e.to_string(),
         })?;
-        Ok(WorkerCredential {
+        Ok(Registration {
             worker_id: r.id,
-            worker_token: r.access_token,
+            nats_key: nats_key.clone(),
+            nats_jwt: r.nats_jwt,
         })
     };
     let policy = ExponentialBuilder::default()

@@ -24,6 +24,11 @@ pub struct Worker {
     /// The token before the last rotation, valid until `prev_token_expires_at`.
     pub prev_token_hash: Option<Vec<u8>>,
     pub prev_token_expires_at: Option<DateTime<Utc>>,
+    /// The worker's own NATS user key (it keeps the seed) and its JWT's expiry.
+    pub nats_public_key: Option<String>,
+    pub nats_jwt_expires_at: Option<DateTime<Utc>>,
+    /// Unregistered or revoked: refused everywhere until it registers again.
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl Worker {
@@ -39,14 +44,27 @@ impl Worker {
         current | previous
     }
 
-    /// May this worker take builds of `queue`? Its declared queues, or else its platforms
-    /// (a platform's default queue is named after it).
-    pub fn serves(&self, queue: &str) -> bool {
+    /// The queues this worker takes builds from: its declared queues, or else its platforms
+    /// (a platform's default queue is named after it). The one definition of it.
+    pub fn effective_queue_names(&self) -> Vec<String> {
         if self.queues.is_empty() {
-            self.platforms.iter().any(|p| p == queue)
+            self.platforms.clone()
         } else {
-            self.queues.iter().any(|q| q == queue)
+            self.queues.clone()
         }
+    }
+
+    /// The same, parsed (rows are written by us; a name that does not parse is skipped).
+    pub fn effective_queues(&self) -> Vec<crate::status::QueueName> {
+        self.effective_queue_names()
+            .iter()
+            .filter_map(|q| crate::status::QueueName::parse(q).ok())
+            .collect()
+    }
+
+    /// May this worker take builds of `queue`?
+    pub fn serves(&self, queue: &str) -> bool {
+        self.effective_queue_names().iter().any(|q| q == queue)
     }
 }
 
@@ -61,13 +79,16 @@ pub struct NewWorker {
     pub registered_by: Option<ApiKeyId>,
     pub queues: Vec<String>,
     pub max_concurrent: i32,
+    pub nats_public_key: Option<String>,
+    pub nats_jwt_expires_at: Option<DateTime<Utc>>,
 }
 
 /// Inserts a new worker; `Error::UniqueViolation` when the id is taken.
 pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Worker, Error> {
     Ok(sqlx::query_as::<_, Worker>(
         "INSERT INTO workers (id, name, platforms, capabilities, token_hash, token_expires_at, registered_by, queues, \
-         max_concurrent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+         max_concurrent, nats_public_key, nats_jwt_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
     )
     .bind(w.id)
     .bind(&w.name)
@@ -78,18 +99,22 @@ pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Wor
     .bind(w.registered_by)
     .bind(&w.queues)
     .bind(w.max_concurrent)
+    .bind(&w.nats_public_key)
+    .bind(w.nats_jwt_expires_at)
     .fetch_one(db)
     .await?)
 }
 
-/// Re-registration of an existing worker: new name, capabilities and token.
+/// Re-registration of an existing worker: new name, capabilities, token and NATS key (the caller
+/// revokes the previous key); a revoked worker is reinstated.
 pub async fn worker_reregister(
     db: impl PgExecutor<'_>,
     w: &NewWorker,
 ) -> Result<Option<Worker>, Error> {
     Ok(sqlx::query_as::<_, Worker>(
         "UPDATE workers SET name = $2, platforms = $3, capabilities = $4, token_hash = $5, token_expires_at = $6, \
-         queues = $7, max_concurrent = $8, status = 'idle', last_seen_at = now() WHERE id = $1 RETURNING *",
+         queues = $7, max_concurrent = $8, nats_public_key = $9, nats_jwt_expires_at = $10, revoked_at = NULL, \
+         status = 'idle', last_seen_at = now() WHERE id = $1 RETURNING *",
     )
     .bind(w.id)
     .bind(&w.name)
@@ -99,6 +124,8 @@ pub async fn worker_reregister(
     .bind(w.token_expires_at)
     .bind(&w.queues)
     .bind(w.max_concurrent)
+    .bind(&w.nats_public_key)
+    .bind(w.nats_jwt_expires_at)
     .fetch_optional(db)
     .await?)
 }
@@ -179,6 +206,36 @@ pub async fn worker_drain(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Optio
     .bind(id)
     .fetch_optional(db)
     .await?)
+}
+
+/// The worker's registration ends (it unregistered, or an operator revoked it): it is refused
+/// everywhere and offline until it registers again. Returns the row as it was revoked.
+pub async fn worker_revoke(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
+    Ok(sqlx::query_as::<_, Worker>(
+        "UPDATE workers SET status = 'offline', revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// A renewed NATS JWT was issued: remember its expiry (guarded on the key it was issued for).
+pub async fn worker_nats_renewed(
+    db: impl PgExecutor<'_>,
+    id: WorkerId,
+    public_key: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<bool, Error> {
+    Ok(sqlx::query(
+        "UPDATE workers SET nats_jwt_expires_at = $3 WHERE id = $1 AND nats_public_key = $2 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .bind(public_key)
+    .bind(expires_at)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// The worker left: it is offline until it registers again.

@@ -4,7 +4,6 @@ use crate::db::{self, Pool, builds::NewBuild, builds::NewObject, workers::NewWor
 use crate::ids::{BuildId, WorkerId};
 use crate::status::{Platform, QueueName};
 use crate::token;
-use crate::wire::WorkerCredential;
 
 #[derive(Clone, Debug)]
 pub struct BuildOpts {
@@ -54,8 +53,15 @@ pub async fn build(pool: &Pool, opts: BuildOpts) -> BuildId {
     id
 }
 
+/// A registered worker: its id and its (HTTP) worker token.
+#[derive(Clone, Debug)]
+pub struct TestWorker {
+    pub worker_id: WorkerId,
+    pub worker_token: String,
+}
+
 /// A registered worker and its credential.
-pub async fn worker(pool: &Pool, platforms: &[Platform]) -> WorkerCredential {
+pub async fn worker(pool: &Pool, platforms: &[Platform]) -> TestWorker {
     let id = WorkerId::new();
     let t = token::generate(token::TokenKind::Worker);
     let new = NewWorker {
@@ -68,11 +74,13 @@ pub async fn worker(pool: &Pool, platforms: &[Platform]) -> WorkerCredential {
         registered_by: None,
         queues: platforms.iter().map(|p| p.as_str().to_owned()).collect(),
         max_concurrent: 1,
+        nats_public_key: None,
+        nats_jwt_expires_at: None,
     };
     db::workers::worker_insert(pool, &new)
         .await
         .expect("insert worker");
-    WorkerCredential {
+    TestWorker {
         worker_id: id,
         worker_token: t,
     }

@@ -1,6 +1,10 @@
 //! `TestNats`: a private `nats-server` with JetStream on a free port and a temporary store,
-//! killed on `Drop`. Each test gets its own, so streams and subjects never collide.
+//! killed on `Drop`. Each test gets its own, so streams and subjects never collide. It runs in
+//! operator mode with the configuration `freeagent nats-config` generates (one account per
+//! farm), so every test runs with authentication on.
 
+use crate::nats::NatsSettings;
+use crate::nats_auth::setup::{FarmFiles, Generated};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct TestNats {
     pub url: String,
     pub port: u16,
+    /// The credentials of each farm (account) on this server; `farms[0]` is the default farm.
+    pub farms: Vec<FarmFiles>,
     child: Option<Child>,
     store: tempfile::TempDir,
 }
@@ -17,27 +23,36 @@ pub fn server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("FREEAGENT_NATS_SERVER") {
         return PathBuf::from(p);
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
-        "/usr/sbin",
-        "/usr/local/bin",
-        "/usr/bin",
-    ]) {
-        let p = PathBuf::from(dir).join("nats-server");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("tests need nats-server: `apt-get install nats-server`, or set FREEAGENT_NATS_SERVER")
+    crate::nats_auth::setup::find_server_binary().unwrap_or_else(|| {
+        panic!(
+            "tests need nats-server: `apt-get install nats-server`, or set FREEAGENT_NATS_SERVER"
+        )
+    })
 }
 
 impl TestNats {
+    /// One farm.
     pub async fn start() -> Self {
+        Self::start_farms(1).await
+    }
+
+    /// `n` farms, each its own account, on one server.
+    pub async fn start_farms(n: usize) -> Self {
         for _ in 0..5 {
             let port = super::free_port().expect("free port");
             let store = tempfile::tempdir().expect("temp dir for JetStream");
+            let names: Vec<String> = (0..n).map(|i| format!("farm{i}")).collect();
+            let farms = Generated::new(&names)
+                .write(
+                    &store.path().join("auth"),
+                    &format!("127.0.0.1:{port}"),
+                    &store.path().join("js"),
+                )
+                .expect("write the NATS auth set-up");
             let mut t = TestNats {
                 url: format!("nats://127.0.0.1:{port}"),
                 port,
+                farms,
                 child: None,
                 store,
             };
@@ -51,15 +66,8 @@ impl TestNats {
 
     fn spawn(&mut self) {
         let child = Command::new(server_binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.store.path())
+            .arg("-c")
+            .arg(self.store.path().join("auth").join("server.conf"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -86,10 +94,75 @@ impl TestNats {
         false
     }
 
+    /// Settings for farm `i` as `creds` (its scheduler's or gateway's file).
+    pub fn settings_with(&self, creds: &std::path::Path) -> NatsSettings {
+        NatsSettings {
+            creds: Some(creds.to_owned()),
+            ..NatsSettings::url(self.url.clone())
+        }
+    }
+
+    /// The default farm's scheduler credentials (the whole account).
+    pub fn settings(&self) -> NatsSettings {
+        self.settings_with(&self.farms[0].scheduler_creds)
+    }
+
+    /// Everything `service` ("scheduler" or "gateway") of farm `farm` is configured with.
+    pub fn service_settings(&self, farm: usize, service: &str) -> NatsSettings {
+        let f = &self.farms[farm];
+        let mut s = NatsSettings::url(self.url.clone());
+        if service == "gateway" {
+            s.creds = Some(f.gateway_creds.clone());
+        } else {
+            s.creds = Some(f.scheduler_creds.clone());
+            s.operator_key = Some(f.operator_key.clone());
+            s.system_creds = Some(f.system_creds.clone());
+        }
+        s.signing_key = Some(f.signing_key.clone());
+        s
+    }
+
+    /// A client with the whole account of the default farm (the scheduler's identity).
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.url)
+        async_nats::ConnectOptions::with_credentials_file(self.farms[0].scheduler_creds.clone())
+            .await
+            .expect("read test creds")
+            .connect(&self.url)
             .await
             .expect("connect to test nats")
+    }
+
+    /// The environment a service of farm `i` needs: URL, its credentials and the farm's keys.
+    pub fn env(&self, farm: usize, service: &str) -> Vec<(String, String)> {
+        let f = &self.farms[farm];
+        let creds = match service {
+            "gateway" => &f.gateway_creds,
+            _ => &f.scheduler_creds,
+        };
+        let mut env = vec![
+            ("FREEAGENT_NATS_URL".to_owned(), self.url.clone()),
+            (
+                "FREEAGENT_NATS_CREDS".to_owned(),
+                creds.display().to_string(),
+            ),
+        ];
+        if matches!(service, "gateway" | "scheduler") {
+            env.push((
+                "FREEAGENT_NATS_SIGNING_KEY".to_owned(),
+                f.signing_key.display().to_string(),
+            ));
+        }
+        if service == "scheduler" {
+            env.push((
+                "FREEAGENT_NATS_OPERATOR_KEY".to_owned(),
+                f.operator_key.display().to_string(),
+            ));
+            env.push((
+                "FREEAGENT_NATS_SYSTEM_CREDS".to_owned(),
+                f.system_creds.display().to_string(),
+            ));
+        }
+        env
     }
 
     /// Stops the server (keeping its store), for tests of NATS outages.

@@ -40,12 +40,19 @@ pub async fn cancel(
     match db::builds::build_cancel(&st.pool, id).await? {
         Transition::Applied(b) => {
             metrics::counter!(freeagent_shared::metrics::CANCELS).increment(1);
-            if let Err(e) = st
-                .nats
-                .publish(subjects::cancel(id), bytes::Bytes::new())
-                .await
-            {
-                tracing::warn!(build_id = %id, error = %e, "could not send the cancel message; the worker stops at its next heartbeat");
+            // Only the scheduler may publish to a worker's cancel subject: it forwards this.
+            if let Some(worker_id) = b.worker_id {
+                let notice = wire::CancelNotice {
+                    build_id: id,
+                    worker_id,
+                };
+                if let Err(e) = st
+                    .nats
+                    .publish(subjects::CANCELLED, wire::encode(&notice).into())
+                    .await
+                {
+                    tracing::warn!(build_id = %id, error = %e, "could not send the cancel message; the worker stops at its next heartbeat");
+                }
             }
             let event = StatusEvent {
                 build_id: id,

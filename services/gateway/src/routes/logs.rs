@@ -1,5 +1,8 @@
-//! Build logs, read back from the `LOGS` stream (`logs.<build_id>`). A line's `seq` is its
-//! JetStream sequence, so `after` resumes exactly where the last page ended.
+//! Build logs, read back from the `LOGS` stream (`logs.<build_id>.<worker_id>`). A line's `seq`
+//! is its JetStream sequence, so `after` resumes exactly where the last page ended. A worker may
+//! publish on `logs.*.<its id>` only, so the subject names the writer; a line is shown only if
+//! its writer held the attempt it claims (`build_attempts`): no worker writes into a build it
+//! does not hold.
 
 use super::builds::parse_or_auth;
 use crate::auth;
@@ -11,8 +14,9 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use freeagent_shared::db;
 use freeagent_shared::db::builds::Build;
-use freeagent_shared::ids::BuildId;
+use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{self, LogLine};
 use futures::StreamExt;
@@ -33,13 +37,33 @@ pub struct Entry {
     pub attempt: freeagent_shared::ids::Attempt,
 }
 
-/// Up to `limit` lines after stream sequence `after`, oldest first.
+/// One page: the lines, and the stream sequence to resume after (past lines that were skipped).
+pub struct Page {
+    pub lines: Vec<Entry>,
+    pub next_after: u64,
+}
+
+/// Who held each attempt of a build: the only writer whose lines count for it.
+pub async fn holders(
+    pool: &freeagent_shared::db::Pool,
+    id: BuildId,
+) -> Result<HashMap<Attempt, WorkerId>> {
+    Ok(db::builds::build_attempts(pool, id)
+        .await?
+        .into_iter()
+        .map(|a| (a.attempt, a.worker_id))
+        .collect())
+}
+
+/// Up to `limit` lines after stream sequence `after`, oldest first, written by their attempt's
+/// holder.
 pub async fn read(
     nats: &async_nats::Client,
+    holders: &HashMap<Attempt, WorkerId>,
     id: BuildId,
     after: u64,
     limit: usize,
-) -> Result<Vec<Entry>> {
+) -> Result<Page> {
     let js = async_nats::jetstream::new(nats.clone());
     let stream = js
         .get_stream(subjects::LOGS_STREAM)
@@ -47,7 +71,7 @@ pub async fn read(
         .map_err(GatewayError::unavailable)?;
     let mut consumer = stream
         .create_consumer(pull::Config {
-            filter_subject: subjects::logs(id),
+            filter_subject: subjects::logs_of(id),
             deliver_policy: if after == 0 {
                 DeliverPolicy::All
             } else {
@@ -64,6 +88,7 @@ pub async fn read(
     let info = consumer.info().await.map_err(GatewayError::unavailable)?;
     let (pending, name) = (info.num_pending as usize, info.name.clone());
     let mut out = Vec::new();
+    let mut next_after = after;
     if pending > 0 {
         let mut msgs = consumer
             .fetch()
@@ -75,7 +100,12 @@ pub async fn read(
             let m = m.map_err(GatewayError::unavailable)?;
             let Ok(meta) = m.info() else { continue };
             let seq = meta.stream_sequence;
+            next_after = seq;
+            let writer = subjects::log_writer(&m.subject);
             match wire::decode::<LogLine>(&m.payload) {
+                Ok(l) if writer.is_none() || holders.get(&l.attempt) != writer.as_ref() => {
+                    tracing::warn!(build_id = %id, seq, writer = ?writer, attempt = %l.attempt, "skipping a log line from a worker that did not hold its attempt");
+                }
                 Ok(l) => out.push(Entry {
                     seq,
                     timestamp: l.timestamp,
@@ -93,7 +123,10 @@ pub async fn read(
         }
     }
     let _ = stream.delete_consumer(&name).await;
-    Ok(out)
+    Ok(Page {
+        lines: out,
+        next_after,
+    })
 }
 
 pub async fn get(
@@ -118,24 +151,25 @@ pub async fn get(
             .filter(|n| *n >= 1)
             .ok_or_else(|| GatewayError::bad_request("limit must be a positive integer"))?,
     };
-    let logs = read(&st.nats, b.id, after, limit.min(MAX_LOG_LIMIT)).await?;
-    let next_after = logs.last().map(|l| l.seq).unwrap_or(after);
+    let holders = holders(&st.pool, b.id).await?;
+    let page = read(&st.nats, &holders, b.id, after, limit.min(MAX_LOG_LIMIT)).await?;
     Ok(Json(
-        json!({"build_id": b.id, "logs": logs, "next_after": next_after}),
+        json!({"build_id": b.id, "logs": page.lines, "next_after": page.next_after}),
     ))
 }
 
 /// The whole log as text, streamed page by page.
 pub async fn download_text(st: &AppState, b: &Build) -> Result<Response> {
     let (nats, id) = (st.nats.clone(), b.id);
+    let holders = std::sync::Arc::new(holders(&st.pool, b.id).await?);
     let pages = futures::stream::unfold(Some(0u64), move |after| {
-        let nats = nats.clone();
+        let (nats, holders) = (nats.clone(), holders.clone());
         async move {
             let after = after?;
-            match read(&nats, id, after, MAX_LOG_LIMIT).await {
-                Ok(lines) if lines.is_empty() => None,
-                Ok(lines) => {
-                    let next = lines.last().map(|l| l.seq);
+            match read(&nats, &holders, id, after, MAX_LOG_LIMIT).await {
+                Ok(page) if page.next_after == after => None,
+                Ok(Page { lines, next_after }) => {
+                    let next = Some(next_after);
                     let mut text = String::new();
                     for l in &lines {
                         text.push_str(&format!(

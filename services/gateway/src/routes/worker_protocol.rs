@@ -157,7 +157,7 @@ pub async fn poll(
             let req = ClaimRequest {
                 build_id: d.build_id,
                 attempt: d.attempt,
-                worker: caller.credential.clone(),
+                worker_id: caller.id(),
             };
             let claimed = st.scheduler.claim(&req).await;
             tracing::debug!(worker_id = %caller.worker.id, build_id = %d.build_id, attempt = %d.attempt, reply = ?claimed, "http worker claim");
@@ -171,8 +171,9 @@ pub async fn poll(
                         json!({"job": job(&b, &base), "access_token": caller.token}),
                     ));
                 }
+                // Not ours to run, or a dispatch this farm does not know: ended, not redelivered.
                 Ok(ClaimReply::NotYours { .. }) => {
-                    let _ = msg.ack().await;
+                    let _ = msg.ack_with(AckKind::Term).await;
                 }
                 Ok(_) | Err(_) => {
                     let _ = msg
@@ -266,7 +267,7 @@ pub async fn beat(
     let req = HeartbeatRequest {
         build_id: b.id,
         attempt: b.attempt,
-        worker: caller.credential.clone(),
+        worker_id: caller.id(),
         progress,
     };
     match st.scheduler.heartbeat(&req, Duration::from_secs(5)).await {

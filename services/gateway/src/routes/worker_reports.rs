@@ -96,9 +96,12 @@ pub async fn logs(
             message: l.message.clone(),
         };
         acks.push(
-            js.publish(subjects::logs(b.id), wire::encode(&line).into())
-                .await
-                .map_err(GatewayError::unavailable)?,
+            js.publish(
+                subjects::logs(b.id, caller.id()),
+                wire::encode(&line).into(),
+            )
+            .await
+            .map_err(GatewayError::unavailable)?,
         );
     }
     for ack in acks {
@@ -130,7 +133,7 @@ pub async fn worker_heartbeat(
     let _ = st
         .scheduler
         .presence(&PresenceRequest {
-            worker: caller.credential.clone(),
+            worker_id: caller.id(),
             running: held_now.len() as u32,
         })
         .await;
@@ -285,7 +288,7 @@ pub async fn result(
         let req = CompleteRequest {
             build_id: id,
             attempt,
-            worker: caller.credential.clone(),
+            worker_id: caller.id(),
             result,
         };
         finish_reply(st.scheduler.complete(&req).await, &caller.token)
@@ -293,7 +296,7 @@ pub async fn result(
         let req = FailRequest {
             build_id: id,
             attempt: b.attempt,
-            worker: caller.credential.clone(),
+            worker_id: caller.id(),
             error: error.unwrap_or_else(|| "the worker reported a failure".into()),
         };
         finish_reply(st.scheduler.fail(&req).await, &caller.token)
@@ -320,7 +323,7 @@ pub async fn fail(
     let req = FailRequest {
         build_id: b.id,
         attempt: b.attempt,
-        worker: caller.credential.clone(),
+        worker_id: caller.id(),
         error: body
             .error
             .unwrap_or_else(|| "the worker reported a failure".into()),
@@ -340,7 +343,7 @@ pub async fn abandon(
     let req = AbandonRequest {
         build_id: b.id,
         attempt: b.attempt,
-        worker: caller.credential.clone(),
+        worker_id: caller.id(),
         reason: body
             .reason
             .unwrap_or_else(|| "abandoned by the worker".into()),
@@ -363,7 +366,7 @@ pub async fn unregister(
         let req = AbandonRequest {
             build_id: b.id,
             attempt: b.attempt,
-            worker: caller.credential.clone(),
+            worker_id: caller.id(),
             reason: "the worker unregistered".into(),
         };
         if matches!(
@@ -373,8 +376,26 @@ pub async fn unregister(
             n += 1;
         }
     }
-    db::workers::worker_set_offline(&st.pool, caller.worker.id).await?;
+    revoke(&st, caller.worker.id).await?;
     Ok(Json(
         json!({"success": true, "builds_reassigned": n, "access_token": caller.token}),
     ))
+}
+
+/// Ends a worker's registration: refused from now on, and its NATS key revoked (the scheduler
+/// pushes the revocation to the servers at once).
+pub async fn revoke(st: &AppState, worker: freeagent_shared::ids::WorkerId) -> Result<()> {
+    if let Some(w) = db::workers::worker_revoke(&st.pool, worker).await?
+        && let Some(key) = &w.nats_public_key
+    {
+        db::nats_revocations::revoke(&st.pool, key, w.id, w.nats_jwt_expires_at).await?;
+        if let Err(e) = st
+            .nats
+            .publish(subjects::REVOKED, bytes::Bytes::new())
+            .await
+        {
+            tracing::warn!(worker_id = %w.id, error = %e, "could not wake the scheduler; the revocation reaches NATS at its next tick");
+        }
+    }
+    Ok(())
 }

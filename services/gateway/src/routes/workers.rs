@@ -1,6 +1,8 @@
-//! `POST /api/workers/register`: a worker gets an id and a token. Re-registering an existing id
-//! needs that worker's token, the API key that registered it, or an admin key, so one worker's
-//! token is never handed to another.
+//! `POST /api/workers/register`: a worker gets an id and a token, and, when it sends the public
+//! half of an nkey it generated (`nats_public_key`), its own NATS credentials: a user JWT with
+//! only its own subjects (ADR-0009). Re-registering an existing id needs that worker's token, the
+//! API key that registered it, or an admin key, so one worker's token is never handed to another;
+//! the NATS key it replaces is revoked.
 
 use crate::auth::{self, SCOPE_ADMIN, SCOPE_READ, SCOPE_WORKER};
 use crate::error::{GatewayError, Result};
@@ -14,7 +16,7 @@ use chrono::Utc;
 use freeagent_shared::db::{self, workers::NewWorker};
 use freeagent_shared::ids::WorkerId;
 use freeagent_shared::status::{Platform, QueueName};
-use freeagent_shared::token;
+use freeagent_shared::{subjects, token};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -24,6 +26,9 @@ pub struct RegisterRequest {
     pub name: String,
     #[serde(default)]
     pub capabilities: serde_json::Value,
+    /// The public half of an nkey the worker generated (`U…`); it keeps the seed.
+    #[serde(default)]
+    pub nats_public_key: Option<String>,
 }
 
 /// An optional JSON body: none (or no JSON content type) is the default; a malformed one is 400.
@@ -116,6 +121,24 @@ pub async fn register(
     };
     let access_token = token::generate(token::TokenKind::Worker);
     let expires_at = Utc::now() + st.config.worker_token_ttl;
+    let nats = match (&st.minter, &req.nats_public_key) {
+        (Some(minter), Some(key)) => {
+            let role = freeagent_shared::nats_auth::Role::Worker {
+                id,
+                queues: queues
+                    .iter()
+                    .filter_map(|q| QueueName::parse(q).ok())
+                    .collect(),
+            };
+            let exp = Utc::now() + st.config.worker_nats_ttl;
+            let jwt = minter
+                .user_jwt(&role, key, Some(exp.timestamp()))
+                .map_err(|e| GatewayError::bad_request(e.to_string()))?;
+            Some((key.clone(), jwt, exp))
+        }
+        // HTTP workers need no NATS identity; a farm without NATS auth gives none.
+        _ => None,
+    };
     let new = NewWorker {
         id,
         name: name.to_owned(),
@@ -126,6 +149,8 @@ pub async fn register(
         registered_by: Some(key.id),
         queues,
         max_concurrent,
+        nats_public_key: nats.as_ref().map(|(k, _, _)| k.clone()),
+        nats_jwt_expires_at: nats.as_ref().map(|(_, _, e)| *e),
     };
     let status = match db::workers::worker_get(&st.pool, id).await? {
         None => match db::workers::worker_insert(&st.pool, &new).await {
@@ -148,17 +173,40 @@ pub async fn register(
                     "this worker id belongs to another registration; send its X-Worker-Token",
                 ));
             }
+            if let Some(old) = &existing.nats_public_key
+                && Some(old) != new.nats_public_key.as_ref()
+            {
+                db::nats_revocations::revoke(&st.pool, old, id, existing.nats_jwt_expires_at)
+                    .await?;
+                let _ = st
+                    .nats
+                    .publish(subjects::REVOKED, bytes::Bytes::new())
+                    .await;
+            }
             db::workers::worker_reregister(&st.pool, &new).await?;
             "re-registered"
         }
     };
+    // Workers may pull from their queues' consumers but not create them: make them here.
+    let js = async_nats::jetstream::new(st.nats.clone());
+    for q in new.queues.iter().filter_map(|q| QueueName::parse(q).ok()) {
+        freeagent_shared::nats::ensure_queue_consumer(&js, &q)
+            .await
+            .map_err(GatewayError::unavailable)?;
+    }
     tracing::info!(worker_id = %id, status, "worker registered");
     let code = if status == "registered" {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(json!({"id": id, "access_token": access_token, "expires_at": expires_at, "status": status}))).into_response())
+    let mut body =
+        json!({"id": id, "access_token": access_token, "expires_at": expires_at, "status": status});
+    if let Some((_, jwt, exp)) = nats {
+        body["nats_jwt"] = json!(jwt);
+        body["nats_jwt_expires_at"] = json!(exp);
+    }
+    Ok((code, Json(body)).into_response())
 }
 
 /// A worker not heard from for this long shows as `offline`.

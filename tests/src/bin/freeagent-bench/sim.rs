@@ -12,7 +12,7 @@ use freeagent_shared::status::{Platform, QueueName};
 use freeagent_shared::testing::factory;
 use freeagent_shared::wire::{
     self, ClaimReply, ClaimRequest, CompleteRequest, Dispatch, FinishReply, PresenceRequest,
-    StoredObject, WorkerCredential,
+    StoredObject,
 };
 use freeagent_tests::{Farm, SECRET};
 use futures::StreamExt;
@@ -80,14 +80,16 @@ impl Fleet {
         let queue = QueueName::for_platform(Platform::Android);
         let mut conns = vec![];
         for _ in 0..CONNECTIONS.min(workers.max(1)) {
-            let c = async_nats::connect(&farm.nats.url).await?;
+            // Simulated workers share a few connections with the whole account's credentials:
+            // the bench measures the scheduler, not NATS permissions.
+            let c = farm.nats.client().await;
             let js = async_nats::jetstream::new(c.clone());
             let consumer = nats::ensure_queue_consumer(&js, &queue).await?;
             conns.push((c, consumer));
         }
         let signer = Signer::new(SECRET);
         // Registration is not what is measured: many at once.
-        let creds: Vec<WorkerCredential> = futures::stream::iter(0..workers)
+        let creds: Vec<factory::TestWorker> = futures::stream::iter(0..workers)
             .map(|_| factory::worker(&farm.db.pool, &[Platform::Android]))
             .buffer_unordered(16)
             .collect()
@@ -113,7 +115,7 @@ impl Fleet {
                     }
                     loop {
                         let req = PresenceRequest {
-                            worker: cred.clone(),
+                            worker_id: cred.worker_id,
                             running: 0,
                         };
                         let _ = sched.presence(&req).await;
@@ -139,7 +141,7 @@ struct SimWorker {
     scheduler: SchedulerClient,
     consumer:
         async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-    cred: WorkerCredential,
+    cred: factory::TestWorker,
     signer: Signer,
     tally: Tally,
     idle: Idle,
@@ -168,7 +170,7 @@ impl SimWorker {
             let req = ClaimRequest {
                 build_id: d.build_id,
                 attempt: d.attempt,
-                worker: self.cred.clone(),
+                worker_id: self.cred.worker_id,
             };
             match self.scheduler.claim(&req).await {
                 Ok(ClaimReply::Granted(g)) => {
@@ -182,7 +184,7 @@ impl SimWorker {
                     self.complete(g.build_id, g.attempt).await;
                 }
                 Ok(ClaimReply::NotYours { .. }) => {
-                    let _ = msg.ack().await;
+                    let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
                 }
                 _ => {
                     let _ = msg
@@ -200,7 +202,7 @@ impl SimWorker {
         let req = CompleteRequest {
             build_id: id,
             attempt,
-            worker: self.cred.clone(),
+            worker_id: self.cred.worker_id,
             result: StoredObject {
                 key: key.to_string(),
                 size: 0,

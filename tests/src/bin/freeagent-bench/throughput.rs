@@ -68,7 +68,7 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
         .await?;
     let inserted = t0.elapsed();
     // Wake the dispatcher at once rather than at its next tick.
-    let nc = async_nats::connect(&farm.nats.url).await?;
+    let nc = farm.nats.client().await;
     nc.publish(freeagent_shared::subjects::WAKE, "".into())
         .await?;
     nc.flush().await?;

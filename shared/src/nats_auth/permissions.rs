@@ -1,0 +1,92 @@
+//! What each role may publish and subscribe to on the farm's account. A worker reaches only its
+//! own operation subjects, its own log subjects, its own inbox and cancel subjects, and the pull
+//! and ack subjects of the queue consumers it serves; no other JetStream API.
+
+use super::jwt::SubjectRules;
+use crate::ids::WorkerId;
+use crate::status::QueueName;
+use crate::subjects;
+
+/// Who a NATS user of the farm's account is.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Dispatch, every transition, cancels: the whole account.
+    Scheduler,
+    /// The HTTP API: wakes and notices to the scheduler, operations for HTTP workers it has
+    /// authenticated, log and event streams, dispatches for HTTP workers. Never cancels.
+    Gateway,
+    Worker {
+        id: WorkerId,
+        queues: Vec<QueueName>,
+    },
+}
+
+impl Role {
+    pub fn name(&self) -> String {
+        match self {
+            Role::Scheduler => "freeagent-scheduler".into(),
+            Role::Gateway => "freeagent-gateway".into(),
+            Role::Worker { id, .. } => format!("worker-{id}"),
+        }
+    }
+
+    /// (publish, subscribe)
+    pub fn permissions(&self) -> (SubjectRules, SubjectRules) {
+        let allow = |v: Vec<String>| SubjectRules {
+            allow: v,
+            deny: vec![],
+        };
+        match self {
+            Role::Scheduler => (allow(vec![">".into()]), allow(vec![">".into()])),
+            Role::Gateway => (
+                allow(vec![
+                    "scheduler.>".into(),
+                    "logs.>".into(),
+                    "events.>".into(),
+                    "$JS.API.>".into(),
+                    "$JS.ACK.>".into(),
+                ]),
+                allow(vec!["_INBOX.>".into()]),
+            ),
+            Role::Worker { id, queues } => {
+                let mut publish: Vec<String> =
+                    vec![format!("scheduler.*.{id}"), format!("logs.*.{id}")];
+                for q in queues {
+                    let consumer = subjects::queue_consumer(q);
+                    let stream = subjects::BUILDS_STREAM;
+                    publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"));
+                    publish.push(format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"));
+                    publish.push(format!("$JS.ACK.{stream}.{consumer}.>"));
+                }
+                let subscribe = vec![
+                    format!("{}.>", subjects::inbox_prefix(*id)),
+                    format!("cancel.{id}.*"),
+                ];
+                (allow(publish), allow(subscribe))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_reaches_only_its_own_subjects() {
+        let id = WorkerId::new();
+        let (publish, subscribe) = Role::Worker {
+            id,
+            queues: vec![QueueName::parse("android").unwrap()],
+        }
+        .permissions();
+        assert!(
+            publish
+                .allow
+                .iter()
+                .all(|s| !s.contains('>') || s.starts_with("$JS.ACK.BUILDS.queue-android."))
+        );
+        assert!(publish.allow.iter().all(|s| !s.starts_with("cancel.")));
+        assert!(subscribe.allow.iter().all(|s| s.contains(&id.to_string())));
+    }
+}
