@@ -42,6 +42,8 @@ struct Cli {
 enum Command {
     /// Run the whole farm on this machine: storage, scheduler, gateway and workers.
     Dev(commands::dev::DevArgs),
+    /// Write a NATS server configuration with auth, and the farm's credentials and keys.
+    NatsConfig(commands::nats::NatsConfigArgs),
     /// Submit a project directory or archive.
     Submit {
         /// A directory (packed as tar.gz) or a .zip / .tar.gz archive.
@@ -90,6 +92,7 @@ async fn main() -> ExitCode {
     let client = client::Client::new(&cli.gateway, cli.api_key.clone(), cli.token.clone());
     let result = match cli.command {
         Command::Dev(args) => commands::dev::run(args).await,
+        Command::NatsConfig(args) => commands::nats::config(args),
         Command::Submit {
             path,
             platform,

@@ -44,6 +44,9 @@ pub struct FarmOpts {
     /// Run a private Postgres cluster, so the test may restart it.
     pub private_postgres: bool,
     pub extra_env: Vec<(String, String)>,
+    /// Run on this (shared) server as its farm number `.1` (each farm is an account of its
+    /// own); by default the farm gets a server of its own.
+    pub nats: Option<(TestNats, usize)>,
 }
 
 impl Default for FarmOpts {
@@ -55,6 +58,7 @@ impl Default for FarmOpts {
             lease: "30s",
             private_postgres: false,
             extra_env: vec![],
+            nats: None,
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct Farm {
     /// The private cluster, when `FarmOpts::private_postgres`.
     pub pg: Option<TestPg>,
     pub nats: TestNats,
+    /// This farm's account on `nats`.
+    pub nats_farm: usize,
     pub gateway: String,
     pub storage: String,
     /// Health and metrics of `scheduler-0`.
@@ -92,7 +98,10 @@ impl Farm {
             Some(pg) => TestDb::new_on(&pg.admin_url()).await,
             None => TestDb::new().await,
         };
-        let nats = TestNats::start().await;
+        let (nats, nats_farm) = match opts.nats.clone() {
+            Some(shared) => shared,
+            None => (TestNats::start().await, 0),
+        };
         let data = tempfile::tempdir().expect("farm data dir");
         let (gp, sp, cp) = (
             free_port().unwrap(),
@@ -136,6 +145,7 @@ impl Farm {
             db,
             pg,
             nats,
+            nats_farm,
             gateway,
             storage,
             scheduler: format!("http://127.0.0.1:{cp}"),
@@ -147,7 +157,7 @@ impl Farm {
         };
         farm.spawn("storage", "freeagent-storage", &[]);
         // Each service gets its own NATS identity; workers get theirs when they register.
-        let scheduler_nats = farm.nats.env(0, "scheduler");
+        let scheduler_nats = farm.nats.env(farm.nats_farm, "scheduler");
         for i in 0..opts.schedulers.max(1) {
             // Each replica serves health on its own port.
             let port = if i == 0 { cp } else { free_port().unwrap() };
@@ -160,7 +170,7 @@ impl Farm {
             farm.spawn(&format!("scheduler-{i}"), "freeagent-scheduler", &extra);
             farm.schedulers.push(format!("http://127.0.0.1:{port}"));
         }
-        let gateway_nats = farm.nats.env(0, "gateway");
+        let gateway_nats = farm.nats.env(farm.nats_farm, "gateway");
         let extra: Vec<(&str, &str)> = gateway_nats
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -559,5 +569,67 @@ impl TestWorker {
             Some(freeagent_shared::subjects::inbox_prefix(self.worker_id)),
         )
         .await
+    }
+}
+
+/// A NATS connection whose server errors (permission violations) the test can read.
+pub struct Watched {
+    pub client: async_nats::Client,
+    errors: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Watched {
+    /// Flushes, then returns the permission error the server reported for what was just sent
+    /// (panics if there is none within 3 s): the server refused it.
+    pub async fn refused(&mut self, what: &str) -> String {
+        let _ = self.client.flush().await;
+        match tokio::time::timeout(Duration::from_secs(3), self.errors.recv()).await {
+            Ok(Some(e)) if e.to_lowercase().contains("permissions violation") => e,
+            Ok(Some(e)) => panic!("{what}: expected a permissions violation, got {e}"),
+            _ => panic!("{what}: NATS allowed it"),
+        }
+    }
+
+    /// No error was reported for what was just sent.
+    pub async fn allowed(&mut self, what: &str) {
+        let _ = self.client.flush().await;
+        if let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(500), self.errors.recv()).await
+        {
+            panic!("{what}: expected to be allowed, got {e}");
+        }
+    }
+}
+
+impl TestWorker {
+    /// Connects as this worker and watches for the server's errors.
+    pub async fn connect_watched(&self, url: &str) -> Watched {
+        let (tx, errors) = tokio::sync::mpsc::unbounded_channel();
+        let (jwt, key) = (
+            self.nats_jwt.clone().unwrap_or_default(),
+            self.nats_key.clone(),
+        );
+        let client = async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+            let (jwt, key) = (jwt.clone(), key.clone());
+            async move {
+                let mut auth = async_nats::Auth::new();
+                auth.jwt = Some(jwt);
+                auth.signature = Some(key.sign(&nonce).map_err(async_nats::AuthError::new)?);
+                Ok(auth)
+            }
+        })
+        .custom_inbox_prefix(freeagent_shared::subjects::inbox_prefix(self.worker_id))
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .expect("the worker connects");
+        Watched { client, errors }
     }
 }

@@ -127,7 +127,7 @@ enum Outage {
 
 async fn outage_run(outage: Outage) {
     let private_postgres = outage == Outage::Postgres;
-    let mut farm = Farm::start(FarmOpts {
+    let farm = Farm::start(FarmOpts {
         workers: 4,
         schedulers: 3,
         private_postgres,

@@ -1,9 +1,11 @@
-//! `freeagent dev`: the whole farm on one machine as child processes — storage, scheduler,
-//! gateway and N workers — against this machine's Postgres and NATS, with local-disk objects.
-//! Prints the API key and URLs; Ctrl-C stops everything, workers first.
+//! `freeagent dev`: the whole farm on one machine as child processes — its own nats-server (with
+//! auth, on a free port), storage, scheduler, gateway and N workers — against this machine's
+//! Postgres, with local-disk objects. Each process gets only the settings it needs: workers hold
+//! no signing secret, no database URL and no service credentials. Prints the API key and URLs;
+//! Ctrl-C stops everything, workers first.
 
 use anyhow::{Context, bail};
-use freeagent_shared::config::{DEFAULT_DATABASE_URL, DEFAULT_NATS_URL};
+use freeagent_shared::config::DEFAULT_DATABASE_URL;
 use freeagent_shared::token;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,8 +18,9 @@ pub struct DevArgs {
     pub workers: usize,
     #[arg(long, env = "FREEAGENT_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
-    #[arg(long, env = "FREEAGENT_NATS_URL", default_value = DEFAULT_NATS_URL)]
-    pub nats_url: String,
+    /// Use this NATS server (without auth) instead of starting one with auth.
+    #[arg(long)]
+    pub nats_url: Option<String>,
     /// Where objects and worker scratch space live.
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
@@ -76,10 +79,19 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
     let data = std::fs::canonicalize(&a.data_dir)?;
     let storage_endpoint = format!("http://127.0.0.1:{}", a.storage_port);
     let gateway_url = format!("http://127.0.0.1:{}", a.gateway_port);
-    let common: Vec<(&str, String)> = vec![
+    let own_nats = match &a.nats_url {
+        Some(_) => None,
+        None => Some(super::nats::DevNats::start(&data.join("nats")).await?),
+    };
+    let nats_url = match (&a.nats_url, &own_nats) {
+        (Some(url), _) => url.clone(),
+        (None, Some(n)) => n.url.clone(),
+        (None, None) => bail!("no NATS server"),
+    };
+    // What every service (not the workers) is configured with.
+    let services: Vec<(&str, String)> = vec![
         ("FREEAGENT_DATABASE_URL", a.database_url.clone()),
         ("FREEAGENT_DATABASE_CREATE", "true".into()),
-        ("FREEAGENT_NATS_URL", a.nats_url.clone()),
         ("FREEAGENT_SIGNING_SECRET", secret),
         ("FREEAGENT_API_KEY", api_key.clone()),
         ("FREEAGENT_STORAGE_ENDPOINT", storage_endpoint.clone()),
@@ -87,20 +99,33 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
             "FREEAGENT_STORAGE_URL",
             data.join("objects").display().to_string(),
         ),
-        ("FREEAGENT_GATEWAY_URL", gateway_url.clone()),
         ("FREEAGENT_GATEWAY_PORT", a.gateway_port.to_string()),
         ("FREEAGENT_STORAGE_PORT", a.storage_port.to_string()),
         ("FREEAGENT_SCHEDULER_PORT", a.scheduler_port.to_string()),
-        ("FREEAGENT_BUILD_COMMAND", a.build_command.clone()),
-        ("FREEAGENT_WORKER_PLATFORMS", a.worker_platforms.clone()),
-        (
-            "FREEAGENT_WORK_DIR",
-            data.join("work").display().to_string(),
-        ),
     ];
+    let nats_env = |service: &str| -> Vec<(&'static str, String)> {
+        let mut env = vec![("FREEAGENT_NATS_URL", nats_url.clone())];
+        if let Some(n) = &own_nats {
+            env.extend(n.env(service));
+        }
+        env
+    };
     let spawn = |name: &str, bin: &str, extra: Vec<(&str, String)>| -> anyhow::Result<Proc> {
         let mut cmd = Command::new(binary(&bin_dir, bin)?);
-        cmd.envs(common.iter().map(|(k, v)| (*k, v.as_str())))
+        // A clean environment: a worker must not inherit this shell's secrets either.
+        cmd.env_clear()
+            .envs(
+                [
+                    "PATH",
+                    "HOME",
+                    "LANG",
+                    "RUST_LOG",
+                    "FREEAGENT_LOG_FORMAT",
+                    "TMPDIR",
+                ]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("cannot start {bin}"))?;
@@ -109,10 +134,21 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
             child,
         })
     };
+    let with = |a: &[(&'static str, String)], b: Vec<(&'static str, String)>| {
+        a.iter().cloned().chain(b).collect::<Vec<_>>()
+    };
     let mut procs = vec![
-        spawn("storage", "freeagent-storage", vec![])?,
-        spawn("scheduler", "freeagent-scheduler", vec![])?,
-        spawn("gateway", "freeagent-gateway", vec![])?,
+        spawn("storage", "freeagent-storage", services.clone())?,
+        spawn(
+            "scheduler",
+            "freeagent-scheduler",
+            with(&services, nats_env("scheduler")),
+        )?,
+        spawn(
+            "gateway",
+            "freeagent-gateway",
+            with(&services, nats_env("gateway")),
+        )?,
     ];
     let stop = freeagent_shared::shutdown::on_signal();
     if let Err(e) = wait_ready(&gateway_url, &mut procs, &stop).await {
@@ -120,10 +156,24 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
         return Err(e);
     }
     for i in 0..a.workers {
+        // A worker gets the gateway, NATS's address, its settings and a key to register with;
+        // its NATS identity comes from registration.
+        let worker = vec![
+            ("FREEAGENT_GATEWAY_URL", gateway_url.clone()),
+            ("FREEAGENT_NATS_URL", nats_url.clone()),
+            ("FREEAGENT_API_KEY", api_key.clone()),
+            ("FREEAGENT_BUILD_COMMAND", a.build_command.clone()),
+            ("FREEAGENT_WORKER_PLATFORMS", a.worker_platforms.clone()),
+            (
+                "FREEAGENT_WORK_DIR",
+                data.join("work").display().to_string(),
+            ),
+            ("FREEAGENT_WORKER_NAME", format!("dev-worker-{}", i + 1)),
+        ];
         procs.push(spawn(
             &format!("worker-{}", i + 1),
             "freeagent-worker",
-            vec![("FREEAGENT_WORKER_NAME", format!("dev-worker-{}", i + 1))],
+            worker,
         )?);
     }
     println!();
@@ -134,6 +184,14 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     println!("  gateway    {gateway_url}");
     println!("  storage    {storage_endpoint}");
+    match &own_nats {
+        Some(n) => println!(
+            "  nats       {} (auth on; set-up in {})",
+            n.url,
+            data.join("nats").display()
+        ),
+        None => println!("  nats       {nats_url} (no auth: anyone who reaches it owns the farm)"),
+    }
     println!("  metrics    http://127.0.0.1:{}/metrics", a.scheduler_port);
     println!("  API key    {api_key}");
     println!();

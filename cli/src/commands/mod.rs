@@ -2,5 +2,6 @@
 
 pub mod dev;
 pub mod download;
+pub mod nats;
 pub mod status;
 pub mod submit;

@@ -9,12 +9,18 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Clones share one server, stopped when the last clone is dropped (two farms on one server).
+#[derive(Clone)]
 pub struct TestNats {
     pub url: String,
     pub port: u16,
     /// The credentials of each farm (account) on this server; `farms[0]` is the default farm.
     pub farms: Vec<FarmFiles>,
-    child: Option<Child>,
+    server: std::sync::Arc<Server>,
+}
+
+struct Server {
+    child: std::sync::Mutex<Option<Child>>,
     store: tempfile::TempDir,
 }
 
@@ -49,12 +55,14 @@ impl TestNats {
                     &store.path().join("js"),
                 )
                 .expect("write the NATS auth set-up");
-            let mut t = TestNats {
+            let t = TestNats {
                 url: format!("nats://127.0.0.1:{port}"),
                 port,
                 farms,
-                child: None,
-                store,
+                server: std::sync::Arc::new(Server {
+                    child: std::sync::Mutex::new(None),
+                    store,
+                }),
             };
             t.spawn();
             if t.wait_ready().await {
@@ -64,21 +72,21 @@ impl TestNats {
         panic!("nats-server did not start");
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&self) {
         let child = Command::new(server_binary())
             .arg("-c")
-            .arg(self.store.path().join("auth").join("server.conf"))
+            .arg(self.server.store.path().join("auth").join("server.conf"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nats-server");
-        self.child = Some(child);
+        *self.server.child.lock().unwrap() = Some(child);
     }
 
-    async fn wait_ready(&mut self) -> bool {
+    async fn wait_ready(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut()
+            if let Some(c) = self.server.child.lock().unwrap().as_mut()
                 && let Ok(Some(_)) = c.try_wait()
             {
                 return false;
@@ -124,7 +132,12 @@ impl TestNats {
 
     /// A client with the whole account of the default farm (the scheduler's identity).
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::ConnectOptions::with_credentials_file(self.farms[0].scheduler_creds.clone())
+        self.client_of(0).await
+    }
+
+    /// A client with the whole account of farm `farm`.
+    pub async fn client_of(&self, farm: usize) -> async_nats::Client {
+        async_nats::ConnectOptions::with_credentials_file(self.farms[farm].scheduler_creds.clone())
             .await
             .expect("read test creds")
             .connect(&self.url)
@@ -166,22 +179,28 @@ impl TestNats {
     }
 
     /// Stops the server (keeping its store), for tests of NATS outages.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    pub fn stop(&self) {
+        self.server.stop();
     }
 
     /// Starts it again on the same port and store.
-    pub async fn restart(&mut self) {
+    pub async fn restart(&self) {
         self.stop();
         self.spawn();
         assert!(self.wait_ready().await, "nats-server did not restart");
     }
 }
 
-impl Drop for TestNats {
+impl Server {
+    fn stop(&self) {
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
