@@ -11,9 +11,6 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Prefix of gateway-issued worker credentials.
-pub const VOUCH_PREFIX: &str = "fav_";
-
 /// What a capability allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -184,30 +181,6 @@ impl Signer {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// A credential the gateway issues for a worker it authenticated another way (the legacy API
-    /// key plus `worker_id`): the scheduler accepts it like the worker's own token until `exp`.
-    pub fn vouch(&self, worker: &crate::ids::WorkerId, exp: i64) -> String {
-        let mac = self.mac(&["vouch-v1", &worker.to_string(), &exp.to_string()]);
-        format!(
-            "{VOUCH_PREFIX}{exp}_{}",
-            hex::encode(mac.finalize().into_bytes())
-        )
-    }
-
-    /// Whether `token` is a live vouch for `worker`.
-    pub fn verify_vouch(&self, worker: &crate::ids::WorkerId, token: &str, now: i64) -> bool {
-        let Some((exp, sig)) = token
-            .strip_prefix(VOUCH_PREFIX)
-            .and_then(|t| t.split_once('_'))
-        else {
-            return false;
-        };
-        let (Ok(exp_n), Ok(sig)) = (exp.parse::<i64>(), hex::decode(sig)) else {
-            return false;
-        };
-        now <= exp_n && self.check(&["vouch-v1", &worker.to_string(), exp], &sig)
-    }
-
     pub fn verify_receipt(&self, key: &ObjectKey, size: u64, sha256: &str, receipt: &str) -> bool {
         let Ok(sig) = hex::decode(receipt) else {
             return false;
@@ -305,19 +278,6 @@ mod tests {
         let r = old.receipt(&k, 3, "abc");
         assert!(rotated(None).verify_receipt(&k, 3, "abc", &r));
         assert!(!rotated(Some(closed)).verify_receipt(&k, 3, "abc", &r));
-    }
-
-    #[test]
-    fn vouches_bind_worker_and_expiry() {
-        let s = Signer::new("secret");
-        let (w, other) = (crate::ids::WorkerId::new(), crate::ids::WorkerId::new());
-        let v = s.vouch(&w, 100);
-        assert!(s.verify_vouch(&w, &v, 100));
-        assert!(!s.verify_vouch(&w, &v, 101));
-        assert!(!s.verify_vouch(&other, &v, 50));
-        assert!(!s.verify_vouch(&w, &v.replace("fav_100", "fav_200"), 50));
-        assert!(!Signer::new("other").verify_vouch(&w, &v, 50));
-        assert!(!s.verify_vouch(&w, "faw_plain", 50));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::db;
-use freeagent_tests::freeagent_shared::testing::{TestDb, TestNats, free_port, wait};
+use freeagent_tests::freeagent_shared::testing::{TestDb, free_port, wait};
 use freeagent_tests::{bin_dir, example};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -51,7 +51,6 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
     // A database name that does not exist yet: `dev` creates it. The TestDb owns its removal.
     let holder = TestDb::empty().await;
     let url = format!("{}_dev", holder.url);
-    let nats = TestNats::start().await;
     let data = tempfile::tempdir().unwrap();
     let (gp, sp, cp) = (
         free_port().unwrap(),
@@ -73,7 +72,6 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
         ])
         .env("FREEAGENT_API_KEY", key)
         .env("FREEAGENT_DATABASE_URL", &url)
-        .env("FREEAGENT_NATS_URL", &nats.url)
         .env("FREEAGENT_LOG_FORMAT", "text")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -129,6 +127,22 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
     let saved = String::from_utf8_lossy(&out.stdout);
     assert!(saved.contains("verified"), "{saved}");
     assert!(std::fs::metadata(&target).unwrap().len() > 0);
+    // dev ran its own nats-server with auth; its worker holds no farm secret.
+    assert!(data.path().join("nats/server.conf").is_file());
+    let workers = children_named(dev.id(), "freeagent-worker");
+    assert_eq!(workers.len(), 1, "one worker process");
+    let environ = std::fs::read(format!("/proc/{}/environ", workers[0])).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    for secret in [
+        "FREEAGENT_SIGNING_SECRET",
+        "FREEAGENT_DATABASE_URL",
+        "FREEAGENT_NATS_CREDS",
+        "FREEAGENT_NATS_SIGNING_KEY",
+        "FREEAGENT_NATS_OPERATOR_KEY",
+        "FREEAGENT_CERTS_KEY",
+    ] {
+        assert!(!environ.contains(secret), "the worker was given {secret}");
+    }
     let out = cli(&["logs", id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("artifact: hello.apk"));
     let out = cli(&["status", "not-a-build"]);
@@ -164,4 +178,31 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         ])
         .output();
+}
+
+/// Pids of the children of `parent` whose executable is named `name`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+        let ppid: u32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent && name.starts_with(comm) {
+            out.push(pid);
+        }
+    }
+    out
 }

@@ -237,6 +237,15 @@ fn clone_key(k: &KeyPair) -> Result<KeyPair, AuthError> {
     KeyPair::from_seed(&seed(k)?).map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
+/// `nats-server` on PATH or in the usual system directories.
+pub fn find_server_binary() -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"])
+        .map(|dir| PathBuf::from(dir).join("nats-server"))
+        .find(|p| p.is_file())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,13 +273,4 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         d
     }
-}
-
-/// `nats-server` on PATH or in the usual system directories.
-pub fn find_server_binary() -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"])
-        .map(|dir| PathBuf::from(dir).join("nats-server"))
-        .find(|p| p.is_file())
 }
