@@ -147,6 +147,8 @@ pub enum Identity {
     Worker {
         jwt: std::sync::Arc<std::sync::RwLock<String>>,
         key: std::sync::Arc<nkeys::KeyPair>,
+        /// Cancelled when the server says these credentials were revoked.
+        revoked: tokio_util::sync::CancellationToken,
     },
 }
 
@@ -164,7 +166,7 @@ pub async fn connect(
         reason,
     };
     let mut options = match identity {
-        Identity::Worker { jwt, key } => {
+        Identity::Worker { jwt, key, revoked } => {
             async_nats::ConnectOptions::with_auth_callback(move |nonce| {
                 let (jwt, key) = (jwt.clone(), key.clone());
                 async move {
@@ -175,6 +177,17 @@ pub async fn connect(
                     });
                     auth.signature = Some(key.sign(&nonce).map_err(async_nats::AuthError::new)?);
                     Ok(auth)
+                }
+            })
+            .event_callback(move |event| {
+                let revoked = revoked.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = &event
+                        && e.to_string().to_lowercase().contains("revoked")
+                    {
+                        revoked.cancel();
+                    }
+                    tracing::info!(%event, "NATS");
                 }
             })
         }

@@ -48,7 +48,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     Ok(env.body)
 }
 
-/// Published to `builds.dispatch.<queue>` with `Nats-Msg-Id = <id>:<attempt>`.
+/// Published to `builds.dispatch.<queue>` with `Nats-Msg-Id = <id>:<attempt>:<pass>`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Dispatch {
     pub build_id: BuildId,
@@ -58,8 +58,11 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn msg_id(&self) -> String {
-        format!("{}:{}", self.build_id, self.attempt)
+    /// `pass` is unique per dispatch transaction: a pass that published and then rolled back
+    /// leaves a void message (its claim is refused and the worker ends it), and the next pass's
+    /// message for the same attempt must not be dropped as its duplicate.
+    pub fn msg_id(&self, pass: u64) -> String {
+        format!("{}:{}:{pass:x}", self.build_id, self.attempt)
     }
 }
 

@@ -561,6 +561,7 @@ impl TestWorker {
                 self.nats_jwt.clone().unwrap_or_default(),
             )),
             key: self.nats_key.clone(),
+            revoked: Default::default(),
         };
         freeagent_shared::nats::connect(
             &freeagent_shared::nats::NatsSettings::url(url),

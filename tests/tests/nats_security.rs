@@ -493,7 +493,7 @@ async fn a_dispatch_for_an_unknown_build_is_terminated_and_the_next_build_runs()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unregistering_a_worker_revokes_its_nats_credentials() {
     let farm = Farm::start(FarmOpts {
-        workers: 0,
+        workers: 1,
         ..Default::default()
     })
     .await;
@@ -553,6 +553,44 @@ async fn unregistering_a_worker_revokes_its_nats_credentials() {
     // Registering again gives new credentials that work.
     let back = farm.register_worker("back", &["android"]).await;
     assert!(back.connect(&farm.nats.url).await.is_ok());
+
+    // A real worker whose registration an operator revokes stops, saying why.
+    let workers: Value = farm
+        .http
+        .get(format!("{}/api/workers", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let real = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "worker-0")
+        .map(|w| w["id"].as_str().unwrap().to_owned())
+        .expect("the worker process registered");
+    let r = farm
+        .http
+        .post(format!("{}/api/workers/unregister", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .json(&serde_json::json!({ "worker_id": real }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait::until(
+        "the revoked worker to stop",
+        Duration::from_secs(30),
+        || async {
+            farm.log_of("worker-0")
+                .contains("no longer accepts this worker")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

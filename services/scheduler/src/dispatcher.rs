@@ -1,7 +1,8 @@
 //! Dispatch: in one short transaction, lock a batch of due pending builds (`SKIP LOCKED`, so
 //! replicas never take the same rows), bump each attempt, publish each to JetStream with
-//! `Nats-Msg-Id = <id>:<attempt>`, await every publish ack, and only then commit. A failed
-//! publish rolls the batch back; JetStream drops a re-published duplicate within its window.
+//! `Nats-Msg-Id = <id>:<attempt>:<pass>`, await every publish ack, and only then commit. A failed
+//! publish rolls the batch back; a message it did publish is void (its claim is refused as
+//! unknown and the worker ends it), and the next pass publishes afresh under a new pass id.
 
 use crate::service_loop::Pass;
 use freeagent_shared::db::{self, Pool};
@@ -82,6 +83,7 @@ impl Dispatcher {
             return Ok(Pass::default());
         }
         // Publish the whole batch first, then await the acks: one round trip, not one per build.
+        let pass_id: u64 = rand::random();
         let mut acks = Vec::with_capacity(batch.len());
         for d in &batch {
             let msg = Dispatch {
@@ -91,7 +93,10 @@ impl Dispatcher {
                 queue: d.queue.clone(),
             };
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, msg.msg_id().as_str());
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                msg.msg_id(pass_id).as_str(),
+            );
             let ack = self
                 .js
                 .publish_with_headers(

@@ -27,10 +27,12 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
     let nats_jwt = Arc::new(std::sync::RwLock::new(
         reg.nats_jwt.clone().unwrap_or_default(),
     ));
+    let refused = CancellationToken::new();
     let identity = match reg.nats_jwt {
         Some(_) => freeagent_shared::nats::Identity::Worker {
             jwt: nats_jwt.clone(),
             key: reg.nats_key.clone(),
+            revoked: refused.clone(),
         },
         None => freeagent_shared::nats::Identity::Settings,
     };
@@ -51,7 +53,44 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         draining: Default::default(),
         running: Default::default(),
     };
-    agent.run(stop).await;
+    // A revoked registration, or NATS out of reach for long (credentials refused at reconnect
+    // leave the client disconnected for good): stop, so a supervisor restarts and re-registers.
+    tokio::spawn(watch_connection(agent.nats.clone(), refused.clone()));
+    let agent_stop = stop.child_token();
+    let run = tokio::spawn(agent.run(agent_stop.clone()));
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = refused.cancelled() => agent_stop.cancel(),
+    }
+    let _ = run.await;
+    if refused.is_cancelled() {
+        anyhow::bail!(
+            "NATS no longer accepts this worker (its registration was revoked, or NATS was unreachable for {} s); restart the worker to register again",
+            DISCONNECTED_LIMIT.as_secs()
+        );
+    }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// How long the worker stays disconnected from NATS before it gives up and exits.
+const DISCONNECTED_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+async fn watch_connection(nats: async_nats::Client, refused: CancellationToken) {
+    let mut since: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = refused.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        if nats.connection_state() == async_nats::connection::State::Connected {
+            since = None;
+            continue;
+        }
+        let start = *since.get_or_insert_with(std::time::Instant::now);
+        if start.elapsed() > DISCONNECTED_LIMIT {
+            refused.cancel();
+            return;
+        }
+    }
 }
