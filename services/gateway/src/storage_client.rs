@@ -22,6 +22,9 @@ pub enum StorageError {
     TooLarge,
     #[error("the object store is full")]
     Full,
+    /// A result is written once: this attempt's is already stored.
+    #[error("a result is already stored for this attempt")]
+    Exists,
     #[error("storage answered {status}: {body}")]
     Status { status: u16, body: String },
     #[error("cannot reach storage: {0}")]
@@ -38,6 +41,11 @@ impl StorageError {
                 "the object store is full; nothing was stored",
             )
             .hint("retry later; operators: free space or grow the storage backend"),
+            StorageError::Exists => crate::error::GatewayError::new(
+                ErrorCode::Conflict,
+                "a result is already stored for this attempt; it is never replaced",
+            )
+            .hint("report the outcome of the upload that succeeded, or poll for a new build"),
             other => crate::error::GatewayError::unavailable(other),
         }
     }
@@ -81,6 +89,7 @@ impl StorageClient {
         match resp.status().as_u16() {
             201 => Ok(resp.json().await?),
             413 => Err(StorageError::TooLarge),
+            409 => Err(StorageError::Exists),
             507 => Err(StorageError::Full),
             status => Err(StorageError::Status {
                 status,

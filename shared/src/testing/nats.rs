@@ -44,6 +44,12 @@ impl TestNats {
 
     /// `n` farms, each its own account, on one server.
     pub async fn start_farms(n: usize) -> Self {
+        Self::start_with(n, None).await
+    }
+
+    /// `n` farms; `tls` is a `tls { … }` block for the server configuration, and makes the URL
+    /// `tls://`.
+    pub async fn start_with(n: usize, tls: Option<String>) -> Self {
         for _ in 0..5 {
             let port = super::free_port().expect("free port");
             let store = tempfile::tempdir().expect("temp dir for JetStream");
@@ -55,8 +61,18 @@ impl TestNats {
                     &store.path().join("js"),
                 )
                 .expect("write the NATS auth set-up");
+            let scheme = match &tls {
+                Some(block) => {
+                    let conf = store.path().join("auth").join("server.conf");
+                    let mut text = std::fs::read_to_string(&conf).expect("server.conf");
+                    text.push_str(block);
+                    std::fs::write(&conf, text).expect("server.conf");
+                    "tls"
+                }
+                None => "nats",
+            };
             let t = TestNats {
-                url: format!("nats://127.0.0.1:{port}"),
+                url: format!("{scheme}://127.0.0.1:{port}"),
                 port,
                 farms,
                 server: std::sync::Arc::new(Server {
