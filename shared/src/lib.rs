@@ -9,6 +9,7 @@ pub mod exit;
 pub mod ids;
 pub mod metrics;
 pub mod object_key;
+pub mod redact;
 pub mod shutdown;
 pub mod status;
 pub mod subjects;

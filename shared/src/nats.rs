@@ -42,6 +42,10 @@ pub struct StreamLimits {
 
 pub const DEFAULT_LOGS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_LOGS_MAX_BYTES: i64 = 1 << 30;
+/// Lines one worker may keep in one build's log (the reference worker stops far earlier).
+pub const LOGS_MAX_PER_SUBJECT: i64 = 500_000;
+/// Largest log message (a line is cut at 16 KiB before it is sent).
+pub const LOGS_MAX_MESSAGE: i32 = 64 << 10;
 pub const DEFAULT_EVENTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Unacked dispatches a queue consumer allows: at least the fleet size.
@@ -248,6 +252,10 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
             storage: stream::StorageType::File,
             max_age: limits.logs_max_age,
             max_bytes: limits.logs_max_bytes,
+            // Backstops for a worker that ignores its log caps: no subject (one attempt of one
+            // build from one worker) holds more than this, and no line is larger.
+            max_messages_per_subject: LOGS_MAX_PER_SUBJECT,
+            max_message_size: LOGS_MAX_MESSAGE,
             duplicate_window: limits.duplicate_window,
             ..Default::default()
         },
@@ -266,13 +274,16 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
             .get_or_create_stream(config.clone())
             .await
             .map_err(|e| classify(&name, e.to_string()))?;
-        // A stream made by an older release keeps its old subjects until updated (a stream
-        // update works on 2.9; only consumer updates need 2.10).
+        // A stream made by an older release keeps its old subjects and limits until updated (a
+        // stream update works on 2.9; only consumer updates need 2.10).
         let info = stream
             .info()
             .await
             .map_err(|e| classify(&name, e.to_string()))?;
-        if info.config.subjects != config.subjects {
+        if info.config.subjects != config.subjects
+            || info.config.max_messages_per_subject != config.max_messages_per_subject
+            || info.config.max_message_size != config.max_message_size
+        {
             js.update_stream(config)
                 .await
                 .map_err(|e| classify(&name, e.to_string()))?;

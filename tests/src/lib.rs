@@ -13,6 +13,8 @@ pub use freeagent_shared;
 
 pub const API_KEY: &str = "fak_e2e-test-key-e2e-test-key-e2e-test-key";
 pub const SECRET: &str = "e2e-signing-secret-e2e-signing-secret";
+/// What worker processes register with: a key with only the `register_workers` scope.
+pub const REGISTRATION_KEY: &str = "fak_e2e-registration-only-key-registration";
 
 /// Where cargo put the binaries: a test executable lives in `<target>/<profile>/deps/`, the
 /// bench binary beside the services in `<target>/<profile>/`.
@@ -86,7 +88,9 @@ pub struct Farm {
     pub schedulers: Vec<String>,
     pub http: reqwest::Client,
     pub data: tempfile::TempDir,
+    /// Every process's settings (URLs, tuning); services also get `services_env`.
     env: Vec<(String, String)>,
+    services_env: Vec<(String, String)>,
     procs: Vec<Proc>,
 }
 
@@ -110,11 +114,18 @@ impl Farm {
         );
         let gateway = format!("http://127.0.0.1:{gp}");
         let storage = format!("http://127.0.0.1:{sp}");
-        let mut env: Vec<(String, String)> = [
+        // Workers get none of these: no database, no signing secret, no admin key.
+        let services_env: Vec<(String, String)> = [
             ("FREEAGENT_DATABASE_URL", db.url.clone()),
-            ("FREEAGENT_NATS_URL", nats.url.clone()),
             ("FREEAGENT_API_KEY", API_KEY.into()),
+            ("FREEAGENT_WORKER_REGISTRATION_KEY", REGISTRATION_KEY.into()),
             ("FREEAGENT_SIGNING_SECRET", SECRET.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut env: Vec<(String, String)> = [
+            ("FREEAGENT_NATS_URL", nats.url.clone()),
             ("FREEAGENT_STORAGE_ENDPOINT", storage.clone()),
             (
                 "FREEAGENT_STORAGE_URL",
@@ -153,6 +164,7 @@ impl Farm {
             http: reqwest::Client::new(),
             data,
             env,
+            services_env,
             procs: vec![],
         };
         farm.spawn("storage", "freeagent-storage", &[]);
@@ -199,7 +211,19 @@ impl Farm {
             .append(true)
             .open(&log)
             .expect("log file");
+        let own: Vec<(String, String)> = if bin == "freeagent-worker" {
+            vec![("FREEAGENT_API_KEY".into(), REGISTRATION_KEY.into())]
+        } else {
+            self.services_env.clone()
+        };
         let child = Command::new(binary(bin))
+            .env_clear()
+            .envs(
+                ["PATH", "HOME", "LANG", "TMPDIR"]
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
+            .envs(own.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(file.try_clone().expect("log file")))

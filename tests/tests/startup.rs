@@ -143,6 +143,10 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
     ] {
         assert!(!environ.contains(secret), "the worker was given {secret}");
     }
+    assert!(
+        !environ.contains(key),
+        "the worker was given the bootstrap API key"
+    );
     let out = cli(&["logs", id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("artifact: hello.apk"));
     let out = cli(&["status", "not-a-build"]);

@@ -70,6 +70,8 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
         .ok()
         .filter(|k| !k.is_empty())
         .unwrap_or_else(|| token::generate(token::TokenKind::ApiKey));
+    // Workers register with a key that can do nothing else.
+    let registration_key = token::generate(token::TokenKind::ApiKey);
     let secret = std::env::var("FREEAGENT_SIGNING_SECRET")
         .ok()
         .filter(|k| k.len() >= 32)
@@ -94,6 +96,10 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
         ("FREEAGENT_DATABASE_CREATE", "true".into()),
         ("FREEAGENT_SIGNING_SECRET", secret),
         ("FREEAGENT_API_KEY", api_key.clone()),
+        (
+            "FREEAGENT_WORKER_REGISTRATION_KEY",
+            registration_key.clone(),
+        ),
         ("FREEAGENT_STORAGE_ENDPOINT", storage_endpoint.clone()),
         (
             "FREEAGENT_STORAGE_URL",
@@ -161,7 +167,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
         let worker = vec![
             ("FREEAGENT_GATEWAY_URL", gateway_url.clone()),
             ("FREEAGENT_NATS_URL", nats_url.clone()),
-            ("FREEAGENT_API_KEY", api_key.clone()),
+            ("FREEAGENT_API_KEY", registration_key.clone()),
             ("FREEAGENT_BUILD_COMMAND", a.build_command.clone()),
             ("FREEAGENT_WORKER_PLATFORMS", a.worker_platforms.clone()),
             (

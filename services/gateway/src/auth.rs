@@ -14,6 +14,8 @@ pub const SCOPE_SUBMIT: &str = "submit";
 pub const SCOPE_READ: &str = "read";
 pub const SCOPE_WORKER: &str = "worker";
 pub const SCOPE_ADMIN: &str = "admin";
+/// May register workers and nothing else: the key a worker machine holds.
+pub const SCOPE_REGISTER_WORKERS: &str = "register_workers";
 pub const ALL_SCOPES: [&str; 4] = [SCOPE_SUBMIT, SCOPE_READ, SCOPE_WORKER, SCOPE_ADMIN];
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -82,6 +84,24 @@ pub async fn require_api_key(st: &AppState, headers: &HeaderMap, scope: &str) ->
     if !has_scope(&key, scope) {
         return Err(GatewayError::forbidden(format!(
             "this API key lacks the '{scope}' scope"
+        )));
+    }
+    Ok(key)
+}
+
+/// An API key with any of `scopes` is required.
+pub async fn require_api_key_any(
+    st: &AppState,
+    headers: &HeaderMap,
+    scopes: &[&str],
+) -> Result<ApiKey> {
+    let key = api_key(st, headers)
+        .await?
+        .ok_or_else(|| missing_or_wrong_kind(headers, "an API key"))?;
+    if !scopes.iter().any(|s| has_scope(&key, s)) {
+        return Err(GatewayError::forbidden(format!(
+            "this API key lacks the '{}' scope",
+            scopes.join("' or '")
         )));
     }
     Ok(key)

@@ -6,6 +6,8 @@ use std::time::Duration;
 pub const DEFAULT_SOURCE_LIMIT: u64 = 500 << 20;
 pub const DEFAULT_CERTS_LIMIT: u64 = 10 << 20;
 pub const DEFAULT_JSON_LIMIT: u64 = 1 << 20;
+/// A build's metadata travels in its job message: capped well below NATS' 1 MiB message limit.
+pub const DEFAULT_METADATA_LIMIT: u64 = 64 << 10;
 pub const DEFAULT_RESULT_LIMIT: u64 = 2 << 30;
 /// Worker tokens live this long; every reply to a worker renews one with a third or less left.
 pub const DEFAULT_WORKER_TOKEN_TTL: Duration = Duration::from_secs(90);
@@ -28,9 +30,13 @@ pub struct GatewayConfig {
     /// Accepted after a rotation until its deadline; never used to sign.
     pub signing_previous: Option<freeagent_shared::capability::PreviousSecret>,
     pub bootstrap_api_key: String,
+    /// A key with only the `register_workers` scope, for worker machines
+    /// (`FREEAGENT_WORKER_REGISTRATION_KEY`).
+    pub worker_registration_key: Option<String>,
     pub source_limit: u64,
     pub certs_limit: u64,
     pub json_limit: u64,
+    pub metadata_limit: u64,
     pub result_limit: u64,
     pub worker_token_ttl: Duration,
     pub worker_token_grace: Duration,
@@ -80,9 +86,21 @@ impl GatewayConfig {
             signing_secret: config::signing_secret()?,
             signing_previous: config::previous_signing_secret()?,
             bootstrap_api_key: key,
+            worker_registration_key: match config::var("FREEAGENT_WORKER_REGISTRATION_KEY") {
+                Some(k) if k.len() < MIN_SECRET_LEN => {
+                    return Err(ConfigError::new(
+                        "FREEAGENT_WORKER_REGISTRATION_KEY",
+                        &"*".repeat(k.len()),
+                        format!("at least {MIN_SECRET_LEN} characters"),
+                    ));
+                }
+                other => other,
+            },
             source_limit: config::bytes("FREEAGENT_SOURCE_LIMIT", DEFAULT_SOURCE_LIMIT)?,
             certs_limit: config::bytes("FREEAGENT_CERTS_LIMIT", DEFAULT_CERTS_LIMIT)?,
             json_limit: config::bytes("FREEAGENT_JSON_LIMIT", DEFAULT_JSON_LIMIT)?,
+            metadata_limit: config::bytes("FREEAGENT_METADATA_LIMIT", DEFAULT_METADATA_LIMIT)?
+                .min(512 << 10),
             result_limit: config::bytes("FREEAGENT_RESULT_LIMIT", DEFAULT_RESULT_LIMIT)?,
             worker_token_ttl: config::duration(
                 "FREEAGENT_WORKER_TOKEN_TTL",

@@ -67,6 +67,17 @@ impl App {
         )
         .await
         .context("storing the bootstrap API key")?;
+        if let Some(k) = &config.worker_registration_key {
+            db::api_keys::api_key_ensure(
+                &pool,
+                ApiKeyId::new(),
+                "worker registration",
+                &token::hash(k),
+                &[auth::SCOPE_REGISTER_WORKERS],
+            )
+            .await
+            .context("storing the worker registration key")?;
+        }
         let nats = nats::connect(
             &config.nats,
             "freeagent-gateway",

@@ -110,7 +110,7 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, id: BuildId, p: &mut Part
                 )));
             }
             "metadata" => {
-                let text = multipart::text(field, "metadata", c.json_limit as usize).await?;
+                let text = multipart::text(field, "metadata", c.metadata_limit as usize).await?;
                 let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
                     GatewayError::bad_request(format!("part 'metadata' is not valid JSON: {e}"))
                 })?;

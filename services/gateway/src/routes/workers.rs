@@ -4,7 +4,7 @@
 //! API key that registered it, or an admin key, so one worker's token is never handed to another;
 //! the NATS key it replaces is revoked.
 
-use crate::auth::{self, SCOPE_ADMIN, SCOPE_READ, SCOPE_WORKER};
+use crate::auth::{self, SCOPE_ADMIN, SCOPE_READ, SCOPE_REGISTER_WORKERS, SCOPE_WORKER};
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
@@ -49,7 +49,8 @@ pub async fn register(
     headers: HeaderMap,
     body: std::result::Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<Response> {
-    let key = auth::require_api_key(&st, &headers, SCOPE_WORKER).await?;
+    let key =
+        auth::require_api_key_any(&st, &headers, &[SCOPE_WORKER, SCOPE_REGISTER_WORKERS]).await?;
     let Json(req) = body.map_err(bad_json)?;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 200 {
@@ -165,8 +166,12 @@ pub async fn register(
         },
         Some(existing) => {
             let presented = headers.get("x-worker-token").and_then(|v| v.to_str().ok());
+            // A registration-only key (held by every worker machine) may not take over another
+            // worker's id: that needs the worker's own token, or a worker or admin key.
+            let registered_it =
+                existing.registered_by == Some(key.id) && auth::has_scope(&key, SCOPE_WORKER);
             let owns = presented.is_some_and(|t| existing.token_ok(t, chrono::Utc::now()))
-                || existing.registered_by == Some(key.id)
+                || registered_it
                 || auth::has_scope(&key, SCOPE_ADMIN);
             if !owns {
                 return Err(GatewayError::forbidden(
