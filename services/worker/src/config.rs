@@ -31,6 +31,8 @@ pub struct WorkerConfig {
     pub kill_grace: Duration,
     pub shutdown_grace: Duration,
     pub presence_every: Duration,
+    /// How builds are isolated (`FREEAGENT_SANDBOX`, `FREEAGENT_SANDBOX_UID`), checked at start.
+    pub sandbox: crate::sandbox::Sandbox,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -38,6 +40,7 @@ impl std::fmt::Debug for WorkerConfig {
         f.debug_struct("WorkerConfig")
             .field("name", &self.name)
             .field("queues", &self.queues)
+            .field("sandbox", &self.sandbox.level())
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +73,8 @@ impl WorkerConfig {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ConfigError::new("FREEAGENT_WORKER_QUEUES", &raw, e.to_string()))?,
         };
+        let work_dir = config::var("FREEAGENT_WORK_DIR").map(PathBuf::from);
+        let sandbox = crate::sandbox::Sandbox::from_env(work_dir.as_deref())?;
         Ok(Self {
             gateway_url: config::string("FREEAGENT_GATEWAY_URL", config::DEFAULT_GATEWAY_URL),
             api_key,
@@ -84,7 +89,7 @@ impl WorkerConfig {
             platforms,
             queues,
             build_command: config::string("FREEAGENT_BUILD_COMMAND", DEFAULT_BUILD_COMMAND),
-            work_dir: config::var("FREEAGENT_WORK_DIR").map(PathBuf::from),
+            work_dir,
             max_concurrent: config::parse(
                 "FREEAGENT_WORKER_MAX_CONCURRENT",
                 DEFAULT_MAX_CONCURRENT,
@@ -97,6 +102,7 @@ impl WorkerConfig {
                 "FREEAGENT_PRESENCE_INTERVAL",
                 DEFAULT_PRESENCE_INTERVAL,
             )?,
+            sandbox,
         })
     }
 }

@@ -1,11 +1,15 @@
-//! Runs the build command in its own process group, streams its stdout and stderr as log lines,
-//! and on cancel ends the whole group: SIGTERM, then SIGKILL after a grace period.
+//! Runs the build command as `sandbox.rs` prepared it, streams its stdout and stderr as log
+//! lines, and on cancel ends everything the build started: SIGTERM, then SIGKILL after a grace
+//! period. A sandboxed build is reached through its PID namespace (daemons that called
+//! `setsid` left the process group, not the namespace); an unsandboxed one through its process
+//! group.
 
 use crate::config::MAX_LOG_LINE;
 use crate::log_stream::LogSink;
+use crate::sandbox::{self, Launch, Level};
 use freeagent_shared::wire::LogLevel;
 use futures::StreamExt;
-use std::path::Path;
+use nix::sys::signal::Signal;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncRead;
@@ -16,30 +20,26 @@ use tokio_util::sync::CancellationToken;
 pub enum Exit {
     Success,
     Failed(String),
-    /// Cancelled, lease lost or shutting down: the group was ended.
+    /// Cancelled, lease lost or shutting down: everything the build started was ended.
     Stopped,
 }
 
 pub async fn run(
     command: &str,
-    cwd: &Path,
-    env: &[(String, String)],
+    launch: &Launch,
     log: &LogSink,
     stop: &CancellationToken,
     kill_grace: Duration,
 ) -> std::io::Result<Exit> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(cwd)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let mut child = tokio::process::Command::from(launch.command(command))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
+        // Killing `unshare` kills the namespace's pid 1 (`--kill-child`), and with it the rest.
         .kill_on_drop(true)
         .spawn()?;
-    let pgid = child.id().map(|p| p as i32);
+    let pid = child.id();
     let readers = [
         child
             .stdout
@@ -63,25 +63,51 @@ pub async fn run(
             }
         }
         _ = stop.cancelled() => {
-            signal_group(pgid, nix::sys::signal::Signal::SIGTERM);
+            // Signals go out only while `unshare` is unreaped: its namespace id cannot have
+            // been reused by then.
+            signal_build(launch.level(), pid, Signal::SIGTERM);
             if tokio::time::timeout(kill_grace, child.wait()).await.is_err() {
-                signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                signal_build(launch.level(), pid, Signal::SIGKILL);
                 let _ = child.wait().await;
             }
             Exit::Stopped
         }
     };
-    // Whatever the command left running in its group goes too.
-    signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    // A sandboxed build's namespace ended with its pid 1. Unsandboxed, whatever the command
+    // left running in its group goes now (what left the group survives: see docs/sandbox.md).
+    if launch.level() == Level::None {
+        signal_group(pid, Signal::SIGKILL);
+    }
     for r in readers.into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
     }
     Ok(exit)
 }
 
-fn signal_group(pgid: Option<i32>, sig: nix::sys::signal::Signal) {
+/// Sends `sig` to every process of the build. Sandboxed: each member of its PID namespace
+/// (pid 1, the set-up shell, ignores SIGTERM and exits when the build does; SIGKILL to it ends
+/// the namespace); if the namespace is not there yet, killing `unshare` ends it.
+fn signal_build(level: Level, pid: Option<u32>, sig: Signal) {
+    let Some(pid) = pid else { return };
+    if level == Level::None {
+        return signal_group(Some(pid), sig);
+    }
+    match sandbox::namespace_members(pid) {
+        Some(members) => {
+            for m in members {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(m), sig);
+            }
+            if sig == Signal::SIGKILL {
+                signal_group(Some(pid), sig);
+            }
+        }
+        None => signal_group(Some(pid), Signal::SIGKILL),
+    }
+}
+
+fn signal_group(pgid: Option<u32>, sig: Signal) {
     if let Some(p) = pgid {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p), sig);
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p as i32), sig);
     }
 }
 

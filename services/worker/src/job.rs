@@ -5,7 +5,7 @@
 use crate::agent::Agent;
 use crate::executor::{self, Exit};
 use crate::workspace::{self, Workspace};
-use crate::{artifact, log_stream};
+use crate::{artifact, log_stream, sandbox};
 use freeagent_shared::wire::AbandonRequest;
 use freeagent_shared::wire::{
     CompleteRequest, FailRequest, FinishReply, HeartbeatReply, HeartbeatRequest, JobGrant, LogLevel,
@@ -151,20 +151,12 @@ impl Job {
             Ok(Err(e)) => return Outcome::Fail(e.to_string()),
             Err(e) => return Outcome::Fail(format!("unpacking failed: {e}")),
         }
-        let mut env = vec![
-            ("FREEAGENT_BUILD_ID".to_owned(), g.build_id.to_string()),
-            ("FREEAGENT_ATTEMPT".to_owned(), g.attempt.to_string()),
-            ("FREEAGENT_PLATFORM".to_owned(), g.platform.to_string()),
-            (
-                "FREEAGENT_SOURCE_DIR".to_owned(),
-                ws.source_dir().display().to_string(),
-            ),
-            (
-                "FREEAGENT_OUTPUT_DIR".to_owned(),
-                ws.output_dir().display().to_string(),
-            ),
-        ];
+        // The build sees only the documented variables, inside the sandbox (sandbox.rs).
+        let mut certs_path = None;
         if let Some(url) = &g.certs_url {
+            if let Err(refusal) = c.sandbox.allows_certs() {
+                return Outcome::Fail(refusal);
+            }
             let certs = ws.file("certs");
             match workspace::download(&self.agent.http, url, &certs, "certs").await {
                 Err(e) => return Outcome::Fail(e.to_string()),
@@ -176,10 +168,19 @@ impl Job {
                 }
                 Ok(_) => {}
             }
-            env.push((
-                "FREEAGENT_CERTS_PATH".to_owned(),
-                certs.display().to_string(),
-            ));
+            certs_path = Some(certs);
+        }
+        let build = sandbox::Build {
+            id: g.build_id.to_string(),
+            attempt: g.attempt.to_string(),
+            platform: g.platform.to_string(),
+        };
+        let launch = match c.sandbox.prepare(&ws, &build, certs_path.as_deref()) {
+            Ok(l) => l,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        if let Some(warning) = c.sandbox.warning() {
+            log.line(LogLevel::Warn, warning.to_owned()).await;
         }
         if stop.is_cancelled() {
             return Outcome::Stopped;
@@ -189,16 +190,7 @@ impl Job {
             format!("[freeagent] running: {}", c.build_command),
         )
         .await;
-        match executor::run(
-            &c.build_command,
-            &ws.source_dir(),
-            &env,
-            log,
-            stop,
-            c.kill_grace,
-        )
-        .await
-        {
+        match executor::run(&c.build_command, &launch, log, stop, c.kill_grace).await {
             Err(e) => Outcome::Fail(format!("could not start the build command: {e}")),
             Ok(Exit::Stopped) => Outcome::Stopped,
             Ok(Exit::Failed(msg)) => Outcome::Fail(msg),

