@@ -112,6 +112,9 @@ pub enum NotYours {
     WrongQueue,
     /// The worker is draining and takes no new build.
     Draining,
+    /// The worker already holds `max_concurrent` builds (the farm enforces it): someone else
+    /// should take this dispatch.
+    AtCapacity,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

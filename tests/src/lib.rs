@@ -49,6 +49,8 @@ pub struct FarmOpts {
     /// Run on this (shared) server as its farm number `.1` (each farm is an account of its
     /// own); by default the farm gets a server of its own.
     pub nats: Option<(TestNats, usize)>,
+    /// Settings for the scheduler(s) only.
+    pub scheduler_env: Vec<(String, String)>,
 }
 
 impl Default for FarmOpts {
@@ -61,6 +63,7 @@ impl Default for FarmOpts {
             private_postgres: false,
             extra_env: vec![],
             nats: None,
+            scheduler_env: vec![],
         }
     }
 }
@@ -179,6 +182,11 @@ impl Farm {
                 .collect();
             let port_text = port.to_string();
             extra.push(("FREEAGENT_SCHEDULER_PORT", &port_text));
+            extra.extend(
+                opts.scheduler_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            );
             farm.spawn(&format!("scheduler-{i}"), "freeagent-scheduler", &extra);
             farm.schedulers.push(format!("http://127.0.0.1:{port}"));
         }
@@ -391,6 +399,39 @@ impl Farm {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every line of a build's log, following the pages.
+    pub async fn all_logs(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let page: Value = self
+                .http
+                .get(format!(
+                    "{}/api/builds/{id}/logs?after={after}&limit=10000",
+                    self.gateway
+                ))
+                .header("x-api-key", API_KEY)
+                .send()
+                .await
+                .expect("get logs")
+                .json()
+                .await
+                .expect("logs json");
+            let next = page["next_after"].as_u64().unwrap_or(after);
+            out.extend(
+                page["logs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l["message"].as_str().map(str::to_owned)),
+            );
+            if next == after {
+                return out;
+            }
+            after = next;
+        }
     }
 
     /// Resident memory of a farm process now and at its peak (`VmRSS`, `VmHWM`), in bytes.

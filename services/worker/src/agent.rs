@@ -225,10 +225,11 @@ impl Agent {
                 // Not ours to run, or a dispatch this farm does not know: ended, not redelivered.
                 Ok(ClaimReply::NotYours { reason, status }) => {
                     tracing::info!(build_id = %dispatch.build_id, attempt = %dispatch.attempt, ?reason, ?status, "dispatch not ours");
-                    let _ = if reason == NotYours::NotFound {
-                        msg.ack_with(AckKind::Term).await
-                    } else {
-                        msg.ack().await
+                    let _ = match reason {
+                        NotYours::NotFound => msg.ack_with(AckKind::Term).await,
+                        // Full here: let another worker take it now.
+                        NotYours::AtCapacity => msg.ack_with(AckKind::Nak(None)).await,
+                        _ => msg.ack().await,
                     };
                 }
                 Ok(ClaimReply::Error { message } | ClaimReply::Unavailable { message }) => {

@@ -51,7 +51,8 @@ pub async fn upload(
         .body(body)
         .send()
         .await
-        .map_err(|e| ArtifactError::Upload(e.to_string()))?;
+        // reqwest's errors name the URL, which carries a capability.
+        .map_err(|e| ArtifactError::Upload(e.without_url().to_string()))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
@@ -61,5 +62,5 @@ pub async fn upload(
     }
     resp.json()
         .await
-        .map_err(|e| ArtifactError::Upload(e.to_string()))
+        .map_err(|e| ArtifactError::Upload(e.without_url().to_string()))
 }

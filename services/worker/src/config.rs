@@ -29,6 +29,10 @@ pub struct WorkerConfig {
     pub work_dir: Option<PathBuf>,
     pub max_concurrent: usize,
     pub kill_grace: Duration,
+    /// What a source archive may unpack to (`FREEAGENT_UNPACK_LIMIT`, `_UNPACK_ENTRIES`).
+    pub unpack: crate::workspace::UnpackLimits,
+    /// Per-build log caps (`FREEAGENT_LOG_MAX_BYTES`, `_LOG_LINES_PER_SEC`).
+    pub log_caps: crate::log_stream::LogCaps,
     pub shutdown_grace: Duration,
     pub presence_every: Duration,
     /// How builds are isolated (`FREEAGENT_SANDBOX`, `FREEAGENT_SANDBOX_UID`), checked at start.
@@ -97,6 +101,28 @@ impl WorkerConfig {
             )?
             .max(1),
             kill_grace: config::duration("FREEAGENT_KILL_GRACE", DEFAULT_KILL_GRACE)?,
+            unpack: crate::workspace::UnpackLimits {
+                max_bytes: config::bytes(
+                    "FREEAGENT_UNPACK_LIMIT",
+                    crate::workspace::DEFAULT_UNPACK_LIMITS.max_bytes,
+                )?,
+                max_entries: config::parse(
+                    "FREEAGENT_UNPACK_ENTRIES",
+                    crate::workspace::DEFAULT_UNPACK_LIMITS.max_entries,
+                    "a number of archive entries",
+                )?,
+            },
+            log_caps: crate::log_stream::LogCaps {
+                max_bytes: config::bytes(
+                    "FREEAGENT_LOG_MAX_BYTES",
+                    crate::log_stream::DEFAULT_LOG_CAPS.max_bytes,
+                )?,
+                lines_per_sec: config::parse(
+                    "FREEAGENT_LOG_LINES_PER_SEC",
+                    crate::log_stream::DEFAULT_LOG_CAPS.lines_per_sec,
+                    "a number of lines per second",
+                )?,
+            },
             shutdown_grace: config::duration("FREEAGENT_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,
             presence_every: config::duration(
                 "FREEAGENT_PRESENCE_INTERVAL",

@@ -57,9 +57,17 @@ impl Job {
             self.grant.build_id,
             self.agent.worker_id,
             self.grant.attempt,
+            self.agent.config.log_caps,
         );
 
         let outcome = self.execute(&log, &stop).await;
+        // No capability, token or key reaches the build's error message or log.
+        let outcome = match outcome {
+            Outcome::Fail(msg) => {
+                Outcome::Fail(freeagent_shared::redact::redact(&msg).into_owned())
+            }
+            other => other,
+        };
         if let Outcome::Fail(msg) = &outcome {
             log.line(LogLevel::Error, msg.clone()).await;
         }
@@ -142,8 +150,9 @@ impl Job {
             }
             Err(e) => return Outcome::Fail(e.to_string()),
         }
-        let (a, src) = (archive.clone(), ws.source_dir());
-        match tokio::task::spawn_blocking(move || workspace::unpack(&a, &src)).await {
+        let (a, src, unpack_limits) = (archive.clone(), ws.source_dir(), c.unpack);
+        match tokio::task::spawn_blocking(move || workspace::unpack(&a, &src, unpack_limits)).await
+        {
             Ok(Ok(n)) => {
                 log.line(LogLevel::Info, format!("[freeagent] unpacked {n} files"))
                     .await

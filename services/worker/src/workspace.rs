@@ -26,6 +26,14 @@ pub enum WorkspaceError {
     Escape(String),
     #[error("the source archive is unreadable: {0}")]
     Archive(String),
+    #[error(
+        "the source archive unpacks to more than {limit} bytes (FREEAGENT_UNPACK_LIMIT); nothing was kept"
+    )]
+    TooBig { limit: u64 },
+    #[error(
+        "the source archive has more than {limit} entries (FREEAGENT_UNPACK_ENTRIES); nothing was kept"
+    )]
+    TooManyEntries { limit: usize },
     #[error("workspace I/O failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -142,12 +150,16 @@ pub async fn download(
     dest: &Path,
     what: &'static str,
 ) -> Result<String, WorkspaceError> {
-    let fail = |reason: String| WorkspaceError::Download { what, reason };
+    // reqwest's errors name the URL, which carries a capability: never let it into text.
+    let fail = |reason: String| WorkspaceError::Download {
+        what,
+        reason: freeagent_shared::redact::redact(&reason).into_owned(),
+    };
     let resp = http
         .get(url)
         .send()
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(e.without_url().to_string()))?;
     if !resp.status().is_success() {
         return Err(fail(format!("storage answered {}", resp.status())));
     }
@@ -155,7 +167,7 @@ pub async fn download(
     let mut hasher = Sha256::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| fail(e.to_string()))?;
+        let chunk = chunk.map_err(|e| fail(e.without_url().to_string()))?;
         hasher.update(&chunk);
         file.write_all(&chunk).await?;
     }
@@ -163,15 +175,76 @@ pub async fn download(
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Unpacks a zip or tar.gz archive into `dest` (blocking; call from `spawn_blocking`).
-pub fn unpack(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
+/// What an archive may unpack to: bytes written (counted as they are written, whatever the
+/// headers claim) and entries (files and directories). Archive bombs stop at the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackLimits {
+    pub max_bytes: u64,
+    pub max_entries: usize,
+}
+
+/// 8 × the default source limit, and 200,000 entries: generous, but finite.
+pub const DEFAULT_UNPACK_LIMITS: UnpackLimits = UnpackLimits {
+    max_bytes: 8 * (500 << 20),
+    max_entries: 200_000,
+};
+
+/// The running totals of one unpack.
+struct Budget {
+    limits: UnpackLimits,
+    bytes: u64,
+    entries: usize,
+}
+
+impl Budget {
+    fn entry(&mut self) -> Result<(), WorkspaceError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(WorkspaceError::TooManyEntries {
+                limit: self.limits.max_entries,
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies `from` into a new file at `to`, stopping at the byte budget.
+    fn copy(&mut self, from: &mut impl Read, to: &Path) -> Result<(), WorkspaceError> {
+        let mut out = std::fs::File::create(to)?;
+        let left = self.limits.max_bytes.saturating_sub(self.bytes);
+        // One byte past the budget tells "exactly at the limit" from "over it".
+        let n = std::io::copy(&mut from.take(left + 1), &mut out)?;
+        self.bytes += n;
+        if n > left {
+            return Err(WorkspaceError::TooBig {
+                limit: self.limits.max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Unpacks a zip or tar.gz archive into `dest` (blocking; call from `spawn_blocking`). On any
+/// error `dest` is emptied: a refused archive leaves no files behind.
+pub fn unpack(archive: &Path, dest: &Path, limits: UnpackLimits) -> Result<usize, WorkspaceError> {
     let mut magic = [0u8; 4];
     let n = std::fs::File::open(archive)?.read(&mut magic)?;
-    match &magic[..n.min(4)] {
-        [0x50, 0x4b, 0x03, 0x04] | [0x50, 0x4b, 0x05, 0x06] => unpack_zip(archive, dest),
-        [0x1f, 0x8b, ..] => unpack_tar_gz(archive, dest),
+    let mut budget = Budget {
+        limits,
+        bytes: 0,
+        entries: 0,
+    };
+    let result = match &magic[..n.min(4)] {
+        [0x50, 0x4b, 0x03, 0x04] | [0x50, 0x4b, 0x05, 0x06] => {
+            unpack_zip(archive, dest, &mut budget)
+        }
+        [0x1f, 0x8b, ..] => unpack_tar_gz(archive, dest, &mut budget),
         _ => Err(WorkspaceError::UnknownFormat),
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(dest);
+        let _ = std::fs::create_dir_all(dest);
     }
+    result
 }
 
 /// The path of an entry inside `dest`, or an error if it is absolute or climbs out.
@@ -187,12 +260,13 @@ fn contained(dest: &Path, name: &Path) -> Result<PathBuf, WorkspaceError> {
     Ok(out)
 }
 
-fn unpack_zip(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
+fn unpack_zip(archive: &Path, dest: &Path, budget: &mut Budget) -> Result<usize, WorkspaceError> {
     let bad = |e: zip::result::ZipError| WorkspaceError::Archive(e.to_string());
     let mut zip = zip::ZipArchive::new(std::fs::File::open(archive)?).map_err(bad)?;
     let mut files = 0;
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(bad)?;
+        budget.entry()?;
         let raw = entry.name().to_owned();
         let target = contained(dest, Path::new(&raw))?;
         if entry.is_symlink() {
@@ -205,8 +279,7 @@ fn unpack_zip(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut out = std::fs::File::create(&target)?;
-        std::io::copy(&mut entry, &mut out)?;
+        budget.copy(&mut entry, &target)?;
         #[cfg(unix)]
         if let Some(mode) = entry.unix_mode() {
             use std::os::unix::fs::PermissionsExt;
@@ -217,7 +290,11 @@ fn unpack_zip(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
     Ok(files)
 }
 
-fn unpack_tar_gz(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
+fn unpack_tar_gz(
+    archive: &Path,
+    dest: &Path,
+    budget: &mut Budget,
+) -> Result<usize, WorkspaceError> {
     let gz = flate2::read::GzDecoder::new(std::fs::File::open(archive)?);
     let mut tar = tar::Archive::new(gz);
     tar.set_preserve_permissions(false);
@@ -233,14 +310,25 @@ fn unpack_tar_gz(archive: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
             .into_owned();
         let target = contained(dest, &path)?;
         match entry.header().entry_type() {
-            tar::EntryType::Directory => std::fs::create_dir_all(&target)?,
+            tar::EntryType::Directory => {
+                budget.entry()?;
+                std::fs::create_dir_all(&target)?
+            }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                budget.entry()?;
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                entry
-                    .unpack(&target)
-                    .map_err(|e| WorkspaceError::Archive(e.to_string()))?;
+                // Written by us, not `entry.unpack`: the bytes are counted as they land, and
+                // the mode is ours (0644; 0755 when any execute bit was set).
+                let mode = entry.header().mode().unwrap_or(0o644);
+                budget.copy(&mut entry, &target)?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+                }
                 files += 1;
             }
             // pax headers and the like carry no files.
@@ -289,7 +377,10 @@ mod tests {
     fn tar_gz_unpacks_inside_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let f = tar_gz_with("a/b.txt", None);
-        assert_eq!(unpack(f.path(), dir.path()).unwrap(), 1);
+        assert_eq!(
+            unpack(f.path(), dir.path(), DEFAULT_UNPACK_LIMITS).unwrap(),
+            1
+        );
         assert_eq!(std::fs::read(dir.path().join("a/b.txt")).unwrap(), b"hello");
     }
 
@@ -302,7 +393,7 @@ mod tests {
             tar_gz_with("link", Some("/etc")),
         ] {
             assert!(matches!(
-                unpack(f.path(), dir.path()),
+                unpack(f.path(), dir.path(), DEFAULT_UNPACK_LIMITS),
                 Err(WorkspaceError::Escape(_))
             ));
         }
@@ -319,7 +410,7 @@ mod tests {
         std::io::Write::write_all(&mut z, b"x").unwrap();
         z.finish().unwrap();
         assert!(matches!(
-            unpack(f.path(), dir.path()),
+            unpack(f.path(), dir.path(), DEFAULT_UNPACK_LIMITS),
             Err(WorkspaceError::Escape(_))
         ));
     }
@@ -330,7 +421,7 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), b"plain text").unwrap();
         assert!(matches!(
-            unpack(f.path(), dir.path()),
+            unpack(f.path(), dir.path(), DEFAULT_UNPACK_LIMITS),
             Err(WorkspaceError::UnknownFormat)
         ));
     }

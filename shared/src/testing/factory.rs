@@ -73,7 +73,8 @@ pub async fn worker(pool: &Pool, platforms: &[Platform]) -> TestWorker {
         token_expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
         registered_by: None,
         queues: platforms.iter().map(|p| p.as_str().to_owned()).collect(),
-        max_concurrent: 1,
+        // Simulated workers hold as many builds as a test gives them; capacity tests set less.
+        max_concurrent: 1024,
         nats_public_key: None,
         nats_jwt_expires_at: None,
     };
