@@ -6,7 +6,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::testing::wait;
-use freeagent_tests::{API_KEY, Farm, FarmOpts, SECRET, pack, project};
+use freeagent_tests::{API_KEY, Farm, FarmOpts, REGISTRATION_KEY, SECRET, pack, project};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -187,8 +187,11 @@ async fn a_build_finds_no_secret_in_its_environment_the_workers_processes_or_fil
         );
     }
     assert!(!all.contains("WORKER PROCESS VISIBLE"), "{all}");
+    // The worker holds the registration key; the other services (whose environments a build
+    // could read through /proc if it saw them) hold the rest.
     for secret in [
         API_KEY,
+        REGISTRATION_KEY,
         SECRET,
         farm.db.url.as_str(),
         "FREEAGENT_NATS",

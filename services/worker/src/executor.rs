@@ -65,9 +65,9 @@ pub async fn run(
         _ = stop.cancelled() => {
             // Signals go out only while `unshare` is unreaped: its namespace id cannot have
             // been reused by then.
-            signal_build(launch.level(), pid, Signal::SIGTERM);
+            sandbox::signal_build(launch.level(), pid, Signal::SIGTERM);
             if tokio::time::timeout(kill_grace, child.wait()).await.is_err() {
-                signal_build(launch.level(), pid, Signal::SIGKILL);
+                sandbox::signal_build(launch.level(), pid, Signal::SIGKILL);
                 let _ = child.wait().await;
             }
             Exit::Stopped
@@ -76,39 +76,12 @@ pub async fn run(
     // A sandboxed build's namespace ended with its pid 1. Unsandboxed, whatever the command
     // left running in its group goes now (what left the group survives: see docs/sandbox.md).
     if launch.level() == Level::None {
-        signal_group(pid, Signal::SIGKILL);
+        sandbox::signal_build(Level::None, pid, Signal::SIGKILL);
     }
     for r in readers.into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
     }
     Ok(exit)
-}
-
-/// Sends `sig` to every process of the build. Sandboxed: each member of its PID namespace
-/// (pid 1, the set-up shell, ignores SIGTERM and exits when the build does; SIGKILL to it ends
-/// the namespace); if the namespace is not there yet, killing `unshare` ends it.
-fn signal_build(level: Level, pid: Option<u32>, sig: Signal) {
-    let Some(pid) = pid else { return };
-    if level == Level::None {
-        return signal_group(Some(pid), sig);
-    }
-    match sandbox::namespace_members(pid) {
-        Some(members) => {
-            for m in members {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(m), sig);
-            }
-            if sig == Signal::SIGKILL {
-                signal_group(Some(pid), sig);
-            }
-        }
-        None => signal_group(Some(pid), Signal::SIGKILL),
-    }
-}
-
-fn signal_group(pgid: Option<u32>, sig: Signal) {
-    if let Some(p) = pgid {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p as i32), sig);
-    }
 }
 
 async fn pump(out: impl AsyncRead + Unpin, log: LogSink, level: LogLevel) {

@@ -618,9 +618,37 @@ fn processes_of(uid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// Sends `sig` to every process of the build. Sandboxed: each member of its PID namespace
+/// (pid 1, the set-up shell, ignores SIGTERM and exits when the build does; SIGKILL to it ends
+/// the namespace); if the namespace is not there yet, killing `unshare` ends it.
+pub fn signal_build(level: Level, pid: Option<u32>, sig: nix::sys::signal::Signal) {
+    let Some(pid) = pid else { return };
+    if level == Level::None {
+        return signal_group(Some(pid), sig);
+    }
+    match namespace_members(pid) {
+        Some(members) => {
+            // `unshare` first: it would otherwise report its child's death in the log.
+            if sig == nix::sys::signal::Signal::SIGKILL {
+                signal_group(Some(pid), sig);
+            }
+            for m in members {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(m), sig);
+            }
+        }
+        None => signal_group(Some(pid), nix::sys::signal::Signal::SIGKILL),
+    }
+}
+
+fn signal_group(pgid: Option<u32>, sig: nix::sys::signal::Signal) {
+    if let Some(p) = pgid {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p as i32), sig);
+    }
+}
+
 /// The processes of a running sandboxed build, found through its PID namespace, for the stop
 /// path: a signal to the process group misses whatever called `setsid`.
-pub fn namespace_members(unshare_pid: u32) -> Option<Vec<i32>> {
+fn namespace_members(unshare_pid: u32) -> Option<Vec<i32>> {
     // `unshare` enters the new namespace's parent side before it forks the namespace's pid 1;
     // until then its `pid_for_children` is still ours, and signalling "every member" would
     // signal the whole machine.
@@ -871,6 +899,61 @@ mod tests {
         let elsewhere = std::env::var_os("FREEAGENT_TEST_SANDBOX_DIR")
             .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
         run_real_build(&elsewhere);
+    }
+
+    #[test]
+    fn the_stop_path_reaches_every_process_of_a_build_even_after_setsid() {
+        use nix::sys::signal::Signal;
+        use std::os::unix::process::CommandExt;
+        let work = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::from_env(Some(work.path())).unwrap();
+        let ws = Workspace::create(Some(work.path())).unwrap();
+        let build = Build {
+            id: "b".into(),
+            attempt: "1".into(),
+            platform: "android".into(),
+        };
+        let launch = sandbox.prepare(&ws, &build, None).unwrap();
+        // Both ignore SIGTERM: only the SIGKILL ends them.
+        let mut child = launch
+            .command("trap '' TERM; setsid sh -c \"trap '' TERM; sleep 30; :\" & sleep 30; :")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // pid 1 (the set-up shell), the build's shell and sleep, the setsid'd shell and sleep.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let members = loop {
+            let m = namespace_members(child.id()).unwrap_or_default();
+            if m.len() >= 5 {
+                break m;
+            }
+            assert!(std::time::Instant::now() < deadline, "{m:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!members.contains(&(std::process::id() as i32)));
+        signal_build(launch.level(), Some(child.id()), Signal::SIGTERM);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(child.try_wait().unwrap().is_none(), "SIGTERM is ignored");
+        signal_build(launch.level(), Some(child.id()), Signal::SIGKILL);
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "",
+            "nothing in the log"
+        );
+        // SIGKILLed, they go within moments (`unshare` may be reaped first).
+        let gone = |m: &i32| {
+            let stat = std::fs::read_to_string(format!("/proc/{m}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.contains(") Z")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !members.iter().all(gone) {
+            assert!(std::time::Instant::now() < deadline, "{members:?} survived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
