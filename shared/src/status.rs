@@ -1,5 +1,5 @@
 //! The build state machine, written down once (see `docs/state_machine.md`), plus the other
-//! small enumerations a build carries: its platform and its queue.
+//! small enumerations a build carries (its platform and its queue) and a worker's status.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -95,6 +95,70 @@ impl FromStr for BuildStatus {
                 value: s.to_owned(),
                 expected: "pending, assigned, building, completed, failed, cancelled",
             })
+    }
+}
+
+/// A worker's status, as the `workers.status` column holds it: `idle` or `building` from its
+/// presence reports, `draining` once an operator asked (it takes no new build and stays draining
+/// until it registers again), `offline` when it left or was revoked. A worker not seen for a while
+/// also shows as `offline` in the registry (computed on read, see `db::workers::worker_list`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(
+    feature = "db",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "lowercase")
+)]
+pub enum WorkerStatus {
+    Idle,
+    Building,
+    Draining,
+    Offline,
+}
+
+impl WorkerStatus {
+    pub const ALL: [WorkerStatus; 4] = [
+        WorkerStatus::Idle,
+        WorkerStatus::Building,
+        WorkerStatus::Draining,
+        WorkerStatus::Offline,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Idle => "idle",
+            WorkerStatus::Building => "building",
+            WorkerStatus::Draining => "draining",
+            WorkerStatus::Offline => "offline",
+        }
+    }
+}
+
+impl fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WorkerStatus {
+    type Err = ParseEnumError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WorkerStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| ParseEnumError {
+                kind: "worker status",
+                value: s.to_owned(),
+                expected: "idle, building, draining, offline",
+            })
+    }
+}
+
+/// Compares with a status name, for callers that still hold one (the gateway's worker views);
+/// new code matches on the variants.
+impl PartialEq<&str> for WorkerStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -224,6 +288,20 @@ mod tests {
             );
         }
         assert!("done".parse::<BuildStatus>().is_err());
+    }
+
+    #[test]
+    fn worker_status_names_round_trip() {
+        for s in WorkerStatus::ALL {
+            assert_eq!(s.as_str().parse::<WorkerStatus>().unwrap(), s);
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+            assert!(s == s.as_str());
+        }
+        assert!("busy".parse::<WorkerStatus>().is_err());
+        assert!("Idle".parse::<WorkerStatus>().is_err());
     }
 
     #[test]

@@ -13,10 +13,6 @@ pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A worker not heard from for this long counts as offline.
 pub const DEFAULT_WORKER_OFFLINE_AFTER: Duration = Duration::from_secs(30);
-/// Worker tokens live this long and are renewed when a third is left.
-pub const DEFAULT_WORKER_TOKEN_TTL: Duration = Duration::from_secs(90);
-/// The previous token stays valid this long after a renewal.
-pub const DEFAULT_WORKER_TOKEN_GRACE: Duration = Duration::from_secs(30);
 /// Storage capabilities handed to workers live minutes; heartbeats renew the upload one, and
 /// none outlives the lease it was granted with.
 pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(10 * 60);
@@ -50,8 +46,6 @@ pub struct SchedulerConfig {
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
     pub worker_offline_after: Duration,
-    pub worker_token_ttl: Duration,
-    pub worker_token_grace: Duration,
     /// Lifetime of signed storage URLs handed to workers.
     pub url_ttl: Duration,
     pub result_limit: u64,
@@ -105,14 +99,6 @@ impl SchedulerConfig {
                 "FREEAGENT_WORKER_OFFLINE_AFTER",
                 DEFAULT_WORKER_OFFLINE_AFTER,
             )?,
-            worker_token_ttl: config::duration(
-                "FREEAGENT_WORKER_TOKEN_TTL",
-                DEFAULT_WORKER_TOKEN_TTL,
-            )?,
-            worker_token_grace: config::duration(
-                "FREEAGENT_WORKER_TOKEN_GRACE",
-                DEFAULT_WORKER_TOKEN_GRACE,
-            )?,
             url_ttl: config::duration("FREEAGENT_URL_TTL", DEFAULT_URL_TTL)?,
             result_limit: config::bytes("FREEAGENT_RESULT_LIMIT", DEFAULT_RESULT_LIMIT)?,
             worker_nats_ttl: config::duration(
@@ -152,8 +138,6 @@ impl SchedulerConfig {
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
             worker_offline_after: DEFAULT_WORKER_OFFLINE_AFTER,
-            worker_token_ttl: DEFAULT_WORKER_TOKEN_TTL,
-            worker_token_grace: DEFAULT_WORKER_TOKEN_GRACE,
             url_ttl: DEFAULT_URL_TTL,
             result_limit: DEFAULT_RESULT_LIMIT,
             worker_nats_ttl: DEFAULT_WORKER_NATS_TTL,

@@ -2,13 +2,11 @@
 //! JetStream, answers worker claims, heartbeats and reports over NATS request/reply, and rescues
 //! builds whose worker was lost. Replicas need no leader: row locks partition the work.
 
-pub mod batched;
-pub mod batcher;
+pub mod batches;
 pub mod config;
 pub mod dispatcher;
 pub mod events;
-pub mod handlers;
-pub mod heartbeat_batch;
+pub mod ops;
 pub mod rescuer;
 pub mod revocations;
 pub mod rpc;
@@ -25,14 +23,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Most claims (or completions) one statement applies.
-const BATCH_MAX: usize = 256;
-/// Batch statements of one kind in flight at once.
-const BATCH_PARALLEL: usize = 4;
-/// Presence reports wait this long for company: an idle fleet of 10,000 then costs a statement
-/// every 100 ms rather than a thousand a second.
-const PRESENCE_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
-const PRESENCE_BATCH_MAX: usize = 2048;
 /// Revocations are pushed on a wake from the gateway; the tick catches a missed wake.
 const REVOCATION_TICK: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -150,28 +140,20 @@ impl App {
         let tracker = TaskTracker::new();
         let wake = Arc::new(Notify::new());
         let js = async_nats::jetstream::new(self.nats.clone());
-        let caps = handlers::Capabilities {
-            signer: Signer::new(&c.signing_secret).with_previous(c.signing_previous.clone()),
-            storage_endpoint: c.storage_endpoint.clone(),
-            ttl: c.url_ttl,
-            result_limit: c.result_limit,
-        };
-        let handlers = handlers::Handlers {
+        let handlers = ops::Handlers {
             pool: self.pool.clone(),
             nats: self.nats.clone(),
-            caps: caps.clone(),
+            caps: ops::Capabilities {
+                signer: Signer::new(&c.signing_secret).with_previous(c.signing_previous.clone()),
+                storage_endpoint: c.storage_endpoint.clone(),
+                ttl: c.url_ttl,
+                result_limit: c.result_limit,
+            },
             lease: c.lease,
             backoff: c.backoff(),
             minter: self.minter.clone(),
             worker_nats_ttl: c.worker_nats_ttl,
             wake_dispatcher: wake.clone(),
-            heartbeats: heartbeat_batch::HeartbeatBatcher::start(
-                self.pool.clone(),
-                self.nats.clone(),
-                caps,
-                c.lease,
-                stop.clone(),
-            ),
         };
         let full_queues: dispatcher::FullQueues = Default::default();
         let dispatcher = dispatcher::Dispatcher {
@@ -265,39 +247,7 @@ impl App {
             },
         ));
         let rpc_tasks = TaskTracker::new();
-        let batches = {
-            let (h1, h2, h3) = (handlers.clone(), handlers.clone(), handlers.clone());
-            rpc::Batches {
-                claims: batcher::Batcher::start(
-                    BATCH_MAX,
-                    BATCH_PARALLEL,
-                    stop.clone(),
-                    move |reqs| {
-                        let h = h1.clone();
-                        async move { h.claim_many(reqs).await }
-                    },
-                ),
-                completions: batcher::Batcher::start(
-                    BATCH_MAX,
-                    BATCH_PARALLEL,
-                    stop.clone(),
-                    move |reqs| {
-                        let h = h2.clone();
-                        async move { h.complete_many(reqs).await }
-                    },
-                ),
-                presence: batcher::Batcher::start_lingering(
-                    PRESENCE_BATCH_MAX,
-                    1,
-                    PRESENCE_LINGER,
-                    stop.clone(),
-                    move |reqs| {
-                        let h = h3.clone();
-                        async move { h.presence_many(reqs).await }
-                    },
-                ),
-            }
-        };
+        let batches = batches::Batches::start(&handlers, &stop);
         tracker.spawn(rpc::serve(
             self.nats.clone(),
             self.subs,

@@ -1,16 +1,17 @@
 //! The core NATS request/reply server (queue group `scheduler`, so replicas share the load):
-//! decode, check the sender, route to a handler, reply. A worker's identity is the worker id of
-//! the subject (`scheduler.<op>.<worker_id>`), which only that worker (and the gateway, for HTTP
-//! workers it authenticated) may publish on; a body naming another worker is refused. Each request runs in its own task, bounded by a semaphore;
-//! on shutdown the subscriptions close first, then in-flight requests finish.
+//! decode, check the sender, route to an operation (`ops`), reply. A worker's identity is the
+//! worker id of the subject (`scheduler.<op>.<worker_id>`), which only that worker (and the
+//! gateway, for HTTP workers it authenticated) may publish on; a body naming another worker is
+//! refused. Operations with a batch path are queued on their batcher (`batches`). Each request
+//! runs in its own task, bounded by a semaphore; on shutdown the subscriptions close first, then
+//! in-flight requests finish.
 
-use crate::batcher::Batcher;
-use crate::handlers::{Handlers, Unavailable};
+use crate::batches::{self, Batches};
+use crate::ops::{Handlers, Unavailable};
 use freeagent_shared::ids::WorkerId;
 use freeagent_shared::subjects::{self, Op};
 use freeagent_shared::wire::{
-    self, ClaimReply, ClaimRequest, CompleteRequest, FinishReply, FromWorker, HeartbeatReply,
-    PresenceReply, PresenceRequest, WireError,
+    self, ClaimReply, FinishReply, FromWorker, HeartbeatReply, PresenceReply, WireError,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -32,14 +33,6 @@ pub async fn subscribe(
         );
     }
     Ok(Subscriptions(subs))
-}
-
-/// Claims and completions go through batchers: requests that arrive together share a statement.
-#[derive(Clone)]
-pub struct Batches {
-    pub claims: Batcher<ClaimRequest, ClaimReply>,
-    pub completions: Batcher<CompleteRequest, FinishReply>,
-    pub presence: Batcher<PresenceRequest, PresenceReply>,
 }
 
 pub async fn serve(
@@ -85,17 +78,17 @@ async fn route(h: &Handlers, b: &Batches, subject: &str, payload: &[u8]) -> Vec<
     };
     match op {
         Op::Claim => reply(
-            decode_then(sender, payload, |r| crate::batcher::call(&b.claims, r)).await,
+            decode_then(sender, payload, |r| batches::call(&b.claims, r)).await,
             |message| ClaimReply::Error { message },
             |message| ClaimReply::Unavailable { message },
         ),
         Op::Heartbeat => reply(
-            decode_then(sender, payload, |r| h.heartbeat(r)).await,
+            decode_then(sender, payload, |r| batches::call(&b.heartbeats, r)).await,
             |message| HeartbeatReply::Error { message },
             |message| HeartbeatReply::Unavailable { message },
         ),
         Op::Complete => reply(
-            decode_then(sender, payload, |r| crate::batcher::call(&b.completions, r)).await,
+            decode_then(sender, payload, |r| batches::call(&b.completions, r)).await,
             |message| FinishReply::Error { message },
             |message| FinishReply::Unavailable { message },
         ),
@@ -110,7 +103,7 @@ async fn route(h: &Handlers, b: &Batches, subject: &str, payload: &[u8]) -> Vec<
             |message| FinishReply::Unavailable { message },
         ),
         Op::Presence => reply(
-            decode_then(sender, payload, |r| crate::batcher::call(&b.presence, r)).await,
+            decode_then(sender, payload, |r| batches::call(&b.presence, r)).await,
             |message| PresenceReply::Error { message },
             |message| PresenceReply::Unavailable { message },
         ),

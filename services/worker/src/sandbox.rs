@@ -37,7 +37,9 @@ const LOCK_DIR: &str = "/run/freeagent-sandbox";
 /// hides every other workspace under a tmpfs (`cover`), gives the build empty private temp
 /// directories, puts the workspace back at its own path (through the descriptor opened before
 /// it was covered), then starts the build as a child: pid 1 ignores signals it has no handler
-/// for, and when pid 1 exits the kernel kills everything left in the namespace.
+/// for, and when pid 1 exits the kernel kills everything left in the namespace. (As with any
+/// background job of a script, the build starts with SIGINT and SIGQUIT ignored.) The loop
+/// lists `PRIVATE_TMP`.
 const SETUP: &str = r#"set -eu
 ws=$FREEAGENT_SANDBOX_WORKSPACE cover=$FREEAGENT_SANDBOX_COVER cwd=$FREEAGENT_SANDBOX_CWD
 unset FREEAGENT_SANDBOX_WORKSPACE FREEAGENT_SANDBOX_COVER FREEAGENT_SANDBOX_CWD
@@ -365,11 +367,6 @@ impl Launch {
         self.level
     }
 
-    /// The environment the build command sees, and nothing else.
-    pub fn env(&self) -> &[(String, String)] {
-        &self.env
-    }
-
     /// The process to spawn (the caller sets stdio and the process group).
     pub fn command(&self, command: &str) -> std::process::Command {
         let argv = argv(self, command);
@@ -414,7 +411,7 @@ fn resolve(requested: Requested, is_root: bool) -> Result<Level, &'static str> {
 /// Why a worker refuses to start, and what to install or set.
 fn refusal(reason: &str, is_root: bool) -> String {
     let needs = if is_root {
-        "mount and PID namespaces (in a container: --privileged, or CAP_SYS_ADMIN with seccomp and AppArmor unconfined)"
+        "mount and PID namespaces (in a container: --privileged, or CAP_SYS_ADMIN with seccomp, AppArmor and systempaths unconfined)"
     } else {
         "and unprivileged user namespaces (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1, kernel.apparmor_restrict_unprivileged_userns=0), or a worker running as root"
     };
@@ -802,6 +799,12 @@ mod tests {
         // env_clear: nothing of the test process's environment is inherited.
         let none = launch(Level::None).command("true");
         assert_eq!(none.get_envs().count(), 0);
+    }
+
+    #[test]
+    fn the_set_up_makes_every_shared_temp_directory_private() {
+        let line = SETUP.lines().find(|l| l.starts_with("for d in")).unwrap();
+        assert_eq!(line, format!("for d in {}; do", PRIVATE_TMP.join(" ")));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Every query on `workers`: registration, credentials, presence, drain and the registry view.
-//! A worker's status is `idle` or `building` from its presence reports, `draining` once an
-//! operator asked, and `offline` when it has not been seen for a while (computed on read).
+//! A worker's status (`status::WorkerStatus`) is `idle` or `building` from its presence reports,
+//! `draining` once an operator asked, and `offline` when it has not been seen for a while
+//! (computed on read).
 
 use super::Error;
 use crate::ids::{ApiKeyId, WorkerId};
+use crate::status::WorkerStatus;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
@@ -13,7 +15,7 @@ pub struct Worker {
     pub name: String,
     pub platforms: Vec<String>,
     pub capabilities: serde_json::Value,
-    pub status: String,
+    pub status: WorkerStatus,
     pub token_hash: Vec<u8>,
     pub token_expires_at: DateTime<Utc>,
     pub registered_by: Option<ApiKeyId>,
@@ -158,7 +160,7 @@ pub async fn worker_presence(
     db: impl PgExecutor<'_>,
     id: WorkerId,
     running: i32,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<WorkerStatus>, Error> {
     Ok(sqlx::query_scalar(
         "UPDATE workers SET last_seen_at = now(), \
              status = CASE WHEN status = 'draining' THEN 'draining' WHEN $2 > 0 THEN 'building' ELSE 'idle' END \
@@ -176,7 +178,7 @@ pub async fn workers_presence_batch(
     db: impl PgExecutor<'_>,
     ids: &[WorkerId],
     running: &[i32],
-) -> Result<Vec<(WorkerId, String)>, Error> {
+) -> Result<Vec<(WorkerId, WorkerStatus)>, Error> {
     Ok(sqlx::query_as(
         "UPDATE workers w SET last_seen_at = now(), \
              status = CASE WHEN w.status = 'draining' THEN 'draining' WHEN r.running > 0 THEN 'building' ELSE 'idle' END \
@@ -252,7 +254,7 @@ pub async fn worker_set_offline(db: impl PgExecutor<'_>, id: WorkerId) -> Result
 pub struct WorkerView {
     pub id: WorkerId,
     pub name: String,
-    pub status: String,
+    pub status: WorkerStatus,
     pub capabilities: serde_json::Value,
     pub last_seen_at: DateTime<Utc>,
     pub registered_at: DateTime<Utc>,

@@ -98,13 +98,7 @@ pub async fn poll(
     if caller.worker.status == "draining" {
         return Ok(Json(json!({"job": null, "access_token": caller.token})));
     }
-    let queues: Vec<QueueName> = caller
-        .worker
-        .queues
-        .iter()
-        .chain(caller.worker.platforms.iter())
-        .filter_map(|q| QueueName::parse(q).ok())
-        .collect();
+    let queues: Vec<QueueName> = caller.worker.effective_queues();
     let js = async_nats::jetstream::new(st.nats.clone());
     let deadline = Instant::now() + wait;
     let mut consumers = Vec::new();

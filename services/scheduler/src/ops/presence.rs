@@ -1,0 +1,87 @@
+//! Presence: a worker reports that it is alive and how many builds it runs. Its status becomes
+//! `idle` or `building` (a `draining` worker stays draining), and the reply tells it whether to
+//! drain; NATS credentials past half their life are renewed in the reply.
+//!
+//! Batch path only: the reports of an idle fleet linger to share one query for the workers and
+//! one statement that marks every worker seen (`db::workers::workers_presence_batch`). Credentials
+//! are renewed one by one (each worker about twice a TTL).
+
+use super::{Handlers, Unavailable};
+use chrono::Utc;
+use freeagent_shared::db;
+use freeagent_shared::db::workers::Worker;
+use freeagent_shared::ids::WorkerId;
+use freeagent_shared::status::WorkerStatus;
+use freeagent_shared::wire::{NotYours, PresenceReply, PresenceRequest};
+use std::collections::HashMap;
+
+impl Handlers {
+    /// The batch path; a batch of one is a batch too.
+    pub async fn presence_many(
+        &self,
+        reqs: Vec<PresenceRequest>,
+    ) -> Result<Vec<PresenceReply>, Unavailable> {
+        let workers = self
+            .authenticate_many(reqs.iter().map(|r| r.worker_id))
+            .await?;
+        let (ids, running): (Vec<WorkerId>, Vec<i32>) = reqs
+            .iter()
+            .filter(|r| workers.contains_key(&r.worker_id))
+            .map(|r| (r.worker_id, i32::try_from(r.running).unwrap_or(i32::MAX)))
+            .unzip();
+        let status: HashMap<WorkerId, WorkerStatus> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            db::workers::workers_presence_batch(&self.pool, &ids, &running)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in &reqs {
+            let (Some(w), Some(st)) = (workers.get(&r.worker_id), status.get(&r.worker_id)) else {
+                out.push(PresenceReply::NotYours {
+                    reason: NotYours::Unauthorized,
+                });
+                continue;
+            };
+            let nats_jwt = self.renew_nats_jwt(w).await?;
+            out.push(PresenceReply::Seen {
+                drain: *st == WorkerStatus::Draining,
+                nats_jwt,
+            });
+        }
+        Ok(out)
+    }
+
+    /// New NATS credentials for `w` when its current ones are past half their life.
+    async fn renew_nats_jwt(&self, w: &Worker) -> Result<Option<String>, Unavailable> {
+        let (Some(minter), Some(key), Some(exp)) =
+            (&self.minter, &w.nats_public_key, w.nats_jwt_expires_at)
+        else {
+            return Ok(None);
+        };
+        let ttl =
+            chrono::Duration::from_std(self.worker_nats_ttl).unwrap_or(chrono::Duration::hours(24));
+        if exp - Utc::now() > ttl / 2 {
+            return Ok(None);
+        }
+        let new_exp = Utc::now() + ttl;
+        let role = freeagent_shared::nats_auth::Role::Worker {
+            id: w.id,
+            queues: w.effective_queues(),
+        };
+        let jwt = match minter.user_jwt(&role, key, Some(new_exp.timestamp())) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(worker_id = %w.id, error = %e, "cannot renew a worker's NATS credentials");
+                return Ok(None);
+            }
+        };
+        Ok(
+            db::workers::worker_nats_renewed(&self.pool, w.id, key, new_exp)
+                .await?
+                .then_some(jwt),
+        )
+    }
+}
