@@ -128,6 +128,8 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
                     "RUST_LOG",
                     "FREEAGENT_LOG_FORMAT",
                     "TMPDIR",
+                    // The operator's choice of build isolation (docs/sandbox.md).
+                    "FREEAGENT_SANDBOX",
                 ]
                 .iter()
                 .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
