@@ -31,6 +31,8 @@ pub struct Worker {
     pub nats_jwt_expires_at: Option<DateTime<Utc>>,
     /// Unregistered or revoked: refused everywhere until it registers again.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Builds it holds now (kept by a trigger; never above `max_concurrent`).
+    pub held: i32,
 }
 
 impl Worker {

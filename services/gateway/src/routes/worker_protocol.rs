@@ -16,7 +16,7 @@ use freeagent_shared::db::{self, builds::Build};
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::status::{BuildStatus, QueueName};
 use freeagent_shared::wire::{
-    self, ClaimReply, ClaimRequest, Dispatch, HeartbeatReply, HeartbeatRequest,
+    self, ClaimReply, ClaimRequest, Dispatch, HeartbeatReply, HeartbeatRequest, NotYours,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -164,6 +164,14 @@ pub async fn poll(
                     return Ok(Json(
                         json!({"job": job(&b, &base), "access_token": caller.token}),
                     ));
+                }
+                // The worker is full (concurrent polls): the dispatch goes to someone else.
+                Ok(ClaimReply::NotYours {
+                    reason: NotYours::AtCapacity,
+                    ..
+                }) => {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    return Ok(Json(json!({"job": null, "access_token": caller.token})));
                 }
                 // Not ours to run, or a dispatch this farm does not know: ended, not redelivered.
                 Ok(ClaimReply::NotYours { .. }) => {

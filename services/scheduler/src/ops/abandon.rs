@@ -21,7 +21,11 @@ impl Handlers {
                 status: None,
             });
         }
-        let reason: String = req.reason.chars().take(MAX_REASON_CHARS).collect();
+        // Whatever the worker sent, no secret is stored (a worker may be compromised).
+        let reason: String = freeagent_shared::redact::redact(&req.reason)
+            .chars()
+            .take(MAX_REASON_CHARS)
+            .collect();
         let t = db::builds::build_abandon(
             &self.pool,
             req.build_id,

@@ -96,12 +96,20 @@ impl Handlers {
             .increment(1);
         let b = match t {
             Transition::Applied(b) => b,
-            // Pending at this very attempt, after a second try: only the queue guard refuses it.
+            // Pending at this very attempt, after a second try: the worker is full (the capacity
+            // trigger skipped the update), or the queue guard refused it.
             Transition::Stale(c)
                 if c.status == BuildStatus::Pending && c.attempt == req.attempt =>
             {
+                let full = db::workers::worker_get(&self.pool, worker.id)
+                    .await?
+                    .is_some_and(|w| w.held >= w.max_concurrent);
                 return Ok(ClaimReply::NotYours {
-                    reason: NotYours::WrongQueue,
+                    reason: if full {
+                        NotYours::AtCapacity
+                    } else {
+                        NotYours::WrongQueue
+                    },
                     status: Some(c.status),
                 });
             }

@@ -130,7 +130,11 @@ impl Handlers {
                 status: None,
             });
         }
-        let error: String = req.error.chars().take(MAX_ERROR_CHARS).collect();
+        // Whatever the worker sent, no secret is stored (a worker may be compromised).
+        let error: String = freeagent_shared::redact::redact(&req.error)
+            .chars()
+            .take(MAX_ERROR_CHARS)
+            .collect();
         let t = db::builds::build_fail(
             &self.pool,
             req.build_id,
