@@ -154,14 +154,6 @@ impl FromStr for WorkerStatus {
     }
 }
 
-/// Compares with a status name, for callers that still hold one (the gateway's worker views);
-/// new code matches on the variants.
-impl PartialEq<&str> for WorkerStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// The platform a build targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -298,7 +290,6 @@ mod tests {
                 serde_json::to_string(&s).unwrap(),
                 format!("\"{}\"", s.as_str())
             );
-            assert!(s == s.as_str());
         }
         assert!("busy".parse::<WorkerStatus>().is_err());
         assert!("Idle".parse::<WorkerStatus>().is_err());

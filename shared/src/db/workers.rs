@@ -65,11 +65,6 @@ impl Worker {
             .filter_map(|q| crate::status::QueueName::parse(q).ok())
             .collect()
     }
-
-    /// May this worker take builds of `queue`?
-    pub fn serves(&self, queue: &str) -> bool {
-        self.effective_queue_names().iter().any(|q| q == queue)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -156,25 +151,7 @@ pub async fn worker_get_many(
     )
 }
 
-/// A presence report: the worker is alive and runs `running` builds. Returns its status, which
-/// stays `draining` once an operator asked for it.
-pub async fn worker_presence(
-    db: impl PgExecutor<'_>,
-    id: WorkerId,
-    running: i32,
-) -> Result<Option<WorkerStatus>, Error> {
-    Ok(sqlx::query_scalar(
-        "UPDATE workers SET last_seen_at = now(), \
-             status = CASE WHEN status = 'draining' THEN 'draining' WHEN $2 > 0 THEN 'building' ELSE 'idle' END \
-         WHERE id = $1 RETURNING status",
-    )
-    .bind(id)
-    .bind(running)
-    .fetch_optional(db)
-    .await?)
-}
-
-/// Presence reports of many workers in one statement (see `worker_presence`): returns the
+/// Presence reports of many workers in one statement (the worker is alive and runs `running` builds; its status stays `draining` once an operator asked): returns the
 /// status of each worker that exists.
 pub async fn workers_presence_batch(
     db: impl PgExecutor<'_>,
@@ -240,15 +217,6 @@ pub async fn worker_nats_renewed(
     .await?
     .rows_affected()
         == 1)
-}
-
-/// The worker left: it is offline until it registers again.
-pub async fn worker_set_offline(db: impl PgExecutor<'_>, id: WorkerId) -> Result<(), Error> {
-    sqlx::query("UPDATE workers SET status = 'offline' WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(())
 }
 
 /// A worker as the registry shows it, with its status as of now and the builds it holds.

@@ -95,7 +95,7 @@ pub async fn poll(
             json!({"job": job(&b, &base), "access_token": caller.token}),
         ));
     }
-    if caller.worker.status == "draining" {
+    if caller.worker.status == freeagent_shared::status::WorkerStatus::Draining {
         return Ok(Json(json!({"job": null, "access_token": caller.token})));
     }
     let queues: Vec<QueueName> = caller.worker.effective_queues();

@@ -268,7 +268,7 @@ pub async fn stats(
         .await?
         .ok_or_else(|| GatewayError::not_found("worker"))?;
     let t = db::builds::build_worker_tally(&st.pool, id).await?;
-    let offline = w.status != "offline"
+    let offline = w.status != freeagent_shared::status::WorkerStatus::Offline
         && (chrono::Utc::now() - w.last_seen_at).num_seconds() as f64 > OFFLINE_AFTER_SECS;
     Ok(Json(json!({
         "totalBuilds": t.total,
