@@ -488,6 +488,36 @@ pub fn project(script: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Host pids and real uids of the live (not zombie) processes whose command line contains
+/// `marker`. A sandboxed build's `$$` is its PID namespace's and it cannot write to the test's
+/// files, so a test finds a build's processes by a unique marker it put in their command line.
+pub fn processes_with(marker: &str) -> Vec<(i32, u32)> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            if !String::from_utf8_lossy(&cmdline).contains(marker) {
+                return None;
+            }
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            if status.contains("\nState:\tZ") {
+                return None;
+            }
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((pid, uid))
+        })
+        .collect()
+}
+
 impl Drop for Farm {
     fn drop(&mut self) {
         for p in self.procs.iter_mut() {

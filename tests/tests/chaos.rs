@@ -7,17 +7,57 @@
 use freeagent_tests::freeagent_shared::db;
 use freeagent_tests::freeagent_shared::status::BuildStatus;
 use freeagent_tests::freeagent_shared::testing::wait;
-use freeagent_tests::{Farm, FarmOpts, project};
+use freeagent_tests::{Farm, FarmOpts, processes_with, project};
 use std::collections::HashMap;
-use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-/// A build that records each run that completes, by build id, in `runs/done`.
-fn recorder(runs: &Path) -> tempfile::TempDir {
-    project(&format!(
-        "echo \"$FREEAGENT_BUILD_ID\" > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\necho \"$FREEAGENT_BUILD_ID\" >> {}/done\n",
-        runs.display()
-    ))
+/// Every run of a build that completed, by build id, as the builds told this test over TCP.
+/// Sandboxed, a build cannot write to the test's files, but it reaches the network (the
+/// sandbox leaves it open): a run sends its build id and waits for `recorded`, so it is counted
+/// before its command ends, as an append to a shared file was.
+struct Runs {
+    port: u16,
+    done: Arc<Mutex<Vec<String>>>,
+}
+
+impl Runs {
+    async fn start() -> Runs {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let sink = done.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut line = String::new();
+                    let got = tokio::io::BufReader::new(read).read_line(&mut line).await;
+                    if got.is_ok() && line.ends_with('\n') {
+                        sink.lock().unwrap().push(line.trim_end().to_owned());
+                        let _ = write.write_all(b"recorded\n").await;
+                    }
+                });
+            }
+        });
+        Runs { port, done }
+    }
+
+    /// A build that writes its artifact, then records that its run completed (and fails if it
+    /// could not).
+    fn recorder(&self) -> tempfile::TempDir {
+        project(&format!(
+            "echo \"$FREEAGENT_BUILD_ID\" > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n\
+             exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/{} && echo \"$FREEAGENT_BUILD_ID\" >&3 && read -r ack <&3 && [ \"$ack\" = recorded ]'\n",
+            self.port
+        ))
+    }
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -39,7 +79,7 @@ async fn terminal_count(farm: &Farm) -> i64 {
 }
 
 /// Every build completed, with exactly one completed attempt, and its command finished once.
-async fn assert_exactly_once(farm: &Farm, ids: &[String], runs: &Path) {
+async fn assert_exactly_once(farm: &Farm, ids: &[String], runs: &Runs) {
     let counts = db::builds::build_count_by_status(&farm.db.pool)
         .await
         .unwrap();
@@ -49,8 +89,8 @@ async fn assert_exactly_once(farm: &Farm, ids: &[String], runs: &Path) {
         "every build must complete"
     );
     let mut done: HashMap<String, usize> = HashMap::new();
-    for line in std::fs::read_to_string(runs.join("done")).unwrap().lines() {
-        *done.entry(line.to_owned()).or_default() += 1;
+    for id in runs.done.lock().unwrap().iter() {
+        *done.entry(id.clone()).or_default() += 1;
     }
     for id in ids {
         let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
@@ -90,8 +130,8 @@ async fn schedulers_killed_again_and_again_lose_and_duplicate_nothing() {
         ..Default::default()
     })
     .await;
-    let runs = tempfile::tempdir().unwrap();
-    let dir = recorder(runs.path());
+    let runs = Runs::start().await;
+    let dir = runs.recorder();
     let started = Instant::now();
     let ids = farm.submit_many(dir.path(), "android", n, 16, &[]).await;
     eprintln!("submitted {n} builds in {:?}", started.elapsed());
@@ -116,7 +156,7 @@ async fn schedulers_killed_again_and_again_lose_and_duplicate_nothing() {
         kills >= 3,
         "the run ended before the schedulers were killed"
     );
-    assert_exactly_once(&farm, &ids, runs.path()).await;
+    assert_exactly_once(&farm, &ids, &runs).await;
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -139,8 +179,8 @@ async fn outage_run(outage: Outage) {
         ..Default::default()
     })
     .await;
-    let runs = tempfile::tempdir().unwrap();
-    let dir = recorder(runs.path());
+    let runs = Runs::start().await;
+    let dir = runs.recorder();
     let n = 200;
     let ids = farm.submit_many(dir.path(), "android", n, 8, &[]).await;
     wait::until("some builds to finish", Duration::from_secs(20), || async {
@@ -186,7 +226,7 @@ async fn outage_run(outage: Outage) {
         || async { (terminal_count(&farm).await >= n as i64).then_some(()) },
     )
     .await;
-    assert_exactly_once(&farm, &ids, runs.path()).await;
+    assert_exactly_once(&farm, &ids, &runs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,19 +287,18 @@ async fn recovery_times() {
         ..Default::default()
     })
     .await;
-    let pids = tempfile::tempdir().unwrap();
+    // Sandboxed, the build's `$$` is its namespace's pid: the test finds attempt 1's command on
+    // the host by a mark in its command line (`exec -a` keeps it the command's own process).
+    let marker = format!("fa-lost-{}", uuid::Uuid::new_v4());
     let dir = project(&format!(
-        "if [ \"$FREEAGENT_ATTEMPT\" = 1 ]; then echo $$ > {0}/pid.tmp && mv {0}/pid.tmp {0}/pid; exec sleep 60; fi\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
-        pids.path().display()
+        "if [ \"$FREEAGENT_ATTEMPT\" = 1 ]; then exec bash -c \"exec -a '{marker}/attempt-1/' sleep 60\"; fi\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n"
     ));
     let id = farm.submit_dir(dir.path(), "android").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let pid: i32 = wait::until("attempt 1 to run", Duration::from_secs(30), || async {
-        std::fs::read_to_string(pids.path().join("pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+        processes_with(&marker).first().map(|p| p.0)
     })
     .await;
     let lease_end = db::builds::build_get(&farm.db.pool, id.parse().unwrap())

@@ -7,7 +7,7 @@ use freeagent_tests::freeagent_shared::ids::Attempt;
 use freeagent_tests::freeagent_shared::subjects::Op;
 use freeagent_tests::freeagent_shared::testing::wait;
 use freeagent_tests::freeagent_shared::wire::*;
-use freeagent_tests::{API_KEY, Farm, FarmOpts, pack, project};
+use freeagent_tests::{API_KEY, Farm, FarmOpts, pack, processes_with, project};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,25 +20,42 @@ fn opts(workers: usize) -> FarmOpts {
     }
 }
 
-/// A project whose command records its pid in `dir/pid` and then sleeps.
-fn sleeper(pid_dir: &Path) -> tempfile::TempDir {
-    project(&format!(
-        "echo started\necho $$ > {}/pid.tmp && mv {0}/pid.tmp {0}/pid\nexec sleep 60\n",
-        pid_dir.display()
-    ))
+/// The last line of a project whose command sleeps 60 s as a process marked
+/// `mark(marker, build id, attempt)`. Sandboxed, a build's `$$` is its PID namespace's and it
+/// cannot write to this test's files, so the test finds the command in `/proc` by its mark;
+/// `exec -a` keeps it the command's own process (the one `sh build.sh` started as).
+fn sleep_marked(marker: &str) -> String {
+    format!(
+        "exec bash -c \"exec -a '{marker}/$FREEAGENT_BUILD_ID/attempt-$FREEAGENT_ATTEMPT/' sleep 60\"\n"
+    )
 }
 
-async fn wait_pid(pid_dir: &Path) -> i32 {
-    wait::until(
+fn mark(marker: &str, id: &str, attempt: u32) -> String {
+    format!("{marker}/{id}/attempt-{attempt}/")
+}
+
+/// A project whose command sleeps, marked as `sleep_marked` says.
+fn sleeper(marker: &str) -> tempfile::TempDir {
+    project(&format!("echo started\n{}", sleep_marked(marker)))
+}
+
+fn new_marker() -> String {
+    format!("fa-sleeper-{}", uuid::Uuid::new_v4())
+}
+
+/// The host pid of the build command marked `mark`, once it runs.
+async fn wait_pid(mark: &str) -> i32 {
+    let pids = wait::until(
         "the build command to start",
         Duration::from_secs(30),
         || async {
-            std::fs::read_to_string(pid_dir.join("pid"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
+            let pids: Vec<i32> = processes_with(mark).into_iter().map(|p| p.0).collect();
+            (!pids.is_empty()).then_some(pids)
         },
     )
-    .await
+    .await;
+    assert_eq!(pids.len(), 1, "one command marked {mark}: {pids:?}");
+    pids[0]
 }
 
 /// Whether a process exists and is not a zombie.
@@ -123,8 +140,8 @@ async fn submit_with(farm: &Farm, dir: &Path, parts: &[(&str, &str)]) -> String 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_works_from_pending_assigned_and_running() {
     let farm = Farm::start(opts(0)).await;
-    let pids = tempfile::tempdir().unwrap();
-    let dir = sleeper(pids.path());
+    let marker = new_marker();
+    let dir = sleeper(&marker);
 
     // Pending: nobody serves the queue yet.
     let pending = farm.submit_dir(dir.path(), "ios").await["id"]
@@ -195,14 +212,14 @@ async fn cancel_works_from_pending_assigned_and_running() {
         "{hb:?}"
     );
 
-    // Running: a real worker runs the command; cancel ends its process group within 2 s.
+    // Running: a real worker runs the command; cancel ends it within 2 s.
     let mut farm = farm;
     farm.spawn_worker(0);
     let running = farm.submit_dir(dir.path(), "android").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let pid = wait_pid(pids.path()).await;
+    let pid = wait_pid(&mark(&marker, &running, 1)).await;
     assert!(alive(pid));
     assert_eq!(farm.get_build(&running).await["status"], "building");
     assert_eq!(cancel(&farm, &running, false).await.status(), 200);
@@ -228,10 +245,10 @@ async fn cancel_works_from_pending_assigned_and_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_past_its_timeout_fails_and_its_process_stops() {
     let farm = Farm::start(opts(1)).await;
-    let pids = tempfile::tempdir().unwrap();
-    let dir = sleeper(pids.path());
+    let marker = new_marker();
+    let dir = sleeper(&marker);
     let id = submit_with(&farm, dir.path(), &[("timeout", "2")]).await;
-    let pid = wait_pid(pids.path()).await;
+    let pid = wait_pid(&mark(&marker, &id, 1)).await;
     let b = farm.wait_terminal(&id, Duration::from_secs(30)).await;
     assert_eq!(b["status"], "failed");
     assert!(
@@ -281,13 +298,12 @@ async fn a_build_whose_every_attempt_loses_its_worker_fails_after_max_attempts()
         ..Default::default()
     })
     .await;
-    let pids = tempfile::tempdir().unwrap();
-    let dir = sleeper(pids.path());
+    let marker = new_marker();
+    let dir = sleeper(&marker);
     let id = submit_with(&farm, dir.path(), &[("max_attempts", "2")]).await;
     for i in 0..2 {
-        let _ = std::fs::remove_file(pids.path().join("pid"));
         farm.spawn_worker(i);
-        let pid = wait_pid(pids.path()).await;
+        let pid = wait_pid(&mark(&marker, &id, i as u32 + 1)).await;
         farm.kill(&format!("worker-{i}"));
         // The orphaned command is not the test's concern here.
         let _ = nix::sys::signal::kill(
@@ -323,17 +339,17 @@ async fn sigterm_on_a_worker_hands_its_build_back() {
         ..Default::default()
     })
     .await;
-    let pids = tempfile::tempdir().unwrap();
+    let marker = new_marker();
     // The first attempt sleeps; the second finishes at once.
     let dir = project(&format!(
-        "if [ \"$FREEAGENT_ATTEMPT\" = 1 ]; then echo $$ > {0}/pid.tmp && mv {0}/pid.tmp {0}/pid; exec sleep 60; fi\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
-        pids.path().display()
+        "if [ \"$FREEAGENT_ATTEMPT\" = 1 ]; then {}fi\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
+        sleep_marked(&marker)
     ));
     let id = farm.submit_dir(dir.path(), "android").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let pid = wait_pid(pids.path()).await;
+    let pid = wait_pid(&mark(&marker, &id, 1)).await;
     let status = farm.signal_and_wait(
         "worker-0",
         nix::sys::signal::Signal::SIGTERM,
@@ -463,11 +479,8 @@ async fn a_worker_runs_up_to_its_capacity_and_schedulers_stop_gracefully() {
         ..Default::default()
     })
     .await;
-    let marks = tempfile::tempdir().unwrap();
-    let dir = project(&format!(
-        "touch {}/$FREEAGENT_BUILD_ID\nexec sleep 60\n",
-        marks.path().display()
-    ));
+    let marker = new_marker();
+    let dir = sleeper(&marker);
     let a = farm.submit_dir(dir.path(), "android").await["id"]
         .as_str()
         .unwrap()
@@ -480,7 +493,8 @@ async fn a_worker_runs_up_to_its_capacity_and_schedulers_stop_gracefully() {
         "both builds to run at once",
         Duration::from_secs(30),
         || async {
-            (marks.path().join(&a).exists() && marks.path().join(&b).exists()).then_some(())
+            let running = |id: &str| !processes_with(&format!("{marker}/{id}/")).is_empty();
+            (running(&a) && running(&b)).then_some(())
         },
     )
     .await;
