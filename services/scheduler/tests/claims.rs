@@ -37,8 +37,17 @@ async fn start_with(
     replicas: usize,
     tune: impl Fn(&mut SchedulerConfig),
 ) -> Sched {
+    start_on(TestDb::new().await, lease, replicas, tune).await
+}
+
+/// As `start_with`, on a database the test has already filled.
+async fn start_on(
+    db: TestDb,
+    lease: Duration,
+    replicas: usize,
+    tune: impl Fn(&mut SchedulerConfig),
+) -> Sched {
     freeagent_shared::testing::init_test_log();
-    let db = TestDb::new().await;
     let nats = TestNats::start().await;
     let stop = CancellationToken::new();
     for _ in 0..replicas {
@@ -427,12 +436,14 @@ async fn many_heartbeats_at_once_are_each_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatch_publishes_once_per_attempt_with_a_message_id() {
-    let s = start(Duration::from_secs(30)).await;
+    // The builds exist before the scheduler starts, so one pass sees all three and the order
+    // below is the priority order, not the order they were inserted in.
+    let db = TestDb::new().await;
     let mut ids = vec![];
     for p in [0, 5, 0] {
         ids.push(
             factory::build(
-                &s.db.pool,
+                &db.pool,
                 factory::BuildOpts {
                     priority: p,
                     ..Default::default()
@@ -441,6 +452,7 @@ async fn dispatch_publishes_once_per_attempt_with_a_message_id() {
             .await,
         );
     }
+    let s = start_on(db, Duration::from_secs(30), 1, |_| {}).await;
     wait_dispatched(&s.db.pool, &ids, 1).await;
     let js = async_nats::jetstream::new(s.client.clone());
     let mut stream = js.get_stream(subjects::BUILDS_STREAM).await.unwrap();
