@@ -135,12 +135,13 @@ pub fn farm_procs(farm: &Farm, schedulers: usize) -> Vec<(&'static str, Option<u
 }
 
 /// The SQL a minimal Postgres queue runs per job, in one transaction: claim the oldest pending
-/// row with `FOR UPDATE SKIP LOCKED`, then complete it with a guarded update.
+/// row with `FOR UPDATE SKIP LOCKED`, then complete it with a guarded update. No worker is named,
+/// so the farm's capacity trigger (migration 10) has no worker row to count against.
 const PGBENCH_SCRIPT: &str = "\
 BEGIN;
 WITH c AS (SELECT id FROM builds WHERE status = 'pending' AND dispatched_at IS NULL AND queue = 'pgbench' \
 ORDER BY priority DESC, submitted_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-UPDATE builds b SET status = 'assigned', attempt = b.attempt + 1, worker_id = gen_random_uuid(), \
+UPDATE builds b SET status = 'assigned', attempt = b.attempt + 1, worker_id = NULL, \
 lease_expires_at = now() + interval '30 seconds', updated_at = now() FROM c WHERE b.id = c.id \
 RETURNING b.id AS claimed, b.attempt AS claimed_attempt \\gset
 UPDATE builds SET status = 'completed', completed_at = now(), lease_expires_at = NULL, \
