@@ -6,7 +6,9 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::testing::wait;
-use freeagent_tests::{API_KEY, Farm, FarmOpts, REGISTRATION_KEY, SECRET, pack, project};
+use freeagent_tests::{
+    API_KEY, Farm, FarmOpts, REGISTRATION_KEY, SECRET, pack, processes_with, project,
+};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,34 +17,6 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-/// Host pids and real uids of the processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<(i32, u32)> {
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .filter_map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            if !String::from_utf8_lossy(&cmdline).contains(marker) {
-                return None;
-            }
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            if status.contains("\nState:\tZ") {
-                return None;
-            }
-            let uid = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()?;
-            Some((pid, uid))
-        })
         .collect()
 }
 
