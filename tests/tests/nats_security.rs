@@ -649,3 +649,27 @@ async fn two_farms_on_one_server_never_see_each_others_work() {
     }
     let _ = BuildStatus::Completed;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_credentials_are_renewed_before_they_expire() {
+    // Credentials that live 8 s, renewed at half-life by presence replies (every 500 ms): the
+    // worker keeps taking builds long after its first JWT expired.
+    let farm = Farm::start(FarmOpts {
+        workers: 1,
+        extra_env: env(&[("FREEAGENT_WORKER_NATS_TTL", "8s")]),
+        ..Default::default()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let dir = project("echo renewed > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        farm.log_of("worker-0").contains("NATS credentials renewed"),
+        "no renewal was logged"
+    );
+}
