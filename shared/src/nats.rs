@@ -5,6 +5,7 @@
 use crate::status::QueueName;
 use crate::subjects;
 use async_nats::jetstream::{self, consumer, stream};
+use backon::Retryable;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -270,10 +271,21 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
     ];
     for config in configs {
         let name = config.name.clone();
-        let mut stream = js
-            .get_or_create_stream(config.clone())
-            .await
-            .map_err(|e| classify(&name, e.to_string()))?;
+        // Services start together and create the same streams at once; on a fresh account the
+        // loser of that race can get "error creating store" rather than the stream: ask again.
+        let create = || async {
+            js.get_or_create_stream(config.clone())
+                .await
+                .map_err(|e| classify(&name, e.to_string()))
+        };
+        let mut stream = create
+            .retry(
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_times(5),
+            )
+            .when(|e| matches!(e, Error::Setup(_)))
+            .await?;
         // A stream made by an older release keeps its old subjects and limits until updated (a
         // stream update works on 2.9; only consumer updates need 2.10).
         let info = stream
