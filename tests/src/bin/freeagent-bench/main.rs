@@ -3,9 +3,10 @@
 //! then one JSON line for tools. Not a test: nothing here asserts a timing.
 //!
 //! `cargo build --release --workspace && target/release/freeagent-bench <scenario>`; the
-//! scenarios are `storage`, `throughput`, `latency`, `submit`, `fleet` and `recovery`.
+//! scenarios are `storage`, `throughput`, `latency`, `submit`, `fleet`, `recovery` and `legacy`.
 
 mod cpu;
+mod legacy;
 mod machine;
 mod scenarios;
 mod sim;
@@ -36,6 +37,9 @@ enum Scenario {
     Fleet(scenarios::FleetArgs),
     /// A scheduler killed with a backlog, then restarted.
     Recovery(scenarios::RecoveryArgs),
+    /// Legacy HTTP workers (API key + worker_id, poll without wait): rounds of many workers
+    /// polling for fewer builds, then builds/s of a small fleet.
+    Legacy(legacy::Args),
 }
 
 #[tokio::main]
@@ -48,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Submit(a) => scenarios::submit_rate(a).await,
         Scenario::Fleet(a) => scenarios::fleet(a).await,
         Scenario::Recovery(a) => scenarios::recovery(a).await,
+        Scenario::Legacy(a) => legacy::run(a).await,
     }?;
     // One JSON line for tools, last.
     println!("{out}");
