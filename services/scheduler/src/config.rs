@@ -37,7 +37,7 @@ pub struct SchedulerConfig {
     pub dispatch_batch: i64,
     /// Builds of one queue that may wait in JetStream unclaimed; the rest wait in Postgres.
     pub dispatch_window: i64,
-    /// A dispatch nobody claimed within this is dispatched again under a new attempt.
+    /// A dispatch nobody claimed within this is published again (same attempt).
     pub redispatch_after: Duration,
     /// How often the dispatcher and rescuer run without a wake-up.
     pub tick: Duration,

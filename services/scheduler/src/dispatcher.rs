@@ -1,8 +1,9 @@
 //! Dispatch: in one short transaction, lock a batch of due pending builds (`SKIP LOCKED`, so
-//! replicas never take the same rows), bump each attempt, publish each to JetStream with
-//! `Nats-Msg-Id = <id>:<attempt>:<pass>`, await every publish ack, and only then commit. A failed
-//! publish rolls the batch back; a message it did publish is void (its claim is refused as
-//! unknown and the worker ends it), and the next pass publishes afresh under a new pass id.
+//! replicas never take the same rows), bump the attempt of first dispatches (a re-publish of an
+//! unclaimed one keeps it), publish each to JetStream with `Nats-Msg-Id =
+//! <id>:<attempt>:<pass>`, await every publish ack, and only then commit. A failed publish rolls
+//! the batch back; a first dispatch it did publish is void (its claim is refused as unknown and
+//! the worker ends it), and the next pass publishes afresh under a new pass id.
 
 use crate::service_loop::Pass;
 use freeagent_shared::db::{self, Pool};

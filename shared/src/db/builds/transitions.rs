@@ -65,7 +65,11 @@ struct DispatchRow {
 /// Takes up to `limit` due pending builds (priority, then age) and bumps their attempt. A queue
 /// gets new dispatches only while fewer than `window` of its builds wait in JetStream
 /// unclaimed, so the backlog stays in Postgres where priority and cancel still apply. A dispatch
-/// unclaimed for `redispatch_after_secs` (lost message, deleted consumer) is taken again. Row
+/// unclaimed for `redispatch_after_secs` (lost message, deleted consumer) is published again
+/// under the *same* attempt: the earlier message, if it was only slow, stays as good as the new
+/// one (whichever a worker claims first wins; the other is refused), and a backlog that takes
+/// longer than `redispatch_after_secs` to drain neither voids its own messages nor burns the
+/// build's attempts (`max_attempts` counts runs, not publishes). Row
 /// locks (`SKIP LOCKED`) partition the work between replicas; the caller publishes each build and
 /// commits only after the publish acks. The guard is repeated on the locking `SELECT` so that
 /// Postgres re-checks it on a row another replica dispatched (and committed) meanwhile.
@@ -87,8 +91,7 @@ pub async fn build_dispatch_batch(
              FROM qs WHERE qs.queue IS NOT NULL), \
          free AS ( \
              SELECT qs.queue, $3 - (SELECT count(*) FROM builds w WHERE w.status = 'pending' \
-                 AND w.dispatched_at IS NOT NULL AND w.queue = qs.queue \
-                 AND w.dispatched_at >= now() - make_interval(secs => $2)) AS n \
+                 AND w.dispatched_at IS NOT NULL AND w.queue = qs.queue) AS n \
              FROM qs WHERE qs.queue IS NOT NULL), \
          fresh AS ( \
              SELECT c.* FROM free f CROSS JOIN LATERAL ( \
@@ -106,7 +109,8 @@ pub async fn build_dispatch_batch(
              SELECT id FROM (SELECT * FROM fresh UNION ALL SELECT * FROM stale) d \
              ORDER BY priority DESC, submitted_at LIMIT $1), \
          upd AS ( \
-             UPDATE builds b SET attempt = b.attempt + 1, dispatched_at = now(), updated_at = now() \
+             UPDATE builds b SET attempt = b.attempt + CASE WHEN b.dispatched_at IS NULL THEN 1 ELSE 0 END, \
+                 dispatched_at = now(), updated_at = now() \
              FROM due WHERE b.id = due.id \
              RETURNING b.id, b.attempt, b.platform, b.queue) \
          SELECT id, attempt, platform, queue FROM upd \
