@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Machine-readable error codes, stable across releases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "api", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     BadRequest,
     InvalidPlatform,
@@ -58,6 +59,7 @@ impl ErrorCode {
 
 /// The JSON body of every error reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "api", derive(utoipa::ToSchema))]
 pub struct ApiErrorBody {
     pub error: String,
     pub code: ErrorCode,

@@ -20,6 +20,7 @@ macro_rules! uuid_id {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         #[cfg_attr(feature = "db", derive(sqlx::Type), sqlx(transparent))]
+        #[cfg_attr(feature = "api", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
         pub struct $name(Uuid);
 
         impl $name {
@@ -92,6 +93,7 @@ uuid_id!(
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "i64")]
 #[cfg_attr(feature = "db", derive(sqlx::Type), sqlx(transparent))]
+#[cfg_attr(feature = "api", derive(utoipa::ToSchema), schema(value_type = i32))]
 pub struct Attempt(i32);
 
 impl Attempt {

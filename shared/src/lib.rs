@@ -17,8 +17,12 @@ pub mod telemetry;
 pub mod token;
 pub mod wire;
 
+#[cfg(feature = "api")]
+pub mod api;
 #[cfg(feature = "db")]
 pub mod db;
+#[cfg(feature = "nats")]
+pub mod farm_log;
 #[cfg(feature = "http")]
 pub mod health;
 #[cfg(feature = "nats")]

@@ -13,6 +13,7 @@ use std::str::FromStr;
     derive(sqlx::Type),
     sqlx(type_name = "text", rename_all = "lowercase")
 )]
+#[cfg_attr(feature = "api", derive(utoipa::ToSchema))]
 pub enum BuildStatus {
     Pending,
     Assigned,
@@ -109,6 +110,7 @@ impl FromStr for BuildStatus {
     derive(sqlx::Type),
     sqlx(type_name = "text", rename_all = "lowercase")
 )]
+#[cfg_attr(feature = "api", derive(utoipa::ToSchema))]
 pub enum WorkerStatus {
     Idle,
     Building,
@@ -162,6 +164,7 @@ impl FromStr for WorkerStatus {
     derive(sqlx::Type),
     sqlx(type_name = "text", rename_all = "lowercase")
 )]
+#[cfg_attr(feature = "api", derive(utoipa::ToSchema))]
 pub enum Platform {
     Ios,
     Android,
@@ -209,6 +212,7 @@ impl FromStr for Platform {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 #[cfg_attr(feature = "db", derive(sqlx::Type), sqlx(transparent))]
+#[cfg_attr(feature = "api", derive(utoipa::ToSchema), schema(value_type = String, pattern = "^[a-z0-9_-]{1,64}$"))]
 pub struct QueueName(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -101,9 +101,29 @@ pub fn logs_of(build: BuildId) -> String {
     format!("logs.{build}.*")
 }
 
+/// The last token of the subjects the farm itself (gateway, scheduler) writes a build's own log
+/// lines on. Workers may publish only on `logs.*.<their id>`, so no worker can write as the farm.
+pub const FARM_WRITER: &str = "farm";
+
+/// `logs.<build_id>.farm`: lines the farm writes (`Build submitted`, `Build completed
+/// successfully`, ...).
+pub fn farm_logs(build: BuildId) -> String {
+    format!("logs.{build}.{FARM_WRITER}")
+}
+
+/// Who wrote a log line, from its subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogWriter {
+    Farm,
+    Worker(WorkerId),
+}
+
 /// The writer of a log line, from its subject.
-pub fn log_writer(subject: &str) -> Option<WorkerId> {
-    subject.rsplit('.').next()?.parse().ok()
+pub fn log_writer(subject: &str) -> Option<LogWriter> {
+    match subject.rsplit('.').next()? {
+        FARM_WRITER => Some(LogWriter::Farm),
+        w => w.parse().ok().map(LogWriter::Worker),
+    }
 }
 
 pub fn events(build: BuildId) -> String {
@@ -130,7 +150,9 @@ mod tests {
         assert_eq!(dispatch(&q), "builds.dispatch.android");
         let (b, w) = (BuildId::new(), WorkerId::new());
         assert_eq!(logs(b, w).split('.').count(), 3);
-        assert_eq!(log_writer(&logs(b, w)), Some(w));
+        assert_eq!(log_writer(&logs(b, w)), Some(LogWriter::Worker(w)));
+        assert_eq!(log_writer(&farm_logs(b)), Some(LogWriter::Farm));
+        assert_eq!(log_writer("logs.x.not-a-worker"), None);
         assert_eq!(events(b).split('.').count(), 3);
         // The cancel subject must never fall inside the BUILDS stream.
         assert!(!cancel(w, b).starts_with("builds."));

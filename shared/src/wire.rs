@@ -305,6 +305,7 @@ retry_later!(ClaimReply, HeartbeatReply, FinishReply, PresenceReply);
 /// Log severity, as the HTTP contract spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "api", derive(utoipa::ToSchema))]
 pub enum LogLevel {
     Debug,
     Info,

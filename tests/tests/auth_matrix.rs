@@ -98,7 +98,7 @@ async fn every_route_answers_each_kind_of_caller_as_the_contract_says() {
             "post",
             format!("/api/builds/{a_id}/retry"),
             None,
-            [401, 403, 403, 403, 409],
+            [401, 403, 403, 403, 200],
             Cred::BuildToken(&a_tok),
         ),
         (
@@ -147,7 +147,7 @@ async fn every_route_answers_each_kind_of_caller_as_the_contract_says() {
             "post",
             "/api/workers/register".into(),
             Some(json!({"name": "n", "capabilities": {"platforms": ["ios"]}})),
-            [401, 403, 403, 403, 201],
+            [401, 403, 403, 403, 200],
             Cred::Key,
         ),
         // Workers: their own token; a stranger's token is a 409 on a build it does not hold.
@@ -441,6 +441,6 @@ async fn re_registering_a_worker_needs_proof_of_owning_it() {
             .await
             .unwrap()
             .status(),
-        201
+        200
     );
 }

@@ -463,7 +463,7 @@ async fn a_drained_worker_takes_no_new_build_and_idle_queues_show() {
         .find(|q| q["queue"] == "android")
         .cloned()
         .unwrap();
-    assert_eq!(queue["pending"], 1);
+    assert_eq!(queue["depth"], 1);
     assert_eq!(queue["live_workers"], 0);
 }
 

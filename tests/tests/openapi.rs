@@ -46,6 +46,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/api/openapi.json"),
+    ("post", "/api/builds/{id}/telemetry"),
+    ("post", "/api/workers/{id}/unregister"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +66,9 @@ async fn the_openapi_document_and_the_router_agree() {
         .json()
         .await
         .unwrap();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
+    the_committed_document_is_the_served_one(&doc);
+    every_operation_names_its_reply(&doc);
     let paths = doc["paths"].as_object().unwrap();
     for (method, path) in CONTRACT {
         assert!(
@@ -113,4 +117,45 @@ async fn the_openapi_document_and_the_router_agree() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// `docs/openapi.json` is what the gateway serves; `UPDATE_OPENAPI=1` rewrites it.
+fn the_committed_document_is_the_served_one(served: &Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    let text = serde_json::to_string_pretty(served).unwrap() + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == text,
+        "docs/openapi.json differs from the served document: regenerate it with \
+         `UPDATE_OPENAPI=1 cargo test -p freeagent-tests --test openapi` and commit it"
+    );
+}
+
+/// Every operation documents its success reply and every `$ref` resolves.
+fn every_operation_names_its_reply(doc: &Value) {
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let ok = responses
+                .iter()
+                .find(|(code, _)| code.starts_with('2'))
+                .unwrap_or_else(|| panic!("{method} {path} has no success reply"));
+            if path != "/api/openapi.json" {
+                assert!(
+                    ok.1.get("content").is_some(),
+                    "{method} {path} does not say what it replies"
+                );
+            }
+        }
+    }
+    let text = doc.to_string();
+    for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = part.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "unresolved $ref {name}");
+    }
 }

@@ -96,7 +96,22 @@ async fn retry_runs_the_same_inputs_again_under_a_new_token() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 409);
+    // Retry works from any status: a running build gets a sibling (cancelled here, so the
+    // figures below stay exact).
+    assert_eq!(r.status(), 200);
+    let sibling: Value = r.json().await.unwrap();
+    let r = farm
+        .http
+        .post(format!(
+            "{}/api/builds/{}/cancel",
+            farm.gateway,
+            sibling["id"].as_str().unwrap()
+        ))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = farm
         .http
         .post(format!(
@@ -115,7 +130,7 @@ async fn retry_runs_the_same_inputs_again_under_a_new_token() {
     assert_eq!(code, 200);
     assert_eq!(
         stats,
-        json!({"total": 3, "pending": 0, "assigned": 0, "building": 1, "completed": 2, "failed": 0, "cancelled": 0})
+        json!({"total": 4, "pending": 0, "assigned": 0, "building": 1, "completed": 2, "failed": 0, "cancelled": 1})
     );
     let (_, active) = get(&farm, "/api/builds/active").await;
     assert_eq!(active["builds"].as_array().unwrap().len(), 1);
@@ -130,8 +145,8 @@ async fn retry_runs_the_same_inputs_again_under_a_new_token() {
             .json()
             .await
             .unwrap();
-        assert_eq!(public["totalBuilds"], 3);
-        assert_eq!(public["buildsToday"], 3);
+        assert_eq!(public["totalBuilds"], 4);
+        assert_eq!(public["buildsToday"], 4);
         assert_eq!(public["activeBuilds"], 1);
         assert_eq!(public["buildsQueued"], 0);
         assert_eq!(public["nodesOnline"], 1);

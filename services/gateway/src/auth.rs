@@ -145,36 +145,20 @@ impl WorkerCaller {
     }
 }
 
-/// `X-Worker-Token`, or (older workers) an API key with the worker scope plus the worker's id in
-/// `worker_id` (query or body) or `X-Worker-Id`.
-pub async fn worker_caller(
-    st: &AppState,
-    headers: &HeaderMap,
-    worker_id: Option<&str>,
-) -> Result<WorkerCaller> {
+/// A worker's credential, checked before the body is read: its own token (the worker is known),
+/// or an API key allowed to act for workers (the worker is named later, maybe in the body).
+pub enum WorkerCredential {
+    Token(Box<WorkerCaller>),
+    Key(ApiKey),
+}
+
+/// Checks the credential of a worker route without reading the body: none → 401, a wrong or
+/// expired one → 401/403.
+pub async fn worker_credential(st: &AppState, headers: &HeaderMap) -> Result<WorkerCredential> {
     if let Some(t) = header(headers, "x-worker-token") {
-        let w = db::workers::worker_find_by_token(&st.pool, &token::hash(t)).await?;
-        let Some(w) = w.filter(|w| w.token_ok(t, chrono::Utc::now()) && w.revoked_at.is_none())
-        else {
-            return Err(GatewayError::new(
-                freeagent_shared::api_error::ErrorCode::Unauthorized,
-                "invalid or expired worker token",
-            )
-            .hint("use the access_token of the latest reply, or register again"));
-        };
-        // Every reply carries the newest token; renew it when a third of its life is left.
-        let policy = db::workers::TokenPolicy {
-            ttl: st.config.worker_token_ttl,
-            grace: st.config.worker_token_grace,
-        };
-        let current = match db::workers::worker_token_refresh(&st.pool, &w, t, policy).await? {
-            Some((fresh, _)) => fresh,
-            None => t.to_owned(),
-        };
-        return Ok(WorkerCaller {
-            token: Some(current),
-            worker: w,
-        });
+        return Ok(WorkerCredential::Token(Box::new(
+            token_caller(st, t).await?,
+        )));
     }
     if presented_api_key(headers).is_none() {
         return Err(
@@ -182,15 +166,90 @@ pub async fn worker_caller(
                 .hint("send X-Worker-Token, or X-API-Key with worker_id"),
         );
     }
-    require_api_key(st, headers, SCOPE_WORKER).await?;
+    Ok(WorkerCredential::Key(
+        require_api_key(st, headers, SCOPE_WORKER).await?,
+    ))
+}
+
+impl WorkerCredential {
+    /// The calling worker; a key names it in `worker_id` (query or body) or `X-Worker-Id`.
+    pub async fn caller(
+        self,
+        st: &AppState,
+        headers: &HeaderMap,
+        worker_id: Option<&str>,
+    ) -> Result<WorkerCaller> {
+        match self {
+            WorkerCredential::Token(c) => Ok(*c),
+            WorkerCredential::Key(key) => key_caller(st, headers, &key, worker_id).await,
+        }
+    }
+}
+
+/// `X-Worker-Token`, or (older workers) an API key with the worker scope plus the worker's id in
+/// `worker_id` (query or body) or `X-Worker-Id`.
+pub async fn worker_caller(
+    st: &AppState,
+    headers: &HeaderMap,
+    worker_id: Option<&str>,
+) -> Result<WorkerCaller> {
+    match worker_credential(st, headers).await? {
+        WorkerCredential::Key(key) => key_caller(st, headers, &key, worker_id).await,
+        WorkerCredential::Token(c) => Ok(*c),
+    }
+}
+
+async fn token_caller(st: &AppState, t: &str) -> Result<WorkerCaller> {
+    let w = db::workers::worker_find_by_token(&st.pool, &token::hash(t)).await?;
+    let Some(w) = w.filter(|w| w.token_ok(t, chrono::Utc::now()) && w.revoked_at.is_none()) else {
+        return Err(GatewayError::new(
+            freeagent_shared::api_error::ErrorCode::Unauthorized,
+            "invalid or expired worker token",
+        )
+        .hint("use the access_token of the latest reply, or register again"));
+    };
+    // Every reply carries the newest token; renew it when a third of its life is left.
+    let policy = db::workers::TokenPolicy {
+        ttl: st.config.worker_token_ttl,
+        grace: st.config.worker_token_grace,
+    };
+    let current = match db::workers::worker_token_refresh(&st.pool, &w, t, policy).await? {
+        Some((fresh, _)) => fresh,
+        None => t.to_owned(),
+    };
+    Ok(WorkerCaller {
+        token: Some(current),
+        worker: w,
+    })
+}
+
+async fn key_caller(
+    st: &AppState,
+    headers: &HeaderMap,
+    key: &ApiKey,
+    worker_id: Option<&str>,
+) -> Result<WorkerCaller> {
+    // A key without the worker it speaks for is an incomplete credential (401); a worker this
+    // key did not register is not its to speak for (403, unknown ids alike, so none is probed),
+    // unless the key is an operator's (admin), which may act for any worker (e.g. unregister it).
     let raw = worker_id
         .or_else(|| header(headers, "x-worker-id"))
-        .ok_or_else(|| GatewayError::bad_request("worker_id is required with an API key"))?;
-    let id: freeagent_shared::ids::WorkerId =
-        raw.parse().map_err(|_| GatewayError::not_found("worker"))?;
+        .ok_or_else(|| {
+            GatewayError::new(
+                freeagent_shared::api_error::ErrorCode::Unauthorized,
+                "an API key acts for a worker only with that worker's id",
+            )
+            .hint("send worker_id (query or form field) or X-Worker-Id, or use X-Worker-Token")
+        })?;
+    let not_yours = || {
+        GatewayError::forbidden("this API key did not register that worker")
+            .hint("use the key that registered the worker, or its X-Worker-Token")
+    };
+    let id: freeagent_shared::ids::WorkerId = raw.parse().map_err(|_| not_yours())?;
     let w = db::workers::worker_get(&st.pool, id)
         .await?
-        .ok_or_else(|| GatewayError::not_found("worker"))?;
+        .filter(|w| w.registered_by == Some(key.id) || key.scopes.iter().any(|s| s == SCOPE_ADMIN))
+        .ok_or_else(not_yours)?;
     if w.revoked_at.is_some() {
         return Err(GatewayError::forbidden(
             "this worker's registration was revoked; register it again",

@@ -6,8 +6,10 @@ pub mod api_key_cache;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod inserts;
 pub mod multipart;
+pub mod queue_consumers;
 pub mod routes;
 pub mod state;
 pub mod storage_client;
@@ -135,6 +137,7 @@ impl App {
             api_keys: Default::default(),
             inserts,
             minter,
+            consumers: Default::default(),
         };
         Ok(Self {
             router: router(st, health.clone()),

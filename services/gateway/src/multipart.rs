@@ -86,3 +86,59 @@ pub async fn to_storage(
         Err(e) => Err(e.into_gateway()),
     }
 }
+
+/// A file part held on the gateway's local disk until the form says where it belongs (an old
+/// worker sends its result before naming the build). Deleted when dropped, so a refused upload
+/// leaves nothing behind; memory stays bounded as with `to_storage`.
+pub struct Spooled {
+    file: tempfile::NamedTempFile,
+    name: String,
+}
+
+/// Writes a file part to a temporary file, refusing it past `limit` bytes.
+pub async fn spool(mut field: Field<'_>, name: &str, limit: u64) -> Result<Spooled, GatewayError> {
+    use tokio::io::AsyncWriteExt;
+    let spool_error = |e: std::io::Error| {
+        tracing::error!(error = %e, "cannot spool an upload to the temporary directory");
+        GatewayError::unavailable("the gateway cannot hold this upload now; retry")
+    };
+    let file = tempfile::NamedTempFile::new().map_err(spool_error)?;
+    let mut out = tokio::fs::File::from_std(file.reopen().map_err(spool_error)?);
+    let mut n: u64 = 0;
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        n += chunk.len() as u64;
+        if n > limit {
+            return Err(too_large(name, limit));
+        }
+        out.write_all(&chunk).await.map_err(spool_error)?;
+    }
+    out.flush().await.map_err(spool_error)?;
+    Ok(Spooled {
+        file,
+        name: name.to_owned(),
+    })
+}
+
+impl Spooled {
+    /// Streams the held bytes to storage under `key`.
+    pub async fn to_storage(
+        self,
+        storage: &StorageClient,
+        key: &ObjectKey,
+        limit: u64,
+    ) -> Result<StoredObject, GatewayError> {
+        let file = tokio::fs::File::open(self.file.path()).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot reopen a spooled upload");
+            GatewayError::unavailable("the gateway lost this upload; retry")
+        })?;
+        let stored = storage
+            .put_stream(key, limit, tokio_util::io::ReaderStream::new(file))
+            .await;
+        // `self.file` is dropped (and deleted) after the upload.
+        match stored {
+            Ok(s) => Ok(s),
+            Err(StorageError::TooLarge) => Err(too_large(&self.name, limit)),
+            Err(e) => Err(e.into_gateway()),
+        }
+    }
+}

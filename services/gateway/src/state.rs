@@ -18,4 +18,6 @@ pub struct AppState {
     pub inserts: crate::inserts::Inserts,
     /// Mints each registering worker's NATS credentials (None: NATS without auth).
     pub minter: Option<freeagent_shared::nats_auth::Minter>,
+    /// Each queue's JetStream consumer, for HTTP workers' polls.
+    pub consumers: crate::queue_consumers::QueueConsumers,
 }

@@ -42,3 +42,45 @@ pub async fn cancel(
         tracing::warn!(build_id = %build, error = %e, "could not publish a cancel");
     }
 }
+
+/// The farm's line in a build's log for where a transition left it: completed, failed (with the
+/// reason), or back in the queue.
+pub async fn log_outcome(nats: &async_nats::Client, b: &freeagent_shared::db::builds::Build) {
+    use freeagent_shared::farm_log;
+    use freeagent_shared::wire::LogLevel;
+    let reason = b.error_message.as_deref().unwrap_or("no reason given");
+    let (level, line) = match b.status {
+        BuildStatus::Completed => (LogLevel::Info, farm_log::COMPLETED.to_owned()),
+        BuildStatus::Failed => (LogLevel::Error, farm_log::failed(reason)),
+        BuildStatus::Pending => (
+            LogLevel::Warn,
+            format!(
+                "Attempt {} ended ({reason}); the build goes back to the queue",
+                b.attempt
+            ),
+        ),
+        _ => return,
+    };
+    farm_log::write(nats, b.id, b.attempt, level, line).await;
+}
+
+/// The farm's line for a build the reaper moved: its worker was lost, or it ran too long.
+pub async fn log_reaped(
+    nats: &async_nats::Client,
+    m: &freeagent_shared::db::builds::Moved,
+    reason: &str,
+) {
+    use freeagent_shared::farm_log;
+    use freeagent_shared::wire::LogLevel;
+    let (level, line) = match m.status {
+        BuildStatus::Failed => (LogLevel::Error, farm_log::failed(reason)),
+        _ => (
+            LogLevel::Warn,
+            format!(
+                "Attempt {} ended ({reason}); the build goes back to the queue",
+                m.attempt
+            ),
+        ),
+    };
+    farm_log::write(nats, m.id, m.attempt, level, line).await;
+}

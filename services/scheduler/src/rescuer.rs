@@ -37,6 +37,7 @@ impl Rescuer {
             // An old worker that is only slow must stop too.
             events::cancel(&self.nats, r.worker_id, r.id).await;
             events::publish(&self.nats, r.id, r.attempt, r.status).await;
+            events::log_reaped(&self.nats, r, "worker lost").await;
         }
         let late = db::builds::build_time_out(&self.pool, RESCUE_BATCH).await?;
         for t in &late {
@@ -44,6 +45,7 @@ impl Rescuer {
             metrics::counter!(freeagent_shared::metrics::TIMEOUTS).increment(1);
             events::cancel(&self.nats, t.worker_id, t.id).await;
             events::publish(&self.nats, t.id, t.attempt, t.status).await;
+            events::log_reaped(&self.nats, t, "timed out").await;
         }
         if rescued.iter().any(|r| r.status == BuildStatus::Pending) {
             self.wake_dispatcher.notify_one();

@@ -253,7 +253,10 @@ async fn an_unclaimed_dispatch_is_sent_again_under_the_same_attempt() {
     .await;
     assert_eq!(get(&s.db.pool, id).await.attempt, a(1));
     // Either message wins the build once; the other is refused.
-    assert!(matches!(s.claim(&w, id, a(1)).await, ClaimReply::Granted(_)));
+    assert!(matches!(
+        s.claim(&w, id, a(1)).await,
+        ClaimReply::Granted(_)
+    ));
     assert!(matches!(
         s.claim(&other, id, a(1)).await,
         ClaimReply::NotYours { .. }

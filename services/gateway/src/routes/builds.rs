@@ -1,17 +1,21 @@
-//! Reading builds: the list with filters and a cursor, one build in full, and the status shape
+//! Reading builds: the list with filters and a cursor (paging in headers), one build in full, and the status shape
 //! old clients poll (timestamps in epoch milliseconds).
 
 use crate::auth::{self, SCOPE_READ};
 use crate::error::{GatewayError, Result};
+use crate::extract::{Key, Read, ReadableBuild};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use chrono::{DateTime, Utc};
-use freeagent_shared::db::{self, builds::Build, builds::ListFilter};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::IntoResponse;
+use freeagent_shared::api::{
+    Artifact, AttemptView, BuildDetail, BuildSummary, LegacyStatus, ListQuery,
+};
+use freeagent_shared::db;
+use freeagent_shared::db::builds::{AttemptRecord, Build, ListFilter};
 use freeagent_shared::ids::{BuildId, WorkerId};
-use serde_json::{Value, json};
-use std::collections::HashMap;
+use freeagent_shared::status::BuildStatus;
 
 pub const DEFAULT_LIST_LIMIT: i64 = 50;
 pub const MAX_LIST_LIMIT: i64 = 500;
@@ -21,60 +25,78 @@ pub fn parse_id(raw: &str) -> Result<BuildId> {
     raw.parse().map_err(|_| GatewayError::not_found("build"))
 }
 
-pub fn summary(b: &Build) -> Value {
-    json!({
-        "id": b.id,
-        "platform": b.platform,
-        "status": b.status,
-        "worker_id": b.worker_id,
-        "worker_name": b.worker_name,
-        "submitted_at": b.submitted_at,
-        "createdAt": b.submitted_at,
-        "updated_at": b.updated_at,
-        "completed_at": b.completed_at,
-        "error_message": b.error_message,
-        "has_result": b.result_key.is_some() && b.purged_at.is_none(),
-        "purged_at": b.purged_at,
-    })
+pub fn summary(b: &Build) -> BuildSummary {
+    BuildSummary {
+        id: b.id,
+        platform: b.platform,
+        status: b.status,
+        worker_id: b.worker_id,
+        worker_name: b.worker_name.clone(),
+        submitted_at: b.submitted_at,
+        created_at: b.submitted_at,
+        updated_at: b.updated_at,
+        completed_at: b.completed_at,
+        completed_at_legacy: b.completed_at,
+        error_message: b.error_message.clone(),
+        has_result: b.result_key.is_some() && b.purged_at.is_none(),
+        purged_at: b.purged_at,
+    }
 }
 
-fn detail(b: &Build) -> Value {
-    let mut v = summary(b);
+fn detail(b: &Build, attempts: Vec<AttemptRecord>) -> BuildDetail {
     let duration_ms = match (b.started_at, b.completed_at) {
         (Some(s), Some(e)) => Some((e - s).num_milliseconds()),
         _ => None,
     };
-    let mut artifacts =
-        vec![json!({"name": "source", "size": b.source_size, "sha256": b.source_sha256})];
+    let mut artifacts = vec![Artifact {
+        name: "source".into(),
+        size: b.source_size,
+        sha256: b.source_sha256.clone(),
+    }];
     if b.purged_at.is_some() {
         // Retention deleted the files; the record keeps their facts, but nothing is offered.
         artifacts.clear();
     } else if let (Some(size), Some(sha)) = (b.result_size, &b.result_sha256) {
-        artifacts.push(json!({"name": format!("{}.{}", b.id, b.platform.artifact_extension()), "size": size, "sha256": sha}));
+        artifacts.push(Artifact {
+            name: format!("{}.{}", b.id, b.platform.artifact_extension()),
+            size,
+            sha256: sha.clone(),
+        });
     }
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("attempt".into(), json!(b.attempt));
-        obj.insert("max_attempts".into(), json!(b.max_attempts));
-        obj.insert("timeout_secs".into(), json!(b.timeout_secs));
-        obj.insert("retry_on_failure".into(), json!(b.retry_on_failure));
-        obj.insert("priority".into(), json!(b.priority));
-        obj.insert("queue".into(), json!(b.queue));
-        obj.insert("metadata".into(), b.metadata.clone());
-        obj.insert("started_at".into(), json!(b.started_at));
-        obj.insert("duration_ms".into(), json!(duration_ms));
-        obj.insert("progress".into(), json!(b.progress));
-        obj.insert("original_build_id".into(), json!(b.original_build_id));
-        obj.insert("artifacts".into(), Value::Array(artifacts));
+    BuildDetail {
+        summary: summary(b),
+        attempt: b.attempt,
+        max_attempts: b.max_attempts,
+        timeout_secs: b.timeout_secs,
+        retry_on_failure: b.retry_on_failure,
+        priority: b.priority,
+        queue: b.queue.clone(),
+        metadata: b.metadata.clone(),
+        started_at: b.started_at,
+        duration_ms,
+        progress: b.progress,
+        original_build_id: b.original_build_id,
+        artifacts,
+        attempts: attempts
+            .into_iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                worker_id: a.worker_id,
+                claimed_at: a.claimed_at,
+                ended_at: a.ended_at,
+                outcome: a.outcome,
+                error: a.error,
+            })
+            .collect(),
     }
-    v
 }
 
 fn query_param<T: std::str::FromStr>(
-    q: &HashMap<String, String>,
+    raw: &Option<String>,
     name: &str,
     expected: &str,
 ) -> Result<Option<T>> {
-    match q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    match raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
             GatewayError::bad_request(format!("invalid {name} {v:?}: expected {expected}"))
@@ -82,25 +104,28 @@ fn query_param<T: std::str::FromStr>(
     }
 }
 
+/// `GET /api/builds`: a bare array of summaries, newest first (the old CLI reads an array), with
+/// paging in headers as GitHub's API does: `X-Total-Count`, and `Link: <…?cursor=…>; rel="next"`
+/// while more remain.
 pub async fn list(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>> {
-    auth::require_api_key(&st, &headers, SCOPE_READ).await?;
-    let limit: i64 = query_param(&q, "limit", "an integer")?.unwrap_or(DEFAULT_LIST_LIMIT);
+    _key: Key<Read>,
+    uri: axum::http::Uri,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::response::Response> {
+    let limit: i64 = query_param(&q.limit, "limit", "an integer")?.unwrap_or(DEFAULT_LIST_LIMIT);
     if limit < 1 {
         return Err(GatewayError::bad_request("limit must be at least 1"));
     }
     let filter = ListFilter {
         status: query_param(
-            &q,
+            &q.status,
             "status",
             "pending, assigned, building, completed, failed or cancelled",
         )?,
-        platform: query_param(&q, "platform", "ios or android")?,
-        worker_id: query_param::<WorkerId>(&q, "worker_id", "a worker id")?,
-        after: query_param::<BuildId>(&q, "cursor", "a cursor from next_cursor")?,
+        platform: query_param(&q.platform, "platform", "ios or android")?,
+        worker_id: query_param::<WorkerId>(&q.worker_id, "worker_id", "a worker id")?,
+        after: query_param::<BuildId>(&q.cursor, "cursor", "the cursor of a Link header")?,
         limit: limit.min(MAX_LIST_LIMIT),
     };
     let builds = db::builds::build_list(&st.pool, &filter).await?;
@@ -108,54 +133,54 @@ pub async fn list(
     let next_cursor = (builds.len() as i64 == filter.limit)
         .then(|| builds.last().map(|b| b.id))
         .flatten();
-    Ok(Json(json!({
-        "builds": builds.iter().map(summary).collect::<Vec<_>>(),
-        "total": total,
-        "next_cursor": next_cursor,
-    })))
+    let mut resp = Json(builds.iter().map(summary).collect::<Vec<_>>()).into_response();
+    let h = resp.headers_mut();
+    h.insert("x-total-count", HeaderValue::from(total));
+    if let Some(cursor) = next_cursor {
+        // The same query with the cursor moved on; a relative reference, as the client reached us.
+        let next = ListQuery {
+            cursor: Some(cursor.to_string()),
+            ..q
+        };
+        let query = serde_urlencoded::to_string(&next).unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&format!("<{}?{query}>; rel=\"next\"", uri.path())) {
+            h.insert(header::LINK, v);
+        }
+        h.insert(
+            "access-control-expose-headers",
+            HeaderValue::from_static("x-total-count, link"),
+        );
+    }
+    Ok(resp)
 }
 
 pub async fn get(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    let id = parse_or_auth(&st, &headers, &id).await?;
-    let b = auth::build_reader(&st, &headers, id).await?;
+    ReadableBuild(b): ReadableBuild,
+) -> Result<Json<BuildDetail>> {
     let attempts = db::builds::build_attempts(&st.pool, b.id).await?;
-    let mut v = detail(&b);
-    if let Some(obj) = v.as_object_mut() {
-        let attempts: Vec<Value> = attempts
-            .iter()
-            .map(|a| json!({"attempt": a.attempt, "worker_id": a.worker_id, "claimed_at": a.claimed_at, "ended_at": a.ended_at, "outcome": a.outcome, "error": a.error}))
-            .collect();
-        obj.insert("attempts".into(), Value::Array(attempts));
-    }
-    Ok(Json(v))
+    Ok(Json(detail(&b, attempts)))
 }
 
-fn ms(t: Option<DateTime<Utc>>) -> Value {
-    t.map(|t| json!(t.timestamp_millis()))
-        .unwrap_or(Value::Null)
-}
-
-pub async fn status(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    let id = parse_or_auth(&st, &headers, &id).await?;
-    let b = auth::build_reader(&st, &headers, id).await?;
-    Ok(Json(json!({
-        "id": b.id,
-        "status": b.status,
-        "platform": b.platform,
-        "worker_id": b.worker_id,
-        "submitted_at": b.submitted_at.timestamp_millis(),
-        "started_at": ms(b.started_at),
-        "completed_at": ms(b.completed_at),
-        "error_message": b.error_message,
-    })))
+pub async fn status(ReadableBuild(b): ReadableBuild) -> Json<LegacyStatus> {
+    // Old clients know no `cancelled`: this route (theirs) reports it as a failure.
+    let (status, error_message) = match b.status {
+        BuildStatus::Cancelled => (
+            BuildStatus::Failed,
+            Some(freeagent_shared::farm_log::CANCELLED.to_owned()),
+        ),
+        s => (s, b.error_message.clone()),
+    };
+    Json(LegacyStatus {
+        id: b.id,
+        status,
+        platform: b.platform,
+        worker_id: b.worker_id,
+        submitted_at: b.submitted_at.timestamp_millis(),
+        started_at: b.started_at.map(|t| t.timestamp_millis()),
+        completed_at: b.completed_at.map(|t| t.timestamp_millis()),
+        error_message,
+    })
 }
 
 /// A malformed id is 404, but only after the caller showed some credential (401 otherwise).

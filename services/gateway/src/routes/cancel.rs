@@ -9,18 +9,18 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use freeagent_shared::api::Cancelled;
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, Transition};
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::wire::{self, StatusEvent};
-use freeagent_shared::{subjects, token};
-use serde_json::{Value, json};
+use freeagent_shared::{farm_log, subjects, token};
 
 pub async fn cancel(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Cancelled>> {
     let id = parse_or_auth(&st, &headers, &id).await?;
     // Submitters with the submit scope, or this build's token.
     if auth::presented_api_key(&headers).is_some() {
@@ -64,8 +64,19 @@ pub async fn cancel(
                 .nats
                 .publish(subjects::events(id), wire::encode(&event).into())
                 .await;
+            farm_log::write(
+                &st.nats,
+                id,
+                b.attempt,
+                wire::LogLevel::Info,
+                farm_log::CANCELLED,
+            )
+            .await;
             tracing::info!(build_id = %id, "build cancelled");
-            Ok(Json(json!({"id": id, "status": "cancelled"})))
+            Ok(Json(Cancelled {
+                id,
+                status: BuildStatus::Cancelled,
+            }))
         }
         Transition::Stale(c) => Err(GatewayError::new(
             ErrorCode::BuildAlreadyFinished,

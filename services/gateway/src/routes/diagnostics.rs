@@ -1,67 +1,55 @@
 //! Worker self-diagnostics: `POST /api/diagnostics/report` (from the worker itself) and
 //! `GET /api/diagnostics/:worker_id` (`?limit=`) and `…/latest` (operators).
 
-use crate::auth::{self, SCOPE_READ, SCOPE_WORKER};
 use crate::error::{GatewayError, Result};
+use crate::extract::{Key, Read, WorkerAuth};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use freeagent_shared::api::{
+    DiagnosticsList, DiagnosticsQuery, DiagnosticsReport, DiagnosticsView, ReportStored,
+};
 use freeagent_shared::db::{self, diagnostics::Diagnostic, diagnostics::NewDiagnostic};
 use freeagent_shared::ids::WorkerId;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use std::collections::HashMap;
+use serde_json::Value;
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 500;
 const MAX_CHECKS: usize = 1000;
 
-#[derive(Debug, Deserialize)]
-pub struct Report {
-    pub worker_id: String,
-    pub status: String,
-    pub duration_ms: Option<i64>,
-    pub auto_fixed: Option<bool>,
-    #[serde(default)]
-    pub checks: Vec<Value>,
-}
-
-fn view(d: &Diagnostic) -> Value {
-    json!({"id": d.id, "worker_id": d.worker_id, "status": d.status, "duration_ms": d.duration_ms, "auto_fixed": d.auto_fixed, "checks": d.checks, "created_at": d.created_at})
+fn view(d: &Diagnostic) -> DiagnosticsView {
+    DiagnosticsView {
+        id: d.id,
+        worker_id: d.worker_id,
+        status: d.status.clone(),
+        duration_ms: d.duration_ms,
+        auto_fixed: d.auto_fixed,
+        checks: d.checks.clone(),
+        created_at: d.created_at,
+        run_at: d.created_at.timestamp_millis(),
+    }
 }
 
 pub async fn report(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: std::result::Result<Json<Report>, JsonRejection>,
-) -> Result<Json<Value>> {
+    WorkerAuth(credential): WorkerAuth,
+    body: std::result::Result<Json<DiagnosticsReport>, JsonRejection>,
+) -> Result<Json<ReportStored>> {
+    // Credentials before the body: the worker's own token, or (older workers) an API key that
+    // registered the worker the report names.
     let Json(r) = body.map_err(super::workers::bad_json)?;
-    let worker_id: WorkerId = r
-        .worker_id
-        .parse()
-        .map_err(|_| GatewayError::bad_request("worker_id must be a registered worker's id"))?;
-    // The worker's own token, or (older workers) an API key allowed to act as a worker.
-    match headers.get("x-worker-token").and_then(|v| v.to_str().ok()) {
-        Some(t) => {
-            let w = db::workers::worker_get(&st.pool, worker_id).await?;
-            if !w.is_some_and(|w| w.token_ok(t, chrono::Utc::now())) {
-                return Err(GatewayError::forbidden(
-                    "this worker token does not belong to that worker",
-                ));
-            }
-        }
-        None => {
-            auth::require_api_key(&st, &headers, SCOPE_WORKER).await?;
-            if db::workers::worker_get(&st.pool, worker_id)
-                .await?
-                .is_none()
-            {
-                return Err(GatewayError::not_found("worker"));
-            }
-        }
+    let caller = credential
+        .caller(&st, &headers, Some(r.worker_id.as_str()))
+        .await?;
+    if caller.worker.id.to_string() != r.worker_id.trim() {
+        return Err(GatewayError::forbidden(
+            "a worker may report only its own diagnostics",
+        ));
     }
+    let worker_id = caller.worker.id;
     if !["healthy", "warning", "critical"].contains(&r.status.as_str()) {
         return Err(GatewayError::bad_request(
             "status must be healthy, warning or critical",
@@ -88,10 +76,11 @@ pub async fn report(
         },
     )
     .await?;
-    let token = headers.get("x-worker-token").and_then(|v| v.to_str().ok());
-    Ok(Json(
-        json!({"id": d.id, "status": "stored", "access_token": token}),
-    ))
+    Ok(Json(ReportStored {
+        id: d.id,
+        status: "stored".into(),
+        access_token: caller.token,
+    }))
 }
 
 fn worker(raw: &str) -> Result<WorkerId> {
@@ -100,13 +89,12 @@ fn worker(raw: &str) -> Result<WorkerId> {
 
 pub async fn list(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _key: Key<Read>,
     Path(raw): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>> {
-    auth::require_api_key(&st, &headers, SCOPE_READ).await?;
+    Query(q): Query<DiagnosticsQuery>,
+) -> Result<Json<DiagnosticsList>> {
     let id = worker(&raw)?;
-    let limit = match q.get("limit").filter(|s| !s.is_empty()) {
+    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
         None => DEFAULT_LIMIT,
         Some(v) => v
             .parse::<i64>()
@@ -115,17 +103,17 @@ pub async fn list(
             .ok_or_else(|| GatewayError::bad_request("limit must be a positive integer"))?,
     };
     let reports = db::diagnostics::diagnostic_list(&st.pool, id, limit.min(MAX_LIMIT)).await?;
-    Ok(Json(
-        json!({"worker_id": id, "reports": reports.iter().map(view).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(DiagnosticsList {
+        worker_id: id,
+        reports: reports.iter().map(view).collect(),
+    }))
 }
 
 pub async fn latest(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _key: Key<Read>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>> {
-    auth::require_api_key(&st, &headers, SCOPE_READ).await?;
+) -> Result<Json<DiagnosticsView>> {
     let id = worker(&raw)?;
     let reports = db::diagnostics::diagnostic_list(&st.pool, id, 1).await?;
     reports

@@ -1,10 +1,9 @@
 //! `GET /api/builds/:id/download[/:type]`: streams the result, the source or the log archive
 //! from storage, passing `Range` through, with the checksum storage computed at upload.
 
-use super::builds::parse_or_auth;
 use super::logs;
-use crate::auth;
 use crate::error::{GatewayError, Result};
+use crate::extract::ReadableBuild;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -17,19 +16,28 @@ pub async fn download_result(
     st: State<AppState>,
     method: Method,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    build: ReadableBuild,
 ) -> Result<Response> {
-    download(st, method, headers, Path((id, "result".to_owned()))).await
+    serve(st, method, headers, build, "result").await
 }
 
 pub async fn download(
+    st: State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    build: ReadableBuild,
+    Path((_, kind)): Path<(String, String)>,
+) -> Result<Response> {
+    serve(st, method, headers, build, &kind).await
+}
+
+async fn serve(
     State(st): State<AppState>,
     method: Method,
     headers: HeaderMap,
-    Path((id, kind)): Path<(String, String)>,
+    ReadableBuild(b): ReadableBuild,
+    kind: &str,
 ) -> Result<Response> {
-    let id = parse_or_auth(&st, &headers, &id).await?;
-    let b = auth::build_reader(&st, &headers, id).await?;
     if let Some(when) = b.purged_at
         && kind != "logs"
     {
@@ -39,7 +47,7 @@ pub async fn download(
         )
         .hint("retention keeps files for FREEAGENT_RETENTION (30 days by default)"));
     }
-    let (key, sha, filename) = match kind.as_str() {
+    let (key, sha, filename) = match kind {
         "result" => {
             let (Some(key), Some(sha)) = (&b.result_key, &b.result_sha256) else {
                 return Err(

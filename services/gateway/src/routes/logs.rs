@@ -2,40 +2,32 @@
 //! is its JetStream sequence, so `after` resumes exactly where the last page ended. A worker may
 //! publish on `logs.*.<its id>` only, so the subject names the writer; a line is shown only if
 //! its writer held the attempt it claims (`build_attempts`): no worker writes into a build it
-//! does not hold.
+//! does not hold. Lines on `logs.<build_id>.farm` are the farm's own (only services may publish
+//! there).
 
-use super::builds::parse_or_auth;
-use crate::auth;
 use crate::error::{GatewayError, Result};
+use crate::extract::ReadableBuild;
 use crate::state::AppState;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{Query, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use freeagent_shared::api::{LogPage, LogQuery};
 use freeagent_shared::db;
 use freeagent_shared::db::builds::Build;
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{self, LogLine};
 use futures::StreamExt;
-use serde::Serialize;
-use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
 pub const DEFAULT_LOG_LIMIT: usize = 1000;
 pub const MAX_LOG_LIMIT: usize = 10_000;
 
-#[derive(Debug, Serialize)]
-pub struct Entry {
-    pub seq: u64,
-    pub timestamp: chrono::DateTime<chrono::Utc>,
-    pub level: wire::LogLevel,
-    pub message: String,
-    pub attempt: freeagent_shared::ids::Attempt,
-}
+pub use freeagent_shared::api::LogEntry as Entry;
 
 /// One page: the lines, and the stream sequence to resume after (past lines that were skipped).
 pub struct Page {
@@ -102,8 +94,13 @@ pub async fn read(
             let seq = meta.stream_sequence;
             next_after = seq;
             let writer = subjects::log_writer(&m.subject);
+            let allowed = |l: &LogLine| match writer {
+                Some(subjects::LogWriter::Farm) => true,
+                Some(subjects::LogWriter::Worker(w)) => holders.get(&l.attempt) == Some(&w),
+                None => false,
+            };
             match wire::decode::<LogLine>(&m.payload) {
-                Ok(l) if writer.is_none() || holders.get(&l.attempt) != writer.as_ref() => {
+                Ok(l) if !allowed(&l) => {
                     tracing::warn!(build_id = %id, seq, writer = ?writer, attempt = %l.attempt, "skipping a log line from a worker that did not hold its attempt");
                 }
                 Ok(l) => out.push(Entry {
@@ -131,19 +128,16 @@ pub async fn read(
 
 pub async fn get(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>> {
-    let id = parse_or_auth(&st, &headers, &id).await?;
-    let b = auth::build_reader(&st, &headers, id).await?;
-    let after: u64 = match q.get("after").filter(|s| !s.is_empty()) {
+    ReadableBuild(b): ReadableBuild,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<LogPage>> {
+    let after: u64 = match q.after.as_deref().filter(|s| !s.is_empty()) {
         None => 0,
         Some(v) => v.parse().map_err(|_| {
             GatewayError::bad_request(format!("invalid after {v:?}: expected a sequence number"))
         })?,
     };
-    let limit: usize = match q.get("limit").filter(|s| !s.is_empty()) {
+    let limit: usize = match q.limit.as_deref().filter(|s| !s.is_empty()) {
         None => DEFAULT_LOG_LIMIT,
         Some(v) => v
             .parse::<usize>()
@@ -153,9 +147,11 @@ pub async fn get(
     };
     let holders = holders(&st.pool, b.id).await?;
     let page = read(&st.nats, &holders, b.id, after, limit.min(MAX_LOG_LIMIT)).await?;
-    Ok(Json(
-        json!({"build_id": b.id, "logs": page.lines, "next_after": page.next_after}),
-    ))
+    Ok(Json(LogPage {
+        build_id: b.id,
+        logs: page.lines,
+        next_after: page.next_after,
+    }))
 }
 
 /// The whole log as text, streamed page by page.

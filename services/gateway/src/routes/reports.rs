@@ -2,54 +2,60 @@
 //! `GET /api/stats` (alias `/public/stats`). Every figure is measured from the database.
 
 use super::workers::OFFLINE_AFTER_SECS;
-use crate::auth::{self, SCOPE_READ};
 use crate::error::Result;
+use crate::extract::{Key, Read};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use freeagent_shared::api::{ActiveBuild, ActiveBuilds, PublicStats, Statistics};
 use freeagent_shared::db;
 use freeagent_shared::status::BuildStatus;
-use serde_json::{Value, json};
 
 pub const ACTIVE_LIMIT: i64 = 1000;
 
-pub async fn statistics(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
-    auth::require_api_key(&st, &headers, SCOPE_READ).await?;
+pub async fn statistics(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<Statistics>> {
     let counts = db::builds::build_count_by_status(&st.pool).await?;
-    let mut body = json!({"total": counts.iter().map(|(_, n)| n).sum::<i64>()});
-    for s in BuildStatus::ALL {
-        body[s.as_str()] = json!(
-            counts
-                .iter()
-                .find(|(c, _)| *c == s)
-                .map(|(_, n)| *n)
-                .unwrap_or(0)
-        );
+    let mut body = Statistics::default();
+    for (status, n) in counts {
+        body.total += n;
+        *match status {
+            BuildStatus::Pending => &mut body.pending,
+            BuildStatus::Assigned => &mut body.assigned,
+            BuildStatus::Building => &mut body.building,
+            BuildStatus::Completed => &mut body.completed,
+            BuildStatus::Failed => &mut body.failed,
+            BuildStatus::Cancelled => &mut body.cancelled,
+        } += n;
     }
     Ok(Json(body))
 }
 
-pub async fn active(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
-    auth::require_api_key(&st, &headers, SCOPE_READ).await?;
+pub async fn active(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<ActiveBuilds>> {
     let builds = db::builds::build_active(&st.pool, ACTIVE_LIMIT).await?;
-    let builds: Vec<Value> = builds
-        .iter()
-        .map(|b| json!({"id": b.id, "status": b.status, "platform": b.platform, "worker_id": b.worker_id, "started_at": b.started_at}))
-        .collect();
-    Ok(Json(json!({ "builds": builds })))
+    Ok(Json(ActiveBuilds {
+        builds: builds
+            .iter()
+            .map(|b| ActiveBuild {
+                id: b.id,
+                status: b.status,
+                platform: b.platform,
+                worker_id: b.worker_id,
+                started_at: b.started_at,
+            })
+            .collect(),
+    }))
 }
 
 /// Public: no credential, no identifiers, only counts.
-pub async fn public_stats(State(st): State<AppState>) -> Result<Json<Value>> {
+pub async fn public_stats(State(st): State<AppState>) -> Result<Json<PublicStats>> {
     let s = db::builds::build_farm_stats(&st.pool).await?;
     let online = db::workers::worker_count_online(&st.pool, OFFLINE_AFTER_SECS).await?;
-    Ok(Json(json!({
-        "nodesOnline": online,
-        "buildsQueued": s.builds_queued,
-        "activeBuilds": s.active_builds,
-        "buildsToday": s.builds_today,
-        "totalBuilds": s.total_builds,
-        "totalBuildTimeMs": s.total_build_time_ms,
-    })))
+    Ok(Json(PublicStats {
+        nodes_online: online,
+        builds_queued: s.builds_queued,
+        active_builds: s.active_builds,
+        builds_today: s.builds_today,
+        total_builds: s.total_builds,
+        total_build_time_ms: s.total_build_time_ms,
+    }))
 }

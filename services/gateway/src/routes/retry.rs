@@ -1,19 +1,19 @@
-//! `POST /api/builds/:id/retry`: a new build of a finished one, with the same inputs (it shares
+//! `POST /api/builds/:id/retry`: a new build of any build (finished or not), with the same inputs (it shares
 //! the original's stored source and certs), a new token and `original_build_id`.
 
 use super::builds::parse_or_auth;
 use crate::auth::{self, SCOPE_SUBMIT};
-use crate::error::{GatewayError, Result};
+use crate::error::Result;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use freeagent_shared::api_error::ErrorCode;
+use freeagent_shared::api::Retried;
 use freeagent_shared::db::{self, builds::NewBuild, builds::NewObject};
 use freeagent_shared::ids::BuildId;
-use freeagent_shared::{subjects, token};
-use serde_json::json;
+use freeagent_shared::wire::LogLevel;
+use freeagent_shared::{farm_log, subjects, token};
 
 pub async fn retry(
     State(st): State<AppState>,
@@ -24,15 +24,8 @@ pub async fn retry(
     if auth::presented_api_key(&headers).is_some() {
         auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
     }
+    // From any status, as the contract says: a running build keeps running.
     let original = auth::build_reader(&st, &headers, id).await?;
-    if !original.status.is_terminal() {
-        return Err(
-            GatewayError::new(ErrorCode::Conflict, "the build has not finished yet").hint(format!(
-                "it is {}; cancel it first or wait",
-                original.status
-            )),
-        );
-    }
     let access_token = token::generate(token::TokenKind::Build);
     let new = NewBuild {
         id: BuildId::new(),
@@ -64,6 +57,14 @@ pub async fn retry(
         retry_on_failure: original.retry_on_failure,
     };
     let b = db::builds::build_insert(&st.pool, &new).await?;
+    farm_log::send(
+        &st.nats,
+        b.id,
+        b.attempt,
+        LogLevel::Info,
+        farm_log::submitted_retry(original.id),
+    )
+    .await;
     if let Err(e) = st
         .nats
         .publish(subjects::WAKE, bytes::Bytes::from(b.queue.to_string()))
@@ -72,6 +73,12 @@ pub async fn retry(
         tracing::warn!(build_id = %b.id, error = %e, "could not wake the scheduler");
     }
     tracing::info!(build_id = %b.id, original = %original.id, "build retried");
-    let body = json!({"id": b.id, "status": b.status, "submitted_at": b.submitted_at, "access_token": access_token, "original_build_id": original.id});
+    let body = Retried {
+        id: b.id,
+        status: b.status,
+        submitted_at: b.submitted_at,
+        access_token,
+        original_build_id: original.id,
+    };
     Ok((StatusCode::OK, Json(body)).into_response())
 }

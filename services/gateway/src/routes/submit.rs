@@ -2,18 +2,20 @@
 //! build, wake the scheduler, reply with the id and the build token. Unknown parts are skipped
 //! unread and never logged (old clients send Apple credentials in them).
 
-use crate::auth::{self, SCOPE_SUBMIT};
 use crate::error::{GatewayError, Result};
+use crate::extract::{Key, Submit};
 use crate::multipart::{self, malformed};
 use crate::state::AppState;
 use axum::extract::{Multipart, State, multipart::MultipartRejection};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{builds::NewBuild, builds::NewObject};
+use freeagent_shared::farm_log;
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::status::{Platform, QueueName};
+use freeagent_shared::wire::LogLevel;
 use freeagent_shared::wire::StoredObject;
 use freeagent_shared::{subjects, token};
 use serde_json::json;
@@ -39,10 +41,9 @@ struct Parts {
 
 pub async fn submit(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _key: Key<Submit>,
     mp: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Response> {
-    auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
     let mut mp = mp.map_err(|e| {
         GatewayError::new(
             ErrorCode::NotMultipart,
@@ -228,6 +229,14 @@ async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Resul
     };
     let b = crate::inserts::insert(&st.inserts, new).await?;
     metrics::counter!(freeagent_shared::metrics::BUILDS_SUBMITTED).increment(1);
+    farm_log::send(
+        &st.nats,
+        b.id,
+        b.attempt,
+        LogLevel::Info,
+        farm_log::SUBMITTED,
+    )
+    .await;
     // The scheduler also ticks, so a lost wake-up only delays dispatch.
     if let Err(e) = st
         .nats
@@ -237,12 +246,12 @@ async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Resul
         tracing::warn!(build_id = %id, error = %e, "could not wake the scheduler");
     }
     tracing::info!(build_id = %id, %platform, size = b.source_size, "build submitted");
-    let body = json!({
-        "id": b.id,
-        "status": b.status,
-        "platform": b.platform,
-        "submitted_at": b.submitted_at,
-        "access_token": access_token,
-    });
+    let body = freeagent_shared::api::Submitted {
+        id: b.id,
+        status: b.status,
+        platform: b.platform,
+        submitted_at: b.submitted_at,
+        access_token,
+    };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }

@@ -1,11 +1,14 @@
 //! Every route of the gateway, once: the router and the OpenAPI document (`/api/openapi.json`)
-//! are both built from this table, so the document cannot drift from what is served.
+//! are both built from this table, and each route names its request and reply types, so the
+//! document cannot drift from what is served.
 
+use super::openapi::{Body, Params, json, json_array, query};
 use super::*;
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, delete, get, post};
-use serde_json::{Map, Value, json};
+use freeagent_shared::api::*;
+use serde_json::Value;
 
 /// Who may call a route, as the OpenAPI security requirement.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -23,6 +26,30 @@ pub struct Route {
     pub who: Who,
     /// `None` for routes served by the shared health router.
     pub handler: Option<MethodRouter<AppState>>,
+    pub request: Body,
+    pub reply: Body,
+    /// The status of a success.
+    pub status: u16,
+    pub query: Option<Params>,
+}
+
+impl Route {
+    fn takes(mut self, body: Body) -> Self {
+        self.request = body;
+        self
+    }
+    fn gives(mut self, body: Body) -> Self {
+        self.reply = body;
+        self
+    }
+    fn created(mut self) -> Self {
+        self.status = 201;
+        self
+    }
+    fn query(mut self, params: Params) -> Self {
+        self.query = Some(params);
+        self
+    }
 }
 
 fn r(
@@ -38,6 +65,10 @@ fn r(
         summary,
         who,
         handler: Some(handler),
+        request: Body::None,
+        reply: Body::None,
+        status: 200,
+        query: None,
     }
 }
 
@@ -48,10 +79,32 @@ pub struct Limits {
     pub result: usize,
 }
 
+/// The parts of a submission (any order; unknown parts are ignored).
+const SUBMIT_FORM: Body = Body::Multipart(&[
+    ("platform", false),
+    ("source", true),
+    ("certs", true),
+    ("metadata", false),
+    ("priority", false),
+    ("queue", false),
+    ("max_attempts", false),
+    ("timeout", false),
+    ("retry_on_failure", false),
+]);
+
+/// The parts of a worker's report, in any order.
+const RESULT_FORM: Body = Body::Multipart(&[
+    ("build_id", false),
+    ("worker_id", false),
+    ("success", false),
+    ("error_message", false),
+    ("result", true),
+]);
+
 pub fn routes(l: &Limits) -> Vec<Route> {
     use Who::*;
     let submit = || post(submit::submit).layer(DefaultBodyLimit::max(l.submit));
-    let result = || post(worker_reports::result).layer(DefaultBodyLimit::max(l.result));
+    let result = || post(worker_result::result).layer(DefaultBodyLimit::max(l.result));
     vec![
         r(
             "post",
@@ -59,245 +112,296 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             ApiKey,
             "Submit a build (multipart: platform, source, certs?, metadata?, priority?, queue?, max_attempts?, timeout?, retry_on_failure?)",
             submit(),
-        ),
+        )
+        .takes(SUBMIT_FORM).gives(json::<Submitted>()).created(),
         r(
             "post",
             "/api/builds/submit",
             ApiKey,
             "Submit a build (older spelling)",
             submit(),
-        ),
+        )
+        .takes(SUBMIT_FORM).gives(json::<Submitted>()).created(),
         r(
             "get",
             "/api/builds",
             ApiKey,
             "List builds (status, platform, worker_id, limit, cursor)",
             get(builds::list),
-        ),
+        )
+        .query(query::<ListQuery>()).gives(json_array::<BuildSummary>()),
         r(
             "get",
             "/api/builds/statistics",
             ApiKey,
             "Builds per status",
             get(reports::statistics),
-        ),
+        )
+        .gives(json::<Statistics>()),
         r(
             "get",
             "/api/builds/active",
             ApiKey,
             "Assigned and building builds",
             get(reports::active),
-        ),
+        )
+        .gives(json::<ActiveBuilds>()),
         r(
             "get",
             "/api/builds/{id}",
             ApiKeyOrBuildToken,
             "One build, with its artifacts and attempts",
             get(builds::get),
-        ),
+        )
+        .gives(json::<BuildDetail>()),
         r(
             "delete",
             "/api/builds/{id}",
             ApiKeyOrBuildToken,
             "Cancel a build",
             delete(cancel::cancel),
-        ),
+        )
+        .gives(json::<Cancelled>()),
         r(
             "post",
             "/api/builds/{id}/cancel",
             ApiKeyOrBuildToken,
             "Cancel a build",
             post(cancel::cancel),
-        ),
+        )
+        .gives(json::<Cancelled>()),
         r(
             "post",
             "/api/builds/{id}/retry",
             ApiKeyOrBuildToken,
             "A new build with the same inputs",
             post(retry::retry),
-        ),
+        )
+        .gives(json::<Retried>()),
         r(
             "get",
             "/api/builds/{id}/status",
             ApiKeyOrBuildToken,
             "Status, times in epoch milliseconds",
             get(builds::status),
-        ),
+        )
+        .gives(json::<LegacyStatus>()),
         r(
             "get",
             "/api/builds/{id}/logs",
             ApiKeyOrBuildToken,
             "Log lines (after, limit)",
             get(logs::get),
-        ),
+        )
+        .query(query::<LogQuery>()).gives(json::<LogPage>()),
         r(
             "post",
             "/api/builds/{id}/logs",
             Worker,
             "Report log lines ({level, message} or {logs: [...]})",
             post(worker_reports::logs),
-        ),
+        )
+        .query(query::<WorkerIdQuery>()).takes(json::<LogBody>()).gives(json::<LogsAccepted>()),
         r(
             "get",
             "/api/builds/{id}/download",
             ApiKeyOrBuildToken,
             "Download the artifact (Range supported)",
             get(download::download_result),
-        ),
+        )
+        .gives(Body::Bytes("application/octet-stream")),
         r(
             "get",
             "/api/builds/{id}/download/{kind}",
             ApiKeyOrBuildToken,
             "Download result, source or logs",
             get(download::download),
-        ),
+        )
+        .gives(Body::Bytes("application/octet-stream")),
         r(
             "get",
             "/api/builds/{id}/source",
             Worker,
             "The source, for the worker holding the build",
             get(worker_protocol::source),
-        ),
+        )
+        .query(query::<WorkerIdQuery>()).gives(Body::Bytes("application/octet-stream")),
         r(
             "get",
             "/api/builds/{id}/certs",
             Worker,
             "The certs, for the worker holding the build",
             get(worker_protocol::certs),
-        ),
+        )
+        .query(query::<WorkerIdQuery>()).gives(Body::Bytes("application/octet-stream")),
         r(
             "post",
             "/api/builds/{id}/heartbeat",
             Worker,
             "Renew the lease ({progress?})",
             post(worker_protocol::build_heartbeat),
-        ),
+        )
+        .query(query::<WorkerIdQuery>()).takes(json::<BuildBeat>()).gives(json::<BuildBeatReply>()),
         r(
             "post",
             "/api/workers/register",
             ApiKey,
             "Register or re-register a worker",
             post(workers::register).layer(DefaultBodyLimit::max(l.json)),
-        ),
+        )
+        .takes(json::<RegisterRequest>()).gives(json::<Registered>()),
         r(
             "get",
             "/api/workers",
             ApiKey,
             "The worker registry",
             get(workers::list),
-        ),
+        )
+        .gives(json::<WorkerList>()),
         r(
             "post",
             "/api/workers/{id}/drain",
             ApiKey,
             "Give a worker no new build",
             post(workers::drain),
-        ),
+        )
+        .gives(json::<Drained>()),
         r(
             "get",
             "/api/workers/{id}/stats",
             ApiKey,
             "A worker's figures",
             get(workers::stats),
-        ),
+        )
+        .gives(json::<WorkerStats>()),
         r(
             "get",
             "/api/workers/poll",
             Worker,
             "The held job, or a new one (wait ≤ 60 s)",
             get(worker_protocol::poll),
-        ),
+        )
+        .query(query::<PollQuery>()).gives(json::<PollReply>()),
         r(
             "post",
             "/api/workers/heartbeat",
             Worker,
             "Presence, and a lease renewal ({build_id?, progress?})",
             post(worker_reports::worker_heartbeat),
-        ),
+        )
+        .takes(json::<WorkerBeat>()).gives(json::<WorkerBeatReply>()),
         r(
             "post",
             "/api/workers/result",
             Worker,
             "Report the outcome (multipart: build_id, success, error_message, result)",
             result(),
-        ),
+        )
+        .takes(RESULT_FORM).gives(json::<Outcome>()),
         r(
             "post",
             "/api/workers/upload",
             Worker,
             "Report the outcome (older spelling)",
             result(),
-        ),
+        )
+        .takes(RESULT_FORM).gives(json::<Outcome>()),
         r(
             "post",
             "/api/workers/fail",
             Worker,
             "Report a failure ({build_id, error})",
             post(worker_reports::fail),
-        ),
+        )
+        .takes(json::<FailBody>()).gives(json::<Outcome>()),
         r(
             "post",
             "/api/workers/abandon",
             Worker,
             "Give a build back ({build_id, reason})",
             post(worker_reports::abandon),
-        ),
+        )
+        .takes(json::<FailBody>()).gives(json::<Success>()),
         r(
             "post",
             "/api/workers/unregister",
             Worker,
             "Leave; held builds go back to the queue",
             post(worker_reports::unregister),
-        ),
+        )
+        .gives(json::<Unregistered>()),
+        r(
+            "post",
+            "/api/workers/{id}/unregister",
+            Worker,
+            "Leave (older spelling, the worker's own id)",
+            post(worker_reports::unregister),
+        )
+        .gives(json::<Unregistered>()),
+        r(
+            "post",
+            "/api/builds/{id}/telemetry",
+            Worker,
+            "VM monitor figures ({type, timestamp, data}), kept as a debug log line",
+            post(worker_reports::telemetry).layer(DefaultBodyLimit::max(l.json)),
+        )
+        .query(query::<WorkerIdQuery>()).takes(json::<Telemetry>()).gives(json::<Success>()),
         r(
             "post",
             "/api/diagnostics/report",
             Worker,
             "Store a self-diagnostics report",
             post(diagnostics::report).layer(DefaultBodyLimit::max(l.json)),
-        ),
+        )
+        .takes(json::<DiagnosticsReport>()).gives(json::<ReportStored>()),
         r(
             "get",
             "/api/diagnostics/{worker_id}",
             ApiKey,
             "A worker's reports, newest first (limit)",
             get(diagnostics::list),
-        ),
+        )
+        .query(query::<DiagnosticsQuery>()).gives(json::<DiagnosticsList>()),
         r(
             "get",
             "/api/diagnostics/{worker_id}/latest",
             ApiKey,
             "A worker's latest report",
             get(diagnostics::latest),
-        ),
+        )
+        .gives(json::<DiagnosticsView>()),
         r(
             "get",
             "/health",
             Anyone,
             "Status, queue and storage figures",
             get(health::health),
-        ),
+        )
+        .gives(json::<Health>()),
         r(
             "get",
             "/api/health",
             Anyone,
             "Status, queue and storage figures (older spelling)",
             get(health::health),
-        ),
+        )
+        .gives(json::<Health>()),
         r(
             "get",
             "/api/stats",
             Anyone,
             "Public farm figures",
             get(reports::public_stats),
-        ),
+        )
+        .gives(json::<PublicStats>()),
         r(
             "get",
             "/public/stats",
             Anyone,
             "Public farm figures (older spelling)",
             get(reports::public_stats),
-        ),
+        )
+        .gives(json::<PublicStats>()),
         r(
             "get",
             "/api/openapi.json",
@@ -311,6 +415,10 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             summary: "Liveness",
             who: Anyone,
             handler: None,
+            request: Body::None,
+            reply: Body::Bytes("text/plain"),
+            status: 200,
+            query: None,
         },
         Route {
             method: "get",
@@ -318,6 +426,10 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             summary: "Readiness of Postgres, NATS and storage",
             who: Anyone,
             handler: None,
+            request: Body::None,
+            reply: Body::Bytes("text/plain"),
+            status: 200,
+            query: None,
         },
         Route {
             method: "get",
@@ -325,70 +437,19 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             summary: "Prometheus metrics",
             who: Anyone,
             handler: None,
+            request: Body::None,
+            reply: Body::Bytes("text/plain"),
+            status: 200,
+            query: None,
         },
     ]
 }
 
 async fn openapi_handler() -> axum::Json<Value> {
     // The document does not depend on the limits; build it from any.
-    axum::Json(openapi(&routes(&Limits {
+    axum::Json(super::openapi::document(&routes(&Limits {
         submit: 0,
         json: 0,
         result: 0,
     })))
-}
-
-/// The OpenAPI 3 document of `routes`.
-pub fn openapi(routes: &[Route]) -> Value {
-    let mut paths = Map::new();
-    for route in routes {
-        let security = match route.who {
-            Who::Anyone => json!([]),
-            Who::ApiKey => json!([{"apiKey": []}, {"bearer": []}]),
-            Who::ApiKeyOrBuildToken => json!([{"apiKey": []}, {"bearer": []}, {"buildToken": []}]),
-            Who::Worker => json!([{"workerToken": []}, {"apiKey": []}]),
-        };
-        let params: Vec<Value> = route
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let op = json!({
-            "summary": route.summary,
-            "operationId": format!("{}{}", route.method, route.path.replace(['/', '{', '}', '.'], "_")),
-            "parameters": params,
-            "security": security,
-            "responses": {
-                "200": {"description": "Success"},
-                "default": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            },
-        });
-        let entry = paths
-            .entry(route.path.to_owned())
-            .or_insert_with(|| json!({}));
-        if let Some(obj) = entry.as_object_mut() {
-            obj.insert(route.method.to_owned(), op);
-        }
-    }
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "Free Agent gateway", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "buildToken": {"type": "apiKey", "in": "header", "name": "X-Build-Token"},
-                "workerToken": {"type": "apiKey", "in": "header", "name": "X-Worker-Token"},
-            },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "code"],
-                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}, "hint": {"type": "string"}},
-                },
-            },
-        },
-    })
 }

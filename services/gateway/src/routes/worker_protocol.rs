@@ -3,14 +3,15 @@
 //! implementation (claim, heartbeat, complete, fail, abandon) with the worker's credential; the
 //! gateway only adapts HTTP to it. A job is taken from the same JetStream queue NATS workers use.
 
-use crate::auth::{self, WorkerCaller};
+use crate::auth::WorkerCaller;
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use async_nats::jetstream::AckKind;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+
+use freeagent_shared::api::{BuildBeat, BuildBeatReply, Job, PollQuery, PollReply};
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, builds::Build};
 use freeagent_shared::ids::BuildId;
@@ -19,36 +20,29 @@ use freeagent_shared::wire::{
     self, ClaimReply, ClaimRequest, Dispatch, HeartbeatReply, HeartbeatRequest, NotYours,
 };
 use futures::StreamExt;
-use serde_json::{Value, json};
-use std::collections::HashMap;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// Where the worker fetches inputs: this gateway, as the request reached it.
-pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1:8080");
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| *p == "https")
-        .unwrap_or("http");
-    format!("{proto}://{host}")
-}
+/// How long a poll without `wait` may look for a job. A claim cut short here is not lost: the
+/// worker holds the build, and its next poll gets it as its held job.
+const NO_WAIT_BUDGET: Duration = Duration::from_millis(200);
 
-fn job(b: &Build, base: &str) -> Value {
-    json!({
-        "id": b.id,
-        "platform": b.platform,
-        "source_url": format!("{base}/api/builds/{}/source", b.id),
-        "certs_url": b.certs_key.as_ref().map(|_| format!("{base}/api/builds/{}/certs", b.id)),
-        "submitted_at": b.submitted_at,
-        "attempt": b.attempt,
-        "metadata": b.metadata,
-    })
+fn job(b: &Build) -> Job {
+    Job {
+        id: b.id,
+        platform: b.platform,
+        // Paths, not URLs: old workers prepend their controller URL.
+        source_url: format!("/api/builds/{}/source", b.id),
+        certs_url: b
+            .certs_key
+            .as_ref()
+            .map(|_| format!("/api/builds/{}/certs", b.id)),
+        submitted_at: b.submitted_at,
+        attempt: b.attempt,
+        metadata: b.metadata.clone(),
+    }
 }
 
 /// The build, if this worker holds it now (assigned or building, its id on the row).
@@ -67,15 +61,15 @@ pub async fn held(st: &AppState, caller: &WorkerCaller, id: BuildId) -> Result<B
     Ok(b)
 }
 
-/// `GET /api/workers/poll?wait=<s>`: the job this worker holds, else a new one from its queues,
-/// waiting up to `wait` seconds (60 at most) for one to arrive.
+/// `GET /api/workers/poll?wait=<s>`: the job this worker holds, else a new one from its queues.
+/// Without `wait` the answer comes at once, job or not; with it, when a job arrives or after
+/// `wait` seconds (60 at most).
 pub async fn poll(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>> {
-    let caller = auth::worker_caller(&st, &headers, q.get("worker_id").map(String::as_str)).await?;
-    let wait = match q.get("wait").filter(|s| !s.is_empty()) {
+    caller: WorkerCaller,
+    Query(q): Query<PollQuery>,
+) -> Result<Json<PollReply>> {
+    let wait = match q.wait.as_deref().filter(|s| !s.is_empty()) {
         None => Duration::ZERO,
         Some(v) => Duration::from_secs_f64(
             v.parse::<f64>()
@@ -85,47 +79,64 @@ pub async fn poll(
         )
         .min(MAX_WAIT),
     };
-    let base = base_url(&headers);
-    if let Some(b) = db::builds::build_held_by(&st.pool, caller.worker.id)
-        .await?
-        .into_iter()
-        .next()
-    {
-        return Ok(Json(
-            json!({"job": job(&b, &base), "access_token": caller.token}),
-        ));
+    let reply = |b: Option<Build>| {
+        Json(PollReply {
+            job: b.as_ref().map(job),
+            access_token: caller.token.clone(),
+        })
+    };
+    if let Some(b) = held_job(&st, &caller).await? {
+        return Ok(reply(Some(b)));
     }
     if caller.worker.status == freeagent_shared::status::WorkerStatus::Draining {
-        return Ok(Json(json!({"job": null, "access_token": caller.token})));
+        return Ok(reply(None));
     }
-    let queues: Vec<QueueName> = caller.worker.effective_queues();
-    let js = async_nats::jetstream::new(st.nats.clone());
-    let deadline = Instant::now() + wait;
-    let mut consumers = Vec::new();
-    for q in dedup(queues) {
-        consumers.push(
-            freeagent_shared::nats::ensure_queue_consumer(&js, &q)
-                .await
-                .map_err(GatewayError::unavailable)?,
-        );
-    }
-    if consumers.is_empty() {
+    let queues = dedup(caller.worker.effective_queues());
+    if queues.is_empty() {
         return Err(GatewayError::bad_request(
             "this worker declared no platform or queue; register with capabilities.platforms",
         ));
     }
+    match tokio::time::timeout(wait + NO_WAIT_BUDGET, take_job(&st, &caller, &queues, wait)).await {
+        Ok(found) => Ok(reply(found?)),
+        // Out of time: a claim that was under way may have landed; then it is held now.
+        Err(_) => Ok(reply(held_job(&st, &caller).await?)),
+    }
+}
+
+async fn held_job(st: &AppState, caller: &WorkerCaller) -> Result<Option<Build>> {
+    Ok(db::builds::build_held_by(&st.pool, caller.worker.id)
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// Pulls dispatches from `queues` in turn and claims the first that is this worker's to run,
+/// until `wait` has passed (one round when it is zero).
+async fn take_job(
+    st: &AppState,
+    caller: &WorkerCaller,
+    queues: &[QueueName],
+    wait: Duration,
+) -> Result<Option<Build>> {
+    let deadline = Instant::now() + wait;
+    // Queues take turns with short pulls, so one idle queue does not hold up another. Short
+    // pulls: a poll whose client hung up leaves its pull request behind at most this long (a
+    // dispatch delivered to it is redelivered after the consumer's ack wait).
+    let slice = if queues.len() > 1 {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(1)
+    };
     loop {
-        // Queues take turns with short pulls, so one idle queue does not hold up another.
-        // Short pulls: a poll whose client hung up leaves its pull request behind at most this long
-        // (a dispatch delivered to it is redelivered after the consumer's ack wait).
-        let slice = if consumers.len() > 1 {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(1)
-        };
-        for consumer in &consumers {
+        for queue in queues {
+            let consumer = st
+                .consumers
+                .get(&st.nats, queue)
+                .await
+                .map_err(GatewayError::unavailable)?;
             let left = deadline.saturating_duration_since(Instant::now());
-            let mut batch = if left.is_zero() {
+            let batch = if left.is_zero() {
                 consumer.fetch().max_messages(1).messages().await
             } else {
                 consumer
@@ -134,8 +145,14 @@ pub async fn poll(
                     .expires(left.min(slice).max(Duration::from_millis(100)))
                     .messages()
                     .await
-            }
-            .map_err(GatewayError::unavailable)?;
+            };
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    st.consumers.forget(queue);
+                    return Err(GatewayError::unavailable(e));
+                }
+            };
             let msg = match batch.next().await {
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => {
@@ -158,11 +175,10 @@ pub async fn poll(
             match claimed {
                 Ok(ClaimReply::Granted(_)) => {
                     let _ = msg.ack().await;
-                    let b = db::builds::build_get(&st.pool, d.build_id)
-                        .await?
-                        .ok_or_else(|| GatewayError::not_found("build"))?;
-                    return Ok(Json(
-                        json!({"job": job(&b, &base), "access_token": caller.token}),
+                    return Ok(Some(
+                        db::builds::build_get(&st.pool, d.build_id)
+                            .await?
+                            .ok_or_else(|| GatewayError::not_found("build"))?,
                     ));
                 }
                 // The worker is full (concurrent polls): the dispatch goes to someone else.
@@ -171,7 +187,7 @@ pub async fn poll(
                     ..
                 }) => {
                     let _ = msg.ack_with(AckKind::Nak(None)).await;
-                    return Ok(Json(json!({"job": null, "access_token": caller.token})));
+                    return Ok(None);
                 }
                 // Not ours to run, or a dispatch this farm does not know: ended, not redelivered.
                 Ok(ClaimReply::NotYours { .. }) => {
@@ -185,7 +201,7 @@ pub async fn poll(
             }
         }
         if Instant::now() >= deadline {
-            return Ok(Json(json!({"job": null, "access_token": caller.token})));
+            return Ok(None);
         }
     }
 }
@@ -197,14 +213,14 @@ fn dedup(mut q: Vec<QueueName>) -> Vec<QueueName> {
 }
 
 /// `GET /api/builds/:id/source` and `/certs`: streamed, only to the worker holding the build.
-pub async fn input(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Path((id, kind)): Path<(String, &'static str)>,
+async fn input(
+    st: &AppState,
+    caller: WorkerCaller,
+    id: String,
+    kind: &'static str,
 ) -> Result<axum::response::Response> {
-    let caller = auth::worker_caller(&st, &headers, None).await?;
     let id: BuildId = id.parse().map_err(|_| GatewayError::not_found("build"))?;
-    let b = held(&st, &caller, id).await?;
+    let b = held(st, &caller, id).await?;
     let (key, sha) = match kind {
         "source" => (
             freeagent_shared::object_key::ObjectKey::parse(&b.source_key)
@@ -231,32 +247,52 @@ pub async fn input(
             upstream.status()
         )));
     }
-    let mut resp =
-        axum::response::Response::builder().header("content-type", "application/octet-stream");
-    if let Some(len) = upstream.headers().get("content-length") {
-        resp = resp.header("content-length", len.clone());
+    let length = upstream.headers().get("content-length").cloned();
+    // The type comes from the bytes (old workers pick how to unpack by it): look at the first
+    // chunk, then send it on ahead of the rest.
+    let mut body = upstream.bytes_stream();
+    let first = match body.next().await {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return Err(GatewayError::unavailable(e)),
+        None => bytes::Bytes::new(),
+    };
+    let mut resp = axum::response::Response::builder().header("content-type", sniff(&first));
+    if let Some(len) = length {
+        resp = resp.header("content-length", len);
     }
     if let Some(sha) = sha {
         resp = resp.header("x-checksum-sha256", sha);
     }
-    resp.body(axum::body::Body::from_stream(upstream.bytes_stream()))
+    let rest = futures::stream::once(async move { Ok::<_, reqwest::Error>(first) }).chain(body);
+    resp.body(axum::body::Body::from_stream(rest))
         .map_err(GatewayError::unavailable)
 }
 
 pub async fn source(
-    st: State<AppState>,
-    headers: HeaderMap,
+    State(st): State<AppState>,
+    caller: WorkerCaller,
     Path(id): Path<String>,
 ) -> Result<axum::response::Response> {
-    input(st, headers, Path((id, "source"))).await
+    input(&st, caller, id, "source").await
 }
 
 pub async fn certs(
-    st: State<AppState>,
-    headers: HeaderMap,
+    State(st): State<AppState>,
+    caller: WorkerCaller,
     Path(id): Path<String>,
 ) -> Result<axum::response::Response> {
-    input(st, headers, Path((id, "certs"))).await
+    input(&st, caller, id, "certs").await
+}
+
+/// The media type of an input, from its first bytes.
+pub fn sniff(head: &[u8]) -> &'static str {
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        "application/zip"
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        "application/gzip"
+    } else {
+        "application/octet-stream"
+    }
 }
 
 /// Renews the lease of a held build; `true` when the worker must stop it.
@@ -283,13 +319,12 @@ pub async fn beat(
 /// `POST /api/builds/:id/heartbeat` `{progress?}`.
 pub async fn build_heartbeat(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    caller: WorkerCaller,
     Path(id): Path<String>,
-    body: std::result::Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>> {
-    let caller = auth::worker_caller(&st, &headers, None).await?;
-    let body: Value = super::workers::optional_json(body)?;
-    let progress = parse_progress(&body)?;
+    body: std::result::Result<Json<BuildBeat>, JsonRejection>,
+) -> Result<Json<BuildBeatReply>> {
+    let body: BuildBeat = super::workers::optional_json(body)?;
+    let progress = parse_progress(body.progress.as_ref())?;
     let id: BuildId = id.parse().map_err(|_| GatewayError::not_found("build"))?;
     let b = db::builds::build_get(&st.pool, id)
         .await?
@@ -306,13 +341,16 @@ pub async fn build_heartbeat(
     } else {
         true
     };
-    Ok(Json(
-        json!({"status": "ok", "timestamp": chrono::Utc::now(), "cancel": cancel, "access_token": caller.token}),
-    ))
+    Ok(Json(BuildBeatReply {
+        status: "ok".into(),
+        timestamp: chrono::Utc::now(),
+        cancel,
+        access_token: caller.token,
+    }))
 }
 
-fn parse_progress(body: &Value) -> Result<Option<u8>> {
-    match body.get("progress") {
+fn parse_progress(progress: Option<&Value>) -> Result<Option<u8>> {
+    match progress {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
             .as_u64()

@@ -4,32 +4,23 @@
 //! API key that registered it, or an admin key, so one worker's token is never handed to another;
 //! the NATS key it replaces is revoked.
 
-use crate::auth::{self, SCOPE_ADMIN, SCOPE_READ, SCOPE_REGISTER_WORKERS, SCOPE_WORKER};
+use crate::auth::{self, SCOPE_ADMIN, SCOPE_WORKER};
 use crate::error::{GatewayError, Result};
+use crate::extract::{Admin, Key, Read, Register};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use chrono::Utc;
+use freeagent_shared::api::{Drained, Registered, WorkerList, WorkerStats, WorkerView};
 use freeagent_shared::db::{self, workers::NewWorker};
 use freeagent_shared::ids::WorkerId;
-use freeagent_shared::status::{Platform, QueueName};
+use freeagent_shared::status::{Platform, QueueName, WorkerStatus};
 use freeagent_shared::{subjects, token};
-use serde::Deserialize;
 use serde_json::json;
 
-#[derive(Debug, Deserialize)]
-pub struct RegisterRequest {
-    pub id: Option<String>,
-    pub name: String,
-    #[serde(default)]
-    pub capabilities: serde_json::Value,
-    /// The public half of an nkey the worker generated (`U…`); it keeps the seed.
-    #[serde(default)]
-    pub nats_public_key: Option<String>,
-}
+pub use freeagent_shared::api::RegisterRequest;
 
 /// An optional JSON body: none (or no JSON content type) is the default; a malformed one is 400.
 pub fn optional_json<T: Default>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
@@ -47,10 +38,9 @@ pub fn bad_json(e: JsonRejection) -> GatewayError {
 pub async fn register(
     State(st): State<AppState>,
     headers: HeaderMap,
+    Key { key, .. }: Key<Register>,
     body: std::result::Result<Json<RegisterRequest>, JsonRejection>,
-) -> Result<Response> {
-    let key =
-        auth::require_api_key_any(&st, &headers, &[SCOPE_WORKER, SCOPE_REGISTER_WORKERS]).await?;
+) -> Result<Json<Registered>> {
     let Json(req) = body.map_err(bad_json)?;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 200 {
@@ -200,82 +190,83 @@ pub async fn register(
             .map_err(GatewayError::unavailable)?;
     }
     tracing::info!(worker_id = %id, status, "worker registered");
-    let code = if status == "registered" {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    let (nats_jwt, nats_jwt_expires_at) = match nats {
+        Some((_, jwt, exp)) => (Some(jwt), Some(exp)),
+        None => (None, None),
     };
-    let mut body =
-        json!({"id": id, "access_token": access_token, "expires_at": expires_at, "status": status});
-    if let Some((_, jwt, exp)) = nats {
-        body["nats_jwt"] = json!(jwt);
-        body["nats_jwt_expires_at"] = json!(exp);
-    }
-    Ok((code, Json(body)).into_response())
+    // Always 200, never 201: the old macOS worker app accepts exactly 200.
+    Ok(Json(Registered {
+        id,
+        access_token,
+        expires_at,
+        status: status.into(),
+        nats_jwt,
+        nats_jwt_expires_at,
+    }))
 }
 
 /// A worker not heard from for this long shows as `offline`.
 pub const OFFLINE_AFTER_SECS: f64 = 30.0;
 
 /// `GET /api/workers`: the registry, with each worker's status as of now and its builds.
-pub async fn list(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>> {
-    auth::require_api_key(&st, &headers, SCOPE_READ).await?;
+pub async fn list(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<WorkerList>> {
     let workers = db::workers::worker_list(&st.pool, OFFLINE_AFTER_SECS).await?;
-    let workers: Vec<_> = workers
-        .into_iter()
-        .map(|w| {
-            json!({
-                "id": w.id,
-                "name": w.name,
-                "status": w.status,
-                "capabilities": w.capabilities,
-                "last_seen_at": w.last_seen_at,
-                "registered_at": w.registered_at,
-                "builds": w.builds,
+    Ok(Json(WorkerList {
+        workers: workers
+            .into_iter()
+            .map(|w| WorkerView {
+                id: w.id,
+                name: w.name,
+                status: w.status,
+                capabilities: w.capabilities,
+                last_seen_at: w.last_seen_at,
+                registered_at: w.registered_at,
+                builds: w.builds,
             })
-        })
-        .collect();
-    Ok(Json(json!({ "workers": workers })))
+            .collect(),
+    }))
 }
 
 /// `POST /api/workers/:id/drain`: the worker gets no new build; its running builds finish.
 pub async fn drain(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _key: Key<Admin>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    auth::require_api_key(&st, &headers, SCOPE_ADMIN).await?;
+) -> Result<Json<Drained>> {
     let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
     let w = db::workers::worker_drain(&st.pool, id)
         .await?
         .ok_or_else(|| GatewayError::not_found("worker"))?;
     tracing::info!(worker_id = %id, "worker draining");
-    Ok(Json(json!({"id": w.id, "status": "draining"})))
+    Ok(Json(Drained {
+        id: w.id,
+        status: WorkerStatus::Draining,
+    }))
 }
 
 /// `GET /api/workers/:id/stats`, in the seed's shape (camelCase), from the attempt records.
 pub async fn stats(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _key: Key<Read>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    auth::require_api_key(&st, &headers, SCOPE_READ).await?;
+) -> Result<Json<WorkerStats>> {
     let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
     let w = db::workers::worker_get(&st.pool, id)
         .await?
         .ok_or_else(|| GatewayError::not_found("worker"))?;
     let t = db::builds::build_worker_tally(&st.pool, id).await?;
-    let offline = w.status != freeagent_shared::status::WorkerStatus::Offline
+    let offline = w.status != WorkerStatus::Offline
         && (chrono::Utc::now() - w.last_seen_at).num_seconds() as f64 > OFFLINE_AFTER_SECS;
-    Ok(Json(json!({
-        "totalBuilds": t.total,
-        "successfulBuilds": t.completed,
-        "failedBuilds": t.failed,
-        "workerName": w.name,
-        "status": if offline { "offline" } else { w.status.as_str() },
-        "uptime": (chrono::Utc::now() - w.registered_at).num_seconds(),
-    })))
+    Ok(Json(WorkerStats {
+        total_builds: t.total,
+        successful_builds: t.completed,
+        failed_builds: t.failed,
+        worker_name: w.name,
+        status: if offline {
+            WorkerStatus::Offline
+        } else {
+            w.status
+        },
+        uptime: (chrono::Utc::now() - w.registered_at).num_seconds(),
+    }))
 }

@@ -227,6 +227,15 @@ impl Handlers {
             metrics::histogram!(freeagent_shared::metrics::CLAIM_WAIT_SECONDS).record(waited);
         }
         events::publish(&self.nats, b.id, b.attempt, BuildStatus::Assigned).await;
+        // Not awaiting JetStream's ack: a claim's latency is the farm's dispatch latency.
+        freeagent_shared::farm_log::send(
+            &self.nats,
+            b.id,
+            b.attempt,
+            freeagent_shared::wire::LogLevel::Info,
+            freeagent_shared::farm_log::assigned(b.worker_name.as_deref().unwrap_or("a worker")),
+        )
+        .await;
         tracing::debug!(build_id = %b.id, attempt = %b.attempt, "claimed");
         self.wake_dispatcher.notify_one();
         ClaimReply::Granted(Box::new(self.grant(b)))

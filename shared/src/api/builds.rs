@@ -1,0 +1,157 @@
+//! Builds, as submitters see them.
+
+use crate::ids::{Attempt, BuildId, WorkerId};
+use crate::status::{BuildStatus, Platform, QueueName};
+use crate::wire::LogLevel;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// 201 to `POST /api/builds`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Submitted {
+    pub id: BuildId,
+    pub status: BuildStatus,
+    pub platform: Platform,
+    pub submitted_at: DateTime<Utc>,
+    /// This build's token (`X-Build-Token`): shown once.
+    pub access_token: String,
+}
+
+/// One build in a list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BuildSummary {
+    pub id: BuildId,
+    pub platform: Platform,
+    pub status: BuildStatus,
+    pub worker_id: Option<WorkerId>,
+    pub worker_name: Option<String>,
+    pub submitted_at: DateTime<Utc>,
+    /// `submitted_at`, as the seed's clients spell it.
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// `completed_at`, as the seed's clients spell it.
+    #[serde(rename = "completedAt")]
+    pub completed_at_legacy: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    pub has_result: bool,
+    /// When retention deleted the build's files (the record stays).
+    pub purged_at: Option<DateTime<Utc>>,
+}
+
+/// A stored file of a build.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Artifact {
+    pub name: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// One attempt: who ran it, when, how it ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    pub attempt: Attempt,
+    pub worker_id: WorkerId,
+    pub claimed_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `GET /api/builds/:id`: the summary and everything else about the build.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BuildDetail {
+    #[serde(flatten)]
+    pub summary: BuildSummary,
+    pub attempt: Attempt,
+    pub max_attempts: i32,
+    pub timeout_secs: i32,
+    pub retry_on_failure: bool,
+    pub priority: i32,
+    pub queue: QueueName,
+    pub metadata: serde_json::Value,
+    pub started_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub progress: Option<i16>,
+    pub original_build_id: Option<BuildId>,
+    pub artifacts: Vec<Artifact>,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// `GET /api/builds/:id/status`, the old clients' shape: times in epoch milliseconds, and a
+/// cancelled build reported as `failed` with "Build cancelled by user".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LegacyStatus {
+    pub id: BuildId,
+    pub status: BuildStatus,
+    pub platform: Platform,
+    pub worker_id: Option<WorkerId>,
+    pub submitted_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub error_message: Option<String>,
+}
+
+/// One line of a build's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogEntry {
+    /// Its position in the log; `after` resumes after it.
+    pub seq: u64,
+    pub timestamp: DateTime<Utc>,
+    pub level: LogLevel,
+    pub message: String,
+    pub attempt: Attempt,
+}
+
+/// `GET /api/builds/:id/logs`: a page, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogPage {
+    pub build_id: BuildId,
+    pub logs: Vec<LogEntry>,
+    /// Pass as `after` for the next page.
+    pub next_after: u64,
+}
+
+/// `POST /api/builds/:id/cancel`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Cancelled {
+    pub id: BuildId,
+    pub status: BuildStatus,
+}
+
+/// `POST /api/builds/:id/retry`: the new build.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Retried {
+    pub id: BuildId,
+    pub status: BuildStatus,
+    pub submitted_at: DateTime<Utc>,
+    /// The new build's own token.
+    pub access_token: String,
+    pub original_build_id: BuildId,
+}
+
+/// Query of `GET /api/builds`. Values are parsed by the gateway, which says what is wrong.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// pending, assigned, building, completed, failed or cancelled
+    pub status: Option<String>,
+    /// ios or android
+    pub platform: Option<String>,
+    pub worker_id: Option<String>,
+    /// 1 to 500 (default 50)
+    pub limit: Option<String>,
+    /// From the `Link: <…>; rel="next"` header of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Query of `GET /api/builds/:id/logs`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// The `seq` (or `next_after`) to resume after.
+    pub after: Option<String>,
+    /// 1 to 10,000 (default 1,000)
+    pub limit: Option<String>,
+}
