@@ -62,10 +62,14 @@ impl Client {
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self
-            .send(self.http.get(self.url(path)))
-            .await?
-            .json()
-            .await?)
+        self.get(path).await
+    }
+
+    /// A typed reply (`shared::api`), so the CLI reads what the gateway serves.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self.send(self.http.get(self.url(path))).await?;
+        resp.json()
+            .await
+            .map_err(|e| anyhow!("the gateway's reply to {path} is not what this CLI reads: {e}"))
     }
 }

@@ -1,44 +1,40 @@
 //! `freeagent status` and `freeagent logs`.
 
 use crate::client::Client;
+use freeagent_shared::api::{BuildDetail, LogPage};
 use std::process::ExitCode;
 
 pub async fn run(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let b = client.get_json(&format!("/api/builds/{id}")).await?;
     if json {
-        println!("{b}");
+        println!("{}", client.get_json(&format!("/api/builds/{id}")).await?);
         return Ok(ExitCode::SUCCESS);
     }
-    let field = |k: &str| match &b[k] {
-        serde_json::Value::Null => "-".to_owned(),
-        serde_json::Value::String(s) => s.clone(),
-        v => v.to_string(),
-    };
-    for k in [
-        "id",
-        "status",
-        "platform",
-        "queue",
-        "attempt",
-        "worker_name",
-        "submitted_at",
-        "started_at",
-        "completed_at",
-        "duration_ms",
-        "error_message",
-    ] {
-        println!("{k:>14}: {}", field(k));
+    let b: BuildDetail = client.get(&format!("/api/builds/{id}")).await?;
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let rows = [
+        ("id", b.summary.id.to_string()),
+        ("status", b.summary.status.to_string()),
+        ("platform", b.summary.platform.to_string()),
+        ("queue", b.queue.to_string()),
+        ("attempt", b.attempt.get().to_string()),
+        ("worker_name", or_dash(b.summary.worker_name.clone())),
+        ("submitted_at", b.summary.submitted_at.to_rfc3339()),
+        ("started_at", or_dash(b.started_at.map(|t| t.to_rfc3339()))),
+        (
+            "completed_at",
+            or_dash(b.summary.completed_at.map(|t| t.to_rfc3339())),
+        ),
+        ("duration_ms", or_dash(b.duration_ms.map(|d| d.to_string()))),
+        ("error_message", or_dash(b.summary.error_message.clone())),
+    ];
+    for (k, v) in rows {
+        println!("{k:>14}: {v}");
     }
-    if let Some(arts) = b["artifacts"].as_array() {
-        for a in arts {
-            println!(
-                "{:>14}: {} ({} bytes, sha256 {})",
-                "artifact",
-                a["name"].as_str().unwrap_or("-"),
-                a["size"],
-                a["sha256"].as_str().unwrap_or("-")
-            );
-        }
+    for a in &b.artifacts {
+        println!(
+            "{:>14}: {} ({} bytes, sha256 {})",
+            "artifact", a.name, a.size, a.sha256
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -46,16 +42,15 @@ pub async fn run(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCo
 pub async fn logs(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
     let mut after = 0u64;
     loop {
-        let page = client
-            .get_json(&format!("/api/builds/{id}/logs?after={after}&limit=10000"))
+        let page: LogPage = client
+            .get(&format!("/api/builds/{id}/logs?after={after}&limit=10000"))
             .await?;
-        let lines = page["logs"].as_array().cloned().unwrap_or_default();
-        if lines.is_empty() {
+        if page.logs.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        for l in &lines {
-            println!("{}", l["message"].as_str().unwrap_or_default());
+        for l in &page.logs {
+            println!("{}", l.message);
         }
-        after = page["next_after"].as_u64().unwrap_or(after);
+        after = page.next_after;
     }
 }

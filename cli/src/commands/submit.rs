@@ -3,6 +3,8 @@
 use crate::archive;
 use crate::client::Client;
 use anyhow::Context;
+use freeagent_shared::api::{BuildDetail, Submitted};
+use freeagent_shared::status::BuildStatus;
 use reqwest::multipart::{Form, Part};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,48 +62,43 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
     if let Some(q) = o.queue {
         form = form.text("queue", q);
     }
-    let resp: serde_json::Value = client
+    let resp = client
         .send(client.http.post(client.url("/api/builds")).multipart(form))
-        .await?
-        .json()
         .await?;
-    let id = resp["id"].as_str().unwrap_or_default().to_owned();
+    let submitted: Submitted = resp.json().await?;
+    let id = submitted.id.to_string();
     if o.json {
-        println!("{resp}");
+        println!("{}", serde_json::to_string(&submitted)?);
     } else {
         println!("submitted build {id}");
-        println!(
-            "build token: {}",
-            resp["access_token"].as_str().unwrap_or_default()
-        );
+        println!("build token: {}", submitted.access_token);
     }
     if !o.wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut last = String::new();
+    let mut last = None;
     loop {
-        let s = client.get_json(&format!("/api/builds/{id}")).await?;
-        let status = s["status"].as_str().unwrap_or_default().to_owned();
-        if status != last && !o.json {
+        let b: BuildDetail = client.get(&format!("/api/builds/{id}")).await?;
+        let status = b.summary.status;
+        if Some(status) != last && !o.json {
             println!("{status}");
-            last = status.clone();
+            last = Some(status);
         }
-        match status.as_str() {
-            "completed" => {
-                if o.json {
-                    println!("{s}");
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            "failed" | "cancelled" => {
-                if o.json {
-                    println!("{s}");
-                } else if let Some(e) = s["error_message"].as_str() {
-                    println!("error: {e}");
-                }
-                return Ok(ExitCode::FAILURE);
-            }
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        if !status.is_terminal() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
+        if o.json {
+            println!("{}", serde_json::to_string(&b)?);
+        } else if let Some(e) = &b.summary.error_message
+            && status != BuildStatus::Completed
+        {
+            println!("error: {e}");
+        }
+        return Ok(if status == BuildStatus::Completed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
 }
