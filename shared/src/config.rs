@@ -19,6 +19,8 @@ pub const DEFAULT_SCHEDULER_PORT: u16 = 8082;
 pub const DEV_SIGNING_SECRET: &str = "freeagent-dev-signing-secret-change-me";
 /// Shortest API key or signing secret accepted.
 pub const MIN_SECRET_LEN: usize = 32;
+/// How operators are told to make a secret or a key.
+pub const GENERATE_SECRET: &str = "openssl rand -hex 32";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}={value:?} is not valid: {expected}")]
@@ -101,7 +103,7 @@ pub fn signing_secret() -> Result<String, ConfigError> {
         )),
         None => {
             tracing::warn!(
-                "FREEAGENT_SIGNING_SECRET is not set: using the development secret; set it on every service in production"
+                "FREEAGENT_SIGNING_SECRET is not set: using the development secret, accepted only while FREEAGENT_BIND is a loopback address; set it on every service in production (`{GENERATE_SECRET}`)"
             );
             Ok(DEV_SIGNING_SECRET.to_owned())
         }
@@ -134,6 +136,65 @@ pub fn previous_signing_secret() -> Result<Option<crate::capability::PreviousSec
     Ok(Some(crate::capability::PreviousSecret { secret, until }))
 }
 
+/// Whether a listen address (`FREEAGENT_BIND`) accepts connections from this machine only:
+/// `localhost`, `127.0.0.0/8` or `::1`. Any other address or host name counts as reachable.
+pub fn is_loopback(bind: &str) -> bool {
+    let host = bind.trim();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Production-safe defaults, one rule for every service: a service that listens beyond this
+/// machine (`bind` is not loopback) refuses to start with the development signing secret, or
+/// (storage) with a certs key derived from the signing secret — anyone who knows the former can
+/// forge storage URLs, and the latter ties the certs at rest to a secret that rotates. On a
+/// loopback bind (`freeagent dev`, the tests) both stay allowed, with the warnings given where
+/// they are read. The error names every variable to set and how to make a value.
+pub fn refuse_development_secrets(
+    bind: &str,
+    signing_secret: &str,
+    certs_key_derived: bool,
+) -> Result<(), ConfigError> {
+    let dev_secret = signing_secret == DEV_SIGNING_SECRET;
+    if is_loopback(bind) || !(dev_secret || certs_key_derived) {
+        return Ok(());
+    }
+    let mut fixes = Vec::new();
+    if dev_secret {
+        fixes.push(format!(
+            "set FREEAGENT_SIGNING_SECRET to a secret of your own, the same on gateway, scheduler and storage (at least {MIN_SECRET_LEN} characters, e.g. `{GENERATE_SECRET}`): the development secret is public, and anyone who knows it can forge storage URLs"
+        ));
+    }
+    if certs_key_derived {
+        fixes.push(format!(
+            "set FREEAGENT_CERTS_KEY on storage to a key of its own (32 bytes as 64 hex characters: `{GENERATE_SECRET}`), not derived from the signing secret"
+        ));
+    }
+    let var_name = if dev_secret {
+        "FREEAGENT_SIGNING_SECRET"
+    } else {
+        "FREEAGENT_CERTS_KEY"
+    };
+    // The value is never printed: unset shows as empty, set as its length in stars.
+    let shown = var(var_name)
+        .map(|v| "*".repeat(v.len()))
+        .unwrap_or_default();
+    Err(ConfigError::new(
+        var_name,
+        &shown,
+        format!(
+            "FREEAGENT_BIND={bind} is not a loopback address, so development secrets are refused: {}; or bind to 127.0.0.1 for a farm on one machine",
+            fixes.join("; ")
+        ),
+    ))
+}
+
 fn parse_instant(v: &str) -> Option<i64> {
     v.trim().parse::<i64>().ok().or_else(|| {
         chrono::DateTime::parse_from_rfc3339(v.trim())
@@ -154,5 +215,54 @@ mod tests {
         assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
         assert_eq!(parse_bytes("lots"), None);
         assert_eq!(parse_bytes("99999999999999999999GiB"), None);
+    }
+
+    #[test]
+    fn loopback_binds_are_told_apart() {
+        for bind in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "[::1]",
+            "localhost",
+            " LOCALHOST ",
+        ] {
+            assert!(is_loopback(bind), "{bind}");
+        }
+        for bind in ["0.0.0.0", "::", "[::]", "10.0.0.5", "example.com", ""] {
+            assert!(!is_loopback(bind), "{bind}");
+        }
+    }
+
+    #[test]
+    fn development_secrets_are_refused_off_loopback_only() {
+        let own = "x".repeat(MIN_SECRET_LEN);
+        for bind in ["127.0.0.1", "::1", "localhost"] {
+            assert!(refuse_development_secrets(bind, DEV_SIGNING_SECRET, true).is_ok());
+        }
+        assert!(refuse_development_secrets("0.0.0.0", &own, false).is_ok());
+        let e = refuse_development_secrets("0.0.0.0", DEV_SIGNING_SECRET, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("FREEAGENT_SIGNING_SECRET") && e.contains(GENERATE_SECRET),
+            "{e}"
+        );
+        assert!(!e.contains("FREEAGENT_CERTS_KEY"), "{e}");
+        let e = refuse_development_secrets("10.0.0.5", &own, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("FREEAGENT_CERTS_KEY") && e.contains(GENERATE_SECRET),
+            "{e}"
+        );
+        let e = refuse_development_secrets("::", DEV_SIGNING_SECRET, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("FREEAGENT_SIGNING_SECRET") && e.contains("FREEAGENT_CERTS_KEY"),
+            "{e}"
+        );
+        assert!(!e.contains(DEV_SIGNING_SECRET), "{e}");
     }
 }

@@ -257,6 +257,22 @@ impl Farm {
         self.procs[i] = self.launch(name, &bin, extra);
     }
 
+    /// SIGKILLs a process (if running) and starts it again with `env` set over its settings,
+    /// kept for later restarts (a rotated secret, another key). An empty value unsets a variable.
+    pub fn restart_with(&mut self, name: &str, env: &[(&str, &str)]) {
+        self.kill(name);
+        let Some(i) = self.procs.iter().position(|p| p.name == name) else {
+            panic!("no process {name}")
+        };
+        let mut extra = self.procs[i].extra.clone();
+        for (k, v) in env {
+            extra.retain(|(known, _)| known != k);
+            extra.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let bin = self.procs[i].bin.clone();
+        self.procs[i] = self.launch(name, &bin, extra);
+    }
+
     /// Sends a signal (SIGTERM for a graceful stop) and waits up to `timeout` for the exit.
     pub fn signal_and_wait(
         &mut self,

@@ -66,8 +66,12 @@ impl GatewayConfig {
                 format!("at least {MIN_SECRET_LEN} characters"),
             ));
         }
+        let bind = config::string("FREEAGENT_BIND", "127.0.0.1");
+        let signing_secret = config::signing_secret()?;
+        // The gateway holds no certs key: only the signing secret is checked here.
+        config::refuse_development_secrets(&bind, &signing_secret, false)?;
         Ok(Self {
-            bind: config::string("FREEAGENT_BIND", "127.0.0.1"),
+            bind,
             port: config::parse(
                 "FREEAGENT_GATEWAY_PORT",
                 config::DEFAULT_GATEWAY_PORT,
@@ -83,7 +87,7 @@ impl GatewayConfig {
                 "FREEAGENT_STORAGE_URL",
                 config::DEFAULT_STORAGE_BACKEND,
             ),
-            signing_secret: config::signing_secret()?,
+            signing_secret,
             signing_previous: config::previous_signing_secret()?,
             bootstrap_api_key: key,
             worker_registration_key: match config::var("FREEAGENT_WORKER_REGISTRATION_KEY") {

@@ -57,8 +57,12 @@ pub struct SchedulerConfig {
 
 impl SchedulerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let bind = config::string("FREEAGENT_BIND", "127.0.0.1");
+        let signing_secret = config::signing_secret()?;
+        // The scheduler holds no certs key: only the signing secret is checked here.
+        config::refuse_development_secrets(&bind, &signing_secret, false)?;
         Ok(Self {
-            bind: config::string("FREEAGENT_BIND", "127.0.0.1"),
+            bind,
             port: config::parse(
                 "FREEAGENT_SCHEDULER_PORT",
                 config::DEFAULT_SCHEDULER_PORT,
@@ -70,7 +74,7 @@ impl SchedulerConfig {
                 "FREEAGENT_STORAGE_ENDPOINT",
                 config::DEFAULT_STORAGE_ENDPOINT,
             ),
-            signing_secret: config::signing_secret()?,
+            signing_secret,
             signing_previous: config::previous_signing_secret()?,
             lease: config::duration("FREEAGENT_LEASE", DEFAULT_LEASE)?,
             dispatch_batch: config::parse(

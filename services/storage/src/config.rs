@@ -34,8 +34,9 @@ pub struct StorageConfig {
     pub parts_in_flight: usize,
     /// Encrypts signing credentials at rest.
     pub certs_key: [u8; 32],
-    /// Still decrypts what the key before a rotation wrote.
-    pub certs_key_previous: Option<[u8; 32]>,
+    /// Decrypt only: what keys before a rotation wrote (`FREEAGENT_CERTS_KEY_PREVIOUS`, and the
+    /// keys derived from the current and previous signing secrets; see `from_env`).
+    pub certs_keys_previous: Vec<[u8; 32]>,
     pub backend: BackendTuning,
     /// `None` turns retention and the orphan sweep off.
     pub retention: Option<RetentionConfig>,
@@ -54,23 +55,45 @@ impl StorageConfig {
             signing_previous: None,
             part_size: None,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
-            certs_key_previous: None,
+            certs_keys_previous: Vec::new(),
             backend: BackendTuning::default(),
             retention: None,
         }
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
+        let bind = config::string("FREEAGENT_BIND", "127.0.0.1");
         let signing_secret = config::signing_secret()?;
-        let certs_key = match key_var("FREEAGENT_CERTS_KEY")? {
+        let signing_previous = config::previous_signing_secret()?;
+        let derived = crypt::derive_key(&signing_secret);
+        let own_key = key_var("FREEAGENT_CERTS_KEY")?;
+        let certs_key = match own_key {
             Some(k) => k,
             None => {
                 tracing::warn!(
-                    "FREEAGENT_CERTS_KEY is not set: certs are encrypted with a key derived from the signing secret; set a key of its own in production"
+                    "FREEAGENT_CERTS_KEY is not set: certs are encrypted with a key derived from the signing secret, accepted only while FREEAGENT_BIND is a loopback address; set a key of its own in production (`{}`)",
+                    config::GENERATE_SECRET
                 );
-                crypt::derive_key(&signing_secret)
+                derived
             }
         };
+        config::refuse_development_secrets(&bind, &signing_secret, certs_key == derived)?;
+        // Keys that only decrypt. Besides FREEAGENT_CERTS_KEY_PREVIOUS: the key derived from the
+        // previous signing secret, so a rotation of the secret keeps the certs written under a
+        // derived key readable; and, once the farm has a key of its own, the key derived from
+        // the current signing secret, for the certs written before it had one. The key id in
+        // each object picks the key, so the extra keys cost nothing.
+        let mut certs_keys_previous: Vec<[u8; 32]> = key_var("FREEAGENT_CERTS_KEY_PREVIOUS")?
+            .into_iter()
+            .collect();
+        certs_keys_previous.extend(
+            signing_previous
+                .as_ref()
+                .map(|p| crypt::derive_key(&p.secret)),
+        );
+        if own_key.is_some() {
+            certs_keys_previous.push(derived);
+        }
         let retention = match config::var("FREEAGENT_RETENTION").as_deref() {
             Some("off") | Some("0") => None,
             _ => Some(RetentionConfig {
@@ -87,14 +110,14 @@ impl StorageConfig {
             }),
         };
         Ok(Self {
-            bind: config::string("FREEAGENT_BIND", "127.0.0.1"),
+            bind,
             port: config::parse(
                 "FREEAGENT_STORAGE_PORT",
                 config::DEFAULT_STORAGE_PORT,
                 "a TCP port",
             )?,
             backend_url: config::string("FREEAGENT_STORAGE_URL", config::DEFAULT_STORAGE_BACKEND),
-            signing_previous: config::previous_signing_secret()?,
+            signing_previous,
             part_size: match config::var("FREEAGENT_STORAGE_PART_SIZE") {
                 Some(_) => Some(config::bytes("FREEAGENT_STORAGE_PART_SIZE", 0)?),
                 None => None,
@@ -105,7 +128,7 @@ impl StorageConfig {
                 "a positive number",
             )?,
             certs_key,
-            certs_key_previous: key_var("FREEAGENT_CERTS_KEY_PREVIOUS")?,
+            certs_keys_previous,
             backend: BackendTuning {
                 timeout: config::duration("FREEAGENT_STORAGE_TIMEOUT", Duration::from_secs(30))?,
                 retry_timeout: config::duration(

@@ -1,7 +1,10 @@
 //! Signing credentials (`certs`) are stored encrypted: XChaCha20-Poly1305 in the STREAM
 //! construction (RustCrypto's `chacha20poly1305`), 64 KiB segments, the object key as associated
-//! data. Encryption and decryption stream, so memory stays one segment whatever the size; a
-//! truncated, reordered or swapped object fails to decrypt instead of yielding wrong bytes.
+//! data. Encryption streams, so an upload holds one segment whatever the size. Decryption opens
+//! a whole object at once: every segment is authenticated before a byte is handed out, so a
+//! truncated, reordered, swapped or wrongly keyed object is an error before any response is
+//! sent, never a body that breaks off. Certs are small (`FREEAGENT_CERTS_LIMIT`, 10 MiB by
+//! default), so holding one in memory is fine; this is for certs only.
 //!
 //! Stored layout: `FAE1` · key id (8 bytes) · nonce (19 bytes) · segments (plaintext + 16-byte tag).
 //! The key id lets a rotated key still open what it wrote.
@@ -10,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use chacha20poly1305::aead::Payload;
 use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
-use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 4] = b"FAE1";
@@ -32,7 +34,7 @@ pub enum CryptError {
 
 type KeyId = [u8; KEY_ID_LEN];
 
-/// The current key (used to encrypt) and an optional previous one (still used to decrypt).
+/// The current key (used to encrypt) and earlier ones (still used to decrypt).
 #[derive(Clone)]
 pub struct CertsCipher {
     keys: Vec<(KeyId, [u8; 32])>,
@@ -55,9 +57,16 @@ fn key_id(key: &[u8; 32]) -> KeyId {
 }
 
 impl CertsCipher {
-    pub fn new(current: [u8; 32], previous: Option<[u8; 32]>) -> Self {
+    /// `current` encrypts; it and every key in `previous` decrypt what they wrote (the key id
+    /// in each object picks the key, so extra keys cost nothing).
+    pub fn new(current: [u8; 32], previous: impl IntoIterator<Item = [u8; 32]>) -> Self {
         let mut keys = vec![(key_id(&current), current)];
-        keys.extend(previous.map(|k| (key_id(&k), k)));
+        for k in previous {
+            let id = key_id(&k);
+            if !keys.iter().any(|(known, _)| *known == id) {
+                keys.push((id, k));
+            }
+        }
         Self { keys }
     }
 
@@ -86,38 +95,45 @@ impl CertsCipher {
         body.checked_sub(segments * TAG as u64)
     }
 
-    /// Decrypts a stored object as it streams; the stream ends in an error (never in wrong
-    /// bytes) if anything was altered or cut off.
-    pub fn decrypt<S, E>(
-        &self,
-        aad: String,
-        stored: S,
-    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
-    where
-        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        let state = Decrypting {
-            keys: self.keys.clone(),
-            stored,
-            buf: BytesMut::new(),
-            dec: None,
-            aad,
-            done: false,
-        };
-        futures::stream::unfold(state, |mut st| async move {
-            if st.done {
-                return None;
-            }
-            match st.next_plaintext().await {
-                Ok(Some(b)) => Some((Ok(b), st)),
-                Ok(None) => None,
-                Err(e) => {
-                    st.done = true;
-                    Some((Err(e), st))
-                }
-            }
-        })
+    /// Decrypts a whole stored object, written for the object key `aad`. Every segment is
+    /// checked before anything is returned: altered, truncated, reordered or swapped bytes, or a
+    /// key this cipher does not hold, are an error, never wrong or partial plaintext.
+    pub fn open(&self, aad: &str, stored: &[u8]) -> Result<Vec<u8>, CryptError> {
+        if stored.len() < HEADER_LEN || &stored[..MAGIC.len()] != MAGIC {
+            return Err(CryptError::Decrypt);
+        }
+        let id = &stored[MAGIC.len()..MAGIC.len() + KEY_ID_LEN];
+        let nonce = &stored[MAGIC.len() + KEY_ID_LEN..HEADER_LEN];
+        let (_, key) = self
+            .keys
+            .iter()
+            .find(|(k, _)| k.as_slice() == id)
+            .ok_or(CryptError::Decrypt)?;
+        let mut dec =
+            DecryptorBE32::from_aead(XChaCha20Poly1305::new(&(*key).into()), nonce.into());
+        let mut plain =
+            Vec::with_capacity(Self::plaintext_len(stored.len() as u64).unwrap_or(0) as usize);
+        let mut rest = &stored[HEADER_LEN..];
+        // A full segment with more bytes behind it is not the last one.
+        while rest.len() > SEGMENT + TAG {
+            let (seg, tail) = rest.split_at(SEGMENT + TAG);
+            let pt = dec
+                .decrypt_next(Payload {
+                    msg: seg,
+                    aad: aad.as_bytes(),
+                })
+                .map_err(|_| CryptError::Decrypt)?;
+            plain.extend_from_slice(&pt);
+            rest = tail;
+        }
+        let pt = dec
+            .decrypt_last(Payload {
+                msg: rest,
+                aad: aad.as_bytes(),
+            })
+            .map_err(|_| CryptError::Decrypt)?;
+        plain.extend_from_slice(&pt);
+        Ok(plain)
     }
 }
 
@@ -169,71 +185,6 @@ impl Encrypting {
     }
 }
 
-struct Decrypting<S> {
-    keys: Vec<(KeyId, [u8; 32])>,
-    stored: S,
-    buf: BytesMut,
-    dec: Option<DecryptorBE32<XChaCha20Poly1305>>,
-    aad: String,
-    done: bool,
-}
-
-fn broken() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, CryptError::Decrypt)
-}
-
-impl<S, E> Decrypting<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    async fn next_plaintext(&mut self) -> Result<Option<Bytes>, std::io::Error> {
-        loop {
-            if self.dec.is_none() && self.buf.len() >= HEADER_LEN {
-                let header = self.buf.split_to(HEADER_LEN);
-                if &header[..MAGIC.len()] != MAGIC {
-                    return Err(broken());
-                }
-                let id = &header[MAGIC.len()..MAGIC.len() + KEY_ID_LEN];
-                let nonce = &header[MAGIC.len() + KEY_ID_LEN..];
-                let Some((_, key)) = self.keys.iter().find(|(k, _)| k.as_slice() == id) else {
-                    return Err(broken());
-                };
-                let cipher = XChaCha20Poly1305::new(&(*key).into());
-                self.dec = Some(DecryptorBE32::from_aead(cipher, nonce.into()));
-            }
-            // A full segment with more bytes behind it is not the last one.
-            if let Some(dec) = self.dec.as_mut()
-                && self.buf.len() > SEGMENT + TAG
-            {
-                let seg = self.buf.split_to(SEGMENT + TAG);
-                let pt = dec
-                    .decrypt_next(Payload {
-                        msg: &seg,
-                        aad: self.aad.as_bytes(),
-                    })
-                    .map_err(|_| broken())?;
-                return Ok(Some(Bytes::from(pt)));
-            }
-            match self.stored.next().await {
-                Some(Ok(b)) => self.buf.extend_from_slice(&b),
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => {
-                    self.done = true;
-                    let dec = self.dec.take().ok_or_else(broken)?;
-                    let pt = dec
-                        .decrypt_last(Payload {
-                            msg: &self.buf,
-                            aad: self.aad.as_bytes(),
-                        })
-                        .map_err(|_| broken())?;
-                    return Ok(Some(Bytes::from(pt)));
-                }
-            }
-        }
-    }
-}
-
 /// A 32-byte key from 64 hex characters or base64.
 pub fn parse_key(text: &str) -> Option<[u8; 32]> {
     use base64::Engine;
@@ -258,28 +209,18 @@ pub fn derive_key(signing_secret: &str) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    async fn roundtrip(c: &CertsCipher, plain: &[u8], feed: usize) -> (Bytes, Bytes) {
-        let mut e = c.encryptor("builds/x/certs".into());
+    fn seal(c: &CertsCipher, aad: &str, plain: &[u8], feed: usize) -> Bytes {
+        let mut e = c.encryptor(aad.into());
         let mut stored = BytesMut::new();
         for chunk in plain.chunks(feed.max(1)) {
             stored.extend_from_slice(&e.update(chunk).unwrap());
         }
         stored.extend_from_slice(&e.finish().unwrap());
-        let stored = stored.freeze();
-        let pieces: Vec<Result<Bytes, std::io::Error>> = stored
-            .chunks(7000)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        let mut out = BytesMut::new();
-        let mut s = Box::pin(c.decrypt("builds/x/certs".into(), futures::stream::iter(pieces)));
-        while let Some(b) = s.next().await {
-            out.extend_from_slice(&b.unwrap());
-        }
-        (stored, out.freeze())
+        stored.freeze()
     }
 
-    #[tokio::test]
-    async fn round_trips_any_size_and_reports_the_plaintext_length() {
+    #[test]
+    fn round_trips_any_size_and_reports_the_plaintext_length() {
         let c = CertsCipher::new([7; 32], None);
         for n in [
             0,
@@ -291,8 +232,9 @@ mod tests {
             200_001,
         ] {
             let plain: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-            let (stored, back) = roundtrip(&c, &plain, 10_000).await;
-            assert_eq!(back.as_ref(), plain.as_slice(), "size {n}");
+            let stored = seal(&c, "builds/x/certs", &plain, 10_000);
+            let back = c.open("builds/x/certs", &stored).unwrap();
+            assert_eq!(back.as_slice(), plain.as_slice(), "size {n}");
             assert_eq!(
                 CertsCipher::plaintext_len(stored.len() as u64),
                 Some(n as u64)
@@ -303,34 +245,29 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn tampering_truncation_and_wrong_keys_fail() {
+    #[test]
+    fn tampering_truncation_and_wrong_keys_fail() {
         let c = CertsCipher::new([7; 32], None);
         let plain = vec![42u8; 3 * SEGMENT + 10];
-        let (stored, _) = roundtrip(&c, &plain, 4096).await;
-        let decrypt = |c: CertsCipher, bytes: Bytes, aad: &str| {
-            let aad = aad.to_owned();
-            async move {
-                let mut s = Box::pin(
-                    c.decrypt(aad, futures::stream::iter([Ok::<_, std::io::Error>(bytes)])),
-                );
-                let mut ok = true;
-                while let Some(b) = s.next().await {
-                    ok &= b.is_ok();
-                }
-                ok
-            }
-        };
-        let mut flipped = BytesMut::from(stored.as_ref());
+        let stored = seal(&c, "builds/x/certs", &plain, 4096);
+        let aad = "builds/x/certs";
+        let mut flipped = stored.to_vec();
         flipped[HEADER_LEN + 5] ^= 1;
-        assert!(!decrypt(c.clone(), flipped.freeze(), "builds/x/certs").await);
-        let cut = stored.slice(..HEADER_LEN + SEGMENT + TAG);
-        assert!(!decrypt(c.clone(), cut, "builds/x/certs").await);
-        assert!(!decrypt(c.clone(), stored.clone(), "builds/y/certs").await);
+        assert!(c.open(aad, &flipped).is_err());
+        // Cut at a segment boundary: the last segment left was not written as the last.
+        assert!(c.open(aad, &stored[..HEADER_LEN + SEGMENT + TAG]).is_err());
+        assert!(c.open(aad, &stored[..stored.len() - 1]).is_err());
+        assert!(c.open(aad, &stored[..HEADER_LEN]).is_err());
+        assert!(c.open(aad, b"FAE1").is_err());
+        assert!(c.open("builds/y/certs", &stored).is_err());
         let other = CertsCipher::new([8; 32], None);
-        assert!(!decrypt(other, stored.clone(), "builds/x/certs").await);
+        assert!(other.open(aad, &stored).is_err());
         let rotated = CertsCipher::new([8; 32], Some([7; 32]));
-        assert!(decrypt(rotated, stored, "builds/x/certs").await);
+        assert_eq!(rotated.open(aad, &stored).unwrap(), plain);
+        // Any number of earlier keys; the object's key id picks one.
+        let many = CertsCipher::new([9; 32], [[8; 32], [7; 32], [7; 32]]);
+        assert_eq!(many.keys.len(), 3);
+        assert_eq!(many.open(aad, &stored).unwrap(), plain);
     }
 
     #[test]

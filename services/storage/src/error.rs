@@ -24,6 +24,12 @@ pub enum StorageError {
     Full(object_store::Error),
     #[error("{0}")]
     Crypt(#[from] crate::crypt::CryptError),
+    /// Stored certs that do not authenticate. The object key goes to the log (no secret does);
+    /// the client learns only that they cannot be read.
+    #[error(
+        "the certs at {key} cannot be decrypted: altered, truncated, or encrypted with a key this service does not have; check FREEAGENT_CERTS_KEY and FREEAGENT_CERTS_KEY_PREVIOUS (with no certs key of its own, the key is derived from FREEAGENT_SIGNING_SECRET: after a rotation keep the old secret in FREEAGENT_SIGNING_SECRET_PREVIOUS on storage)"
+    )]
+    Undecryptable { key: String },
     #[error("backend error: {0}")]
     Backend(object_store::Error),
     /// A result is write-once: its key already holds an object, which stays as it was.
@@ -98,7 +104,7 @@ impl StorageError {
                 "the object store is full; nothing was stored",
             )
             .with_hint("retry later; operators: free space or grow the volume behind FREEAGENT_STORAGE_URL"),
-            StorageError::Crypt(_) => ApiErrorBody::new(
+            StorageError::Crypt(_) | StorageError::Undecryptable { .. } => ApiErrorBody::new(
                 ErrorCode::Internal,
                 "the stored object cannot be decrypted",
             )

@@ -79,7 +79,7 @@ impl App {
                 .with_previous(config.signing_previous.clone()),
             part_size,
             parts_in_flight: config.parts_in_flight.max(1),
-            certs: crypt::CertsCipher::new(config.certs_key, config.certs_key_previous),
+            certs: crypt::CertsCipher::new(config.certs_key, config.certs_keys_previous.clone()),
             publish_locks: Arc::default(),
         };
         // Retention needs the build records; the pool connects lazily so that storage serves

@@ -213,23 +213,35 @@ pub async fn get_object(
         .map_err(|e| StorageError::Truncated(e.to_string()))
 }
 
-/// Credentials are decrypted as they stream out, whole (ranges are not offered: the holder of
-/// a lease reads them once). A failed check ends the body early, so the client's length or
-/// checksum check fails rather than it receiving altered bytes.
+/// Credentials are read and decrypted whole before any header is sent: an object that does not
+/// authenticate (altered, truncated, or written with a key this service does not have) is a
+/// `500` with an error body, logged with its object key, never a `200` whose body breaks off.
+/// Holding the object in memory is acceptable for certs only: they are small (the gateway caps
+/// them at `FREEAGENT_CERTS_LIMIT`, 10 MiB by default) and read once per attempt; every other
+/// object streams. Ranges are not offered: the holder of a lease reads them whole.
 async fn get_encrypted(
     st: &AppState,
     key: &ObjectKey,
     path: &StorePath,
 ) -> Result<Response, StorageError> {
-    let result = st.store.get(path).await.map_err(not_found)?;
-    let len =
-        CertsCipher::plaintext_len(result.meta.size).ok_or(crate::crypt::CryptError::Decrypt)?;
-    metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_READ).increment(len);
-    let plain = st.certs.decrypt(key.to_string(), object_stream(result));
+    let stored = st
+        .store
+        .get(path)
+        .await
+        .map_err(not_found)?
+        .bytes()
+        .await
+        .map_err(not_found)?;
+    let name = key.to_string();
+    let plain = st
+        .certs
+        .open(&name, &stored)
+        .map_err(|_| StorageError::Undecryptable { key: name })?;
+    metrics::counter!(freeagent_shared::metrics::STORAGE_BYTES_READ).increment(plain.len() as u64);
     Response::builder()
-        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_LENGTH, plain.len())
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(Body::from_stream(plain))
+        .body(Body::from(plain))
         .map_err(|e| StorageError::Truncated(e.to_string()))
 }
 
