@@ -84,6 +84,11 @@ enum Command {
         #[arg(long, default_value = "result")]
         kind: String,
     },
+    /// Create, list and revoke API keys (needs an admin key).
+    Keys {
+        #[command(subcommand)]
+        command: commands::keys::KeysCommand,
+    },
 }
 
 #[tokio::main]
@@ -120,6 +125,7 @@ async fn main() -> ExitCode {
         Command::Download { id, output, kind } => {
             commands::download::run(&client, &id, &kind, &output).await
         }
+        Command::Keys { command } => commands::keys::run(&client, command).await,
     };
     match result {
         Ok(code) => code,

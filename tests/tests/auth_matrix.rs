@@ -209,6 +209,20 @@ async fn every_route_answers_each_kind_of_caller_as_the_contract_says() {
         ),
         (
             "get",
+            "/api/keys".into(),
+            None,
+            [401, 403, 403, 403, 200],
+            Cred::Key,
+        ),
+        (
+            "post",
+            "/api/keys".into(),
+            Some(json!({"name": "matrix", "scopes": ["read"]})),
+            [401, 403, 403, 403, 201],
+            Cred::Key,
+        ),
+        (
+            "get",
             format!("/api/diagnostics/{wid}/latest"),
             None,
             [401, 403, 403, 403, 200],

@@ -1,9 +1,11 @@
 //! Recently verified API keys, by hash, for a few seconds: a submitter sending thousands of
 //! requests costs one key lookup per interval rather than one per request. Only keys that
-//! verified are kept; an unknown key always asks the database. A revoked key stops working
-//! within `TTL`.
+//! verified are kept; an unknown key always asks the database. A key revoked on another
+//! gateway stops working here within `TTL`; one revoked here is forgotten at once. Expiry is
+//! checked on every request (the cached row carries `expires_at`).
 
 use freeagent_shared::db::api_keys::ApiKey;
+use freeagent_shared::ids::ApiKeyId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +36,13 @@ impl ApiKeyCache {
                 map.clear();
             }
             map.insert(hash, (key, Instant::now()));
+        }
+    }
+
+    /// Drops the key with this id (it was just revoked), so the next request asks the database.
+    pub fn forget(&self, id: ApiKeyId) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.retain(|_, (k, _)| k.id != id);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Who is calling. API keys (`X-API-Key` or `Authorization: Bearer`) are looked up by hash;
 //! build tokens (`X-Build-Token`) reach one build and are compared in constant time. A missing
 //! credential is 401, one that does not grant the request 403, and an unknown build 404 only
-//! after a credential that could have seen it.
+//! after a credential that could have seen it. A revoked or expired API key is 401 with a hint
+//! (it was a credential once; the caller needs a new one).
 
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
@@ -44,16 +45,33 @@ pub async fn api_key(st: &AppState, headers: &HeaderMap) -> Result<Option<ApiKey
         return Ok(None);
     };
     let hash = token::hash(key);
-    if let Some(k) = st.api_keys.get(&hash) {
-        return Ok(Some(k));
+    let k = match st.api_keys.get(&hash) {
+        Some(k) => k,
+        None => match db::api_keys::api_key_find(&st.pool, &hash).await? {
+            Some(k) => {
+                st.api_keys.put(hash, k.clone());
+                k
+            }
+            None => return Err(GatewayError::forbidden("invalid API key")),
+        },
+    };
+    let refused = if k.revoked_at.is_some() {
+        Some("this API key was revoked".to_owned())
+    } else if k.expired(chrono::Utc::now()) {
+        k.expires_at
+            .map(|at| format!("this API key expired at {}", at.to_rfc3339()))
+    } else {
+        None
+    };
+    if let Some(message) = refused {
+        return Err(GatewayError::new(
+            freeagent_shared::api_error::ErrorCode::Unauthorized,
+            message,
+        )
+        .hint("ask an operator for a new key (`freeagent keys create`, POST /api/keys)"));
     }
-    match db::api_keys::api_key_find(&st.pool, &hash).await? {
-        Some(k) => {
-            st.api_keys.put(hash, k.clone());
-            Ok(Some(k))
-        }
-        None => Err(GatewayError::forbidden("invalid API key")),
-    }
+    st.key_usage.used(k.id);
+    Ok(Some(k))
 }
 
 pub fn has_scope(key: &ApiKey, scope: &str) -> bool {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod inserts;
+pub mod key_usage;
 pub mod multipart;
 pub mod queue_consumers;
 pub mod routes;
@@ -60,7 +61,8 @@ impl App {
         }
         let pool = db::connect(&config.database_url, 20).await?;
         db::migrate(&pool).await.context("running migrations")?;
-        db::api_keys::api_key_ensure(
+        // Ensuring never un-revokes: a key revoked through the API stays revoked.
+        let bootstrap = db::api_keys::api_key_ensure(
             &pool,
             ApiKeyId::new(),
             "bootstrap",
@@ -69,8 +71,11 @@ impl App {
         )
         .await
         .context("storing the bootstrap API key")?;
+        if bootstrap.revoked_at.is_some() {
+            tracing::warn!(key_id = %bootstrap.id, "FREEAGENT_API_KEY was revoked and stays revoked; set a new one to use a bootstrap key");
+        }
         if let Some(k) = &config.worker_registration_key {
-            db::api_keys::api_key_ensure(
+            let registration = db::api_keys::api_key_ensure(
                 &pool,
                 ApiKeyId::new(),
                 "worker registration",
@@ -79,6 +84,9 @@ impl App {
             )
             .await
             .context("storing the worker registration key")?;
+            if registration.revoked_at.is_some() {
+                tracing::warn!(key_id = %registration.id, "FREEAGENT_WORKER_REGISTRATION_KEY was revoked and stays revoked; set a new one for workers to register with");
+            }
         }
         let nats = nats::connect(
             &config.nats,
@@ -126,6 +134,7 @@ impl App {
                 )
             })?;
         let inserts = inserts::start(pool.clone());
+        let key_usage = key_usage::KeyUsage::start(pool.clone());
         let st = AppState {
             scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
             signer: Signer::new(&config.signing_secret)
@@ -135,6 +144,7 @@ impl App {
             storage,
             config: Arc::new(config),
             api_keys: Default::default(),
+            key_usage,
             inserts,
             minter,
             consumers: Default::default(),

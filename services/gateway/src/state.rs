@@ -14,6 +14,8 @@ pub struct AppState {
     pub scheduler: freeagent_shared::scheduler_client::SchedulerClient,
     pub signer: freeagent_shared::capability::Signer,
     pub api_keys: crate::api_key_cache::ApiKeyCache,
+    /// Records API keys' `last_used_at`, off the request path.
+    pub key_usage: crate::key_usage::KeyUsage,
     /// Submissions that arrive together are inserted by one statement (one commit).
     pub inserts: crate::inserts::Inserts,
     /// Mints each registering worker's NATS credentials (None: NATS without auth).

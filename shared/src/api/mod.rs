@@ -3,10 +3,12 @@
 //! Field names are the contract's, legacy spellings included (`createdAt`, `completedAt`, ...).
 
 mod builds;
+mod keys;
 mod reports;
 mod workers;
 
 pub use builds::*;
+pub use keys::*;
 pub use reports::*;
 pub use workers::*;
 

@@ -1,9 +1,15 @@
-//! Every query on `api_keys`. Keys are stored as SHA-256 hashes and found by hash.
+//! Every query on `api_keys`. Keys are stored as SHA-256 hashes and found by hash; the secret
+//! itself is never stored. A key is live while it is neither revoked nor past `expires_at`;
+//! lookups return revoked and expired keys too, so the gateway can say why it refuses one.
+//! Revocation is one-way: nothing here clears `revoked_at`.
 
 use super::Error;
 use crate::ids::ApiKeyId;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
+
+/// The columns every query returns (never `key_hash`).
+const COLUMNS: &str = "id, name, scopes, created_at, revoked_at, expires_at, last_used_at";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKey {
@@ -12,9 +18,21 @@ pub struct ApiKey {
     pub scopes: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Approximate: written at most once a minute per key.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
-/// Stores a key unless one with the same hash exists; returns the stored row either way.
+impl ApiKey {
+    /// Past its expiry at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+}
+
+/// Stores a key unless one with the same hash exists; returns the stored row either way. An
+/// existing row is left as it is: a key revoked through the API stays revoked when the gateway
+/// ensures it again at start.
 pub async fn api_key_ensure(
     db: impl PgExecutor<'_>,
     id: ApiKeyId,
@@ -23,13 +41,13 @@ pub async fn api_key_ensure(
     scopes: &[&str],
 ) -> Result<ApiKey, Error> {
     let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-    Ok(sqlx::query_as::<_, ApiKey>(
+    Ok(sqlx::query_as::<_, ApiKey>(&format!(
         "WITH ins AS (INSERT INTO api_keys (id, name, key_hash, scopes) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (key_hash) DO NOTHING RETURNING id, name, scopes, created_at, revoked_at) \
+             ON CONFLICT (key_hash) DO NOTHING RETURNING {COLUMNS}) \
          SELECT * FROM ins UNION ALL \
-         SELECT id, name, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = $3 \
-         LIMIT 1",
-    )
+         SELECT {COLUMNS} FROM api_keys WHERE key_hash = $3 \
+         LIMIT 1"
+    ))
     .bind(id)
     .bind(name)
     .bind(key_hash)
@@ -38,15 +56,80 @@ pub async fn api_key_ensure(
     .await?)
 }
 
-/// A live (not revoked) key with this hash.
+/// A new key (`POST /api/keys`).
+pub struct NewApiKey<'a> {
+    pub id: ApiKeyId,
+    pub name: &'a str,
+    pub key_hash: &'a [u8],
+    pub scopes: &'a [String],
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Stores a new key; a hash already stored is `Error::UniqueViolation`.
+pub async fn api_key_insert(db: impl PgExecutor<'_>, k: &NewApiKey<'_>) -> Result<ApiKey, Error> {
+    Ok(sqlx::query_as::<_, ApiKey>(&format!(
+        "INSERT INTO api_keys (id, name, key_hash, scopes, expires_at) VALUES ($1, $2, $3, $4, $5) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(k.id)
+    .bind(k.name)
+    .bind(k.key_hash)
+    .bind(k.scopes)
+    .bind(k.expires_at)
+    .fetch_one(db)
+    .await?)
+}
+
+/// The key with this hash, revoked or expired ones included (the caller decides).
 pub async fn api_key_find(
     db: impl PgExecutor<'_>,
     key_hash: &[u8],
 ) -> Result<Option<ApiKey>, Error> {
-    Ok(sqlx::query_as::<_, ApiKey>(
-        "SELECT id, name, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-    )
+    Ok(sqlx::query_as::<_, ApiKey>(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
+    ))
     .bind(key_hash)
     .fetch_optional(db)
     .await?)
+}
+
+/// Every key, oldest first (revoked ones included).
+pub async fn api_key_list(db: impl PgExecutor<'_>) -> Result<Vec<ApiKey>, Error> {
+    Ok(sqlx::query_as::<_, ApiKey>(&format!(
+        "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
+    ))
+    .fetch_all(db)
+    .await?)
+}
+
+/// Revokes a key; revoking it again keeps the first `revoked_at`. `None` for an unknown id.
+pub async fn api_key_revoke(
+    db: impl PgExecutor<'_>,
+    id: ApiKeyId,
+) -> Result<Option<ApiKey>, Error> {
+    Ok(sqlx::query_as::<_, ApiKey>(&format!(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Records that these keys were used at `at` (one statement for a batch); never moves
+/// `last_used_at` backwards. Returns the rows changed.
+pub async fn api_key_touch(
+    db: impl PgExecutor<'_>,
+    ids: &[ApiKeyId],
+    at: DateTime<Utc>,
+) -> Result<u64, Error> {
+    Ok(sqlx::query(
+        "UPDATE api_keys SET last_used_at = $2 \
+         WHERE id = ANY($1) AND (last_used_at IS NULL OR last_used_at < $2)",
+    )
+    .bind(ids)
+    .bind(at)
+    .execute(db)
+    .await?
+    .rows_affected())
 }

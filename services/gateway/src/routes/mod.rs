@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod diagnostics;
 pub mod download;
 pub mod health;
+pub mod keys;
 pub mod logs;
 pub mod openapi;
 pub mod reports;

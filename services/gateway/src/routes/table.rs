@@ -371,6 +371,38 @@ pub fn routes(l: &Limits) -> Vec<Route> {
         )
         .gives(json::<DiagnosticsView>()),
         r(
+            "post",
+            "/api/keys",
+            ApiKey,
+            "Create an API key ({name, scopes, expires_at?}); the secret is in this reply only (admin)",
+            post(keys::create),
+        )
+        .takes(json::<CreateKeyRequest>()).gives(json::<CreatedKey>()).created(),
+        r(
+            "get",
+            "/api/keys",
+            ApiKey,
+            "Every API key, without secrets (admin)",
+            get(keys::list),
+        )
+        .gives(json::<KeyList>()),
+        r(
+            "delete",
+            "/api/keys/{id}",
+            ApiKey,
+            "Revoke an API key (admin)",
+            delete(keys::revoke),
+        )
+        .gives(json::<KeyRevoked>()),
+        r(
+            "post",
+            "/api/keys/{id}/revoke",
+            ApiKey,
+            "Revoke an API key (admin)",
+            post(keys::revoke),
+        )
+        .gives(json::<KeyRevoked>()),
+        r(
             "get",
             "/health",
             Anyone,

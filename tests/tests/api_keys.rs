@@ -1,0 +1,455 @@
+//! API keys as a managed resource: an admin creates a key (its secret shown once), the key works
+//! within its scopes, its use is recorded, and once revoked or expired it is refused with 401 and
+//! a hint. Revoking the bootstrap key sticks across a gateway restart. The CLI drives the same
+//! routes.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::freeagent_shared::db;
+use freeagent_tests::freeagent_shared::testing::wait;
+use freeagent_tests::{API_KEY, Farm, FarmOpts, bin_dir};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+
+/// Long enough for a revocation to reach every cached copy (the cache keeps a key 5 s).
+const REVOCATION_DEADLINE: Duration = Duration::from_secs(15);
+
+async fn farm() -> Farm {
+    Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await
+}
+
+/// Sends `method path` with `key` (if any) and an optional JSON body; returns the status and body.
+async fn call(
+    farm: &Farm,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{path}", farm.gateway);
+    let mut req = match method {
+        "get" => farm.http.get(url),
+        "post" => farm.http.post(url),
+        "delete" => farm.http.delete(url),
+        other => panic!("no method {other}"),
+    };
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Creates a key with the bootstrap (admin) key; asserts 201 and returns (id, secret, reply).
+async fn create(farm: &Farm, body: Value) -> (String, String, Value) {
+    let (status, reply) = call(farm, "post", "/api/keys", Some(API_KEY), Some(body)).await;
+    assert_eq!(status, 201, "{reply}");
+    (
+        reply["id"].as_str().unwrap().to_owned(),
+        reply["key"].as_str().unwrap().to_owned(),
+        reply,
+    )
+}
+
+async fn list(farm: &Farm) -> (String, Value) {
+    let r = farm
+        .http
+        .get(format!("{}/api/keys", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap();
+    (text, v)
+}
+
+fn entry<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .unwrap_or_else(|| panic!("key {id} not listed: {list}"))
+}
+
+/// Waits (up to `deadline`) until `key` is refused with 401; returns the refusal.
+async fn until_refused(farm: &Farm, key: &str, deadline: Duration) -> Value {
+    wait::until("the key to be refused", deadline, || async {
+        let (status, body) = call(farm, "get", "/api/builds", Some(key), None).await;
+        (status == 401).then_some(body)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lives_from_creation_through_use_to_revocation() {
+    let farm = farm().await;
+    let (id, secret, created) = create(
+        &farm,
+        json!({"name": "ci", "scopes": ["read", "submit", "read"]}),
+    )
+    .await;
+    assert!(secret.starts_with("fak_"), "{created}");
+    assert_eq!(created["name"], "ci");
+    assert_eq!(created["scopes"], json!(["submit", "read"]));
+    assert_eq!(created["expires_at"], Value::Null);
+    assert!(created["created_at"].is_string());
+
+    // It works, and its use is recorded (off the request path, so soon rather than at once).
+    let (status, body) = call(&farm, "get", "/api/builds", Some(&secret), None).await;
+    assert_eq!(status, 200, "{body}");
+    let used = wait::until(
+        "last_used_at to be set",
+        Duration::from_secs(10),
+        || async {
+            let (_, l) = list(&farm).await;
+            let e = entry(&l, &id).clone();
+            e["last_used_at"].is_string().then_some(e)
+        },
+    )
+    .await;
+    assert_eq!(used["revoked_at"], Value::Null);
+
+    // The list never carries a secret or a hash, of this key or any other.
+    let (text, l) = list(&farm).await;
+    assert!(!text.contains(&secret) && !text.contains(API_KEY), "{text}");
+    for k in l["keys"].as_array().unwrap() {
+        let fields: Vec<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields = fields;
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "created_at",
+                "expires_at",
+                "id",
+                "last_used_at",
+                "name",
+                "revoked_at",
+                "scopes"
+            ],
+            "{k}"
+        );
+    }
+    assert!(
+        l["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == "bootstrap"),
+        "{l}"
+    );
+
+    // Revoked: refused with 401 and a hint, within the cache's lifetime.
+    let (status, revoked) = call(
+        &farm,
+        "delete",
+        &format!("/api/keys/{id}"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["id"], id.as_str());
+    let refusal = until_refused(&farm, &secret, REVOCATION_DEADLINE).await;
+    assert_eq!(refusal["code"], "unauthorized", "{refusal}");
+    assert!(
+        refusal["error"].as_str().unwrap().contains("revoked"),
+        "{refusal}"
+    );
+    assert!(refusal["hint"].is_string(), "{refusal}");
+    let (_, l) = list(&farm).await;
+    assert_eq!(entry(&l, &id)["revoked_at"], revoked["revoked_at"]);
+
+    // Revoked on another gateway (here: straight in the database), this gateway's cached copy
+    // stops working within the cache's lifetime.
+    let (other_id, other, _) =
+        create(&farm, json!({"name": "elsewhere", "scopes": ["read"]})).await;
+    let (status, _) = call(&farm, "get", "/api/builds", Some(&other), None).await;
+    assert_eq!(status, 200);
+    db::api_keys::api_key_revoke(&farm.db.pool, other_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    until_refused(&farm, &other, REVOCATION_DEADLINE).await;
+
+    // Revoking again (the POST alias) keeps the first time; unknown ids are 404.
+    let (status, again) = call(
+        &farm,
+        "post",
+        &format!("/api/keys/{id}/revoke"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["revoked_at"], revoked["revoked_at"]);
+    let unknown = uuid::Uuid::now_v7();
+    for path in [
+        format!("/api/keys/{unknown}"),
+        "/api/keys/not-an-id".to_owned(),
+    ] {
+        let (status, body) = call(&farm, "delete", &path, Some(API_KEY), None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_does_only_what_its_scopes_allow() {
+    let farm = farm().await;
+    // A worker machine's key: registers workers, and cannot submit or read.
+    let (_, register, _) = create(
+        &farm,
+        json!({"name": "mac mini", "scopes": ["register_workers"]}),
+    )
+    .await;
+    let form = reqwest::multipart::Form::new()
+        .text("platform", "android")
+        .part(
+            "source",
+            reqwest::multipart::Part::bytes(vec![1, 2, 3]).file_name("s.tar.gz"),
+        );
+    let r = farm
+        .http
+        .post(format!("{}/api/builds", farm.gateway))
+        .header("x-api-key", &register)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a register_workers key must not submit");
+    for path in ["/api/builds", "/api/workers", "/api/builds/statistics"] {
+        let (status, body) = call(&farm, "get", path, Some(&register), None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let (status, body) = call(
+        &farm,
+        "post",
+        "/api/workers/register",
+        Some(&register),
+        Some(json!({"name": "mac", "capabilities": {"platforms": ["ios"]}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Keys are managed by admins only: 401 without a key, 403 for any other scope.
+    let (_, reader) = {
+        let (id, key, _) = create(
+            &farm,
+            json!({"name": "dashboards", "scopes": ["read", "submit", "worker"]}),
+        )
+        .await;
+        (id, key)
+    };
+    let new_key = json!({"name": "escalate", "scopes": ["admin"]});
+    let attempts = [
+        ("post", "/api/keys".to_owned(), Some(new_key.clone())),
+        ("get", "/api/keys".to_owned(), None),
+        (
+            "delete",
+            format!("/api/keys/{}", uuid::Uuid::now_v7()),
+            None,
+        ),
+        (
+            "post",
+            format!("/api/keys/{}/revoke", uuid::Uuid::now_v7()),
+            None,
+        ),
+    ];
+    for (method, path, body) in &attempts {
+        let (status, reply) = call(&farm, method, path, None, body.clone()).await;
+        assert_eq!(status, 401, "{method} {path} without a key: {reply}");
+        for key in [&reader, &register] {
+            let (status, reply) = call(&farm, method, path, Some(key), body.clone()).await;
+            assert_eq!(status, 403, "{method} {path} with a non-admin key: {reply}");
+        }
+    }
+
+    // What a key may be made of.
+    let soon_past = (chrono::Utc::now() - chrono::Duration::seconds(1)).to_rfc3339();
+    for bad in [
+        json!({"name": "x", "scopes": []}),
+        json!({"name": "x", "scopes": ["root"]}),
+        json!({"name": "x", "scopes": ["Admin"]}),
+        json!({"name": "x"}),
+        json!({"name": "  ", "scopes": ["read"]}),
+        json!({"name": "x".repeat(201), "scopes": ["read"]}),
+        json!({"name": "x", "scopes": ["read"], "expires_at": soon_past}),
+        json!({"name": "x", "scopes": ["read"], "expires_at": "tomorrow"}),
+    ] {
+        let (status, reply) =
+            call(&farm, "post", "/api/keys", Some(API_KEY), Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {reply}");
+        assert_eq!(reply["code"], "bad_request", "{bad}: {reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_key_is_refused_with_a_hint() {
+    let farm = farm().await;
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let (id, secret, created) = create(
+        &farm,
+        json!({"name": "short-lived", "scopes": ["read"], "expires_at": expires_at.to_rfc3339()}),
+    )
+    .await;
+    assert!(created["expires_at"].is_string(), "{created}");
+    let (status, body) = call(&farm, "get", "/api/builds", Some(&secret), None).await;
+    assert_eq!(status, 200, "before expiry: {body}");
+    // Expiry is checked on every request, cached or not: refused once the time has passed.
+    let refusal = until_refused(&farm, &secret, Duration::from_secs(10)).await;
+    assert!(chrono::Utc::now() >= expires_at);
+    assert!(
+        refusal["error"].as_str().unwrap().contains("expired"),
+        "{refusal}"
+    );
+    assert!(refusal["hint"].is_string(), "{refusal}");
+    let (_, l) = list(&farm).await;
+    assert_eq!(entry(&l, &id)["revoked_at"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_bootstrap_key_sticks_across_a_restart() {
+    let mut farm = farm().await;
+    let (_, admin, _) = create(&farm, json!({"name": "operator", "scopes": ["admin"]})).await;
+    let (_, l) = list(&farm).await;
+    let bootstrap = l["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "bootstrap")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = call(
+        &farm,
+        "delete",
+        &format!("/api/keys/{bootstrap}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    until_refused(&farm, API_KEY, REVOCATION_DEADLINE).await;
+
+    // The gateway ensures FREEAGENT_API_KEY at start; it must not bring it back.
+    farm.restart("gateway");
+    let (http, ready) = (farm.http.clone(), format!("{}/readyz", farm.gateway));
+    wait::until(
+        "the gateway to be ready again",
+        Duration::from_secs(30),
+        || {
+            let (http, ready) = (http.clone(), ready.clone());
+            async move {
+                let r = http.get(&ready).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        },
+    )
+    .await;
+    let (status, body) = call(&farm, "get", "/api/builds", Some(API_KEY), None).await;
+    assert_eq!(status, 401, "the revoked bootstrap key works again: {body}");
+    let (status, body) = call(&farm, "get", "/api/keys", Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(entry(&body, &bootstrap)["revoked_at"].is_string(), "{body}");
+    assert!(
+        farm.log_of("gateway")
+            .contains("FREEAGENT_API_KEY was revoked and stays revoked"),
+        "the gateway should say the bootstrap key is revoked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_lists_and_revokes_keys() {
+    let farm = farm().await;
+    let gateway = farm.gateway.clone();
+    let cli = move |key: &str, args: &[&str]| {
+        let out = Command::new(bin_dir().join("freeagent"))
+            .args(args)
+            .env_remove("FREEAGENT_BUILD_TOKEN")
+            .env("FREEAGENT_API_KEY", key)
+            .env("FREEAGENT_GATEWAY_URL", &gateway)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = cli(
+        API_KEY,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "from-cli",
+            "--scope",
+            "read",
+            "--scope",
+            "submit",
+            "--expires",
+            "30d",
+            "--json",
+        ],
+    );
+    assert!(ok, "{stdout} {stderr}");
+    let created: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let (id, secret) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+    let expires = chrono::DateTime::parse_from_rfc3339(created["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let days = (expires - chrono::Utc::now()).num_hours() as f64 / 24.0;
+    assert!((29.9..=30.0).contains(&days), "expires in {days} days");
+
+    // The new key reads; it may not manage keys.
+    let (status, _) = call(&farm, "get", "/api/builds", Some(&secret), None).await;
+    assert_eq!(status, 200);
+    let (ok, stdout, stderr) = cli(&secret, &["keys", "list"]);
+    assert!(!ok, "a read key listed keys: {stdout}");
+    assert!(stderr.contains("forbidden"), "{stderr}");
+
+    let (ok, stdout, stderr) = cli(API_KEY, &["keys", "list"]);
+    assert!(ok, "{stdout} {stderr}");
+    assert!(
+        stdout.contains(&id) && stdout.contains("from-cli") && stdout.contains("submit,read"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&secret), "{stdout}");
+
+    let (ok, stdout, stderr) = cli(API_KEY, &["keys", "revoke", &id, "--json"]);
+    assert!(ok, "{stdout} {stderr}");
+    let revoked: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(revoked["id"], id.as_str());
+    until_refused(&farm, &secret, REVOCATION_DEADLINE).await;
+
+    // A mistake is the server's answer, code and hint, and a failure exit.
+    let (ok, _, stderr) = cli(
+        API_KEY,
+        &["keys", "revoke", &uuid::Uuid::now_v7().to_string()],
+    );
+    assert!(!ok && stderr.contains("not_found"), "{stderr}");
+    let (ok, _, stderr) = cli(
+        API_KEY,
+        &["keys", "create", "--name", "x", "--scope", "root"],
+    );
+    assert!(!ok && stderr.contains("unknown scope"), "{stderr}");
+}
