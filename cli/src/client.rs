@@ -14,6 +14,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, api_key: Option<String>, token: Option<String>) -> Self {
+        freeagent_shared::tls::install_crypto_provider();
         Self {
             http: reqwest::Client::new(),
             base: base.trim_end_matches('/').to_owned(),

@@ -14,6 +14,7 @@ pub mod shutdown;
 pub mod status;
 pub mod subjects;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod wire;
 

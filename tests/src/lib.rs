@@ -100,6 +100,7 @@ pub struct Farm {
 impl Farm {
     pub async fn start(opts: FarmOpts) -> Farm {
         freeagent_shared::testing::init_test_log();
+        freeagent_shared::tls::install_crypto_provider();
         let pg = opts.private_postgres.then(TestPg::start);
         let db = match &pg {
             Some(pg) => TestDb::new_on(&pg.admin_url()).await,

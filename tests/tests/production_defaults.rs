@@ -189,6 +189,7 @@ async fn services_bound_beyond_loopback_refuse_development_secrets() {
 
 /// Waits until a service started by `start` answers `/healthz`; fails if it exits.
 async fn healthy(base: &str, child: &mut Child, log: &Path) {
+    freeagent_shared::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -77,6 +77,7 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    freeagent_shared::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     wait::until(
         "freeagent dev to be ready",

@@ -235,6 +235,7 @@ async fn wait_ready(
     procs: &mut [Proc],
     stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
+    freeagent_shared::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

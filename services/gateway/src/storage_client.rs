@@ -53,6 +53,7 @@ impl StorageError {
 
 impl StorageClient {
     pub fn new(endpoint: &str, signer: Signer, ttl: Duration) -> Self {
+        freeagent_shared::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()

@@ -78,6 +78,8 @@ async fn spawn(kind: Kind) -> Storage {
 }
 
 async fn spawn_with(kind: Kind, tweak: impl FnOnce(&mut StorageConfig)) -> Storage {
+    // The tests' own HTTP clients need it (the app installs it only for cloud backends).
+    freeagent_shared::tls::install_crypto_provider();
     let (dir, s3, mut config) = match kind {
         Kind::Local => {
             let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,7 @@ pub use config::WorkerConfig;
 
 /// Registers, connects and runs until `stop`.
 pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    freeagent_shared::tls::install_crypto_provider();
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()?;

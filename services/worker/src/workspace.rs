@@ -267,7 +267,7 @@ fn unpack_zip(archive: &Path, dest: &Path, budget: &mut Budget) -> Result<usize,
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(bad)?;
         budget.entry()?;
-        let raw = entry.name().to_owned();
+        let raw = entry.name().map_err(bad)?.into_owned();
         let target = contained(dest, Path::new(&raw))?;
         if entry.is_symlink() {
             return Err(WorkspaceError::Escape(raw));

@@ -131,6 +131,7 @@ pub async fn send(r: RequestBuilder) -> Reply {
 impl Farm {
     pub async fn start() -> Farm {
         init_test_log();
+        freeagent_shared::tls::install_crypto_provider();
         let db = TestDb::new().await;
         let nats = TestNats::start().await;
         let data = tempfile::tempdir().expect("a data dir");
