@@ -27,6 +27,12 @@ pub enum ErrorCode {
     Gone,
     /// The object store is out of space.
     StorageFull,
+    /// Too many requests from one credential or address; `Retry-After` says when to come back.
+    RateLimited,
+    /// The method is not served on this path.
+    MethodNotAllowed,
+    /// A non-streaming request took longer than the gateway allows.
+    Timeout,
     Unavailable,
     Internal,
 }
@@ -51,6 +57,9 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::Gone => 410,
             ErrorCode::StorageFull => 507,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Timeout => 503,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }

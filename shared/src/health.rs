@@ -62,19 +62,20 @@ impl Health {
 
     /// Serves `router` (plus these endpoints' router is the caller's to merge) until `shutdown`:
     /// readiness turns 503 at once, requests in flight finish, then it returns.
+    /// Serves `router` with the connection limits of `crate::http_server`; on shutdown `/readyz`
+    /// starts answering 503 while in-flight requests finish.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         router: Router,
+        limits: &crate::http_server::ServerLimits,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> std::io::Result<()> {
         let health = self.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                health.start_draining();
-            })
-            .await
+        crate::http_server::serve(listener, router, limits, shutdown, move || {
+            health.start_draining()
+        })
+        .await
     }
 
     /// From now on `/readyz` answers 503, so load balancers stop sending work.

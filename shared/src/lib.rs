@@ -26,6 +26,8 @@ pub mod db;
 pub mod farm_log;
 #[cfg(feature = "http")]
 pub mod health;
+#[cfg(feature = "http")]
+pub mod http_server;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "nats-auth")]

@@ -4,6 +4,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
 pub const HTTP_REQUESTS: &str = "freeagent_http_requests_total";
+pub const HTTP_CONNECTIONS_REFUSED: &str = "freeagent_http_connections_refused_total";
+pub const HTTP_RATE_LIMITED: &str = "freeagent_http_rate_limited_total";
+/// Times the gateway measured the farm figures behind /health and /api/stats (a table scan each).
+pub const FIGURES_REFRESHES: &str = "freeagent_figures_refreshes_total";
 pub const STORAGE_BYTES_WRITTEN: &str = "freeagent_storage_bytes_written_total";
 pub const STORAGE_BYTES_READ: &str = "freeagent_storage_bytes_read_total";
 pub const STORAGE_UPLOADS_REFUSED: &str = "freeagent_storage_uploads_refused_total";

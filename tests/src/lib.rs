@@ -124,6 +124,8 @@ impl Farm {
             ("FREEAGENT_API_KEY", API_KEY.into()),
             ("FREEAGENT_WORKER_REGISTRATION_KEY", REGISTRATION_KEY.into()),
             ("FREEAGENT_SIGNING_SECRET", SECRET.into()),
+            // Exact figures at once: tests check /health and the stats right after a change.
+            ("FREEAGENT_FIGURES_TTL", "0".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

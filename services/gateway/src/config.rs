@@ -17,6 +17,9 @@ pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(600);
 /// Worker NATS credentials live this long; presence replies renew them (scheduler).
 pub const DEFAULT_WORKER_NATS_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Non-streaming requests (everything but uploads, downloads, long polls) end within this.
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct GatewayConfig {
     pub bind: String,
@@ -43,6 +46,14 @@ pub struct GatewayConfig {
     pub url_ttl: Duration,
     /// Lifetime of the NATS credentials minted for a worker at registration.
     pub worker_nats_ttl: Duration,
+    /// Header and body timeouts, the connection cap.
+    pub server: freeagent_shared::http_server::ServerLimits,
+    /// Requests per second per credential and per address.
+    pub rate: crate::rate_limit::RateLimits,
+    /// How long a non-streaming request may take (`FREEAGENT_REQUEST_DEADLINE`).
+    pub request_deadline: Duration,
+    /// How old /health and the stats routes' figures may be (`FREEAGENT_FIGURES_TTL`; 0: none).
+    pub figures_ttl: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -71,6 +82,16 @@ impl GatewayConfig {
         // The gateway holds no certs key: only the signing secret is checked here.
         config::refuse_development_secrets(&bind, &signing_secret, false)?;
         Ok(Self {
+            server: freeagent_shared::http_server::ServerLimits::from_env()?,
+            rate: crate::rate_limit::RateLimits::from_env()?,
+            request_deadline: config::duration(
+                "FREEAGENT_REQUEST_DEADLINE",
+                DEFAULT_REQUEST_DEADLINE,
+            )?,
+            figures_ttl: config::duration(
+                "FREEAGENT_FIGURES_TTL",
+                crate::figures::DEFAULT_FIGURES_TTL,
+            )?,
             bind,
             port: config::parse(
                 "FREEAGENT_GATEWAY_PORT",

@@ -56,7 +56,14 @@ impl GatewayError {
 
 impl From<freeagent_shared::db::Error> for GatewayError {
     fn from(e: freeagent_shared::db::Error) -> Self {
-        GatewayError::unavailable(e)
+        match e {
+            // The client's text, not the database's fault: a 400, and nothing logged at ERROR.
+            freeagent_shared::db::Error::InvalidText => {
+                GatewayError::bad_request("text fields may not contain NUL (\\u0000) characters")
+                    .hint("remove NUL characters from metadata, names and messages")
+            }
+            e => GatewayError::unavailable(e),
+        }
     }
 }
 

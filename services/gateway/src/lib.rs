@@ -7,10 +7,12 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod figures;
 pub mod inserts;
 pub mod key_usage;
 pub mod multipart;
 pub mod queue_consumers;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod storage_client;
@@ -36,22 +38,76 @@ pub fn router(st: AppState, health: Health) -> Router {
         json: usize::try_from(c.json_limit).unwrap_or(usize::MAX),
         result: usize::try_from(c.result_limit + c.json_limit).unwrap_or(usize::MAX),
     };
+    let deadline = c.request_deadline;
+    let limiter = rate_limit::Limiter::new(&c.rate);
     let mut router = Router::new();
     for route in routes::table::routes(&limits) {
-        if let Some(handler) = route.handler {
+        if let Some(mut handler) = route.handler {
+            // Uploads, downloads and long polls take as long as their bytes or their wait.
+            if !route.streaming {
+                handler = handler
+                    .layer::<_, std::convert::Infallible>(axum::middleware::from_fn(
+                        move |req, next| within_deadline(deadline, req, next),
+                    ))
+                    .layer(axum::extract::DefaultBodyLimit::max(limits.json));
+            }
             router = router.route(route.path, handler);
         }
     }
+    let forget = limiter.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            forget.forget_idle();
+        }
+    });
     router
         .fallback(|| async { error::GatewayError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            error::GatewayError::new(
+                freeagent_shared::api_error::ErrorCode::MethodNotAllowed,
+                "this method is not served on this path",
+            )
+            .hint("see GET /api/openapi.json for the methods of each path")
+        })
         .with_state(st)
         .merge(health.router())
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            rate_limit::middleware,
+        ))
+}
+
+/// Ends a request that runs past `deadline` with a clear error (the handler is dropped, which
+/// rolls back any transaction it held).
+async fn within_deadline(
+    deadline: std::time::Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(?deadline, "a request ran past its deadline");
+            error::GatewayError::new(
+                freeagent_shared::api_error::ErrorCode::Timeout,
+                "the request took too long and was stopped",
+            )
+            .hint(
+                "retry; if it keeps happening, the farm is overloaded (FREEAGENT_REQUEST_DEADLINE)",
+            )
+            .into_response()
+        }
+    }
 }
 
 pub struct App {
     listener: TcpListener,
     router: Router,
     health: Health,
+    server: freeagent_shared::http_server::ServerLimits,
 }
 
 impl App {
@@ -135,6 +191,8 @@ impl App {
             })?;
         let inserts = inserts::start(pool.clone());
         let key_usage = key_usage::KeyUsage::start(pool.clone());
+        let server = config.server.clone();
+        let figures = figures::FiguresCache::new(config.figures_ttl);
         let st = AppState {
             scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
             signer: Signer::new(&config.signing_secret)
@@ -148,11 +206,13 @@ impl App {
             inserts,
             minter,
             consumers: Default::default(),
+            figures,
         };
         Ok(Self {
             router: router(st, health.clone()),
             listener,
             health,
+            server,
         })
     }
 
@@ -164,7 +224,7 @@ impl App {
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "gateway listening");
         self.health
-            .serve(self.listener, self.router, shutdown)
+            .serve(self.listener, self.router, &self.server, shutdown)
             .await?;
         tracing::info!("gateway stopped");
         Ok(())

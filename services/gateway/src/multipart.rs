@@ -39,8 +39,10 @@ pub async fn text(mut field: Field<'_>, name: &str, limit: usize) -> Result<Stri
         }
         buf.extend_from_slice(&chunk);
     }
-    String::from_utf8(buf)
-        .map_err(|_| GatewayError::bad_request(format!("part '{name}' is not UTF-8 text")))
+    let text = String::from_utf8(buf)
+        .map_err(|_| GatewayError::bad_request(format!("part '{name}' is not UTF-8 text")))?;
+    no_nul(name, &text)?;
+    Ok(text)
 }
 
 /// Streams a file part to storage under `key`, refusing it past `limit` bytes.
@@ -140,5 +142,31 @@ impl Spooled {
             Err(StorageError::TooLarge) => Err(too_large(&self.name, limit)),
             Err(e) => Err(e.into_gateway()),
         }
+    }
+}
+
+/// Postgres stores no NUL character, in text or JSON: refuse it at the door (400), rather than
+/// as a database error.
+pub fn no_nul(field: &str, text: &str) -> Result<(), GatewayError> {
+    if text.contains('\0') {
+        return Err(GatewayError::bad_request(format!(
+            "'{field}' contains a NUL (\\u0000) character"
+        ))
+        .hint("remove NUL characters; they cannot be stored"));
+    }
+    Ok(())
+}
+
+/// `no_nul` for every string (and key) of a JSON value.
+pub fn no_nul_json(field: &str, v: &serde_json::Value) -> Result<(), GatewayError> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => no_nul(field, s),
+        Value::Array(items) => items.iter().try_for_each(|i| no_nul_json(field, i)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            no_nul(field, k)?;
+            no_nul_json(field, v)
+        }),
+        _ => Ok(()),
     }
 }

@@ -22,4 +22,6 @@ pub struct AppState {
     pub minter: Option<freeagent_shared::nats_auth::Minter>,
     /// Each queue's JetStream consumer, for HTTP workers' polls.
     pub consumers: crate::queue_consumers::QueueConsumers,
+    /// Farm figures for /health and the stats routes, a few seconds old at most.
+    pub figures: crate::figures::FiguresCache,
 }

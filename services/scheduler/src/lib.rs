@@ -263,7 +263,11 @@ impl App {
             port = self.listener.local_addr().map(|a| a.port()).unwrap_or(0),
             "scheduler running"
         );
-        let http_result = self.health.serve(self.listener, router, stop.clone()).await;
+        let limits = freeagent_shared::http_server::ServerLimits::from_env()?;
+        let http_result = self
+            .health
+            .serve(self.listener, router, &limits, stop.clone())
+            .await;
 
         tracker.close();
         rpc_tasks.close();

@@ -126,9 +126,10 @@ impl App {
         let retention = self
             .retention
             .map(|r| tokio::spawn(r.run(shutdown.child_token())));
+        let limits = freeagent_shared::http_server::ServerLimits::from_env()?;
         let served = self
             .health
-            .serve(self.listener, self.router, shutdown.clone())
+            .serve(self.listener, self.router, &limits, shutdown.clone())
             .await;
         shutdown.cancel();
         if let Some(r) = retention {

@@ -31,6 +31,9 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a row with this key already exists")]
     UniqueViolation,
+    /// Text Postgres cannot store (a NUL character, in text or JSON): the caller's input.
+    #[error("text with a character Postgres cannot store (NUL)")]
+    InvalidText,
     #[error("database error: {0}")]
     Sqlx(sqlx::Error),
 }
@@ -44,10 +47,14 @@ impl From<sqlx::Error> for Error {
 impl Error {
     /// Maps SQLSTATEs to the variants callers match on.
     pub fn from_sqlx(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e
-            && db.code().as_deref() == Some("23505")
-        {
-            return Error::UniqueViolation;
+        if let sqlx::Error::Database(db) = &e {
+            match db.code().as_deref() {
+                Some("23505") => return Error::UniqueViolation,
+                // character_not_in_repertoire (NUL in text), untranslatable_character (\u0000
+                // in jsonb).
+                Some("22021" | "22P05") => return Error::InvalidText,
+                _ => {}
+            }
         }
         Error::Sqlx(e)
     }

@@ -41,6 +41,10 @@ pub async fn report(
     // Credentials before the body: the worker's own token, or (older workers) an API key that
     // registered the worker the report names.
     let Json(r) = body.map_err(super::workers::bad_json)?;
+    crate::multipart::no_nul("status", &r.status)?;
+    r.checks
+        .iter()
+        .try_for_each(|c| crate::multipart::no_nul_json("checks", c))?;
     let caller = credential
         .caller(&st, &headers, Some(r.worker_id.as_str()))
         .await?;

@@ -1,7 +1,7 @@
 //! Farm-wide read-outs: `GET /api/builds/statistics`, `GET /api/builds/active`, and the public
-//! `GET /api/stats` (alias `/public/stats`). Every figure is measured from the database.
+//! `GET /api/stats` (alias `/public/stats`). Every figure is measured from the database; the
+//! counts come from the gateway's figures cache (`FREEAGENT_FIGURES_TTL` old at most).
 
-use super::workers::OFFLINE_AFTER_SECS;
 use crate::error::Result;
 use crate::extract::{Key, Read};
 use crate::state::AppState;
@@ -14,9 +14,9 @@ use freeagent_shared::status::BuildStatus;
 pub const ACTIVE_LIMIT: i64 = 1000;
 
 pub async fn statistics(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<Statistics>> {
-    let counts = db::builds::build_count_by_status(&st.pool).await?;
+    let figures = st.figures.get(&st.pool).await?;
     let mut body = Statistics::default();
-    for (status, n) in counts {
+    for &(status, n) in &figures.counts {
         body.total += n;
         *match status {
             BuildStatus::Pending => &mut body.pending,
@@ -48,8 +48,8 @@ pub async fn active(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<
 
 /// Public: no credential, no identifiers, only counts.
 pub async fn public_stats(State(st): State<AppState>) -> Result<Json<PublicStats>> {
-    let s = db::builds::build_farm_stats(&st.pool).await?;
-    let online = db::workers::worker_count_online(&st.pool, OFFLINE_AFTER_SECS).await?;
+    let f = st.figures.get(&st.pool).await?;
+    let (s, online) = (&f.farm, f.workers_online);
     Ok(Json(PublicStats {
         nodes_online: online,
         builds_queued: s.builds_queued,

@@ -3,7 +3,7 @@
 
 use super::builds::parse_or_auth;
 use crate::auth::{self, SCOPE_SUBMIT};
-use crate::error::Result;
+use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -26,6 +26,17 @@ pub async fn retry(
     }
     // From any status, as the contract says: a running build keeps running.
     let original = auth::build_reader(&st, &headers, id).await?;
+    // A build token may retry its build once (the new build gets a token of its own, which may
+    // retry once in turn); API keys are not limited. Otherwise one leaked token could queue
+    // builds, with the original's certs, without end.
+    if auth::presented_api_key(&headers).is_none()
+        && !db::builds::build_take_token_retry(&st.pool, original.id).await?
+    {
+        return Err(
+            GatewayError::forbidden("this build token has already retried its build once")
+                .hint("retry the new build with its own token, or use an API key"),
+        );
+    }
     let access_token = token::generate(token::TokenKind::Build);
     let new = NewBuild {
         id: BuildId::new(),

@@ -120,6 +120,7 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, id: BuildId, p: &mut Part
                         "part 'metadata' must be a JSON object",
                     ));
                 }
+                multipart::no_nul_json("metadata", &v)?;
                 p.metadata = Some(v);
             }
             "priority" => {

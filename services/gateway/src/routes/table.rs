@@ -31,6 +31,8 @@ pub struct Route {
     /// The status of a success.
     pub status: u16,
     pub query: Option<Params>,
+    /// Uploads, downloads and long polls: no request deadline.
+    pub streaming: bool,
 }
 
 impl Route {
@@ -48,6 +50,10 @@ impl Route {
     }
     fn query(mut self, params: Params) -> Self {
         self.query = Some(params);
+        self
+    }
+    fn streaming(mut self) -> Self {
+        self.streaming = true;
         self
     }
 }
@@ -69,6 +75,7 @@ fn r(
         reply: Body::None,
         status: 200,
         query: None,
+        streaming: false,
     }
 }
 
@@ -113,7 +120,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "Submit a build (multipart: platform, source, certs?, metadata?, priority?, queue?, max_attempts?, timeout?, retry_on_failure?)",
             submit(),
         )
-        .takes(SUBMIT_FORM).gives(json::<Submitted>()).created(),
+        .takes(SUBMIT_FORM).gives(json::<Submitted>()).created()
+        .streaming(),
         r(
             "post",
             "/api/builds/submit",
@@ -121,7 +129,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "Submit a build (older spelling)",
             submit(),
         )
-        .takes(SUBMIT_FORM).gives(json::<Submitted>()).created(),
+        .takes(SUBMIT_FORM).gives(json::<Submitted>()).created()
+        .streaming(),
         r(
             "get",
             "/api/builds",
@@ -209,7 +218,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "Download the artifact (Range supported)",
             get(download::download_result),
         )
-        .gives(Body::Bytes("application/octet-stream")),
+        .gives(Body::Bytes("application/octet-stream"))
+        .streaming(),
         r(
             "get",
             "/api/builds/{id}/download/{kind}",
@@ -217,7 +227,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "Download result, source or logs",
             get(download::download),
         )
-        .gives(Body::Bytes("application/octet-stream")),
+        .gives(Body::Bytes("application/octet-stream"))
+        .streaming(),
         r(
             "get",
             "/api/builds/{id}/source",
@@ -225,7 +236,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "The source, for the worker holding the build",
             get(worker_protocol::source),
         )
-        .query(query::<WorkerIdQuery>()).gives(Body::Bytes("application/octet-stream")),
+        .query(query::<WorkerIdQuery>()).gives(Body::Bytes("application/octet-stream"))
+        .streaming(),
         r(
             "get",
             "/api/builds/{id}/certs",
@@ -233,7 +245,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "The certs, for the worker holding the build",
             get(worker_protocol::certs),
         )
-        .query(query::<WorkerIdQuery>()).gives(Body::Bytes("application/octet-stream")),
+        .query(query::<WorkerIdQuery>()).gives(Body::Bytes("application/octet-stream"))
+        .streaming(),
         r(
             "post",
             "/api/builds/{id}/heartbeat",
@@ -281,7 +294,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "The held job, or a new one (wait ≤ 60 s)",
             get(worker_protocol::poll),
         )
-        .query(query::<PollQuery>()).gives(json::<PollReply>()),
+        .query(query::<PollQuery>()).gives(json::<PollReply>())
+        .streaming(),
         r(
             "post",
             "/api/workers/heartbeat",
@@ -297,7 +311,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "Report the outcome (multipart: build_id, success, error_message, result)",
             result(),
         )
-        .takes(RESULT_FORM).gives(json::<Outcome>()),
+        .takes(RESULT_FORM).gives(json::<Outcome>())
+        .streaming(),
         r(
             "post",
             "/api/workers/upload",
@@ -305,7 +320,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "Report the outcome (older spelling)",
             result(),
         )
-        .takes(RESULT_FORM).gives(json::<Outcome>()),
+        .takes(RESULT_FORM).gives(json::<Outcome>())
+        .streaming(),
         r(
             "post",
             "/api/workers/fail",
@@ -451,6 +467,7 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             reply: Body::Bytes("text/plain"),
             status: 200,
             query: None,
+            streaming: false,
         },
         Route {
             method: "get",
@@ -462,6 +479,7 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             reply: Body::Bytes("text/plain"),
             status: 200,
             query: None,
+            streaming: false,
         },
         Route {
             method: "get",
@@ -473,6 +491,7 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             reply: Body::Bytes("text/plain"),
             status: 200,
             query: None,
+            streaming: false,
         },
     ]
 }

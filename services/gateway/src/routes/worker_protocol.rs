@@ -27,7 +27,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a poll without `wait` may look for a job. A claim cut short here is not lost: the
 /// worker holds the build, and its next poll gets it as its held job.
-const NO_WAIT_BUDGET: Duration = Duration::from_millis(200);
+const NO_WAIT_BUDGET: Duration = Duration::from_millis(100);
 
 fn job(b: &Build) -> Job {
     Job {

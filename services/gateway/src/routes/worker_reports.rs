@@ -46,6 +46,9 @@ pub async fn logs(
     body: std::result::Result<Json<LogBody>, JsonRejection>,
 ) -> Result<Json<LogsAccepted>> {
     let Json(body) = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            return bad_json(e);
+        }
         GatewayError::bad_request(format!(
             "expected {{level, message}} or {{logs: [...]}}: {}",
             e.body_text()
@@ -234,6 +237,9 @@ pub async fn fail(
     body: std::result::Result<Json<FailBody>, JsonRejection>,
 ) -> Result<Json<Outcome>> {
     let Json(body) = body.map_err(bad_json)?;
+    for (field, text) in [("error", &body.error), ("reason", &body.reason)] {
+        crate::multipart::no_nul(field, text.as_deref().unwrap_or_default())?;
+    }
     let caller = credential
         .caller(&st, &headers, body.worker_id.as_deref())
         .await?;
@@ -257,6 +263,9 @@ pub async fn abandon(
     body: std::result::Result<Json<FailBody>, JsonRejection>,
 ) -> Result<Json<Success>> {
     let Json(body) = body.map_err(bad_json)?;
+    for (field, text) in [("error", &body.error), ("reason", &body.reason)] {
+        crate::multipart::no_nul(field, text.as_deref().unwrap_or_default())?;
+    }
     let caller = credential
         .caller(&st, &headers, body.worker_id.as_deref())
         .await?;

@@ -32,6 +32,13 @@ pub fn optional_json<T: Default>(body: std::result::Result<Json<T>, JsonRejectio
 }
 
 pub fn bad_json(e: JsonRejection) -> GatewayError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return GatewayError::new(
+            freeagent_shared::api_error::ErrorCode::PayloadTooLarge,
+            "the JSON body is larger than the gateway accepts",
+        )
+        .hint("FREEAGENT_JSON_LIMIT (1 MiB by default)");
+    }
     GatewayError::bad_request(format!("invalid JSON body: {}", e.body_text()))
 }
 
@@ -42,6 +49,8 @@ pub async fn register(
     body: std::result::Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<Json<Registered>> {
     let Json(req) = body.map_err(bad_json)?;
+    crate::multipart::no_nul("name", &req.name)?;
+    crate::multipart::no_nul_json("capabilities", &req.capabilities)?;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(GatewayError::bad_request(

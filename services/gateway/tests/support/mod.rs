@@ -382,6 +382,11 @@ fn gateway_config(
         worker_token_grace: gw::DEFAULT_WORKER_TOKEN_GRACE,
         url_ttl: gw::DEFAULT_URL_TTL,
         worker_nats_ttl: gw::DEFAULT_WORKER_NATS_TTL,
+        server: Default::default(),
+        rate: Default::default(),
+        request_deadline: gw::DEFAULT_REQUEST_DEADLINE,
+        // Exact figures at once: these tests check them right after each change.
+        figures_ttl: std::time::Duration::ZERO,
     }
 }
 

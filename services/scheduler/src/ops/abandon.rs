@@ -24,6 +24,8 @@ impl Handlers {
         // Whatever the worker sent, no secret is stored (a worker may be compromised).
         let reason: String = freeagent_shared::redact::redact(&req.reason)
             .chars()
+            // Postgres stores no NUL; a worker's text is cleaned, never refused.
+            .filter(|c| *c != '\0')
             .take(MAX_REASON_CHARS)
             .collect();
         let t = db::builds::build_abandon(

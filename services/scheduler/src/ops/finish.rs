@@ -133,6 +133,8 @@ impl Handlers {
         // Whatever the worker sent, no secret is stored (a worker may be compromised).
         let error: String = freeagent_shared::redact::redact(&req.error)
             .chars()
+            // Postgres stores no NUL; a worker's text is cleaned, never refused.
+            .filter(|c| *c != '\0')
             .take(MAX_ERROR_CHARS)
             .collect();
         let t = db::builds::build_fail(

@@ -373,3 +373,38 @@ pub async fn build_insert_synthetic(
     .await?
     .rows_affected())
 }
+
+/// Takes the one retry a build's token may make: true if it was still free. One guarded
+/// statement, so two concurrent retries with the same token cannot both win.
+pub async fn build_take_token_retry(db: impl PgExecutor<'_>, id: BuildId) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar::<_, i32>(
+        "UPDATE builds SET token_retries = token_retries + 1 \
+         WHERE id = $1 AND token_retries < 1 RETURNING token_retries",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    .is_some())
+}
+
+/// Benchmarks only: marks every pending build of `queue` completed a minute after it started,
+/// so synthetic history looks like finished work.
+pub async fn build_finish_synthetic(
+    db: impl PgExecutor<'_>,
+    queue: &QueueName,
+) -> Result<u64, Error> {
+    Ok(sqlx::query(
+        "UPDATE builds SET status = 'completed', started_at = now() - interval '1 minute', \
+         completed_at = now(), dispatched_at = NULL WHERE queue = $1 AND status = 'pending'",
+    )
+    .bind(queue)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+/// Refreshes the planner's statistics of `builds` (after a bulk load, as autovacuum would later).
+pub async fn build_analyze(db: impl PgExecutor<'_>) -> Result<(), Error> {
+    sqlx::query("ANALYZE builds").execute(db).await?;
+    Ok(())
+}

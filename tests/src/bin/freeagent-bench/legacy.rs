@@ -9,6 +9,7 @@
 //! small fleet drains a batch of builds; builds per second from the first submit to the last
 //! completion.
 
+use crate::scenarios::percentiles;
 use crate::throughput::{farm_env, farm_procs};
 use crate::{cpu, machine};
 use freeagent_tests::{API_KEY, Farm, FarmOpts};
@@ -284,18 +285,6 @@ async fn work(http: Http, phase: Arc<Phase>, index: usize, worker: String) {
             }
         }
     }
-}
-
-fn percentiles(mut ms: Vec<f64>) -> Value {
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| {
-        if ms.is_empty() {
-            return 0.0;
-        }
-        let i = ((ms.len() as f64 - 1.0) * p).round() as usize;
-        (ms[i] * 100.0).round() / 100.0
-    };
-    json!({"n": ms.len(), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0)})
 }
 
 fn secs(d: Duration) -> f64 {

@@ -3,9 +3,10 @@
 //! then one JSON line for tools. Not a test: nothing here asserts a timing.
 //!
 //! `cargo build --release --workspace && target/release/freeagent-bench <scenario>`; the
-//! scenarios are `storage`, `throughput`, `latency`, `submit`, `fleet`, `recovery` and `legacy`.
+//! scenarios are `storage`, `throughput`, `latency`, `submit`, `fleet`, `recovery`, `legacy` and `health`.
 
 mod cpu;
+mod health;
 mod legacy;
 mod machine;
 mod scenarios;
@@ -37,6 +38,8 @@ enum Scenario {
     Fleet(scenarios::FleetArgs),
     /// A scheduler killed with a backlog, then restarted.
     Recovery(scenarios::RecoveryArgs),
+    /// `/health` with a long history (300,000 builds), alone and under a crowd.
+    Health(health::Args),
     /// Legacy HTTP workers (API key + worker_id, poll without wait): rounds of many workers
     /// polling for fewer builds, then builds/s of a small fleet.
     Legacy(legacy::Args),
@@ -52,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Submit(a) => scenarios::submit_rate(a).await,
         Scenario::Fleet(a) => scenarios::fleet(a).await,
         Scenario::Recovery(a) => scenarios::recovery(a).await,
+        Scenario::Health(a) => health::run(a).await,
         Scenario::Legacy(a) => legacy::run(a).await,
     }?;
     // One JSON line for tools, last.

@@ -44,7 +44,7 @@ async fn submit(farm: &Farm, source: Vec<u8>) -> anyhow::Result<BuildId> {
         .ok_or_else(|| anyhow::anyhow!("submit reply without id"))
 }
 
-fn percentiles(mut ms: Vec<f64>) -> Value {
+pub(crate) fn percentiles(mut ms: Vec<f64>) -> Value {
     ms.sort_by(|a, b| a.total_cmp(b));
     let at = |p: f64| {
         if ms.is_empty() {

@@ -1,0 +1,191 @@
+//! Rate limits: requests that carry a credential are counted per credential (an API key acting
+//! for a worker counts per worker, so a fleet of legacy workers sharing one key is not one
+//! bucket) and per address; requests without one per address, more tightly. Over a limit the
+//! answer is 429 with `Retry-After`. Health probes and metrics are never limited.
+
+use crate::error::GatewayError;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use freeagent_shared::api_error::ErrorCode;
+use freeagent_shared::config::{self, ConfigError};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Requests per second and burst of one bucket; a rate of 0 turns the limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// `FREEAGENT_RATE_LIMIT_{KEY,IP,ANONYMOUS}` (requests per second) and `..._BURST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per credential (API key, build token, worker token; a key acting for a worker: per worker).
+    pub key: Rate,
+    /// Per address, for every request.
+    pub ip: Rate,
+    /// Per address, for requests without a credential.
+    pub anonymous: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            key: Rate {
+                per_second: 100,
+                burst: 500,
+            },
+            ip: Rate {
+                per_second: 1000,
+                burst: 2000,
+            },
+            anonymous: Rate {
+                per_second: 20,
+                burst: 100,
+            },
+        }
+    }
+}
+
+impl RateLimits {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = RateLimits::default();
+        let rate = |name: &str, d: Rate| -> Result<Rate, ConfigError> {
+            Ok(Rate {
+                per_second: config::parse(
+                    &format!("FREEAGENT_RATE_LIMIT_{name}"),
+                    d.per_second,
+                    "requests per second (0: no limit)",
+                )?,
+                burst: config::parse(
+                    &format!("FREEAGENT_RATE_LIMIT_{name}_BURST"),
+                    d.burst,
+                    "a number of requests",
+                )?,
+            })
+        };
+        Ok(RateLimits {
+            key: rate("KEY", d.key)?,
+            ip: rate("IP", d.ip)?,
+            anonymous: rate("ANONYMOUS", d.anonymous)?,
+        })
+    }
+}
+
+fn limiter<K: Hash + Eq + Clone>(r: Rate) -> Option<Arc<DefaultKeyedRateLimiter<K>>> {
+    let per_second = NonZeroU32::new(r.per_second)?;
+    let burst = NonZeroU32::new(r.burst.max(r.per_second)).unwrap_or(per_second);
+    Some(Arc::new(RateLimiter::keyed(
+        Quota::per_second(per_second).allow_burst(burst),
+    )))
+}
+
+#[derive(Clone)]
+pub struct Limiter {
+    keys: Option<Arc<DefaultKeyedRateLimiter<u64>>>,
+    ips: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    anonymous: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    /// Credentials are bucketed by a keyed hash, never kept.
+    hasher: RandomState,
+}
+
+impl Limiter {
+    pub fn new(limits: &RateLimits) -> Self {
+        Limiter {
+            keys: limiter(limits.key),
+            ips: limiter(limits.ip),
+            anonymous: limiter(limits.anonymous),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Forgets idle buckets, so memory follows the active clients.
+    pub fn forget_idle(&self) {
+        if let Some(l) = &self.keys {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        for l in [&self.ips, &self.anonymous].into_iter().flatten() {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
+    /// How long the caller must wait, if it is over a limit.
+    fn verdict(&self, req: &Request) -> Option<Duration> {
+        let ip = freeagent_shared::http_server::peer(req).map(|a| a.ip());
+        let wait = |l: &DefaultKeyedRateLimiter<IpAddr>, ip: &IpAddr| {
+            l.check_key(ip)
+                .err()
+                .map(|n| n.wait_time_from(DefaultClock::default().now()))
+        };
+        match self.credential(req) {
+            Some(cred) => {
+                if let Some(d) = self.keys.as_ref().and_then(|l| {
+                    l.check_key(&cred)
+                        .err()
+                        .map(|n| n.wait_time_from(DefaultClock::default().now()))
+                }) {
+                    return Some(d);
+                }
+                ip.and_then(|ip| self.ips.as_ref().and_then(|l| wait(l, &ip)))
+            }
+            None => ip.and_then(|ip| {
+                self.anonymous
+                    .as_ref()
+                    .and_then(|l| wait(l, &ip))
+                    .or_else(|| self.ips.as_ref().and_then(|l| wait(l, &ip)))
+            }),
+        }
+    }
+
+    /// The bucket of the request's credential: the presented secret (hashed), plus the worker a
+    /// key acts for.
+    fn credential(&self, req: &Request) -> Option<u64> {
+        let h = req.headers();
+        let secret = [
+            "x-api-key",
+            "authorization",
+            "x-build-token",
+            "x-worker-token",
+        ]
+        .iter()
+        .find_map(|name| h.get(*name).filter(|v| !v.is_empty()))?;
+        let mut hasher = self.hasher.build_hasher();
+        secret.as_bytes().hash(&mut hasher);
+        if let Some(w) = h.get("x-worker-id") {
+            w.as_bytes().hash(&mut hasher);
+        } else if let Some(q) = req.uri().query()
+            && let Some(w) = q.split('&').find(|p| p.starts_with("worker_id="))
+        {
+            w.hash(&mut hasher);
+        }
+        Some(hasher.finish())
+    }
+}
+
+/// The middleware: 429 with `Retry-After` over a limit.
+pub async fn middleware(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
+    let exempt = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    if !exempt && let Some(wait) = limiter.verdict(&req) {
+        metrics::counter!(freeagent_shared::metrics::HTTP_RATE_LIMITED).increment(1);
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut resp = GatewayError::new(ErrorCode::RateLimited, "too many requests")
+            .hint(format!(
+                "slow down: retry after {secs} s (limits: FREEAGENT_RATE_LIMIT_*)"
+            ))
+            .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return resp;
+    }
+    next.run(req).await
+}

@@ -1,0 +1,363 @@
+//! Hostile and careless clients (issue 14): slow headers and bodies are cut off, a flood from one
+//! credential is refused with 429 while others are served, health does not scan per call, text
+//! the database cannot store is a 400 (never an ERROR log line), and a build token retries once.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::{API_KEY, Farm, FarmOpts, example};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn addr(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection (or `limit` passes); how long that took.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_slow_bodies_are_cut_off() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: env(&[
+            ("FREEAGENT_HEADER_TIMEOUT", "1s"),
+            ("FREEAGENT_BODY_IDLE_TIMEOUT", "1s"),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    // Headers one byte at a time, slower than the header timeout allows in all.
+    let mut slow = TcpStream::connect(addr(&farm.gateway)).await.unwrap();
+    let dribble = tokio::spawn(async move {
+        for b in b"GET /api/builds HTTP/1.1\r\nHost: x\r\n" {
+            if slow.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        slow
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut slow = dribble.await.unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "a slow-header client is still connected"
+    );
+
+    // A body that stops after its first bytes, with credentials, on a JSON route.
+    let mut stalled = TcpStream::connect(addr(&farm.gateway)).await.unwrap();
+    let head = format!(
+        "POST /api/workers/register HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"name\":"
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let took = closed_within(&mut stalled, Duration::from_secs(10)).await;
+    assert!(took.is_some(), "a stalled body kept its connection open");
+
+    // Everyone else is served as usual.
+    let r = farm
+        .http
+        .get(format!("{}/api/builds", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_credential_gets_429_while_another_is_served() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: env(&[
+            ("FREEAGENT_RATE_LIMIT_KEY", "5"),
+            ("FREEAGENT_RATE_LIMIT_KEY_BURST", "10"),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    let build = farm.submit_dir(&example("hello"), "android").await;
+    let (id, token) = (
+        build["id"].as_str().unwrap().to_owned(),
+        build["access_token"].as_str().unwrap().to_owned(),
+    );
+    let mut limited = None;
+    for _ in 0..60 {
+        let r = farm
+            .http
+            .get(format!("{}/api/builds/{id}", farm.gateway))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("60 quick requests from one key were never limited");
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    // The build's own token is another credential: served normally meanwhile.
+    let r = farm
+        .http
+        .get(format!("{}/api/builds/{id}", farm.gateway))
+        .header("x-build-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Probes are never limited.
+    let r = farm
+        .http
+        .get(format!("{}/healthz", farm.gateway))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn figures_refreshes(farm: &Farm) -> f64 {
+    let text = farm
+        .http
+        .get(format!("{}/metrics", farm.gateway))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("freeagent_figures_refreshes_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_serves_cached_figures_instead_of_scanning_per_call() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: env(&[("FREEAGENT_FIGURES_TTL", "1h")]),
+        ..Default::default()
+    })
+    .await;
+    farm.submit_dir(&example("hello"), "android").await;
+    let before = figures_refreshes(&farm).await;
+    for path in ["/health", "/api/health", "/api/stats", "/public/stats"] {
+        for _ in 0..10 {
+            let r = farm
+                .http
+                .get(format!("{}{path}", farm.gateway))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    let r = farm
+        .http
+        .get(format!("{}/api/builds/statistics", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // 41 calls, at most one measurement of the farm (the first, if none ran before).
+    let after = figures_refreshes(&farm).await;
+    assert!(
+        after - before <= 1.0,
+        "{} measurements for 41 calls",
+        after - before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_the_database_cannot_store_is_a_400_and_never_an_error_log() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let url = |p: &str| format!("{}{p}", farm.gateway);
+    let nul = "a\u{0}b";
+    // Submission: metadata, queue and every text part.
+    for (part, value) in [
+        ("metadata", json!({"k": nul}).to_string()),
+        ("metadata", json!({nul: 1}).to_string()),
+        ("queue", nul.to_owned()),
+        ("priority", nul.to_owned()),
+    ] {
+        let form = Form::new()
+            .text("platform", "android")
+            .part(
+                "source",
+                Part::bytes(freeagent_tests::pack(&example("hello"))).file_name("s.tar.gz"),
+            )
+            .text(part, value);
+        let r = farm
+            .http
+            .post(url("/api/builds"))
+            .header("x-api-key", API_KEY)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 400, "{part}: {body}");
+        assert!(
+            body["error"].is_string() && body["code"].is_string(),
+            "{body}"
+        );
+    }
+    // Registration: name and capabilities.
+    for body in [
+        json!({"name": nul, "capabilities": {"platforms": ["ios"]}}),
+        json!({"name": "n", "capabilities": {"platforms": ["ios"], "os": nul}}),
+    ] {
+        let r = farm
+            .http
+            .post(url("/api/workers/register"))
+            .header("x-api-key", API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    // A worker's reports: diagnostics, failure text.
+    let w = farm.register_worker("w", &["android"]).await;
+    for (path, body) in [
+        (
+            "/api/diagnostics/report",
+            json!({"worker_id": w.worker_id, "status": "healthy", "checks": [{"name": nul}]}),
+        ),
+        (
+            "/api/diagnostics/report",
+            json!({"worker_id": w.worker_id, "status": nul}),
+        ),
+        (
+            "/api/workers/fail",
+            json!({"build_id": uuid::Uuid::now_v7(), "error": nul}),
+        ),
+        (
+            "/api/workers/abandon",
+            json!({"build_id": uuid::Uuid::now_v7(), "reason": nul}),
+        ),
+    ] {
+        let r = farm
+            .http
+            .post(url(path))
+            .header("x-worker-token", &w.worker_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path} {body}");
+    }
+    // A JSON body over the limit is 413; a method the path does not serve is a JSON 405.
+    let huge = json!({"name": "x".repeat(3 << 20)});
+    let r = farm
+        .http
+        .post(url("/api/workers/register"))
+        .header("x-api-key", API_KEY)
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = farm
+        .http
+        .put(url("/api/builds"))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "method_not_allowed", "{body}");
+    let r = farm.http.get(url("/api/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    // Not one of these client mistakes reached the log as an ERROR.
+    let log = farm.log_of("gateway");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "client mistakes logged at ERROR:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_token_retries_its_build_once() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let build = farm.submit_dir(&example("hello"), "android").await;
+    let (id, token) = (
+        build["id"].as_str().unwrap().to_owned(),
+        build["access_token"].as_str().unwrap().to_owned(),
+    );
+    let retry = |id: String, cred: (&'static str, String)| {
+        let http = farm.http.clone();
+        let url = format!("{}/api/builds/{id}/retry", farm.gateway);
+        async move { http.post(url).header(cred.0, cred.1).send().await.unwrap() }
+    };
+    let first = retry(id.clone(), ("x-build-token", token.clone())).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let second = retry(id.clone(), ("x-build-token", token.clone())).await;
+    assert_eq!(second.status(), 403);
+    let body: Value = second.json().await.unwrap();
+    assert!(
+        body["hint"].as_str().unwrap().contains("own token"),
+        "{body}"
+    );
+    // The new build's own token may retry it once in turn; an API key is not limited.
+    let new_id = first["id"].as_str().unwrap().to_owned();
+    let new_token = first["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(new_token, token);
+    assert_eq!(
+        retry(new_id, ("x-build-token", new_token)).await.status(),
+        200
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            retry(id.clone(), ("x-api-key", API_KEY.to_owned()))
+                .await
+                .status(),
+            200
+        );
+    }
+}
