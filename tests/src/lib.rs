@@ -576,23 +576,36 @@ impl Farm {
             .map(|_| {
                 let (archive, extra) = (archive.clone(), extra.clone());
                 async move {
-                    let mut form = reqwest::multipart::Form::new()
-                        .text("platform", platform.to_owned())
-                        .part(
-                            "source",
-                            reqwest::multipart::Part::bytes(archive).file_name("source.tar.gz"),
-                        );
-                    for (k, v) in extra {
-                        form = form.text(k, v);
-                    }
-                    let resp = self
-                        .http
-                        .post(format!("{}/api/builds", self.gateway))
-                        .header("x-api-key", API_KEY)
-                        .multipart(form)
-                        .send()
-                        .await
-                        .expect("submit");
+                    // A bulk submitter past the key's rate limit waits as `Retry-After` says.
+                    let resp = loop {
+                        let mut form = reqwest::multipart::Form::new()
+                            .text("platform", platform.to_owned())
+                            .part(
+                                "source",
+                                reqwest::multipart::Part::bytes(archive.clone())
+                                    .file_name("source.tar.gz"),
+                            );
+                        for (k, v) in &extra {
+                            form = form.text(k.clone(), v.clone());
+                        }
+                        let resp = self
+                            .http
+                            .post(format!("{}/api/builds", self.gateway))
+                            .header("x-api-key", API_KEY)
+                            .multipart(form)
+                            .send()
+                            .await
+                            .expect("submit");
+                        if resp.status() != 429 {
+                            break resp;
+                        }
+                        let wait = resp
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                            .unwrap_or(1);
+                        tokio::time::sleep(Duration::from_secs(wait)).await;
+                    };
                     assert_eq!(resp.status(), 201);
                     let v: Value = resp.json().await.expect("submit reply");
                     v["id"].as_str().expect("id").to_owned()

@@ -62,7 +62,11 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
     let run = tokio::spawn(agent.run(agent_stop.clone()));
     tokio::select! {
         _ = stop.cancelled() => {}
-        _ = refused.cancelled() => agent_stop.cancel(),
+        _ = refused.cancelled() => {
+            // Said at once: stopping may wait for running builds to hand back.
+            tracing::error!("NATS no longer accepts this worker; stopping");
+            agent_stop.cancel()
+        }
     }
     let _ = run.await;
     if refused.is_cancelled() {
