@@ -555,23 +555,28 @@ async fn unregistering_a_worker_revokes_its_nats_credentials() {
     assert!(back.connect(&farm.nats.url).await.is_ok());
 
     // A real worker whose registration an operator revokes stops, saying why.
-    let workers: Value = farm
-        .http
-        .get(format!("{}/api/workers", farm.gateway))
-        .header("x-api-key", API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let real = workers["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "worker-0")
-        .map(|w| w["id"].as_str().unwrap().to_owned())
-        .expect("the worker process registered");
+    let real = wait::until(
+        "the worker process to register",
+        Duration::from_secs(30),
+        || async {
+            let workers: Value = farm
+                .http
+                .get(format!("{}/api/workers", farm.gateway))
+                .header("x-api-key", API_KEY)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            workers["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["name"] == "worker-0")
+                .and_then(|w| w["id"].as_str().map(str::to_owned))
+        },
+    )
+    .await;
     let r = farm
         .http
         .post(format!("{}/api/workers/unregister", farm.gateway))
