@@ -153,3 +153,33 @@ async fn each_claim_logs_the_worker_it_went_to() {
         "{msgs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_an_http_workers_log_line_or_telemetry_is_masked() {
+    let farm = Farm::start().await;
+    let w = farm.register("leaky", &["android"]).await;
+    let b = farm.submit("android").await;
+    let auth = w.auth();
+    farm.claim(&auth, &b.id).await;
+    let secret = "faw_0123456789abcdefSECRET";
+    let r = farm
+        .post(
+            &format!("/api/builds/{}/logs", b.id),
+            &auth,
+            json!({"level": "info", "message": format!("token {secret} end")}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = farm
+        .post(
+            &format!("/api/builds/{}/telemetry", b.id),
+            &auth,
+            json!({"type": "env", "data": {"url": format!("https://u:{secret}@host/x")}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let entries = farm.logs_with(&b.id, "token faw_[redacted] end").await;
+    let text = serde_json::to_string(&entries).unwrap_or_default();
+    assert!(!text.contains("0123456789abcdefSECRET"), "{text}");
+    assert!(text.contains("telemetry env"), "{text}");
+}

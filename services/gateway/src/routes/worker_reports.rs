@@ -84,7 +84,8 @@ pub async fn logs(
             seq: i as u64 + 1,
             timestamp: Utc::now(),
             level: l.level.unwrap_or(LogLevel::Info),
-            message: l.message.clone(),
+            // As the reference worker does: no secret reaches a build's log.
+            message: freeagent_shared::redact::redact(&l.message).into_owned(),
         };
         acks.push(
             js.publish(
@@ -117,7 +118,8 @@ pub async fn telemetry(
     let b = held(&st, &caller, build_id(&id)?).await?;
     let kind = body.kind.as_deref().unwrap_or("telemetry");
     let data = body.data.unwrap_or(Value::Null);
-    let mut message = format!("telemetry {kind}: {data}");
+    let mut message =
+        freeagent_shared::redact::redact(&format!("telemetry {kind}: {data}")).into_owned();
     if message.len() > MAX_LOG_LINE {
         let mut end = MAX_LOG_LINE;
         while !message.is_char_boundary(end) {
