@@ -73,8 +73,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a build's log.
-    Logs { id: String },
+    /// Print a build's log; with --follow, as it grows, until the build ends (exit status: the
+    /// build's outcome), reconnecting and resuming after a dropped connection.
+    Logs {
+        id: String,
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Download a build's artifact and check its SHA-256.
     Download {
         id: String,
@@ -121,7 +126,8 @@ async fn main() -> ExitCode {
             commands::submit::run(&client, opts).await
         }
         Command::Status { id, json } => commands::status::run(&client, &id, json).await,
-        Command::Logs { id } => commands::status::logs(&client, &id).await,
+        Command::Logs { id, follow: false } => commands::status::logs(&client, &id).await,
+        Command::Logs { id, follow: true } => commands::follow::run(&client, &id).await,
         Command::Download { id, output, kind } => {
             commands::download::run(&client, &id, &kind, &output).await
         }

@@ -2,6 +2,7 @@
 
 pub mod dev;
 pub mod download;
+pub mod follow;
 pub mod keys;
 pub mod nats;
 pub mod status;

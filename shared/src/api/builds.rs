@@ -154,4 +154,7 @@ pub struct LogQuery {
     pub after: Option<String>,
     /// 1 to 10,000 (default 1,000)
     pub limit: Option<String>,
+    /// `true`: a server-sent-event stream of the log as it grows (as `Accept: text/event-stream`);
+    /// `Last-Event-ID` resumes.
+    pub follow: Option<String>,
 }

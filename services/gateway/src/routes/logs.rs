@@ -126,11 +126,13 @@ pub async fn read(
     })
 }
 
+/// A page of lines (JSON), or the live event stream (`super::log_follow`).
 pub async fn get(
     State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
     ReadableBuild(b): ReadableBuild,
     Query(q): Query<LogQuery>,
-) -> Result<Json<LogPage>> {
+) -> Result<Response> {
     let after: u64 = match q.after.as_deref().filter(|s| !s.is_empty()) {
         None => 0,
         Some(v) => v.parse().map_err(|_| {
@@ -145,13 +147,18 @@ pub async fn get(
             .filter(|n| *n >= 1)
             .ok_or_else(|| GatewayError::bad_request("limit must be a positive integer"))?,
     };
+    if super::log_follow::wanted(&headers, q.follow.as_deref()) {
+        let from = super::log_follow::resume_point(&headers, after);
+        return Ok(super::log_follow::stream(st, b, from));
+    }
     let holders = holders(&st.pool, b.id).await?;
     let page = read(&st.nats, &holders, b.id, after, limit.min(MAX_LOG_LIMIT)).await?;
     Ok(Json(LogPage {
         build_id: b.id,
         logs: page.lines,
         next_after: page.next_after,
-    }))
+    })
+    .into_response())
 }
 
 /// The whole log as text, streamed page by page.

@@ -6,6 +6,7 @@ pub mod diagnostics;
 pub mod download;
 pub mod health;
 pub mod keys;
+pub mod log_follow;
 pub mod logs;
 pub mod openapi;
 pub mod reports;

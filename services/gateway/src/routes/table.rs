@@ -199,10 +199,11 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "get",
             "/api/builds/{id}/logs",
             ApiKeyOrBuildToken,
-            "Log lines (after, limit)",
+            "Log lines (after, limit); with follow=true or Accept: text/event-stream, a live event stream (log, status, end; Last-Event-ID resumes)",
             get(logs::get),
         )
-        .query(query::<LogQuery>()).gives(json::<LogPage>()),
+        .query(query::<LogQuery>()).gives(json::<LogPage>())
+        .streaming(),
         r(
             "post",
             "/api/builds/{id}/logs",

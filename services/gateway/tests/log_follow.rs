@@ -1,0 +1,135 @@
+//! `GET /api/builds/:id/logs` as server-sent events: a follower started before the build sees
+//! every line in order, the status changes and `end`; one that reconnects with `Last-Event-ID`
+//! gets exactly the lines after it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::Farm;
+
+/// One server-sent event: (event, id, data).
+type Sse = (String, Option<u64>, Value);
+
+fn parse(text: &str) -> Vec<Sse> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let (mut event, mut id, mut data) = (None, None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            Some((
+                event?,
+                id,
+                serde_json::from_str(&data).unwrap_or(Value::Null),
+            ))
+        })
+        .collect()
+}
+
+/// Follows `id`'s log until the stream ends.
+async fn follow(farm: &Farm, id: &str, last_event_id: Option<u64>) -> Vec<Sse> {
+    let mut req = farm
+        .req(Method::GET, &format!("/api/builds/{id}/logs"), &farm.key())
+        .header("accept", "text/event-stream");
+    if let Some(n) = last_event_id {
+        req = req.header("last-event-id", n.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = tokio::time::timeout(Duration::from_secs(60), resp.text())
+        .await
+        .expect("the stream ends once the build is terminal")
+        .unwrap();
+    parse(&text)
+}
+
+fn messages(events: &[Sse]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(e, _, _)| e == "log")
+        .map(|(_, _, d)| d["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_exactly() {
+    let farm = std::sync::Arc::new(Farm::start().await);
+    let w = farm.register("live", &["android"]).await;
+    let b = farm.submit("android").await;
+    // Started before the build runs.
+    let early = tokio::spawn({
+        let (farm, id) = (farm.clone(), b.id.clone());
+        async move { follow(&farm, &id, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let auth = w.auth();
+    farm.claim(&auth, &b.id).await;
+    let lines: Vec<String> = (1..=5).map(|i| format!("step {i}")).collect();
+    for l in &lines {
+        let r = farm
+            .post(
+                &format!("/api/builds/{}/logs", b.id),
+                &auth,
+                json!({"level": "info", "message": l}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = farm.upload(&auth, &b.id, true, b"app".to_vec()).await;
+    assert_eq!(r.status, 200, "{r}");
+    let events = early.await.unwrap();
+    let msgs = messages(&events);
+    assert_eq!(
+        msgs.first().map(String::as_str),
+        Some("Build submitted"),
+        "{msgs:?}"
+    );
+    assert_eq!(
+        msgs.last().map(String::as_str),
+        Some("Build completed successfully"),
+        "{msgs:?}"
+    );
+    let worker_lines: Vec<&String> = msgs.iter().filter(|m| m.starts_with("step ")).collect();
+    assert_eq!(
+        worker_lines,
+        lines.iter().collect::<Vec<_>>(),
+        "in order, once each"
+    );
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|(e, _, _)| e == "status")
+        .map(|(_, _, d)| d["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses.last(), Some(&"completed"), "{statuses:?}");
+    assert_eq!(events.last().map(|e| e.0.as_str()), Some("end"));
+
+    // A follower started after the end sees the same full log.
+    let late = follow(&farm, &b.id, None).await;
+    assert_eq!(messages(&late), msgs);
+
+    // Dropped after the third line: reconnecting with Last-Event-ID gets the rest, exactly.
+    let ids: Vec<u64> = events
+        .iter()
+        .filter_map(|(e, id, _)| (e == "log").then_some(*id))
+        .flatten()
+        .collect();
+    assert_eq!(ids.len(), msgs.len(), "every line has an id");
+    let resumed = follow(&farm, &b.id, Some(ids[2])).await;
+    assert_eq!(messages(&resumed), msgs[3..].to_vec());
+}
