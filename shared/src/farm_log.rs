@@ -24,8 +24,8 @@ pub fn failed(reason: &str) -> String {
 }
 
 /// Hands one farm line to the NATS connection without waiting for JetStream's ack: cheaper on
-/// the submit path, and still ahead of anything this connection publishes next (the wake-up
-/// that leads to a dispatch), so `Build submitted` stays the first line.
+/// the submit and claim paths, and still ahead of anything this connection publishes next (the
+/// wake-up that leads to a dispatch), so `Build submitted` stays the first line.
 pub async fn send(
     nats: &async_nats::Client,
     build: BuildId,
@@ -33,29 +33,11 @@ pub async fn send(
     level: LogLevel,
     message: impl Into<String>,
 ) {
-    let line = line(build, attempt, level, message);
-    let js = async_nats::jetstream::new(nats.clone());
-    if let Err(e) = js
-        .publish(subjects::farm_logs(build), wire::encode(&line).into())
-        .await
-    {
-        tracing::warn!(build_id = %build, error = %e, "could not write a farm line into the build's log");
-    }
+    publish(nats, build, attempt, level, message.into(), false).await
 }
 
-fn line(build: BuildId, attempt: Attempt, level: LogLevel, message: impl Into<String>) -> LogLine {
-    LogLine {
-        build_id: build,
-        attempt,
-        seq: 0,
-        timestamp: chrono::Utc::now(),
-        level,
-        message: message.into(),
-    }
-}
-
-/// Writes one farm line into `build`'s log. Best effort: the database is the record, so a line
-/// that cannot be written is logged, never fatal.
+/// Writes one farm line into `build`'s log and waits for JetStream to store it. Best effort:
+/// the database is the record, so a line that cannot be written is logged, never fatal.
 pub async fn write(
     nats: &async_nats::Client,
     build: BuildId,
@@ -63,13 +45,32 @@ pub async fn write(
     level: LogLevel,
     message: impl Into<String>,
 ) {
-    let line = line(build, attempt, level, message);
+    publish(nats, build, attempt, level, message.into(), true).await
+}
+
+async fn publish(
+    nats: &async_nats::Client,
+    build: BuildId,
+    attempt: Attempt,
+    level: LogLevel,
+    message: String,
+    stored: bool,
+) {
+    let line = LogLine {
+        build_id: build,
+        attempt,
+        seq: 0,
+        timestamp: chrono::Utc::now(),
+        level,
+        message,
+    };
     let js = async_nats::jetstream::new(nats.clone());
     let sent = match js
         .publish(subjects::farm_logs(build), wire::encode(&line).into())
         .await
     {
-        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(ack) if stored => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = sent {
