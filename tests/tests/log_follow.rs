@@ -69,3 +69,54 @@ async fn logs_follow_resumes_across_a_gateway_restart_and_exits_with_the_outcome
         Some("Build completed successfully")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_log_streams_are_capped_per_gateway() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: vec![("FREEAGENT_MAX_LOG_FOLLOWERS".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
+    let dir = project("true\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{}/api/builds/{id}/logs?follow=true", farm.gateway);
+    // The build never runs (no worker): this stream stays open.
+    let first = farm
+        .http
+        .get(&url)
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let second = farm
+        .http
+        .get(&url)
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 503);
+    let body: serde_json::Value = second.json().await.unwrap();
+    assert!(
+        body["hint"]
+            .as_str()
+            .unwrap()
+            .contains("FREEAGENT_MAX_LOG_FOLLOWERS"),
+        "{body}"
+    );
+    // The paged route is not limited by it.
+    let page = farm
+        .http
+        .get(format!("{}/api/builds/{id}/logs", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    drop(first);
+}

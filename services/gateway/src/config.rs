@@ -17,6 +17,9 @@ pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(600);
 /// Worker NATS credentials live this long; presence replies renew them (scheduler).
 pub const DEFAULT_WORKER_NATS_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Live log streams a gateway keeps open at once: each reads the LOGS stream while idle.
+pub const DEFAULT_MAX_LOG_FOLLOWERS: usize = 256;
+
 /// Non-streaming requests (everything but uploads, downloads, long polls) end within this.
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -54,6 +57,8 @@ pub struct GatewayConfig {
     pub request_deadline: Duration,
     /// How old /health and the stats routes' figures may be (`FREEAGENT_FIGURES_TTL`; 0: none).
     pub figures_ttl: Duration,
+    /// Live log streams (server-sent events) open at once (`FREEAGENT_MAX_LOG_FOLLOWERS`).
+    pub max_log_followers: usize,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -87,6 +92,11 @@ impl GatewayConfig {
             request_deadline: config::duration(
                 "FREEAGENT_REQUEST_DEADLINE",
                 DEFAULT_REQUEST_DEADLINE,
+            )?,
+            max_log_followers: config::parse(
+                "FREEAGENT_MAX_LOG_FOLLOWERS",
+                DEFAULT_MAX_LOG_FOLLOWERS,
+                "a number of streams",
             )?,
             figures_ttl: config::duration(
                 "FREEAGENT_FIGURES_TTL",

@@ -193,6 +193,7 @@ impl App {
         let key_usage = key_usage::KeyUsage::start(pool.clone());
         let server = config.server.clone();
         let figures = figures::FiguresCache::new(config.figures_ttl);
+        let log_followers = Arc::new(tokio::sync::Semaphore::new(config.max_log_followers));
         let st = AppState {
             scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
             signer: Signer::new(&config.signing_secret)
@@ -207,6 +208,7 @@ impl App {
             minter,
             consumers: Default::default(),
             figures,
+            log_followers,
         };
         Ok(Self {
             router: router(st, health.clone()),

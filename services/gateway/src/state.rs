@@ -24,4 +24,6 @@ pub struct AppState {
     pub consumers: crate::queue_consumers::QueueConsumers,
     /// Farm figures for /health and the stats routes, a few seconds old at most.
     pub figures: crate::figures::FiguresCache,
+    /// One permit per open live log stream (`FREEAGENT_MAX_LOG_FOLLOWERS`).
+    pub log_followers: std::sync::Arc<tokio::sync::Semaphore>,
 }

@@ -9,10 +9,12 @@
 //! next step.
 
 use super::logs::{MAX_LOG_LIMIT, holders, read};
+use crate::error::GatewayError;
 use crate::state::AppState;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db;
 use freeagent_shared::db::builds::Build;
 use freeagent_shared::status::BuildStatus;
@@ -43,6 +45,8 @@ pub fn resume_point(headers: &HeaderMap, after: u64) -> u64 {
 }
 
 struct Follow {
+    /// Held for the stream's life: the gateway's cap on open streams.
+    _permit: tokio::sync::OwnedSemaphorePermit,
     st: AppState,
     build: Build,
     after: u64,
@@ -53,9 +57,18 @@ struct Follow {
     done: bool,
 }
 
-/// The event stream of `build`'s log from after `after`.
-pub fn stream(st: AppState, build: Build, after: u64) -> Response {
+/// The event stream of `build`'s log from after `after`; 503 when the gateway already holds
+/// `FREEAGENT_MAX_LOG_FOLLOWERS` streams open.
+pub fn stream(st: AppState, build: Build, after: u64) -> Result<Response, GatewayError> {
+    let Ok(permit) = st.log_followers.clone().try_acquire_owned() else {
+        return Err(GatewayError::new(
+            ErrorCode::Unavailable,
+            "this gateway follows as many live logs as it may",
+        )
+        .hint("retry later, or read the log page by page (FREEAGENT_MAX_LOG_FOLLOWERS)"));
+    };
     let start = Follow {
+        _permit: permit,
         st,
         build,
         after,
@@ -71,9 +84,9 @@ pub fn stream(st: AppState, build: Build, after: u64) -> Response {
         Some((stream::iter(batch.into_iter().map(Ok::<_, Infallible>)), f))
     })
     .flatten();
-    Sse::new(events)
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+        .into_response())
 }
 
 impl Follow {

@@ -149,7 +149,7 @@ pub async fn get(
     };
     if super::log_follow::wanted(&headers, q.follow.as_deref()) {
         let from = super::log_follow::resume_point(&headers, after);
-        return Ok(super::log_follow::stream(st, b, from));
+        return super::log_follow::stream(st, b, from);
     }
     let holders = holders(&st.pool, b.id).await?;
     let page = read(&st.nats, &holders, b.id, after, limit.min(MAX_LOG_LIMIT)).await?;

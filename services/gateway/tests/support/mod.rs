@@ -387,6 +387,7 @@ fn gateway_config(
         request_deadline: gw::DEFAULT_REQUEST_DEADLINE,
         // Exact figures at once: these tests check them right after each change.
         figures_ttl: std::time::Duration::ZERO,
+        max_log_followers: gw::DEFAULT_MAX_LOG_FOLLOWERS,
     }
 }
 
