@@ -63,6 +63,10 @@ enum Command {
         /// Wait until the build ends; exit non-zero unless it completed.
         #[arg(long)]
         wait: bool,
+        /// Show the build's log live with its status changes, until it ends; exit non-zero
+        /// unless it completed.
+        #[arg(long, short = 'f')]
+        follow: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -80,6 +84,9 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Show a build's log live with its status changes until it ends (exit status: the
+    /// build's outcome).
+    Watch { id: String },
     /// Download a build's artifact and check its SHA-256.
     Download {
         id: String,
@@ -111,6 +118,7 @@ async fn main() -> ExitCode {
             priority,
             queue,
             wait,
+            follow,
             json,
         } => {
             let opts = commands::submit::SubmitOpts {
@@ -121,13 +129,15 @@ async fn main() -> ExitCode {
                 priority,
                 queue,
                 wait,
+                follow,
                 json,
             };
             commands::submit::run(&client, opts).await
         }
         Command::Status { id, json } => commands::status::run(&client, &id, json).await,
         Command::Logs { id, follow: false } => commands::status::logs(&client, &id).await,
-        Command::Logs { id, follow: true } => commands::follow::run(&client, &id).await,
+        Command::Logs { id, follow: true } => commands::follow::run(&client, &id, false).await,
+        Command::Watch { id } => commands::follow::run(&client, &id, true).await,
         Command::Download { id, output, kind } => {
             commands::download::run(&client, &id, &kind, &output).await
         }

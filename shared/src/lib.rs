@@ -5,6 +5,7 @@ pub mod api_error;
 pub mod batcher;
 pub mod capability;
 pub mod config;
+pub mod events;
 pub mod exit;
 pub mod ids;
 pub mod metrics;

@@ -67,6 +67,26 @@ impl Default for StreamLimits {
     }
 }
 
+impl StreamLimits {
+    /// `FREEAGENT_LOGS_MAX_AGE`, `FREEAGENT_LOGS_MAX_BYTES` and `FREEAGENT_EVENTS_MAX_AGE` (set
+    /// the same on the gateway and the scheduler: each brings the streams to its settings). A
+    /// finished build's log is archived to object storage, so the LOGS stream only needs to
+    /// keep builds until they end and settle.
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let bytes =
+            crate::config::bytes("FREEAGENT_LOGS_MAX_BYTES", DEFAULT_LOGS_MAX_BYTES as u64)?;
+        Ok(Self {
+            logs_max_age: crate::config::duration("FREEAGENT_LOGS_MAX_AGE", DEFAULT_LOGS_MAX_AGE)?,
+            logs_max_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+            events_max_age: crate::config::duration(
+                "FREEAGENT_EVENTS_MAX_AGE",
+                DEFAULT_EVENTS_MAX_AGE,
+            )?,
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+        })
+    }
+}
+
 /// How to reach NATS and who to be there: from `FREEAGENT_NATS_*` (see `docs/security.md`).
 #[derive(Debug, Clone, Default)]
 pub struct NatsSettings {
@@ -293,6 +313,8 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
             .await
             .map_err(|e| classify(&name, e.to_string()))?;
         if info.config.subjects != config.subjects
+            || info.config.max_age != config.max_age
+            || (config.max_bytes > 0 && info.config.max_bytes != config.max_bytes)
             || info.config.max_messages_per_subject != config.max_messages_per_subject
             || info.config.max_message_size != config.max_message_size
         {

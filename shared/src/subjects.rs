@@ -13,7 +13,8 @@ pub const EVENTS_STREAM: &str = "EVENTS";
 pub const BUILDS_SUBJECTS: &str = "builds.dispatch.*";
 /// `logs.<build_id>.<worker_id>`: the worker id is the publisher's, enforced by its permissions.
 pub const LOGS_SUBJECTS: &str = "logs.*.*";
-pub const EVENTS_SUBJECTS: &str = "events.build.*";
+/// `events.build.<id>` and `events.worker.<id>` (`crate::events`).
+pub const EVENTS_SUBJECTS: &str = "events.*.*";
 
 /// The worker operations, each on `scheduler.<op>.<worker_id>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,8 +127,23 @@ pub fn log_writer(subject: &str) -> Option<LogWriter> {
     }
 }
 
-pub fn events(build: BuildId) -> String {
+/// A build's events (`crate::events::FarmEvent::Build`).
+pub fn build_events(build: BuildId) -> String {
     format!("events.build.{build}")
+}
+
+/// A worker's events (`crate::events::FarmEvent::Worker`).
+pub fn worker_events(worker: WorkerId) -> String {
+    format!("events.worker.{worker}")
+}
+
+/// The build a log subject (`logs.<build_id>.<writer>`) belongs to.
+pub fn log_build(subject: &str) -> Option<BuildId> {
+    let mut parts = subject.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("logs"), Some(id), Some(_), None) => id.parse().ok(),
+        _ => None,
+    }
 }
 
 /// Stops `build` on `worker`. Only the scheduler may publish here.
@@ -153,7 +169,7 @@ mod tests {
         assert_eq!(log_writer(&logs(b, w)), Some(LogWriter::Worker(w)));
         assert_eq!(log_writer(&farm_logs(b)), Some(LogWriter::Farm));
         assert_eq!(log_writer("logs.x.not-a-worker"), None);
-        assert_eq!(events(b).split('.').count(), 3);
+        assert_eq!(build_events(b).split('.').count(), 3);
         // The cancel subject must never fall inside the BUILDS stream.
         assert!(!cancel(w, b).starts_with("builds."));
     }

@@ -332,15 +332,6 @@ pub struct CancelNotice {
     pub worker_id: WorkerId,
 }
 
-/// Published to `events.build.<id>` on every status change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StatusEvent {
-    pub build_id: BuildId,
-    pub attempt: Attempt,
-    pub status: BuildStatus,
-    pub at: DateTime<Utc>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

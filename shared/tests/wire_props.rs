@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use chrono::Utc;
+use freeagent_shared::events::{BuildChange, BuildEvent, FarmEvent};
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::status::{BuildStatus, Platform, QueueName};
 use freeagent_shared::wire::{self, *};
@@ -43,7 +44,7 @@ fn decode_every_type(bytes: &[u8]) {
     decodes_or_refuses::<PresenceReply>(bytes);
     decodes_or_refuses::<LogLine>(bytes);
     decodes_or_refuses::<CancelNotice>(bytes);
-    decodes_or_refuses::<StatusEvent>(bytes);
+    decodes_or_refuses::<FarmEvent>(bytes);
     decodes_or_refuses::<NotYours>(bytes);
     decodes_or_refuses::<LogLevel>(bytes);
 }
@@ -142,12 +143,16 @@ fn samples() -> Vec<Value> {
             build_id: b,
             worker_id: w,
         }),
-        wire::encode(&StatusEvent {
+        wire::encode(&FarmEvent::Build(BuildEvent {
             build_id: b,
-            attempt: a,
+            event: BuildChange::Requeued,
             status: BuildStatus::Pending,
+            attempt: a,
+            queue: QueueName::parse("android").unwrap(),
+            platform: None,
+            worker_id: Some(w),
             at: Utc::now(),
-        }),
+        })),
     ];
     encoded
         .iter()
@@ -307,5 +312,5 @@ fn every_sample_decodes_as_its_own_type() {
     assert!(wire::decode::<PresenceReply>(&bytes[12]).is_ok());
     assert!(wire::decode::<LogLine>(&bytes[13]).is_ok());
     assert!(wire::decode::<CancelNotice>(&bytes[14]).is_ok());
-    assert!(wire::decode::<StatusEvent>(&bytes[15]).is_ok());
+    assert!(wire::decode::<FarmEvent>(&bytes[15]).is_ok());
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 pub use freeagent_shared;
 
+pub mod sse;
+
 pub const API_KEY: &str = "fak_e2e-test-key-e2e-test-key-e2e-test-key";
 pub const SECRET: &str = "e2e-signing-secret-e2e-signing-secret";
 /// What worker processes register with: a key with only the `register_workers` scope.
@@ -482,6 +484,44 @@ impl Farm {
             .then_some(b)
         })
         .await
+    }
+
+    /// Waits until the build's log is archived; returns the build.
+    pub async fn wait_archived(&self, id: &str) -> Value {
+        wait::until(
+            &format!("build {id}'s log to be archived"),
+            Duration::from_secs(60),
+            || async {
+                let b = self.get_build(id).await;
+                b["logs_archived_at"].is_string().then_some(b)
+            },
+        )
+        .await
+    }
+
+    /// The build's text log (`download/logs`), as a user downloads it.
+    pub async fn log_text(&self, id: &str) -> String {
+        let resp = self
+            .http
+            .get(format!("{}/api/builds/{id}/download/logs", self.gateway))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .expect("download logs");
+        assert_eq!(resp.status(), 200, "download logs");
+        resp.text().await.expect("log text")
+    }
+
+    /// A NATS connection with a service's rights (the scheduler's: the whole farm account).
+    pub async fn service_nats(&self) -> async_nats::Client {
+        freeagent_shared::nats::connect(
+            &self.nats.service_settings(self.nats_farm, "scheduler"),
+            "test",
+            freeagent_shared::nats::Identity::Settings,
+            None,
+        )
+        .await
+        .expect("service NATS connection")
     }
 }
 

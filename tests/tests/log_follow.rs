@@ -1,8 +1,11 @@
-//! `freeagent logs -f` against the real binaries: it prints a running build's log as it grows,
-//! survives a gateway restart mid-stream by resuming with `Last-Event-ID` (no line lost, none
-//! twice), and exits with the build's outcome.
+//! Live logs against the real binaries: `freeagent logs -f` prints a running build's log as it
+//! grows, survives a gateway restart mid-stream by resuming with `Last-Event-ID`, exits with
+//! the build's outcome, and what it printed equals the archived log byte for byte; a finished
+//! build's log is read from its archive once the LOGS stream forgot it; followers before,
+//! during and after a build see the same log; and each gateway caps its open streams.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use freeagent_tests::sse::{SseEvent, SseReader};
 use freeagent_tests::{API_KEY, Farm, FarmOpts, bin_dir, project};
 use std::process::Stdio;
 use std::time::Duration;
@@ -58,15 +61,18 @@ async fn logs_follow_resumes_across_a_gateway_restart_and_exits_with_the_outcome
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    let stored = farm.all_logs(&id).await;
-    assert_eq!(printed, stored, "what -f printed is the whole log, once");
-    assert_eq!(
-        printed.last().map(String::as_str),
-        Some("Build completed successfully")
+    // What -f printed is the archived log, byte for byte: every line, once, in order.
+    farm.wait_archived(&id).await;
+    let archived = farm.log_text(&id).await;
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(printed, archived, "what -f printed is the whole log, once");
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.iter().filter(|l| l.contains("] line ")).count(), 30);
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.ends_with("Build completed successfully")),
+        "{lines:?}"
     );
 }
 
@@ -119,4 +125,143 @@ async fn live_log_streams_are_capped_per_gateway() {
         .unwrap();
     assert_eq!(page.status(), 200);
     drop(first);
+}
+
+/// Follows `id`'s log over SSE (from after `last_event_id`) until `end`.
+async fn follow(farm: &Farm, id: &str, last_event_id: Option<u64>) -> Vec<SseEvent> {
+    let mut req = farm
+        .http
+        .get(format!("{}/api/builds/{id}/logs", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .header("accept", "text/event-stream");
+    if let Some(n) = last_event_id {
+        req = req.header("last-event-id", n.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut reader = SseReader::new(resp);
+    let mut out = Vec::new();
+    while let Some(e) = reader.next(Duration::from_secs(90)).await {
+        let end = e.event == "end";
+        out.push(e);
+        if end {
+            return out;
+        }
+    }
+    panic!("the stream ended without `end`: {out:?}");
+}
+
+/// The (id, message) of each log event.
+fn lines(events: &[SseEvent]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .filter(|e| e.event == "log")
+        .map(|e| {
+            (
+                e.id.expect("a log event has an id"),
+                e.data["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_before_during_and_after_see_one_log_and_the_archive_outlives_the_stream() {
+    let farm = std::sync::Arc::new(
+        Farm::start(FarmOpts {
+            workers: 1,
+            ..Default::default()
+        })
+        .await,
+    );
+    let script = "for i in $(seq 1 20); do echo \"line $i\"; sleep 0.15; done\n\
+                  echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n";
+    let dir = project(script);
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let early = tokio::spawn({
+        let (farm, id) = (farm.clone(), id.clone());
+        async move { follow(&farm, &id, None).await }
+    });
+    freeagent_tests::freeagent_shared::testing::wait::until(
+        "the build to print some lines",
+        Duration::from_secs(60),
+        || async {
+            (farm
+                .all_logs(&id)
+                .await
+                .iter()
+                .filter(|l| l.starts_with("line "))
+                .count()
+                >= 5)
+                .then_some(())
+        },
+    )
+    .await;
+    let halfway = follow(&farm, &id, None).await;
+    let early = early.await.unwrap();
+    let seen = lines(&early);
+    let messages: Vec<&str> = seen.iter().map(|(_, m)| m.as_str()).collect();
+    let worker_lines: Vec<String> = (1..=20).map(|i| format!("line {i}")).collect();
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.starts_with("line "))
+            .copied()
+            .collect::<Vec<_>>(),
+        worker_lines,
+        "every line, in order, once"
+    );
+    assert_eq!(messages.first(), Some(&"Build submitted"));
+    assert_eq!(messages.last(), Some(&"Build completed successfully"));
+    assert_eq!(lines(&halfway), seen, "started halfway: the same full log");
+    let statuses: Vec<&str> = early
+        .iter()
+        .filter(|e| e.event == "status")
+        .map(|e| e.data["status"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        statuses.ends_with(&["building", "completed"]),
+        "{statuses:?}"
+    );
+    assert_eq!(early.last().unwrap().data["status"], "completed");
+
+    // Dropped after line N: Last-Event-ID N gives N+1.. exactly.
+    let resumed = follow(&farm, &id, Some(seen[4].0)).await;
+    assert_eq!(lines(&resumed), seen[5..].to_vec());
+
+    // The stream forgets the build; the archive still has all of it.
+    farm.wait_archived(&id).await;
+    let text_before = farm.log_text(&id).await;
+    let nats = farm.service_nats().await;
+    let js = async_nats::jetstream::new(nats);
+    let mut logs = js.get_stream("LOGS").await.unwrap();
+    logs.purge().filter(format!("logs.{id}.*")).await.unwrap();
+    let left = logs.info().await.unwrap().state.messages;
+    assert_eq!(
+        left, 0,
+        "the LOGS stream holds nothing of this build any more"
+    );
+    assert_eq!(
+        farm.all_logs(&id).await,
+        messages.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+        "pages come from the archive"
+    );
+    assert_eq!(
+        lines(&follow(&farm, &id, None).await),
+        seen,
+        "so does the live stream"
+    );
+    assert_eq!(
+        lines(&follow(&farm, &id, Some(seen[4].0)).await),
+        seen[5..].to_vec(),
+        "and its resume"
+    );
+    assert_eq!(
+        farm.log_text(&id).await,
+        text_before,
+        "and the text download"
+    );
 }

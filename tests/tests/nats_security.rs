@@ -130,7 +130,7 @@ async fn a_workers_credentials_reach_only_its_own_subjects() {
         subjects::WAKE.to_owned(),
         subjects::CANCELLED.to_owned(),
         subjects::REVOKED.to_owned(),
-        subjects::events(build),
+        subjects::build_events(build),
         subjects::dispatch(&QueueName::parse("android").unwrap()),
     ] {
         nc.client

@@ -1,6 +1,8 @@
-//! `freeagent logs -f <id>`: the build's log as it grows (server-sent events), until the build
-//! ends; the exit status is the build's outcome. A dropped connection is resumed with
-//! `Last-Event-ID`, so no line is lost or printed twice.
+//! `freeagent logs -f <id>`, `freeagent watch <id>` and `freeagent submit --follow`: the build's
+//! log as it grows (server-sent events), until the build ends; the exit status is the build's
+//! outcome. A dropped connection is resumed with `Last-Event-ID`, so no line is lost or printed
+//! twice. Lines are printed as the text log (`download --kind logs`) holds them; `watch` also
+//! shows each status change (on standard error, so the log on standard output stays the log).
 
 use crate::client::Client;
 use freeagent_shared::api::LogEntry;
@@ -10,9 +12,19 @@ use std::time::Duration;
 
 /// What one event of the stream means to the follower.
 enum Seen {
-    Line(u64, String),
+    Line(u64, Box<LogEntry>),
+    Status(String),
     End(String),
+    Error(String),
     Other,
+}
+
+/// The `status` (or `error`) field of an event's data.
+fn field(data: &str, name: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v[name].as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn event(block: &str) -> Seen {
@@ -28,20 +40,19 @@ fn event(block: &str) -> Seen {
     }
     match (kind, id) {
         ("log", Some(id)) => match serde_json::from_str::<LogEntry>(&data) {
-            Ok(l) => Seen::Line(id, l.message),
+            Ok(l) => Seen::Line(id, Box::new(l)),
             Err(_) => Seen::Other,
         },
-        ("end", _) => Seen::End(
-            serde_json::from_str::<serde_json::Value>(&data)
-                .ok()
-                .and_then(|v| v["status"].as_str().map(str::to_owned))
-                .unwrap_or_default(),
-        ),
+        ("status", _) => Seen::Status(field(&data, "status")),
+        ("end", _) => Seen::End(field(&data, "status")),
+        ("error", _) => Seen::Error(field(&data, "error")),
         _ => Seen::Other,
     }
 }
 
-pub async fn run(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+/// Follows build `id` until it ends; `show_status` also prints each status change.
+pub async fn run(client: &Client, id: &str, show_status: bool) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
     let mut last: Option<u64> = None;
     loop {
         let mut req = client
@@ -69,10 +80,16 @@ pub async fn run(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
                     while let Some(end) = buf.find("\n\n") {
                         let block: String = buf.drain(..end + 2).collect();
                         match event(&block) {
-                            Seen::Line(n, message) => {
-                                println!("{message}");
+                            Seen::Line(n, entry) => {
+                                let mut out = std::io::stdout().lock();
+                                out.write_all(entry.text_line().as_bytes())?;
+                                out.flush()?;
                                 last = Some(n);
                             }
+                            Seen::Status(status) if show_status => {
+                                eprintln!("build {id}: {status}");
+                            }
+                            Seen::Error(why) => eprintln!("the gateway says: {why}"),
                             Seen::End(status) => {
                                 return Ok(if status == "completed" {
                                     ExitCode::SUCCESS
@@ -81,7 +98,7 @@ pub async fn run(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
                                     ExitCode::FAILURE
                                 });
                             }
-                            Seen::Other => {}
+                            Seen::Status(_) | Seen::Other => {}
                         }
                     }
                 }

@@ -49,7 +49,7 @@ pub async fn logs(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         for l in &page.logs {
-            println!("{}", l.message);
+            print!("{}", l.text_line());
         }
         after = page.next_after;
     }

@@ -18,6 +18,8 @@ pub struct SubmitOpts {
     pub priority: Option<i32>,
     pub queue: Option<String>,
     pub wait: bool,
+    /// Show the log live until the build ends.
+    pub follow: bool,
     pub json: bool,
 }
 
@@ -72,6 +74,9 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
     } else {
         println!("submitted build {id}");
         println!("build token: {}", submitted.access_token);
+    }
+    if o.follow {
+        return super::follow::run(client, &id, true).await;
     }
     if !o.wait {
         return Ok(ExitCode::SUCCESS);

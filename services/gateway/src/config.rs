@@ -18,7 +18,8 @@ pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_WORKER_NATS_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Live log streams a gateway keeps open at once: each reads the LOGS stream while idle.
-pub const DEFAULT_MAX_LOG_FOLLOWERS: usize = 256;
+pub const DEFAULT_LOG_ARCHIVE_SETTLE: Duration = Duration::from_secs(1);
+pub const DEFAULT_MAX_LOG_FOLLOWERS: usize = 10_000;
 
 /// Non-streaming requests (everything but uploads, downloads, long polls) end within this.
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(30);
@@ -59,6 +60,9 @@ pub struct GatewayConfig {
     pub figures_ttl: Duration,
     /// Live log streams (server-sent events) open at once (`FREEAGENT_MAX_LOG_FOLLOWERS`).
     pub max_log_followers: usize,
+    /// How long after its end a build's log is archived (`FREEAGENT_LOG_ARCHIVE_SETTLE`): lines
+    /// still in flight when it ended are in the stream by then.
+    pub log_archive_settle: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -97,6 +101,10 @@ impl GatewayConfig {
                 "FREEAGENT_MAX_LOG_FOLLOWERS",
                 DEFAULT_MAX_LOG_FOLLOWERS,
                 "a number of streams",
+            )?,
+            log_archive_settle: config::duration(
+                "FREEAGENT_LOG_ARCHIVE_SETTLE",
+                DEFAULT_LOG_ARCHIVE_SETTLE,
             )?,
             figures_ttl: config::duration(
                 "FREEAGENT_FIGURES_TTL",

@@ -28,6 +28,12 @@ impl GatewayError {
     pub fn code(&self) -> ErrorCode {
         self.body.code
     }
+    /// For the gateway's own log: the real cause if there is one, else the client's message.
+    pub fn detail(&self) -> String {
+        self.internal
+            .clone()
+            .unwrap_or_else(|| self.body.error.clone())
+    }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
     }

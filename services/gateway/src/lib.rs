@@ -10,6 +10,8 @@ pub mod extract;
 pub mod figures;
 pub mod inserts;
 pub mod key_usage;
+pub mod live;
+pub mod log_archive;
 pub mod multipart;
 pub mod queue_consumers;
 pub mod rate_limit;
@@ -108,6 +110,8 @@ pub struct App {
     router: Router,
     health: Health,
     server: freeagent_shared::http_server::ServerLimits,
+    /// What the background tasks (live feed, log archiver) share with the handlers.
+    background: AppState,
 }
 
 impl App {
@@ -162,7 +166,7 @@ impl App {
         }
         nats::ensure_streams(
             &async_nats::jetstream::new(nats.clone()),
-            &nats::StreamLimits::default(),
+            &nats::StreamLimits::from_env()?,
         )
         .await?;
         let storage = storage_client::StorageClient::new(
@@ -209,8 +213,10 @@ impl App {
             consumers: Default::default(),
             figures,
             log_followers,
+            live: live::Live::new(),
         };
         Ok(Self {
+            background: st.clone(),
             router: router(st, health.clone()),
             listener,
             health,
@@ -225,6 +231,13 @@ impl App {
     /// Serves until `shutdown`; requests in flight finish first.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "gateway listening");
+        // The live feed and the log archiver stop with the server.
+        let st = self.background;
+        let background = shutdown.child_token();
+        tokio::spawn(st.live.clone().run(st.nats.clone(), background.clone()));
+        let settle = st.config.log_archive_settle;
+        tokio::spawn(log_archive::Archiver::new(st, settle).run(background.clone()));
+        let _stop = background.drop_guard();
         self.health
             .serve(self.listener, self.router, &self.server, shutdown)
             .await?;

@@ -26,4 +26,6 @@ pub struct AppState {
     pub figures: crate::figures::FiguresCache,
     /// One permit per open live log stream (`FREEAGENT_MAX_LOG_FOLLOWERS`).
     pub log_followers: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The live feed of log lines and farm events, shared by every open stream.
+    pub live: crate::live::Live,
 }

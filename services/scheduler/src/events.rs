@@ -1,30 +1,40 @@
-//! Status changes to the `EVENTS` stream (`events.build.<id>`), for live status and dashboards.
-//! Best effort: the database is the record; a lost event is logged, never fatal.
+//! What the scheduler tells others after a transition: the farm event (`EVENTS` stream, for
+//! live status and dashboards), the farm's line in the build's log, and cancels to workers. Best
+//! effort: the database is the record; a lost message is logged, never fatal. The log line goes
+//! first, so a follower that sees a terminal event can count on the closing line being stored.
 
-use chrono::Utc;
-use freeagent_shared::ids::{Attempt, BuildId};
-use freeagent_shared::status::BuildStatus;
+use freeagent_shared::events::{BuildChange, BuildEvent, FarmEvent};
+use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
+use freeagent_shared::status::{BuildStatus, Platform, QueueName};
 use freeagent_shared::subjects;
-use freeagent_shared::wire::{self, StatusEvent};
 
-pub async fn publish(
+/// The event of a build's transition into `b.status`.
+pub async fn publish(nats: &async_nats::Client, b: &freeagent_shared::db::builds::Build) {
+    let event = FarmEvent::build(b, BuildChange::into_status(b.status));
+    freeagent_shared::events::publish(nats, &event).await;
+}
+
+/// The same, from the columns a batch statement returned.
+pub async fn publish_moved(
     nats: &async_nats::Client,
     build_id: BuildId,
     attempt: Attempt,
     status: BuildStatus,
+    worker_id: Option<WorkerId>,
+    queue: &QueueName,
+    platform: Platform,
 ) {
-    let event = StatusEvent {
+    let event = FarmEvent::Build(BuildEvent {
         build_id,
-        attempt,
+        event: BuildChange::into_status(status),
         status,
-        at: Utc::now(),
-    };
-    if let Err(e) = nats
-        .publish(subjects::events(build_id), wire::encode(&event).into())
-        .await
-    {
-        tracing::warn!(%build_id, error = %e, "could not publish status event");
-    }
+        attempt,
+        queue: queue.clone(),
+        platform: Some(platform),
+        worker_id,
+        at: chrono::Utc::now(),
+    });
+    freeagent_shared::events::publish(nats, &event).await;
 }
 
 /// Tells the worker holding `build` to stop it (core NATS, best effort: the worker's next

@@ -62,7 +62,7 @@ impl App {
             );
         }
         let js = async_nats::jetstream::new(nats.clone());
-        nats::ensure_streams(&js, &nats::StreamLimits::default()).await?;
+        nats::ensure_streams(&js, &nats::StreamLimits::from_env()?).await?;
         let subs = rpc::subscribe(&nats).await?;
         let wake_sub = nats.subscribe(subjects::WAKE).await?;
         let cancelled_sub = nats

@@ -36,16 +36,46 @@ impl Rescuer {
             }
             // An old worker that is only slow must stop too.
             events::cancel(&self.nats, r.worker_id, r.id).await;
-            events::publish(&self.nats, r.id, r.attempt, r.status).await;
             events::log_reaped(&self.nats, r, "worker lost").await;
+            events::publish_moved(
+                &self.nats,
+                r.id,
+                r.attempt,
+                r.status,
+                r.worker_id,
+                &r.queue,
+                r.platform,
+            )
+            .await;
         }
         let late = db::builds::build_time_out(&self.pool, RESCUE_BATCH).await?;
         for t in &late {
             tracing::warn!(build_id = %t.id, attempt = %t.attempt, "build timed out; stopping it");
             metrics::counter!(freeagent_shared::metrics::TIMEOUTS).increment(1);
             events::cancel(&self.nats, t.worker_id, t.id).await;
-            events::publish(&self.nats, t.id, t.attempt, t.status).await;
             events::log_reaped(&self.nats, t, "timed out").await;
+            events::publish_moved(
+                &self.nats,
+                t.id,
+                t.attempt,
+                t.status,
+                t.worker_id,
+                &t.queue,
+                t.platform,
+            )
+            .await;
+        }
+        let silent =
+            db::workers::workers_mark_offline(&self.pool, self.worker_offline_after.as_secs_f64())
+                .await?;
+        for (id, name) in silent {
+            let event = freeagent_shared::events::FarmEvent::worker(
+                id,
+                freeagent_shared::events::WorkerChange::Offline,
+                freeagent_shared::status::WorkerStatus::Offline,
+                Some(name),
+            );
+            freeagent_shared::events::publish(&self.nats, &event).await;
         }
         if rescued.iter().any(|r| r.status == BuildStatus::Pending) {
             self.wake_dispatcher.notify_one();

@@ -77,6 +77,8 @@ pub struct BuildDetail {
     pub original_build_id: Option<BuildId>,
     pub artifacts: Vec<Artifact>,
     pub attempts: Vec<AttemptView>,
+    /// When the whole log was archived to object storage (reads come from there since).
+    pub logs_archived_at: Option<DateTime<Utc>>,
 }
 
 /// `GET /api/builds/:id/status`, the old clients' shape: times in epoch milliseconds, and a
@@ -102,6 +104,18 @@ pub struct LogEntry {
     pub level: LogLevel,
     pub message: String,
     pub attempt: Attempt,
+}
+
+impl LogEntry {
+    /// The line as the text log (`download?type=logs`) and `freeagent logs -f` show it.
+    pub fn text_line(&self) -> String {
+        format!(
+            "{} [{:?}] {}\n",
+            self.timestamp.to_rfc3339(),
+            self.level,
+            self.message
+        )
+    }
 }
 
 /// `GET /api/builds/:id/logs`: a page, oldest first.

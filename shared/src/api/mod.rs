@@ -3,11 +3,13 @@
 //! Field names are the contract's, legacy spellings included (`createdAt`, `completedAt`, ...).
 
 mod builds;
+mod events;
 mod keys;
 mod reports;
 mod workers;
 
 pub use builds::*;
+pub use events::*;
 pub use keys::*;
 pub use reports::*;
 pub use workers::*;

@@ -170,6 +170,23 @@ pub async fn workers_presence_batch(
     .await?)
 }
 
+/// Workers silent for longer than `silent_secs` become `offline` (stored, so that the change is
+/// seen once and published as an event); returns each one's id and name. A draining worker
+/// keeps `draining` (the operator's word outlives a silence; lists still show it offline).
+pub async fn workers_mark_offline(
+    db: impl PgExecutor<'_>,
+    silent_secs: f64,
+) -> Result<Vec<(WorkerId, String)>, Error> {
+    Ok(sqlx::query_as(
+        "UPDATE workers SET status = 'offline' \
+         WHERE status IN ('idle', 'building') AND last_seen_at < now() - make_interval(secs => $1) \
+         RETURNING id, name",
+    )
+    .bind(silent_secs)
+    .fetch_all(db)
+    .await?)
+}
+
 /// Marks workers seen (their heartbeats prove it).
 pub async fn workers_touch(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<(), Error> {
     sqlx::query("UPDATE workers SET last_seen_at = now() WHERE id = ANY($1)")

@@ -88,6 +88,7 @@ fn detail(b: &Build, attempts: Vec<AttemptRecord>) -> BuildDetail {
                 error: a.error,
             })
             .collect(),
+        logs_archived_at: b.logs_archived_at,
     }
 }
 

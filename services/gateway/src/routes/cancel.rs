@@ -12,8 +12,9 @@ use axum::http::HeaderMap;
 use freeagent_shared::api::Cancelled;
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, Transition};
+use freeagent_shared::events::{self, BuildChange, FarmEvent};
 use freeagent_shared::status::BuildStatus;
-use freeagent_shared::wire::{self, StatusEvent};
+use freeagent_shared::wire;
 use freeagent_shared::{farm_log, subjects, token};
 
 pub async fn cancel(
@@ -54,16 +55,6 @@ pub async fn cancel(
                     tracing::warn!(build_id = %id, error = %e, "could not send the cancel message; the worker stops at its next heartbeat");
                 }
             }
-            let event = StatusEvent {
-                build_id: id,
-                attempt: b.attempt,
-                status: BuildStatus::Cancelled,
-                at: chrono::Utc::now(),
-            };
-            let _ = st
-                .nats
-                .publish(subjects::events(id), wire::encode(&event).into())
-                .await;
             farm_log::write(
                 &st.nats,
                 id,
@@ -72,6 +63,7 @@ pub async fn cancel(
                 farm_log::CANCELLED,
             )
             .await;
+            events::publish(&st.nats, &FarmEvent::build(&b, BuildChange::Cancelled)).await;
             tracing::info!(build_id = %id, "build cancelled");
             Ok(Json(Cancelled {
                 id,

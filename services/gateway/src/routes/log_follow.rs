@@ -4,27 +4,43 @@
 //! line was sent. `Last-Event-ID` (or `after`) resumes exactly after the last line a client saw.
 //! Keep-alive comments every 15 s so proxies do not cut an idle stream.
 //!
-//! Each follower reads the LOGS stream page by page (the same reader as the paged route) every
-//! quarter second while nothing new came; one shared subscription per gateway is issue 15's
-//! next step.
+//! A follower subscribes to the gateway's live feed (`crate::live`) first, then reads the past
+//! (from the archive, or from the LOGS stream page by page), then sends what the feed brings,
+//! skipping what it already sent. Once the build is terminal it waits for the archive (the
+//! whole log, by definition) and sends what it still lacks from there, so `end` means complete.
 
 use super::logs::{MAX_LOG_LIMIT, holders, read};
 use crate::error::GatewayError;
+use crate::live::{BuildNews, LiveLine};
 use crate::state::AppState;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use freeagent_shared::api::LogEntry;
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db;
 use freeagent_shared::db::builds::Build;
+use freeagent_shared::events::FarmEvent;
+use freeagent_shared::ids::{Attempt, WorkerId};
 use freeagent_shared::status::BuildStatus;
-use futures::stream::{self, StreamExt};
+use freeagent_shared::subjects::LogWriter;
+use futures::StreamExt;
 use serde_json::json;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
-/// How long a follower waits before looking again when nothing new came.
-const IDLE: Duration = Duration::from_millis(250);
+/// How often a follower reads the build's status itself, should an event be lost.
+const STATUS_CHECK: Duration = Duration::from_secs(5);
+/// How often a follower of an ended build looks for its archive.
+const ARCHIVE_CHECK: Duration = Duration::from_millis(200);
+/// How long it waits for the archive before it ends from the stream alone.
+const ARCHIVE_WAIT: Duration = Duration::from_secs(30);
+/// Events waiting for the client's connection (the feed drops a client whose backlog is full).
+const OUT_BUFFER: usize = 256;
 
 /// Whether the request asks for the event stream.
 pub fn wanted(headers: &HeaderMap, follow: Option<&str>) -> bool {
@@ -44,19 +60,6 @@ pub fn resume_point(headers: &HeaderMap, after: u64) -> u64 {
         .unwrap_or(after)
 }
 
-struct Follow {
-    /// Held for the stream's life: the gateway's cap on open streams.
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    st: AppState,
-    build: Build,
-    after: u64,
-    /// The last status sent; the first event names the status at the start.
-    sent: Option<BuildStatus>,
-    /// A terminal status was seen: one more empty read and the stream ends.
-    terminal: bool,
-    done: bool,
-}
-
 /// The event stream of `build`'s log from after `after`; 503 when the gateway already holds
 /// `FREEAGENT_MAX_LOG_FOLLOWERS` streams open.
 pub fn stream(st: AppState, build: Build, after: u64) -> Result<Response, GatewayError> {
@@ -67,90 +70,290 @@ pub fn stream(st: AppState, build: Build, after: u64) -> Result<Response, Gatewa
         )
         .hint("retry later, or read the log page by page (FREEAGENT_MAX_LOG_FOLLOWERS)"));
     };
-    let start = Follow {
-        _permit: permit,
-        st,
-        build,
-        after,
-        sent: None,
-        terminal: false,
-        done: false,
-    };
-    let events = stream::unfold(start, |mut f| async move {
-        if f.done {
-            return None;
+    let (tx, rx) = mpsc::channel(OUT_BUFFER);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut f = Follower {
+            holders: HashMap::new(),
+            holders_read: None,
+            backlog: VecDeque::new(),
+            st,
+            build,
+            after,
+            sent: None,
+            out: tx,
+        };
+        let outcome = f.run().await;
+        if let Err(Stop::Error(why)) = outcome {
+            f.send(error_event(&why)).await;
         }
-        let batch = f.next_batch().await;
-        Some((stream::iter(batch.into_iter().map(Ok::<_, Infallible>)), f))
-    })
-    .flatten();
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    });
+    Ok(sse(rx))
 }
 
-impl Follow {
-    /// The next events to send (possibly none, after an idle wait).
-    async fn next_batch(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        let status = match db::builds::build_get(&self.st.pool, self.build.id).await {
-            Ok(Some(b)) => b.status,
-            Ok(None) => return self.finish(out, "the build is gone"),
-            Err(e) => {
-                tracing::warn!(build_id = %self.build.id, error = %e, "log follower cannot read the build");
-                return self.finish(out, "the farm's database is unavailable; reconnect");
+/// The SSE response of a follower's events.
+pub fn sse(rx: mpsc::Receiver<Event>) -> Response {
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+pub fn error_event(why: &str) -> Event {
+    Event::default()
+        .event("error")
+        .data(json!({ "error": why }).to_string())
+}
+
+/// Why a follower stopped early.
+enum Stop {
+    /// The client went away.
+    Gone,
+    /// Said to the client in an `error` event.
+    Error(String),
+}
+
+impl From<GatewayError> for Stop {
+    fn from(e: GatewayError) -> Self {
+        tracing::warn!(error = %e.detail(), "log follower stopped");
+        Stop::Error("the farm cannot read this log right now; reconnect with Last-Event-ID".into())
+    }
+}
+
+struct Follower {
+    st: AppState,
+    build: Build,
+    /// The last line sent.
+    after: u64,
+    /// The last status sent.
+    sent: Option<BuildStatus>,
+    holders: HashMap<Attempt, WorkerId>,
+    holders_read: Option<Instant>,
+    /// Live lines not sent yet, in order: the first waits for the holders to be read again.
+    backlog: VecDeque<Arc<LiveLine>>,
+    out: mpsc::Sender<Event>,
+}
+
+impl Follower {
+    async fn run(&mut self) -> Result<(), Stop> {
+        // Subscribed before reading the past: nothing falls between the two.
+        let mut sub = self.st.live.build(self.build.id);
+        let b = self.current().await?;
+        self.status(b.status).await?;
+        if b.logs_archived_at.is_some() {
+            return self.finish_from_archive(&b).await;
+        }
+        self.refresh_holders().await?;
+        self.catch_up().await?;
+        let mut check = tokio::time::interval(STATUS_CHECK);
+        check.reset();
+        let mut terminal = b.status.is_terminal();
+        while !terminal {
+            tokio::select! {
+                news = sub.rx.recv() => match news {
+                    Some(BuildNews::Line(l)) => {
+                        self.backlog.push_back(l);
+                        self.drain().await?;
+                    }
+                    Some(BuildNews::Event(e)) => {
+                        if let FarmEvent::Build(ev) = &e.1 {
+                            self.status(ev.status).await?;
+                            terminal = ev.status.is_terminal();
+                        }
+                    }
+                    None if sub.too_slow.load(Ordering::Acquire) => {
+                        metrics::counter!("freeagent_live_clients_dropped_total").increment(1);
+                        return Err(Stop::Error(
+                            "this client reads too slowly; reconnect with Last-Event-ID to resume".into(),
+                        ));
+                    }
+                    None => return Err(Stop::Error("the gateway is shutting down; reconnect".into())),
+                },
+                _ = tokio::time::sleep_until(self.recheck_at()), if !self.backlog.is_empty() => {
+                    self.refresh_holders().await?;
+                    self.drain().await?;
+                }
+                _ = check.tick() => {
+                    let b = self.current().await?;
+                    self.status(b.status).await?;
+                    terminal = b.status.is_terminal();
+                }
+                _ = self.out.closed() => return Err(Stop::Gone),
             }
-        };
-        if self.sent != Some(status) {
-            self.sent = Some(status);
-            out.push(
-                Event::default()
-                    .event("status")
-                    .data(json!({"status": status}).to_string()),
-            );
         }
-        // A terminal status first, then one more read: the lines written before it (and the
-        // farm's closing line) are all in the stream by then.
-        let was_terminal = self.terminal;
-        self.terminal = status.is_terminal();
-        let page = match holders(&self.st.pool, self.build.id).await {
-            Ok(h) => read(&self.st.nats, &h, self.build.id, self.after, MAX_LOG_LIMIT).await,
-            Err(e) => Err(e),
-        };
-        let page = match page {
-            Ok(p) => p,
-            Err(_) => return self.finish(out, "the log stream is unavailable; reconnect"),
-        };
-        let got_lines = !page.lines.is_empty();
-        for line in &page.lines {
-            out.push(
-                Event::default()
-                    .event("log")
-                    .id(line.seq.to_string())
-                    .data(serde_json::to_string(line).unwrap_or_default()),
-            );
+        // Ended: the archive is the whole log. Until it is written, keep sending live lines.
+        let deadline = Instant::now() + ARCHIVE_WAIT;
+        let mut look = tokio::time::interval(ARCHIVE_CHECK);
+        loop {
+            tokio::select! {
+                news = sub.rx.recv() => match news {
+                    Some(BuildNews::Line(l)) => {
+                        self.backlog.push_back(l);
+                        self.drain().await?;
+                    }
+                    Some(BuildNews::Event(_)) => {}
+                    // Too slow or shutting down: the stream and the archive still have it all.
+                    None => {
+                        self.catch_up().await?;
+                        return self.end().await;
+                    }
+                },
+                _ = tokio::time::sleep_until(self.recheck_at()), if !self.backlog.is_empty() => {
+                    self.refresh_holders().await?;
+                    self.drain().await?;
+                }
+                _ = look.tick() => {
+                    let b = self.current().await?;
+                    if b.logs_archived_at.is_some() {
+                        return self.finish_from_archive(&b).await;
+                    }
+                    if Instant::now() > deadline {
+                        tracing::warn!(build_id = %b.id, "no log archive yet; ending the follower from the stream");
+                        self.catch_up().await?;
+                        return self.end().await;
+                    }
+                }
+                _ = self.out.closed() => return Err(Stop::Gone),
+            }
         }
-        self.after = page.next_after.max(self.after);
-        if was_terminal && self.terminal && !got_lines {
-            out.push(
-                Event::default()
-                    .event("end")
-                    .data(json!({"status": status}).to_string()),
-            );
-            self.done = true;
-        } else if out.is_empty() {
-            tokio::time::sleep(IDLE).await;
-        }
-        out
     }
 
-    fn finish(&mut self, mut out: Vec<Event>, why: &str) -> Vec<Event> {
-        out.push(
-            Event::default()
-                .event("error")
-                .data(json!({"error": why}).to_string()),
-        );
-        self.done = true;
-        out
+    async fn current(&self) -> Result<Build, Stop> {
+        match db::builds::build_get(&self.st.pool, self.build.id).await {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(Stop::Error("the build is gone".into())),
+            Err(e) => Err(GatewayError::from(e).into()),
+        }
+    }
+
+    async fn send(&self, e: Event) -> bool {
+        self.out.send(e).await.is_ok()
+    }
+
+    async fn status(&mut self, status: BuildStatus) -> Result<(), Stop> {
+        if self.sent == Some(status) || self.sent.is_some_and(|s| s.is_terminal()) {
+            return Ok(());
+        }
+        self.sent = Some(status);
+        let e = Event::default()
+            .event("status")
+            .data(json!({ "status": status }).to_string());
+        if self.send(e).await {
+            Ok(())
+        } else {
+            Err(Stop::Gone)
+        }
+    }
+
+    async fn entry(&mut self, l: LogEntry) -> Result<(), Stop> {
+        if l.seq <= self.after {
+            return Ok(());
+        }
+        self.after = l.seq;
+        let e = Event::default()
+            .event("log")
+            .id(l.seq.to_string())
+            .data(serde_json::to_string(&l).unwrap_or_default());
+        if self.send(e).await {
+            Ok(())
+        } else {
+            Err(Stop::Gone)
+        }
+    }
+
+    /// When the holders may be read again for a waiting line: at most every 20 ms, so a worker
+    /// writing lines for attempts it does not hold costs little.
+    fn recheck_at(&self) -> tokio::time::Instant {
+        let next = self
+            .holders_read
+            .map_or_else(Instant::now, |t| t + Duration::from_millis(20));
+        tokio::time::Instant::from_std(next)
+    }
+
+    /// Sends the waiting live lines in order, each if its writer held the attempt it names. A
+    /// claim is recorded before its worker can write, so a line is refused only once the holders
+    /// were read after it arrived; until then it (and every line behind it) waits.
+    async fn drain(&mut self) -> Result<(), Stop> {
+        while let Some(l) = self.backlog.front().cloned() {
+            let ok = match l.writer {
+                LogWriter::Farm => true,
+                LogWriter::Worker(w) => self.holders.get(&l.line.attempt) == Some(&w),
+            };
+            if !ok && self.holders_read.is_none_or(|t| t < l.received) {
+                return Ok(());
+            }
+            self.backlog.pop_front();
+            if ok {
+                self.line(&l).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn line(&mut self, l: &LiveLine) -> Result<(), Stop> {
+        if l.seq <= self.after {
+            return Ok(());
+        }
+        self.after = l.seq;
+        let e = Event::default()
+            .event("log")
+            .id(l.seq.to_string())
+            .data(&l.json);
+        if self.send(e).await {
+            Ok(())
+        } else {
+            Err(Stop::Gone)
+        }
+    }
+
+    async fn refresh_holders(&mut self) -> Result<(), Stop> {
+        self.holders = holders(&self.st.pool, self.build.id).await?;
+        self.holders_read = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Every stored line after the last one sent, from the stream.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        self.refresh_holders().await?;
+        loop {
+            let before = self.after;
+            let page = read(
+                &self.st.nats,
+                &self.holders,
+                self.build.id,
+                self.after,
+                MAX_LOG_LIMIT,
+            )
+            .await?;
+            let next = page.next_after;
+            for l in page.lines {
+                self.entry(l).await?;
+            }
+            // Past lines no holder wrote are skipped for good.
+            self.after = self.after.max(next);
+            if next <= before {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn finish_from_archive(&mut self, b: &Build) -> Result<(), Stop> {
+        let mut lines = Box::pin(crate::log_archive::read(&self.st, b, self.after).await?);
+        while let Some(l) = lines.next().await {
+            self.entry(l?).await?;
+        }
+        self.status(b.status).await?;
+        self.end().await
+    }
+
+    async fn end(&mut self) -> Result<(), Stop> {
+        let status = self.sent.unwrap_or(self.build.status);
+        let e = Event::default()
+            .event("end")
+            .data(json!({ "status": status }).to_string());
+        self.send(e).await;
+        Ok(())
     }
 }

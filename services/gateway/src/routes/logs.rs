@@ -20,7 +20,7 @@ use freeagent_shared::db::builds::Build;
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{self, LogLine};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -126,7 +126,29 @@ pub async fn read(
     })
 }
 
-/// A page of lines (JSON), or the live event stream (`super::log_follow`).
+/// The build's whole log from the stream, page by page (for the archive and for downloads of
+/// logs not yet archived).
+pub fn pages(
+    nats: async_nats::Client,
+    holders: HashMap<Attempt, WorkerId>,
+    id: BuildId,
+) -> impl futures::Stream<Item = std::io::Result<Vec<Entry>>> + Send + 'static {
+    let holders = std::sync::Arc::new(holders);
+    futures::stream::unfold(Some(0u64), move |after| {
+        let (nats, holders) = (nats.clone(), holders.clone());
+        async move {
+            let after = after?;
+            match read(&nats, &holders, id, after, MAX_LOG_LIMIT).await {
+                Ok(page) if page.next_after == after => None,
+                Ok(Page { lines, next_after }) => Some((Ok(lines), Some(next_after))),
+                Err(_) => Some((Err(std::io::Error::other("log stream unavailable")), None)),
+            }
+        }
+    })
+}
+
+/// A page of lines (JSON), or the live event stream (`super::log_follow`). A finished build's
+/// lines come from its archive once it is written (`crate::log_archive`).
 pub async fn get(
     State(st): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -151,8 +173,19 @@ pub async fn get(
         let from = super::log_follow::resume_point(&headers, after);
         return super::log_follow::stream(st, b, from);
     }
-    let holders = holders(&st.pool, b.id).await?;
-    let page = read(&st.nats, &holders, b.id, after, limit.min(MAX_LOG_LIMIT)).await?;
+    let limit = limit.min(MAX_LOG_LIMIT);
+    let page = if b.logs_archived_at.is_some() {
+        let lines: Vec<Entry> = crate::log_archive::read(&st, &b, after)
+            .await?
+            .take(limit)
+            .try_collect()
+            .await?;
+        let next_after = lines.last().map_or(after, |l| l.seq);
+        Page { lines, next_after }
+    } else {
+        let holders = holders(&st.pool, b.id).await?;
+        read(&st.nats, &holders, b.id, after, limit).await?
+    };
     Ok(Json(LogPage {
         build_id: b.id,
         logs: page.lines,
@@ -161,42 +194,34 @@ pub async fn get(
     .into_response())
 }
 
-/// The whole log as text, streamed page by page.
+/// The whole log as text, streamed: from the archive once written, else from the stream.
 pub async fn download_text(st: &AppState, b: &Build) -> Result<Response> {
-    let (nats, id) = (st.nats.clone(), b.id);
-    let holders = std::sync::Arc::new(holders(&st.pool, b.id).await?);
-    let pages = futures::stream::unfold(Some(0u64), move |after| {
-        let (nats, holders) = (nats.clone(), holders.clone());
-        async move {
-            let after = after?;
-            match read(&nats, &holders, id, after, MAX_LOG_LIMIT).await {
-                Ok(page) if page.next_after == after => None,
-                Ok(Page { lines, next_after }) => {
-                    let next = Some(next_after);
-                    let mut text = String::new();
-                    for l in &lines {
-                        text.push_str(&format!(
-                            "{} [{:?}] {}\n",
-                            l.timestamp.to_rfc3339(),
-                            l.level,
-                            l.message
-                        ));
-                    }
-                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(text)), next))
-                }
-                Err(_) => Some((Err(std::io::Error::other("log stream unavailable")), None)),
-            }
+    let text = |lines: &[Entry]| {
+        let mut text = String::new();
+        for l in lines {
+            text.push_str(&l.text_line());
         }
-    });
+        bytes::Bytes::from(text)
+    };
+    let body = if b.logs_archived_at.is_some() {
+        let lines = crate::log_archive::read(st, b, 0).await?;
+        Body::from_stream(lines.map(move |l| match l {
+            Ok(l) => Ok(bytes::Bytes::from(l.text_line())),
+            Err(e) => Err(std::io::Error::other(e.detail())),
+        }))
+    } else {
+        let holders = holders(&st.pool, b.id).await?;
+        Body::from_stream(pages(st.nats.clone(), holders, b.id).map_ok(move |p| text(&p)))
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{id}.log\""),
+                format!("attachment; filename=\"{}.log\"", b.id),
             ),
         ],
-        Body::from_stream(pages),
+        body,
     )
         .into_response())
 }

@@ -4,6 +4,7 @@ pub mod builds;
 pub mod cancel;
 pub mod diagnostics;
 pub mod download;
+pub mod events;
 pub mod health;
 pub mod keys;
 pub mod log_follow;

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use freeagent_shared::api::Retried;
 use freeagent_shared::db::{self, builds::NewBuild, builds::NewObject};
+use freeagent_shared::events::{self, BuildChange, FarmEvent};
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::wire::LogLevel;
 use freeagent_shared::{farm_log, subjects, token};
@@ -76,6 +77,7 @@ pub async fn retry(
         farm_log::submitted_retry(original.id),
     )
     .await;
+    events::publish(&st.nats, &FarmEvent::build(&b, BuildChange::Submitted)).await;
     if let Err(e) = st
         .nats
         .publish(subjects::WAKE, bytes::Bytes::from(b.queue.to_string()))

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{builds::NewBuild, builds::NewObject};
+use freeagent_shared::events::{self, BuildChange, FarmEvent};
 use freeagent_shared::farm_log;
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::object_key::ObjectKey;
@@ -238,6 +239,8 @@ async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Resul
         farm_log::SUBMITTED,
     )
     .await;
+    // Before the wake-up, on this connection: `submitted` is the build's first event.
+    events::publish(&st.nats, &FarmEvent::build(&b, BuildChange::Submitted)).await;
     // The scheduler also ticks, so a lost wake-up only delays dispatch.
     if let Err(e) = st
         .nats

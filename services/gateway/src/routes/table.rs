@@ -205,6 +205,15 @@ pub fn routes(l: &Limits) -> Vec<Route> {
         .query(query::<LogQuery>()).gives(json::<LogPage>())
         .streaming(),
         r(
+            "get",
+            "/api/events",
+            ApiKey,
+            "The farm's events as server-sent events (event: build | worker; data: a FarmEvent); filters queue, build_id, worker_id; Last-Event-ID or after resumes",
+            get(events::get),
+        )
+        .query(query::<EventsQuery>()).gives(Body::Bytes("text/event-stream"))
+        .streaming(),
+        r(
             "post",
             "/api/builds/{id}/logs",
             Worker,

@@ -332,7 +332,19 @@ pub async fn unregister(
 /// Ends a worker's registration: refused from now on, and its NATS key revoked (the scheduler
 /// pushes the revocation to the servers at once).
 pub async fn revoke(st: &AppState, worker: freeagent_shared::ids::WorkerId) -> Result<()> {
-    if let Some(w) = db::workers::worker_revoke(&st.pool, worker).await?
+    let revoked = db::workers::worker_revoke(&st.pool, worker).await?;
+    if let Some(w) = &revoked {
+        use freeagent_shared::events::{self, FarmEvent, WorkerChange};
+        use freeagent_shared::status::WorkerStatus;
+        let event = FarmEvent::worker(
+            w.id,
+            WorkerChange::Offline,
+            WorkerStatus::Offline,
+            Some(w.name.clone()),
+        );
+        events::publish(&st.nats, &event).await;
+    }
+    if let Some(w) = revoked
         && let Some(key) = &w.nats_public_key
     {
         db::nats_revocations::revoke(&st.pool, key, w.id, w.nats_jwt_expires_at).await?;

@@ -15,6 +15,7 @@ use axum::http::HeaderMap;
 use chrono::Utc;
 use freeagent_shared::api::{Drained, Registered, WorkerList, WorkerStats, WorkerView};
 use freeagent_shared::db::{self, workers::NewWorker};
+use freeagent_shared::events::{self, FarmEvent, WorkerChange};
 use freeagent_shared::ids::WorkerId;
 use freeagent_shared::status::{Platform, QueueName, WorkerStatus};
 use freeagent_shared::{subjects, token};
@@ -199,6 +200,13 @@ pub async fn register(
             .map_err(GatewayError::unavailable)?;
     }
     tracing::info!(worker_id = %id, status, "worker registered");
+    let event = FarmEvent::worker(
+        id,
+        WorkerChange::Registered,
+        WorkerStatus::Idle,
+        Some(new.name.clone()),
+    );
+    events::publish(&st.nats, &event).await;
     let (nats_jwt, nats_jwt_expires_at) = match nats {
         Some((_, jwt, exp)) => (Some(jwt), Some(exp)),
         None => (None, None),
@@ -247,6 +255,13 @@ pub async fn drain(
         .await?
         .ok_or_else(|| GatewayError::not_found("worker"))?;
     tracing::info!(worker_id = %id, "worker draining");
+    let event = FarmEvent::worker(
+        id,
+        WorkerChange::Draining,
+        WorkerStatus::Draining,
+        Some(w.name.clone()),
+    );
+    events::publish(&st.nats, &event).await;
     Ok(Json(Drained {
         id: w.id,
         status: WorkerStatus::Draining,

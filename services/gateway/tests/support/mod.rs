@@ -388,6 +388,7 @@ fn gateway_config(
         // Exact figures at once: these tests check them right after each change.
         figures_ttl: std::time::Duration::ZERO,
         max_log_followers: gw::DEFAULT_MAX_LOG_FOLLOWERS,
+        log_archive_settle: gw::DEFAULT_LOG_ARCHIVE_SETTLE,
     }
 }
 

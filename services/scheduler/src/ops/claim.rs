@@ -226,7 +226,7 @@ impl Handlers {
             let waited = (Utc::now() - d).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::histogram!(freeagent_shared::metrics::CLAIM_WAIT_SECONDS).record(waited);
         }
-        events::publish(&self.nats, b.id, b.attempt, BuildStatus::Assigned).await;
+        events::publish(&self.nats, &b).await;
         // Not awaiting JetStream's ack: a claim's latency is the farm's dispatch latency.
         freeagent_shared::farm_log::send(
             &self.nats,

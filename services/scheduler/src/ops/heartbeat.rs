@@ -100,7 +100,16 @@ impl Handlers {
             })
             .collect();
         for r in renewed.iter().filter(|r| r.started) {
-            events::publish(&self.nats, r.id, r.attempt, BuildStatus::Building).await;
+            events::publish_moved(
+                &self.nats,
+                r.id,
+                r.attempt,
+                BuildStatus::Building,
+                Some(r.worker_id),
+                &r.queue,
+                r.platform,
+            )
+            .await;
         }
         Ok(replies)
     }

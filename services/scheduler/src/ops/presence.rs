@@ -10,6 +10,7 @@ use super::{Handlers, Unavailable};
 use chrono::Utc;
 use freeagent_shared::db;
 use freeagent_shared::db::workers::Worker;
+use freeagent_shared::events::{FarmEvent, WorkerChange};
 use freeagent_shared::ids::WorkerId;
 use freeagent_shared::status::WorkerStatus;
 use freeagent_shared::wire::{NotYours, PresenceReply, PresenceRequest};
@@ -45,6 +46,15 @@ impl Handlers {
                 });
                 continue;
             };
+            if w.status != *st {
+                let event = FarmEvent::worker(
+                    w.id,
+                    WorkerChange::into_status(*st),
+                    *st,
+                    Some(w.name.clone()),
+                );
+                freeagent_shared::events::publish(&self.nats, &event).await;
+            }
             let nats_jwt = self.renew_nats_jwt(w).await?;
             out.push(PresenceReply::Seen {
                 drain: *st == WorkerStatus::Draining,

@@ -16,7 +16,7 @@ macro_rules! build_columns {
          b.result_key, b.result_size, b.result_sha256, b.token_hash, b.worker_id, w.name AS worker_name, \
          b.lease_expires_at, b.dispatched_at, b.progress, b.submitted_at, b.started_at, b.completed_at, \
          b.updated_at, b.error_message, b.original_build_id, b.timeout_secs, b.retry_on_failure, b.run_after, \
-         b.purged_at"
+         b.purged_at, b.logs_archived_at, b.logs_size, b.logs_sha256"
     };
 }
 
@@ -67,6 +67,10 @@ pub struct Build {
     pub run_after: DateTime<Utc>,
     /// When retention deleted the build's objects.
     pub purged_at: Option<DateTime<Utc>>,
+    /// When the whole log was archived to object storage (`ObjectKey::Logs`).
+    pub logs_archived_at: Option<DateTime<Utc>>,
+    pub logs_size: Option<i64>,
+    pub logs_sha256: Option<String>,
 }
 
 /// What a guard saw when it did not hold.
@@ -346,9 +350,11 @@ pub async fn build_worker_tally(
 
 // Declared last so the macros above are in scope inside it.
 mod batch;
+mod log_archive;
 mod retention;
 mod transitions;
 pub use batch::*;
+pub use log_archive::*;
 pub use retention::*;
 pub use transitions::*;
 
@@ -395,7 +401,8 @@ pub async fn build_finish_synthetic(
 ) -> Result<u64, Error> {
     Ok(sqlx::query(
         "UPDATE builds SET status = 'completed', started_at = now() - interval '1 minute', \
-         completed_at = now(), dispatched_at = NULL WHERE queue = $1 AND status = 'pending'",
+         completed_at = now(), dispatched_at = NULL, logs_archived_at = now() \
+         WHERE queue = $1 AND status = 'pending'",
     )
     .bind(queue)
     .execute(db)

@@ -225,6 +225,8 @@ pub struct Renewed {
     pub worker_id: WorkerId,
     pub lease_expires_at: DateTime<Utc>,
     pub started: bool,
+    pub queue: QueueName,
+    pub platform: Platform,
 }
 
 /// Renews the leases of many holders in one statement (the first heartbeat of each build moves
@@ -246,7 +248,7 @@ pub async fn build_heartbeat_batch(
              updated_at = now() \
          FROM input WHERE b.id = input.id AND b.attempt = input.attempt AND b.worker_id = input.worker_id \
              AND b.status IN ('assigned', 'building') \
-         RETURNING b.id, b.attempt, b.worker_id, b.lease_expires_at, b.started_at = now() AS started",
+         RETURNING b.id, b.attempt, b.worker_id, b.lease_expires_at, b.started_at = now() AS started, b.queue, b.platform",
     )
     .bind(ids)
     .bind(attempts)
@@ -398,6 +400,8 @@ pub struct Moved {
     pub attempt: Attempt,
     pub status: BuildStatus,
     pub worker_id: Option<WorkerId>,
+    pub queue: QueueName,
+    pub platform: Platform,
 }
 
 /// Expired leases: back to `pending` (a new attempt is dispatched after the backoff), or
@@ -423,10 +427,10 @@ pub async fn build_rescue_expired(
         backoff_sql!("$2", "$3"),
         ", lease_expires_at = NULL, dispatched_at = NULL, progress = NULL, updated_at = now() \
              FROM expired WHERE b.id = expired.id \
-             RETURNING b.id, b.attempt, b.status, expired.lost_worker), \
+             RETURNING b.id, b.attempt, b.status, expired.lost_worker, b.queue, b.platform), \
          a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'lost' FROM b \
                WHERE ba.build_id = b.id AND ba.attempt = b.attempt AND ba.ended_at IS NULL) \
-         SELECT id, attempt, status, lost_worker AS worker_id FROM b"
+         SELECT id, attempt, status, lost_worker AS worker_id, queue, platform FROM b"
     ))
     .bind(limit)
     .bind(backoff.base_secs)
@@ -444,7 +448,7 @@ pub async fn build_time_out(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<M
              ORDER BY started_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
          b AS (UPDATE builds b SET status = 'failed', completed_at = now(), lease_expires_at = NULL, updated_at = now(), \
                  error_message = 'timed out: the build ran longer than its limit of ' || b.timeout_secs || ' s' \
-             FROM late WHERE b.id = late.id RETURNING b.id, b.attempt, b.status, b.worker_id), \
+             FROM late WHERE b.id = late.id RETURNING b.id, b.attempt, b.status, b.worker_id, b.queue, b.platform), \
          a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'timed_out' FROM b \
                WHERE ba.build_id = b.id AND ba.attempt = b.attempt AND ba.ended_at IS NULL) \
          SELECT * FROM b",

@@ -3,9 +3,10 @@
 //! then one JSON line for tools. Not a test: nothing here asserts a timing.
 //!
 //! `cargo build --release --workspace && target/release/freeagent-bench <scenario>`; the
-//! scenarios are `storage`, `throughput`, `latency`, `submit`, `fleet`, `recovery`, `legacy` and `health`.
+//! scenarios are `storage`, `throughput`, `latency`, `submit`, `fleet`, `recovery`, `legacy`, `health` and `follow`.
 
 mod cpu;
+mod follow;
 mod health;
 mod legacy;
 mod machine;
@@ -43,6 +44,8 @@ enum Scenario {
     /// Legacy HTTP workers (API key + worker_id, poll without wait): rounds of many workers
     /// polling for fewer builds, then builds/s of a small fleet.
     Legacy(legacy::Args),
+    /// Live logs: many SSE followers of builds writing steadily; delay and gateway cost.
+    Follow(follow::Args),
 }
 
 #[tokio::main]
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Recovery(a) => scenarios::recovery(a).await,
         Scenario::Health(a) => health::run(a).await,
         Scenario::Legacy(a) => legacy::run(a).await,
+        Scenario::Follow(a) => follow::run(a).await,
     }?;
     // One JSON line for tools, last.
     println!("{out}");

@@ -1,0 +1,211 @@
+//! `GET /api/events` (API key): one server-sent-event stream of the farm's events — builds
+//! submitted, assigned, building, finished, cancelled, requeued; workers registered, idle,
+//! building, draining, offline — for dashboards and scripts. Filters by queue, build or worker;
+//! each event's id is its `EVENTS` stream sequence, so `Last-Event-ID` (or `after`) resumes
+//! with nothing missed or repeated. Live events come from the gateway's feed (`crate::live`);
+//! a resumed stream first reads what it missed from the stream.
+
+use super::log_follow::{error_event, resume_point, sse};
+use crate::error::{GatewayError, Result};
+use crate::extract::{Key, Read};
+use crate::state::AppState;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::response::sse::Event;
+use freeagent_shared::api::EventsQuery;
+use freeagent_shared::api_error::ErrorCode;
+use freeagent_shared::events::FarmEvent;
+use freeagent_shared::ids::{BuildId, WorkerId};
+use freeagent_shared::status::QueueName;
+use freeagent_shared::{subjects, wire};
+use futures::StreamExt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Events read from the stream per request while catching up.
+const PAGE: usize = 1000;
+
+/// Which events a client asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    queue: Option<QueueName>,
+    build: Option<BuildId>,
+    worker: Option<WorkerId>,
+}
+
+impl Filter {
+    fn parse(q: &EventsQuery) -> Result<Self> {
+        let some = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+        Ok(Filter {
+            queue: some(&q.queue)
+                .map(|v| QueueName::parse(&v))
+                .transpose()
+                .map_err(|e| GatewayError::bad_request(format!("invalid queue: {e}")))?,
+            build: some(&q.build_id)
+                .map(|v| v.parse())
+                .transpose()
+                .map_err(|_| GatewayError::bad_request("build_id must be a build's id (UUID)"))?,
+            worker: some(&q.worker_id)
+                .map(|v| v.parse())
+                .transpose()
+                .map_err(|_| GatewayError::bad_request("worker_id must be a worker's id (UUID)"))?,
+        })
+    }
+
+    pub fn matches(&self, e: &FarmEvent) -> bool {
+        match e {
+            FarmEvent::Build(b) => {
+                self.queue.as_ref().is_none_or(|q| *q == b.queue)
+                    && self.build.is_none_or(|id| id == b.build_id)
+                    && self.worker.is_none_or(|w| b.worker_id == Some(w))
+            }
+            FarmEvent::Worker(w) => {
+                self.queue.is_none()
+                    && self.build.is_none()
+                    && self.worker.is_none_or(|id| id == w.worker_id)
+            }
+        }
+    }
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    _key: Key<Read>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response> {
+    let filter = Filter::parse(&q)?;
+    let after: Option<u64> = match q.after.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(v) => Some(v.parse().map_err(|_| {
+            GatewayError::bad_request(format!("invalid after {v:?}: expected an event id"))
+        })?),
+    };
+    let after = match (after, headers.contains_key("last-event-id")) {
+        (_, true) => Some(resume_point(&headers, after.unwrap_or(0))),
+        (a, false) => a,
+    };
+    let Ok(permit) = st.log_followers.clone().try_acquire_owned() else {
+        return Err(GatewayError::new(
+            ErrorCode::Unavailable,
+            "this gateway serves as many live streams as it may",
+        )
+        .hint("retry later (FREEAGENT_MAX_LOG_FOLLOWERS)"));
+    };
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(why) = serve(&st, &filter, after, &tx).await {
+            let _ = tx.send(error_event(&why)).await;
+        }
+    });
+    Ok(sse(rx))
+}
+
+fn event(seq: u64, e: &FarmEvent) -> Event {
+    Event::default()
+        .event(e.kind())
+        .id(seq.to_string())
+        .data(serde_json::to_string(e).unwrap_or_default())
+}
+
+/// Sends the missed events (if resuming), then live ones, until the client leaves. `Err` is
+/// said to the client before the stream ends.
+async fn serve(
+    st: &AppState,
+    filter: &Filter,
+    after: Option<u64>,
+    out: &mpsc::Sender<Event>,
+) -> Result<(), String> {
+    // Subscribed before reading the past: nothing falls between the two.
+    let mut sub = st.live.events();
+    let mut last = after.unwrap_or(0);
+    if let Some(mut from) = after {
+        loop {
+            let page = read(&st.nats, from, PAGE).await.map_err(|e| {
+                tracing::warn!(error = %e.detail(), "events: cannot read the stream");
+                "the farm's events are unavailable; reconnect with Last-Event-ID".to_owned()
+            })?;
+            let Some(&(end, _)) = page.last() else { break };
+            let wanted = page
+                .iter()
+                .filter_map(|(seq, e)| e.as_ref().map(|e| (seq, e)))
+                .filter(|(_, e)| filter.matches(e));
+            for (seq, e) in wanted {
+                if out.send(event(*seq, e)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            from = end;
+            last = end;
+        }
+    }
+    loop {
+        tokio::select! {
+            news = sub.rx.recv() => match news {
+                Some(e) if e.0 > last => {
+                    last = e.0;
+                    if filter.matches(&e.1) && out.send(event(e.0, &e.1)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(_) => {}
+                None if sub.too_slow.load(Ordering::Acquire) => {
+                    metrics::counter!("freeagent_live_clients_dropped_total").increment(1);
+                    return Err("this client reads too slowly; reconnect with Last-Event-ID to resume".into());
+                }
+                None => return Err("the gateway is shutting down; reconnect".into()),
+            },
+            _ = out.closed() => return Ok(()),
+        }
+    }
+}
+
+/// Up to `limit` events after `after`, oldest first.
+async fn read(
+    nats: &async_nats::Client,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Option<FarmEvent>)>> {
+    let js = async_nats::jetstream::new(nats.clone());
+    let stream = js
+        .get_stream(subjects::EVENTS_STREAM)
+        .await
+        .map_err(GatewayError::unavailable)?;
+    let mut consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(GatewayError::unavailable)?;
+    let info = consumer.info().await.map_err(GatewayError::unavailable)?;
+    let (pending, name) = (info.num_pending as usize, info.name.clone());
+    let mut out = Vec::new();
+    if pending > 0 {
+        let mut msgs = consumer
+            .fetch()
+            .max_messages(limit.min(pending))
+            .messages()
+            .await
+            .map_err(GatewayError::unavailable)?;
+        while let Some(m) = msgs.next().await {
+            let m = m.map_err(GatewayError::unavailable)?;
+            let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
+                continue;
+            };
+            // One that does not decode (another version's) is passed over, but still counts
+            // as the page's last position.
+            out.push((seq, wire::decode::<FarmEvent>(&m.payload).ok()));
+        }
+    }
+    let _ = stream.delete_consumer(&name).await;
+    Ok(out)
+}

@@ -1,0 +1,205 @@
+//! Live logs at scale: builds writing lines at a steady rate while many clients follow them
+//! over server-sent events on one gateway. Measures the delay from a line's writing to a
+//! follower's receiving it, and what the followers cost the gateway (CPU, memory per follower).
+//! Lines are written as the farm's own (`logs.<id>.farm`), so no worker has to hold the builds.
+
+use crate::cpu;
+use crate::scenarios::percentiles;
+use crate::throughput::{farm_env, farm_procs};
+use freeagent_shared::ids::{Attempt, BuildId};
+use freeagent_shared::subjects;
+use freeagent_shared::wire::{self, LogLevel, LogLine};
+use freeagent_tests::sse::SseReader;
+use freeagent_tests::{API_KEY, Farm, FarmOpts, project};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Builds writing lines.
+    #[arg(long, default_value_t = 100)]
+    builds: usize,
+    /// Lines per second each build writes.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// Followers, spread evenly over the builds.
+    #[arg(long, default_value_t = 1000)]
+    followers: usize,
+    /// Seconds measured (after a warm-up of 3 s).
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<Value> {
+    let m = crate::machine::describe();
+    crate::machine::print(&m);
+    println!(
+        "follow: {} builds writing {} lines/s each, {} SSE followers on one gateway, {} s",
+        a.builds, a.rate, a.followers, a.secs
+    );
+    let mut env = farm_env(64);
+    env.push((
+        "FREEAGENT_MAX_LOG_FOLLOWERS".into(),
+        (a.followers + 10).to_string(),
+    ));
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: env,
+        ..Default::default()
+    })
+    .await;
+    let dir = project("true\n");
+    let ids: Vec<BuildId> = farm
+        .submit_many(dir.path(), "android", a.builds, 16, &[])
+        .await
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    anyhow::ensure!(ids.len() == a.builds, "submitted {} builds", ids.len());
+    let (rss_before, _) = farm.memory("gateway");
+
+    // Followers: each records the delay of every line it receives while measuring.
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let delays: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let mut followers = Vec::new();
+    for i in 0..a.followers {
+        let id = ids[i % ids.len()];
+        let resp = http
+            .get(format!("{}/api/builds/{id}/logs?follow=true", farm.gateway))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 200, "follower {i}: {}", resp.status());
+        let (measuring, delays, received) = (measuring.clone(), delays.clone(), received.clone());
+        followers.push(tokio::spawn(async move {
+            let mut r = SseReader::new(resp);
+            let mut mine = Vec::new();
+            while let Some(e) = r.next(Duration::from_secs(3600)).await {
+                if e.event != "log" {
+                    continue;
+                }
+                let Some(ts) = e.data["timestamp"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                else {
+                    continue;
+                };
+                if measuring.load(std::sync::atomic::Ordering::Relaxed) {
+                    let d = chrono::Utc::now().signed_duration_since(ts);
+                    mine.push(d.num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                    received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            if let Ok(mut all) = delays.lock() {
+                all.extend(mine);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_followed, _) = farm.memory("gateway");
+
+    // Writers: each build writes `rate` lines per second.
+    let nats = farm.service_nats().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for id in ids.clone() {
+        let (nats, stop, written) = (nats.clone(), stop.clone(), written.clone());
+        let every = Duration::from_micros(1_000_000 / a.rate.max(1));
+        writers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                n += 1;
+                let line = LogLine {
+                    build_id: id,
+                    attempt: Attempt::NONE,
+                    seq: n,
+                    timestamp: chrono::Utc::now(),
+                    level: LogLevel::Info,
+                    message: format!("line {n} of a build that writes steadily"),
+                };
+                if nats
+                    .publish(subjects::farm_logs(id), wire::encode(&line).into())
+                    .await
+                    .is_ok()
+                {
+                    written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let procs = farm_procs(&farm, 1);
+    let before = cpu::sample(&procs);
+    let written_before = written.load(std::sync::atomic::Ordering::Relaxed);
+    measuring.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(a.secs)).await;
+    measuring.store(false, std::sync::atomic::Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    let after = cpu::sample(&procs);
+    let (rss_during, rss_peak) = farm.memory("gateway");
+    let lines = written.load(std::sync::atomic::Ordering::Relaxed) - written_before;
+    stop.cancel();
+    for w in writers {
+        let _ = w.await;
+    }
+    // Ends every follower's stream: cancelling the builds sends `end`.
+    for id in &ids {
+        let _ = http
+            .post(format!("{}/api/builds/{id}/cancel", farm.gateway))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await;
+    }
+    for f in followers {
+        let _ = tokio::time::timeout(Duration::from_secs(60), f).await;
+    }
+    let got = received.load(std::sync::atomic::Ordering::Relaxed);
+    let all = std::mem::take(&mut *delays.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let delay = percentiles(all);
+    let cores = cpu::cores(&before, &after);
+    let gateway_cores = cores.get("gateway").copied().unwrap_or(0.0);
+    let per_follower_kib =
+        (rss_followed.saturating_sub(rss_before)) as f64 / 1024.0 / a.followers.max(1) as f64;
+    println!(
+        "follow: {lines} lines written in {secs:.1} s ({:.0}/s), {got} deliveries to followers ({:.0}/s)",
+        lines as f64 / secs,
+        got as f64 / secs
+    );
+    println!(
+        "follow: delay from writing to a follower p50 {} ms, p99 {} ms, max {} ms",
+        delay["p50_ms"], delay["p99_ms"], delay["max_ms"]
+    );
+    cpu::print("follow", &cores);
+    println!(
+        "follow: gateway RSS {:.1} MiB before followers, {:.1} MiB with {} idle followers ({per_follower_kib:.1} KiB each), {:.1} MiB while streaming (peak {:.1} MiB); {:.3} ms of gateway CPU per second per follower",
+        rss_before as f64 / 1048576.0,
+        rss_followed as f64 / 1048576.0,
+        a.followers,
+        rss_during as f64 / 1048576.0,
+        rss_peak as f64 / 1048576.0,
+        gateway_cores * 1000.0 / a.followers.max(1) as f64,
+    );
+    Ok(json!({
+        "scenario": "follow",
+        "machine": m,
+        "builds": a.builds,
+        "lines_per_sec_per_build": a.rate,
+        "followers": a.followers,
+        "lines_written": lines,
+        "deliveries": got,
+        "delay": delay,
+        "cores": cores,
+        "gateway_rss_bytes": {"before": rss_before, "followed": rss_followed, "streaming": rss_during, "peak": rss_peak},
+        "gateway_kib_per_follower": per_follower_kib,
+    }))
+}
