@@ -133,3 +133,90 @@ async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_e
     let resumed = follow(&farm, &b.id, Some(ids[2])).await;
     assert_eq!(messages(&resumed), msgs[3..].to_vec());
 }
+
+/// A follower that stops reading while its build writes fast is dropped with a reason (its
+/// backlog is bounded), and another follower of the same build is not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_stops_reading_is_dropped_with_a_reason_and_others_carry_on() {
+    use freeagent_shared::ids::BuildId;
+    use freeagent_shared::testing::factory::farm_line;
+    use freeagent_shared::wire;
+    let farm = Farm::start().await;
+    let b = farm.submit("android").await;
+    let id: BuildId = b.id.parse().unwrap();
+    let open = || {
+        farm.req(Method::GET, &format!("/api/builds/{}/logs", b.id), &farm.key())
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    // This one is never read until the writing is over.
+    let stalled = open().await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    // This one reads everything as it comes.
+    let reader = tokio::spawn({
+        let resp = open().await.unwrap();
+        async move {
+            let mut body = resp.bytes_stream();
+            let mut lines = 0usize;
+            let mut buf = String::new();
+            use futures::StreamExt;
+            while let Some(Ok(chunk)) = body.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    if block.contains("event: log") {
+                        lines += 1;
+                    }
+                }
+                if lines >= 6001 {
+                    return lines;
+                }
+            }
+            lines
+        }
+    });
+    // 6,000 lines of 8 KiB as the farm: more than socket buffers and the follower's backlog
+    // (4,096 events) hold together.
+    let nats = freeagent_shared::nats::connect(
+        &farm.nats.service_settings(0, "scheduler"),
+        "writer",
+        freeagent_shared::nats::Identity::Settings,
+        None,
+    )
+    .await
+    .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let filler = "x".repeat(8 * 1024);
+    for n in 1..=6000u64 {
+        let line = farm_line(id, n, format!("{n} {filler}"));
+        let ack = js
+            .publish(
+                freeagent_shared::subjects::farm_logs(id),
+                wire::encode(&line).into(),
+            )
+            .await
+            .unwrap();
+        if n % 500 == 0 {
+            ack.await.unwrap();
+        }
+    }
+    let read = tokio::time::timeout(Duration::from_secs(120), reader)
+        .await
+        .expect("the reading follower keeps up")
+        .unwrap();
+    assert!(read >= 6001, "the reading follower got every line ({read})");
+    let text = tokio::time::timeout(Duration::from_secs(60), stalled.text())
+        .await
+        .expect("the stalled stream was ended")
+        .unwrap();
+    let events = parse(&text);
+    let last = events.last().unwrap();
+    assert_eq!(last.0, "error", "{:?}", &events[events.len().saturating_sub(3)..]);
+    assert!(
+        last.2["error"].as_str().unwrap().contains("reads too slowly"),
+        "{}",
+        last.2
+    );
+    let got = events.iter().filter(|e| e.0 == "log").count();
+    assert!(got < 6001, "it was cut short ({got} lines)");
+}

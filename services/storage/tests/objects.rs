@@ -650,13 +650,15 @@ async fn retention_deletes_what_is_old_and_nothing_else(kind: Kind) {
         put_raw(&s.store, &format!("builds/{id}/source"), 100).await;
         put_raw(&s.store, &format!("builds/{id}/attempts/1/result"), 1000).await;
     }
+    // The archived log of the old build goes with it.
+    put_raw(&s.store, &format!("builds/{old}/logs"), 10).await;
 
     let report = retention(&s, &tdb, Duration::from_secs(3600))
         .run_once()
         .await
         .unwrap();
     assert_eq!(report.builds_purged, 1);
-    assert_eq!(report.objects_deleted, 2);
+    assert_eq!(report.objects_deleted, 3, "source, result and the log archive");
     assert_eq!(report.orphans_deleted, 0);
     let mut left = s.visible().await;
     left.retain(|p| !p.contains(&old.to_string()));

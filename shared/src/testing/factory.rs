@@ -86,3 +86,16 @@ pub async fn worker(pool: &Pool, platforms: &[Platform]) -> TestWorker {
         worker_token: t,
     }
 }
+
+/// A line of `build`'s log as the farm writes it (`subjects::farm_logs`), stamped now: tests
+/// and the follow benchmark publish these to drive live logs without a worker.
+pub fn farm_line(build: BuildId, seq: u64, message: String) -> crate::wire::LogLine {
+    crate::wire::LogLine {
+        build_id: build,
+        attempt: crate::ids::Attempt::NONE,
+        seq,
+        timestamp: chrono::Utc::now(),
+        level: crate::wire::LogLevel::Info,
+        message,
+    }
+}

@@ -6,9 +6,10 @@
 use crate::cpu;
 use crate::scenarios::percentiles;
 use crate::throughput::{farm_env, farm_procs};
-use freeagent_shared::ids::{Attempt, BuildId};
+use freeagent_shared::ids::BuildId;
 use freeagent_shared::subjects;
-use freeagent_shared::wire::{self, LogLevel, LogLine};
+use freeagent_shared::testing::factory::farm_line;
+use freeagent_shared::wire;
 use freeagent_tests::sse::SseReader;
 use freeagent_tests::{API_KEY, Farm, FarmOpts, project};
 use serde_json::{Value, json};
@@ -118,14 +119,7 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
             while !stop.is_cancelled() {
                 tick.tick().await;
                 n += 1;
-                let line = LogLine {
-                    build_id: id,
-                    attempt: Attempt::NONE,
-                    seq: n,
-                    timestamp: chrono::Utc::now(),
-                    level: LogLevel::Info,
-                    message: format!("line {n} of a build that writes steadily"),
-                };
+                let line = farm_line(id, n, format!("line {n} of a build that writes steadily"));
                 if nats
                     .publish(subjects::farm_logs(id), wire::encode(&line).into())
                     .await
