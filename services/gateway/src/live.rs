@@ -1,5 +1,5 @@
-//! The gateway's live feed: one ordered JetStream consumer on `LOGS` and one on `EVENTS` per
-//! gateway, fanned out to every open stream (log followers, `/api/events` clients) through
+//! The gateway's live feed: one ordered (push, flow-controlled) JetStream consumer on `LOGS` and
+//! one on `EVENTS` per gateway, fanned out to every open stream (log followers, `/api/events` clients) through
 //! bounded channels. A client that does not keep up fills its channel and is dropped with a
 //! reason (it resumes with `Last-Event-ID`); the feed never waits for a client, and no client's
 //! backlog grows past its channel.
@@ -8,7 +8,7 @@
 //! is in one or the other (or both: streams skip sequences they already sent). If a consumer
 //! fails, the feed makes a new one from the next sequence it has not seen.
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{DeliverPolicy, push};
 use freeagent_shared::events::FarmEvent;
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::subjects::{self, LogWriter};
@@ -266,7 +266,7 @@ impl Live {
         shutdown: CancellationToken,
         handle: impl Fn(&Live, u64, &async_nats::jetstream::Message),
     ) {
-        let js = async_nats::jetstream::new(nats);
+        let js = async_nats::jetstream::new(nats.clone());
         let mut last: Option<u64> = None;
         let mut delay = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -283,8 +283,10 @@ impl Live {
                         info.state.last_sequence + 1
                     }
                 };
+                // Push with flow control: the server streams as fast as the feed reads.
                 let consumer = stream
-                    .create_consumer(pull::OrderedConfig {
+                    .create_consumer(push::OrderedConfig {
+                        deliver_subject: nats.new_inbox(),
                         deliver_policy: DeliverPolicy::ByStartSequence {
                             start_sequence: from,
                         },
@@ -298,6 +300,7 @@ impl Live {
             let mut messages = tokio::select! {
                 m = messages => match m {
                     Ok((from, m)) => {
+                        tracing::debug!(stream = stream_name, from, "live feed started");
                         last = Some(from - 1);
                         m
                     }

@@ -217,6 +217,7 @@ async fn a_follower_that_stops_reading_is_dropped_with_a_reason_and_others_carry
         "{}",
         last.2
     );
-    let got = events.iter().filter(|e| e.0 == "log").count();
-    assert!(got < 6001, "it was cut short ({got} lines)");
+    // What it had queued still reached it, in order: it resumes from its last id.
+    let ids: Vec<u64> = events.iter().filter_map(|e| e.1).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
 }

@@ -45,6 +45,8 @@ impl Role {
                     "events.>".into(),
                     "$JS.API.>".into(),
                     "$JS.ACK.>".into(),
+                    // Flow-control replies of the live feed's ordered push consumers.
+                    "$JS.FC.>".into(),
                 ]),
                 allow(vec!["_INBOX.>".into()]),
             ),

@@ -140,6 +140,17 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
     measuring.store(false, std::sync::atomic::Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     let after = cpu::sample(&procs);
+    // BENCH_DEBUG=1: how many consumers the streams have (the feed is one per gateway).
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let js = async_nats::jetstream::new(nats.clone());
+        for name in ["LOGS", "EVENTS", "BUILDS"] {
+            if let Ok(mut s) = js.get_stream(name).await
+                && let Ok(i) = s.info().await
+            {
+                println!("stream {name}: {} messages, {} consumers", i.state.messages, i.state.consumer_count);
+            }
+        }
+    }
     let (rss_during, rss_peak) = farm.memory("gateway");
     let lines = written.load(std::sync::atomic::Ordering::Relaxed) - written_before;
     stop.cancel();
