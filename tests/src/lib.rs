@@ -11,6 +11,8 @@ use std::time::Duration;
 
 pub use freeagent_shared;
 
+pub mod browser;
+
 pub const API_KEY: &str = "fak_e2e-test-key-e2e-test-key-e2e-test-key";
 pub const SECRET: &str = "e2e-signing-secret-e2e-signing-secret";
 /// What worker processes register with: a key with only the `register_workers` scope.

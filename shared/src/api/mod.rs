@@ -4,11 +4,13 @@
 
 mod builds;
 mod keys;
+mod overview;
 mod reports;
 mod workers;
 
 pub use builds::*;
 pub use keys::*;
+pub use overview::*;
 pub use reports::*;
 pub use workers::*;
 
