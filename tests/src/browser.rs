@@ -138,11 +138,29 @@ impl Browser {
     }
 
     /// Waits until the first element matching `css` has text for which `ok` holds; returns it.
+    /// On timeout it saves a screenshot (`failed-….png`) and says what the page showed.
     pub async fn wait_text(&self, what: &str, css: &str, ok: impl Fn(&str) -> bool) -> String {
-        wait::until(what, PATIENCE, || async {
-            self.text(css).await.filter(|t| ok(t))
-        })
-        .await
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let text = self.text(css).await;
+            if let Some(t) = text.as_ref().filter(|t| ok(t)) {
+                return t.clone();
+            }
+            if std::time::Instant::now() > deadline {
+                let name: String = what
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect();
+                let shot = self.screenshot(&format!("failed-{name}")).await;
+                let page = self.text("main").await.unwrap_or_default();
+                panic!(
+                    "timed out after {PATIENCE:?} waiting for {what}: {css} shows {text:?}; \
+                     the page ({}) shows:\n{page}",
+                    shot.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until an element matching `css` exists.

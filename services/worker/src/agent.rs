@@ -109,7 +109,14 @@ impl Agent {
 
     async fn report_presence(self, slots: Arc<Semaphore>, stop: CancellationToken) {
         loop {
-            let running = (self.config.max_concurrent - slots.available_permits()) as u32;
+            // The builds it runs, not the slots taken: a puller waiting for a job holds a slot,
+            // and an idle worker would show as `building`.
+            let running = self
+                .running
+                .lock()
+                .map(|r| r.len())
+                .unwrap_or(self.config.max_concurrent - slots.available_permits())
+                as u32;
             let req = PresenceRequest {
                 worker_id: self.worker_id,
                 running,
