@@ -12,7 +12,7 @@ const PAD = 4;
 export function bars({ count, series, classes, label }) {
   const max = Math.max(1, ...series.map((s) => s.values.reduce((a, b) => a + b, 0)));
   const w = (W - 2 * PAD) / count;
-  const g = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "chart", role: "img", "aria-label": label });
+  const g = svg("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", class: "chart", role: "img", "aria-label": label });
   g.appendChild(svg("line", { x1: PAD, x2: W - PAD, y1: H - PAD, y2: H - PAD, class: "axis" }));
   for (const s of series) {
     let y = H - PAD;
@@ -32,7 +32,7 @@ export function lines({ count, lines: series, label, unit }) {
   const all = series.flatMap((l) => l.points.map((p) => p.value));
   const max = Math.max(1, ...all);
   const w = (W - 2 * PAD) / count;
-  const g = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "chart", role: "img", "aria-label": label });
+  const g = svg("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", class: "chart", role: "img", "aria-label": label });
   g.appendChild(svg("line", { x1: PAD, x2: W - PAD, y1: H - PAD, y2: H - PAD, class: "axis" }));
   for (const l of series) {
     for (const p of l.points) {
