@@ -42,7 +42,8 @@ export async function buildsPage(main) {
   const body = el("tbody", { id: "builds-body" });
   const table = el("table", { id: "builds", class: "list" },
     el("thead", {}, el("tr", {},
-      ["Build", "Status", "Platform", "Queue", "Worker", "Attempt", "Submitted", "Duration"].map((h) => el("th", {}, h)))),
+      ["Build", "Status", "Platform", "Queue", "Worker", "Attempt", "Submitted", "Duration"].map((h) =>
+        el("th", { class: h === "Attempt" || h === "Duration" ? "num" : null }, h)))),
     body);
 
   replace(main,
@@ -84,7 +85,8 @@ export async function buildsPage(main) {
       error.textContent = "";
       replace(body, builds.length ? builds.map(row)
         : el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No builds match.")));
-      total.textContent = (headers.get("x-total-count") || "0") + " builds match";
+      const n = Number(headers.get("x-total-count") || "0");
+      total.textContent = n.toLocaleString() + (n === 1 ? " build matches" : " builds match");
       more.disabled = !next;
       prev.disabled = cursors.length === 0 && !cursor;
     } catch (e) {

@@ -13,7 +13,7 @@ export async function workersPage(main, session) {
   if (session.is_admin) heads.push("");
   replace(main, el("h1", {}, "Workers"), error, message,
     el("table", { id: "workers", class: "list" },
-      el("thead", {}, el("tr", {}, heads.map((h) => el("th", {}, h)))), body));
+      el("thead", {}, el("tr", {}, heads.map((h) => el("th", { class: h === "Builds done" ? "num" : null }, h)))), body));
 
   const act = async (w, action) => {
     try {
