@@ -1,6 +1,6 @@
 // Keeps a page current: the farm's event stream (`GET /api/events`, server-sent events) when
 // the gateway has it, and polling of the JSON API as well, slower while events flow. `refresh`
-// is called at most once per `minGap` ms, however many events arrive.
+// is called at most about once a second while events arrive, however many.
 
 export function live({ refresh, filter = () => true, pollMs = 3000, idlePollMs = 15000, query = "" }) {
   const state = document.getElementById("live-state");
@@ -33,7 +33,8 @@ export function live({ refresh, filter = () => true, pollMs = 3000, idlePollMs =
   const onEvent = (e) => {
     let data = null;
     try { data = JSON.parse(e.data); } catch { return; }
-    if (filter(data)) kick();
+    // At most one redraw a second, however busy the farm.
+    if (filter(data)) kick(1000);
   };
 
   if (typeof EventSource !== "undefined") {
