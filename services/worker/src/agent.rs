@@ -64,7 +64,7 @@ impl Agent {
             ));
         }
         pullers.close();
-        let presence = tokio::spawn(self.clone().report_presence(slots.clone(), stop.clone()));
+        let presence = tokio::spawn(self.clone().report_presence(stop.clone()));
         stop.cancelled().await;
         presence.abort();
         pullers.wait().await;
@@ -107,16 +107,10 @@ impl Agent {
         }
     }
 
-    async fn report_presence(self, slots: Arc<Semaphore>, stop: CancellationToken) {
+    async fn report_presence(self, stop: CancellationToken) {
         loop {
-            // The builds it runs, not the slots taken: a puller waiting for a job holds a slot,
-            // and an idle worker would show as `building`.
-            let running = self
-                .running
-                .lock()
-                .map(|r| r.len())
-                .unwrap_or(self.config.max_concurrent - slots.available_permits())
-                as u32;
+            // The builds it runs, not the slots taken: a puller holds a slot while it waits.
+            let running = self.running.lock().map(|r| r.len()).unwrap_or(0) as u32;
             let req = PresenceRequest {
                 worker_id: self.worker_id,
                 running,
