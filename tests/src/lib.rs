@@ -3,6 +3,8 @@
 //! kill any process. Logs of each process go to a file, printed when a test fails.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod browser;
+
 use freeagent_shared::testing::{TestDb, TestNats, TestPg, free_port, wait};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub use freeagent_shared;
-
-pub mod browser;
 
 pub const API_KEY: &str = "fak_e2e-test-key-e2e-test-key-e2e-test-key";
 pub const SECRET: &str = "e2e-signing-secret-e2e-signing-secret";
