@@ -59,7 +59,7 @@ function windowCard(title, w, id) {
   return el("section", { class: "card window", id: "window-" + id },
     el("h2", {}, title),
     el("div", { class: "stats" },
-      figure("Builds per minute", perMinute.toFixed(2), finished + " finished"),
+      figure("Builds per minute", perMinute > 0 && perMinute < 0.1 ? perMinute.toPrecision(2) : perMinute.toFixed(2), finished + " finished"),
       figure("Success rate", rate, t.completed + " completed, " + t.failed + " failed"),
       figure("Duration p50", duration(t.p50_ms), "half of the builds took less"),
       figure("p90", duration(t.p90_ms), ""),
