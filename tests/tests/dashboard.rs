@@ -14,6 +14,8 @@ use std::time::Duration;
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WAIT: Duration = Duration::from_secs(90);
+/// Lines the slow build prints, one each half second.
+const LINES: usize = 20;
 
 /// Submits a project whose build.sh is `script`, with `metadata`; returns the 201 body.
 async fn submit(farm: &Farm, script: &str, metadata: Value) -> Value {
@@ -51,10 +53,13 @@ async fn a_build_appears_runs_and_completes_live_with_its_log_and_checksum() {
     browser.goto(&format!("{}/ui/builds", farm.gateway)).await;
     browser.wait_for("the builds table", "#builds-body").await;
 
-    // Lines come slowly, so the page must show them while the build runs.
-    let script = "for i in $(seq 1 12); do echo \"line $i\"; sleep 0.5; done\n\
-                  echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n";
-    let id = submit(&farm, script, json!({"branch": "main"})).await["id"]
+    // Lines come slowly (10 s in all, time for a slow machine to open the page), so the page
+    // must show them while the build runs.
+    let script = format!(
+        "for i in $(seq 1 {LINES}); do echo \"line $i\"; sleep 0.5; done\n\
+         echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n"
+    );
+    let id = submit(&farm, &script, json!({"branch": "main"})).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -101,7 +106,7 @@ async fn a_build_appears_runs_and_completes_live_with_its_log_and_checksum() {
     );
 
     // A second build, watched from its own page: the log grows line by line.
-    let id = submit(&farm, script, json!({})).await["id"]
+    let id = submit(&farm, &script, json!({})).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -118,17 +123,17 @@ async fn a_build_appears_runs_and_completes_live_with_its_log_and_checksum() {
     };
     let partial = wait::until("some but not all lines", WAIT, || async {
         let l = lines().await;
-        (!l.is_empty() && l.len() < 12).then_some(l)
+        (!l.is_empty() && l.len() < LINES).then_some(l)
     })
     .await;
     assert_eq!(partial[0], "line 1");
     browser.screenshot("build-running").await;
     wait::until("every line", WAIT, || async {
-        (lines().await.len() == 12).then_some(())
+        (lines().await.len() == LINES).then_some(())
     })
     .await;
     let shown = lines().await;
-    let expected: Vec<String> = (1..=12).map(|i| format!("line {i}")).collect();
+    let expected: Vec<String> = (1..=LINES).map(|i| format!("line {i}")).collect();
     assert_eq!(shown, expected, "each line once, in order");
     browser
         .wait_text("the page to show completed", "#build-status", |s| {
