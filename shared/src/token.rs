@@ -13,14 +13,23 @@ pub enum TokenKind {
     ApiKey,
     Build,
     Worker,
+    /// A dashboard session that speaks for an API key (its cookie).
+    SessionForKey,
+    /// A dashboard session opened with a build token: that build only.
+    SessionForBuild,
+    /// A dashboard session's CSRF token.
+    Csrf,
 }
 
 impl TokenKind {
-    fn prefix(self) -> &'static str {
+    pub fn prefix(self) -> &'static str {
         match self {
             TokenKind::ApiKey => "fak_",
             TokenKind::Build => "fab_",
             TokenKind::Worker => "faw_",
+            TokenKind::SessionForKey => "fsk_",
+            TokenKind::SessionForBuild => "fsb_",
+            TokenKind::Csrf => "fcs_",
         }
     }
 }

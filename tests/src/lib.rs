@@ -3,6 +3,8 @@
 //! kill any process. Logs of each process go to a file, printed when a test fails.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod browser;
+
 use freeagent_shared::testing::{TestDb, TestNats, TestPg, free_port, wait};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -191,6 +191,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
         if a.workers == 1 { "" } else { "s" }
     );
     println!("  gateway    {gateway_url}");
+    println!("  dashboard  {gateway_url}/ (sign in with the API key)");
     println!("  storage    {storage_endpoint}");
     match &own_nats {
         Some(n) => println!(

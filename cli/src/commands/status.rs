@@ -15,16 +15,22 @@ pub async fn run(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCo
         ("id", b.summary.id.to_string()),
         ("status", b.summary.status.to_string()),
         ("platform", b.summary.platform.to_string()),
-        ("queue", b.queue.to_string()),
-        ("attempt", b.attempt.get().to_string()),
+        ("queue", b.summary.queue.to_string()),
+        ("attempt", b.summary.attempt.get().to_string()),
         ("worker_name", or_dash(b.summary.worker_name.clone())),
         ("submitted_at", b.summary.submitted_at.to_rfc3339()),
-        ("started_at", or_dash(b.started_at.map(|t| t.to_rfc3339()))),
+        (
+            "started_at",
+            or_dash(b.summary.started_at.map(|t| t.to_rfc3339())),
+        ),
         (
             "completed_at",
             or_dash(b.summary.completed_at.map(|t| t.to_rfc3339())),
         ),
-        ("duration_ms", or_dash(b.duration_ms.map(|d| d.to_string()))),
+        (
+            "duration_ms",
+            or_dash(b.summary.duration_ms.map(|d| d.to_string())),
+        ),
         ("error_message", or_dash(b.summary.error_message.clone())),
     ];
     for (k, v) in rows {

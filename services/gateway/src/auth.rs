@@ -39,10 +39,20 @@ pub fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
     })
 }
 
-/// Checks a presented API key; `Ok(None)` when none was presented.
+/// Whether the request presents an API key: in a header, or as a dashboard session made from
+/// one (the session cookie; `ui::session`), which is checked exactly like the key.
+pub fn presents_api_key(headers: &HeaderMap) -> bool {
+    presented_api_key(headers).is_some() || crate::ui::session::claims_key(headers)
+}
+
+/// Checks a presented API key (or the key of a dashboard session); `Ok(None)` when none was
+/// presented or the session is unknown or expired.
 pub async fn api_key(st: &AppState, headers: &HeaderMap) -> Result<Option<ApiKey>> {
     let Some(key) = presented_api_key(headers) else {
-        return Ok(None);
+        return match crate::ui::session::key(st, headers).await? {
+            Some(k) => live_key(st, k).map(Some),
+            None => Ok(None),
+        };
     };
     let hash = token::hash(key);
     let k = match st.api_keys.get(&hash) {
@@ -55,6 +65,11 @@ pub async fn api_key(st: &AppState, headers: &HeaderMap) -> Result<Option<ApiKey
             None => return Err(GatewayError::forbidden("invalid API key")),
         },
     };
+    live_key(st, k).map(Some)
+}
+
+/// The key, unless it was revoked or expired (401 with a hint).
+fn live_key(st: &AppState, k: ApiKey) -> Result<ApiKey> {
     let refused = if k.revoked_at.is_some() {
         Some("this API key was revoked".to_owned())
     } else if k.expired(chrono::Utc::now()) {
@@ -71,7 +86,7 @@ pub async fn api_key(st: &AppState, headers: &HeaderMap) -> Result<Option<ApiKey
         .hint("ask an operator for a new key (`freeagent keys create`, POST /api/keys)"));
     }
     st.key_usage.used(k.id);
-    Ok(Some(k))
+    Ok(k)
 }
 
 pub fn has_scope(key: &ApiKey, scope: &str) -> bool {
@@ -127,11 +142,23 @@ pub async fn require_api_key_any(
 
 /// An API key with the read scope, or this build's token; returns the build.
 pub async fn build_reader(st: &AppState, headers: &HeaderMap, id: BuildId) -> Result<Build> {
-    if presented_api_key(headers).is_some() {
+    if presents_api_key(headers) {
         require_api_key(st, headers, SCOPE_READ).await?;
         return db::builds::build_get(&st.pool, id)
             .await?
             .ok_or_else(|| GatewayError::not_found("build"));
+    }
+    // A dashboard session opened with this build's token stands for the token.
+    if header(headers, "x-build-token").is_none() && crate::ui::session::claims_build(headers) {
+        return match crate::ui::session::build(st, headers).await? {
+            Some(b) if b == id => db::builds::build_get(&st.pool, id)
+                .await?
+                .ok_or_else(|| GatewayError::not_found("build")),
+            Some(_) => Err(GatewayError::forbidden(
+                "this session was opened for another build",
+            )),
+            None => Err(GatewayError::unauthorized().hint("the session ended: sign in again")),
+        };
     }
     let Some(presented) = header(headers, "x-build-token") else {
         return Err(missing_or_wrong_kind(

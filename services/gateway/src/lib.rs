@@ -18,6 +18,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod storage_client;
+pub mod ui;
 
 use anyhow::Context;
 use axum::Router;
@@ -64,7 +65,9 @@ pub fn router(st: AppState, health: Health) -> Router {
             forget.forget_idle();
         }
     });
+    let sessions = st.clone();
     router
+        .merge(ui::router())
         .fallback(|| async { error::GatewayError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             error::GatewayError::new(
@@ -75,6 +78,10 @@ pub fn router(st: AppState, health: Health) -> Router {
         })
         .with_state(st)
         .merge(health.router())
+        .layer(axum::middleware::from_fn_with_state(
+            sessions,
+            ui::csrf::middleware,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             limiter,
             rate_limit::middleware,

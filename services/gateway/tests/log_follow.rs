@@ -145,9 +145,13 @@ async fn a_follower_that_stops_reading_is_dropped_with_a_reason_and_others_carry
     let b = farm.submit("android").await;
     let id: BuildId = b.id.parse().unwrap();
     let open = || {
-        farm.req(Method::GET, &format!("/api/builds/{}/logs", b.id), &farm.key())
-            .header("accept", "text/event-stream")
-            .send()
+        farm.req(
+            Method::GET,
+            &format!("/api/builds/{}/logs", b.id),
+            &farm.key(),
+        )
+        .header("accept", "text/event-stream")
+        .send()
     };
     // This one is never read until the writing is over.
     let stalled = open().await.unwrap();
@@ -211,9 +215,17 @@ async fn a_follower_that_stops_reading_is_dropped_with_a_reason_and_others_carry
         .unwrap();
     let events = parse(&text);
     let last = events.last().unwrap();
-    assert_eq!(last.0, "error", "{:?}", &events[events.len().saturating_sub(3)..]);
+    assert_eq!(
+        last.0,
+        "error",
+        "{:?}",
+        &events[events.len().saturating_sub(3)..]
+    );
     assert!(
-        last.2["error"].as_str().unwrap().contains("reads too slowly"),
+        last.2["error"]
+            .as_str()
+            .unwrap()
+            .contains("reads too slowly"),
         "{}",
         last.2
     );

@@ -658,7 +658,10 @@ async fn retention_deletes_what_is_old_and_nothing_else(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(report.builds_purged, 1);
-    assert_eq!(report.objects_deleted, 3, "source, result and the log archive");
+    assert_eq!(
+        report.objects_deleted, 3,
+        "source, result and the log archive"
+    );
     assert_eq!(report.orphans_deleted, 0);
     let mut left = s.visible().await;
     left.retain(|p| !p.contains(&old.to_string()));

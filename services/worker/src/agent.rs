@@ -120,8 +120,12 @@ impl Agent {
                     if let Some(jwt) = nats_jwt {
                         self.renew_nats_jwt(jwt);
                     }
-                    if drain && !self.draining.swap(true, Ordering::SeqCst) {
+                    // An operator may undrain the worker too: it then takes builds again.
+                    let was = self.draining.swap(drain, Ordering::SeqCst);
+                    if drain && !was {
                         tracing::info!("draining: taking no new builds");
+                    } else if was && !drain {
+                        tracing::info!("undrained: taking builds again");
                     }
                 }
                 Ok(other) => tracing::warn!(reply = ?other, "presence refused"),

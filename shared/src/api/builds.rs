@@ -38,6 +38,14 @@ pub struct BuildSummary {
     pub has_result: bool,
     /// When retention deleted the build's files (the record stays).
     pub purged_at: Option<DateTime<Utc>>,
+    /// The queue it waits in or ran from.
+    pub queue: QueueName,
+    /// Dispatches so far (the fencing token): 1 on the first run.
+    pub attempt: Attempt,
+    /// When the current (or last) attempt started building.
+    pub started_at: Option<DateTime<Utc>>,
+    /// started → completed, once finished.
+    pub duration_ms: Option<i64>,
 }
 
 /// A stored file of a build.
@@ -64,15 +72,11 @@ pub struct AttemptView {
 pub struct BuildDetail {
     #[serde(flatten)]
     pub summary: BuildSummary,
-    pub attempt: Attempt,
     pub max_attempts: i32,
     pub timeout_secs: i32,
     pub retry_on_failure: bool,
     pub priority: i32,
-    pub queue: QueueName,
     pub metadata: serde_json::Value,
-    pub started_at: Option<DateTime<Utc>>,
-    pub duration_ms: Option<i64>,
     pub progress: Option<i16>,
     pub original_build_id: Option<BuildId>,
     pub artifacts: Vec<Artifact>,
@@ -154,6 +158,8 @@ pub struct ListQuery {
     /// ios or android
     pub platform: Option<String>,
     pub worker_id: Option<String>,
+    /// A queue name
+    pub queue: Option<String>,
     /// 1 to 500 (default 50)
     pub limit: Option<String>,
     /// From the `Link: <…>; rel="next"` header of the previous page.

@@ -5,12 +5,14 @@
 mod builds;
 mod events;
 mod keys;
+mod overview;
 mod reports;
 mod workers;
 
 pub use builds::*;
 pub use events::*;
 pub use keys::*;
+pub use overview::*;
 pub use reports::*;
 pub use workers::*;
 

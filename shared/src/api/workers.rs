@@ -184,6 +184,13 @@ pub struct WorkerView {
     pub registered_at: DateTime<Utc>,
     /// The builds it holds now.
     pub builds: Vec<uuid::Uuid>,
+    /// The platforms it builds for.
+    pub platforms: Vec<String>,
+    /// The queues it takes builds from (its declared queues, else its platforms).
+    pub queues: Vec<String>,
+    /// Attempts it ran that have ended, and those of them that completed.
+    pub builds_total: i64,
+    pub builds_completed: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -191,7 +198,7 @@ pub struct WorkerList {
     pub workers: Vec<WorkerView>,
 }
 
-/// `POST /api/workers/:id/drain`.
+/// `POST /api/workers/:id/drain` and `POST /api/workers/:id/undrain`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Drained {
     pub id: WorkerId,

@@ -51,11 +51,7 @@ impl Worker {
     /// The queues this worker takes builds from: its declared queues, or else its platforms
     /// (a platform's default queue is named after it). The one definition of it.
     pub fn effective_queue_names(&self) -> Vec<String> {
-        if self.queues.is_empty() {
-            self.platforms.clone()
-        } else {
-            self.queues.clone()
-        }
+        effective_queue_names(&self.queues, &self.platforms)
     }
 
     /// The same, parsed (rows are written by us; a name that does not parse is skipped).
@@ -64,6 +60,15 @@ impl Worker {
             .iter()
             .filter_map(|q| crate::status::QueueName::parse(q).ok())
             .collect()
+    }
+}
+
+/// A worker's declared queues, or else its platforms: the one rule for which queues it serves.
+pub fn effective_queue_names(queues: &[String], platforms: &[String]) -> Vec<String> {
+    if queues.is_empty() {
+        platforms.to_vec()
+    } else {
+        queues.to_vec()
     }
 }
 
@@ -206,6 +211,22 @@ pub async fn worker_drain(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Optio
     .await?)
 }
 
+/// A draining worker takes builds again (`POST /api/workers/:id/undrain`). Guarded: only a
+/// draining, registered worker changes, to `idle` (its next presence report says whether it is
+/// building); `None` when the guard did not hold (the caller reads the row to say why).
+pub async fn worker_undrain(
+    db: impl PgExecutor<'_>,
+    id: WorkerId,
+) -> Result<Option<Worker>, Error> {
+    Ok(sqlx::query_as::<_, Worker>(
+        "UPDATE workers SET status = 'idle' WHERE id = $1 AND status = 'draining' AND revoked_at IS NULL \
+         RETURNING *",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
 /// The worker's registration ends (it unregistered, or an operator revoked it): it is refused
 /// everywhere and offline until it registers again. Returns the row as it was revoked.
 pub async fn worker_revoke(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
@@ -246,6 +267,12 @@ pub struct WorkerView {
     pub last_seen_at: DateTime<Utc>,
     pub registered_at: DateTime<Utc>,
     pub builds: Vec<uuid::Uuid>,
+    pub platforms: Vec<String>,
+    /// As registered: see [`effective_queue_names`].
+    pub queues: Vec<String>,
+    /// Attempts it ran that ended, and those of them that completed.
+    pub builds_total: i64,
+    pub builds_completed: i64,
 }
 
 /// Every worker; one not seen for `offline_after_secs` shows as `offline`.
@@ -258,8 +285,13 @@ pub async fn worker_list(
              CASE WHEN w.status <> 'offline' AND w.last_seen_at < now() - make_interval(secs => $1) THEN 'offline' \
                   ELSE w.status END AS status, \
              w.capabilities, w.last_seen_at, w.registered_at, \
-             COALESCE(array_agg(b.id ORDER BY b.id) FILTER (WHERE b.id IS NOT NULL), '{}') AS builds \
+             COALESCE(array_agg(b.id ORDER BY b.id) FILTER (WHERE b.id IS NOT NULL), '{}') AS builds, \
+             w.platforms, w.queues, \
+             COALESCE(max(t.total), 0)::bigint AS builds_total, COALESCE(max(t.completed), 0)::bigint AS builds_completed \
          FROM workers w LEFT JOIN builds b ON b.worker_id = w.id AND b.status IN ('assigned', 'building') \
+         LEFT JOIN (SELECT worker_id, count(*) FILTER (WHERE ended_at IS NOT NULL) AS total, \
+                        count(*) FILTER (WHERE outcome = 'completed') AS completed \
+                    FROM build_attempts GROUP BY worker_id) t ON t.worker_id = w.id \
          GROUP BY w.id ORDER BY w.registered_at",
     )
     .bind(offline_after_secs)

@@ -25,7 +25,10 @@ pub fn free_port() -> std::io::Result<u16> {
 pub fn init_test_log() {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(std::env::var("TEST_LOG_FILTER").unwrap_or_else(|_| "debug,sqlx=warn,async_nats=info".into()))
+            .with_env_filter(
+                std::env::var("TEST_LOG_FILTER")
+                    .unwrap_or_else(|_| "debug,sqlx=warn,async_nats=info".into()),
+            )
             .with_test_writer()
             .try_init();
     }

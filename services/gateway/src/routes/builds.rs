@@ -40,14 +40,17 @@ pub fn summary(b: &Build) -> BuildSummary {
         error_message: b.error_message.clone(),
         has_result: b.result_key.is_some() && b.purged_at.is_none(),
         purged_at: b.purged_at,
+        queue: b.queue.clone(),
+        attempt: b.attempt,
+        started_at: b.started_at,
+        duration_ms: match (b.started_at, b.completed_at) {
+            (Some(s), Some(e)) => Some((e - s).num_milliseconds()),
+            _ => None,
+        },
     }
 }
 
 fn detail(b: &Build, attempts: Vec<AttemptRecord>) -> BuildDetail {
-    let duration_ms = match (b.started_at, b.completed_at) {
-        (Some(s), Some(e)) => Some((e - s).num_milliseconds()),
-        _ => None,
-    };
     let mut artifacts = vec![Artifact {
         name: "source".into(),
         size: b.source_size,
@@ -65,15 +68,11 @@ fn detail(b: &Build, attempts: Vec<AttemptRecord>) -> BuildDetail {
     }
     BuildDetail {
         summary: summary(b),
-        attempt: b.attempt,
         max_attempts: b.max_attempts,
         timeout_secs: b.timeout_secs,
         retry_on_failure: b.retry_on_failure,
         priority: b.priority,
-        queue: b.queue.clone(),
         metadata: b.metadata.clone(),
-        started_at: b.started_at,
-        duration_ms,
         progress: b.progress,
         original_build_id: b.original_build_id,
         artifacts,
@@ -126,6 +125,14 @@ pub async fn list(
         )?,
         platform: query_param(&q.platform, "platform", "ios or android")?,
         worker_id: query_param::<WorkerId>(&q.worker_id, "worker_id", "a worker id")?,
+        queue: match q.queue.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(v) => Some(freeagent_shared::status::QueueName::parse(v).map_err(|_| {
+                GatewayError::bad_request(format!(
+                    "invalid queue {v:?}: expected a queue name (a-z, 0-9, '-', '_')"
+                ))
+            })?),
+        },
         after: query_param::<BuildId>(&q.cursor, "cursor", "the cursor of a Link header")?,
         limit: limit.min(MAX_LIST_LIMIT),
     };
@@ -189,11 +196,12 @@ pub async fn parse_or_auth(st: &AppState, headers: &HeaderMap, raw: &str) -> Res
     match parse_id(raw) {
         Ok(id) => Ok(id),
         Err(not_found) => {
-            if auth::presented_api_key(headers).is_some() {
+            if auth::presents_api_key(headers) {
                 auth::require_api_key(st, headers, SCOPE_READ).await?;
                 Err(not_found)
             } else if headers.contains_key("x-build-token")
                 || headers.contains_key("x-worker-token")
+                || crate::ui::session::claims_build(headers)
             {
                 Err(GatewayError::forbidden(
                     "this build token does not grant access to this build",

@@ -22,7 +22,7 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let id = parse_or_auth(&st, &headers, &id).await?;
-    if auth::presented_api_key(&headers).is_some() {
+    if auth::presents_api_key(&headers) {
         auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
     }
     // From any status, as the contract says: a running build keeps running.
@@ -30,7 +30,7 @@ pub async fn retry(
     // A build token may retry its build once (the new build gets a token of its own, which may
     // retry once in turn); API keys are not limited. Otherwise one leaked token could queue
     // builds, with the original's certs, without end.
-    if auth::presented_api_key(&headers).is_none()
+    if !auth::presents_api_key(&headers)
         && !db::builds::build_take_token_retry(&st.pool, original.id).await?
     {
         return Err(

@@ -290,6 +290,22 @@ pub fn routes(l: &Limits) -> Vec<Route> {
         )
         .gives(json::<Drained>()),
         r(
+            "post",
+            "/api/workers/{id}/undrain",
+            ApiKey,
+            "A draining worker takes new builds again",
+            post(workers::undrain),
+        )
+        .gives(json::<Drained>()),
+        r(
+            "get",
+            "/api/overview",
+            ApiKey,
+            "Queue depths, and finished builds per bucket with success and duration percentiles over the last hour and day",
+            get(crate::ui::overview::overview),
+        )
+        .gives(json::<Overview>()),
+        r(
             "get",
             "/api/workers/{id}/stats",
             ApiKey,

@@ -239,6 +239,10 @@ pub async fn list(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<Wo
                 last_seen_at: w.last_seen_at,
                 registered_at: w.registered_at,
                 builds: w.builds,
+                queues: db::workers::effective_queue_names(&w.queues, &w.platforms),
+                platforms: w.platforms,
+                builds_total: w.builds_total,
+                builds_completed: w.builds_completed,
             })
             .collect(),
     }))
@@ -265,6 +269,38 @@ pub async fn drain(
     Ok(Json(Drained {
         id: w.id,
         status: WorkerStatus::Draining,
+    }))
+}
+
+/// `POST /api/workers/:id/undrain`: a draining worker takes new builds again. 409 when it is
+/// not draining (or its registration ended).
+pub async fn undrain(
+    State(st): State<AppState>,
+    _key: Key<Admin>,
+    Path(id): Path<String>,
+) -> Result<Json<Drained>> {
+    let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
+    let Some(w) = db::workers::worker_undrain(&st.pool, id).await? else {
+        let w = db::workers::worker_get(&st.pool, id)
+            .await?
+            .ok_or_else(|| GatewayError::not_found("worker"))?;
+        return Err(GatewayError::new(
+            freeagent_shared::api_error::ErrorCode::Conflict,
+            "this worker is not draining",
+        )
+        .hint(format!("the worker is {}", w.status)));
+    };
+    tracing::info!(worker_id = %id, "worker takes builds again");
+    let event = FarmEvent::worker(
+        id,
+        WorkerChange::into_status(w.status),
+        w.status,
+        Some(w.name.clone()),
+    );
+    events::publish(&st.nats, &event).await;
+    Ok(Json(Drained {
+        id: w.id,
+        status: w.status,
     }))
 }
 

@@ -8,6 +8,10 @@ use crate::status::{BuildStatus, Platform, QueueName};
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+// The dashboard's figures (issue 16); they use none of the macros below.
+mod overview;
+pub use overview::*;
+
 /// The columns of a [`Build`], read from `builds b LEFT JOIN workers w`.
 macro_rules! build_columns {
     () => {
@@ -149,6 +153,7 @@ pub struct ListFilter {
     pub status: Option<BuildStatus>,
     pub platform: Option<Platform>,
     pub worker_id: Option<WorkerId>,
+    pub queue: Option<QueueName>,
     pub after: Option<BuildId>,
     pub limit: i64,
 }
@@ -161,6 +166,7 @@ pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<B
         " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
          WHERE ($1::text IS NULL OR b.status = $1) AND ($2::text IS NULL OR b.platform = $2) \
          AND ($3::uuid IS NULL OR b.worker_id = $3) AND ($4::uuid IS NULL OR b.id < $4) \
+         AND ($6::text IS NULL OR b.queue = $6) \
          ORDER BY b.id DESC LIMIT $5"
     ))
     .bind(f.status)
@@ -168,6 +174,7 @@ pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<B
     .bind(f.worker_id)
     .bind(f.after)
     .bind(f.limit)
+    .bind(&f.queue)
     .fetch_all(db)
     .await?)
 }
@@ -176,11 +183,13 @@ pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<B
 pub async fn build_count(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<i64, Error> {
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM builds b WHERE ($1::text IS NULL OR b.status = $1) \
-         AND ($2::text IS NULL OR b.platform = $2) AND ($3::uuid IS NULL OR b.worker_id = $3)",
+         AND ($2::text IS NULL OR b.platform = $2) AND ($3::uuid IS NULL OR b.worker_id = $3) \
+         AND ($4::text IS NULL OR b.queue = $4)",
     )
     .bind(f.status)
     .bind(f.platform)
     .bind(f.worker_id)
+    .bind(&f.queue)
     .fetch_one(db)
     .await?)
 }

@@ -147,7 +147,10 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
             if let Ok(mut s) = js.get_stream(name).await
                 && let Ok(i) = s.info().await
             {
-                println!("stream {name}: {} messages, {} consumers", i.state.messages, i.state.consumer_count);
+                println!(
+                    "stream {name}: {} messages, {} consumers",
+                    i.state.messages, i.state.consumer_count
+                );
             }
         }
     }

@@ -1,0 +1,62 @@
+// The JSON API as the dashboard calls it: the session cookie is the credential (the browser
+// sends it; scripts cannot read it), and every state-changing request carries the session's
+// CSRF token. A 401 means the session ended: back to the sign-in page.
+
+let csrfToken = null;
+
+export function setCsrf(token) {
+  csrfToken = token;
+}
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super((body && (body.error || body.message)) || "request failed (" + status + ")");
+    this.status = status;
+    this.body = body;
+  }
+}
+
+export function toSignIn() {
+  const next = location.pathname + location.search;
+  location.assign("/ui/sign-in?next=" + encodeURIComponent(next));
+}
+
+// Returns {body, headers}; throws ApiError.
+export async function request(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET" && method !== "HEAD") {
+    if (csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  }
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+    cache: "no-store",
+  });
+  let parsed = null;
+  const type = resp.headers.get("content-type") || "";
+  if (type.includes("application/json")) parsed = await resp.json().catch(() => null);
+  if (resp.status === 401 && !path.startsWith("/ui/api/sign-in")) {
+    toSignIn();
+    throw new ApiError(401, parsed);
+  }
+  if (!resp.ok) throw new ApiError(resp.status, parsed);
+  return { body: parsed, headers: resp.headers };
+}
+
+export async function get(path) {
+  return (await request(path)).body;
+}
+
+export async function post(path, body) {
+  return (await request(path, { method: "POST", body })).body;
+}
+
+// The URL of the next page, from a `Link: <…>; rel="next"` header.
+export function nextLink(headers) {
+  const link = headers.get("link") || "";
+  const m = link.match(/<([^>]+)>;\s*rel="next"/);
+  return m ? m[1] : null;
+}

@@ -1,0 +1,58 @@
+// The dashboard's entry point: learns the session, draws the header, and hands the page the
+// path names to its module. Pages are plain links (each a full load of this small page).
+
+import { get, post, setCsrf, toSignIn } from "./api.js";
+import { el, replace } from "./dom.js";
+import { signInPage } from "./sign_in.js";
+import { buildsPage } from "./builds.js";
+import { buildPage } from "./build.js";
+import { workersPage } from "./workers.js";
+import { overviewPage } from "./overview.js";
+
+async function main() {
+  const main = document.getElementById("main");
+  const path = location.pathname.replace(/\/+$/, "") || "/ui";
+  if (path === "/ui/sign-in") {
+    signInPage(main);
+    return;
+  }
+  let session;
+  try {
+    session = await get("/ui/api/session");
+  } catch (e) {
+    if (e.status !== 401) replace(main, el("p", { class: "error" }, "Cannot reach the farm: " + e.message));
+    return;
+  }
+  setCsrf(session.csrf_token);
+  header(session, path);
+  const build = path.match(/^\/ui\/builds\/([0-9a-fA-F-]{36})$/);
+  if (build) return buildPage(main, build[1], session);
+  if (session.kind === "build") return toSignIn();
+  if (path === "/ui/builds") return buildsPage(main, session);
+  if (path === "/ui/workers") return workersPage(main, session);
+  if (path === "/ui") return overviewPage(main, session);
+  replace(main, el("p", { class: "error" }, "No such page."));
+}
+
+function header(session, path) {
+  const nav = document.getElementById("nav");
+  const who = document.getElementById("who");
+  const out = document.getElementById("sign-out");
+  if (session.kind === "key") {
+    nav.hidden = false;
+    const page = path === "/ui" ? "overview" : path.split("/")[2];
+    for (const a of nav.querySelectorAll("a")) {
+      if (a.dataset.page === page) a.classList.add("current");
+    }
+    who.textContent = "key: " + session.name + (session.is_admin ? " (admin)" : "");
+  } else {
+    who.textContent = "one build (build token)";
+  }
+  out.hidden = false;
+  out.addEventListener("click", async () => {
+    try { await post("/ui/api/sign-out"); } catch (e) { console.warn(e.message); }
+    location.assign("/ui/sign-in");
+  });
+}
+
+main();

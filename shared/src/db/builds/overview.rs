@@ -1,0 +1,75 @@
+//! The dashboard overview's figures (issue 16), measured from the `builds` rows: finished builds
+//! per time bucket with their outcomes and duration percentiles, over a recent window. Nothing
+//! is sampled or kept elsewhere; the charts draw exactly these rows.
+
+use super::super::Error;
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+/// Builds that finished in one bucket of a window. Durations are started → completed of the
+/// builds that completed (a failed or cancelled build's time says little about build length).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct FinishedBucket {
+    /// The bucket's start.
+    pub at: DateTime<Utc>,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Finished builds of the last `window_secs`, in buckets of `bucket_secs` (aligned on the epoch),
+/// oldest first; buckets with no finished build are absent.
+pub async fn build_finished_buckets(
+    db: impl PgExecutor<'_>,
+    window_secs: i64,
+    bucket_secs: i64,
+) -> Result<Vec<FinishedBucket>, Error> {
+    Ok(sqlx::query_as::<_, FinishedBucket>(
+        "SELECT to_timestamp(floor(extract(epoch FROM completed_at) / $2) * $2) AS at, \
+             count(*) FILTER (WHERE status = 'completed') AS completed, \
+             count(*) FILTER (WHERE status = 'failed') AS failed, \
+             count(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
+                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p50_ms, \
+             percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
+                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p90_ms, \
+             percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
+                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p99_ms \
+         FROM builds \
+         WHERE completed_at IS NOT NULL AND completed_at > now() - make_interval(secs => $1::double precision) \
+             AND status IN ('completed', 'failed', 'cancelled') \
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(window_secs)
+    .bind(bucket_secs)
+    .fetch_all(db)
+    .await?)
+}
+
+/// The same figures over the whole window (one row; `at` is the window's start).
+pub async fn build_finished_total(
+    db: impl PgExecutor<'_>,
+    window_secs: i64,
+) -> Result<FinishedBucket, Error> {
+    Ok(sqlx::query_as::<_, FinishedBucket>(
+        "SELECT now() - make_interval(secs => $1::double precision) AS at, \
+             count(*) FILTER (WHERE status = 'completed') AS completed, \
+             count(*) FILTER (WHERE status = 'failed') AS failed, \
+             count(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
+                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p50_ms, \
+             percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
+                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p90_ms, \
+             percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
+                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p99_ms \
+         FROM builds \
+         WHERE completed_at IS NOT NULL AND completed_at > now() - make_interval(secs => $1::double precision) \
+             AND status IN ('completed', 'failed', 'cancelled')",
+    )
+    .bind(window_secs)
+    .fetch_one(db)
+    .await?)
+}
