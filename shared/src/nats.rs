@@ -278,6 +278,7 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
             max_messages_per_subject: LOGS_MAX_PER_SUBJECT,
             max_message_size: LOGS_MAX_MESSAGE,
             duplicate_window: limits.duplicate_window,
+            republish: Some(live_republish()),
             ..Default::default()
         },
         stream::Config {
@@ -286,10 +287,11 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             max_age: limits.events_max_age,
+            republish: Some(live_republish()),
             ..Default::default()
         },
     ];
-    for config in configs {
+    for mut config in configs {
         let name = config.name.clone();
         // Services start together and create the same streams at once; on a fresh account the
         // loser of that race can get "error creating store" rather than the stream: ask again.
@@ -317,13 +319,37 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
             || (config.max_bytes > 0 && info.config.max_bytes != config.max_bytes)
             || info.config.max_messages_per_subject != config.max_messages_per_subject
             || info.config.max_message_size != config.max_message_size
+            || info.config.republish != config.republish
         {
-            js.update_stream(config)
-                .await
-                .map_err(|e| classify(&name, e.to_string()))?;
+            if let Err(e) = js.update_stream(config.clone()).await {
+                // NATS 2.9 cannot add re-publishing to a stream made without it: keep the rest
+                // of the update; the gateways then poll the stream (`gateway::live::feed`).
+                if info.config.republish == config.republish
+                    || !e.to_string().to_lowercase().contains("republish")
+                {
+                    return Err(classify(&name, e.to_string()));
+                }
+                tracing::warn!(
+                    stream = %name,
+                    "this NATS server cannot add re-publishing to an existing stream, so live logs and events will be polled (up to 0.1 s later, more load on NATS); to fix, once every finished build's log is archived, delete the stream and restart the farm, or use NATS 2.10 or later"
+                );
+                config.republish = info.config.republish.clone();
+                js.update_stream(config)
+                    .await
+                    .map_err(|e| classify(&name, e.to_string()))?;
+            }
         }
     }
     Ok(())
+}
+
+/// Every stored message again on `live.<subject>`, for the gateways' live feeds.
+fn live_republish() -> stream::Republish {
+    stream::Republish {
+        source: ">".into(),
+        destination: subjects::LIVE_REPUBLISH.into(),
+        headers_only: false,
+    }
 }
 
 fn classify(what: &str, msg: String) -> Error {

@@ -16,6 +16,15 @@ pub const LOGS_SUBJECTS: &str = "logs.*.*";
 /// `events.build.<id>` and `events.worker.<id>` (`crate::events`).
 pub const EVENTS_SUBJECTS: &str = "events.*.*";
 
+/// Where the LOGS and EVENTS streams re-publish every message they store (stream `republish`,
+/// NATS 2.9+), as `live.<original subject>` with its stream sequence in `Nats-Sequence`: the
+/// gateway's live feed is one plain subscription, not a consumer. Only the server publishes
+/// here (no role may).
+pub const LIVE_REPUBLISH: &str = "live.>";
+/// What a gateway's live feed subscribes to, per stream.
+pub const LIVE_LOGS: &str = "live.logs.>";
+pub const LIVE_EVENTS: &str = "live.events.>";
+
 /// The worker operations, each on `scheduler.<op>.<worker_id>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {

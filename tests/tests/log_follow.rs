@@ -265,3 +265,97 @@ async fn followers_before_during_and_after_see_one_log_and_the_archive_outlives_
         "and the text download"
     );
 }
+
+/// The live feed is a subscription to what LOGS re-publishes, with the stream sequence and the
+/// original subject in headers the server appends. A worker may add headers of the same names
+/// to its own line; the attack: a forged huge `Nats-Sequence` (so the feed would skip every
+/// later line) and a forged `Nats-Subject` naming another build's farm subject (so its line
+/// would pass as the farm's, in a build it does not hold). Neither works: the follower gets the
+/// next genuine line live and never the forged one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cannot_forge_the_live_feeds_sequence_or_subject() {
+    use freeagent_tests::freeagent_shared::ids::BuildId;
+    use freeagent_tests::freeagent_shared::testing::factory::farm_line;
+    use freeagent_tests::freeagent_shared::{subjects, wire};
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let dir = project("true\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let build: BuildId = id.parse().unwrap();
+    let resp = farm
+        .http
+        .get(format!("{}/api/builds/{id}/logs?follow=true", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut reader = SseReader::new(resp);
+    // The past first: `Build submitted`.
+    loop {
+        let e = reader.next(Duration::from_secs(30)).await.expect("events");
+        if e.event == "log" {
+            assert_eq!(e.data["message"], "Build submitted");
+            break;
+        }
+    }
+
+    let rogue = farm.register_worker("rogue", &["android"]).await;
+    let rogue_nats = farm.worker_nats(&rogue).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Sequence", "18446744073709551000");
+    headers.insert("Nats-Subject", subjects::farm_logs(build).as_str());
+    headers.insert("Nats-Stream", "LOGS");
+    let forged = farm_line(build, 1, "forged by a worker".into());
+    rogue_nats
+        .publish_with_headers(
+            subjects::logs(build, rogue.worker_id),
+            headers,
+            wire::encode(&forged).into(),
+        )
+        .await
+        .unwrap();
+    rogue_nats.flush().await.unwrap();
+
+    // Then a genuine farm line: it arrives live (the feed did not jump past it), and the forged
+    // one never does.
+    let nats = farm.service_nats().await;
+    let genuine = farm_line(build, 2, "genuine, after the forgery".into());
+    nats.publish(subjects::farm_logs(build), wire::encode(&genuine).into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    loop {
+        let e = reader
+            .next(Duration::from_secs(30))
+            .await
+            .expect("the genuine line arrives");
+        if e.event != "log" {
+            continue;
+        }
+        assert_ne!(e.data["message"], "forged by a worker", "{e:?}");
+        if e.data["message"] == "genuine, after the forgery" {
+            break;
+        }
+    }
+    // And the feed stayed live for later lines too (not caught by a one-second refill only).
+    let started = std::time::Instant::now();
+    let later = farm_line(build, 3, "later".into());
+    nats.publish(subjects::farm_logs(build), wire::encode(&later).into())
+        .await
+        .unwrap();
+    let e = loop {
+        let e = reader.next(Duration::from_secs(30)).await.expect("later");
+        if e.event == "log" {
+            break e;
+        }
+    };
+    assert_eq!(e.data["message"], "later");
+    eprintln!("a later line arrived after {:?}", started.elapsed());
+}

@@ -63,6 +63,9 @@ pub struct GatewayConfig {
     /// How long after its end a build's log is archived (`FREEAGENT_LOG_ARCHIVE_SETTLE`): lines
     /// still in flight when it ended are in the stream by then.
     pub log_archive_settle: Duration,
+    /// Recent log lines held for followers joining a running build
+    /// (`FREEAGENT_LIVE_RECENT_BYTES`, per build `FREEAGENT_LIVE_RECENT_BUILD_BYTES`).
+    pub live_recent: crate::live::RecentLimits,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -106,6 +109,17 @@ impl GatewayConfig {
                 "FREEAGENT_LOG_ARCHIVE_SETTLE",
                 DEFAULT_LOG_ARCHIVE_SETTLE,
             )?,
+            live_recent: {
+                let d = crate::live::RecentLimits::default();
+                crate::live::RecentLimits {
+                    total_bytes: config::bytes("FREEAGENT_LIVE_RECENT_BYTES", d.total_bytes as u64)?
+                        as usize,
+                    build_bytes: config::bytes(
+                        "FREEAGENT_LIVE_RECENT_BUILD_BYTES",
+                        d.build_bytes as u64,
+                    )? as usize,
+                }
+            },
             figures_ttl: config::duration(
                 "FREEAGENT_FIGURES_TTL",
                 crate::figures::DEFAULT_FIGURES_TTL,

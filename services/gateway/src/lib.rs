@@ -16,8 +16,10 @@ pub mod multipart;
 pub mod queue_consumers;
 pub mod rate_limit;
 pub mod routes;
+pub mod sse;
 pub mod state;
 pub mod storage_client;
+pub mod stream_page;
 pub mod ui;
 
 use anyhow::Context;
@@ -205,6 +207,7 @@ impl App {
         let server = config.server.clone();
         let figures = figures::FiguresCache::new(config.figures_ttl);
         let log_followers = Arc::new(tokio::sync::Semaphore::new(config.max_log_followers));
+        let live = live::Live::new(config.live_recent);
         let st = AppState {
             scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
             signer: Signer::new(&config.signing_secret)
@@ -220,7 +223,7 @@ impl App {
             consumers: Default::default(),
             figures,
             log_followers,
-            live: live::Live::new(),
+            live,
         };
         Ok(Self {
             background: st.clone(),

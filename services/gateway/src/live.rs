@@ -1,23 +1,26 @@
-//! The gateway's live feed: one ordered (push, flow-controlled) JetStream consumer on `LOGS` and
-//! one on `EVENTS` per gateway, fanned out to every open stream (log followers, `/api/events` clients) through
-//! bounded channels. A client that does not keep up fills its channel and is dropped with a
+//! The gateway's live feed: one subscription to what `LOGS` and one to what `EVENTS` re-publish
+//! per gateway (`feed`), fanned out to every open stream (log followers, `/api/events` clients)
+//! through bounded channels. A client that does not keep up fills its channel and is dropped with a
 //! reason (it resumes with `Last-Event-ID`); the feed never waits for a client, and no client's
 //! backlog grows past its channel.
 //!
 //! No gap: a stream subscribes here first and reads the past from the stream after, so a line
-//! is in one or the other (or both: streams skip sequences they already sent). If a consumer
-//! fails, the feed makes a new one from the next sequence it has not seen.
+//! is in one or the other (or both: streams skip sequences they already sent). The feed hands
+//! on every sequence in order, reading from the stream whatever its subscription lost.
 
-use async_nats::jetstream::consumer::{DeliverPolicy, push};
+mod feed;
+mod recent;
+
+use feed::Feed;
+pub use recent::RecentLimits;
+use recent::Recent;
 use freeagent_shared::events::FarmEvent;
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::subjects::{self, LogWriter};
 use freeagent_shared::wire::{self, LogLine};
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,8 +34,8 @@ pub struct LiveLine {
     pub seq: u64,
     pub writer: LogWriter,
     pub line: LogLine,
-    /// The line as a `log` event's data (`api::LogEntry`), serialised once for every follower.
-    pub json: String,
+    /// The line as a whole `log` event (`api::LogEntry`), rendered once for every follower.
+    pub sse: bytes::Bytes,
     /// When this gateway got it: a holder read after this sees the claim the line depends on.
     pub received: std::time::Instant,
 }
@@ -72,11 +75,12 @@ impl<T> Sub<T> {
     }
 }
 
-/// Who listens to what.
+/// Who listens to what, and each build's recent lines.
 #[derive(Default)]
 struct Registry {
     builds: HashMap<BuildId, Vec<Sub<BuildNews>>>,
     events: Vec<Sub<Arc<(u64, FarmEvent)>>>,
+    recent: Recent,
 }
 
 #[derive(Clone)]
@@ -118,37 +122,44 @@ impl Drop for Unsubscribe {
 
 impl Default for Live {
     fn default() -> Self {
-        Self::new()
+        Self::new(RecentLimits::default())
     }
 }
 
 impl Live {
-    pub fn new() -> Self {
+    pub fn new(recent: RecentLimits) -> Self {
         Live {
-            registry: Arc::default(),
+            registry: Arc::new(Mutex::new(Registry {
+                recent: Recent::new(recent),
+                ..Default::default()
+            })),
             next_id: Arc::new(AtomicU64::new(1)),
             finished: Arc::default(),
         }
     }
 
-    /// Lines and events of one build, from now on.
-    pub fn build(&self, build: BuildId) -> Subscription<BuildNews> {
+    /// Lines and events of one build from now on, and the lines of it this gateway holds
+    /// (oldest first; see `recent`): taken together, so none falls between the two.
+    pub fn build(&self, build: BuildId) -> (Subscription<BuildNews>, Vec<Arc<LiveLine>>) {
         let (id, tx, rx, too_slow) = self.channel();
+        let mut held = Vec::new();
         if let Ok(mut r) = self.registry.lock() {
             r.builds.entry(build).or_default().push(Sub {
                 id,
                 tx,
                 too_slow: too_slow.clone(),
             });
+            held = r.recent.lines(build);
         }
-        Subscription {
+        let sub = Subscription {
             rx,
             too_slow,
             _guard: Unsubscribe {
                 registry: self.registry.clone(),
                 key: Key::Build(build, id),
             },
-        }
+        };
+        (sub, held)
     }
 
     /// Every farm event, from now on (the caller filters).
@@ -189,10 +200,13 @@ impl Live {
         let Ok(mut r) = self.registry.lock() else {
             return;
         };
-        let Some(subs) = r.builds.get_mut(&line.line.build_id) else {
+        let build = line.line.build_id;
+        let line = Arc::new(line);
+        r.recent.push(line.clone());
+        let Some(subs) = r.builds.get_mut(&build) else {
             return;
         };
-        let news = BuildNews::Line(Arc::new(line));
+        let news = BuildNews::Line(line);
         subs.retain(|s| s.offer(news.clone()));
     }
 
@@ -206,6 +220,12 @@ impl Live {
             return;
         };
         let build = event.build_id();
+        if let FarmEvent::Build(b) = &event
+            && b.status.is_terminal()
+        {
+            // Followers of an ended build read the stream, then the archive.
+            r.recent.forget(b.build_id);
+        }
         let event = Arc::new((seq, event));
         r.events.retain(|s| s.offer(event.clone()));
         if let Some(b) = build
@@ -218,125 +238,46 @@ impl Live {
 
     /// Runs the two feeds until `shutdown`.
     pub async fn run(self, nats: async_nats::Client, shutdown: CancellationToken) {
-        let logs = self.clone().feed(
-            nats.clone(),
-            subjects::LOGS_STREAM,
-            shutdown.clone(),
-            |live, seq, m| {
-                let Some(writer) = subjects::log_writer(&m.subject) else {
-                    return;
-                };
-                if let Ok(line) = wire::decode::<LogLine>(&m.payload)
-                    && subjects::log_build(&m.subject) == Some(line.build_id)
-                {
-                    let entry = freeagent_shared::api::LogEntry {
-                        seq,
-                        timestamp: line.timestamp,
-                        level: line.level,
-                        message: line.message.clone(),
-                        attempt: line.attempt,
-                    };
-                    let json = serde_json::to_string(&entry).unwrap_or_default();
-                    live.deliver_line(LiveLine {
-                        seq,
-                        writer,
-                        line,
-                        json,
-                        received: std::time::Instant::now(),
-                    });
-                }
-            },
-        );
-        let events = self
-            .clone()
-            .feed(nats, subjects::EVENTS_STREAM, shutdown, |live, seq, m| {
-                if let Ok(e) = wire::decode::<FarmEvent>(&m.payload) {
-                    live.deliver_event(seq, e);
-                }
-            });
+        let logs = Feed::new(self.clone(), nats.clone(), feed::LOGS, on_log).run(shutdown.clone());
+        let events = Feed::new(self.clone(), nats, feed::EVENTS, on_event).run(shutdown);
         tokio::join!(logs, events);
     }
+}
 
-    /// One stream's feed: an ordered consumer from the next unseen sequence, made again after
-    /// any failure.
-    async fn feed(
-        self,
-        nats: async_nats::Client,
-        stream_name: &'static str,
-        shutdown: CancellationToken,
-        handle: impl Fn(&Live, u64, &async_nats::jetstream::Message),
-    ) {
-        let js = async_nats::jetstream::new(nats.clone());
-        let mut last: Option<u64> = None;
-        let mut delay = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            let messages = async {
-                let mut stream = js
-                    .get_stream(stream_name)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // From the stream's end at the first start; from the next unseen one after.
-                let from = match last {
-                    Some(seq) => seq + 1,
-                    None => {
-                        let info = stream.info().await.map_err(|e| e.to_string())?;
-                        info.state.last_sequence + 1
-                    }
-                };
-                // Push with flow control: the server streams as fast as the feed reads.
-                let consumer = stream
-                    .create_consumer(push::OrderedConfig {
-                        deliver_subject: nats.new_inbox(),
-                        deliver_policy: DeliverPolicy::ByStartSequence {
-                            start_sequence: from,
-                        },
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>((from, messages))
-            };
-            let mut messages = tokio::select! {
-                m = messages => match m {
-                    Ok((from, m)) => {
-                        tracing::debug!(stream = stream_name, from, "live feed started");
-                        last = Some(from - 1);
-                        m
-                    }
-                    Err(e) => {
-                        tracing::warn!(stream = stream_name, error = %e, "live feed cannot start; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.cancelled() => return,
-                        }
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                },
-                _ = shutdown.cancelled() => return,
-            };
-            delay = Duration::from_millis(100);
-            loop {
-                let next = tokio::select! {
-                    n = messages.next() => n,
-                    _ = shutdown.cancelled() => return,
-                };
-                match next {
-                    Some(Ok(m)) => {
-                        let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
-                            continue;
-                        };
-                        last = Some(seq);
-                        handle(&self, seq, &m);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(stream = stream_name, error = %e, "live feed interrupted; resuming");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
+/// A LOGS message: a line of the build its subject names, by the writer its subject names.
+fn on_log(live: &Live, seq: u64, subject: &str, payload: &[u8]) {
+    let Some(writer) = subjects::log_writer(subject) else {
+        return;
+    };
+    let Ok(line) = wire::decode::<LogLine>(payload) else {
+        return;
+    };
+    if subjects::log_build(subject) != Some(line.build_id) {
+        return;
+    }
+    let entry = freeagent_shared::api::LogEntry {
+        seq,
+        timestamp: line.timestamp,
+        level: line.level,
+        message: line.message.clone(),
+        attempt: line.attempt,
+    };
+    let sse = crate::sse::event(
+        "log",
+        Some(seq),
+        &serde_json::to_string(&entry).unwrap_or_default(),
+    );
+    live.deliver_line(LiveLine {
+        seq,
+        writer,
+        line,
+        sse,
+        received: std::time::Instant::now(),
+    });
+}
+
+fn on_event(live: &Live, seq: u64, _subject: &str, payload: &[u8]) {
+    if let Ok(e) = wire::decode::<FarmEvent>(payload) {
+        live.deliver_event(seq, e);
     }
 }

@@ -45,10 +45,13 @@ impl Role {
                     "events.>".into(),
                     "$JS.API.>".into(),
                     "$JS.ACK.>".into(),
-                    // Flow-control replies of the live feed's ordered push consumers.
-                    "$JS.FC.>".into(),
                 ]),
-                allow(vec!["_INBOX.>".into()]),
+                // The streams' re-published messages: the live feed (`subjects::LIVE_*`).
+                allow(vec![
+                    "_INBOX.>".into(),
+                    subjects::LIVE_LOGS.into(),
+                    subjects::LIVE_EVENTS.into(),
+                ]),
             ),
             Role::Worker { id, queues } => {
                 let mut publish: Vec<String> =

@@ -5,24 +5,21 @@
 //! with nothing missed or repeated. Live events come from the gateway's feed (`crate::live`);
 //! a resumed stream first reads what it missed from the stream.
 
-use super::log_follow::{error_event, resume_point, sse};
+use super::log_follow::resume_point;
 use crate::error::{GatewayError, Result};
 use crate::extract::{Key, Read};
 use crate::state::AppState;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::response::sse::Event;
+use bytes::Bytes;
 use freeagent_shared::api::EventsQuery;
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::events::FarmEvent;
 use freeagent_shared::ids::{BuildId, WorkerId};
 use freeagent_shared::status::QueueName;
 use freeagent_shared::{subjects, wire};
-use futures::StreamExt;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Events read from the stream per request while catching up.
@@ -99,17 +96,18 @@ pub async fn get(
     tokio::spawn(async move {
         let _permit = permit;
         if let Err(why) = serve(&st, &filter, after, &tx).await {
-            let _ = tx.send(error_event(&why)).await;
+            let _ = tx.send(crate::sse::error(&why)).await;
         }
     });
-    Ok(sse(rx))
+    Ok(crate::sse::response(rx))
 }
 
-fn event(seq: u64, e: &FarmEvent) -> Event {
-    Event::default()
-        .event(e.kind())
-        .id(seq.to_string())
-        .data(serde_json::to_string(e).unwrap_or_default())
+fn event(seq: u64, e: &FarmEvent) -> Bytes {
+    crate::sse::event(
+        e.kind(),
+        Some(seq),
+        &serde_json::to_string(e).unwrap_or_default(),
+    )
 }
 
 /// Sends the missed events (if resuming), then live ones, until the client leaves. `Err` is
@@ -118,7 +116,7 @@ async fn serve(
     st: &AppState,
     filter: &Filter,
     after: Option<u64>,
-    out: &mpsc::Sender<Event>,
+    out: &mpsc::Sender<Bytes>,
 ) -> Result<(), String> {
     // Subscribed before reading the past: nothing falls between the two.
     let mut sub = st.live.events();
@@ -170,42 +168,12 @@ async fn read(
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, Option<FarmEvent>)>> {
-    let js = async_nats::jetstream::new(nats.clone());
-    let stream = js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .map_err(GatewayError::unavailable)?;
-    let mut consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .map_err(GatewayError::unavailable)?;
-    let info = consumer.info().await.map_err(GatewayError::unavailable)?;
-    let (pending, name) = (info.num_pending as usize, info.name.clone());
-    let mut out = Vec::new();
-    if pending > 0 {
-        let mut msgs = consumer
-            .fetch()
-            .max_messages(limit.min(pending))
-            .messages()
-            .await
-            .map_err(GatewayError::unavailable)?;
-        while let Some(m) = msgs.next().await {
-            let m = m.map_err(GatewayError::unavailable)?;
-            let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
-                continue;
-            };
-            // One that does not decode (another version's) is passed over, but still counts
-            // as the page's last position.
-            out.push((seq, wire::decode::<FarmEvent>(&m.payload).ok()));
-        }
-    }
-    let _ = stream.delete_consumer(&name).await;
-    Ok(out)
+    let stored =
+        crate::stream_page::read(nats, subjects::EVENTS_STREAM, None, after, limit).await?;
+    // One that does not decode (another version's) is passed over, but still counts as the
+    // page's last position.
+    Ok(stored
+        .into_iter()
+        .map(|m| (m.seq, wire::decode::<FarmEvent>(&m.payload).ok()))
+        .collect())
 }

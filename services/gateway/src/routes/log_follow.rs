@@ -12,10 +12,12 @@
 use super::logs::{MAX_LOG_LIMIT, holders, read};
 use crate::error::GatewayError;
 use crate::live::{BuildNews, LiveLine};
+use crate::sse;
 use crate::state::AppState;
+use crate::stream_page;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use bytes::Bytes;
 use freeagent_shared::api::LogEntry;
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db;
@@ -23,11 +25,10 @@ use freeagent_shared::db::builds::Build;
 use freeagent_shared::events::FarmEvent;
 use freeagent_shared::ids::{Attempt, WorkerId};
 use freeagent_shared::status::BuildStatus;
-use freeagent_shared::subjects::LogWriter;
+use freeagent_shared::subjects::{self, LogWriter};
 use futures::StreamExt;
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -85,26 +86,10 @@ pub fn stream(st: AppState, build: Build, after: u64) -> Result<Response, Gatewa
         };
         let outcome = f.run().await;
         if let Err(Stop::Error(why)) = outcome {
-            f.send(error_event(&why)).await;
+            f.send(sse::error(&why)).await;
         }
     });
-    Ok(sse(rx))
-}
-
-/// The SSE response of a follower's events.
-pub fn sse(rx: mpsc::Receiver<Event>) -> Response {
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    });
-    Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
-}
-
-pub fn error_event(why: &str) -> Event {
-    Event::default()
-        .event("error")
-        .data(json!({ "error": why }).to_string())
+    Ok(sse::response(rx))
 }
 
 /// Why a follower stopped early.
@@ -133,20 +118,20 @@ struct Follower {
     holders_read: Option<Instant>,
     /// Live lines not sent yet, in order: the first waits for the holders to be read again.
     backlog: VecDeque<Arc<LiveLine>>,
-    out: mpsc::Sender<Event>,
+    out: mpsc::Sender<Bytes>,
 }
 
 impl Follower {
     async fn run(&mut self) -> Result<(), Stop> {
         // Subscribed before reading the past: nothing falls between the two.
-        let mut sub = self.st.live.build(self.build.id);
+        let (mut sub, held) = self.st.live.build(self.build.id);
         let b = self.current().await?;
         self.status(b.status).await?;
         if b.logs_archived_at.is_some() {
             return self.finish_from_archive(&b).await;
         }
         self.refresh_holders().await?;
-        self.catch_up().await?;
+        self.catch_up_with(held).await?;
         let mut check = tokio::time::interval(STATUS_CHECK);
         check.reset();
         let mut terminal = b.status.is_terminal();
@@ -228,7 +213,7 @@ impl Follower {
         }
     }
 
-    async fn send(&self, e: Event) -> bool {
+    async fn send(&self, e: Bytes) -> bool {
         self.out.send(e).await.is_ok()
     }
 
@@ -237,9 +222,7 @@ impl Follower {
             return Ok(());
         }
         self.sent = Some(status);
-        let e = Event::default()
-            .event("status")
-            .data(json!({ "status": status }).to_string());
+        let e = sse::event("status", None, &json!({ "status": status }).to_string());
         if self.send(e).await {
             Ok(())
         } else {
@@ -252,10 +235,11 @@ impl Follower {
             return Ok(());
         }
         self.after = l.seq;
-        let e = Event::default()
-            .event("log")
-            .id(l.seq.to_string())
-            .data(serde_json::to_string(&l).unwrap_or_default());
+        let e = sse::event(
+            "log",
+            Some(l.seq),
+            &serde_json::to_string(&l).unwrap_or_default(),
+        );
         if self.send(e).await {
             Ok(())
         } else {
@@ -297,11 +281,7 @@ impl Follower {
             return Ok(());
         }
         self.after = l.seq;
-        let e = Event::default()
-            .event("log")
-            .id(l.seq.to_string())
-            .data(&l.json);
-        if self.send(e).await {
+        if self.send(l.sse.clone()).await {
             Ok(())
         } else {
             Err(Stop::Gone)
@@ -312,6 +292,29 @@ impl Follower {
         self.holders = holders(&self.st.pool, self.build.id).await?;
         self.holders_read = Some(Instant::now());
         Ok(())
+    }
+
+    /// Every line after the last one sent: from the lines this gateway holds if they reach
+    /// back far enough (one lookup tells: the build's first stored line after the last one sent
+    /// is held), else from the stream first.
+    async fn catch_up_with(&mut self, held: Vec<Arc<LiveLine>>) -> Result<(), Stop> {
+        let covered = match held.first() {
+            None => false,
+            Some(first) => stream_page::first_after(
+                &self.st.nats,
+                subjects::LOGS_STREAM,
+                &subjects::logs_of(self.build.id),
+                self.after,
+            )
+            .await?
+            .is_none_or(|seq| seq >= first.seq),
+        };
+        if !covered {
+            self.catch_up().await?;
+        }
+        self.backlog
+            .extend(held.into_iter().filter(|l| l.seq > self.after));
+        self.drain().await
     }
 
     /// Every stored line after the last one sent, from the stream.
@@ -350,9 +353,7 @@ impl Follower {
 
     async fn end(&mut self) -> Result<(), Stop> {
         let status = self.sent.unwrap_or(self.build.status);
-        let e = Event::default()
-            .event("end")
-            .data(json!({ "status": status }).to_string());
+        let e = sse::event("end", None, &json!({ "status": status }).to_string());
         self.send(e).await;
         Ok(())
     }

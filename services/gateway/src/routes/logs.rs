@@ -8,7 +8,6 @@
 use crate::error::{GatewayError, Result};
 use crate::extract::ReadableBuild;
 use crate::state::AppState;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -22,7 +21,6 @@ use freeagent_shared::subjects;
 use freeagent_shared::wire::{self, LogLine};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
-use std::time::Duration;
 
 pub const DEFAULT_LOG_LIMIT: usize = 1000;
 pub const MAX_LOG_LIMIT: usize = 10_000;
@@ -56,70 +54,41 @@ pub async fn read(
     after: u64,
     limit: usize,
 ) -> Result<Page> {
-    let js = async_nats::jetstream::new(nats.clone());
-    let stream = js
-        .get_stream(subjects::LOGS_STREAM)
-        .await
-        .map_err(GatewayError::unavailable)?;
-    let mut consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: subjects::logs_of(id),
-            deliver_policy: if after == 0 {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::ByStartSequence {
-                    start_sequence: after + 1,
-                }
-            },
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .map_err(GatewayError::unavailable)?;
-    let info = consumer.info().await.map_err(GatewayError::unavailable)?;
-    let (pending, name) = (info.num_pending as usize, info.name.clone());
+    let stored = crate::stream_page::read(
+        nats,
+        subjects::LOGS_STREAM,
+        Some(subjects::logs_of(id)),
+        after,
+        limit,
+    )
+    .await?;
     let mut out = Vec::new();
     let mut next_after = after;
-    if pending > 0 {
-        let mut msgs = consumer
-            .fetch()
-            .max_messages(limit.min(pending))
-            .messages()
-            .await
-            .map_err(GatewayError::unavailable)?;
-        while let Some(m) = msgs.next().await {
-            let m = m.map_err(GatewayError::unavailable)?;
-            let Ok(meta) = m.info() else { continue };
-            let seq = meta.stream_sequence;
-            next_after = seq;
-            let writer = subjects::log_writer(&m.subject);
-            let allowed = |l: &LogLine| match writer {
-                Some(subjects::LogWriter::Farm) => true,
-                Some(subjects::LogWriter::Worker(w)) => holders.get(&l.attempt) == Some(&w),
-                None => false,
-            };
-            match wire::decode::<LogLine>(&m.payload) {
-                Ok(l) if !allowed(&l) => {
-                    tracing::warn!(build_id = %id, seq, writer = ?writer, attempt = %l.attempt, "skipping a log line from a worker that did not hold its attempt");
-                }
-                Ok(l) => out.push(Entry {
-                    seq,
-                    timestamp: l.timestamp,
-                    level: l.level,
-                    message: l.message,
-                    attempt: l.attempt,
-                }),
-                Err(e) => {
-                    tracing::warn!(build_id = %id, seq, error = %e, "skipping a malformed log line")
-                }
+    for m in stored {
+        let seq = m.seq;
+        next_after = seq;
+        let writer = subjects::log_writer(&m.subject);
+        let allowed = |l: &LogLine| match writer {
+            Some(subjects::LogWriter::Farm) => true,
+            Some(subjects::LogWriter::Worker(w)) => holders.get(&l.attempt) == Some(&w),
+            None => false,
+        };
+        match wire::decode::<LogLine>(&m.payload) {
+            Ok(l) if !allowed(&l) => {
+                tracing::warn!(build_id = %id, seq, writer = ?writer, attempt = %l.attempt, "skipping a log line from a worker that did not hold its attempt");
             }
-            if out.len() >= limit {
-                break;
+            Ok(l) => out.push(Entry {
+                seq,
+                timestamp: l.timestamp,
+                level: l.level,
+                message: l.message,
+                attempt: l.attempt,
+            }),
+            Err(e) => {
+                tracing::warn!(build_id = %id, seq, error = %e, "skipping a malformed log line")
             }
         }
     }
-    let _ = stream.delete_consumer(&name).await;
     Ok(Page {
         lines: out,
         next_after,

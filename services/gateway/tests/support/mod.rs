@@ -389,6 +389,7 @@ fn gateway_config(
         figures_ttl: std::time::Duration::ZERO,
         max_log_followers: gw::DEFAULT_MAX_LOG_FOLLOWERS,
         log_archive_settle: gw::DEFAULT_LOG_ARCHIVE_SETTLE,
+        live_recent: Default::default(),
     }
 }
 

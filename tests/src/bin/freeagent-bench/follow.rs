@@ -10,7 +10,7 @@ use freeagent_shared::ids::BuildId;
 use freeagent_shared::subjects;
 use freeagent_shared::testing::factory::farm_line;
 use freeagent_shared::wire;
-use freeagent_tests::sse::SseReader;
+use futures::StreamExt;
 use freeagent_tests::{API_KEY, Farm, FarmOpts, project};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,8 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()?;
+    // Followers stop at `done` (not at the builds' end: that takes the archive's settle time).
+    let done = tokio_util::sync::CancellationToken::new();
     let mut followers = Vec::new();
     for i in 0..a.followers {
         let id = ids[i % ids.len()];
@@ -76,25 +78,38 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
             .send()
             .await?;
         anyhow::ensure!(resp.status() == 200, "follower {i}: {}", resp.status());
-        let (measuring, delays, received) = (measuring.clone(), delays.clone(), received.clone());
+        let (measuring, delays, received, done) = (
+            measuring.clone(),
+            delays.clone(),
+            received.clone(),
+            done.clone(),
+        );
         followers.push(tokio::spawn(async move {
-            let mut r = SseReader::new(resp);
+            // Lean on purpose: the bench shares the machine with the gateway, so it reads only
+            // each `log` event's timestamp rather than parsing whole events.
+            let mut body = resp.bytes_stream();
+            let mut carry: Vec<u8> = Vec::new();
             let mut mine = Vec::new();
-            while let Some(e) = r.next(Duration::from_secs(3600)).await {
-                if e.event != "log" {
-                    continue;
-                }
-                let Some(ts) = e.data["timestamp"]
-                    .as_str()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                else {
+            loop {
+                let chunk = tokio::select! {
+                    c = body.next() => c,
+                    _ = done.cancelled() => break,
+                };
+                let Some(Ok(chunk)) = chunk else { break };
+                carry.extend_from_slice(&chunk);
+                // Complete events only; the rest waits for the next chunk.
+                let Some(end) = carry.windows(2).rposition(|w| w == b"\n\n") else {
                     continue;
                 };
+                let now = chrono::Utc::now();
                 if measuring.load(std::sync::atomic::Ordering::Relaxed) {
-                    let d = chrono::Utc::now().signed_duration_since(ts);
-                    mine.push(d.num_microseconds().unwrap_or(0) as f64 / 1000.0);
-                    received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    for ts in timestamps(&carry[..end]) {
+                        let d = now.signed_duration_since(ts);
+                        mine.push(d.num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                        received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
+                carry.drain(..end + 2);
             }
             if let Ok(mut all) = delays.lock() {
                 all.extend(mine);
@@ -160,16 +175,9 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
     for w in writers {
         let _ = w.await;
     }
-    // Ends every follower's stream: cancelling the builds sends `end`.
-    for id in &ids {
-        let _ = http
-            .post(format!("{}/api/builds/{id}/cancel", farm.gateway))
-            .header("x-api-key", API_KEY)
-            .send()
-            .await;
-    }
+    done.cancel();
     for f in followers {
-        let _ = tokio::time::timeout(Duration::from_secs(60), f).await;
+        let _ = f.await;
     }
     let got = received.load(std::sync::atomic::Ordering::Relaxed);
     let all = std::mem::take(&mut *delays.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
@@ -210,4 +218,22 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
         "gateway_rss_bytes": {"before": rss_before, "followed": rss_followed, "streaming": rss_during, "peak": rss_peak},
         "gateway_kib_per_follower": per_follower_kib,
     }))
+}
+
+/// The `timestamp` of every `log` event in `events` (whole SSE events).
+fn timestamps(events: &[u8]) -> impl Iterator<Item = chrono::DateTime<chrono::FixedOffset>> + '_ {
+    const KEY: &[u8] = b"\"timestamp\":\"";
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        loop {
+            let at = rest.windows(KEY.len()).position(|w| w == KEY)?;
+            rest = &rest[at + KEY.len()..];
+            let close = rest.iter().position(|&b| b == b'"')?;
+            let value = std::str::from_utf8(&rest[..close]).ok();
+            rest = &rest[close..];
+            if let Some(ts) = value.and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok()) {
+                return Some(ts);
+            }
+        }
+    })
 }

@@ -1,0 +1,118 @@
+//! A page of a JetStream stream after a sequence: the one way the gateway reads the past of
+//! `LOGS` and `EVENTS` (log pages, streams catching up, the live feed filling a gap). Each read
+//! is a short-lived ephemeral pull consumer without acks, deleted after the page.
+
+use crate::error::{GatewayError, Result};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt;
+use std::time::Duration;
+
+/// One stored message.
+pub struct Stored {
+    pub seq: u64,
+    pub subject: async_nats::Subject,
+    pub payload: bytes::Bytes,
+}
+
+/// Page reads in flight per gateway. Each is a consumer the server must also tell about every
+/// new message while it lives, so a burst (a thousand followers connecting at once) waits here
+/// rather than loading NATS with a thousand consumers at a time.
+static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
+/// Up to `limit` messages of `stream` (only those on `filter`, if given) with a sequence above
+/// `after`, oldest first. Empty when there are none.
+pub async fn read(
+    nats: &async_nats::Client,
+    stream: &str,
+    filter: Option<String>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Stored>> {
+    let _turn = IN_FLIGHT
+        .acquire()
+        .await
+        .map_err(GatewayError::unavailable)?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let stream = js
+        .get_stream(stream)
+        .await
+        .map_err(GatewayError::unavailable)?;
+    let mut consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: filter.unwrap_or_default(),
+            deliver_policy: if after == 0 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                }
+            },
+            ack_policy: AckPolicy::None,
+            // Deleted below; this is the backstop should the delete not arrive.
+            inactive_threshold: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .await
+        .map_err(GatewayError::unavailable)?;
+    let name = consumer.cached_info().name.clone();
+    let page = fetch(&mut consumer, limit).await;
+    // Whatever the page's outcome: a consumer left behind costs the server at every message.
+    let _ = stream.delete_consumer(&name).await;
+    page
+}
+
+async fn fetch(
+    consumer: &mut async_nats::jetstream::consumer::Consumer<pull::Config>,
+    limit: usize,
+) -> Result<Vec<Stored>> {
+    let pending = consumer.cached_info().num_pending as usize;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut msgs = consumer
+        .fetch()
+        .max_messages(limit.min(pending))
+        .messages()
+        .await
+        .map_err(GatewayError::unavailable)?;
+    while let Some(m) = msgs.next().await {
+        let m = m.map_err(GatewayError::unavailable)?;
+        let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
+            continue;
+        };
+        out.push(Stored {
+            seq,
+            subject: m.subject.clone(),
+            payload: m.payload.clone(),
+        });
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The sequence of the first message of `stream` on `subject` (wildcards allowed) above
+/// `after`, if any: one request, no consumer.
+pub async fn first_after(
+    nats: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+    after: u64,
+) -> Result<Option<u64>> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let js = async_nats::jetstream::new(nats.clone());
+    let stream = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(GatewayError::unavailable)?;
+    match stream
+        .get_first_raw_message_by_subject(subject, after + 1)
+        .await
+    {
+        Ok(m) => Ok(Some(m.sequence)),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(GatewayError::unavailable(e)),
+    }
+}
