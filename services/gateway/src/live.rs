@@ -12,12 +12,12 @@ mod feed;
 mod recent;
 
 use feed::Feed;
-pub use recent::RecentLimits;
-use recent::Recent;
 use freeagent_shared::events::FarmEvent;
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::subjects::{self, LogWriter};
 use freeagent_shared::wire::{self, LogLine};
+use recent::Recent;
+pub use recent::RecentLimits;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -66,12 +66,12 @@ fn messages(events: &[Sse]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_exactly() {
-    let farm = std::sync::Arc::new(Farm::start().await);
+/// A build followed from before it runs: a worker claims it, writes `step 1`..`step 5` and
+/// completes it. Returns the build id and what the follower got, which holds every line in
+/// order, once each, from `Build submitted` to `Build completed successfully`, then `end`.
+async fn a_followed_build(farm: &std::sync::Arc<Farm>) -> (String, Vec<Sse>) {
     let w = farm.register("live", &["android"]).await;
     let b = farm.submit("android").await;
-    // Started before the build runs.
     let early = tokio::spawn({
         let (farm, id) = (farm.clone(), b.id.clone());
         async move { follow(&farm, &id, None).await }
@@ -111,6 +111,15 @@ async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_e
         lines.iter().collect::<Vec<_>>(),
         "in order, once each"
     );
+    assert_eq!(events.last().map(|e| e.0.as_str()), Some("end"));
+    (b.id, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_exactly() {
+    let farm = std::sync::Arc::new(Farm::start().await);
+    let (id, events) = a_followed_build(&farm).await;
+    let msgs = messages(&events);
     let statuses: Vec<&str> = events
         .iter()
         .filter(|(e, _, _)| e == "status")
@@ -120,7 +129,7 @@ async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_e
     assert_eq!(events.last().map(|e| e.0.as_str()), Some("end"));
 
     // A follower started after the end sees the same full log.
-    let late = follow(&farm, &b.id, None).await;
+    let late = follow(&farm, &id, None).await;
     assert_eq!(messages(&late), msgs);
 
     // Dropped after the third line: reconnecting with Last-Event-ID gets the rest, exactly.
@@ -130,7 +139,7 @@ async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_e
         .flatten()
         .collect();
     assert_eq!(ids.len(), msgs.len(), "every line has an id");
-    let resumed = follow(&farm, &b.id, Some(ids[2])).await;
+    let resumed = follow(&farm, &id, Some(ids[2])).await;
     assert_eq!(messages(&resumed), msgs[3..].to_vec());
 }
 
@@ -232,4 +241,43 @@ async fn a_follower_that_stops_reading_is_dropped_with_a_reason_and_others_carry
     // What it had queued still reached it, in order: it resumes from its last id.
     let ids: Vec<u64> = events.iter().filter_map(|e| e.1).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// A farm upgraded on NATS 2.9 keeps its LOGS and EVENTS streams, made before they re-published
+/// (2.9 refuses to add that to an existing stream): the services still start, the rest of the
+/// streams' update applies, and followers still get every line and status, in order, from the
+/// feed polling the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_made_without_republish_are_polled_and_followers_miss_nothing() {
+    use async_nats::jetstream::stream;
+    use freeagent_shared::subjects;
+    let nats = freeagent_shared::testing::TestNats::start().await;
+    let js = async_nats::jetstream::new(nats.client().await);
+    for (name, subject) in [
+        (subjects::LOGS_STREAM, subjects::LOGS_SUBJECTS),
+        (subjects::EVENTS_STREAM, subjects::EVENTS_SUBJECTS),
+    ] {
+        js.create_stream(stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let farm = std::sync::Arc::new(Farm::start_on(nats).await);
+    let mut logs = js.get_stream(subjects::LOGS_STREAM).await.unwrap();
+    let info = logs.info().await.unwrap().clone();
+    // 2.9 keeps the old stream (the feed polls it); a later server takes the update.
+    eprintln!(
+        "LOGS re-publishes after the upgrade: {}",
+        info.config.republish.is_some()
+    );
+    assert_eq!(
+        info.config.max_messages_per_subject,
+        freeagent_shared::nats::LOGS_MAX_PER_SUBJECT,
+        "the rest of the update still applied"
+    );
+
+    a_followed_build(&farm).await;
 }

@@ -13,6 +13,7 @@ use freeagent_shared::subjects;
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 /// A stream and where it re-publishes.
 #[derive(Clone, Copy)]
@@ -114,14 +115,36 @@ impl<H: Handler> Feed<H> {
         }
         match self.last {
             None => {
-                tracing::debug!(stream = self.source.stream, from = end + 1, "live feed started");
+                tracing::debug!(
+                    stream = self.source.stream,
+                    from = end + 1,
+                    "live feed started"
+                );
                 self.last = Some(end);
             }
             Some(_) => self.fill(end).await?,
         }
-        let mut check = tokio::time::interval(if polled { POLL } else { CHECK });
-        check.reset();
-        // The stream's last sequence at the previous check, if the feed had not reached it.
+        // The stream's last sequence, read beside the feed so a slow answer never holds it up.
+        let (ends_tx, mut ends) = tokio::sync::watch::channel(end);
+        let every = if polled { POLL } else { CHECK };
+        let _reader = AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.reset();
+            loop {
+                tick.tick().await;
+                match last_sequence(&mut stream).await {
+                    Ok(end) => {
+                        if ends_tx.send(end).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e.detail(), "live feed: cannot read the stream's end")
+                    }
+                }
+            }
+        }));
+        // The stream's last sequence at the previous reading, if the feed had not reached it.
         let mut behind: Option<u64> = None;
         loop {
             tokio::select! {
@@ -142,12 +165,16 @@ impl<H: Handler> Feed<H> {
                     (self.handle)(&self.live, seq, subject, &m.payload);
                     self.last = Some(seq);
                 }
-                _ = check.tick() => {
-                    let end = last_sequence(&mut stream).await?;
+                changed = ends.changed() => {
+                    if changed.is_err() {
+                        return Err(GatewayError::unavailable("the live feed's stream reader stopped"));
+                    }
+                    let end = *ends.borrow_and_update();
                     if polled {
                         self.fill(end).await?;
                         continue;
                     }
+                    // Still short of what the stream had a reading ago: the subscription lost it.
                     if let Some(target) = behind.take() && self.last.unwrap_or(0) < target {
                         self.warn_refill(target);
                         self.fill(target).await?;

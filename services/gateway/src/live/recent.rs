@@ -82,8 +82,11 @@ impl Recent {
     /// not paid at every line).
     fn evict(&mut self) {
         let goal = self.limits.total_bytes / 10 * 9;
-        let mut by_age: Vec<(u64, BuildId)> =
-            self.builds.iter().map(|(id, b)| (b.last_seq, *id)).collect();
+        let mut by_age: Vec<(u64, BuildId)> = self
+            .builds
+            .iter()
+            .map(|(id, b)| (b.last_seq, *id))
+            .collect();
         by_age.sort_unstable();
         for (_, id) in by_age {
             if self.bytes <= goal {

@@ -20,7 +20,6 @@ use freeagent_shared::ids::{BuildId, WorkerId};
 use freeagent_shared::status::QueueName;
 use freeagent_shared::{subjects, wire};
 use std::sync::atomic::Ordering;
-use tokio::sync::mpsc;
 
 /// Events read from the stream per request while catching up.
 const PAGE: usize = 1000;
@@ -92,14 +91,12 @@ pub async fn get(
         )
         .hint("retry later (FREEAGENT_MAX_LOG_FOLLOWERS)"));
     };
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
+    Ok(crate::sse::response(move |out| async move {
         let _permit = permit;
-        if let Err(why) = serve(&st, &filter, after, &tx).await {
-            let _ = tx.send(crate::sse::error(&why)).await;
+        if let Err(why) = serve(&st, &filter, after, &out).await {
+            out.send(crate::sse::error(&why)).await;
         }
-    });
-    Ok(crate::sse::response(rx))
+    }))
 }
 
 fn event(seq: u64, e: &FarmEvent) -> Bytes {
@@ -110,13 +107,13 @@ fn event(seq: u64, e: &FarmEvent) -> Bytes {
     )
 }
 
-/// Sends the missed events (if resuming), then live ones, until the client leaves. `Err` is
-/// said to the client before the stream ends.
+/// Sends the missed events (if resuming), then live ones, until the client leaves (the body,
+/// and this with it, is dropped). `Err` is said to the client before the stream ends.
 async fn serve(
     st: &AppState,
     filter: &Filter,
     after: Option<u64>,
-    out: &mpsc::Sender<Bytes>,
+    out: &crate::sse::Out,
 ) -> Result<(), String> {
     // Subscribed before reading the past: nothing falls between the two.
     let mut sub = st.live.events();
@@ -133,31 +130,28 @@ async fn serve(
                 .filter_map(|(seq, e)| e.as_ref().map(|e| (seq, e)))
                 .filter(|(_, e)| filter.matches(e));
             for (seq, e) in wanted {
-                if out.send(event(*seq, e)).await.is_err() {
-                    return Ok(());
-                }
+                out.send(event(*seq, e)).await;
             }
             from = end;
             last = end;
         }
     }
     loop {
-        tokio::select! {
-            news = sub.rx.recv() => match news {
-                Some(e) if e.0 > last => {
-                    last = e.0;
-                    if filter.matches(&e.1) && out.send(event(e.0, &e.1)).await.is_err() {
-                        return Ok(());
-                    }
+        match sub.rx.recv().await {
+            Some(e) if e.0 > last => {
+                last = e.0;
+                if filter.matches(&e.1) {
+                    out.send(event(e.0, &e.1)).await;
                 }
-                Some(_) => {}
-                None if sub.too_slow.load(Ordering::Acquire) => {
-                    metrics::counter!("freeagent_live_clients_dropped_total").increment(1);
-                    return Err("this client reads too slowly; reconnect with Last-Event-ID to resume".into());
-                }
-                None => return Err("the gateway is shutting down; reconnect".into()),
-            },
-            _ = out.closed() => return Ok(()),
+            }
+            Some(_) => {}
+            None if sub.too_slow.load(Ordering::Acquire) => {
+                metrics::counter!("freeagent_live_clients_dropped_total").increment(1);
+                return Err(
+                    "this client reads too slowly; reconnect with Last-Event-ID to resume".into(),
+                );
+            }
+            None => return Err("the gateway is shutting down; reconnect".into()),
         }
     }
 }

@@ -32,7 +32,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How often a follower reads the build's status itself, should an event be lost.
 const STATUS_CHECK: Duration = Duration::from_secs(5);
@@ -40,8 +40,6 @@ const STATUS_CHECK: Duration = Duration::from_secs(5);
 const ARCHIVE_CHECK: Duration = Duration::from_millis(200);
 /// How long it waits for the archive before it ends from the stream alone.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(30);
-/// Events waiting for the client's connection (the feed drops a client whose backlog is full).
-const OUT_BUFFER: usize = 256;
 
 /// Whether the request asks for the event stream.
 pub fn wanted(headers: &HeaderMap, follow: Option<&str>) -> bool {
@@ -71,8 +69,8 @@ pub fn stream(st: AppState, build: Build, after: u64) -> Result<Response, Gatewa
         )
         .hint("retry later, or read the log page by page (FREEAGENT_MAX_LOG_FOLLOWERS)"));
     };
-    let (tx, rx) = mpsc::channel(OUT_BUFFER);
-    tokio::spawn(async move {
+    // The follower runs inside the response body: dropped with it when the client leaves.
+    Ok(sse::response(move |out| async move {
         let _permit = permit;
         let mut f = Follower {
             holders: HashMap::new(),
@@ -82,28 +80,21 @@ pub fn stream(st: AppState, build: Build, after: u64) -> Result<Response, Gatewa
             build,
             after,
             sent: None,
-            out: tx,
+            out,
         };
-        let outcome = f.run().await;
-        if let Err(Stop::Error(why)) = outcome {
+        if let Err(Stop(why)) = f.run().await {
             f.send(sse::error(&why)).await;
         }
-    });
-    Ok(sse::response(rx))
+    }))
 }
 
-/// Why a follower stopped early.
-enum Stop {
-    /// The client went away.
-    Gone,
-    /// Said to the client in an `error` event.
-    Error(String),
-}
+/// Why a follower stopped early, said to the client in an `error` event.
+struct Stop(String);
 
 impl From<GatewayError> for Stop {
     fn from(e: GatewayError) -> Self {
         tracing::warn!(error = %e.detail(), "log follower stopped");
-        Stop::Error("the farm cannot read this log right now; reconnect with Last-Event-ID".into())
+        Stop("the farm cannot read this log right now; reconnect with Last-Event-ID".into())
     }
 }
 
@@ -118,7 +109,7 @@ struct Follower {
     holders_read: Option<Instant>,
     /// Live lines not sent yet, in order: the first waits for the holders to be read again.
     backlog: VecDeque<Arc<LiveLine>>,
-    out: mpsc::Sender<Bytes>,
+    out: sse::Out,
 }
 
 impl Follower {
@@ -132,8 +123,8 @@ impl Follower {
         }
         self.refresh_holders().await?;
         self.catch_up_with(held).await?;
-        let mut check = tokio::time::interval(STATUS_CHECK);
-        check.reset();
+        let (mut statuses, _checker) = self.check_status();
+        let mut checking = true;
         let mut terminal = b.status.is_terminal();
         while !terminal {
             tokio::select! {
@@ -150,22 +141,29 @@ impl Follower {
                     }
                     None if sub.too_slow.load(Ordering::Acquire) => {
                         metrics::counter!("freeagent_live_clients_dropped_total").increment(1);
-                        return Err(Stop::Error(
+                        return Err(Stop(
                             "this client reads too slowly; reconnect with Last-Event-ID to resume".into(),
                         ));
                     }
-                    None => return Err(Stop::Error("the gateway is shutting down; reconnect".into())),
+                    None => return Err(Stop("the gateway is shutting down; reconnect".into())),
                 },
                 _ = tokio::time::sleep_until(self.recheck_at()), if !self.backlog.is_empty() => {
                     self.refresh_holders().await?;
                     self.drain().await?;
                 }
-                _ = check.tick() => {
-                    let b = self.current().await?;
-                    self.status(b.status).await?;
-                    terminal = b.status.is_terminal();
+                changed = statuses.changed(), if checking => {
+                    let read = statuses.borrow_and_update().clone();
+                    match (changed, read) {
+                        (Ok(()), Some(Ok(status))) => {
+                            self.status(status).await?;
+                            terminal = status.is_terminal();
+                        }
+                        (Ok(()), Some(Err(why))) => return Err(Stop(why)),
+                        (Ok(()), None) => {}
+                        // The checker is gone: events alone tell the status from here.
+                        (Err(_), _) => checking = false,
+                    }
                 }
-                _ = self.out.closed() => return Err(Stop::Gone),
             }
         }
         // Ended: the archive is the whole log. Until it is written, keep sending live lines.
@@ -200,21 +198,51 @@ impl Follower {
                         return self.end().await;
                     }
                 }
-                _ = self.out.closed() => return Err(Stop::Gone),
             }
         }
+    }
+
+    /// The build's status, read every `STATUS_CHECK` beside the follower (so a slow answer
+    /// never holds up its lines); stops with the handle.
+    fn check_status(
+        &self,
+    ) -> (
+        tokio::sync::watch::Receiver<Option<Result<BuildStatus, String>>>,
+        AbortOnDropHandle<()>,
+    ) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let (pool, id) = (self.st.pool.clone(), self.build.id);
+        let task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(STATUS_CHECK);
+            every.reset();
+            loop {
+                every.tick().await;
+                let read = match db::builds::build_get(&pool, id).await {
+                    Ok(Some(b)) => Ok(b.status),
+                    Ok(None) => Err("the build is gone".to_owned()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, build_id = %id, "log follower cannot read the build");
+                        continue;
+                    }
+                };
+                if tx.send(Some(read)).is_err() {
+                    return;
+                }
+            }
+        });
+        (rx, AbortOnDropHandle::new(task))
     }
 
     async fn current(&self) -> Result<Build, Stop> {
         match db::builds::build_get(&self.st.pool, self.build.id).await {
             Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(Stop::Error("the build is gone".into())),
+            Ok(None) => Err(Stop("the build is gone".into())),
             Err(e) => Err(GatewayError::from(e).into()),
         }
     }
 
-    async fn send(&self, e: Bytes) -> bool {
-        self.out.send(e).await.is_ok()
+    async fn send(&self, e: Bytes) {
+        self.out.send(e).await
     }
 
     async fn status(&mut self, status: BuildStatus) -> Result<(), Stop> {
@@ -223,11 +251,8 @@ impl Follower {
         }
         self.sent = Some(status);
         let e = sse::event("status", None, &json!({ "status": status }).to_string());
-        if self.send(e).await {
-            Ok(())
-        } else {
-            Err(Stop::Gone)
-        }
+        self.send(e).await;
+        Ok(())
     }
 
     async fn entry(&mut self, l: LogEntry) -> Result<(), Stop> {
@@ -240,11 +265,8 @@ impl Follower {
             Some(l.seq),
             &serde_json::to_string(&l).unwrap_or_default(),
         );
-        if self.send(e).await {
-            Ok(())
-        } else {
-            Err(Stop::Gone)
-        }
+        self.send(e).await;
+        Ok(())
     }
 
     /// When the holders may be read again for a waiting line: at most every 20 ms, so a worker
@@ -281,11 +303,8 @@ impl Follower {
             return Ok(());
         }
         self.after = l.seq;
-        if self.send(l.sse.clone()).await {
-            Ok(())
-        } else {
-            Err(Stop::Gone)
-        }
+        self.send(l.sse.clone()).await;
+        Ok(())
     }
 
     async fn refresh_holders(&mut self) -> Result<(), Stop> {

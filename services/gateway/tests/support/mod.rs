@@ -130,10 +130,14 @@ pub async fn send(r: RequestBuilder) -> Reply {
 
 impl Farm {
     pub async fn start() -> Farm {
+        Self::start_on(TestNats::start().await).await
+    }
+
+    /// A farm on `nats` (which a test may have prepared, say with streams an older release made).
+    pub async fn start_on(nats: TestNats) -> Farm {
         init_test_log();
         freeagent_shared::tls::install_crypto_provider();
         let db = TestDb::new().await;
-        let nats = TestNats::start().await;
         let data = tempfile::tempdir().expect("a data dir");
         let stop = CancellationToken::new();
 

@@ -10,11 +10,11 @@ use freeagent_shared::ids::BuildId;
 use freeagent_shared::subjects;
 use freeagent_shared::testing::factory::farm_line;
 use freeagent_shared::wire;
-use futures::StreamExt;
 use freeagent_tests::{API_KEY, Farm, FarmOpts, project};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -64,58 +64,66 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let delays: Arc<Mutex<Vec<f64>>> = Arc::default();
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()?;
     // Followers stop at `done` (not at the builds' end: that takes the archive's settle time).
     let done = tokio_util::sync::CancellationToken::new();
-    let mut followers = Vec::new();
-    for i in 0..a.followers {
-        let id = ids[i % ids.len()];
-        let resp = http
-            .get(format!("{}/api/builds/{id}/logs?follow=true", farm.gateway))
-            .header("x-api-key", API_KEY)
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status() == 200, "follower {i}: {}", resp.status());
-        let (measuring, delays, received, done) = (
+    let addr = farm
+        .gateway
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    // The followers run on a thread of their own (one event loop, no work stealing between
+    // threads): the bench's reading costs as little as it can and stays apart from the writers.
+    let (connected_tx, connected) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    let followers = {
+        let (ids, measuring, delays, received, done) = (
+            ids.clone(),
             measuring.clone(),
             delays.clone(),
             received.clone(),
             done.clone(),
         );
-        followers.push(tokio::spawn(async move {
-            // Lean on purpose: the bench shares the machine with the gateway, so it reads only
-            // each `log` event's timestamp rather than parsing whole events.
-            let mut body = resp.bytes_stream();
-            let mut carry: Vec<u8> = Vec::new();
-            let mut mine = Vec::new();
-            loop {
-                let chunk = tokio::select! {
-                    c = body.next() => c,
-                    _ = done.cancelled() => break,
-                };
-                let Some(Ok(chunk)) = chunk else { break };
-                carry.extend_from_slice(&chunk);
-                // Complete events only; the rest waits for the next chunk.
-                let Some(end) = carry.windows(2).rposition(|w| w == b"\n\n") else {
-                    continue;
-                };
-                let now = chrono::Utc::now();
-                if measuring.load(std::sync::atomic::Ordering::Relaxed) {
-                    for ts in timestamps(&carry[..end]) {
-                        let d = now.signed_duration_since(ts);
-                        mine.push(d.num_microseconds().unwrap_or(0) as f64 / 1000.0);
-                        received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+        let count = a.followers;
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = connected_tx.send(Err(e.into()));
+                    return;
                 }
-                carry.drain(..end + 2);
-            }
-            if let Ok(mut all) = delays.lock() {
-                all.extend(mine);
-            }
-        }));
-    }
+            };
+            rt.block_on(async move {
+                let mut tasks = Vec::new();
+                for i in 0..count {
+                    let id = ids[i % ids.len()];
+                    let conn = match tokio::net::TcpStream::connect(&addr).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = connected_tx.send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    tasks.push(tokio::spawn(follower(
+                        conn,
+                        format!(
+                            "GET /api/builds/{id}/logs?follow=true HTTP/1.1\r\nHost: {addr}\r\nx-api-key: {API_KEY}\r\naccept: text/event-stream\r\n\r\n"
+                        ),
+                        measuring.clone(),
+                        delays.clone(),
+                        received.clone(),
+                        done.clone(),
+                    )));
+                }
+                let _ = connected_tx.send(Ok(()));
+                for t in tasks {
+                    let _ = t.await;
+                }
+            });
+        })
+    };
+    connected.await??;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss_followed, _) = farm.memory("gateway");
 
@@ -129,7 +137,9 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
         let every = Duration::from_micros(1_000_000 / a.rate.max(1));
         writers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A late tick is made up at once: the offered load stays `rate` per second even
+            // when the machine is busy (each line's timestamp is taken when it is written).
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = 0u64;
             while !stop.is_cancelled() {
                 tick.tick().await;
@@ -176,9 +186,7 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
         let _ = w.await;
     }
     done.cancel();
-    for f in followers {
-        let _ = f.await;
-    }
+    let _ = tokio::task::spawn_blocking(move || followers.join()).await;
     let got = received.load(std::sync::atomic::Ordering::Relaxed);
     let all = std::mem::take(&mut *delays.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     let delay = percentiles(all);
@@ -218,6 +226,56 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
         "gateway_rss_bytes": {"before": rss_before, "followed": rss_followed, "streaming": rss_during, "peak": rss_peak},
         "gateway_kib_per_follower": per_follower_kib,
     }))
+}
+
+/// One follower: a plain socket that looks only for each `log` event's timestamp (the response's
+/// status line and chunk sizes pass by unread) — lean on purpose, as the bench shares the machine
+/// with the gateway. Records now − timestamp while `measuring`.
+async fn follower(
+    mut conn: tokio::net::TcpStream,
+    request: String,
+    measuring: Arc<std::sync::atomic::AtomicBool>,
+    delays: Arc<Mutex<Vec<f64>>>,
+    received: Arc<std::sync::atomic::AtomicU64>,
+    done: tokio_util::sync::CancellationToken,
+) {
+    if conn.write_all(request.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 16 << 10];
+    let mut filled = 0;
+    let mut mine = Vec::new();
+    loop {
+        if filled == buf.len() {
+            filled = 0;
+        }
+        let n = tokio::select! {
+            n = conn.read(&mut buf[filled..]) => n,
+            _ = done.cancelled() => break,
+        };
+        let Ok(n) = n else { break };
+        if n == 0 {
+            break;
+        }
+        filled += n;
+        // Complete events only; the rest waits for the next read.
+        let Some(end) = buf[..filled].windows(2).rposition(|w| w == b"\n\n") else {
+            continue;
+        };
+        if measuring.load(std::sync::atomic::Ordering::Relaxed) {
+            let now = chrono::Utc::now();
+            for ts in timestamps(&buf[..end]) {
+                let d = now.signed_duration_since(ts);
+                mine.push(d.num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        buf.copy_within(end + 2..filled, 0);
+        filled -= end + 2;
+    }
+    if let Ok(mut all) = delays.lock() {
+        all.extend(mine);
+    }
 }
 
 /// The `timestamp` of every `log` event in `events` (whole SSE events).
