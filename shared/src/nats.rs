@@ -314,33 +314,37 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
             .info()
             .await
             .map_err(|e| classify(&name, e.to_string()))?;
-        if info.config.subjects != config.subjects
-            || info.config.max_age != config.max_age
-            || (config.max_bytes > 0 && info.config.max_bytes != config.max_bytes)
-            || info.config.max_messages_per_subject != config.max_messages_per_subject
-            || info.config.max_message_size != config.max_message_size
-            || info.config.republish != config.republish
+        if outdated(&info.config, &config)
+            && let Err(e) = js.update_stream(config.clone()).await
         {
-            if let Err(e) = js.update_stream(config.clone()).await {
-                // NATS 2.9 cannot add re-publishing to a stream made without it: keep the rest
-                // of the update; the gateways then poll the stream (`gateway::live::feed`).
-                if info.config.republish == config.republish
-                    || !e.to_string().to_lowercase().contains("republish")
-                {
-                    return Err(classify(&name, e.to_string()));
-                }
-                tracing::warn!(
-                    stream = %name,
-                    "this NATS server cannot add re-publishing to an existing stream, so live logs and events will be polled (up to 0.1 s later, more load on NATS); to fix, once every finished build's log is archived, delete the stream and restart the farm, or use NATS 2.10 or later"
-                );
-                config.republish = info.config.republish.clone();
-                js.update_stream(config)
-                    .await
-                    .map_err(|e| classify(&name, e.to_string()))?;
+            // NATS 2.9 cannot add re-publishing to a stream made without it: keep the rest of
+            // the update; the gateways then poll the stream (`gateway::live::feed`).
+            if info.config.republish == config.republish
+                || !e.to_string().to_lowercase().contains("republish")
+            {
+                return Err(classify(&name, e.to_string()));
             }
+            tracing::warn!(
+                stream = %name,
+                "this NATS server cannot add re-publishing to an existing stream, so live logs and events will be polled (up to 0.1 s later, more load on NATS); to fix, once every finished build's log is archived, delete the stream and restart the farm, or use NATS 2.10 or later"
+            );
+            config.republish = info.config.republish.clone();
+            js.update_stream(config)
+                .await
+                .map_err(|e| classify(&name, e.to_string()))?;
         }
     }
     Ok(())
+}
+
+/// Whether a stream's settings on the server differ from what this release wants.
+fn outdated(server: &stream::Config, wanted: &stream::Config) -> bool {
+    server.subjects != wanted.subjects
+        || server.max_age != wanted.max_age
+        || (wanted.max_bytes > 0 && server.max_bytes != wanted.max_bytes)
+        || server.max_messages_per_subject != wanted.max_messages_per_subject
+        || server.max_message_size != wanted.max_message_size
+        || server.republish != wanted.republish
 }
 
 /// Every stored message again on `live.<subject>`, for the gateways' live feeds.
