@@ -177,6 +177,42 @@ pub enum Identity {
     },
 }
 
+/// Tells from a worker connection's events that the server no longer accepts its credentials.
+///
+/// The server says "User Authentication Revoked" when it closes a live connection, but that one
+/// event can be lost (the client drops events when its queue is full, or the connection breaks
+/// first). Every reconnect with revoked (or expired) credentials is then refused with
+/// "authorization violation": refused for [`REFUSED_FOR`] without connecting in between counts as
+/// revoked too. Not the first refusal: a server still loading its accounts after a restart may
+/// refuse once or twice.
+#[derive(Default)]
+struct RefusalWatch {
+    first_refusal: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+const REFUSED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RefusalWatch {
+    fn says_refused(&self, event: &async_nats::Event) -> bool {
+        let text = event.to_string().to_lowercase();
+        let mut first = match self.first_refusal.lock() {
+            Ok(first) => first,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match event {
+            async_nats::Event::Connected => {
+                *first = None;
+                false
+            }
+            async_nats::Event::ServerError(_) if text.contains("revoked") => true,
+            _ if text.contains("authorization violation") => {
+                first.get_or_insert_with(std::time::Instant::now).elapsed() >= REFUSED_FOR
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Connects, retrying in the background once connected; fails fast if the first attempt fails.
 /// `inbox_prefix` keeps a worker's reply subjects under the prefix its permissions allow.
 pub async fn connect(
@@ -204,15 +240,16 @@ pub async fn connect(
                     Ok(auth)
                 }
             })
-            .event_callback(move |event| {
-                let revoked = revoked.clone();
-                async move {
-                    if let async_nats::Event::ServerError(e) = &event
-                        && e.to_string().to_lowercase().contains("revoked")
-                    {
-                        revoked.cancel();
+            .event_callback({
+                let refusals = std::sync::Arc::new(RefusalWatch::default());
+                move |event| {
+                    let (revoked, refusals) = (revoked.clone(), refusals.clone());
+                    async move {
+                        if refusals.says_refused(&event) {
+                            revoked.cancel();
+                        }
+                        tracing::info!(%event, "NATS");
                     }
-                    tracing::info!(%event, "NATS");
                 }
             })
         }
@@ -407,4 +444,26 @@ pub async fn ensure_queue_consumer(
         )
         .await
         .map_err(|e| classify(&name, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::{ClientError, Event, ServerError};
+
+    #[test]
+    fn revocation_stops_at_once_and_refusals_only_when_they_last() {
+        let watch = RefusalWatch::default();
+        let refused = || Event::ClientError(ClientError::Other("authorization violation".into()));
+        assert!(!watch.says_refused(&refused()), "one refusal is not enough");
+        assert!(!watch.says_refused(&Event::Disconnected));
+        // Refused since long ago, never connected in between: revoked.
+        *watch.first_refusal.lock().unwrap() = Some(std::time::Instant::now() - REFUSED_FOR);
+        assert!(watch.says_refused(&refused()));
+        // Connecting in between starts over.
+        assert!(!watch.says_refused(&Event::Connected));
+        assert!(!watch.says_refused(&refused()));
+        let revoked = Event::ServerError(ServerError::Other("User Authentication Revoked".into()));
+        assert!(watch.says_refused(&revoked));
+    }
 }

@@ -2,7 +2,8 @@
 //! grows, survives a gateway restart mid-stream by resuming with `Last-Event-ID`, exits with
 //! the build's outcome, and what it printed equals the archived log byte for byte; a finished
 //! build's log is read from its archive once the LOGS stream forgot it; followers before,
-//! during and after a build see the same log; and each gateway caps its open streams.
+//! during and after a build see the same log; and each gateway caps its open streams and counts
+//! them on `/metrics`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::sse::{SseEvent, SseReader};
@@ -35,21 +36,7 @@ async fn logs_follow_resumes_across_a_gateway_restart_and_exits_with_the_outcome
         .spawn()
         .unwrap();
     // Mid-build, the gateway goes away and comes back on the same port.
-    freeagent_tests::freeagent_shared::testing::wait::until(
-        "the build to print some lines",
-        Duration::from_secs(60),
-        || async {
-            (farm
-                .all_logs(&id)
-                .await
-                .iter()
-                .filter(|l| l.starts_with("line "))
-                .count()
-                >= 5)
-                .then_some(())
-        },
-    )
-    .await;
+    until_it_printed_5_lines(&farm, &id).await;
     farm.restart("gateway");
     let out = tokio::time::timeout(Duration::from_secs(120), cli.wait_with_output())
         .await
@@ -124,7 +111,31 @@ async fn live_log_streams_are_capped_per_gateway() {
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
+    // Operators see the open streams; one that leaves is counted out.
+    let open_streams = || async {
+        let metrics = farm
+            .http
+            .get(format!("{}/metrics", farm.gateway))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("freeagent_live_clients{kind=\"log\"} "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    assert_eq!(open_streams().await, Some(1));
     drop(first);
+    freeagent_tests::freeagent_shared::testing::wait::until(
+        "the left stream to be counted out",
+        // Noticed at the latest at the next keep-alive (15 s) written to the closed socket.
+        Duration::from_secs(40),
+        || async { (open_streams().await == Some(0)).then_some(()) },
+    )
+    .await;
 }
 
 /// Follows `id`'s log over SSE (from after `last_event_id`) until `end`.
@@ -185,21 +196,7 @@ async fn followers_before_during_and_after_see_one_log_and_the_archive_outlives_
         let (farm, id) = (farm.clone(), id.clone());
         async move { follow(&farm, &id, None).await }
     });
-    freeagent_tests::freeagent_shared::testing::wait::until(
-        "the build to print some lines",
-        Duration::from_secs(60),
-        || async {
-            (farm
-                .all_logs(&id)
-                .await
-                .iter()
-                .filter(|l| l.starts_with("line "))
-                .count()
-                >= 5)
-                .then_some(())
-        },
-    )
-    .await;
+    until_it_printed_5_lines(&farm, &id).await;
     let halfway = follow(&farm, &id, None).await;
     let early = early.await.unwrap();
     let seen = lines(&early);
@@ -358,4 +355,23 @@ async fn a_worker_cannot_forge_the_live_feeds_sequence_or_subject() {
     };
     assert_eq!(e.data["message"], "later");
     eprintln!("a later line arrived after {:?}", started.elapsed());
+}
+
+/// Waits until build `id` has printed 5 of its `line N` lines: it is running, midway.
+async fn until_it_printed_5_lines(farm: &Farm, id: &str) {
+    freeagent_tests::freeagent_shared::testing::wait::until(
+        "the build to print some lines",
+        Duration::from_secs(60),
+        || async {
+            (farm
+                .all_logs(id)
+                .await
+                .iter()
+                .filter(|l| l.starts_with("line "))
+                .count()
+                >= 5)
+                .then_some(())
+        },
+    )
+    .await;
 }

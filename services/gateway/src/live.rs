@@ -101,8 +101,27 @@ struct Unsubscribe {
     key: Key,
 }
 
+impl Unsubscribe {
+    fn new(registry: Arc<Mutex<Registry>>, key: Key) -> Self {
+        key.gauge().increment(1);
+        Unsubscribe { registry, key }
+    }
+}
+
+impl Key {
+    /// The open streams of this kind, on `/metrics`.
+    fn gauge(&self) -> metrics::Gauge {
+        let kind = match self {
+            Key::Build(..) => "log",
+            Key::Events(_) => "events",
+        };
+        metrics::gauge!("freeagent_live_clients", "kind" => kind)
+    }
+}
+
 impl Drop for Unsubscribe {
     fn drop(&mut self) {
+        self.key.gauge().decrement(1);
         let Ok(mut r) = self.registry.lock() else {
             return;
         };
@@ -154,10 +173,7 @@ impl Live {
         let sub = Subscription {
             rx,
             too_slow,
-            _guard: Unsubscribe {
-                registry: self.registry.clone(),
-                key: Key::Build(build, id),
-            },
+            _guard: Unsubscribe::new(self.registry.clone(), Key::Build(build, id)),
         };
         (sub, held)
     }
@@ -175,10 +191,7 @@ impl Live {
         Subscription {
             rx,
             too_slow,
-            _guard: Unsubscribe {
-                registry: self.registry.clone(),
-                key: Key::Events(id),
-            },
+            _guard: Unsubscribe::new(self.registry.clone(), Key::Events(id)),
         }
     }
 
@@ -186,14 +199,6 @@ impl Live {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CLIENT_BACKLOG);
         (id, tx, rx, Arc::default())
-    }
-
-    /// Open streams, for `/metrics`.
-    pub fn clients(&self) -> usize {
-        self.registry
-            .lock()
-            .map(|r| r.events.len() + r.builds.values().map(Vec::len).sum::<usize>())
-            .unwrap_or(0)
     }
 
     fn deliver_line(&self, line: LiveLine) {

@@ -6,34 +6,11 @@
 mod support;
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 use support::Farm;
 
-/// One server-sent event: (event, id, data).
-type Sse = (String, Option<u64>, Value);
-
-fn parse(text: &str) -> Vec<Sse> {
-    text.split("\n\n")
-        .filter_map(|block| {
-            let (mut event, mut id, mut data) = (None, None, String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            Some((
-                event?,
-                id,
-                serde_json::from_str(&data).unwrap_or(Value::Null),
-            ))
-        })
-        .collect()
-}
+use freeagent_shared::testing::sse::{SseEvent as Sse, parse_all as parse};
 
 /// Follows `id`'s log until the stream ends.
 async fn follow(farm: &Farm, id: &str, last_event_id: Option<u64>) -> Vec<Sse> {
@@ -61,8 +38,8 @@ async fn follow(farm: &Farm, id: &str, last_event_id: Option<u64>) -> Vec<Sse> {
 fn messages(events: &[Sse]) -> Vec<String> {
     events
         .iter()
-        .filter(|(e, _, _)| e == "log")
-        .map(|(_, _, d)| d["message"].as_str().unwrap_or_default().to_owned())
+        .filter(|e| e.event == "log")
+        .map(|e| e.data["message"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
 
@@ -111,7 +88,7 @@ async fn a_followed_build(farm: &std::sync::Arc<Farm>) -> (String, Vec<Sse>) {
         lines.iter().collect::<Vec<_>>(),
         "in order, once each"
     );
-    assert_eq!(events.last().map(|e| e.0.as_str()), Some("end"));
+    assert_eq!(events.last().map(|e| e.event.as_str()), Some("end"));
     (b.id, events)
 }
 
@@ -122,11 +99,11 @@ async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_e
     let msgs = messages(&events);
     let statuses: Vec<&str> = events
         .iter()
-        .filter(|(e, _, _)| e == "status")
-        .map(|(_, _, d)| d["status"].as_str().unwrap_or_default())
+        .filter(|e| e.event == "status")
+        .map(|e| e.data["status"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(statuses.last(), Some(&"completed"), "{statuses:?}");
-    assert_eq!(events.last().map(|e| e.0.as_str()), Some("end"));
+    assert_eq!(events.last().map(|e| e.event.as_str()), Some("end"));
 
     // A follower started after the end sees the same full log.
     let late = follow(&farm, &id, None).await;
@@ -135,7 +112,7 @@ async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_e
     // Dropped after the third line: reconnecting with Last-Event-ID gets the rest, exactly.
     let ids: Vec<u64> = events
         .iter()
-        .filter_map(|(e, id, _)| (e == "log").then_some(*id))
+        .filter_map(|e| (e.event == "log").then_some(e.id))
         .flatten()
         .collect();
     assert_eq!(ids.len(), msgs.len(), "every line has an id");
@@ -225,21 +202,21 @@ async fn a_follower_that_stops_reading_is_dropped_with_a_reason_and_others_carry
     let events = parse(&text);
     let last = events.last().unwrap();
     assert_eq!(
-        last.0,
+        last.event,
         "error",
         "{:?}",
         &events[events.len().saturating_sub(3)..]
     );
     assert!(
-        last.2["error"]
+        last.data["error"]
             .as_str()
             .unwrap()
             .contains("reads too slowly"),
         "{}",
-        last.2
+        last.data
     );
     // What it had queued still reached it, in order: it resumes from its last id.
-    let ids: Vec<u64> = events.iter().filter_map(|e| e.1).collect();
+    let ids: Vec<u64> = events.iter().filter_map(|e| e.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
 }
 

@@ -7,6 +7,7 @@ pub mod factory;
 mod nats;
 mod pg;
 mod s3;
+pub mod sse;
 pub mod wait;
 
 pub use db::{DEFAULT_ADMIN_URL, TestDb};
@@ -14,11 +15,29 @@ pub use nats::TestNats;
 pub use pg::TestPg;
 pub use s3::TestS3;
 
-/// A free TCP port on loopback (bound then released; a rare race is retried by callers).
+/// A free TCP port on loopback that no other caller in this process has been given.
+///
+/// Ports are handed to child processes before they bind, so two things must not happen: the same
+/// port given twice (the kernel's `bind(0)` can hand a just-released port straight back), and a
+/// port taken meanwhile by someone's outgoing connection. So ports come from below the kernel's
+/// ephemeral range (which outgoing connections and `bind(0)` draw from), start at an offset drawn
+/// from the process id (test binaries running side by side rarely meet), are never repeated within
+/// a process, and are checked free by binding.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000; // 10000..32000, below Linux's default ephemeral range (32768..)
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = std::process::id().wrapping_mul(7_919) % COUNT;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..COUNT {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT;
+        let port = u16::try_from(port).map_err(std::io::Error::other)?;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no free port in 10000..32000"))
 }
 
 /// Installs a test log subscriber when `TEST_LOG` is set.
