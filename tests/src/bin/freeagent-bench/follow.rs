@@ -30,14 +30,22 @@ pub struct Args {
     /// Seconds measured (after a warm-up of 3 s).
     #[arg(long, default_value_t = 20)]
     secs: u64,
+    /// Each build writes at its own point of the period, instead of all in the same instant (a
+    /// burst of `builds` lines each period).
+    #[arg(long)]
+    spread: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<Value> {
     let m = crate::machine::describe();
     crate::machine::print(&m);
     println!(
-        "follow: {} builds writing {} lines/s each, {} SSE followers on one gateway, {} s",
-        a.builds, a.rate, a.followers, a.secs
+        "follow: {} builds writing {} lines/s each ({}), {} SSE followers on one gateway, {} s",
+        a.builds,
+        a.rate,
+        if a.spread { "spread over the period" } else { "in step" },
+        a.followers,
+        a.secs
     );
     let mut env = farm_env(64);
     env.push((
@@ -132,11 +140,19 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
     let stop = tokio_util::sync::CancellationToken::new();
     let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut writers = Vec::new();
-    for id in ids.clone() {
+    let every = Duration::from_micros(1_000_000 / a.rate.max(1));
+    let first_tick = tokio::time::Instant::now();
+    for (i, id) in ids.clone().into_iter().enumerate() {
         let (nats, stop, written) = (nats.clone(), stop.clone(), written.clone());
-        let every = Duration::from_micros(1_000_000 / a.rate.max(1));
+        // `--spread`: each writer starts at its own point of the period, as independent builds
+        // would; by default all write in the same instant (the figures recorded so far).
+        let offset = if a.spread {
+            every.mul_f64(i as f64 / ids.len().max(1) as f64)
+        } else {
+            Duration::ZERO
+        };
         writers.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let mut tick = tokio::time::interval_at(first_tick + offset, every);
             // A late tick is made up at once: the offered load stays `rate` per second even
             // when the machine is busy (each line's timestamp is taken when it is written).
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -218,6 +234,7 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
         "machine": m,
         "builds": a.builds,
         "lines_per_sec_per_build": a.rate,
+        "writers_spread": a.spread,
         "followers": a.followers,
         "lines_written": lines,
         "deliveries": got,
