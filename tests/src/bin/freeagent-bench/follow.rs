@@ -43,7 +43,11 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
         "follow: {} builds writing {} lines/s each ({}), {} SSE followers on one gateway, {} s",
         a.builds,
         a.rate,
-        if a.spread { "spread over the period" } else { "in step" },
+        if a.spread {
+            "spread over the period"
+        } else {
+            "in step"
+        },
         a.followers,
         a.secs
     );
