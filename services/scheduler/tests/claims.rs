@@ -13,6 +13,7 @@ use freeagent_shared::testing::factory::TestWorker;
 use freeagent_shared::testing::{TestDb, TestNats, factory, wait};
 use freeagent_shared::wire::*;
 use freeagent_shared::{subjects, wire};
+use futures::StreamExt;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +102,22 @@ impl Sched {
         .await
     }
 
+    /// A claim as a worker sends it under load: `None` when no answer came in time (a busy
+    /// scheduler may drop a request; the worker asks again).
+    async fn try_claim(&self, w: &TestWorker, id: BuildId) -> Option<ClaimReply> {
+        let req = ClaimRequest {
+            build_id: id,
+            attempt: a(1),
+            worker_id: w.worker_id,
+        };
+        let msg = self
+            .client
+            .request(Op::Claim.subject(w.worker_id), wire::encode(&req).into())
+            .await
+            .ok()?;
+        Some(wire::decode(&msg.payload).expect("readable reply"))
+    }
+
     fn result(&self, id: BuildId, attempt: Attempt) -> StoredObject {
         let key = ObjectKey::Result(id, attempt);
         let sha = "ab".repeat(32);
@@ -175,12 +192,24 @@ async fn race(workers: usize, builds: usize, tries: usize) {
         }
     }
     let s = &s;
-    let replies = futures::future::join_all(
-        attempts
-            .into_iter()
-            .map(|(w, id)| async move { (w.worker_id, id, s.claim(&w, id, a(1)).await) }),
-    )
-    .await;
+    // 200 claims in flight at a time: every build still has many claimers at once. As a worker
+    // would, a claimer asks again when no answer came in time or the answer was "unavailable"
+    // (no database connection in time): thousands of claims on a loaded 2-core machine.
+    let replies: Vec<_> = futures::stream::iter(attempts)
+        .map(|(w, id)| async move {
+            for _ in 0..20 {
+                match s.try_claim(&w, id).await {
+                    None | Some(ClaimReply::Unavailable { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
+                    Some(reply) => return (w.worker_id, id, reply),
+                }
+            }
+            panic!("no answer to a claim of {id} after 20 tries");
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await;
     let mut won = HashSet::new();
     let mut granted = 0;
     for (worker, id, reply) in &replies {
