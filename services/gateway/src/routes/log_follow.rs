@@ -213,8 +213,11 @@ impl Follower {
         let (tx, rx) = tokio::sync::watch::channel(None);
         let (pool, id) = (self.st.pool.clone(), self.build.id);
         let task = tokio::spawn(async move {
-            let mut every = tokio::time::interval(STATUS_CHECK);
-            every.reset();
+            // Each follower checks at its own point of the period: a thousand followers that
+            // joined together do not all query the database in the same instant.
+            let first =
+                tokio::time::Instant::now() + STATUS_CHECK.mul_f64(1.0 + rand::random::<f64>());
+            let mut every = tokio::time::interval_at(first, STATUS_CHECK);
             loop {
                 every.tick().await;
                 let read = match db::builds::build_get(&pool, id).await {
