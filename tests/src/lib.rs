@@ -514,6 +514,12 @@ impl Farm {
         resp.text().await.expect("log text")
     }
 
+    /// The `/metrics` text of the service at `base` (its URL); None if it does not answer.
+    pub async fn metrics(&self, base: &str) -> Option<String> {
+        let resp = self.http.get(format!("{base}/metrics")).send().await.ok()?;
+        resp.text().await.ok()
+    }
+
     /// A NATS connection with a service's rights (the scheduler's: the whole farm account).
     pub async fn service_nats(&self) -> async_nats::Client {
         freeagent_shared::nats::connect(
@@ -525,6 +531,15 @@ impl Farm {
         .await
         .expect("service NATS connection")
     }
+}
+
+/// The value of one series in `/metrics` text: `series` is the name with its labels as printed
+/// (`freeagent_live_clients{kind="log"}`).
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A tar.gz of a directory, in memory (test projects are tiny).

@@ -531,17 +531,7 @@ async fn a_worker_runs_up_to_its_capacity_and_schedulers_stop_gracefully() {
     // The scheduler's own endpoints: metrics with the names operators alert on, readiness.
     let mut metrics = String::new();
     for url in &farm.schedulers {
-        metrics.push_str(
-            &farm
-                .http
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        );
+        metrics.push_str(&farm.metrics(url).await.expect("the scheduler's /metrics"));
     }
     for name in [
         "freeagent_builds_dispatched_total",

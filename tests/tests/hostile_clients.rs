@@ -146,19 +146,10 @@ async fn a_flood_from_one_credential_gets_429_while_another_is_served() {
 
 async fn figures_refreshes(farm: &Farm) -> f64 {
     let text = farm
-        .http
-        .get(format!("{}/metrics", farm.gateway))
-        .send()
+        .metrics(&farm.gateway)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with("freeagent_figures_refreshes_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .expect("the gateway's /metrics");
+    freeagent_tests::metric_value(&text, "freeagent_figures_refreshes_total").unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

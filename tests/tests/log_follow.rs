@@ -113,27 +113,16 @@ async fn live_log_streams_are_capped_per_gateway() {
     assert_eq!(page.status(), 200);
     // Operators see the open streams; one that leaves is counted out.
     let open_streams = || async {
-        let metrics = farm
-            .http
-            .get(format!("{}/metrics", farm.gateway))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("freeagent_live_clients{kind=\"log\"} "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
+        let metrics = farm.metrics(&farm.gateway).await?;
+        freeagent_tests::metric_value(&metrics, "freeagent_live_clients{kind=\"log\"}")
     };
-    assert_eq!(open_streams().await, Some(1));
+    assert_eq!(open_streams().await, Some(1.0));
     drop(first);
     freeagent_tests::freeagent_shared::testing::wait::until(
         "the left stream to be counted out",
         // Noticed at the latest at the next keep-alive (15 s) written to the closed socket.
         Duration::from_secs(40),
-        || async { (open_streams().await == Some(0)).then_some(()) },
+        || async { (open_streams().await == Some(0.0)).then_some(()) },
     )
     .await;
 }

@@ -297,15 +297,7 @@ async fn retention_purges_finished_builds_and_downloads_say_gone() {
 
     // Storage's own count of what the store holds, by kind, as of its last sweep.
     let metrics = wait::until("storage gauges", Duration::from_secs(10), || async {
-        let m = farm
-            .http
-            .get(format!("{}/metrics", farm.storage))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let m = farm.metrics(&farm.storage).await?;
         m.contains("freeagent_storage_objects{kind=\"source\"} 0")
             .then_some(m)
     })

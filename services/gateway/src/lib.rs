@@ -244,7 +244,11 @@ impl App {
         // The live feed and the log archiver stop with the server.
         let st = self.background;
         let background = shutdown.child_token();
-        tokio::spawn(st.live.clone().run(st.nats.clone(), background.clone()));
+        tokio::spawn(
+            st.live
+                .clone()
+                .run(st.nats.clone(), st.pool.clone(), background.clone()),
+        );
         let settle = st.config.log_archive_settle;
         tokio::spawn(log_archive::Archiver::new(st, settle).run(background.clone()));
         let _stop = background.drop_guard();

@@ -10,6 +10,7 @@
 
 mod feed;
 mod recent;
+pub mod status_check;
 
 use feed::Feed;
 use freeagent_shared::events::FarmEvent;
@@ -45,6 +46,8 @@ pub struct LiveLine {
 pub enum BuildNews {
     Line(Arc<LiveLine>),
     Event(Arc<(u64, FarmEvent)>),
+    /// The build's status as read from the database (`status_check`); None: the build is gone.
+    Checked(Option<freeagent_shared::status::BuildStatus>),
 }
 
 /// A client's end of the feed. Dropping it unsubscribes.
@@ -201,6 +204,24 @@ impl Live {
         (id, tx, rx, Arc::default())
     }
 
+    /// The builds that have followers on this gateway.
+    pub fn followed(&self) -> Vec<BuildId> {
+        self.registry
+            .lock()
+            .map(|r| r.builds.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Hands `news` to every follower of `build`.
+    fn deliver_news(&self, build: BuildId, news: BuildNews) {
+        let Ok(mut r) = self.registry.lock() else {
+            return;
+        };
+        if let Some(subs) = r.builds.get_mut(&build) {
+            subs.retain(|s| s.offer(news.clone()));
+        }
+    }
+
     fn deliver_line(&self, line: LiveLine) {
         let Ok(mut r) = self.registry.lock() else {
             return;
@@ -241,11 +262,17 @@ impl Live {
         }
     }
 
-    /// Runs the two feeds until `shutdown`.
-    pub async fn run(self, nats: async_nats::Client, shutdown: CancellationToken) {
+    /// Runs the two feeds and the status check until `shutdown`.
+    pub async fn run(
+        self,
+        nats: async_nats::Client,
+        pool: freeagent_shared::db::Pool,
+        shutdown: CancellationToken,
+    ) {
         let logs = Feed::new(self.clone(), nats.clone(), feed::LOGS, on_log).run(shutdown.clone());
-        let events = Feed::new(self.clone(), nats, feed::EVENTS, on_event).run(shutdown);
-        tokio::join!(logs, events);
+        let events = Feed::new(self.clone(), nats, feed::EVENTS, on_event).run(shutdown.clone());
+        let statuses = status_check::run(self, pool, status_check::EVERY, shutdown);
+        tokio::join!(logs, events, statuses);
     }
 }
 

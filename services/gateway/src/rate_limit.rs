@@ -1,5 +1,5 @@
-//! Rate limits: requests that carry a credential are counted per credential (an API key acting
-//! for a worker counts per worker, so a fleet of legacy workers sharing one key is not one
+//! Rate limits: requests that carry a credential (a key or token header, or a dashboard session
+//! cookie) are counted per credential (an API key acting for a worker counts per worker, so a fleet of legacy workers sharing one key is not one
 //! bucket) and per address; requests without one per address, more tightly. Over a limit the
 //! answer is 429 with `Retry-After`. Health probes and metrics are never limited.
 
@@ -158,9 +158,13 @@ impl Limiter {
             "x-worker-token",
         ]
         .iter()
-        .find_map(|name| h.get(*name).filter(|v| !v.is_empty()))?;
+        .find_map(|name| h.get(*name).filter(|v| !v.is_empty()))
+        .map(|v| v.as_bytes())
+        // A dashboard session is a credential too: its pages and their API calls are not
+        // squeezed into the anonymous rate of their address.
+        .or_else(|| crate::ui::session::cookie(h).map(str::as_bytes))?;
         let mut hasher = self.hasher.build_hasher();
-        secret.as_bytes().hash(&mut hasher);
+        secret.hash(&mut hasher);
         if let Some(w) = h.get("x-worker-id") {
             w.as_bytes().hash(&mut hasher);
         } else if let Some(q) = req.uri().query()
@@ -188,4 +192,56 @@ pub async fn middleware(State(limiter): State<Limiter>, req: Request, next: Next
         return resp;
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+
+    fn request(cookie: Option<&str>) -> Request {
+        let mut b = Request::builder().uri("/api/builds");
+        if let Some(c) = cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        let mut req = b.body(axum::body::Body::empty()).unwrap();
+        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    }
+
+    #[test]
+    fn a_dashboard_session_is_counted_as_a_credential_not_as_anonymous() {
+        let limiter = Limiter::new(&RateLimits {
+            key: Rate {
+                per_second: 1000,
+                burst: 1000,
+            },
+            ip: Rate {
+                per_second: 1000,
+                burst: 1000,
+            },
+            anonymous: Rate {
+                per_second: 1,
+                burst: 2,
+            },
+        });
+        let session = format!("theme=dark; {}=fas_secret", crate::ui::session::COOKIE);
+        for _ in 0..50 {
+            assert_eq!(limiter.verdict(&request(Some(&session))), None);
+        }
+        // Without it the same address is anonymous, and soon limited.
+        let limited = (0..5)
+            .filter_map(|_| limiter.verdict(&request(None)))
+            .count();
+        assert!(limited >= 2, "{limited} of 5 anonymous requests limited");
+        let other_cookie = (0..5)
+            .filter_map(|_| limiter.verdict(&request(Some("theme=dark"))))
+            .count();
+        assert_eq!(
+            other_cookie, 5,
+            "a cookie that is not a session is anonymous"
+        );
+    }
 }

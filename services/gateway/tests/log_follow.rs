@@ -120,6 +120,54 @@ async fn a_follower_sees_every_line_the_status_changes_and_the_end_and_resumes_e
     assert_eq!(messages(&resumed), msgs[3..].to_vec());
 }
 
+/// A status change the feed never carried (here the row changes under the farm, as if its event
+/// were lost) still reaches every follower: the gateway reads its followed builds' statuses every
+/// few seconds, in one query for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_change_whose_event_was_lost_still_reaches_followers() {
+    use futures::StreamExt;
+    let farm = Farm::start().await;
+    let b = farm.submit("android").await;
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let resp = farm
+            .req(
+                Method::GET,
+                &format!("/api/builds/{}/logs", b.id),
+                &farm.key(),
+            )
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        streams.push(resp.bytes_stream());
+    }
+    let id: freeagent_shared::ids::BuildId = b.id.parse().unwrap();
+    sqlx::query("UPDATE builds SET status = 'cancelled', completed_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&farm.db.pool)
+        .await
+        .unwrap();
+    for mut stream in streams {
+        let mut text = String::new();
+        let seen = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+                if parse(&text)
+                    .iter()
+                    .any(|e| e.event == "status" && e.data["status"] == "cancelled")
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "the follower heard `cancelled`: {text}");
+    }
+}
+
 /// A follower that stops reading while its build writes fast is dropped with a reason (its
 /// backlog is bounded), and another follower of the same build is not held back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,10 +32,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio_util::task::AbortOnDropHandle;
 
-/// How often a follower reads the build's status itself, should an event be lost.
-const STATUS_CHECK: Duration = Duration::from_secs(5);
 /// How often a follower of an ended build looks for its archive.
 const ARCHIVE_CHECK: Duration = Duration::from_millis(200);
 /// How long it waits for the archive before it ends from the stream alone.
@@ -123,8 +120,6 @@ impl Follower {
         }
         self.refresh_holders().await?;
         self.catch_up_with(held).await?;
-        let (mut statuses, _checker) = self.check_status();
-        let mut checking = true;
         let mut terminal = b.status.is_terminal();
         while !terminal {
             tokio::select! {
@@ -139,6 +134,12 @@ impl Follower {
                             terminal = ev.status.is_terminal();
                         }
                     }
+                    // Read by the gateway's status check, should an event be lost.
+                    Some(BuildNews::Checked(Some(status))) => {
+                        self.status(status).await?;
+                        terminal = status.is_terminal();
+                    }
+                    Some(BuildNews::Checked(None)) => return Err(Stop("the build is gone".into())),
                     None if sub.too_slow.load(Ordering::Acquire) => {
                         metrics::counter!("freeagent_live_clients_dropped_total").increment(1);
                         return Err(Stop(
@@ -150,19 +151,6 @@ impl Follower {
                 _ = tokio::time::sleep_until(self.recheck_at()), if !self.backlog.is_empty() => {
                     self.refresh_holders().await?;
                     self.drain().await?;
-                }
-                changed = statuses.changed(), if checking => {
-                    let read = statuses.borrow_and_update().clone();
-                    match (changed, read) {
-                        (Ok(()), Some(Ok(status))) => {
-                            self.status(status).await?;
-                            terminal = status.is_terminal();
-                        }
-                        (Ok(()), Some(Err(why))) => return Err(Stop(why)),
-                        (Ok(()), None) => {}
-                        // The checker is gone: events alone tell the status from here.
-                        (Err(_), _) => checking = false,
-                    }
                 }
             }
         }
@@ -176,7 +164,7 @@ impl Follower {
                         self.backlog.push_back(l);
                         self.drain().await?;
                     }
-                    Some(BuildNews::Event(_)) => {}
+                    Some(BuildNews::Event(_) | BuildNews::Checked(_)) => {}
                     // Too slow or shutting down: the stream and the archive still have it all.
                     None => {
                         self.catch_up().await?;
@@ -200,40 +188,6 @@ impl Follower {
                 }
             }
         }
-    }
-
-    /// The build's status, read every `STATUS_CHECK` beside the follower (so a slow answer
-    /// never holds up its lines); stops with the handle.
-    fn check_status(
-        &self,
-    ) -> (
-        tokio::sync::watch::Receiver<Option<Result<BuildStatus, String>>>,
-        AbortOnDropHandle<()>,
-    ) {
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        let (pool, id) = (self.st.pool.clone(), self.build.id);
-        let task = tokio::spawn(async move {
-            // Each follower checks at its own point of the period: a thousand followers that
-            // joined together do not all query the database in the same instant.
-            let first =
-                tokio::time::Instant::now() + STATUS_CHECK.mul_f64(1.0 + rand::random::<f64>());
-            let mut every = tokio::time::interval_at(first, STATUS_CHECK);
-            loop {
-                every.tick().await;
-                let read = match db::builds::build_get(&pool, id).await {
-                    Ok(Some(b)) => Ok(b.status),
-                    Ok(None) => Err("the build is gone".to_owned()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, build_id = %id, "log follower cannot read the build");
-                        continue;
-                    }
-                };
-                if tx.send(Some(read)).is_err() {
-                    return;
-                }
-            }
-        });
-        (rx, AbortOnDropHandle::new(task))
     }
 
     async fn current(&self) -> Result<Build, Stop> {
