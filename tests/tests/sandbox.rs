@@ -1,8 +1,8 @@
 //! Builds are untrusted code: with the real binaries, a hostile `build.sh` finds no secret in its
 //! environment, the worker's processes or files; what it leaves running (even after `setsid`)
 //! dies with it, so it never reads the next build's certs; a cancel ends every process it
-//! started; concurrent builds run as different uids; and `FREEAGENT_SANDBOX=none` says loudly
-//! that builds are not isolated.
+//! started; concurrent builds run as different uids; a fork bomb meets its uid's process limit;
+//! and `FREEAGENT_SANDBOX=none` says loudly that builds are not isolated.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::testing::wait;
@@ -367,6 +367,35 @@ async fn builds_running_at_once_run_as_different_uids() {
             .await
             .unwrap();
     }
+    wait_none_left(&marker, Duration::from_secs(10)).await;
+}
+
+/// A fork bomb's build meets its uid's process limit (`FREEAGENT_SANDBOX_MAX_PROCESSES`, here
+/// 16): it cannot start 40 processes, fails with its shell's "Cannot fork" in the log, and
+/// leaves nothing running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_meets_the_builds_process_limit() {
+    if !is_root() {
+        eprintln!("not root: builds share the worker's uid and get no process limit");
+        return;
+    }
+    let farm = Farm::start(FarmOpts {
+        extra_env: env(&[("FREEAGENT_SANDBOX_MAX_PROCESSES", "16")]),
+        ..Default::default()
+    })
+    .await;
+    let marker = format!("fa-bomb-{}", uuid::Uuid::new_v4());
+    let dir = project(&format!(
+        "i=0; while [ $i -lt 40 ]; do sh -c 'sleep 30; : {marker}' & i=$((i+1)); done\n\
+         echo 'started all'\n\
+         echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n"
+    ));
+    let id = id_of(farm.submit_dir(dir.path(), "android").await);
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "failed", "{b}");
+    let logs = farm.logs(&id).await.join("\n");
+    assert!(!logs.contains("started all"), "{logs}");
+    assert!(logs.contains("fork"), "{logs}");
     wait_none_left(&marker, Duration::from_secs(10)).await;
 }
 

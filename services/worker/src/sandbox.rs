@@ -18,6 +18,10 @@ pub use processes::signal_build;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+/// The most processes (and threads) a build's uid may run at once, by default: far above what
+/// compilers and test runners start, far below what stops the machine.
+pub const DEFAULT_MAX_PROCESSES: u32 = 4096;
+
 /// The first uid handed to builds when the worker runs as root.
 pub const DEFAULT_SANDBOX_UID: u32 = 61000;
 /// Builds running at once on one machine (all its workers together) get distinct uids from
@@ -42,10 +46,13 @@ const LOCK_DIR: &str = "/run/freeagent-sandbox";
 /// it was covered), then starts the build as a child: pid 1 ignores signals it has no handler
 /// for, and when pid 1 exits the kernel kills everything left in the namespace. (As with any
 /// background job of a script, the build starts with SIGINT and SIGQUIT ignored.) The loop
-/// lists `PRIVATE_TMP`.
+/// lists `PRIVATE_TMP`. With a process limit (root workers), the set-up shell takes it before
+/// it starts the build: root's own forks are not counted, the build's uid is, whatever it forks.
 const SETUP: &str = r#"set -eu
 ws=$FREEAGENT_SANDBOX_WORKSPACE cover=$FREEAGENT_SANDBOX_COVER cwd=$FREEAGENT_SANDBOX_CWD
 unset FREEAGENT_SANDBOX_WORKSPACE FREEAGENT_SANDBOX_COVER FREEAGENT_SANDBOX_CWD
+prlimit=${FREEAGENT_SANDBOX_PRLIMIT:-} nproc=${FREEAGENT_SANDBOX_NPROC:-}
+unset FREEAGENT_SANDBOX_PRLIMIT FREEAGENT_SANDBOX_NPROC
 build_path=$PATH
 PATH=$FREEAGENT_SANDBOX_SETUP_PATH
 unset FREEAGENT_SANDBOX_SETUP_PATH
@@ -58,6 +65,7 @@ mkdir -p "$ws"
 mount --no-canonicalize --bind /proc/self/fd/3 "$ws"
 exec 3<&-
 cd "$cwd"
+if [ -n "$nproc" ]; then "$prlimit" --pid $$ --nproc="$nproc:$nproc"; fi
 PATH=$build_path
 "$@" &
 wait $!
@@ -121,6 +129,8 @@ pub struct Sandbox {
     ids: (u32, u32),
     unshare: PathBuf,
     setpriv: PathBuf,
+    /// util-linux's `prlimit` and the most processes a build's uid may have (root workers).
+    max_processes: Option<(PathBuf, u32)>,
     lock_dir: PathBuf,
     /// The only values the build gets from the worker's environment.
     path: String,
@@ -145,6 +155,7 @@ pub struct Launch {
     ids: (u32, u32),
     unshare: PathBuf,
     setpriv: PathBuf,
+    max_processes: Option<(PathBuf, u32)>,
 }
 
 /// A sandbox uid held for one build, until its workspace is gone (an exclusive lock on a file
@@ -182,6 +193,7 @@ impl Sandbox {
             .unwrap_or((u32::MAX, u32::MAX));
         let level = resolve(requested, ids.0 == 0)
             .map_err(|why| ConfigError::new("FREEAGENT_SANDBOX", &raw, why))?;
+        let max_processes = process_limit(level)?;
         let sandbox = Sandbox {
             level,
             explicit: requested != Requested::Auto,
@@ -189,6 +201,7 @@ impl Sandbox {
             ids,
             unshare: find_tool("unshare").unwrap_or_else(|| "unshare".into()),
             setpriv: find_tool("setpriv").unwrap_or_else(|| "setpriv".into()),
+            max_processes,
             lock_dir: PathBuf::from(LOCK_DIR),
             path: config::string("PATH", FALLBACK_PATH),
             lang: config::string("LANG", FALLBACK_LANG),
@@ -223,9 +236,13 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         match self.level {
             Level::Uid => format!(
-                "own PID, mount and IPC namespaces; uids {}-{}",
+                "own PID, mount and IPC namespaces; uids {}-{}; {}",
                 self.base_uid,
-                self.base_uid + UID_SPAN - 1
+                self.base_uid + UID_SPAN - 1,
+                match &self.max_processes {
+                    Some((_, n)) => format!("at most {n} processes each"),
+                    None => "no process limit".into(),
+                }
             ),
             Level::Userns => format!(
                 "own user, PID, mount and IPC namespaces; the worker's uid {}",
@@ -296,6 +313,7 @@ impl Sandbox {
             ids,
             unshare: self.unshare.clone(),
             setpriv: self.setpriv.clone(),
+            max_processes: self.max_processes.clone(),
         })
     }
 
@@ -361,6 +379,29 @@ impl Sandbox {
                 out.status,
                 stderr.trim()
             ))
+        }
+    }
+}
+
+/// `FREEAGENT_SANDBOX_MAX_PROCESSES` (0: no limit), and the `prlimit` that sets it. Only where
+/// each build has a uid of its own: the limit counts a uid's processes, and a build that shares
+/// the worker's uid would share the count with the worker and every other build.
+fn process_limit(level: Level) -> Result<Option<(PathBuf, u32)>, ConfigError> {
+    let n: u32 = config::parse(
+        "FREEAGENT_SANDBOX_MAX_PROCESSES",
+        DEFAULT_MAX_PROCESSES,
+        "the most processes and threads a build may run at once (0: no limit)",
+    )?;
+    if level != Level::Uid || n == 0 {
+        return Ok(None);
+    }
+    match find_tool("prlimit") {
+        Some(p) => Ok(Some((p, n))),
+        None => {
+            tracing::warn!(
+                "util-linux's prlimit is not installed: builds have no process limit, and a fork bomb can starve this machine"
+            );
+            Ok(None)
         }
     }
 }

@@ -17,6 +17,7 @@ fn launch(level: Level) -> Launch {
         ids: (61003, 61003),
         unshare: "/usr/bin/unshare".into(),
         setpriv: "/usr/bin/setpriv".into(),
+        max_processes: None,
     }
 }
 
@@ -123,6 +124,7 @@ fn the_command_clears_the_workers_environment() {
     // the launch's variables (and the set-up's own, which it removes before the build).
     let mut l = launch(Level::Uid);
     l.env = vec![("PATH".into(), "/bin".into())];
+    l.max_processes = Some(("/usr/bin/prlimit".into(), 64));
     let cmd = l.command("true");
     let set: Vec<String> = cmd
         .get_envs()
@@ -136,6 +138,11 @@ fn the_command_clears_the_workers_environment() {
         "unset FREEAGENT_SANDBOX_WORKSPACE FREEAGENT_SANDBOX_COVER FREEAGENT_SANDBOX_CWD"
     ));
     assert!(SETUP.contains("unset FREEAGENT_SANDBOX_SETUP_PATH"));
+    assert!(SETUP.contains("unset FREEAGENT_SANDBOX_PRLIMIT FREEAGENT_SANDBOX_NPROC"));
+    assert!(
+        set.contains(&"FREEAGENT_SANDBOX_NPROC".to_owned()),
+        "{set:?}"
+    );
     // env_clear: nothing of the test process's environment is inherited.
     let none = launch(Level::None).command("true");
     assert_eq!(none.get_envs().count(), 0);
@@ -221,6 +228,38 @@ fn run_real_build(parent: &Path) {
     // The daemon ended with the build.
     let left: Vec<i32> = processes_of_marker(&marker);
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A fork bomb meets the process limit of its uid: here 16, and a build that starts 40 sleeps
+/// cannot start them all (its shell says it cannot fork); nothing of it is left.
+#[test]
+fn a_build_cannot_run_more_processes_than_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let mut sandbox = Sandbox::from_env(Some(&work)).unwrap();
+    if sandbox.level() != Level::Uid {
+        eprintln!("not root: builds share the worker's uid and get no process limit");
+        return;
+    }
+    let prlimit = find_tool("prlimit").expect("util-linux's prlimit");
+    sandbox.max_processes = Some((prlimit, 16));
+    let ws = Workspace::create(Some(&work)).unwrap();
+    let build = Build {
+        id: "b".into(),
+        attempt: "1".into(),
+        platform: "android".into(),
+    };
+    let launch = sandbox.prepare(&ws, &build, None).unwrap();
+    let marker = format!("sandbox-nproc-{}", std::process::id());
+    let script = format!(
+        "i=0; while [ $i -lt 40 ]; do sh -c 'sleep 20; : {marker}' & i=$((i+1)); done; echo started all"
+    );
+    let out = launch.command(&script).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("started all"), "{stdout} {stderr}");
+    assert!(stderr.contains("fork"), "{stderr}");
+    assert!(processes_of_marker(&marker).is_empty());
 }
 
 fn processes_of_marker(marker: &str) -> Vec<i32> {
