@@ -371,8 +371,8 @@ async fn builds_running_at_once_run_as_different_uids() {
 }
 
 /// A fork bomb's build meets its uid's process limit (`FREEAGENT_SANDBOX_MAX_PROCESSES`, here
-/// 16): it cannot start 40 processes, fails with its shell's "Cannot fork" in the log, and
-/// leaves nothing running.
+/// 32): it cannot start 40 shells running a sleep each, fails with its shell's "Cannot fork" in
+/// the log, and leaves nothing running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_bomb_meets_the_builds_process_limit() {
     if !is_root() {
@@ -380,7 +380,7 @@ async fn a_fork_bomb_meets_the_builds_process_limit() {
         return;
     }
     let farm = Farm::start(FarmOpts {
-        extra_env: env(&[("FREEAGENT_SANDBOX_MAX_PROCESSES", "16")]),
+        extra_env: env(&[("FREEAGENT_SANDBOX_MAX_PROCESSES", "32")]),
         ..Default::default()
     })
     .await;

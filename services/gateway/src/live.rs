@@ -47,7 +47,11 @@ pub enum BuildNews {
     Line(Arc<LiveLine>),
     Event(Arc<(u64, FarmEvent)>),
     /// The build's status as read from the database (`status_check`); None: the build is gone.
-    Checked(Option<freeagent_shared::status::BuildStatus>),
+    Checked {
+        status: Option<freeagent_shared::status::BuildStatus>,
+        /// When the read began: it may predate a status the follower already had.
+        read_at: std::time::Instant,
+    },
 }
 
 /// A client's end of the feed. Dropping it unsubscribes.

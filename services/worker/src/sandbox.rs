@@ -21,6 +21,8 @@ use std::str::FromStr;
 /// The most processes (and threads) a build's uid may run at once, by default: far above what
 /// compilers and test runners start, far below what stops the machine.
 pub const DEFAULT_MAX_PROCESSES: u32 = 4096;
+/// Below this the set-up and the start-up probe cannot run.
+const MIN_MAX_PROCESSES: u32 = 32;
 
 /// The first uid handed to builds when the worker runs as root.
 pub const DEFAULT_SANDBOX_UID: u32 = 61000;
@@ -392,9 +394,30 @@ fn process_limit(level: Level) -> Result<Option<(PathBuf, u32)>, ConfigError> {
         DEFAULT_MAX_PROCESSES,
         "the most processes and threads a build may run at once (0: no limit)",
     )?;
+    if n != 0 && n < MIN_MAX_PROCESSES {
+        return Err(ConfigError::new(
+            "FREEAGENT_SANDBOX_MAX_PROCESSES",
+            &n.to_string(),
+            format!("0 (no limit) or at least {MIN_MAX_PROCESSES}"),
+        ));
+    }
     if level != Level::Uid || n == 0 {
         return Ok(None);
     }
+    // Never above the worker's own hard limit: raising it needs a capability the worker may
+    // lack (the set-up would fail), and an operator's lower limit stands.
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
+        .map_or(u64::MAX, |(_, hard)| hard);
+    let n = match u32::try_from(hard) {
+        Ok(hard) if hard < n => {
+            tracing::warn!(
+                limit = hard,
+                "the worker's own process limit is below FREEAGENT_SANDBOX_MAX_PROCESSES; builds get the worker's"
+            );
+            hard
+        }
+        _ => n,
+    };
     match find_tool("prlimit") {
         Some(p) => Ok(Some((p, n))),
         None => {
@@ -426,7 +449,7 @@ fn resolve(requested: Requested, is_root: bool) -> Result<Level, &'static str> {
 /// Why a worker refuses to start, and what to install or set.
 fn refusal(reason: &str, is_root: bool) -> String {
     let needs = if is_root {
-        "mount and PID namespaces (in a container: --privileged, or CAP_SYS_ADMIN with seccomp, AppArmor and systempaths unconfined)"
+        "mount and PID namespaces (in a container: --privileged, or CAP_SYS_ADMIN with seccomp, AppArmor and systempaths unconfined), and for the process limit prlimit (FREEAGENT_SANDBOX_MAX_PROCESSES=0 turns it off)"
     } else {
         "and unprivileged user namespaces (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1, kernel.apparmor_restrict_unprivileged_userns=0), or a worker running as root"
     };

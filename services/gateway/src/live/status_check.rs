@@ -1,12 +1,13 @@
-//! The safety net under the live feed's status events: every `EVERY`, one query reads the status
-//! of every build this gateway's log followers watch, and each follower hears it (a follower
-//! sends a status only when it changed, and ends at a terminal one). One query per gateway,
-//! not one per follower: a thousand followers cost the database nothing more than one.
+//! The safety net under the live feed's status events: every `EVERY`, one query per 1,000 builds
+//! reads the status of every build this gateway's log followers watch, and each follower hears
+//! it (a follower sends a status only when it changed and is not older than what it knew, and
+//! ends at a terminal one). Per gateway, not per follower: a thousand followers of a hundred
+//! builds cost the database one query, not a thousand.
 
 use super::{BuildNews, Live};
 use freeagent_shared::db::{self, Pool};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How often the followed builds' statuses are read, should an event be lost.
@@ -19,6 +20,7 @@ const CHUNK: usize = 1000;
 pub async fn run_once(live: &Live, pool: &Pool) -> Result<usize, db::Error> {
     let followed = live.followed();
     for chunk in followed.chunks(CHUNK) {
+        let read_at = Instant::now();
         let found: HashMap<_, _> = db::builds::build_current_many(pool, chunk)
             .await?
             .into_iter()
@@ -26,7 +28,8 @@ pub async fn run_once(live: &Live, pool: &Pool) -> Result<usize, db::Error> {
             .collect();
         for id in chunk {
             // Absent: the build was deleted (retention) while followed.
-            live.deliver_news(*id, BuildNews::Checked(found.get(id).copied()));
+            let status = found.get(id).copied();
+            live.deliver_news(*id, BuildNews::Checked { status, read_at });
         }
     }
     Ok(followed.len())

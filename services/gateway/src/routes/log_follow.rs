@@ -77,6 +77,7 @@ pub fn stream(st: AppState, build: Build, after: u64) -> Result<Response, Gatewa
             build,
             after,
             sent: None,
+            status_known: None,
             out,
         };
         if let Err(Stop(why)) = f.run().await {
@@ -102,6 +103,8 @@ struct Follower {
     after: u64,
     /// The last status sent.
     sent: Option<BuildStatus>,
+    /// When the follower last learned the build's status (a read began, an event came).
+    status_known: Option<Instant>,
     holders: HashMap<Attempt, WorkerId>,
     holders_read: Option<Instant>,
     /// Live lines not sent yet, in order: the first waits for the holders to be read again.
@@ -113,6 +116,7 @@ impl Follower {
     async fn run(&mut self) -> Result<(), Stop> {
         // Subscribed before reading the past: nothing falls between the two.
         let (mut sub, held) = self.st.live.build(self.build.id);
+        self.status_known = Some(Instant::now());
         let b = self.current().await?;
         self.status(b.status).await?;
         if b.logs_archived_at.is_some() {
@@ -130,16 +134,22 @@ impl Follower {
                     }
                     Some(BuildNews::Event(e)) => {
                         if let FarmEvent::Build(ev) = &e.1 {
+                            self.status_known = Some(Instant::now());
                             self.status(ev.status).await?;
                             terminal = ev.status.is_terminal();
                         }
                     }
-                    // Read by the gateway's status check, should an event be lost.
-                    Some(BuildNews::Checked(Some(status))) => {
-                        self.status(status).await?;
-                        terminal = status.is_terminal();
+                    // Read by the gateway's status check, should an event be lost; a read that
+                    // began before the follower last learned the status may be older than it.
+                    Some(BuildNews::Checked { status: Some(status), read_at }) => {
+                        if self.status_known.is_none_or(|t| read_at >= t) {
+                            self.status(status).await?;
+                            terminal = status.is_terminal();
+                        }
                     }
-                    Some(BuildNews::Checked(None)) => return Err(Stop("the build is gone".into())),
+                    Some(BuildNews::Checked { status: None, .. }) => {
+                        return Err(Stop("the build is gone".into()));
+                    }
                     None if sub.too_slow.load(Ordering::Acquire) => {
                         metrics::counter!("freeagent_live_clients_dropped_total").increment(1);
                         return Err(Stop(
@@ -164,7 +174,7 @@ impl Follower {
                         self.backlog.push_back(l);
                         self.drain().await?;
                     }
-                    Some(BuildNews::Event(_) | BuildNews::Checked(_)) => {}
+                    Some(BuildNews::Event(_) | BuildNews::Checked { .. }) => {}
                     // Too slow or shutting down: the stream and the archive still have it all.
                     None => {
                         self.catch_up().await?;

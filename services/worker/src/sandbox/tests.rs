@@ -230,8 +230,8 @@ fn run_real_build(parent: &Path) {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// A fork bomb meets the process limit of its uid: here 16, and a build that starts 40 sleeps
-/// cannot start them all (its shell says it cannot fork); nothing of it is left.
+/// A fork bomb meets the process limit of its uid: here 32, and a build that starts 40 shells
+/// running a sleep each cannot start them all (its shell says it cannot fork); nothing is left.
 #[test]
 fn a_build_cannot_run_more_processes_than_its_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,7 +242,7 @@ fn a_build_cannot_run_more_processes_than_its_limit() {
         return;
     }
     let prlimit = find_tool("prlimit").expect("util-linux's prlimit");
-    sandbox.max_processes = Some((prlimit, 16));
+    sandbox.max_processes = Some((prlimit, MIN_MAX_PROCESSES));
     let ws = Workspace::create(Some(&work)).unwrap();
     let build = Build {
         id: "b".into(),
