@@ -29,6 +29,9 @@ pub const QUEUE_LIVE_WORKERS: &str = "freeagent_queue_live_workers";
 pub const BUILDS_FINISHED: &str = "freeagent_builds_finished_total";
 pub const LEASES_EXPIRED: &str = "freeagent_leases_expired_total";
 pub const WORKER_BUILDS: &str = "freeagent_worker_builds_total";
+/// Worker requests the scheduler did not answer because their reply subject was not the
+/// sender's own inbox (`subjects::reply_allowed`): a worker trying to make it publish elsewhere.
+pub const REPLIES_REFUSED: &str = "freeagent_scheduler_replies_refused_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

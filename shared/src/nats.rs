@@ -175,6 +175,28 @@ pub enum Identity {
         /// Cancelled when the server says these credentials were revoked.
         revoked: tokio_util::sync::CancellationToken,
     },
+    /// A user JWT a service minted for one of its own connections (`nats_auth::Minter`).
+    Minted {
+        jwt: String,
+        key: std::sync::Arc<nkeys::KeyPair>,
+    },
+}
+
+/// Authenticates with `jwt`, signing the server's nonce with `key`.
+fn jwt_auth(
+    jwt: impl Fn() -> String + Send + Sync + 'static,
+    key: std::sync::Arc<nkeys::KeyPair>,
+) -> async_nats::ConnectOptions {
+    let jwt = std::sync::Arc::new(jwt);
+    async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+        let (jwt, key) = (jwt.clone(), key.clone());
+        async move {
+            let mut auth = async_nats::Auth::new();
+            auth.jwt = Some(jwt());
+            auth.signature = Some(key.sign(&nonce).map_err(async_nats::AuthError::new)?);
+            Ok(auth)
+        }
+    })
 }
 
 /// Tells from a worker connection's events that the server no longer accepts its credentials.
@@ -227,32 +249,26 @@ pub async fn connect(
         reason,
     };
     let mut options = match identity {
-        Identity::Worker { jwt, key, revoked } => {
-            async_nats::ConnectOptions::with_auth_callback(move |nonce| {
-                let (jwt, key) = (jwt.clone(), key.clone());
+        Identity::Minted { jwt, key } => jwt_auth(move || jwt.clone(), key),
+        Identity::Worker { jwt, key, revoked } => jwt_auth(
+            move || match jwt.read() {
+                Ok(j) => j.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            },
+            key,
+        )
+        .event_callback({
+            let refusals = std::sync::Arc::new(RefusalWatch::default());
+            move |event| {
+                let (revoked, refusals) = (revoked.clone(), refusals.clone());
                 async move {
-                    let mut auth = async_nats::Auth::new();
-                    auth.jwt = Some(match jwt.read() {
-                        Ok(j) => j.clone(),
-                        Err(poisoned) => poisoned.into_inner().clone(),
-                    });
-                    auth.signature = Some(key.sign(&nonce).map_err(async_nats::AuthError::new)?);
-                    Ok(auth)
-                }
-            })
-            .event_callback({
-                let refusals = std::sync::Arc::new(RefusalWatch::default());
-                move |event| {
-                    let (revoked, refusals) = (revoked.clone(), refusals.clone());
-                    async move {
-                        if refusals.says_refused(&event) {
-                            revoked.cancel();
-                        }
-                        tracing::info!(%event, "NATS");
+                    if refusals.says_refused(&event) {
+                        revoked.cancel();
                     }
+                    tracing::info!(%event, "NATS");
                 }
-            })
-        }
+            }
+        }),
         Identity::Settings => match &settings.creds {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
                 .await
@@ -328,48 +344,56 @@ pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> R
             ..Default::default()
         },
     ];
-    for mut config in configs {
-        let name = config.name.clone();
-        // Services start together and create the same streams at once; on a fresh account the
-        // loser of that race can get "error creating store" rather than the stream: ask again.
-        let create = || async {
-            js.get_or_create_stream(config.clone())
-                .await
-                .map_err(|e| classify(&name, e.to_string()))
-        };
-        let mut stream = create
+    for config in configs {
+        // Services start together and set up the same streams at once. On a fresh account the
+        // loser of that race can be told "error creating store", or "stream not found" by the
+        // look-up right after the stream was made: the whole step is asked again.
+        (|| ensure_stream(js, &config))
             .retry(
                 backon::ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(100))
-                    .with_max_times(5),
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_times(8),
             )
             .when(|e| matches!(e, Error::Setup(_)))
+            .notify(|e, after| tracing::info!(error = %e, ?after, "stream set-up raced another service; asking again"))
             .await?;
-        // A stream made by an older release keeps its old subjects and limits until updated (a
-        // stream update works on 2.9; only consumer updates need 2.10).
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| classify(&name, e.to_string()))?;
-        if outdated(&info.config, &config)
-            && let Err(e) = js.update_stream(config.clone()).await
+    }
+    Ok(())
+}
+
+/// Creates one stream, or brings an existing one up to this release's settings.
+async fn ensure_stream(js: &jetstream::Context, wanted: &stream::Config) -> Result<(), Error> {
+    let name = &wanted.name;
+    let mut config = wanted.clone();
+    let mut stream = js
+        .get_or_create_stream(config.clone())
+        .await
+        .map_err(|e| classify(name, e.to_string()))?;
+    // A stream made by an older release keeps its old subjects and limits until updated (a
+    // stream update works on 2.9; only consumer updates need 2.10).
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| classify(name, e.to_string()))?;
+    if outdated(&info.config, &config)
+        && let Err(e) = js.update_stream(config.clone()).await
+    {
+        // NATS 2.9 cannot add re-publishing to a stream made without it: keep the rest of
+        // the update; the gateways then poll the stream (`gateway::live::feed`).
+        if info.config.republish == config.republish
+            || !e.to_string().to_lowercase().contains("republish")
         {
-            // NATS 2.9 cannot add re-publishing to a stream made without it: keep the rest of
-            // the update; the gateways then poll the stream (`gateway::live::feed`).
-            if info.config.republish == config.republish
-                || !e.to_string().to_lowercase().contains("republish")
-            {
-                return Err(classify(&name, e.to_string()));
-            }
-            tracing::warn!(
-                stream = %name,
-                "this NATS server cannot add re-publishing to an existing stream, so live logs and events will be polled (up to 0.1 s later, more load on NATS); to fix, once every finished build's log is archived, delete the stream and restart the farm, or use NATS 2.10 or later"
-            );
-            config.republish = info.config.republish.clone();
-            js.update_stream(config)
-                .await
-                .map_err(|e| classify(&name, e.to_string()))?;
+            return Err(classify(name, e.to_string()));
         }
+        tracing::warn!(
+            stream = %name,
+            "this NATS server cannot add re-publishing to an existing stream, so live logs and events will be polled (up to 0.1 s later, more load on NATS); to fix, once every finished build's log is archived, delete the stream and restart the farm, or use NATS 2.10 or later"
+        );
+        config.republish = info.config.republish.clone();
+        js.update_stream(config)
+            .await
+            .map_err(|e| classify(name, e.to_string()))?;
     }
     Ok(())
 }

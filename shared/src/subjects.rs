@@ -25,6 +25,9 @@ pub const LIVE_REPUBLISH: &str = "live.>";
 pub const LIVE_LOGS: &str = "live.logs.>";
 pub const LIVE_EVENTS: &str = "live.events.>";
 
+/// Every worker operation's subject (`scheduler.<op>.<worker_id>`).
+pub const OPERATIONS: &str = "scheduler.*.*";
+
 /// The worker operations, each on `scheduler.<op>.<worker_id>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -165,6 +168,23 @@ pub fn inbox_prefix(worker: WorkerId) -> String {
     format!("_INBOX.{worker}")
 }
 
+/// The inbox prefix of the services that send worker operations on a worker's behalf (the
+/// gateway, for the HTTP workers it authenticated). No worker may subscribe under it.
+pub const SERVICE_INBOX_PREFIX: &str = "_INBOX.svc";
+
+/// Whether the scheduler may answer a request from `sender` at `reply`: only under the sender's
+/// own inbox or a service's inbox. Any other reply subject would make the scheduler publish
+/// where the worker itself may not (a cancel, a JetStream API call): it is dropped.
+pub fn reply_allowed(reply: &str, sender: WorkerId) -> bool {
+    let under = |prefix: &str| {
+        reply
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['*', '>', ' ']))
+    };
+    under(&inbox_prefix(sender)) || under(SERVICE_INBOX_PREFIX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +201,26 @@ mod tests {
         assert_eq!(build_events(b).split('.').count(), 3);
         // The cancel subject must never fall inside the BUILDS stream.
         assert!(!cancel(w, b).starts_with("builds."));
+    }
+
+    #[test]
+    fn replies_go_only_to_the_senders_own_inbox_or_a_services() {
+        let (me, other, b) = (WorkerId::new(), WorkerId::new(), BuildId::new());
+        assert!(reply_allowed(&format!("_INBOX.{me}.abc.1"), me));
+        assert!(reply_allowed("_INBOX.svc.abc.7", me));
+        for evil in [
+            cancel(other, b),
+            format!("_INBOX.{other}.abc.1"),
+            format!("_INBOX.{me}"),
+            format!("_INBOX.{me}."),
+            format!("_INBOX.{me}x.1"),
+            format!("_INBOX.{me}.>"),
+            "_INBOX.svcx.1".to_owned(),
+            "$JS.API.STREAM.PURGE.LOGS".to_owned(),
+            "_INBOX.abc.1".to_owned(),
+        ] {
+            assert!(!reply_allowed(&evil, me), "{evil}");
+        }
     }
 
     #[test]

@@ -329,7 +329,26 @@ pub struct LogLine {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CancelNotice {
     pub build_id: BuildId,
+    /// The attempt the worker runs (the cancel names it, so a stale one stops nothing).
+    pub attempt: Attempt,
     pub worker_id: WorkerId,
+}
+
+/// Published by the scheduler on `cancel.<worker>.<build>`: stop this attempt of this build. A
+/// worker acts only on a message that decodes as this and names the build and attempt it runs;
+/// anything else on its cancel subject (a reply or acknowledgement someone directed there) is
+/// ignored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    pub cancel: BuildId,
+    pub attempt: Attempt,
+}
+
+impl CancelOrder {
+    /// Whether `payload` orders exactly this attempt of this build to stop.
+    pub fn stops(payload: &[u8], build: BuildId, attempt: Attempt) -> bool {
+        decode::<CancelOrder>(payload).is_ok_and(|c| c.cancel == build && c.attempt == attempt)
+    }
 }
 
 #[cfg(test)]

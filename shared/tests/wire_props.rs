@@ -44,6 +44,7 @@ fn decode_every_type(bytes: &[u8]) {
     decodes_or_refuses::<PresenceReply>(bytes);
     decodes_or_refuses::<LogLine>(bytes);
     decodes_or_refuses::<CancelNotice>(bytes);
+    decodes_or_refuses::<CancelOrder>(bytes);
     decodes_or_refuses::<FarmEvent>(bytes);
     decodes_or_refuses::<NotYours>(bytes);
     decodes_or_refuses::<LogLevel>(bytes);
@@ -141,6 +142,7 @@ fn samples() -> Vec<Value> {
         }),
         wire::encode(&CancelNotice {
             build_id: b,
+            attempt: a,
             worker_id: w,
         }),
         wire::encode(&FarmEvent::Build(BuildEvent {
@@ -313,4 +315,35 @@ fn every_sample_decodes_as_its_own_type() {
     assert!(wire::decode::<LogLine>(&bytes[13]).is_ok());
     assert!(wire::decode::<CancelNotice>(&bytes[14]).is_ok());
     assert!(wire::decode::<FarmEvent>(&bytes[15]).is_ok());
+}
+
+/// Whatever else lands on a worker's cancel subject (any other message of the farm, a JetStream
+/// acknowledgement or API reply someone directed there) never reads as an order to stop.
+#[test]
+fn only_a_cancel_order_stops_a_build() {
+    let (b, a) = (BuildId::new(), Attempt::new(2).unwrap());
+    let mut others: Vec<Vec<u8>> = samples()
+        .iter()
+        .map(|v| serde_json::to_vec(v).unwrap())
+        .collect();
+    others.extend([
+        br#"{"stream":"LOGS", "seq":6}"#.to_vec(),
+        br#"{"type":"io.nats.jetstream.api.v1.stream_purge_response","success":true,"purged":3}"#
+            .to_vec(),
+        vec![],
+    ]);
+    for bytes in &others {
+        assert!(
+            !CancelOrder::stops(bytes, b, a),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    let order = wire::encode(&CancelOrder {
+        cancel: b,
+        attempt: a,
+    });
+    assert!(CancelOrder::stops(&order, b, a));
+    assert!(!CancelOrder::stops(&order, b, Attempt::new(3).unwrap()));
+    assert!(!CancelOrder::stops(&order, BuildId::new(), a));
 }

@@ -156,7 +156,10 @@ impl Farm {
             ("FREEAGENT_PRESENCE_INTERVAL", "500ms".into()),
             ("FREEAGENT_RETRY_BACKOFF", "200ms".into()),
             ("FREEAGENT_LOG_FORMAT", "text".into()),
-            ("RUST_LOG", "info,sqlx=warn".into()),
+            (
+                "RUST_LOG",
+                "info,sqlx=warn,freeagent_scheduler::dispatcher=debug".into(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

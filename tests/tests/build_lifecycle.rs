@@ -222,3 +222,38 @@ async fn a_build_without_an_artifact_fails_clearly() {
         "{b}"
     );
 }
+
+/// A build submitted before any worker of its queue exists (so before the queue's consumer
+/// exists) runs as soon as one registers, without waiting for a re-dispatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_submitted_before_any_worker_runs_when_one_registers() {
+    let mut farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let dir = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    freeagent_tests::freeagent_shared::testing::wait::until(
+        "the build to be dispatched",
+        Duration::from_secs(30),
+        || async {
+            freeagent_tests::freeagent_shared::db::builds::build_get(
+                &farm.db.pool,
+                id.parse().unwrap(),
+            )
+            .await
+            .unwrap()
+            .filter(|b| b.dispatched_at.is_some())
+        },
+    )
+    .await;
+    farm.spawn_worker(0);
+    // Well within FREEAGENT_REDISPATCH_AFTER (60 s): the first dispatch itself reaches it.
+    let b = farm.wait_terminal(&id, Duration::from_secs(40)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempt"], 1, "{b}");
+}

@@ -247,9 +247,11 @@ async fn a_build_past_its_timeout_fails_and_its_process_stops() {
     let farm = Farm::start(opts(1)).await;
     let marker = new_marker();
     let dir = sleeper(&marker);
-    let id = submit_with(&farm, dir.path(), &[("timeout", "2")]).await;
+    // The limit counts from the claim: 10 s leaves a loaded machine time to fetch and start
+    // the command (which sleeps 60 s) before it runs out, so the test sees the process.
+    let id = submit_with(&farm, dir.path(), &[("timeout", "10")]).await;
     let pid = wait_pid(&mark(&marker, &id, 1)).await;
-    let b = farm.wait_terminal(&id, Duration::from_secs(30)).await;
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(b["status"], "failed");
     assert!(
         b["error_message"].as_str().unwrap().contains("timed out"),

@@ -309,7 +309,7 @@ async fn text_the_database_cannot_store_is_a_400_and_never_an_error_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_build_token_retries_its_build_once() {
+async fn a_build_token_retries_its_build_once_and_a_chain_of_tokens_three_times() {
     let farm = Farm::start(FarmOpts {
         workers: 0,
         ..Default::default()
@@ -339,8 +339,27 @@ async fn a_build_token_retries_its_build_once() {
     let new_id = first["id"].as_str().unwrap().to_owned();
     let new_token = first["access_token"].as_str().unwrap().to_owned();
     assert_ne!(new_token, token);
+    // Each new token retrying its own build once makes a chain: its tokens may retry three
+    // times together (counted on the chain's root), not once each without end.
+    let (mut id_n, mut token_n) = (new_id, new_token);
+    for n in 2..=4 {
+        let r = retry(id_n.clone(), ("x-build-token", token_n.clone())).await;
+        if n == 4 {
+            assert_eq!(r.status(), 403, "a fourth retry by token in one chain");
+            let body: Value = r.json().await.unwrap();
+            assert!(body["error"].as_str().unwrap().contains("chain"), "{body}");
+            break;
+        }
+        assert_eq!(r.status(), 200, "retry {n} of the chain");
+        let next: Value = r.json().await.unwrap();
+        id_n = next["id"].as_str().unwrap().to_owned();
+        token_n = next["access_token"].as_str().unwrap().to_owned();
+    }
+    // A refused retry took nothing: the API key still retries the same build.
     assert_eq!(
-        retry(new_id, ("x-build-token", new_token)).await.status(),
+        retry(id_n, ("x-api-key", API_KEY.to_owned()))
+            .await
+            .status(),
         200
     );
     for _ in 0..3 {

@@ -363,7 +363,7 @@ async fn a_rogue_worker_cannot_steal_forge_or_kill_another_workers_build() {
 async fn capabilities_live_minutes_and_end_with_the_lease() {
     let farm = Farm::start(FarmOpts {
         workers: 0,
-        lease: "3s",
+        lease: "8s",
         ..Default::default()
     })
     .await;
@@ -433,8 +433,15 @@ async fn capabilities_live_minutes_and_end_with_the_lease() {
         panic!("expected a renewal with a result URL: {hb:?}")
     };
     assert!(exp(&fresh) <= lease_expires_at.timestamp());
-    // Once the lease has ended the capability no longer works.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Once the lease has ended the capability no longer works. (The lease is long enough for
+    // the claim and the heartbeat on a loaded machine; the wait is for both expiries to pass.)
+    let last = exp(&grant.source_url).max(exp(&fresh));
+    wait::until(
+        "both capabilities to expire",
+        Duration::from_secs(30),
+        || async { (chrono::Utc::now().timestamp() > last).then_some(()) },
+    )
+    .await;
     let late = farm.http.get(&grant.source_url).send().await.unwrap();
     assert_eq!(late.status(), 403, "a capability outlived its lease");
     let late_put = farm.http.put(&fresh).body("late").send().await.unwrap();
@@ -574,6 +581,18 @@ async fn unregistering_a_worker_revokes_its_nats_credentials() {
                 .iter()
                 .find(|w| w["name"] == "worker-0")
                 .and_then(|w| w["id"].as_str().map(str::to_owned))
+        },
+    )
+    .await;
+    // Revoked before its first NATS connection, a worker stops with another message (the
+    // server refused its credentials at start): wait until it has connected.
+    wait::until(
+        "the worker process to connect to NATS",
+        Duration::from_secs(30),
+        || async {
+            farm.log_of("worker-0")
+                .contains("connected successfully")
+                .then_some(())
         },
     )
     .await;

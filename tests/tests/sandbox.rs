@@ -371,8 +371,9 @@ async fn builds_running_at_once_run_as_different_uids() {
 }
 
 /// A fork bomb's build meets its uid's process limit (`FREEAGENT_SANDBOX_MAX_PROCESSES`, here
-/// 32): it cannot start 40 shells running a sleep each, fails with its shell's "Cannot fork" in
-/// the log, and leaves nothing running.
+/// 32): it cannot start 40 sleeps, fails with its shell's "Cannot fork" in the log, and leaves
+/// nothing running. Each child holds its slot (the forked process becomes the sleep), so where
+/// the loop stops never depends on how fast children die.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_bomb_meets_the_builds_process_limit() {
     if !is_root() {
@@ -385,17 +386,26 @@ async fn a_fork_bomb_meets_the_builds_process_limit() {
     })
     .await;
     let marker = format!("fa-bomb-{}", uuid::Uuid::new_v4());
+    // The sleeps run under a name holding the marker, so the host can find any left over.
     let dir = project(&format!(
-        "i=0; while [ $i -lt 40 ]; do sh -c 'sleep 30; : {marker}' & i=$((i+1)); done\n\
+        "ln -s \"$(command -v sleep)\" \"$HOME/{marker}\"\n\
+         i=0; while [ $i -lt 40 ]; do \"$HOME/{marker}\" 60 & i=$((i+1)); echo \"started $i\"; done\n\
          echo 'started all'\n\
          echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n"
     ));
     let id = id_of(farm.submit_dir(dir.path(), "android").await);
     let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(b["status"], "failed", "{b}");
-    let logs = farm.logs(&id).await.join("\n");
-    assert!(!logs.contains("started all"), "{logs}");
-    assert!(logs.contains("fork"), "{logs}");
+    let logs = farm.logs(&id).await;
+    let all = logs.join("\n");
+    assert!(!logs.iter().any(|l| l.ends_with("started all")), "{all}");
+    assert!(all.contains("fork"), "{all}");
+    let started = logs
+        .iter()
+        .filter_map(|l| l.rsplit_once("started ")?.1.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!((1..32).contains(&started), "{all}");
     wait_none_left(&marker, Duration::from_secs(10)).await;
 }
 

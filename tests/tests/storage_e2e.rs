@@ -362,3 +362,41 @@ async fn corrupted_objects_are_refused_by_the_worker_and_the_cli() {
         "{b}"
     );
 }
+
+/// Local objects are the storage service's alone (directories 0700, files 0600): a build running
+/// under another uid on the same machine reads no other build's source, certs, results or logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_objects_are_private_to_the_storage_service() {
+    use std::os::unix::fs::PermissionsExt;
+    let farm = Farm::start(FarmOpts::default()).await;
+    let dir = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    fn walk(p: &std::path::Path, seen: &mut Vec<(String, u32, bool)>) {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            seen.push((e.path().display().to_string(), mode, meta.is_dir()));
+            if meta.is_dir() {
+                walk(&e.path(), seen);
+            }
+        }
+    }
+    let root = farm.data.path().join("objects");
+    let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the store's root");
+    let mut seen = vec![];
+    walk(&root, &mut seen);
+    assert!(
+        seen.iter()
+            .any(|(p, _, dir)| !dir && p.ends_with("/source"))
+    );
+    for (path, mode, dir) in seen {
+        let want = if dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{path}");
+    }
+}

@@ -177,6 +177,8 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
                 data.join("work").display().to_string(),
             ),
             ("FREEAGENT_WORKER_NAME", format!("dev-worker-{}", i + 1)),
+            // Builds see none of the farm's files: objects, NATS store and credentials.
+            ("FREEAGENT_SANDBOX_HIDE", hidden_from_builds(&data)),
         ];
         procs.push(spawn(
             &format!("worker-{}", i + 1),
@@ -280,5 +282,13 @@ async fn shutdown(mut procs: Vec<Proc>) {
             eprintln!("{} did not stop in time; killing it", p.name);
             let _ = p.child.kill().await;
         }
+    }
+}
+
+/// The data directory, added to what the operator already hides from builds.
+fn hidden_from_builds(data: &std::path::Path) -> String {
+    match std::env::var("FREEAGENT_SANDBOX_HIDE") {
+        Ok(extra) if !extra.is_empty() => format!("{extra}:{}", data.display()),
+        _ => data.display().to_string(),
     }
 }

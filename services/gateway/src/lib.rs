@@ -27,7 +27,7 @@ use axum::Router;
 use freeagent_shared::capability::Signer;
 use freeagent_shared::health::Health;
 use freeagent_shared::ids::ApiKeyId;
-use freeagent_shared::{db, nats, token};
+use freeagent_shared::{db, nats, subjects, token};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -157,11 +157,13 @@ impl App {
                 tracing::warn!(key_id = %registration.id, "FREEAGENT_WORKER_REGISTRATION_KEY was revoked and stays revoked; set a new one for workers to register with");
             }
         }
+        // Replies (its own JetStream calls, and the scheduler's answers to the operations it
+        // sends for HTTP workers) come to a service inbox, where no worker may listen.
         let nats = nats::connect(
             &config.nats,
             "freeagent-gateway",
             nats::Identity::Settings,
-            None,
+            Some(subjects::SERVICE_INBOX_PREFIX.to_owned()),
         )
         .await?;
         let minter = config

@@ -37,16 +37,25 @@ pub async fn publish_moved(
     freeagent_shared::events::publish(nats, &event).await;
 }
 
-/// Tells the worker holding `build` to stop it (core NATS, best effort: the worker's next
-/// heartbeat is refused anyway). Only the scheduler publishes cancels.
+/// Tells the worker holding `build` to stop `attempt` (core NATS, best effort: the worker's
+/// next heartbeat is refused anyway). Only the scheduler publishes cancels; the worker acts only
+/// on an order naming the build and attempt it runs.
 pub async fn cancel(
     nats: &async_nats::Client,
     worker: Option<freeagent_shared::ids::WorkerId>,
     build: BuildId,
+    attempt: Attempt,
 ) {
     let Some(worker) = worker else { return };
+    let order = freeagent_shared::wire::CancelOrder {
+        cancel: build,
+        attempt,
+    };
     if let Err(e) = nats
-        .publish(subjects::cancel(worker, build), bytes::Bytes::new())
+        .publish(
+            subjects::cancel(worker, build),
+            freeagent_shared::wire::encode(&order).into(),
+        )
         .await
     {
         tracing::warn!(build_id = %build, error = %e, "could not publish a cancel");

@@ -32,6 +32,8 @@ pub struct App {
     config: SchedulerConfig,
     pool: db::Pool,
     nats: async_nats::Client,
+    /// Answers worker requests (`rpc::replies_connection`).
+    replies: async_nats::Client,
     listener: TcpListener,
     health: Health,
     subs: rpc::Subscriptions,
@@ -63,16 +65,17 @@ impl App {
         }
         let js = async_nats::jetstream::new(nats.clone());
         nats::ensure_streams(&js, &nats::StreamLimits::from_env()?).await?;
-        let subs = rpc::subscribe(&nats).await?;
+        let minter = config
+            .nats
+            .minter()
+            .context("reading the NATS signing key (FREEAGENT_NATS_SIGNING_KEY)")?;
+        let replies = rpc::replies_connection(&config.nats, minter.as_ref(), &nats).await?;
+        let subs = rpc::subscribe(&replies).await?;
         let wake_sub = nats.subscribe(subjects::WAKE).await?;
         let cancelled_sub = nats
             .queue_subscribe(subjects::CANCELLED, subjects::SCHEDULER_QUEUE_GROUP.into())
             .await?;
         let revoked_sub = nats.subscribe(revocations::REVOKED).await?;
-        let minter = config
-            .nats
-            .minter()
-            .context("reading the NATS signing key (FREEAGENT_NATS_SIGNING_KEY)")?;
         let revoker = match (&minter, &config.nats.operator_key, config.nats.system()) {
             (Some(minter), Some(op), Some(system)) => {
                 let operator = freeagent_shared::nats_auth::read_seed("NATS operator key", op)
@@ -102,6 +105,7 @@ impl App {
             _ => None,
         };
         nats.flush().await?;
+        replies.flush().await?;
         let health = Health::new().postgres(pool.clone()).nats(nats.clone());
         let listener = TcpListener::bind((config.bind.as_str(), config.port))
             .await
@@ -115,6 +119,7 @@ impl App {
             config,
             pool,
             nats,
+            replies,
             listener,
             health,
             subs,
@@ -199,7 +204,7 @@ impl App {
                 match freeagent_shared::wire::decode::<freeagent_shared::wire::CancelNotice>(
                     &m.payload,
                 ) {
-                    Ok(c) => events::cancel(&n, Some(c.worker_id), c.build_id).await,
+                    Ok(c) => events::cancel(&n, Some(c.worker_id), c.build_id, c.attempt).await,
                     Err(e) => tracing::warn!(error = %e, "ignoring a malformed cancel notice"),
                 }
             }
@@ -249,7 +254,7 @@ impl App {
         let rpc_tasks = TaskTracker::new();
         let batches = batches::Batches::start(&handlers, &stop);
         tracker.spawn(rpc::serve(
-            self.nats.clone(),
+            self.replies.clone(),
             self.subs,
             handlers,
             batches,
@@ -279,6 +284,7 @@ impl App {
         if drained.is_err() {
             tracing::warn!("shutdown grace period passed with work still in flight");
         }
+        let _ = self.replies.flush().await;
         let _ = self.nats.flush().await;
         http_result?;
         tracing::info!("scheduler stopped");

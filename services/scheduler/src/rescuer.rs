@@ -35,7 +35,7 @@ impl Rescuer {
                     .increment(1);
             }
             // An old worker that is only slow must stop too.
-            events::cancel(&self.nats, r.worker_id, r.id).await;
+            events::cancel(&self.nats, r.worker_id, r.id, r.attempt).await;
             events::log_reaped(&self.nats, r, "worker lost").await;
             events::publish_moved(
                 &self.nats,
@@ -52,7 +52,7 @@ impl Rescuer {
         for t in &late {
             tracing::warn!(build_id = %t.id, attempt = %t.attempt, "build timed out; stopping it");
             metrics::counter!(freeagent_shared::metrics::TIMEOUTS).increment(1);
-            events::cancel(&self.nats, t.worker_id, t.id).await;
+            events::cancel(&self.nats, t.worker_id, t.id, t.attempt).await;
             events::log_reaped(&self.nats, t, "timed out").await;
             events::publish_moved(
                 &self.nats,

@@ -5,6 +5,10 @@
 //! refused. Operations with a batch path are queued on their batcher (`batches`). Each request
 //! runs in its own task, bounded by a semaphore; on shutdown the subscriptions close first, then
 //! in-flight requests finish.
+//!
+//! The requester chooses the reply subject, so a reply is a publish on its behalf: replies go
+//! only to the sender's own inbox (or a service's, `subjects::reply_allowed`), and through a
+//! connection of their own that may publish nothing but inbox replies.
 
 use crate::batches::{self, Batches};
 use crate::ops::{Handlers, Unavailable};
@@ -18,6 +22,40 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// The connection that answers worker requests: a NATS user of its own, minted with the
+/// farm's signing key, that may only take requests and publish into inboxes
+/// (`Role::SchedulerReplies`). Without a signing key (a farm without NATS auth, where anyone
+/// may publish anything anyway) it is the scheduler's own connection.
+pub async fn replies_connection(
+    settings: &freeagent_shared::nats::NatsSettings,
+    minter: Option<&freeagent_shared::nats_auth::Minter>,
+    own: &async_nats::Client,
+) -> anyhow::Result<async_nats::Client> {
+    use anyhow::Context;
+    let Some(minter) = minter else {
+        return Ok(own.clone());
+    };
+    let key = nkeys::KeyPair::new_user();
+    let jwt = minter
+        .user_jwt(
+            &freeagent_shared::nats_auth::Role::SchedulerReplies,
+            &key.public_key(),
+            None,
+        )
+        .context("minting the scheduler's reply credentials")?;
+    freeagent_shared::nats::connect(
+        settings,
+        "freeagent-scheduler-replies",
+        freeagent_shared::nats::Identity::Minted {
+            jwt,
+            key: Arc::new(key),
+        },
+        None,
+    )
+    .await
+    .context("connecting the scheduler's reply connection")
+}
 
 /// The request subscriptions, made before the app reports itself started.
 pub struct Subscriptions(Vec<async_nats::Subscriber>);
@@ -60,6 +98,17 @@ pub async fn serve(
             let Some(reply_to) = msg.reply.clone() else {
                 return;
             };
+            if let Some((_, sender)) = Op::parse_subject(&msg.subject)
+                && !subjects::reply_allowed(&reply_to, sender)
+            {
+                metrics::counter!(freeagent_shared::metrics::REPLIES_REFUSED).increment(1);
+                tracing::warn!(
+                    subject = %msg.subject,
+                    reply = %reply_to,
+                    "a worker request asked for its reply outside its own inbox; dropped unanswered"
+                );
+                return;
+            }
             let body = route(&handlers, &batches, msg.subject.as_str(), &msg.payload).await;
             if let Err(e) = nats.publish(reply_to, body.into()).await {
                 tracing::warn!(error = %e, "could not send a reply");

@@ -9,6 +9,7 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,10 +156,12 @@ fn cloud_options(tuning: &BackendTuning) -> Vec<(String, String)> {
 }
 
 fn local(path: &str) -> Result<Backend, BackendError> {
-    std::fs::create_dir_all(path).map_err(|e| BackendError::LocalDir {
+    let dir_err = |e: std::io::Error| BackendError::LocalDir {
         path: path.to_owned(),
         reason: e.to_string(),
-    })?;
+    };
+    std::fs::create_dir_all(path).map_err(dir_err)?;
+    make_private(Path::new(path)).map_err(dir_err)?;
     let fs = LocalFileSystem::new_with_prefix(path)
         .map_err(|e| BackendError::LocalDir {
             path: path.to_owned(),
@@ -171,9 +174,74 @@ fn local(path: &str) -> Result<Backend, BackendError> {
     })
 }
 
+/// Only the storage service may read the store: the root becomes 0700, which alone keeps every
+/// other uid out. A store made by an older release (0755 directories, 0644 files) also has
+/// what is inside tightened, in the background, so a later change to the root keeps it closed.
+fn make_private(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root)?.permissions().mode() & 0o777;
+    if mode == 0o700 {
+        return Ok(());
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        let fixed = tighten(&root);
+        tracing::info!(path = %root.display(), fixed, "the local store was readable by others: it is private now (directories 0700, files 0600)");
+    });
+    Ok(())
+}
+
+/// Removes group and other access below `dir`; the number of entries changed.
+fn tighten(dir: &Path) -> u64 {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut fixed = 0;
+    for e in entries.flatten() {
+        let Ok(meta) = e.path().symlink_metadata() else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if meta.is_dir() {
+            fixed += tighten(&e.path());
+        }
+        if !meta.file_type().is_symlink() && mode & 0o077 != 0 {
+            let private = std::fs::Permissions::from_mode(mode & 0o700);
+            if std::fs::set_permissions(e.path(), private).is_ok() {
+                fixed += 1;
+            }
+        }
+    }
+    fixed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_old_store_becomes_private_at_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("objects");
+        let source = root.join("builds/b/source");
+        std::fs::create_dir_all(source.parent().unwrap()).unwrap();
+        std::fs::write(&source, "old").unwrap();
+        let set = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        set(&root, 0o755).unwrap();
+        set(&root.join("builds"), 0o755).unwrap();
+        set(&source, 0o644).unwrap();
+        make_private(&root).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        // The walk `make_private` started in the background, run here to its end.
+        tighten(&root);
+        assert_eq!(mode(&source), 0o600);
+        assert_eq!(mode(&root.join("builds")), 0o700);
+        assert_eq!(mode(&root.join("builds/b")), 0o700);
+    }
 
     #[test]
     fn urls_pick_the_backend() {

@@ -9,6 +9,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
+    // Objects on local disk are the farm's alone: files 0600, directories 0700 (a build on the
+    // same machine, under another uid, must not read another build's source or results).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     freeagent_shared::telemetry::init("storage");
     let config = StorageConfig::from_env().context("storage configuration")?;
     let app = App::build(config).await?;

@@ -214,6 +214,7 @@ impl Agent {
             };
             match self.scheduler.claim(&req).await {
                 Ok(ClaimReply::Granted(grant)) => {
+                    tracing::info!(build_id = %grant.build_id, attempt = %grant.attempt, "build claimed; starting it");
                     let _ = msg.ack().await;
                     if !self.start_running(grant.build_id) {
                         continue;

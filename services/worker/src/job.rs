@@ -6,7 +6,7 @@ use crate::agent::Agent;
 use crate::executor::{self, Exit};
 use crate::workspace::{self, Workspace};
 use crate::{artifact, log_stream, sandbox};
-use freeagent_shared::wire::AbandonRequest;
+use freeagent_shared::wire::{self, AbandonRequest};
 use freeagent_shared::wire::{
     CompleteRequest, FailRequest, FinishReply, HeartbeatReply, HeartbeatRequest, JobGrant, LogLevel,
 };
@@ -284,13 +284,23 @@ impl Job {
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let nats = self.agent.nats.clone();
         let subject = self.grant.cancel_subject.clone();
+        let (build, attempt) = (self.grant.build_id, self.grant.attempt);
         async move {
             let Ok(mut sub) = nats.subscribe(subject).await else {
                 return;
             };
-            if sub.next().await.is_some() {
-                tracing::info!("build cancelled");
-                stop.cancel();
+            // Only an order for this very attempt stops it: other messages can be made to land
+            // here (a JetStream acknowledgement sent to a reply subject another worker chose).
+            while let Some(msg) = sub.next().await {
+                if wire::CancelOrder::stops(&msg.payload, build, attempt) {
+                    tracing::info!("build cancelled");
+                    stop.cancel();
+                    return;
+                }
+                tracing::warn!(
+                    payload = %String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(200)]),
+                    "ignoring a message on the cancel subject that is no cancel of this attempt"
+                );
             }
         }
     }

@@ -8,6 +8,7 @@
 //! Debian has them; `docs/adr/0010-build-sandbox.md` says why, and what is not isolated.
 
 mod command;
+mod hidden;
 mod processes;
 
 use crate::workspace::Workspace;
@@ -55,11 +56,19 @@ ws=$FREEAGENT_SANDBOX_WORKSPACE cover=$FREEAGENT_SANDBOX_COVER cwd=$FREEAGENT_SA
 unset FREEAGENT_SANDBOX_WORKSPACE FREEAGENT_SANDBOX_COVER FREEAGENT_SANDBOX_CWD
 prlimit=${FREEAGENT_SANDBOX_PRLIMIT:-} nproc=${FREEAGENT_SANDBOX_NPROC:-}
 unset FREEAGENT_SANDBOX_PRLIMIT FREEAGENT_SANDBOX_NPROC
+hide=${FREEAGENT_SANDBOX_HIDE:-}
+unset FREEAGENT_SANDBOX_HIDE
 build_path=$PATH
 PATH=$FREEAGENT_SANDBOX_SETUP_PATH
 unset FREEAGENT_SANDBOX_SETUP_PATH
 exec 3<"$ws"
 if [ -n "$cover" ]; then mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev freeagent-cover "$cover"; fi
+set -f; IFS=:
+for h in $hide; do
+  if [ -d "$h" ]; then mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev,noexec freeagent-hide "$h"
+  elif [ -e "$h" ]; then mount --bind /dev/null "$h"; fi
+done
+set +f; unset IFS
 for d in /tmp /var/tmp /dev/shm /run/lock; do
   if [ -d "$d" ]; then mount -t tmpfs -o mode=1777,nosuid,nodev freeagent-tmp "$d"; fi
 done
@@ -133,6 +142,8 @@ pub struct Sandbox {
     setpriv: PathBuf,
     /// util-linux's `prlimit` and the most processes a build's uid may have (root workers).
     max_processes: Option<(PathBuf, u32)>,
+    /// The farm's own paths builds must not see (`hidden`).
+    hide: Vec<PathBuf>,
     lock_dir: PathBuf,
     /// The only values the build gets from the worker's environment.
     path: String,
@@ -158,6 +169,7 @@ pub struct Launch {
     unshare: PathBuf,
     setpriv: PathBuf,
     max_processes: Option<(PathBuf, u32)>,
+    hide: Vec<PathBuf>,
 }
 
 /// A sandbox uid held for one build, until its workspace is gone (an exclusive lock on a file
@@ -204,6 +216,7 @@ impl Sandbox {
             unshare: find_tool("unshare").unwrap_or_else(|| "unshare".into()),
             setpriv: find_tool("setpriv").unwrap_or_else(|| "setpriv".into()),
             max_processes,
+            hide: hidden::from_env()?,
             lock_dir: PathBuf::from(LOCK_DIR),
             path: config::string("PATH", FALLBACK_PATH),
             lang: config::string("LANG", FALLBACK_LANG),
@@ -316,6 +329,7 @@ impl Sandbox {
             unshare: self.unshare.clone(),
             setpriv: self.setpriv.clone(),
             max_processes: self.max_processes.clone(),
+            hide: self.hide.clone(),
         })
     }
 

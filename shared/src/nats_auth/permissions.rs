@@ -12,6 +12,10 @@ use crate::subjects;
 pub enum Role {
     /// Dispatch, every transition, cancels: the whole account.
     Scheduler,
+    /// The scheduler's connection that answers worker requests: it takes the requests and
+    /// publishes only replies into inboxes. A reply subject a worker chose can never become a
+    /// cancel or a JetStream API call, whatever the scheduler's code does with it.
+    SchedulerReplies,
     /// The HTTP API: wakes and notices to the scheduler, operations for HTTP workers it has
     /// authenticated, log and event streams, dispatches for HTTP workers. Never cancels.
     Gateway,
@@ -25,6 +29,7 @@ impl Role {
     pub fn name(&self) -> String {
         match self {
             Role::Scheduler => "freeagent-scheduler".into(),
+            Role::SchedulerReplies => "freeagent-scheduler-replies".into(),
             Role::Gateway => "freeagent-gateway".into(),
             Role::Worker { id, .. } => format!("worker-{id}"),
         }
@@ -38,6 +43,10 @@ impl Role {
         };
         match self {
             Role::Scheduler => (allow(vec![">".into()]), allow(vec![">".into()])),
+            Role::SchedulerReplies => (
+                allow(vec!["_INBOX.>".into()]),
+                allow(vec![subjects::OPERATIONS.into()]),
+            ),
             Role::Gateway => (
                 allow(vec![
                     "scheduler.>".into(),
@@ -46,9 +55,10 @@ impl Role {
                     "$JS.API.>".into(),
                     "$JS.ACK.>".into(),
                 ]),
-                // The streams' re-published messages: the live feed (`subjects::LIVE_*`).
+                // Its own inbox (not the workers'), and the streams' re-published messages: the
+                // live feed (`subjects::LIVE_*`).
                 allow(vec![
-                    "_INBOX.>".into(),
+                    format!("{}.>", subjects::SERVICE_INBOX_PREFIX),
                     subjects::LIVE_LOGS.into(),
                     subjects::LIVE_EVENTS.into(),
                 ]),
@@ -93,5 +103,12 @@ mod tests {
         );
         assert!(publish.allow.iter().all(|s| !s.starts_with("cancel.")));
         assert!(subscribe.allow.iter().all(|s| s.contains(&id.to_string())));
+    }
+
+    #[test]
+    fn the_reply_connection_cannot_cancel_or_call_jetstream() {
+        let (publish, subscribe) = Role::SchedulerReplies.permissions();
+        assert_eq!(publish.allow, ["_INBOX.>"]);
+        assert_eq!(subscribe.allow, ["scheduler.*.*"]);
     }
 }

@@ -151,11 +151,13 @@ impl TestNats {
         self.client_of(0).await
     }
 
-    /// A client with the whole account of farm `farm`.
+    /// A client with the whole account of farm `farm`. Its replies come to a service's inbox,
+    /// so the scheduler answers the worker operations it sends as any worker.
     pub async fn client_of(&self, farm: usize) -> async_nats::Client {
         async_nats::ConnectOptions::with_credentials_file(self.farms[farm].scheduler_creds.clone())
             .await
             .expect("read test creds")
+            .custom_inbox_prefix(crate::subjects::SERVICE_INBOX_PREFIX)
             .connect(&self.url)
             .await
             .expect("connect to test nats")

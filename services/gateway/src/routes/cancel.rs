@@ -48,6 +48,7 @@ pub async fn cancel(
             if let Some(worker_id) = b.worker_id {
                 let notice = wire::CancelNotice {
                     build_id: id,
+                    attempt: b.attempt,
                     worker_id,
                 };
                 if let Err(e) = st

@@ -28,15 +28,20 @@ pub async fn retry(
     // From any status, as the contract says: a running build keeps running.
     let original = auth::build_reader(&st, &headers, id).await?;
     // A build token may retry its build once (the new build gets a token of its own, which may
-    // retry once in turn); API keys are not limited. Otherwise one leaked token could queue
-    // builds, with the original's certs, without end.
-    if !auth::presents_api_key(&headers)
-        && !db::builds::build_take_token_retry(&st.pool, original.id).await?
-    {
-        return Err(
-            GatewayError::forbidden("this build token has already retried its build once")
-                .hint("retry the new build with its own token, or use an API key"),
-        );
+    // retry once in turn), and the tokens of one chain of retries a few times together; API
+    // keys are not limited. Otherwise one leaked token could queue builds, with the original's
+    // certs, without end.
+    if !auth::presents_api_key(&headers) {
+        let mut tx = st.pool.begin().await.map_err(db::Error::from_sqlx)?;
+        if !db::builds::build_take_token_retry(&mut tx, original.id).await? {
+            tx.rollback().await.map_err(db::Error::from_sqlx)?;
+            return Err(GatewayError::forbidden(format!(
+                "this build token has already retried its build once, or its chain of retries has used its {} retries by build token",
+                db::builds::TOKEN_RETRIES_PER_CHAIN
+            ))
+            .hint("retry the new build with its own token, or use an API key"));
+        }
+        tx.commit().await.map_err(db::Error::from_sqlx)?;
     }
     let access_token = token::generate(token::TokenKind::Build);
     let new = NewBuild {

@@ -28,6 +28,9 @@ impl Launch {
                 )
                 .env("FREEAGENT_SANDBOX_CWD", &self.cwd)
                 .env("FREEAGENT_SANDBOX_SETUP_PATH", SETUP_PATH);
+            if !self.hide.is_empty() {
+                cmd.env("FREEAGENT_SANDBOX_HIDE", super::hidden::joined(&self.hide));
+            }
             if let Some((prlimit, n)) = &self.max_processes {
                 cmd.env("FREEAGENT_SANDBOX_PRLIMIT", prlimit)
                     .env("FREEAGENT_SANDBOX_NPROC", n.to_string());

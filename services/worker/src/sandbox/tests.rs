@@ -18,6 +18,7 @@ fn launch(level: Level) -> Launch {
         unshare: "/usr/bin/unshare".into(),
         setpriv: "/usr/bin/setpriv".into(),
         max_processes: None,
+        hide: vec![],
     }
 }
 
@@ -230,10 +231,13 @@ fn run_real_build(parent: &Path) {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// A fork bomb meets the process limit of its uid: here 32, and a build that starts 40 shells
-/// running a sleep each cannot start them all (its shell says it cannot fork); nothing is left.
+/// A fork bomb meets the process limit of its uid (here 32). Each child holds its slot for
+/// minutes (the forked process itself becomes `sleep`), so how far the loop gets never depends
+/// on how fast children die; the uid's processes are counted from the host while they all live.
 #[test]
 fn a_build_cannot_run_more_processes_than_its_limit() {
+    use std::io::BufRead;
+    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let mut sandbox = Sandbox::from_env(Some(&work)).unwrap();
@@ -250,16 +254,71 @@ fn a_build_cannot_run_more_processes_than_its_limit() {
         platform: "android".into(),
     };
     let launch = sandbox.prepare(&ws, &build, None).unwrap();
-    let marker = format!("sandbox-nproc-{}", std::process::id());
-    let script = format!(
-        "i=0; while [ $i -lt 40 ]; do sh -c 'sleep 20; : {marker}' & i=$((i+1)); done; echo started all"
-    );
-    let out = launch.command(&script).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let uid = launch.ids.0;
+    // The loop runs in a subshell: its shell dies on the failed fork ("Cannot fork"), the
+    // outer shell reports that and then waits, without forking, for the test to release it.
+    let script = "( i=0; while [ $i -lt 40 ]; do sleep 600 & i=$((i+1)); echo \"started $i\"; done; \
+                  echo 'started all' ); echo \"loop ended $?\"; while [ ! -e release ]; do :; done";
+    let mut child = launch
+        .command(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = vec![];
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let ended = line.starts_with("loop ended");
+        lines.push(line);
+        if ended {
+            break;
+        }
+    }
+    // Every child the loop started is still alive (each sleeps 600 s): the most at once.
+    let alive = processes_of_uid(uid).len();
+    std::fs::write(launch.cwd.join("release"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stdout.contains("started all"), "{stdout} {stderr}");
+    let started: usize = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("started ")?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(!lines.iter().any(|l| l == "started all"), "{lines:?}");
+    assert!(
+        lines.last().is_some_and(|l| l != "loop ended 0"),
+        "{lines:?} {stderr}"
+    );
     assert!(stderr.contains("fork"), "{stderr}");
-    assert!(processes_of_marker(&marker).is_empty());
+    // The outer shell and the sleeps; the subshell's failed fork was the one past the limit.
+    assert_eq!(alive, started + 1, "{lines:?}");
+    assert_eq!(started + 2, MIN_MAX_PROCESSES as usize, "{lines:?}");
+    // The build's end took every child with it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !processes_of_uid(uid).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "children outlived the build"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The processes whose real uid is `uid`, from the host's `/proc`.
+fn processes_of_uid(uid: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok())
+                    == Some(uid)
+            })
+        })
+        .collect()
 }
 
 fn processes_of_marker(marker: &str) -> Vec<i32> {
@@ -361,4 +420,65 @@ fn own_ids_are_the_effective_ones() {
     let status = "Name:\tw\nUid:\t1000\t0\t0\t0\nGid:\t1000\t5\t5\t5\n";
     assert_eq!(own_ids(status), Some((0, 5)));
     assert_eq!(own_ids("Name:\tw\n"), None);
+}
+
+/// The farm's data directory (here holding the work directory, as `freeagent dev` lays it out)
+/// in a world-traversable place outside `/tmp`: a build listed in `FREEAGENT_SANDBOX_HIDE` sees
+/// none of the stored objects or credentials there, and still reaches its own workspace.
+#[test]
+fn hidden_farm_directories_are_empty_to_a_build() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = std::env::var_os("FREEAGENT_TEST_SANDBOX_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let data = tempfile::Builder::new()
+        .prefix("sandbox-data-")
+        .tempdir_in(parent)
+        .unwrap();
+    let open = |p: &Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+    open(data.path()).unwrap();
+    std::fs::create_dir_all(data.path().join("objects/builds/other")).unwrap();
+    let secret = data.path().join("objects/builds/other/source");
+    std::fs::write(&secret, "ANOTHER BUILD'S SOURCE").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let creds = data.path().join("gateway.creds");
+    std::fs::write(&creds, "NATS CREDENTIALS").unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let work = data.path().join("work");
+    let mut sandbox = Sandbox::from_env(Some(&work)).unwrap();
+    if sandbox.level() == Level::None {
+        return;
+    }
+    sandbox.hide = vec![data.path().to_path_buf(), creds.clone()];
+    let ws = Workspace::create(Some(&work)).unwrap();
+    let build = Build {
+        id: "b".into(),
+        attempt: "1".into(),
+        platform: "android".into(),
+    };
+    let launch = sandbox.prepare(&ws, &build, None).unwrap();
+    let script = format!(
+        "cat {secret} 2>&1 || echo 'source hidden'\n\
+         cat {creds} 2>&1; echo\n\
+         ls -A {data}\n\
+         echo built > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
+        secret = secret.display(),
+        creds = creds.display(),
+        data = data.path().display(),
+    );
+    let out = launch.command(&script).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("source hidden"), "{stdout}");
+    assert!(!stdout.contains("ANOTHER BUILD'S SOURCE"), "{stdout}");
+    assert!(!stdout.contains("NATS CREDENTIALS"), "{stdout}");
+    // Only the way to the workspace is there.
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| *l == "objects" || *l == "work")
+        .collect();
+    assert_eq!(listed, ["work"], "{stdout}");
+    assert_eq!(
+        std::fs::read(ws.output_dir().join("a.apk")).unwrap(),
+        b"built\n"
+    );
 }

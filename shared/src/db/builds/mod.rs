@@ -389,17 +389,45 @@ pub async fn build_insert_synthetic(
     .rows_affected())
 }
 
-/// Takes the one retry a build's token may make: true if it was still free. One guarded
-/// statement, so two concurrent retries with the same token cannot both win.
-pub async fn build_take_token_retry(db: impl PgExecutor<'_>, id: BuildId) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar::<_, i32>(
+/// How many retries the build tokens of one chain of retries may make together.
+pub const TOKEN_RETRIES_PER_CHAIN: i32 = 3;
+
+/// Takes a build token's retry of `id`: each token may retry its own build once, and the tokens
+/// of one chain (a build and the retries made from it, and from those) at most
+/// [`TOKEN_RETRIES_PER_CHAIN`] times together, counted on the chain's root. `false`: refused;
+/// the caller then rolls `tx` back, so a refusal takes nothing. Each count is one guarded
+/// statement, so concurrent retries cannot both take the last one.
+pub async fn build_take_token_retry(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: BuildId,
+) -> Result<bool, Error> {
+    let own = sqlx::query_scalar::<_, i32>(
         "UPDATE builds SET token_retries = token_retries + 1 \
          WHERE id = $1 AND token_retries < 1 RETURNING token_retries",
     )
     .bind(id)
-    .fetch_optional(db)
-    .await?
-    .is_some())
+    .fetch_optional(&mut **tx)
+    .await?;
+    if own.is_none() {
+        return Ok(false);
+    }
+    // The root: follow original_build_id up (a chain made with API keys may be long; bounded).
+    let chain = sqlx::query_scalar::<_, i32>(
+        "WITH RECURSIVE chain AS ( \
+             SELECT id, original_build_id, 0 AS depth FROM builds WHERE id = $1 \
+             UNION ALL \
+             SELECT b.id, b.original_build_id, c.depth + 1 FROM builds b \
+             JOIN chain c ON b.id = c.original_build_id WHERE c.depth < 10000), \
+         root AS (SELECT id FROM chain ORDER BY depth DESC LIMIT 1) \
+         UPDATE builds b SET chain_token_retries = b.chain_token_retries + 1 \
+         FROM root WHERE b.id = root.id AND b.chain_token_retries < $2 \
+         RETURNING b.chain_token_retries",
+    )
+    .bind(id)
+    .bind(TOKEN_RETRIES_PER_CHAIN)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(chain.is_some())
 }
 
 /// Benchmarks only: marks every pending build of `queue` completed a minute after it started,

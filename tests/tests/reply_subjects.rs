@@ -1,0 +1,191 @@
+//! A worker chooses the reply subject of everything it sends: replayed attacks that try to make
+//! the scheduler or JetStream publish there on its behalf (a cancel of another worker's build,
+//! a purge of a stream), against the real binaries on a nats-server in operator mode.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::freeagent_shared::ids::BuildId;
+use freeagent_tests::freeagent_shared::subjects::{self, Op};
+use freeagent_tests::freeagent_shared::testing::wait;
+use freeagent_tests::freeagent_shared::wire::{self, LogLevel, LogLine, PresenceRequest};
+use freeagent_tests::{Farm, FarmOpts, TestWorker, metric_value, project};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A build that runs until the test creates `release` in its working directory, so it is
+/// certainly running while the attacks land, however slow the machine.
+const HELD_BUILD: &str = "echo \"cwd=$PWD\"\n\
+    while [ ! -e release ]; do sleep 0.1; done\n\
+    echo ok > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n";
+
+/// Submits [`HELD_BUILD`] and waits until it runs: its id, its worker and its directory.
+async fn held_build(farm: &Farm) -> (String, BuildId, String, PathBuf) {
+    let dir = project(HELD_BUILD);
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cwd = wait::until("the build to run", Duration::from_secs(60), || async {
+        farm.logs(&id)
+            .await
+            .iter()
+            .find_map(|l| l.strip_prefix("cwd=").map(PathBuf::from))
+    })
+    .await;
+    let b = farm.get_build(&id).await;
+    let worker = b["worker_id"].as_str().unwrap().to_owned();
+    (id.clone(), id.parse().unwrap(), worker, cwd)
+}
+
+async fn stream_messages(farm: &Farm, stream: &str) -> u64 {
+    let js = async_nats::jetstream::new(farm.service_nats().await);
+    js.get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+async fn refused_replies(farm: &Farm) -> f64 {
+    let m = farm.metrics(&farm.scheduler).await.unwrap_or_default();
+    metric_value(&m, "freeagent_scheduler_replies_refused_total").unwrap_or(0.0)
+}
+
+/// A presence report (any operation would do) whose reply subject is `reply`.
+async fn presence_replying_to(attacker: &TestWorker, client: &async_nats::Client, reply: &str) {
+    let body = wire::encode(&PresenceRequest {
+        worker_id: attacker.worker_id,
+        running: 0,
+    });
+    client
+        .publish_with_reply(
+            Op::Presence.subject(attacker.worker_id),
+            reply.to_owned(),
+            body.into(),
+        )
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_answers_only_into_the_senders_own_inbox() {
+    let farm = Farm::start(FarmOpts::default()).await;
+    let (id, build, victim, cwd) = held_build(&farm).await;
+    let logs_before = stream_messages(&farm, subjects::LOGS_STREAM).await;
+    let attacker = farm.register_worker("attacker", &["android"]).await;
+    let nc = farm.worker_nats(&attacker).await;
+
+    // The scheduler as a deputy: its reply would be a cancel of the victim's build, a purge of
+    // every live log, of every queued dispatch, of every event.
+    let cancel = format!("cancel.{victim}.{build}");
+    for reply in [
+        cancel.as_str(),
+        "$JS.API.STREAM.PURGE.LOGS",
+        "$JS.API.STREAM.PURGE.BUILDS",
+        "$JS.API.STREAM.PURGE.EVENTS",
+    ] {
+        presence_replying_to(&attacker, &nc, reply).await;
+    }
+    wait::until(
+        "the scheduler to refuse four replies",
+        Duration::from_secs(30),
+        || async { (refused_replies(&farm).await >= 4.0).then_some(()) },
+    )
+    .await;
+    assert!(
+        farm.log_of("scheduler-0")
+            .contains("asked for its reply outside its own inbox"),
+        "the refusal is logged"
+    );
+    // Its own inbox still gets answers.
+    let reply = nc
+        .request(
+            Op::Presence.subject(attacker.worker_id),
+            wire::encode(&PresenceRequest {
+                worker_id: attacker.worker_id,
+                running: 0,
+            })
+            .into(),
+        )
+        .await;
+    assert!(reply.is_ok(), "{reply:?}");
+
+    // Nothing was erased, and the victim's build runs on to completion, in its first attempt.
+    assert!(stream_messages(&farm, subjects::LOGS_STREAM).await >= logs_before);
+    assert_eq!(farm.get_build(&id).await["status"], "building");
+    std::fs::write(cwd.join("release"), "").unwrap();
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempt"], 1, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_sent_to_a_cancel_subject_cancels_nothing() {
+    let farm = Farm::start(FarmOpts::default()).await;
+    let (id, build, victim, cwd) = held_build(&farm).await;
+    let attacker = farm.register_worker("attacker", &["android"]).await;
+    let nc = farm.worker_nats(&attacker).await;
+    let cancel = format!("cancel.{victim}.{build}");
+
+    // JetStream acknowledges a log line to the reply subject its publisher chose: here the
+    // victim's cancel subject. The victim gets a message there, and must not take it as a cancel.
+    let line = LogLine {
+        build_id: build,
+        attempt: freeagent_tests::freeagent_shared::ids::Attempt::new(1).unwrap(),
+        seq: 1,
+        timestamp: chrono::Utc::now(),
+        level: LogLevel::Info,
+        message: "not yours".into(),
+    };
+    nc.publish_with_reply(
+        subjects::logs(build, attacker.worker_id),
+        cancel.clone(),
+        wire::encode(&line).into(),
+    )
+    .await
+    .unwrap();
+    nc.flush().await.unwrap();
+    wait::until(
+        "the victim to ignore the acknowledgement",
+        Duration::from_secs(30),
+        || async {
+            farm.log_of("worker-0")
+                .contains("ignoring a message on the cancel subject")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(farm.get_build(&id).await["status"], "building");
+    std::fs::write(cwd.join("release"), "").unwrap();
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempt"], 1, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_from_the_api_still_stops_the_build() {
+    let farm = Farm::start(FarmOpts::default()).await;
+    let (id, _, _, _) = held_build(&farm).await;
+    let r = farm
+        .http
+        .post(format!("{}/api/builds/{id}/cancel", farm.gateway))
+        .header("x-api-key", freeagent_tests::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait::until(
+        "the worker to stop the build",
+        Duration::from_secs(30),
+        || async {
+            farm.log_of("worker-0")
+                .contains("build cancelled")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(farm.get_build(&id).await["status"], "cancelled");
+}
