@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/freeagent";
+/// Postgres connections one gateway or scheduler process may hold (`FREEAGENT_DATABASE_POOL`).
+pub const DEFAULT_DATABASE_POOL: u32 = 20;
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Where the storage service keeps objects by default (a local directory).
 pub const DEFAULT_STORAGE_BACKEND: &str = "./data/objects";
@@ -58,6 +60,17 @@ pub fn parse<T: FromStr>(name: &str, default: T, expected: &str) -> Result<T, Co
             .parse()
             .map_err(|_| ConfigError::new(name, &v, expected)),
     }
+}
+
+/// `FREEAGENT_DATABASE_POOL`: at least one connection. Postgres refuses clients past its own
+/// `max_connections` (100 by default), so every replica's pool counts against that.
+pub fn database_pool() -> Result<u32, ConfigError> {
+    Ok(parse(
+        "FREEAGENT_DATABASE_POOL",
+        DEFAULT_DATABASE_POOL,
+        "a positive number",
+    )?
+    .max(1))
 }
 
 /// A duration in humantime form (`30s`, `2h`, `500ms`).

@@ -125,6 +125,10 @@ impl Farm {
         // Workers get none of these: no database, no signing secret, no admin key.
         let services_env: Vec<(String, String)> = [
             ("FREEAGENT_DATABASE_URL", db.url.clone()),
+            (
+                "FREEAGENT_DATABASE_POOL",
+                freeagent_shared::testing::TEST_DATABASE_POOL.to_string(),
+            ),
             ("FREEAGENT_API_KEY", API_KEY.into()),
             ("FREEAGENT_WORKER_REGISTRATION_KEY", REGISTRATION_KEY.into()),
             ("FREEAGENT_SIGNING_SECRET", SECRET.into()),

@@ -29,6 +29,8 @@ pub struct GatewayConfig {
     pub bind: String,
     pub port: u16,
     pub database_url: String,
+    /// Most Postgres connections this process holds (`FREEAGENT_DATABASE_POOL`).
+    pub database_pool: u32,
     pub nats: freeagent_shared::nats::NatsSettings,
     pub storage_endpoint: String,
     /// The backend URL storage uses, only to name its kind in `/health`.
@@ -131,6 +133,7 @@ impl GatewayConfig {
                 "a TCP port",
             )?,
             database_url: config::string("FREEAGENT_DATABASE_URL", config::DEFAULT_DATABASE_URL),
+            database_pool: config::database_pool()?,
             nats: freeagent_shared::nats::NatsSettings::from_env()?,
             storage_endpoint: config::string(
                 "FREEAGENT_STORAGE_ENDPOINT",

@@ -128,7 +128,7 @@ impl App {
         if freeagent_shared::config::parse("FREEAGENT_DATABASE_CREATE", false, "true or false")? {
             db::create_database_if_missing(&config.database_url).await?;
         }
-        let pool = db::connect(&config.database_url, 20).await?;
+        let pool = db::connect(&config.database_url, config.database_pool).await?;
         db::migrate(&pool).await.context("running migrations")?;
         // Ensuring never un-revokes: a key revoked through the API stays revoked.
         let bootstrap = db::api_keys::api_key_ensure(

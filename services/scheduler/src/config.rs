@@ -27,6 +27,8 @@ pub struct SchedulerConfig {
     pub bind: String,
     pub port: u16,
     pub database_url: String,
+    /// Most Postgres connections this process holds (`FREEAGENT_DATABASE_POOL`).
+    pub database_pool: u32,
     pub nats: freeagent_shared::nats::NatsSettings,
     pub storage_endpoint: String,
     pub signing_secret: String,
@@ -69,6 +71,7 @@ impl SchedulerConfig {
                 "a TCP port",
             )?,
             database_url: config::string("FREEAGENT_DATABASE_URL", config::DEFAULT_DATABASE_URL),
+            database_pool: config::database_pool()?,
             nats: freeagent_shared::nats::NatsSettings::from_env()?,
             storage_endpoint: config::string(
                 "FREEAGENT_STORAGE_ENDPOINT",
@@ -130,6 +133,7 @@ impl SchedulerConfig {
             bind: "127.0.0.1".into(),
             port: 0,
             database_url: database_url.into(),
+            database_pool: config::DEFAULT_DATABASE_POOL,
             nats,
             storage_endpoint: storage_endpoint.into(),
             signing_secret: secret.into(),

@@ -49,7 +49,7 @@ impl App {
         if freeagent_shared::config::parse("FREEAGENT_DATABASE_CREATE", false, "true or false")? {
             db::create_database_if_missing(&config.database_url).await?;
         }
-        let pool = db::connect(&config.database_url, 20).await?;
+        let pool = db::connect(&config.database_url, config.database_pool).await?;
         db::migrate(&pool).await.context("running migrations")?;
         let nats = nats::connect(
             &config.nats,

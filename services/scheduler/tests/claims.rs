@@ -58,6 +58,7 @@ async fn start_on(
             "http://127.0.0.1:9",
             SECRET,
         );
+        config.database_pool = freeagent_shared::testing::TEST_DATABASE_POOL;
         config.lease = lease;
         config.tick = Duration::from_millis(100);
         config.retry_backoff = Duration::ZERO;

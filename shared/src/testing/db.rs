@@ -49,7 +49,7 @@ impl TestDb {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("admin URL must end in /<database>"),
         };
-        let pool = db::connect(&url, 20)
+        let pool = db::connect(&url, super::TEST_DATABASE_POOL)
             .await
             .expect("connect to test database");
         TestDb {

@@ -15,6 +15,12 @@ pub use nats::TestNats;
 pub use pg::TestPg;
 pub use s3::TestS3;
 
+/// Postgres connections each process of a test may hold (`FREEAGENT_DATABASE_POOL` for the
+/// services a test starts, and the test's own pool). The machine's Postgres admits 100 clients by
+/// default and fails the rest with "too many clients": a test holds at most about 20 (three
+/// scheduler replicas and the test itself), so four tests at once, two suites side by side, fit.
+pub const TEST_DATABASE_POOL: u32 = 4;
+
 /// A free TCP port on loopback that no other caller in this process has been given.
 ///
 /// Ports are handed to child processes before they bind, so two things must not happen: the same

@@ -158,6 +158,7 @@ impl Farm {
             &storage_url,
             SECRET,
         );
+        sc.database_pool = freeagent_shared::testing::TEST_DATABASE_POOL;
         sc.tick = Duration::from_millis(100);
         sc.retry_backoff = Duration::ZERO;
         let scheduler = freeagent_scheduler::App::build(sc)
@@ -370,6 +371,7 @@ fn gateway_config(
         bind: "127.0.0.1".into(),
         port: 0,
         database_url: database_url.into(),
+        database_pool: freeagent_shared::testing::TEST_DATABASE_POOL,
         nats,
         storage_endpoint: storage_endpoint.into(),
         storage_backend: storage_backend.into(),

@@ -42,6 +42,11 @@ pub fn farm_env(window: u64) -> Vec<(String, String)> {
         ),
         ("FREEAGENT_SCHEDULER_TICK".into(), "1s".into()),
         ("FREEAGENT_RETENTION".into(), "off".into()),
+        // The production pool, not the tests' small one.
+        (
+            "FREEAGENT_DATABASE_POOL".into(),
+            freeagent_shared::config::DEFAULT_DATABASE_POOL.to_string(),
+        ),
         // Benchmarks measure the farm, not its rate limits (one client plays many).
         ("FREEAGENT_RATE_LIMIT_KEY".into(), "0".into()),
         ("FREEAGENT_RATE_LIMIT_IP".into(), "0".into()),
