@@ -2,7 +2,8 @@
 //! environment, the worker's processes or files; what it leaves running (even after `setsid`)
 //! dies with it, so it never reads the next build's certs; a cancel ends every process it
 //! started; concurrent builds run as different uids; a fork bomb meets its uid's process limit;
-//! and `FREEAGENT_SANDBOX=none` says loudly that builds are not isolated.
+//! a build that fills its memory fails alone; and `FREEAGENT_SANDBOX=none` says loudly that
+//! builds are not isolated.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::testing::wait;
@@ -407,6 +408,46 @@ async fn a_fork_bomb_meets_the_builds_process_limit() {
         .unwrap_or(0);
     assert!((1..32).contains(&started), "{all}");
     wait_none_left(&marker, Duration::from_secs(10)).await;
+}
+
+/// The attack: a build wrote 3.5 GiB into `/dev/shm` and the host's out-of-memory killer took
+/// nats-server, every service and both workers before the build. Now a build that fills its
+/// temp directories (each under its own size) past its memory limit fails alone, once, as a
+/// build failure that says why; the worker keeps running and its next build completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_that_fills_its_memory_fails_alone_and_the_next_build_runs() {
+    if !is_root() {
+        eprintln!("not root: this machine gives the worker no cgroups for its builds");
+        return;
+    }
+    let farm = Farm::start(FarmOpts {
+        extra_env: env(&[("FREEAGENT_BUILD_MEMORY", "64MiB")]),
+        ..Default::default()
+    })
+    .await;
+    let dir = project(
+        "set -e
+         head -c 40M /dev/zero > /dev/shm/a
+         head -c 40M /dev/zero > /tmp/b
+         echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
+    );
+    let id = id_of(farm.submit_dir(dir.path(), "android").await);
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "failed", "{b}");
+    assert_eq!(b["attempt"], 1, "a build failure is not retried: {b}");
+    assert!(
+        b["error_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("out of memory (limit 64 MiB)"),
+        "{b}"
+    );
+    let dir =
+        project("head -c 16M /dev/zero > /dev/shm/a\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+    let id = id_of(farm.submit_dir(dir.path(), "android").await);
+    let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert!(farm.log_of("worker-0").contains("memory 64 MiB"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,8 +128,11 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
                     "RUST_LOG",
                     "FREEAGENT_LOG_FORMAT",
                     "TMPDIR",
-                    // The operator's choice of build isolation (docs/sandbox.md).
+                    // The operator's choice of build isolation and limits (docs/sandbox.md).
                     "FREEAGENT_SANDBOX",
+                    "FREEAGENT_SANDBOX_MAX_PROCESSES",
+                    "FREEAGENT_BUILD_MEMORY",
+                    "FREEAGENT_BUILD_CPUS",
                 ]
                 .iter()
                 .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),

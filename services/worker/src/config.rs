@@ -35,7 +35,8 @@ pub struct WorkerConfig {
     pub log_caps: crate::log_stream::LogCaps,
     pub shutdown_grace: Duration,
     pub presence_every: Duration,
-    /// How builds are isolated (`FREEAGENT_SANDBOX`, `FREEAGENT_SANDBOX_UID`), checked at start.
+    /// How builds are isolated (`FREEAGENT_SANDBOX`, `FREEAGENT_SANDBOX_UID`) and what each may
+    /// use (`FREEAGENT_BUILD_MEMORY`, `FREEAGENT_BUILD_CPUS`), checked at start.
     pub sandbox: crate::sandbox::Sandbox,
 }
 
@@ -78,7 +79,13 @@ impl WorkerConfig {
                 .map_err(|e| ConfigError::new("FREEAGENT_WORKER_QUEUES", &raw, e.to_string()))?,
         };
         let work_dir = config::var("FREEAGENT_WORK_DIR").map(PathBuf::from);
-        let sandbox = crate::sandbox::Sandbox::from_env(work_dir.as_deref())?;
+        let max_concurrent = config::parse(
+            "FREEAGENT_WORKER_MAX_CONCURRENT",
+            DEFAULT_MAX_CONCURRENT,
+            "a positive number",
+        )?
+        .max(1);
+        let sandbox = crate::sandbox::Sandbox::from_env(work_dir.as_deref(), max_concurrent)?;
         Ok(Self {
             gateway_url: config::string("FREEAGENT_GATEWAY_URL", config::DEFAULT_GATEWAY_URL),
             api_key,
@@ -94,12 +101,7 @@ impl WorkerConfig {
             queues,
             build_command: config::string("FREEAGENT_BUILD_COMMAND", DEFAULT_BUILD_COMMAND),
             work_dir,
-            max_concurrent: config::parse(
-                "FREEAGENT_WORKER_MAX_CONCURRENT",
-                DEFAULT_MAX_CONCURRENT,
-                "a positive number",
-            )?
-            .max(1),
+            max_concurrent,
             kill_grace: config::duration("FREEAGENT_KILL_GRACE", DEFAULT_KILL_GRACE)?,
             unpack: crate::workspace::UnpackLimits {
                 max_bytes: config::bytes(

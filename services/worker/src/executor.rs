@@ -55,6 +55,9 @@ pub async fn run(
             let status = status?;
             if status.success() {
                 Exit::Success
+            } else if let Some(why) = launch.out_of_memory() {
+                // A build failure, not the machine's: the next attempt would meet the same limit.
+                Exit::Failed(why)
             } else {
                 Exit::Failed(match status.code() {
                     Some(code) => format!("build command exited with status {code}"),

@@ -7,23 +7,22 @@
 //! running on the machine. util-linux's `unshare` and `setpriv` do the work because every
 //! Debian has them; `docs/adr/0010-build-sandbox.md` says why, and what is not isolated.
 
+mod cgroup;
 mod command;
 mod hidden;
+mod limits;
 mod processes;
 
 use crate::workspace::Workspace;
+use cgroup::BuildCgroup;
 use command::{BuildVars, build_env};
 use freeagent_shared::config::{self, ConfigError};
+pub use limits::{DEFAULT_MAX_PROCESSES, Resources, human};
 use processes::kill_leftovers;
 pub use processes::signal_build;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-
-/// The most processes (and threads) a build's uid may run at once, by default: far above what
-/// compilers and test runners start, far below what stops the machine.
-pub const DEFAULT_MAX_PROCESSES: u32 = 4096;
-/// Below this the set-up and the start-up probe cannot run.
-const MIN_MAX_PROCESSES: u32 = 32;
+use std::sync::Arc;
 
 /// The first uid handed to builds when the worker runs as root.
 pub const DEFAULT_SANDBOX_UID: u32 = 61000;
@@ -43,9 +42,11 @@ const PRIVATE_TMP: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
 /// can create directories in /run, so nobody else can pre-create it.
 const LOCK_DIR: &str = "/run/freeagent-sandbox";
 
-/// Runs as pid 1 of the build's namespaces, as (namespace) root, before any build code:
-/// hides every other workspace under a tmpfs (`cover`), gives the build empty private temp
-/// directories, puts the workspace back at its own path (through the descriptor opened before
+/// Runs as pid 1 of the build's namespaces, as (namespace) root, before any build code: joins
+/// the build's control groups (memory and CPU; what it starts stays in them) and offers itself
+/// first to the kernel's out-of-memory killer (`oom_score_adj`, inherited by the build), hides
+/// every other workspace under a tmpfs (`cover`), gives the build empty private temp
+/// directories (sized to the memory limit: their pages count against it too), puts the workspace back at its own path (through the descriptor opened before
 /// it was covered), then starts the build as a child: pid 1 ignores signals it has no handler
 /// for, and when pid 1 exits the kernel kills everything left in the namespace. (As with any
 /// background job of a script, the build starts with SIGINT and SIGQUIT ignored.) The loop
@@ -57,10 +58,15 @@ unset FREEAGENT_SANDBOX_WORKSPACE FREEAGENT_SANDBOX_COVER FREEAGENT_SANDBOX_CWD
 prlimit=${FREEAGENT_SANDBOX_PRLIMIT:-} nproc=${FREEAGENT_SANDBOX_NPROC:-}
 unset FREEAGENT_SANDBOX_PRLIMIT FREEAGENT_SANDBOX_NPROC
 hide=${FREEAGENT_SANDBOX_HIDE:-}
-unset FREEAGENT_SANDBOX_HIDE
+cgroup=${FREEAGENT_SANDBOX_CGROUP:-} tmp_size=${FREEAGENT_SANDBOX_TMP_SIZE:-}
+unset FREEAGENT_SANDBOX_HIDE FREEAGENT_SANDBOX_CGROUP FREEAGENT_SANDBOX_TMP_SIZE
 build_path=$PATH
 PATH=$FREEAGENT_SANDBOX_SETUP_PATH
 unset FREEAGENT_SANDBOX_SETUP_PATH
+set -f; IFS=:
+for f in $cgroup; do echo 0 >"$f"; done
+set +f; unset IFS
+echo 1000 >/proc/self/oom_score_adj
 exec 3<"$ws"
 if [ -n "$cover" ]; then mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev freeagent-cover "$cover"; fi
 set -f; IFS=:
@@ -70,7 +76,7 @@ for h in $hide; do
 done
 set +f; unset IFS
 for d in /tmp /var/tmp /dev/shm /run/lock; do
-  if [ -d "$d" ]; then mount -t tmpfs -o mode=1777,nosuid,nodev freeagent-tmp "$d"; fi
+  if [ -d "$d" ]; then mount -t tmpfs -o "mode=1777,nosuid,nodev${tmp_size:+,size=$tmp_size}" freeagent-tmp "$d"; fi
 done
 mkdir -p "$ws"
 mount --no-canonicalize --bind /proc/self/fd/3 "$ws"
@@ -140,8 +146,8 @@ pub struct Sandbox {
     ids: (u32, u32),
     unshare: PathBuf,
     setpriv: PathBuf,
-    /// util-linux's `prlimit` and the most processes a build's uid may have (root workers).
-    max_processes: Option<(PathBuf, u32)>,
+    /// Processes, memory and CPU a build may use (`limits`).
+    resources: Resources,
     /// The farm's own paths builds must not see (`hidden`).
     hide: Vec<PathBuf>,
     lock_dir: PathBuf,
@@ -170,6 +176,8 @@ pub struct Launch {
     setpriv: PathBuf,
     max_processes: Option<(PathBuf, u32)>,
     hide: Vec<PathBuf>,
+    /// The build's control group (memory and CPU), which its processes join before it starts.
+    cgroup: Option<Arc<BuildCgroup>>,
 }
 
 /// A sandbox uid held for one build, until its workspace is gone (an exclusive lock on a file
@@ -184,7 +192,9 @@ impl Sandbox {
     /// Reads `FREEAGENT_SANDBOX` and `FREEAGENT_SANDBOX_UID` and checks, by starting a trial
     /// build in a workspace in `work_dir`, that the chosen isolation works here: a worker that
     /// cannot isolate builds refuses to start, unless the operator said `none`.
-    pub fn from_env(work_dir: Option<&Path>) -> Result<Self, ConfigError> {
+    /// `builds_at_once` is how many builds the worker runs at once (each gets its share of the
+    /// machine by default).
+    pub fn from_env(work_dir: Option<&Path>, builds_at_once: usize) -> Result<Self, ConfigError> {
         let raw = config::string("FREEAGENT_SANDBOX", "auto");
         let requested: Requested = raw.parse().map_err(|()| {
             ConfigError::new("FREEAGENT_SANDBOX", &raw, "auto, uid, userns or none")
@@ -207,7 +217,7 @@ impl Sandbox {
             .unwrap_or((u32::MAX, u32::MAX));
         let level = resolve(requested, ids.0 == 0)
             .map_err(|why| ConfigError::new("FREEAGENT_SANDBOX", &raw, why))?;
-        let max_processes = process_limit(level)?;
+        let resources = Resources::from_env(level, builds_at_once)?;
         let sandbox = Sandbox {
             level,
             explicit: requested != Requested::Auto,
@@ -215,7 +225,7 @@ impl Sandbox {
             ids,
             unshare: find_tool("unshare").unwrap_or_else(|| "unshare".into()),
             setpriv: find_tool("setpriv").unwrap_or_else(|| "setpriv".into()),
-            max_processes,
+            resources,
             hide: hidden::from_env()?,
             lock_dir: PathBuf::from(LOCK_DIR),
             path: config::string("PATH", FALLBACK_PATH),
@@ -251,17 +261,15 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         match self.level {
             Level::Uid => format!(
-                "own PID, mount and IPC namespaces; uids {}-{}; {}",
+                "own PID, mount and IPC namespaces; uids {}-{}; each build: {}",
                 self.base_uid,
                 self.base_uid + UID_SPAN - 1,
-                match &self.max_processes {
-                    Some((_, n)) => format!("at most {n} processes each"),
-                    None => "no process limit".into(),
-                }
+                self.resources.describe()
             ),
             Level::Userns => format!(
-                "own user, PID, mount and IPC namespaces; the worker's uid {}",
-                self.ids.0
+                "own user, PID, mount and IPC namespaces; the worker's uid {}; each build: {}",
+                self.ids.0,
+                self.resources.describe()
             ),
             Level::None => "none".into(),
         }
@@ -316,6 +324,12 @@ impl Sandbox {
         };
         let env = build_env(&vars, &self.path, &self.lang);
         let cover = cover_for(&root, world_traversable);
+        let cgroup = match (&self.resources.cgroups, self.level) {
+            (Some(c), Level::Uid | Level::Userns) => {
+                Some(Arc::new(c.create(self.resources.limits)?))
+            }
+            _ => None,
+        };
         if let Some(l) = lease {
             ws.keep_until_removed(l);
         }
@@ -328,8 +342,9 @@ impl Sandbox {
             ids,
             unshare: self.unshare.clone(),
             setpriv: self.setpriv.clone(),
-            max_processes: self.max_processes.clone(),
+            max_processes: self.resources.max_processes.clone(),
             hide: self.hide.clone(),
+            cgroup,
         })
     }
 
@@ -395,50 +410,6 @@ impl Sandbox {
                 out.status,
                 stderr.trim()
             ))
-        }
-    }
-}
-
-/// `FREEAGENT_SANDBOX_MAX_PROCESSES` (0: no limit), and the `prlimit` that sets it. Only where
-/// each build has a uid of its own: the limit counts a uid's processes, and a build that shares
-/// the worker's uid would share the count with the worker and every other build.
-fn process_limit(level: Level) -> Result<Option<(PathBuf, u32)>, ConfigError> {
-    let n: u32 = config::parse(
-        "FREEAGENT_SANDBOX_MAX_PROCESSES",
-        DEFAULT_MAX_PROCESSES,
-        "the most processes and threads a build may run at once (0: no limit)",
-    )?;
-    if n != 0 && n < MIN_MAX_PROCESSES {
-        return Err(ConfigError::new(
-            "FREEAGENT_SANDBOX_MAX_PROCESSES",
-            &n.to_string(),
-            format!("0 (no limit) or at least {MIN_MAX_PROCESSES}"),
-        ));
-    }
-    if level != Level::Uid || n == 0 {
-        return Ok(None);
-    }
-    // Never above the worker's own hard limit: raising it needs a capability the worker may
-    // lack (the set-up would fail), and an operator's lower limit stands.
-    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
-        .map_or(u64::MAX, |(_, hard)| hard);
-    let n = match u32::try_from(hard) {
-        Ok(hard) if hard < n => {
-            tracing::warn!(
-                limit = hard,
-                "the worker's own process limit is below FREEAGENT_SANDBOX_MAX_PROCESSES; builds get the worker's"
-            );
-            hard
-        }
-        _ => n,
-    };
-    match find_tool("prlimit") {
-        Some(p) => Ok(Some((p, n))),
-        None => {
-            tracing::warn!(
-                "util-linux's prlimit is not installed: builds have no process limit, and a fork bomb can starve this machine"
-            );
-            Ok(None)
         }
     }
 }

@@ -9,6 +9,21 @@ impl Launch {
         self.level
     }
 
+    /// Why the build failed, when the kernel killed its processes for lack of memory.
+    pub fn out_of_memory(&self) -> Option<String> {
+        let group = self.cgroup.as_ref()?;
+        let kills = group.oom_kills();
+        (kills > 0).then(|| {
+            format!(
+                "out of memory (limit {}): the kernel killed {kills} of the build's processes; FREEAGENT_BUILD_MEMORY on the worker sets the limit",
+                group
+                    .limits()
+                    .memory
+                    .map_or("none".into(), super::limits::human)
+            )
+        })
+    }
+
     /// The process to spawn (the caller sets stdio and the process group).
     pub fn command(&self, command: &str) -> std::process::Command {
         let argv = argv(self, command);
@@ -30,6 +45,13 @@ impl Launch {
                 .env("FREEAGENT_SANDBOX_SETUP_PATH", SETUP_PATH);
             if !self.hide.is_empty() {
                 cmd.env("FREEAGENT_SANDBOX_HIDE", super::hidden::joined(&self.hide));
+            }
+            if let Some(group) = &self.cgroup {
+                let files: Vec<PathBuf> = group.procs_files();
+                cmd.env("FREEAGENT_SANDBOX_CGROUP", super::hidden::joined(&files));
+                if let Some(bytes) = group.limits().memory {
+                    cmd.env("FREEAGENT_SANDBOX_TMP_SIZE", bytes.to_string());
+                }
             }
             if let Some((prlimit, n)) = &self.max_processes {
                 cmd.env("FREEAGENT_SANDBOX_PRLIMIT", prlimit)

@@ -2,6 +2,7 @@
 //! build gets, and real sandboxed runs (isolation, leftovers killed, a stop reaching every process).
 
 use super::command::argv;
+use super::limits::MIN_MAX_PROCESSES;
 use super::processes::namespace_members;
 use super::*;
 use std::ffi::OsString;
@@ -19,6 +20,7 @@ fn launch(level: Level) -> Launch {
         setpriv: "/usr/bin/setpriv".into(),
         max_processes: None,
         hide: vec![],
+        cgroup: None,
     }
 }
 
@@ -183,7 +185,7 @@ fn run_real_build(parent: &Path) {
         .unwrap();
     std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let work = closed.path().join("work");
-    let sandbox = Sandbox::from_env(Some(&work)).unwrap();
+    let sandbox = Sandbox::from_env(Some(&work), 1).unwrap();
     assert_ne!(sandbox.level(), Level::None);
     let ws = Workspace::create(Some(&work)).unwrap();
     let other = Workspace::create(Some(&work)).unwrap();
@@ -240,13 +242,13 @@ fn a_build_cannot_run_more_processes_than_its_limit() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
-    let mut sandbox = Sandbox::from_env(Some(&work)).unwrap();
+    let mut sandbox = Sandbox::from_env(Some(&work), 1).unwrap();
     if sandbox.level() != Level::Uid {
         eprintln!("not root: builds share the worker's uid and get no process limit");
         return;
     }
     let prlimit = find_tool("prlimit").expect("util-linux's prlimit");
-    sandbox.max_processes = Some((prlimit, MIN_MAX_PROCESSES));
+    sandbox.resources.max_processes = Some((prlimit, MIN_MAX_PROCESSES));
     let ws = Workspace::create(Some(&work)).unwrap();
     let build = Build {
         id: "b".into(),
@@ -347,7 +349,7 @@ fn the_stop_path_reaches_every_process_of_a_build_even_after_setsid() {
     use nix::sys::signal::Signal;
     use std::os::unix::process::CommandExt;
     let work = tempfile::tempdir().unwrap();
-    let sandbox = Sandbox::from_env(Some(work.path())).unwrap();
+    let sandbox = Sandbox::from_env(Some(work.path()), 1).unwrap();
     let ws = Workspace::create(Some(work.path())).unwrap();
     let build = Build {
         id: "b".into(),
@@ -444,7 +446,7 @@ fn hidden_farm_directories_are_empty_to_a_build() {
     std::fs::write(&creds, "NATS CREDENTIALS").unwrap();
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
     let work = data.path().join("work");
-    let mut sandbox = Sandbox::from_env(Some(&work)).unwrap();
+    let mut sandbox = Sandbox::from_env(Some(&work), 1).unwrap();
     if sandbox.level() == Level::None {
         return;
     }
