@@ -77,8 +77,9 @@ fn id_of(submitted: Value) -> String {
     submitted["id"].as_str().unwrap().to_owned()
 }
 
-/// What every connection to a local TCP port sent: a build's way out (the network is not
-/// isolated), used here as a daemon's exfiltration channel.
+/// What every connection to a local TCP port sent: a build's way out when it shares the
+/// worker's network (`FREEAGENT_BUILD_NETWORK=host`), used here as a daemon's exfiltration
+/// channel.
 async fn listener() -> (u16, Arc<Mutex<String>>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -231,10 +232,14 @@ async fn a_daemon_left_by_one_build_never_reads_the_next_builds_certs() {
     let farm = Farm::start(FarmOpts {
         workers: 1,
         // Not root, builds share the worker's uid: certs need the operator's explicit yes.
+        // The thief reports over the worker's loopback, so builds share its network here.
         extra_env: if is_root() {
-            vec![]
+            env(&[("FREEAGENT_BUILD_NETWORK", "host")])
         } else {
-            env(&[("FREEAGENT_SANDBOX", "userns")])
+            env(&[
+                ("FREEAGENT_SANDBOX", "userns"),
+                ("FREEAGENT_BUILD_NETWORK", "host"),
+            ])
         },
         ..Default::default()
     })

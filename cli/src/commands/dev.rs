@@ -133,6 +133,9 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
                     "FREEAGENT_SANDBOX_MAX_PROCESSES",
                     "FREEAGENT_BUILD_MEMORY",
                     "FREEAGENT_BUILD_CPUS",
+                    "FREEAGENT_BUILD_NETWORK",
+                    "FREEAGENT_BUILD_NETWORK_ALLOW",
+                    "FREEAGENT_BUILD_SUBNET",
                 ]
                 .iter()
                 .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
@@ -183,6 +186,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
             // Builds see none of the farm's files: objects, NATS store and credentials.
             ("FREEAGENT_SANDBOX_HIDE", hidden_from_builds(&data)),
         ];
+        let worker = with(&worker, build_network_default());
         procs.push(spawn(
             &format!("worker-{}", i + 1),
             "freeagent-worker",
@@ -289,6 +293,25 @@ async fn shutdown(mut procs: Vec<Proc>) {
 }
 
 /// The data directory, added to what the operator already hides from builds.
+/// Builds get a network namespace of their own only from a root worker. A developer's
+/// unprivileged `freeagent dev` runs builds on the worker's network instead, and says so,
+/// unless they chose a mode themselves.
+fn build_network_default() -> Vec<(&'static str, String)> {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    });
+    if root || std::env::var_os("FREEAGENT_BUILD_NETWORK").is_some() {
+        return vec![];
+    }
+    eprintln!(
+        "note: not running as root, so builds share this machine's network (FREEAGENT_BUILD_NETWORK=host): they can reach the farm's ports. Run as root to isolate them (docs/sandbox.md)"
+    );
+    vec![("FREEAGENT_BUILD_NETWORK", "host".to_owned())]
+}
+
 fn hidden_from_builds(data: &std::path::Path) -> String {
     match std::env::var("FREEAGENT_SANDBOX_HIDE") {
         Ok(extra) if !extra.is_empty() => format!("{extra}:{}", data.display()),

@@ -11,6 +11,7 @@ mod cgroup;
 mod command;
 mod hidden;
 mod limits;
+mod network;
 mod processes;
 
 use crate::workspace::Workspace;
@@ -18,6 +19,7 @@ use cgroup::BuildCgroup;
 use command::{BuildVars, build_env};
 use freeagent_shared::config::{self, ConfigError};
 pub use limits::{DEFAULT_MAX_PROCESSES, Resources, human};
+use network::{BuildNet, Network};
 use processes::kill_leftovers;
 pub use processes::signal_build;
 use std::path::{Path, PathBuf};
@@ -59,7 +61,8 @@ prlimit=${FREEAGENT_SANDBOX_PRLIMIT:-} nproc=${FREEAGENT_SANDBOX_NPROC:-}
 unset FREEAGENT_SANDBOX_PRLIMIT FREEAGENT_SANDBOX_NPROC
 hide=${FREEAGENT_SANDBOX_HIDE:-}
 cgroup=${FREEAGENT_SANDBOX_CGROUP:-} tmp_size=${FREEAGENT_SANDBOX_TMP_SIZE:-}
-unset FREEAGENT_SANDBOX_HIDE FREEAGENT_SANDBOX_CGROUP FREEAGENT_SANDBOX_TMP_SIZE
+resolv=${FREEAGENT_SANDBOX_RESOLV:-}
+unset FREEAGENT_SANDBOX_HIDE FREEAGENT_SANDBOX_CGROUP FREEAGENT_SANDBOX_TMP_SIZE FREEAGENT_SANDBOX_RESOLV
 build_path=$PATH
 PATH=$FREEAGENT_SANDBOX_SETUP_PATH
 unset FREEAGENT_SANDBOX_SETUP_PATH
@@ -68,6 +71,7 @@ for f in $cgroup; do echo 0 >"$f"; done
 set +f; unset IFS
 echo 1000 >/proc/self/oom_score_adj
 exec 3<"$ws"
+if [ -n "$resolv" ]; then mount --bind "$resolv" /etc/resolv.conf; fi
 if [ -n "$cover" ]; then mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev freeagent-cover "$cover"; fi
 set -f; IFS=:
 for h in $hide; do
@@ -148,6 +152,8 @@ pub struct Sandbox {
     setpriv: PathBuf,
     /// Processes, memory and CPU a build may use (`limits`).
     resources: Resources,
+    /// What a build's network reaches (`network`); none when builds are not sandboxed.
+    network: Option<Network>,
     /// The farm's own paths builds must not see (`hidden`).
     hide: Vec<PathBuf>,
     lock_dir: PathBuf,
@@ -178,6 +184,14 @@ pub struct Launch {
     hide: Vec<PathBuf>,
     /// The build's control group (memory and CPU), which its processes join before it starts.
     cgroup: Option<Arc<BuildCgroup>>,
+    /// The program and arguments that enter the build's own network namespace (`isolated`).
+    enter_net: Option<[String; 2]>,
+    /// Loopback only (`FREEAGENT_BUILD_NETWORK=none`): a fresh, empty network namespace.
+    no_net: bool,
+    /// A resolv.conf the build sees instead of the machine's.
+    resolv_conf: Option<PathBuf>,
+    /// Keeps the build's network namespace and firewall table until the build is done.
+    _net: Option<Arc<BuildNet>>,
 }
 
 /// A sandbox uid held for one build, until its workspace is gone (an exclusive lock on a file
@@ -218,6 +232,10 @@ impl Sandbox {
         let level = resolve(requested, ids.0 == 0)
             .map_err(|why| ConfigError::new("FREEAGENT_SANDBOX", &raw, why))?;
         let resources = Resources::from_env(level, builds_at_once)?;
+        let network = match level {
+            Level::None => None,
+            _ => Some(Network::from_env(level == Level::Uid)?),
+        };
         let sandbox = Sandbox {
             level,
             explicit: requested != Requested::Auto,
@@ -226,6 +244,7 @@ impl Sandbox {
             unshare: find_tool("unshare").unwrap_or_else(|| "unshare".into()),
             setpriv: find_tool("setpriv").unwrap_or_else(|| "setpriv".into()),
             resources,
+            network,
             hide: hidden::from_env()?,
             lock_dir: PathBuf::from(LOCK_DIR),
             path: config::string("PATH", FALLBACK_PATH),
@@ -261,15 +280,21 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         match self.level {
             Level::Uid => format!(
-                "own PID, mount and IPC namespaces; uids {}-{}; each build: {}",
+                "own PID, mount and IPC namespaces; uids {}-{}; each build: {}; {}",
                 self.base_uid,
                 self.base_uid + UID_SPAN - 1,
-                self.resources.describe()
+                self.resources.describe(),
+                self.network
+                    .as_ref()
+                    .map_or(String::new(), Network::describe)
             ),
             Level::Userns => format!(
-                "own user, PID, mount and IPC namespaces; the worker's uid {}; each build: {}",
+                "own user, PID, mount and IPC namespaces; the worker's uid {}; each build: {}; {}",
                 self.ids.0,
-                self.resources.describe()
+                self.resources.describe(),
+                self.network
+                    .as_ref()
+                    .map_or(String::new(), Network::describe)
             ),
             Level::None => "none".into(),
         }
@@ -330,6 +355,12 @@ impl Sandbox {
             }
             _ => None,
         };
+        let net = match (&self.network, &lease) {
+            (Some(n), Some(l)) if n.mode == network::Mode::Isolated => {
+                Some(Arc::new(n.attach(l.uid)?))
+            }
+            _ => None,
+        };
         if let Some(l) = lease {
             ws.keep_until_removed(l);
         }
@@ -345,6 +376,16 @@ impl Sandbox {
             max_processes: self.resources.max_processes.clone(),
             hide: self.hide.clone(),
             cgroup,
+            enter_net: match (&self.network, &net) {
+                (Some(n), Some(b)) => Some(n.enter(b)),
+                _ => None,
+            },
+            no_net: self
+                .network
+                .as_ref()
+                .is_some_and(|n| n.mode == network::Mode::None),
+            resolv_conf: self.network.as_ref().and_then(|n| n.resolv_conf.clone()),
+            _net: net,
         })
     }
 

@@ -53,6 +53,9 @@ impl Launch {
                     cmd.env("FREEAGENT_SANDBOX_TMP_SIZE", bytes.to_string());
                 }
             }
+            if let Some(r) = &self.resolv_conf {
+                cmd.env("FREEAGENT_SANDBOX_RESOLV", r);
+            }
             if let Some((prlimit, n)) = &self.max_processes {
                 cmd.env("FREEAGENT_SANDBOX_PRLIMIT", prlimit)
                     .env("FREEAGENT_SANDBOX_NPROC", n.to_string());
@@ -65,6 +68,9 @@ impl Launch {
 /// The program and arguments that run `command` at the launch's level.
 pub(super) fn argv(l: &Launch, command: &str) -> Vec<OsString> {
     let mut v: Vec<OsString> = Vec::new();
+    if let Some(enter) = &l.enter_net {
+        v.extend(enter.iter().map(OsString::from));
+    }
     match l.level {
         Level::None => return ["/bin/sh", "-c", command].map(OsString::from).to_vec(),
         Level::Uid => v.push(l.unshare.clone().into()),
@@ -72,6 +78,9 @@ pub(super) fn argv(l: &Launch, command: &str) -> Vec<OsString> {
             v.push(l.unshare.clone().into());
             v.extend(["--user", "--map-root-user"].map(OsString::from));
         }
+    }
+    if l.no_net {
+        v.push("--net".into());
     }
     v.extend(
         [

@@ -21,6 +21,10 @@ fn launch(level: Level) -> Launch {
         max_processes: None,
         hide: vec![],
         cgroup: None,
+        enter_net: None,
+        no_net: false,
+        resolv_conf: None,
+        _net: None,
     }
 }
 
