@@ -33,6 +33,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A non-streaming request took longer than the gateway allows.
     Timeout,
+    /// The client sent its request body slower than the minimum rate.
+    BodyTooSlow,
     Unavailable,
     Internal,
 }
@@ -60,6 +62,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 503,
+            ErrorCode::BodyTooSlow => 408,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }

@@ -204,15 +204,26 @@ async fn an_isolated_build_reaches_the_outside_and_allowed_hosts_and_nothing_of_
         ..Default::default()
     })
     .await;
-    let gateway_port = farm.gateway.rsplit(':').next().unwrap().to_owned();
+    let port_of = |url: &str| {
+        url.trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let gateway_port = port_of(&farm.gateway);
     let mut targets = vec![
         format!("{}:{PORT}", outside.public),
         format!("{}:{PORT}", outside.allowed),
         // Private, not allowed.
         format!("{}:{PORT}", outside.private),
-        // The machine's loopback services: Postgres, the gateway.
+        // The machine's loopback services: Postgres, the gateway, storage, the scheduler's
+        // metrics, NATS.
         "127.0.0.1:5432".to_owned(),
         format!("127.0.0.1:{gateway_port}"),
+        format!("127.0.0.1:{}", port_of(&farm.storage)),
+        format!("127.0.0.1:{}", port_of(&farm.scheduler)),
+        format!("127.0.0.1:{}", farm.nats.port),
         // The cloud metadata address.
         "169.254.169.254:80".to_owned(),
         // The build's own way out: the host's end of its link.

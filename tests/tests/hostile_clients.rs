@@ -1,4 +1,5 @@
-//! Hostile and careless clients (issue 14): slow headers and bodies are cut off, a flood from one
+//! Hostile and careless clients (issue 14): slow headers, stalled and drip-fed bodies are cut
+//! off, one address holds at most its share of connections, a flood from one
 //! credential is refused with 429 while others are served, health does not scan per call, text
 //! the database cannot store is a 400 (never an ERROR log line), and a build token retries once.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -84,6 +85,121 @@ async fn slow_headers_and_slow_bodies_are_cut_off() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// The attack: with credentials, 10 bytes every 20 s kept a submit open past 95 s (each drop
+/// came before the idle timeout). Here the grace is 1 s and the drip a few bytes every 300 ms:
+/// far below the minimum rate, the request is stopped and the connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentialed_drip_feed_body_is_cut_off_at_the_minimum_rate() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: env(&[
+            ("FREEAGENT_BODY_IDLE_TIMEOUT", "1s"),
+            ("FREEAGENT_BODY_MIN_RATE", "1KiB"),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    let mut drip = TcpStream::connect(addr(&farm.gateway)).await.unwrap();
+    let head = format!(
+        "POST /api/builds HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\n\
+         Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 100000000\r\n\r\n\
+         --XX\r\nContent-Disposition: form-data; name=\"platform\"\r\n\r\nandroid\r\n\
+         --XX\r\nContent-Disposition: form-data; name=\"source\"; filename=\"s.tar.gz\"\r\n\r\n"
+    );
+    drip.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = drip.into_split();
+    let feeder = tokio::spawn(async move {
+        // Until the server hangs up (or for a minute, which would fail the test).
+        for _ in 0..200 {
+            if write.write_all(b"0123456789").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        false
+    });
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(60), read.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    assert!(closed, "a drip-fed body kept its request open for a minute");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty()
+            || (answer.starts_with("HTTP/1.1 408") && answer.contains("FREEAGENT_BODY_MIN_RATE")),
+        "{answer}"
+    );
+    feeder.abort();
+    eprintln!("cut off after {:?}: {answer}", started.elapsed());
+    // Nothing was stored as a build.
+    let r = farm
+        .http
+        .get(format!("{}/api/builds", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    let list: Value = r.json().await.unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+}
+
+/// One address may hold at most FREEAGENT_MAX_CONNECTIONS_PER_ADDRESS connections; past it a
+/// new one is closed at once, and a slot is free again as soon as one of them closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_than_its_share_of_connections() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: env(&[("FREEAGENT_MAX_CONNECTIONS_PER_ADDRESS", "4")]),
+        ..Default::default()
+    })
+    .await;
+    // The farm's own client may hold an idle connection from start-up: count ours until the
+    // server closes one at once.
+    let mut held = Vec::new();
+    let refused = loop {
+        assert!(
+            held.len() <= 4,
+            "5 connections from one address were served"
+        );
+        let mut c = TcpStream::connect(addr(&farm.gateway)).await.unwrap();
+        let _ = c
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 12];
+        match tokio::time::timeout(Duration::from_secs(30), c.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => {
+                assert_eq!(&buf, b"HTTP/1.1 200");
+                held.push(c);
+            }
+            // Closed without an answer: the address's share is taken.
+            Ok(Err(_)) => break c,
+            Err(_) => panic!("a connection past the cap was neither served nor closed"),
+        }
+    };
+    assert!(!held.is_empty());
+    drop(refused);
+    drop(held.pop());
+    // The freed slot is taken back once the server has seen the close.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    freeagent_tests::freeagent_shared::testing::wait::until(
+        "a new connection is served again",
+        Duration::from_secs(30),
+        || async {
+            fresh
+                .get(format!("{}/healthz", farm.gateway))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

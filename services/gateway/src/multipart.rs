@@ -17,6 +17,15 @@ use tokio_stream::wrappers::ReceiverStream;
 const CHANNEL_DEPTH: usize = 2;
 
 pub fn malformed(e: MultipartError) -> GatewayError {
+    // A body the server stopped for arriving too slowly is not malformed: say what happened.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        if let Some(slow) = c.downcast_ref::<freeagent_shared::http_server::TooSlow>() {
+            return GatewayError::new(ErrorCode::BodyTooSlow, slow.to_string())
+                .hint("send the body steadily; a connection this slow cannot upload a build");
+        }
+        cause = c.source();
+    }
     GatewayError::new(
         ErrorCode::MalformedMultipart,
         format!("malformed multipart body: {}", e.body_text()),
