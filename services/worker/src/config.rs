@@ -108,6 +108,12 @@ impl WorkerConfig {
                     "FREEAGENT_UNPACK_LIMIT",
                     crate::workspace::DEFAULT_UNPACK_LIMITS.max_bytes,
                 )?,
+                max_ratio: config::parse(
+                    "FREEAGENT_UNPACK_RATIO",
+                    crate::workspace::DEFAULT_UNPACK_LIMITS.max_ratio,
+                    "how many times its own size an archive may unpack to (0: no ratio)",
+                )?,
+                ratio_floor: crate::workspace::DEFAULT_UNPACK_LIMITS.ratio_floor,
                 max_entries: config::parse(
                     "FREEAGENT_UNPACK_ENTRIES",
                     crate::workspace::DEFAULT_UNPACK_LIMITS.max_entries,

@@ -26,10 +26,8 @@ pub enum WorkspaceError {
     Escape(String),
     #[error("the source archive is unreadable: {0}")]
     Archive(String),
-    #[error(
-        "the source archive unpacks to more than {limit} bytes (FREEAGENT_UNPACK_LIMIT); nothing was kept"
-    )]
-    TooBig { limit: u64 },
+    #[error("the source archive unpacks to more than {limit} bytes ({why}); nothing was kept")]
+    TooBig { limit: u64, why: String },
     #[error(
         "the source archive has more than {limit} entries (FREEAGENT_UNPACK_ENTRIES); nothing was kept"
     )]
@@ -179,19 +177,50 @@ pub async fn download(
 /// headers claim) and entries (files and directories). Archive bombs stop at the limit.
 #[derive(Debug, Clone, Copy)]
 pub struct UnpackLimits {
+    /// At most this many bytes, whatever the archive.
     pub max_bytes: u64,
+    /// At most this many times the archive's own size (0: no ratio)...
+    pub max_ratio: u64,
+    /// ...but never less than this, so that small archives of text have room.
+    pub ratio_floor: u64,
     pub max_entries: usize,
 }
 
-/// 8 × the default source limit, and 200,000 entries: generous, but finite.
+/// 8 × the default source limit, at most 100 × the archive (source code compresses 4–10×; a
+/// bomb 1,000× and more) but at least 256 MiB, and 200,000 entries: generous, but finite.
 pub const DEFAULT_UNPACK_LIMITS: UnpackLimits = UnpackLimits {
     max_bytes: 8 * (500 << 20),
+    max_ratio: 100,
+    ratio_floor: 256 << 20,
     max_entries: 200_000,
 };
+
+impl UnpackLimits {
+    /// The byte limit for an archive of `archive_len` bytes, and which setting it comes from.
+    pub fn bytes_for(&self, archive_len: u64) -> (u64, String) {
+        let relative = (self.max_ratio > 0).then(|| {
+            archive_len
+                .saturating_mul(self.max_ratio)
+                .max(self.ratio_floor)
+        });
+        match relative {
+            Some(r) if r < self.max_bytes => (
+                r,
+                format!(
+                    "{} × the archive's {archive_len} bytes, at least {}: FREEAGENT_UNPACK_RATIO",
+                    self.max_ratio, self.ratio_floor
+                ),
+            ),
+            _ => (self.max_bytes, "FREEAGENT_UNPACK_LIMIT".into()),
+        }
+    }
+}
 
 /// The running totals of one unpack.
 struct Budget {
     limits: UnpackLimits,
+    max_bytes: u64,
+    why: String,
     bytes: u64,
     entries: usize,
 }
@@ -210,13 +239,14 @@ impl Budget {
     /// Copies `from` into a new file at `to`, stopping at the byte budget.
     fn copy(&mut self, from: &mut impl Read, to: &Path) -> Result<(), WorkspaceError> {
         let mut out = std::fs::File::create(to)?;
-        let left = self.limits.max_bytes.saturating_sub(self.bytes);
+        let left = self.max_bytes.saturating_sub(self.bytes);
         // One byte past the budget tells "exactly at the limit" from "over it".
         let n = std::io::copy(&mut from.take(left + 1), &mut out)?;
         self.bytes += n;
         if n > left {
             return Err(WorkspaceError::TooBig {
-                limit: self.limits.max_bytes,
+                limit: self.max_bytes,
+                why: self.why.clone(),
             });
         }
         Ok(())
@@ -227,9 +257,13 @@ impl Budget {
 /// error `dest` is emptied: a refused archive leaves no files behind.
 pub fn unpack(archive: &Path, dest: &Path, limits: UnpackLimits) -> Result<usize, WorkspaceError> {
     let mut magic = [0u8; 4];
-    let n = std::fs::File::open(archive)?.read(&mut magic)?;
+    let mut file = std::fs::File::open(archive)?;
+    let n = file.read(&mut magic)?;
+    let (max_bytes, why) = limits.bytes_for(file.metadata()?.len());
     let mut budget = Budget {
         limits,
+        max_bytes,
+        why,
         bytes: 0,
         entries: 0,
     };
@@ -413,6 +447,53 @@ mod tests {
             unpack(f.path(), dir.path(), DEFAULT_UNPACK_LIMITS),
             Err(WorkspaceError::Escape(_))
         ));
+    }
+
+    /// The attack: a 2.4 MiB archive unpacked to 2.4 GiB under the absolute limit alone. Here
+    /// a small archive of zeros meets its ratio long before the absolute limit.
+    #[test]
+    fn an_archive_unpacks_to_at_most_its_ratio_of_its_own_size() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let gz = flate2::write::GzEncoder::new(f.reopen().unwrap(), flate2::Compression::best());
+        let mut b = tar::Builder::new(gz);
+        let zeros = vec![0u8; 8 << 20];
+        let mut h = tar::Header::new_gnu();
+        h.set_size(zeros.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "zeros", &zeros[..]).unwrap();
+        b.into_inner().unwrap().finish().unwrap().flush().unwrap();
+        let archive_len = std::fs::metadata(f.path()).unwrap().len();
+        assert!(archive_len * 100 < zeros.len() as u64, "{archive_len}");
+        let limits = UnpackLimits {
+            ratio_floor: 1 << 20,
+            ..DEFAULT_UNPACK_LIMITS
+        };
+        match unpack(f.path(), dir.path(), limits) {
+            Err(WorkspaceError::TooBig { limit, why }) => {
+                assert_eq!(limit, (archive_len * 100).max(1 << 20));
+                assert!(why.contains("FREEAGENT_UNPACK_RATIO"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // With no ratio, the absolute limit alone applies, and the same archive unpacks.
+        let no_ratio = UnpackLimits {
+            max_ratio: 0,
+            ..DEFAULT_UNPACK_LIMITS
+        };
+        assert_eq!(unpack(f.path(), dir.path(), no_ratio).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_limit_is_the_smaller_of_the_ratio_and_the_absolute_limit() {
+        let l = DEFAULT_UNPACK_LIMITS;
+        assert_eq!(l.bytes_for(1 << 10).0, 256 << 20);
+        assert_eq!(l.bytes_for(10 << 20).0, 1000 << 20);
+        assert_eq!(l.bytes_for(100 << 20).0, l.max_bytes);
+        assert!(l.bytes_for(100 << 20).1.contains("FREEAGENT_UNPACK_LIMIT"));
     }
 
     #[test]
