@@ -120,10 +120,14 @@ fn entry() -> impl Strategy<Value = Entry> {
 fn limits() -> impl Strategy<Value = UnpackLimits> {
     prop_oneof![
         2 => Just(DEFAULT_UNPACK_LIMITS),
-        1 => (0u64..200, 0usize..6).prop_map(|(max_bytes, max_entries)| UnpackLimits {
-            max_bytes,
-            max_entries,
-        }),
+        1 => (0u64..200, 0usize..6, 0u64..3, 0u64..100).prop_map(
+            |(max_bytes, max_entries, max_ratio, ratio_floor)| UnpackLimits {
+                max_bytes,
+                max_ratio,
+                ratio_floor,
+                max_entries,
+            }
+        ),
     ]
 }
 
