@@ -2,8 +2,8 @@
 //! environment, the worker's processes or files; what it leaves running (even after `setsid`)
 //! dies with it, so it never reads the next build's certs; a cancel ends every process it
 //! started; concurrent builds run as different uids; a fork bomb meets its uid's process limit;
-//! a build that fills its memory fails alone; and `FREEAGENT_SANDBOX=none` says loudly that
-//! builds are not isolated.
+//! a build that fills its memory fails alone; the system-call filter refuses new user namespaces
+//! and ptrace; and `FREEAGENT_SANDBOX=none` says loudly that builds are not isolated.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::testing::wait;
@@ -453,6 +453,50 @@ async fn a_build_that_fills_its_memory_fails_alone_and_the_next_build_runs() {
     let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(b["status"], "completed", "{b}");
     assert!(farm.log_of("worker-0").contains("memory 64 MiB"));
+}
+
+/// The attack: a build could make a user namespace (and with it every namespaced privilege the
+/// kernel offers), trace processes, use keyrings. The system-call filter refuses these with
+/// EPERM; `FREEAGENT_BUILD_SECCOMP=none` lets them through (which shows the test tells the two
+/// apart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_call_filter_refuses_user_namespaces_and_ptrace() {
+    let script = "cat > \"$TMPDIR/calls.py\" <<'EOF'\n\
+        import ctypes, errno\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        def check(name, rc):\n\
+        \x20   e = ctypes.get_errno()\n\
+        \x20   print(name, 'refused' if rc == -1 and e == errno.EPERM else 'allowed', flush=True)\n\
+        check('unshare-user', libc.unshare(0x10000000))\n\
+        check('ptrace-traceme', libc.ptrace(0, 0, None, None))\n\
+        EOF\n\
+        python3 \"$TMPDIR/calls.py\"\n\
+        unshare --user true && echo 'unshare command allowed' || echo 'unshare command refused'\n\
+        echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n";
+    for (setting, expect) in [("default", "refused"), ("none", "allowed")] {
+        let farm = Farm::start(FarmOpts {
+            extra_env: env(&[("FREEAGENT_BUILD_SECCOMP", setting)]),
+            ..Default::default()
+        })
+        .await;
+        let dir = project(script);
+        let id = id_of(farm.submit_dir(dir.path(), "android").await);
+        let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+        assert_eq!(b["status"], "completed", "{b}");
+        let logs = farm.logs(&id).await;
+        for call in ["unshare-user", "ptrace-traceme"] {
+            assert!(
+                logs.iter()
+                    .any(|l| l.ends_with(&format!("{call} {expect}"))),
+                "{setting}: {call} not {expect}: {logs:?}"
+            );
+        }
+        assert!(
+            logs.iter()
+                .any(|l| l.ends_with(&format!("unshare command {expect}"))),
+            "{setting}: {logs:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,6 +136,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
                     "FREEAGENT_BUILD_NETWORK",
                     "FREEAGENT_BUILD_NETWORK_ALLOW",
                     "FREEAGENT_BUILD_SUBNET",
+                    "FREEAGENT_BUILD_SECCOMP",
                 ]
                 .iter()
                 .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),

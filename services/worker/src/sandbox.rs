@@ -13,6 +13,7 @@ mod hidden;
 mod limits;
 mod network;
 mod processes;
+mod seccomp;
 
 use crate::workspace::Workspace;
 use cgroup::BuildCgroup;
@@ -22,6 +23,7 @@ pub use limits::{DEFAULT_MAX_PROCESSES, Resources, human};
 use network::{BuildNet, Network};
 use processes::kill_leftovers;
 pub use processes::signal_build;
+pub use seccomp::{EXEC_ARG as SECCOMP_EXEC_ARG, exec as seccomp_exec};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -154,6 +156,9 @@ pub struct Sandbox {
     resources: Resources,
     /// What a build's network reaches (`network`); none when builds are not sandboxed.
     network: Option<Network>,
+    /// The worker binary, which applies the build's system-call filter (`seccomp`); none when
+    /// the filter is off.
+    seccomp: Option<PathBuf>,
     /// The farm's own paths builds must not see (`hidden`).
     hide: Vec<PathBuf>,
     lock_dir: PathBuf,
@@ -190,6 +195,8 @@ pub struct Launch {
     no_net: bool,
     /// A resolv.conf the build sees instead of the machine's.
     resolv_conf: Option<PathBuf>,
+    /// The worker binary that applies the system-call filter before the build's shell.
+    seccomp: Option<PathBuf>,
     /// Keeps the build's network namespace and firewall table until the build is done.
     _net: Option<Arc<BuildNet>>,
 }
@@ -236,6 +243,17 @@ impl Sandbox {
             Level::None => None,
             _ => Some(Network::from_env(level == Level::Uid)?),
         };
+        let seccomp = match level {
+            Level::None => None,
+            _ if !seccomp::from_env()? => None,
+            _ => Some(seccomp::worker_binary().map_err(|e| {
+                ConfigError::new(
+                    seccomp::VAR,
+                    "default",
+                    format!("none: the worker cannot find its own binary to filter builds' system calls ({e})"),
+                )
+            })?),
+        };
         let sandbox = Sandbox {
             level,
             explicit: requested != Requested::Auto,
@@ -245,6 +263,7 @@ impl Sandbox {
             setpriv: find_tool("setpriv").unwrap_or_else(|| "setpriv".into()),
             resources,
             network,
+            seccomp,
             hide: hidden::from_env()?,
             lock_dir: PathBuf::from(LOCK_DIR),
             path: config::string("PATH", FALLBACK_PATH),
@@ -385,6 +404,7 @@ impl Sandbox {
                 .as_ref()
                 .is_some_and(|n| n.mode == network::Mode::None),
             resolv_conf: self.network.as_ref().and_then(|n| n.resolv_conf.clone()),
+            seccomp: self.seccomp.clone(),
             _net: net,
         })
     }

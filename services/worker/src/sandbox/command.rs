@@ -127,6 +127,11 @@ pub(super) fn argv(l: &Launch, command: &str) -> Vec<OsString> {
         }
         Level::None => {}
     }
+    if let Some(worker) = &l.seccomp {
+        v.push("--".into());
+        v.push(worker.clone().into());
+        v.push(super::seccomp::EXEC_ARG.into());
+    }
     v.extend(["--", "/bin/sh", "-c", command].map(OsString::from));
     v
 }

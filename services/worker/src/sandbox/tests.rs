@@ -24,6 +24,7 @@ fn launch(level: Level) -> Launch {
         enter_net: None,
         no_net: false,
         resolv_conf: None,
+        seccomp: None,
         _net: None,
     }
 }
