@@ -782,6 +782,16 @@ impl Watched {
         }
     }
 
+    /// Flushes, then returns the next error the server reports (panics if there is none
+    /// within 3 s).
+    pub async fn error(&mut self, what: &str) -> String {
+        let _ = self.client.flush().await;
+        match tokio::time::timeout(Duration::from_secs(3), self.errors.recv()).await {
+            Ok(Some(e)) => e,
+            _ => panic!("{what}: the server reported no error"),
+        }
+    }
+
     /// No error was reported for what was just sent.
     pub async fn allowed(&mut self, what: &str) {
         let _ = self.client.flush().await;

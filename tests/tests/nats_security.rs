@@ -199,6 +199,61 @@ async fn a_workers_credentials_reach_only_its_own_subjects() {
 
 /// The attacks of issue 11, by a registered worker gone rogue, against a build another worker
 /// runs: none changes the build, its log or its artifact.
+/// The attack: one worker's login held 20,000 subscriptions. A worker connection may hold
+/// 1,024 and publish messages of at most 256 KiB; honest work stays far below both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_login_has_bounded_subscriptions_and_message_size() {
+    use freeagent_tests::freeagent_shared::nats_auth::permissions::{
+        WORKER_MAX_PAYLOAD, WORKER_MAX_SUBSCRIPTIONS,
+    };
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let a = farm.register_worker("a", &["android"]).await;
+    let mut nc = a.connect_watched(&farm.nats.url).await;
+    let mut subs = Vec::new();
+    // async-nats holds one subscription of its own (the request inbox) once it makes a request;
+    // fill the rest with subjects the worker may subscribe to.
+    for i in 0..WORKER_MAX_SUBSCRIPTIONS - 1 {
+        subs.push(
+            nc.client
+                .subscribe(format!("cancel.{}.{i}", a.worker_id))
+                .await
+                .unwrap(),
+        );
+    }
+    nc.allowed("subscriptions within the limit").await;
+    for i in 0..8 {
+        subs.push(
+            nc.client
+                .subscribe(format!("cancel.{}.over-{i}", a.worker_id))
+                .await
+                .unwrap(),
+        );
+    }
+    let e = nc.error("subscriptions past the limit").await;
+    assert!(e.to_lowercase().contains("maximum subscriptions"), "{e}");
+    drop(subs);
+
+    let mut nc = a.connect_watched(&farm.nats.url).await;
+    let build = BuildId::new();
+    let fits = vec![b'x'; (WORKER_MAX_PAYLOAD / 2) as usize];
+    nc.client
+        .publish(subjects::logs(build, a.worker_id), fits.into())
+        .await
+        .unwrap();
+    nc.allowed("a message within the limit").await;
+    let too_big = vec![b'x'; (WORKER_MAX_PAYLOAD + 1) as usize];
+    let _ = nc
+        .client
+        .publish(subjects::logs(build, a.worker_id), too_big.into())
+        .await;
+    let e = nc.error("a message past the limit").await;
+    assert!(e.to_lowercase().contains("payload"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rogue_worker_cannot_steal_forge_or_kill_another_workers_build() {
     let farm = Farm::start(FarmOpts {

@@ -138,12 +138,13 @@ impl Minter {
             ));
         }
         let (publish, subscribe) = role.permissions();
+        let (subs, payload) = role.limits();
         let nats = UserClaims {
             publish,
             subscribe,
-            subs: -1,
+            subs,
             data: -1,
-            payload: -1,
+            payload,
             issuer_account: Some(self.account.clone()),
             kind: "user".into(),
             version: 2,

@@ -7,6 +7,11 @@ use crate::ids::WorkerId;
 use crate::status::QueueName;
 use crate::subjects;
 
+/// Subscriptions one worker connection may hold.
+pub const WORKER_MAX_SUBSCRIPTIONS: i64 = 1024;
+/// The largest message a worker may publish: four times the largest log line.
+pub const WORKER_MAX_PAYLOAD: i64 = 256 << 10;
+
 /// Who a NATS user of the farm's account is.
 #[derive(Debug, Clone)]
 pub enum Role {
@@ -32,6 +37,18 @@ impl Role {
             Role::SchedulerReplies => "freeagent-scheduler-replies".into(),
             Role::Gateway => "freeagent-gateway".into(),
             Role::Worker { id, .. } => format!("worker-{id}"),
+        }
+    }
+
+    /// The most subscriptions a connection of this role may hold and the largest message it may
+    /// publish (`-1`: the server's own limits). A worker needs its inbox, a pull per queue and
+    /// a cancel subject per running build, and sends log lines of at most 64 KiB: the limits
+    /// leave it ample room and stop one login from piling up thousands of subscriptions or
+    /// megabyte messages.
+    pub fn limits(&self) -> (i64, i64) {
+        match self {
+            Role::Worker { .. } => (WORKER_MAX_SUBSCRIPTIONS, WORKER_MAX_PAYLOAD),
+            _ => (-1, -1),
         }
     }
 
