@@ -138,9 +138,11 @@ async fn a_key_lives_from_creation_through_use_to_revocation() {
                 "expires_at",
                 "id",
                 "last_used_at",
+                "max_workers",
                 "name",
                 "revoked_at",
-                "scopes"
+                "scopes",
+                "worker_queues"
             ],
             "{k}"
         );
@@ -452,4 +454,150 @@ async fn the_cli_creates_lists_and_revokes_keys() {
         &["keys", "create", "--name", "x", "--scope", "root"],
     );
     assert!(!ok && stderr.contains("unknown scope"), "{stderr}");
+}
+
+/// The attack: one registration key registered any number of workers for any queue, each then
+/// receiving every dispatch of those queues, certs included. A scoped key registers workers
+/// for its queues only and at most `max_workers` live at once; a worker that leaves frees its
+/// place; re-registering a worker it already has is not a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_registration_key_registers_only_its_queues_and_at_most_its_workers() {
+    let farm = farm().await;
+    let (_, key, reply) = create(
+        &farm,
+        json!({"name": "android fleet", "scopes": ["register_workers"],
+               "worker_queues": ["android"], "max_workers": 2}),
+    )
+    .await;
+    assert_eq!(reply["worker_queues"], json!(["android"]));
+    assert_eq!(reply["max_workers"], 2);
+    let register = |name: &str, platforms: Value| json!({"name": name, "capabilities": {"platforms": platforms}});
+    let path = "/api/workers/register";
+    // Another queue, alone or next to its own.
+    for platforms in [json!(["ios"]), json!(["android", "ios"])] {
+        let (status, body) = call(
+            &farm,
+            "post",
+            path,
+            Some(&key),
+            Some(register("w", platforms)),
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("android"),
+            "{body}"
+        );
+    }
+    let (s1, first) = call(
+        &farm,
+        "post",
+        path,
+        Some(&key),
+        Some(register("w1", json!(["android"]))),
+    )
+    .await;
+    assert_eq!(s1, 200, "{first}");
+    let (s2, _) = call(
+        &farm,
+        "post",
+        path,
+        Some(&key),
+        Some(register("w2", json!(["android"]))),
+    )
+    .await;
+    assert_eq!(s2, 200);
+    let (s3, third) = call(
+        &farm,
+        "post",
+        path,
+        Some(&key),
+        Some(register("w3", json!(["android"]))),
+    )
+    .await;
+    assert_eq!(s3, 403, "{third}");
+    assert!(
+        third["error"].as_str().unwrap().contains("max_workers"),
+        "{third}"
+    );
+    // Re-registering a worker the key already has is allowed (with its own token).
+    let id = first["id"].as_str().unwrap();
+    let token = first["access_token"].as_str().unwrap();
+    let again = farm
+        .http
+        .post(format!("{}{path}", farm.gateway))
+        .header("x-api-key", &key)
+        .header("x-worker-token", token)
+        .json(&json!({"id": id, "name": "w1", "capabilities": {"platforms": ["android"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    // A worker that unregisters frees its place.
+    let gone = farm
+        .http
+        .post(format!("{}/api/workers/unregister", farm.gateway))
+        .header("x-worker-token", again["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    let (s4, fourth) = call(
+        &farm,
+        "post",
+        path,
+        Some(&key),
+        Some(register("w4", json!(["android"]))),
+    )
+    .await;
+    assert_eq!(s4, 200, "{fourth}");
+    // The list shows the scope (never the secret).
+    let (_, list) = call(&farm, "get", "/api/keys", Some(API_KEY), None).await;
+    let listed = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "android fleet")
+        .unwrap();
+    assert_eq!(listed["max_workers"], 2, "{listed}");
+}
+
+/// The registration key from the gateway's settings takes its scope from them too
+/// (`FREEAGENT_WORKER_REGISTRATION_QUEUES`, `FREEAGENT_WORKER_REGISTRATION_MAX`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_registration_key_follows_its_settings() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: vec![
+            (
+                "FREEAGENT_WORKER_REGISTRATION_QUEUES".into(),
+                "android".into(),
+            ),
+            ("FREEAGENT_WORKER_REGISTRATION_MAX".into(), "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let key = freeagent_tests::REGISTRATION_KEY;
+    let path = "/api/workers/register";
+    let body = |p: &str| json!({"name": "w", "capabilities": {"platforms": [p]}});
+    assert_eq!(
+        call(&farm, "post", path, Some(key), Some(body("ios")))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(&farm, "post", path, Some(key), Some(body("android")))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&farm, "post", path, Some(key), Some(body("android")))
+            .await
+            .0,
+        403
+    );
 }

@@ -21,6 +21,13 @@ pub enum KeysCommand {
         /// When the key stops working: a duration from now (30d, 12h) or an RFC 3339 time.
         #[arg(long)]
         expires: Option<String>,
+        /// For a key that registers workers: the only queues its workers may serve
+        /// (comma-separated; default any).
+        #[arg(long, value_delimiter = ',')]
+        worker_queues: Option<Vec<String>>,
+        /// For a key that registers workers: the most live workers at once (default any number).
+        #[arg(long)]
+        max_workers: Option<i32>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -46,6 +53,8 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<ExitCo
             name,
             scopes,
             expires,
+            worker_queues,
+            max_workers,
             json,
         } => {
             let expires_at = expires
@@ -56,6 +65,8 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<ExitCo
                 name,
                 scopes,
                 expires_at,
+                worker_queues,
+                max_workers,
             };
             let resp = client
                 .send(client.http.post(client.url("/api/keys")).json(&req))
@@ -72,6 +83,12 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<ExitCo
                     "expires",
                     time(k.expires_at.map(|t| t.to_rfc3339()), "never")
                 );
+                if let Some(q) = &k.worker_queues {
+                    println!("{:>10}: {}", "queues", q.join(", "));
+                }
+                if let Some(n) = k.max_workers {
+                    println!("{:>10}: {n}", "workers");
+                }
                 println!("{:>10}: {}", "key", k.key);
                 eprintln!("Keep the key now: it is not shown again.");
             }

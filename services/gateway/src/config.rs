@@ -42,6 +42,10 @@ pub struct GatewayConfig {
     /// A key with only the `register_workers` scope, for worker machines
     /// (`FREEAGENT_WORKER_REGISTRATION_KEY`).
     pub worker_registration_key: Option<String>,
+    /// What that key may register: the queues (`FREEAGENT_WORKER_REGISTRATION_QUEUES`, none:
+    /// any) and the most live workers (`FREEAGENT_WORKER_REGISTRATION_MAX`, none: any number).
+    pub worker_registration_queues: Option<Vec<String>>,
+    pub worker_registration_max: Option<i32>,
     pub source_limit: u64,
     pub certs_limit: u64,
     pub json_limit: u64,
@@ -155,6 +159,40 @@ impl GatewayConfig {
                     ));
                 }
                 other => other,
+            },
+            worker_registration_queues: match config::var("FREEAGENT_WORKER_REGISTRATION_QUEUES") {
+                None => None,
+                Some(raw) => Some(
+                    raw.split(',')
+                        .map(|q| {
+                            freeagent_shared::status::QueueName::parse(q.trim())
+                                .map(|q| q.as_str().to_owned())
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| {
+                            ConfigError::new(
+                                "FREEAGENT_WORKER_REGISTRATION_QUEUES",
+                                &raw,
+                                e.to_string(),
+                            )
+                        })?,
+                ),
+            },
+            worker_registration_max: match config::var("FREEAGENT_WORKER_REGISTRATION_MAX") {
+                None => None,
+                Some(raw) => Some(
+                    raw.trim()
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "FREEAGENT_WORKER_REGISTRATION_MAX",
+                                &raw,
+                                "a number of workers, at least 1",
+                            )
+                        })?,
+                ),
             },
             source_limit: config::bytes("FREEAGENT_SOURCE_LIMIT", DEFAULT_SOURCE_LIMIT)?,
             certs_limit: config::bytes("FREEAGENT_CERTS_LIMIT", DEFAULT_CERTS_LIMIT)?,

@@ -156,6 +156,15 @@ impl App {
             if registration.revoked_at.is_some() {
                 tracing::warn!(key_id = %registration.id, "FREEAGENT_WORKER_REGISTRATION_KEY was revoked and stays revoked; set a new one for workers to register with");
             }
+            // The key's scope follows the settings at every start.
+            db::api_keys::api_key_set_worker_scope(
+                &pool,
+                registration.id,
+                config.worker_registration_queues.as_deref(),
+                config.worker_registration_max,
+            )
+            .await
+            .context("scoping the worker registration key")?;
         }
         // Replies (its own JetStream calls, and the scheduler's answers to the operations it
         // sends for HTTP workers) come to a service inbox, where no worker may listen.

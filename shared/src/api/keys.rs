@@ -86,6 +86,12 @@ pub struct CreateKeyRequest {
     /// When the key stops working (in the future); none: it works until revoked.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// For keys that register workers: the only queues their workers may serve (none: any).
+    #[serde(default)]
+    pub worker_queues: Option<Vec<String>>,
+    /// For keys that register workers: the most live workers at once (none: any number).
+    #[serde(default)]
+    pub max_workers: Option<i32>,
 }
 
 /// 201 to `POST /api/keys`: the only reply that carries the secret.
@@ -96,6 +102,8 @@ pub struct CreatedKey {
     pub scopes: Vec<ApiScope>,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub worker_queues: Option<Vec<String>>,
+    pub max_workers: Option<i32>,
     /// The secret (`X-API-Key`), shown once: the farm keeps only its hash.
     pub key: String,
 }
@@ -111,6 +119,8 @@ pub struct KeyView {
     /// Approximate: recorded at most once a minute per key.
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub worker_queues: Option<Vec<String>>,
+    pub max_workers: Option<i32>,
 }
 
 /// `GET /api/keys`: every key, oldest first, revoked ones included.

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 /// The columns every query returns (never `key_hash`).
-const COLUMNS: &str = "id, name, scopes, created_at, revoked_at, expires_at, last_used_at";
+const COLUMNS: &str = "id, name, scopes, created_at, revoked_at, expires_at, last_used_at, worker_queues, max_workers";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKey {
@@ -21,6 +21,10 @@ pub struct ApiKey {
     pub expires_at: Option<DateTime<Utc>>,
     /// Approximate: written at most once a minute per key.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The only queues workers registered with this key may serve (none: any).
+    pub worker_queues: Option<Vec<String>>,
+    /// The most live workers this key may have registered at once (none: any number).
+    pub max_workers: Option<i32>,
 }
 
 impl ApiKey {
@@ -63,19 +67,23 @@ pub struct NewApiKey<'a> {
     pub key_hash: &'a [u8],
     pub scopes: &'a [String],
     pub expires_at: Option<DateTime<Utc>>,
+    pub worker_queues: Option<&'a [String]>,
+    pub max_workers: Option<i32>,
 }
 
 /// Stores a new key; a hash already stored is `Error::UniqueViolation`.
 pub async fn api_key_insert(db: impl PgExecutor<'_>, k: &NewApiKey<'_>) -> Result<ApiKey, Error> {
     Ok(sqlx::query_as::<_, ApiKey>(&format!(
-        "INSERT INTO api_keys (id, name, key_hash, scopes, expires_at) VALUES ($1, $2, $3, $4, $5) \
-         RETURNING {COLUMNS}"
+        "INSERT INTO api_keys (id, name, key_hash, scopes, expires_at, worker_queues, max_workers) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     ))
     .bind(k.id)
     .bind(k.name)
     .bind(k.key_hash)
     .bind(k.scopes)
     .bind(k.expires_at)
+    .bind(k.worker_queues)
+    .bind(k.max_workers)
     .fetch_one(db)
     .await?)
 }
@@ -112,6 +120,24 @@ pub async fn api_key_revoke(
          RETURNING {COLUMNS}"
     ))
     .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Sets what workers a key registers (the registration key from the gateway's settings
+/// follows them at every start). `None` for an unknown id.
+pub async fn api_key_set_worker_scope(
+    db: impl PgExecutor<'_>,
+    id: ApiKeyId,
+    worker_queues: Option<&[String]>,
+    max_workers: Option<i32>,
+) -> Result<Option<ApiKey>, Error> {
+    Ok(sqlx::query_as::<_, ApiKey>(&format!(
+        "UPDATE api_keys SET worker_queues = $2, max_workers = $3 WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(worker_queues)
+    .bind(max_workers)
     .fetch_optional(db)
     .await?)
 }

@@ -59,6 +59,8 @@ struct Row {
     key_revoked_at: Option<DateTime<Utc>>,
     key_expires_at: Option<DateTime<Utc>>,
     key_last_used_at: Option<DateTime<Utc>>,
+    key_worker_queues: Option<Vec<String>>,
+    key_max_workers: Option<i32>,
 }
 
 /// The live (unexpired) session with this hash, with its key's row.
@@ -69,7 +71,8 @@ pub async fn ui_session_find(
     let row = sqlx::query_as::<_, Row>(
         "SELECT s.build_id, s.csrf_token, s.expires_at, k.id AS key_id, k.name AS key_name, \
              k.scopes AS key_scopes, k.created_at AS key_created_at, k.revoked_at AS key_revoked_at, \
-             k.expires_at AS key_expires_at, k.last_used_at AS key_last_used_at \
+             k.expires_at AS key_expires_at, k.last_used_at AS key_last_used_at, \
+             k.worker_queues AS key_worker_queues, k.max_workers AS key_max_workers \
          FROM ui_sessions s LEFT JOIN api_keys k ON k.id = s.api_key_id \
          WHERE s.id_hash = $1 AND s.expires_at > now()",
     )
@@ -87,6 +90,8 @@ pub async fn ui_session_find(
             revoked_at: r.key_revoked_at,
             expires_at: r.key_expires_at,
             last_used_at: r.key_last_used_at,
+            worker_queues: r.key_worker_queues,
+            max_workers: r.key_max_workers,
         }),
         // The CHECK constraint and the foreign keys make this unreachable; treat it as no session.
         _ => return Ok(None),

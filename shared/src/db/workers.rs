@@ -109,6 +109,49 @@ pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Wor
     .await?)
 }
 
+/// What [`worker_insert_within`] did.
+#[derive(Debug)]
+pub enum Registration {
+    Inserted(Box<Worker>),
+    /// The registering key already has this many live workers, its maximum.
+    Full(i64),
+}
+
+/// Inserts a new worker registered by `w.registered_by`, unless that key already has `max`
+/// live workers (not revoked, seen within `offline_after_secs`). The key's row is locked for
+/// the count and the insert, so registrations racing on one key never pass its maximum.
+pub async fn worker_insert_within(
+    pool: &sqlx::PgPool,
+    w: &NewWorker,
+    max: Option<i32>,
+    offline_after_secs: f64,
+) -> Result<Registration, Error> {
+    let (Some(max), Some(key)) = (max, w.registered_by) else {
+        return Ok(Registration::Inserted(Box::new(
+            worker_insert(pool, w).await?,
+        )));
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workers WHERE registered_by = $1 AND revoked_at IS NULL \
+         AND status <> 'offline' AND last_seen_at > now() - make_interval(secs => $2)",
+    )
+    .bind(key)
+    .bind(offline_after_secs)
+    .fetch_one(&mut *tx)
+    .await?;
+    if live >= i64::from(max) {
+        return Ok(Registration::Full(live));
+    }
+    let inserted = worker_insert(&mut *tx, w).await?;
+    tx.commit().await?;
+    Ok(Registration::Inserted(Box::new(inserted)))
+}
+
 /// Re-registration of an existing worker: new name, capabilities, token and NATS key (the caller
 /// revokes the previous key); a revoked worker is reinstated.
 pub async fn worker_reregister(

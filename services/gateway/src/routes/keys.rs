@@ -31,6 +31,8 @@ fn view(k: ApiKey) -> KeyView {
         expires_at: k.expires_at,
         last_used_at: k.last_used_at,
         revoked_at: k.revoked_at,
+        worker_queues: k.worker_queues,
+        max_workers: k.max_workers,
     }
 }
 
@@ -63,6 +65,26 @@ pub async fn create(
             "expires_at must be in the future",
         ));
     }
+    let worker_queues = match req.worker_queues {
+        None => None,
+        Some(list) => {
+            let mut queues = list
+                .iter()
+                .map(|q| {
+                    freeagent_shared::status::QueueName::parse(q).map(|q| q.as_str().to_owned())
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| GatewayError::bad_request(format!("worker_queues: {e}")))?;
+            queues.sort();
+            queues.dedup();
+            Some(queues)
+        }
+    };
+    if req.max_workers.is_some_and(|n| n < 1) {
+        return Err(GatewayError::bad_request(
+            "max_workers must be at least 1 (leave it out for no maximum)",
+        ));
+    }
     let secret = token::generate(token::TokenKind::ApiKey);
     let names: Vec<String> = scopes.iter().map(|s| s.as_str().to_owned()).collect();
     let k = db::api_keys::api_key_insert(
@@ -73,6 +95,8 @@ pub async fn create(
             key_hash: &token::hash(&secret),
             scopes: &names,
             expires_at: req.expires_at,
+            worker_queues: worker_queues.as_deref(),
+            max_workers: req.max_workers,
         },
     )
     .await?;
@@ -85,6 +109,8 @@ pub async fn create(
             name: k.name,
             expires_at: k.expires_at,
             created_at: k.created_at,
+            worker_queues: k.worker_queues,
+            max_workers: k.max_workers,
             key: secret,
         }),
     ))

@@ -103,6 +103,15 @@ pub async fn register(
             ));
         }
     };
+    // A scoped registration key registers workers for its queues only.
+    if let Some(allowed) = &key.worker_queues
+        && let Some(q) = queues.iter().find(|q| !allowed.contains(q))
+    {
+        return Err(GatewayError::forbidden(format!(
+            "this key registers workers for the queues {} only, not '{q}'",
+            allowed.join(", ")
+        )));
+    }
     let max_concurrent = match caps.get("max_concurrent_builds") {
         None => 1,
         Some(v) => v
@@ -154,8 +163,20 @@ pub async fn register(
         nats_jwt_expires_at: nats.as_ref().map(|(_, _, e)| *e),
     };
     let status = match db::workers::worker_get(&st.pool, id).await? {
-        None => match db::workers::worker_insert(&st.pool, &new).await {
-            Ok(_) => "registered",
+        None => match db::workers::worker_insert_within(
+            &st.pool,
+            &new,
+            key.max_workers,
+            OFFLINE_AFTER_SECS,
+        )
+        .await
+        {
+            Ok(db::workers::Registration::Inserted(_)) => "registered",
+            Ok(db::workers::Registration::Full(live)) => {
+                return Err(GatewayError::forbidden(format!(
+                    "this key already has {live} live workers, its maximum (max_workers); unregister one, or ask an admin for a key that allows more"
+                )));
+            }
             Err(db::Error::UniqueViolation) => {
                 return Err(GatewayError::new(
                     freeagent_shared::api_error::ErrorCode::Conflict,

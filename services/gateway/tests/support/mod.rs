@@ -379,6 +379,8 @@ fn gateway_config(
         signing_previous: None,
         bootstrap_api_key: API_KEY.into(),
         worker_registration_key: Some(REGISTRATION_KEY.into()),
+        worker_registration_queues: None,
+        worker_registration_max: None,
         source_limit: gw::DEFAULT_SOURCE_LIMIT,
         certs_limit: gw::DEFAULT_CERTS_LIMIT,
         json_limit: gw::DEFAULT_JSON_LIMIT,
