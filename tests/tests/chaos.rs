@@ -126,6 +126,8 @@ async fn schedulers_killed_again_and_again_lose_and_duplicate_nothing() {
             ("FREEAGENT_REDISPATCH_AFTER", "5s"),
             ("FREEAGENT_DISPATCH_WINDOW", "32"),
             ("RUST_LOG", "info,async_nats=warn"),
+            // Builds report each run to the test's listener on this machine's loopback.
+            ("FREEAGENT_BUILD_NETWORK", "host"),
         ]),
         ..Default::default()
     })
@@ -175,6 +177,8 @@ async fn outage_run(outage: Outage) {
             ("FREEAGENT_REDISPATCH_AFTER", "5s"),
             ("FREEAGENT_DISPATCH_WINDOW", "32"),
             ("RUST_LOG", "info,async_nats=warn"),
+            // Builds report each run to the test's listener on this machine's loopback.
+            ("FREEAGENT_BUILD_NETWORK", "host"),
         ]),
         ..Default::default()
     })
