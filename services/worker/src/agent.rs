@@ -31,6 +31,52 @@ use tokio_util::task::TaskTracker;
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 const PULL_EXPIRES_SHARED: Duration = Duration::from_millis(250);
 
+/// After this long without a dispatch, a puller asks the server whether its queue holds any.
+const STALL_CHECK: Duration = Duration::from_secs(30);
+
+/// Says so in the log when a queue's consumer holds dispatches but this worker's pulls bring
+/// none (rarely seen in CI: a build dispatched just before its worker registered waited for
+/// its re-dispatch). A diagnostic only: the scheduler's re-dispatch remains the remedy.
+struct StallWatch {
+    queue: QueueName,
+    since: std::time::Instant,
+}
+
+impl StallWatch {
+    fn new(queue: QueueName) -> Self {
+        StallWatch {
+            queue,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn pulled(&mut self) {
+        self.since = std::time::Instant::now();
+    }
+
+    async fn nothing_pulled(
+        &mut self,
+        consumer: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    ) {
+        if self.since.elapsed() < STALL_CHECK {
+            return;
+        }
+        self.since = std::time::Instant::now();
+        let mut consumer = consumer.clone();
+        if let Ok(info) = consumer.info().await
+            && info.num_pending > 0
+        {
+            tracing::warn!(
+                queue = %self.queue,
+                num_pending = info.num_pending,
+                num_waiting = info.num_waiting,
+                num_ack_pending = info.num_ack_pending,
+                "the queue holds dispatches but this worker's pulls brought none for 30 s"
+            );
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Agent {
     pub config: Arc<WorkerConfig>,
@@ -165,6 +211,7 @@ impl Agent {
         } else {
             PULL_EXPIRES
         };
+        let mut idle = StallWatch::new(queue.clone());
         loop {
             if self.draining.load(Ordering::SeqCst) {
                 tokio::select! {
@@ -193,7 +240,12 @@ impl Agent {
                 _ = stop.cancelled() => return,
                 m = batch.next() => m,
             };
-            let Some(Ok(msg)) = msg else { continue };
+            let Some(Ok(msg)) = msg else {
+                drop(permit);
+                idle.nothing_pulled(&consumer).await;
+                continue;
+            };
+            idle.pulled();
             let dispatch: Dispatch = match wire::decode(&msg.payload) {
                 Ok(d) => d,
                 Err(e) => {
