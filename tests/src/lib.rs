@@ -571,6 +571,19 @@ pub fn project(script: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Whether the tests (and so the workers they start) run as root: then builds get uids, control
+/// groups and networks of their own; otherwise they keep the worker's uid, in a user namespace.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
 /// Host pids and real uids of the live (not zombie) processes whose command line contains
 /// `marker`. A sandboxed build's `$$` is its PID namespace's and it cannot write to the test's
 /// files, so a test finds a build's processes by a unique marker it put in their command line.

@@ -470,6 +470,19 @@ async fn a_scoped_registration_key_registers_only_its_queues_and_at_most_its_wor
     )
     .await;
     assert_eq!(reply["worker_queues"], json!(["android"]));
+    // Unbounded or empty scopes are refused.
+    let many: Vec<String> = (0..101).map(|i| format!("q{i}")).collect();
+    for queues in [json!(many), json!([])] {
+        let (status, body) = call(
+            &farm,
+            "post",
+            "/api/keys",
+            Some(API_KEY),
+            Some(json!({"name": "x", "scopes": ["register_workers"], "worker_queues": queues})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+    }
     assert_eq!(reply["max_workers"], 2);
     let register = |name: &str, platforms: Value| json!({"name": name, "capabilities": {"platforms": platforms}});
     let path = "/api/workers/register";

@@ -6,7 +6,7 @@
 //! the cloud metadata address. `none` reaches nothing.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use freeagent_tests::{Farm, FarmOpts, project};
+use freeagent_tests::{Farm, FarmOpts, is_root, project};
 use std::process::Command;
 use std::time::Duration;
 
@@ -117,15 +117,6 @@ impl Drop for OutsideHost {
             .status();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|u| u == "0"))
-        .unwrap()
 }
 
 /// This machine's own address on its default route, if it has one.

@@ -8,7 +8,7 @@
 
 use freeagent_tests::freeagent_shared::testing::wait;
 use freeagent_tests::{
-    API_KEY, Farm, FarmOpts, REGISTRATION_KEY, SECRET, pack, processes_with, project,
+    API_KEY, Farm, FarmOpts, REGISTRATION_KEY, SECRET, is_root, pack, processes_with, project,
 };
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -60,17 +60,6 @@ async fn submit_with_certs(farm: &Farm, dir: &std::path::Path, certs: &[u8]) -> 
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-/// Whether these tests (and so the workers they start) run as root: then builds get uids of
-/// their own; otherwise they keep the worker's, in a user namespace.
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|u| u == "0"))
-        .unwrap()
 }
 
 fn id_of(submitted: Value) -> String {

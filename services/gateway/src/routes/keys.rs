@@ -16,6 +16,9 @@ use freeagent_shared::db::{self, api_keys::ApiKey, api_keys::NewApiKey};
 use freeagent_shared::ids::ApiKeyId;
 use freeagent_shared::token;
 
+/// The most queues one key may be scoped to.
+const MAX_WORKER_QUEUES: usize = 100;
+
 /// The scopes of a stored key. Every stored name is one of `ApiScope`'s (the gateway writes
 /// them); a name it does not know would grant nothing, so it is left out.
 fn scopes_of(k: &ApiKey) -> Vec<ApiScope> {
@@ -67,6 +70,11 @@ pub async fn create(
     }
     let worker_queues = match req.worker_queues {
         None => None,
+        Some(list) if list.is_empty() || list.len() > MAX_WORKER_QUEUES => {
+            return Err(GatewayError::bad_request(format!(
+                "worker_queues must list 1 to {MAX_WORKER_QUEUES} queues (leave it out for any queue)"
+            )));
+        }
         Some(list) => {
             let mut queues = list
                 .iter()

@@ -174,7 +174,13 @@ impl Network {
             ip: self.ip.clone(),
             nft: self.nft.clone(),
         };
-        net.remove();
+        // Only a dead worker leaves anything for this uid (the table is replaced atomically
+        // below): no process runs for the common case.
+        if Path::new(&format!("/sys/class/net/{}", net.host_if)).exists()
+            || Path::new(&format!("/run/netns/{}", net.name)).exists()
+        {
+            net.remove();
+        }
         // Workers starting side by side on a fresh machine race to set up /run/netns itself;
         // the loser's first try fails.
         let mut tries = 0;
