@@ -42,6 +42,9 @@ const SETUP_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// Directories every user may write to: each build gets empty private ones, so that nothing
 /// one build leaves there reaches the next build under the same uid.
 const PRIVATE_TMP: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
+/// How the build's last step reaches the worker binary that applies its system-call filter: the
+/// set-up opens the binary on descriptor 4 before any mount can hide it.
+const SECCOMP_EXEC_PATH: &str = "/proc/self/fd/4";
 /// Lock files that hand out the sandbox uids, shared by every worker on the machine. Only root
 /// can create directories in /run, so nobody else can pre-create it.
 const LOCK_DIR: &str = "/run/freeagent-sandbox";
@@ -63,8 +66,8 @@ prlimit=${FREEAGENT_SANDBOX_PRLIMIT:-} nproc=${FREEAGENT_SANDBOX_NPROC:-}
 unset FREEAGENT_SANDBOX_PRLIMIT FREEAGENT_SANDBOX_NPROC
 hide=${FREEAGENT_SANDBOX_HIDE:-}
 cgroup=${FREEAGENT_SANDBOX_CGROUP:-} tmp_size=${FREEAGENT_SANDBOX_TMP_SIZE:-}
-resolv=${FREEAGENT_SANDBOX_RESOLV:-}
-unset FREEAGENT_SANDBOX_HIDE FREEAGENT_SANDBOX_CGROUP FREEAGENT_SANDBOX_TMP_SIZE FREEAGENT_SANDBOX_RESOLV
+resolv=${FREEAGENT_SANDBOX_RESOLV:-} seccomp=${FREEAGENT_SANDBOX_SECCOMP:-}
+unset FREEAGENT_SANDBOX_HIDE FREEAGENT_SANDBOX_CGROUP FREEAGENT_SANDBOX_TMP_SIZE FREEAGENT_SANDBOX_RESOLV FREEAGENT_SANDBOX_SECCOMP
 build_path=$PATH
 PATH=$FREEAGENT_SANDBOX_SETUP_PATH
 unset FREEAGENT_SANDBOX_SETUP_PATH
@@ -73,6 +76,7 @@ for f in $cgroup; do echo 0 >"$f"; done
 set +f; unset IFS
 echo 1000 >/proc/self/oom_score_adj
 exec 3<"$ws"
+if [ -n "$seccomp" ]; then exec 4<"$seccomp"; fi
 if [ -n "$resolv" ]; then mount --bind "$resolv" /etc/resolv.conf; fi
 if [ -n "$cover" ]; then mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev freeagent-cover "$cover"; fi
 set -f; IFS=:

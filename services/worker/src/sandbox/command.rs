@@ -53,6 +53,9 @@ impl Launch {
                     cmd.env("FREEAGENT_SANDBOX_TMP_SIZE", bytes.to_string());
                 }
             }
+            if let Some(worker) = &self.seccomp {
+                cmd.env("FREEAGENT_SANDBOX_SECCOMP", worker);
+            }
             if let Some(r) = &self.resolv_conf {
                 cmd.env("FREEAGENT_SANDBOX_RESOLV", r);
             }
@@ -127,9 +130,11 @@ pub(super) fn argv(l: &Launch, command: &str) -> Vec<OsString> {
         }
         Level::None => {}
     }
-    if let Some(worker) = &l.seccomp {
+    if l.seccomp.is_some() {
+        // The set-up opened the worker binary on this descriptor before its mounts, which may
+        // hide the binary's directory (a private /tmp, a hidden farm directory).
         v.push("--".into());
-        v.push(worker.clone().into());
+        v.push(super::SECCOMP_EXEC_PATH.into());
         v.push(super::seccomp::EXEC_ARG.into());
     }
     v.extend(["--", "/bin/sh", "-c", command].map(OsString::from));

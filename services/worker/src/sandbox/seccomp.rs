@@ -154,13 +154,81 @@ pub fn exec(args: &[std::ffi::OsString]) -> std::process::ExitCode {
         eprintln!("[freeagent] the build's system-call filter could not be applied: {e}");
         return std::process::ExitCode::from(126);
     }
+    // The descriptor this binary was run through (and anything else the set-up left open) does
+    // not reach the build.
+    close_inherited();
     let e = std::process::Command::new(first).args(rest).exec();
     eprintln!("[freeagent] cannot run {}: {e}", first.to_string_lossy());
     std::process::ExitCode::from(127)
 }
 
+/// Marks every descriptor above stderr close-on-exec.
+fn close_inherited() {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// A worker binary under /tmp (a fresh clone's target directory, say) is hidden from the
+    /// build by its private /tmp; the set-up reaches it through a descriptor opened before the
+    /// mounts, the filter applies, and the descriptor does not reach the build.
+    #[test]
+    fn the_filter_applies_from_a_worker_binary_the_build_cannot_see() {
+        use crate::sandbox::{Build, Level, Sandbox};
+        use crate::workspace::Workspace;
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let mut sandbox = Sandbox::from_env(Some(&work), 1).unwrap();
+        if sandbox.level() == Level::None || sandbox.seccomp.is_none() {
+            return;
+        }
+        let hidden = tempfile::Builder::new()
+            .prefix("bin-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let copy = hidden.path().join("freeagent-worker");
+        std::fs::copy(super::worker_binary().unwrap(), &copy).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(hidden.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        sandbox.seccomp = Some(copy.clone());
+        let build = Build {
+            id: "b".into(),
+            attempt: "1".into(),
+            platform: "android".into(),
+        };
+        let ws = Workspace::create(Some(&work)).unwrap();
+        let launch = sandbox.prepare(&ws, &build, None).unwrap();
+        let script = format!(
+            "test -e {} && echo 'binary visible' || echo 'binary hidden'\n\
+             ls /proc/$$/fd\n\
+             unshare --user true 2>/dev/null && echo 'userns allowed' || echo 'userns refused'\n",
+            copy.display()
+        );
+        let out = launch.command(&script).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout.contains("binary hidden"), "{stdout}");
+        assert!(stdout.contains("userns refused"), "{stdout}");
+        let fds: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        assert!(
+            fds.iter().all(|fd| ["0", "1", "2"].contains(fd)),
+            "{stdout}"
+        );
+    }
+
     #[test]
     fn the_filter_compiles_for_this_machine() {
         let programs = super::programs().unwrap();
