@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use freeagent_shared::api::{BuildBeat, BuildBeatReply, Job, PollQuery, PollReply};
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, builds::Build};
-use freeagent_shared::ids::BuildId;
+use freeagent_shared::ids::{BuildId, WorkerId};
 use freeagent_shared::status::{BuildStatus, QueueName};
 use freeagent_shared::wire::{
     self, ClaimReply, ClaimRequest, Dispatch, HeartbeatReply, HeartbeatRequest, NotYours,
@@ -22,6 +22,7 @@ use freeagent_shared::wire::{
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -97,10 +98,27 @@ pub async fn poll(
             "this worker declared no platform or queue; register with capabilities.platforms",
         ));
     }
-    match tokio::time::timeout(wait + NO_WAIT_BUDGET, take_job(&st, &caller, &queues, wait)).await {
-        Ok(found) => Ok(reply(found?)),
-        // Out of time: a claim that was under way may have landed; then it is held now.
-        Err(_) => Ok(reply(held_job(&st, &caller).await?)),
+    // The pulls run in a task of their own: a dispatch once received is always claimed or
+    // handed back, even when the client hangs up (the handler is dropped) or the budget runs
+    // out. Dropped unanswered, it would wait the consumer's ack wait (30 s) for redelivery.
+    let hung_up = CancellationToken::new();
+    let _on_drop = hung_up.clone().drop_guard();
+    let task = tokio::spawn(take_job(
+        st.clone(),
+        caller.worker.id,
+        queues,
+        wait,
+        hung_up.clone(),
+    ));
+    match tokio::time::timeout(wait + NO_WAIT_BUDGET, task).await {
+        Ok(Ok(found)) => Ok(reply(found?)),
+        Ok(Err(e)) => Err(GatewayError::unavailable(e)),
+        // Out of time: a claim under way finishes in its task; once it lands the build is held,
+        // and this poll or the next returns it.
+        Err(_) => {
+            hung_up.cancel();
+            Ok(reply(held_job(&st, &caller).await?))
+        }
     }
 }
 
@@ -112,24 +130,29 @@ async fn held_job(st: &AppState, caller: &WorkerCaller) -> Result<Option<Build>>
 }
 
 /// Pulls dispatches from `queues` in turn and claims the first that is this worker's to run,
-/// until `wait` has passed (one round when it is zero).
+/// until `wait` has passed (one round when it is zero) or the poll is `hung_up`. A pull under
+/// way when the poll hangs up is finished, not dropped (it lasts a second at most), and a
+/// dispatch it brings is handed back at once for another worker.
 async fn take_job(
-    st: &AppState,
-    caller: &WorkerCaller,
-    queues: &[QueueName],
+    st: AppState,
+    worker_id: WorkerId,
+    queues: Vec<QueueName>,
     wait: Duration,
+    hung_up: CancellationToken,
 ) -> Result<Option<Build>> {
     let deadline = Instant::now() + wait;
-    // Queues take turns with short pulls, so one idle queue does not hold up another. Short
-    // pulls: a poll whose client hung up leaves its pull request behind at most this long (a
-    // dispatch delivered to it is redelivered after the consumer's ack wait).
+    // Queues take turns with short pulls, so one idle queue does not hold up another, and a
+    // poll that hangs up ends its last pull soon.
     let slice = if queues.len() > 1 {
         Duration::from_millis(250)
     } else {
         Duration::from_secs(1)
     };
     loop {
-        for queue in queues {
+        for queue in &queues {
+            if hung_up.is_cancelled() {
+                return Ok(None);
+            }
             let consumer = st
                 .consumers
                 .get(&st.nats, queue)
@@ -156,7 +179,7 @@ async fn take_job(
             let msg = match batch.next().await {
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => {
-                    tracing::warn!(worker_id = %caller.worker.id, error = %e, "pull failed");
+                    tracing::warn!(%worker_id, error = %e, "pull failed");
                     continue;
                 }
                 None => continue,
@@ -165,13 +188,17 @@ async fn take_job(
                 let _ = msg.ack_with(AckKind::Term).await;
                 continue;
             };
+            if hung_up.is_cancelled() {
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                return Ok(None);
+            }
             let req = ClaimRequest {
                 build_id: d.build_id,
                 attempt: d.attempt,
-                worker_id: caller.id(),
+                worker_id,
             };
             let claimed = st.scheduler.claim(&req).await;
-            tracing::debug!(worker_id = %caller.worker.id, build_id = %d.build_id, attempt = %d.attempt, reply = ?claimed, "http worker claim");
+            tracing::debug!(%worker_id, build_id = %d.build_id, attempt = %d.attempt, reply = ?claimed, "http worker claim");
             match claimed {
                 Ok(ClaimReply::Granted(_)) => {
                     let _ = msg.ack().await;
