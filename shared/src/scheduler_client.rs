@@ -17,6 +17,18 @@ use std::time::Duration;
 /// that timed out is simply sent again.
 pub const TRY_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Backoff for about `patience` in all. backon's builder stops after 3 retries unless told
+/// otherwise; the retries must last the patience (a NATS restart, a scheduler's failover), or
+/// a finished build's outcome is dropped after one second and the build runs again.
+pub fn retry_policy(patience: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(patience))
+        .without_max_times()
+        .with_jitter()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     #[error("no scheduler answered {subject}: {reason}")]
@@ -89,13 +101,8 @@ impl SchedulerClient {
         req: &Req,
         patience: Duration,
     ) -> Result<Rep, RequestError> {
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_total_delay(Some(patience))
-            .with_jitter();
         (|| self.once(op, worker, req))
-            .retry(policy)
+            .retry(retry_policy(patience))
             .when(|e| matches!(e, RequestError::Transport { .. }))
             .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "scheduler request failed; retrying"))
             .await
@@ -140,5 +147,26 @@ impl SchedulerClient {
 
     pub async fn presence(&self, req: &PresenceRequest) -> Result<PresenceReply, RequestError> {
         self.once(Op::Presence, req.worker_id, req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backon::BackoffBuilder;
+
+    #[test]
+    fn retries_last_the_patience_not_three_tries() {
+        for patience in [Duration::from_secs(10), Duration::from_secs(60)] {
+            let delays: Vec<Duration> = retry_policy(patience).build().collect();
+            let total: Duration = delays.iter().sum();
+            assert!(delays.len() > 3, "{patience:?}: {delays:?}");
+            // The last delay may be cut short or left out; the rest fill the patience.
+            assert!(
+                total + Duration::from_secs(10) >= patience && total <= patience,
+                "{patience:?}: {total:?} over {} tries",
+                delays.len()
+            );
+        }
     }
 }

@@ -250,14 +250,37 @@ async fn a_build_past_its_timeout_fails_and_its_process_stops() {
     // The limit counts from the claim: 10 s leaves a loaded machine time to fetch and start
     // the command (which sleeps 60 s) before it runs out, so the test sees the process.
     let id = submit_with(&farm, dir.path(), &[("timeout", "10")]).await;
-    let pid = wait_pid(&mark(&marker, &id, 1)).await;
+    // Whichever comes first: the command runs, or (a machine slower than the limit) the
+    // build times out before its command started. Both must end the same way below.
+    let marked = mark(&marker, &id, 1);
+    let pid = wait::until(
+        "the command to start or the build to end",
+        Duration::from_secs(60),
+        || async {
+            if let Some((pid, _)) = processes_with(&marked).into_iter().next() {
+                return Some(Some(pid));
+            }
+            let b = farm.get_build(&id).await;
+            (b["status"] == "failed").then_some(None)
+        },
+    )
+    .await;
     let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(b["status"], "failed");
     assert!(
         b["error_message"].as_str().unwrap().contains("timed out"),
         "{b}"
     );
-    wait_gone(pid, Duration::from_secs(5)).await;
+    match pid {
+        Some(pid) => {
+            wait_gone(pid, Duration::from_secs(5)).await;
+        }
+        None => eprintln!("the limit ran out before the command started; nothing to stop"),
+    }
+    assert!(
+        processes_with(&marked).is_empty(),
+        "a marked process outlived its build"
+    );
     let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
         .await
         .unwrap();

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod figures;
 pub mod inserts;
 pub mod key_usage;
+pub mod lease_renewals;
 pub mod live;
 pub mod log_archive;
 pub mod multipart;
@@ -235,6 +236,7 @@ impl App {
             figures,
             log_followers,
             live,
+            lease_renewals: Default::default(),
         };
         Ok(Self {
             background: st.clone(),

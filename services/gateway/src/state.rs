@@ -28,4 +28,6 @@ pub struct AppState {
     pub log_followers: std::sync::Arc<tokio::sync::Semaphore>,
     /// The live feed of log lines and farm events, shared by every open stream.
     pub live: crate::live::Live,
+    /// When each held build's lease was last renewed by a report.
+    pub lease_renewals: crate::lease_renewals::LeaseRenewals,
 }

@@ -78,6 +78,7 @@ const ROUTES: &[Route] = &[
     r("GET", "/api/workers/poll", Worker, Body::None),
     r("GET", "/api/builds/{b}/source", Worker, Body::None),
     r("GET", "/api/builds/{b}/certs", Worker, Body::None),
+    r("GET", "/api/builds/{b}/certs-secure", Worker, Body::None),
     r("POST", "/api/builds/{b}/logs", Worker, Json(r#"{"level":"info","message":"hi"}"#)),
     r("POST", "/api/builds/{b}/heartbeat", Worker, Json(r#"{"progress":1}"#)),
     r("POST", "/api/workers/heartbeat", Worker, Json(r#"{"build_id":"{b}"}"#)),
@@ -134,7 +135,10 @@ fn fill(t: &str, b: &str, w: &str) -> String {
 /// same content type.
 async fn call(farm: &Farm, route: &Route, b: &str, w: &str, auth: &Auth, malformed: bool) -> Reply {
     let method = Method::from_bytes(route.method.as_bytes()).unwrap();
-    let req = farm.req(method, &fill(route.path, b, w), auth);
+    // The seed's VM bootstrap names the build in a header too (`certs-secure` requires it).
+    let req = farm
+        .req(method, &fill(route.path, b, w), auth)
+        .header("x-build-id", b);
     let req = match (route.body, malformed) {
         (Body::None, _) => req,
         (Json(_), true) => req

@@ -4,6 +4,9 @@ use freeagent_shared::config::{self, ConfigError};
 use std::time::Duration;
 
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Workers that poll over HTTP (the seed's macOS app) boot a VM for minutes after a claim and
+/// then report every 30 s; the seed gave them two minutes.
+pub const DEFAULT_HTTP_LEASE: Duration = Duration::from_secs(120);
 pub const DEFAULT_DISPATCH_BATCH: i64 = 256;
 /// Dispatched-but-unclaimed builds allowed per queue: about the queue's fleet capacity.
 pub const DEFAULT_DISPATCH_WINDOW: i64 = 64;
@@ -36,6 +39,9 @@ pub struct SchedulerConfig {
     pub signing_previous: Option<freeagent_shared::capability::PreviousSecret>,
     /// A claim or heartbeat keeps a build for this long.
     pub lease: Duration,
+    /// The same for workers that poll over HTTP (`FREEAGENT_HTTP_LEASE`); any report of theirs
+    /// about the build renews it.
+    pub http_lease: Duration,
     pub dispatch_batch: i64,
     /// Builds of one queue that may wait in JetStream unclaimed; the rest wait in Postgres.
     pub dispatch_window: i64,
@@ -80,6 +86,7 @@ impl SchedulerConfig {
             signing_secret,
             signing_previous: config::previous_signing_secret()?,
             lease: config::duration("FREEAGENT_LEASE", DEFAULT_LEASE)?,
+            http_lease: config::duration("FREEAGENT_HTTP_LEASE", DEFAULT_HTTP_LEASE)?,
             dispatch_batch: config::parse(
                 "FREEAGENT_DISPATCH_BATCH",
                 DEFAULT_DISPATCH_BATCH,
@@ -139,6 +146,7 @@ impl SchedulerConfig {
             signing_secret: secret.into(),
             signing_previous: None,
             lease: DEFAULT_LEASE,
+            http_lease: DEFAULT_HTTP_LEASE,
             dispatch_batch: DEFAULT_DISPATCH_BATCH,
             dispatch_window: DEFAULT_DISPATCH_WINDOW,
             redispatch_after: DEFAULT_REDISPATCH_AFTER,

@@ -155,6 +155,7 @@ impl App {
                 result_limit: c.result_limit,
             },
             lease: c.lease,
+            http_lease: c.http_lease,
             backoff: c.backoff(),
             minter: self.minter.clone(),
             worker_nats_ttl: c.worker_nats_ttl,

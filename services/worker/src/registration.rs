@@ -83,6 +83,8 @@ pub async fn register(
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))
         .with_total_delay(Some(Duration::from_secs(60)))
+        // Without this the builder gives up after 3 tries, whatever the total.
+        .without_max_times()
         .with_jitter();
     attempt
         .retry(policy)

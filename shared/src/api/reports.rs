@@ -2,7 +2,6 @@
 
 use crate::ids::{BuildId, WorkerId};
 use crate::status::{BuildStatus, Platform, QueueName};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// `GET /api/builds/statistics`: builds per status.
@@ -17,14 +16,16 @@ pub struct Statistics {
     pub cancelled: i64,
 }
 
-/// A running build in `GET /api/builds/active`.
+/// A running build in `GET /api/builds/active`, in the seed's types (its menu bar decodes
+/// `started_at` as an integer).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActiveBuild {
     pub id: BuildId,
     pub status: BuildStatus,
     pub platform: Platform,
     pub worker_id: Option<WorkerId>,
-    pub started_at: Option<DateTime<Utc>>,
+    /// Milliseconds since the Unix epoch.
+    pub started_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

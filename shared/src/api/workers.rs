@@ -214,8 +214,30 @@ pub struct WorkerStats {
     pub failed_builds: i64,
     pub worker_name: String,
     pub status: WorkerStatus,
-    /// Seconds since it registered.
-    pub uptime: i64,
+    /// Time since it registered, as the seed's app parses it: `"2d 3h 4m 5s"` (zero parts
+    /// left out; `"0s"` at the start).
+    pub uptime: String,
+}
+
+/// A duration in the seed's uptime spelling: `"2d 3h 4m 5s"`, zero parts left out.
+pub fn seed_uptime(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let parts = [
+        (s / 86400, "d"),
+        (s / 3600 % 24, "h"),
+        (s / 60 % 60, "m"),
+        (s % 60, "s"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".into()
+    } else {
+        text.join(" ")
+    }
 }
 
 /// `POST /api/diagnostics/report`.
@@ -274,4 +296,33 @@ pub struct DiagnosticsQuery {
 #[into_params(parameter_in = Query)]
 pub struct WorkerIdQuery {
     pub worker_id: Option<String>,
+}
+
+/// `GET /api/builds/:id/certs-secure`: the signing certs for the seed's macOS VM bootstrap, in
+/// the seed's field names (base64 for the binary parts).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecureCerts {
+    /// The bundle's `.p12`, base64.
+    pub p12: String,
+    /// The bundle's `password.txt`, trimmed; empty without one.
+    pub p12_password: String,
+    /// A fresh random password for the VM's build keychain.
+    pub keychain_password: String,
+    /// Every `.mobileprovision`, base64, in bundle order.
+    pub provisioning_profiles: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seed_uptime;
+
+    #[test]
+    fn uptime_reads_as_the_seeds_app_parses_it() {
+        assert_eq!(seed_uptime(0), "0s");
+        assert_eq!(seed_uptime(38), "38s");
+        assert_eq!(seed_uptime(83), "1m 23s");
+        assert_eq!(seed_uptime(2 * 3600 + 15 * 60), "2h 15m");
+        assert_eq!(seed_uptime(86400 + 5), "1d 5s");
+    }
 }

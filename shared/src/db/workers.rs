@@ -33,6 +33,8 @@ pub struct Worker {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Builds it holds now (kept by a trigger; never above `max_concurrent`).
     pub held: i32,
+    /// It polls over HTTP (registered without a NATS key): its builds get the HTTP lease.
+    pub polls_over_http: bool,
 }
 
 impl Worker {
@@ -85,14 +87,15 @@ pub struct NewWorker {
     pub max_concurrent: i32,
     pub nats_public_key: Option<String>,
     pub nats_jwt_expires_at: Option<DateTime<Utc>>,
+    pub polls_over_http: bool,
 }
 
 /// Inserts a new worker; `Error::UniqueViolation` when the id is taken.
 pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Worker, Error> {
     Ok(sqlx::query_as::<_, Worker>(
         "INSERT INTO workers (id, name, platforms, capabilities, token_hash, token_expires_at, registered_by, queues, \
-         max_concurrent, nats_public_key, nats_jwt_expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+         max_concurrent, nats_public_key, nats_jwt_expires_at, polls_over_http) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
     )
     .bind(w.id)
     .bind(&w.name)
@@ -105,6 +108,7 @@ pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Wor
     .bind(w.max_concurrent)
     .bind(&w.nats_public_key)
     .bind(w.nats_jwt_expires_at)
+    .bind(w.polls_over_http)
     .fetch_one(db)
     .await?)
 }
@@ -160,7 +164,7 @@ pub async fn worker_reregister(
 ) -> Result<Option<Worker>, Error> {
     Ok(sqlx::query_as::<_, Worker>(
         "UPDATE workers SET name = $2, platforms = $3, capabilities = $4, token_hash = $5, token_expires_at = $6, \
-         queues = $7, max_concurrent = $8, nats_public_key = $9, nats_jwt_expires_at = $10, revoked_at = NULL, \
+         queues = $7, max_concurrent = $8, nats_public_key = $9, nats_jwt_expires_at = $10, polls_over_http = $11, revoked_at = NULL, \
          status = 'idle', last_seen_at = now() WHERE id = $1 RETURNING *",
     )
     .bind(w.id)
@@ -173,6 +177,7 @@ pub async fn worker_reregister(
     .bind(w.max_concurrent)
     .bind(&w.nats_public_key)
     .bind(w.nats_jwt_expires_at)
+    .bind(w.polls_over_http)
     .fetch_optional(db)
     .await?)
 }

@@ -77,6 +77,7 @@ pub async fn worker(pool: &Pool, platforms: &[Platform]) -> TestWorker {
         max_concurrent: 1024,
         nats_public_key: None,
         nats_jwt_expires_at: None,
+        polls_over_http: false,
     };
     db::workers::worker_insert(pool, &new)
         .await

@@ -2,6 +2,7 @@
 
 pub mod builds;
 pub mod cancel;
+pub mod certs_secure;
 pub mod diagnostics;
 pub mod download;
 pub mod events;

@@ -40,7 +40,7 @@ pub async fn active(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<
                 status: b.status,
                 platform: b.platform,
                 worker_id: b.worker_id,
-                started_at: b.started_at,
+                started_at: b.started_at.map(|t| t.timestamp_millis()),
             })
             .collect(),
     }))

@@ -258,6 +258,14 @@ pub fn routes(l: &Limits) -> Vec<Route> {
         .query(query::<WorkerIdQuery>()).gives(Body::Bytes("application/octet-stream"))
         .streaming(),
         r(
+            "get",
+            "/api/builds/{id}/certs-secure",
+            Worker,
+            "The certs as JSON for the seed's macOS VM bootstrap ({p12, p12Password, keychainPassword, provisioningProfiles}), for the worker holding the build; X-Build-Id must name the build",
+            get(certs_secure::certs_secure),
+        )
+        .query(query::<WorkerIdQuery>()).gives(json::<SecureCerts>()),
+        r(
             "post",
             "/api/builds/{id}/heartbeat",
             Worker,

@@ -5,6 +5,7 @@
 
 use crate::auth::WorkerCaller;
 use crate::error::{GatewayError, Result};
+pub use crate::lease_renewals::beat;
 use crate::state::AppState;
 use async_nats::jetstream::AckKind;
 use axum::Json;
@@ -16,9 +17,7 @@ use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, builds::Build};
 use freeagent_shared::ids::{BuildId, WorkerId};
 use freeagent_shared::status::{BuildStatus, QueueName};
-use freeagent_shared::wire::{
-    self, ClaimReply, ClaimRequest, Dispatch, HeartbeatReply, HeartbeatRequest, NotYours,
-};
+use freeagent_shared::wire::{self, ClaimReply, ClaimRequest, Dispatch, NotYours};
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -248,6 +247,7 @@ async fn input(
 ) -> Result<axum::response::Response> {
     let id: BuildId = id.parse().map_err(|_| GatewayError::not_found("build"))?;
     let b = held(st, &caller, id).await?;
+    crate::lease_renewals::renew(st, &caller, &b).await;
     let (key, sha) = match kind {
         "source" => (
             freeagent_shared::object_key::ObjectKey::parse(&b.source_key)
@@ -319,27 +319,6 @@ pub fn sniff(head: &[u8]) -> &'static str {
         "application/gzip"
     } else {
         "application/octet-stream"
-    }
-}
-
-/// Renews the lease of a held build; `true` when the worker must stop it.
-pub async fn beat(
-    st: &AppState,
-    caller: &WorkerCaller,
-    b: &Build,
-    progress: Option<u8>,
-) -> Result<bool> {
-    let req = HeartbeatRequest {
-        build_id: b.id,
-        attempt: b.attempt,
-        worker_id: caller.id(),
-        progress,
-    };
-    match st.scheduler.heartbeat(&req, Duration::from_secs(5)).await {
-        Ok(HeartbeatReply::Renewed { .. }) => Ok(false),
-        Ok(HeartbeatReply::Stop { .. }) => Ok(true),
-        Ok(other) => Err(GatewayError::unavailable(format!("heartbeat: {other:?}"))),
-        Err(e) => Err(GatewayError::unavailable(e)),
     }
 }
 

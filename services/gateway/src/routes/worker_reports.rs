@@ -71,9 +71,11 @@ pub async fn logs(
             format!("a log line is longer than {MAX_LOG_LINE} bytes"),
         ));
     }
-    // The first sign of life moves the build to building.
+    // The first sign of life moves the build to building; later lines renew its lease.
     if b.status == BuildStatus::Assigned {
         beat(&st, &caller, &b, None).await?;
+    } else {
+        crate::lease_renewals::renew(&st, &caller, &b).await;
     }
     let js = async_nats::jetstream::new(st.nats.clone());
     let mut acks = Vec::with_capacity(lines.len());
@@ -116,6 +118,7 @@ pub async fn telemetry(
 ) -> Result<Json<Success>> {
     let Json(body) = body.map_err(bad_json)?;
     let b = held(&st, &caller, build_id(&id)?).await?;
+    crate::lease_renewals::renew(&st, &caller, &b).await;
     let kind = body.kind.as_deref().unwrap_or("telemetry");
     let data = body.data.unwrap_or(Value::Null);
     let mut message =

@@ -161,6 +161,8 @@ pub async fn register(
         max_concurrent,
         nats_public_key: nats.as_ref().map(|(k, _, _)| k.clone()),
         nats_jwt_expires_at: nats.as_ref().map(|(_, _, e)| *e),
+        // The seed's clients send no NATS key: they poll over HTTP, on the HTTP lease.
+        polls_over_http: req.nats_public_key.is_none(),
     };
     let status = match db::workers::worker_get(&st.pool, id).await? {
         None => match db::workers::worker_insert_within(
@@ -348,6 +350,8 @@ pub async fn stats(
         } else {
             w.status
         },
-        uptime: (chrono::Utc::now() - w.registered_at).num_seconds(),
+        uptime: freeagent_shared::api::seed_uptime(
+            (chrono::Utc::now() - w.registered_at).num_seconds(),
+        ),
     }))
 }

@@ -51,7 +51,7 @@ impl Handlers {
                 req.attempt,
                 worker.id,
                 &queues,
-                self.lease.as_secs_f64(),
+                self.lease_secs(&worker),
             )
         };
         let mut t = claim().await?;
@@ -182,6 +182,7 @@ impl Handlers {
                         attempt: r.attempt,
                         worker: w.id,
                         queues: w.effective_queue_names(),
+                        lease_secs: self.lease_secs(w),
                     });
                     asked.push(i);
                 }
@@ -190,7 +191,7 @@ impl Handlers {
         let mut applied: HashMap<(BuildId, Attempt, WorkerId), Build> = if asks.is_empty() {
             HashMap::new()
         } else {
-            db::builds::build_claim_batch(&self.pool, &asks, self.lease.as_secs_f64())
+            db::builds::build_claim_batch(&self.pool, &asks)
                 .await?
                 .into_iter()
                 .filter_map(|b| b.worker_id.map(|w| ((b.id, b.attempt, w), b)))

@@ -15,12 +15,25 @@ pub struct Handlers {
     pub nats: async_nats::Client,
     pub caps: Capabilities,
     pub lease: Duration,
+    /// The lease of workers that poll over HTTP.
+    pub http_lease: Duration,
     pub backoff: Backoff,
     /// Renews workers' NATS credentials (None: NATS without auth).
     pub minter: Option<freeagent_shared::nats_auth::Minter>,
     pub worker_nats_ttl: Duration,
     /// Notified when a claim frees a slot in a queue's dispatch window.
     pub wake_dispatcher: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Handlers {
+    /// The lease a claim or heartbeat of `worker` grants, in seconds.
+    pub fn lease_secs(&self, worker: &db::workers::Worker) -> f64 {
+        if worker.polls_over_http {
+            self.http_lease.as_secs_f64()
+        } else {
+            self.lease.as_secs_f64()
+        }
+    }
 }
 
 /// Why a request could not be handled at all (not a refusal: an outage).

@@ -33,18 +33,19 @@ impl Handlers {
         let beats: Vec<Beat> = batch
             .iter()
             .zip(&authorized)
-            .filter(|(_, ok)| **ok)
-            .map(|(r, _)| Beat {
+            .filter_map(|(r, ok)| Some((r, workers.get(&r.worker_id).filter(|_| *ok)?)))
+            .map(|(r, w)| Beat {
                 id: r.build_id,
                 attempt: r.attempt,
                 worker: r.worker_id,
                 progress: r.progress.map(|p| i16::from(p.min(100))),
+                lease_secs: self.lease_secs(w),
             })
             .collect();
         let renewed = if beats.is_empty() {
             vec![]
         } else {
-            db::builds::build_heartbeat_batch(&self.pool, &beats, self.lease.as_secs_f64()).await?
+            db::builds::build_heartbeat_batch(&self.pool, &beats).await?
         };
         let by_key: HashMap<_, _> = renewed
             .iter()

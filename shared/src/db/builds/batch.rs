@@ -10,33 +10,34 @@ use crate::db::Error;
 use crate::ids::{Attempt, BuildId, WorkerId};
 use sqlx::PgExecutor;
 
-/// One claim of a batch: `queues` are the queues the worker serves.
+/// One claim of a batch: `queues` are the queues the worker serves; `lease_secs` its lease.
 #[derive(Debug, Clone)]
 pub struct ClaimAsk {
     pub id: BuildId,
     pub attempt: Attempt,
     pub worker: WorkerId,
     pub queues: Vec<String>,
+    pub lease_secs: f64,
 }
 
 /// `pending → assigned` for every ask whose guard holds (see `build_claim`).
 pub async fn build_claim_batch(
     db: impl PgExecutor<'_>,
     asks: &[ClaimAsk],
-    lease_secs: f64,
 ) -> Result<Vec<Build>, Error> {
     let ids: Vec<BuildId> = asks.iter().map(|a| a.id).collect();
     let attempts: Vec<Attempt> = asks.iter().map(|a| a.attempt).collect();
     let workers: Vec<WorkerId> = asks.iter().map(|a| a.worker).collect();
     // Queue names are `[a-z0-9._-]`, so a comma joins them unambiguously.
     let queues: Vec<String> = asks.iter().map(|a| a.queues.join(",")).collect();
+    let leases: Vec<f64> = asks.iter().map(|a| a.lease_secs).collect();
     Ok(sqlx::query_as::<_, Build>(concat!(
         "WITH b AS (",
             "UPDATE builds SET status = 'assigned', worker_id = ask.worker_id, \
-             lease_expires_at = now() + make_interval(secs => $5), dispatched_at = NULL, started_at = NULL, \
+             lease_expires_at = now() + make_interval(secs => ask.lease_secs), dispatched_at = NULL, started_at = NULL, \
              progress = NULL, updated_at = now() \
-             FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[]) \
-                   AS t(id, attempt, worker_id, queues) \
+             FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::float8[]) \
+                   AS t(id, attempt, worker_id, queues, lease_secs) \
                    JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) l ON l.id = t.id \
                    ORDER BY t.id) ask \
              WHERE builds.id = ask.id AND builds.status = 'pending' AND builds.attempt = ask.attempt \
@@ -50,7 +51,7 @@ pub async fn build_claim_batch(
     .bind(attempts)
     .bind(workers)
     .bind(queues)
-    .bind(lease_secs)
+    .bind(leases)
     .fetch_all(db)
     .await?)
 }

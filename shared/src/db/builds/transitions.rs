@@ -215,6 +215,8 @@ pub struct Beat {
     pub attempt: Attempt,
     pub worker: WorkerId,
     pub progress: Option<i16>,
+    /// The lease this beat renews, from now.
+    pub lease_secs: f64,
 }
 
 /// A renewed lease. `started` is true when this heartbeat moved the build `assigned → building`.
@@ -234,17 +236,17 @@ pub struct Renewed {
 pub async fn build_heartbeat_batch(
     db: impl PgExecutor<'_>,
     beats: &[Beat],
-    lease_secs: f64,
 ) -> Result<Vec<Renewed>, Error> {
     let ids: Vec<BuildId> = beats.iter().map(|b| b.id).collect();
     let attempts: Vec<Attempt> = beats.iter().map(|b| b.attempt).collect();
     let workers: Vec<WorkerId> = beats.iter().map(|b| b.worker).collect();
     let progress: Vec<Option<i16>> = beats.iter().map(|b| b.progress).collect();
+    let leases: Vec<f64> = beats.iter().map(|b| b.lease_secs).collect();
     Ok(sqlx::query_as::<_, Renewed>(
-        "WITH input AS (SELECT DISTINCT ON (id, attempt, worker_id) * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::smallint[]) \
-                        AS t(id, attempt, worker_id, progress)) \
+        "WITH input AS (SELECT DISTINCT ON (id, attempt, worker_id) * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::smallint[], $5::float8[]) \
+                        AS t(id, attempt, worker_id, progress, lease_secs)) \
          UPDATE builds b SET status = 'building', started_at = COALESCE(b.started_at, now()), \
-             lease_expires_at = now() + make_interval(secs => $5), progress = COALESCE(input.progress, b.progress), \
+             lease_expires_at = now() + make_interval(secs => input.lease_secs), progress = COALESCE(input.progress, b.progress), \
              updated_at = now() \
          FROM input WHERE b.id = input.id AND b.attempt = input.attempt AND b.worker_id = input.worker_id \
              AND b.status IN ('assigned', 'building') \
@@ -254,7 +256,7 @@ pub async fn build_heartbeat_batch(
     .bind(attempts)
     .bind(workers)
     .bind(progress)
-    .bind(lease_secs)
+    .bind(leases)
     .fetch_all(db)
     .await?)
 }

@@ -1,0 +1,335 @@
+//! The seed's macOS worker app and its VM scripts, replayed call for call: the app registers
+//! with its one API key and no NATS key, polls with `?worker_id=`, downloads the source with
+//! `X-Worker-Id`; the VM's bootstrap fetches `certs-secure` with `X-Worker-Id` and
+//! `X-Build-Id`, and its monitor posts telemetry every 30 s; the app uploads the outcome as a
+//! multipart form naming the worker inside it. The app never calls a heartbeat route.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use freeagent_tests::freeagent_shared::testing::wait;
+use freeagent_tests::{API_KEY, Farm, FarmOpts, example, pack};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::time::Duration;
+
+/// The app's registration: `X-API-Key`, `{name, capabilities}`, 200 expected, `id` kept.
+async fn register_like_the_app(farm: &Farm, name: &str) -> String {
+    let r = farm
+        .http
+        .post(format!("{}/api/workers/register", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .json(&json!({
+            "name": name,
+            "capabilities": {"platforms": ["ios"], "maxConcurrentBuilds": 1, "maxMemoryGB": 8,
+                             "maxCPUPercent": 80, "xcode_version": "15.0"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the app treats anything else as a failure");
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The app's poll (no wait: it polls on its own timer), until a job comes.
+async fn poll_like_the_app(farm: &Farm, worker: &str) -> Value {
+    wait::until("a job for the app", Duration::from_secs(60), || async {
+        let r = farm
+            .http
+            .get(format!(
+                "{}/api/workers/poll?worker_id={worker}",
+                farm.gateway
+            ))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        (!v["job"].is_null()).then(|| v["job"].clone())
+    })
+    .await
+}
+
+/// The VM's request for its certs, as `free-agent-vm-bootstrap` sends it.
+async fn certs_secure(
+    farm: &Farm,
+    build: &str,
+    worker: &str,
+    named: Option<&str>,
+) -> reqwest::Response {
+    let mut r = farm
+        .http
+        .get(format!("{}/api/builds/{build}/certs-secure", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .header("x-worker-id", worker)
+        .header("accept", "application/json");
+    if let Some(named) = named {
+        r = r.header("x-build-id", named);
+    }
+    r.send().await.unwrap()
+}
+
+fn certs_zip() -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in [
+        ("dist.p12", &b"PKCS12 bytes"[..]),
+        ("password.txt", b"hunter2\n"),
+        ("app.mobileprovision", b"profile bytes"),
+    ] {
+        w.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+async fn submit_ios(farm: &Farm, certs: Option<Vec<u8>>) -> String {
+    let mut form = Form::new().text("platform", "ios").part(
+        "source",
+        Part::bytes(pack(&example("hello"))).file_name("source.tar.gz"),
+    );
+    if let Some(c) = certs {
+        form = form.part("certs", Part::bytes(c).file_name("certs.zip"));
+    }
+    let r = farm
+        .http
+        .post(format!("{}/api/builds", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn farm_opts() -> FarmOpts {
+    FarmOpts {
+        workers: 0,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vm_bootstrap_gets_the_certs_as_the_seed_served_them() {
+    let farm = Farm::start(farm_opts()).await;
+    let id = submit_ios(&farm, Some(certs_zip())).await;
+    let mac = register_like_the_app(&farm, "mac-1").await;
+    let job = poll_like_the_app(&farm, &mac).await;
+    assert_eq!(job["id"], id.as_str());
+
+    let r = certs_secure(&farm, &id, &mac, Some(&id)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let c: Value = r.json().await.unwrap();
+    // The keys the bootstrap requires, with the bundle's contents.
+    assert_eq!(
+        B64.decode(c["p12"].as_str().unwrap()).unwrap(),
+        b"PKCS12 bytes"
+    );
+    assert_eq!(c["p12Password"], "hunter2");
+    assert!(c["keychainPassword"].as_str().unwrap().len() >= 32);
+    let profiles = c["provisioningProfiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 1);
+    assert_eq!(
+        B64.decode(profiles[0].as_str().unwrap()).unwrap(),
+        b"profile bytes"
+    );
+
+    // The seed's refusals: no X-Build-Id 401, another build's id 403, not the holder 403.
+    assert_eq!(certs_secure(&farm, &id, &mac, None).await.status(), 401);
+    let other_id = uuid::Uuid::now_v7().to_string();
+    assert_eq!(
+        certs_secure(&farm, &id, &mac, Some(&other_id))
+            .await
+            .status(),
+        403
+    );
+    let stranger = register_like_the_app(&farm, "mac-2").await;
+    assert_eq!(
+        certs_secure(&farm, &id, &stranger, Some(&id))
+            .await
+            .status(),
+        403
+    );
+    // Without a key, nothing.
+    let r = farm
+        .http
+        .get(format!("{}/api/builds/{id}/certs-secure", farm.gateway))
+        .header("x-worker-id", &mac)
+        .header("x-build-id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A build without certs: 404, as the seed answered.
+    let bare = submit_ios(&farm, None).await;
+    let job = poll_like_the_app(&farm, &stranger).await;
+    assert_eq!(job["id"], bare.as_str());
+    assert_eq!(
+        certs_secure(&farm, &bare, &stranger, Some(&bare))
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mac_whose_only_traffic_is_its_own_keeps_its_build_past_many_nats_leases() {
+    // NATS workers' lease 2 s; HTTP workers' 10 s. The build below lasts 25 s, during which
+    // only the app's own traffic arrives: telemetry and log lines, never a heartbeat.
+    let farm = Farm::start(FarmOpts {
+        lease: "2s",
+        scheduler_env: vec![("FREEAGENT_HTTP_LEASE".into(), "10s".into())],
+        ..farm_opts()
+    })
+    .await;
+    let id = submit_ios(&farm, None).await;
+    let mac = register_like_the_app(&farm, "mac").await;
+    let job = poll_like_the_app(&farm, &mac).await;
+    assert_eq!(job["id"], id.as_str());
+    let src = farm
+        .http
+        .get(format!(
+            "{}{}",
+            farm.gateway,
+            job["source_url"].as_str().unwrap()
+        ))
+        .header("x-api-key", API_KEY)
+        .header("x-worker-id", &mac)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(src.status(), 200);
+    // Several NATS leases pass with no report at all (the VM boots): the build stays held.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(25) {
+        n += 1;
+        // vm-monitor.sh's heartbeat telemetry.
+        let r = farm
+            .http
+            .post(format!("{}/api/builds/{id}/telemetry", farm.gateway))
+            .header("x-api-key", API_KEY)
+            .header("x-worker-id", &mac)
+            .header("x-build-id", &id)
+            .json(
+                &json!({"type": "heartbeat", "timestamp": "2026-12-05T00:00:00Z",
+                          "data": {"cpu_percent": 50, "memory_mb": 900}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "telemetry {n}: {}",
+            r.text().await.unwrap()
+        );
+        let r = farm
+            .http
+            .post(format!("{}/api/builds/{id}/logs", farm.gateway))
+            .header("x-api-key", API_KEY)
+            .header("x-worker-id", &mac)
+            .json(&json!({"level": "info", "message": format!("line {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // The menu bar's active builds and the Statistics window, in the types Swift decodes:
+    // `started_at: Int64?` (milliseconds), `uptime: String?` ("1m 23s").
+    let active: Value = farm
+        .http
+        .get(format!("{}/api/builds/active", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let started = active["builds"][0]["started_at"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{active}"));
+    assert!(
+        started > 1_700_000_000_000,
+        "milliseconds since the epoch: {started}"
+    );
+    for k in ["id", "status", "platform"] {
+        assert!(active["builds"][0][k].is_string(), "{k}: {active}");
+    }
+    let stats: Value = farm
+        .http
+        .get(format!("{}/api/workers/{mac}/stats", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uptime = stats["uptime"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(uptime.ends_with('s') || uptime.ends_with('m'), "{uptime}");
+    for k in ["totalBuilds", "successfulBuilds", "failedBuilds"] {
+        assert!(stats[k].is_i64(), "{k}: {stats}");
+    }
+    for k in ["workerName", "status"] {
+        assert!(stats[k].is_string(), "{k}: {stats}");
+    }
+
+    // The app's upload: key header, the worker named inside the form.
+    let form = Form::new()
+        .text("build_id", id.clone())
+        .text("worker_id", mac.clone())
+        .text("success", "true")
+        .part("result", Part::bytes(b"ipa".to_vec()).file_name("app.ipa"));
+    let r = farm
+        .http
+        .post(format!("{}/api/workers/upload", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let b = farm.get_build(&id).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempt"], 1, "the lease never lapsed: {b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_mac_loses_its_build_after_the_http_lease() {
+    let farm = Farm::start(FarmOpts {
+        lease: "2s",
+        scheduler_env: vec![("FREEAGENT_HTTP_LEASE".into(), "4s".into())],
+        ..farm_opts()
+    })
+    .await;
+    let id = submit_ios(&farm, None).await;
+    let mac = register_like_the_app(&farm, "mac").await;
+    poll_like_the_app(&farm, &mac).await;
+    // No report: the build goes back to the queue for its next attempt.
+    wait::until(
+        "the build to be requeued",
+        Duration::from_secs(60),
+        || async {
+            let b = farm.get_build(&id).await;
+            (b["attempt"].as_i64() >= Some(2) || b["status"] == "pending").then_some(())
+        },
+    )
+    .await;
+}
