@@ -136,21 +136,26 @@ async fn retry_runs_the_same_inputs_again_under_a_new_token() {
     assert_eq!(active["builds"].as_array().unwrap().len(), 1);
     assert_eq!(active["builds"][0]["id"], running.as_str());
     for path in ["/api/stats", "/public/stats"] {
-        let public: Value = farm
+        // The seed's landing page reads them from its own site.
+        let r = farm
             .http
             .get(format!("{}{path}", farm.gateway))
+            .header("origin", "https://landing.example")
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        assert_eq!(r.headers()["access-control-allow-origin"], "*");
+        let public: Value = r.json().await.unwrap();
         assert_eq!(public["totalBuilds"], 4);
         assert_eq!(public["buildsToday"], 4);
         assert_eq!(public["activeBuilds"], 1);
         assert_eq!(public["buildsQueued"], 0);
         assert_eq!(public["nodesOnline"], 1);
         assert!(public["totalBuildTimeMs"].as_i64().unwrap() >= 0);
+        assert!(
+            public["totalCpuCycles"].as_f64().unwrap() >= 0.0,
+            "{public}"
+        );
     }
     assert_eq!(
         farm.http

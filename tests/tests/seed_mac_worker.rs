@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use freeagent_tests::freeagent_shared::testing::wait;
-use freeagent_tests::{API_KEY, Farm, FarmOpts, example, pack};
+use freeagent_tests::{API_KEY, Farm, FarmOpts, REGISTRATION_KEY, example, pack};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -16,10 +16,14 @@ use std::time::Duration;
 
 /// The app's registration: `X-API-Key`, `{name, capabilities}`, 200 expected, `id` kept.
 async fn register_like_the_app(farm: &Farm, name: &str) -> String {
+    register_with(farm, API_KEY, name).await
+}
+
+async fn register_with(farm: &Farm, key: &str, name: &str) -> String {
     let r = farm
         .http
         .post(format!("{}/api/workers/register", farm.gateway))
-        .header("x-api-key", API_KEY)
+        .header("x-api-key", key)
         .json(&json!({
             "name": name,
             "capabilities": {"platforms": ["ios"], "maxConcurrentBuilds": 1, "maxMemoryGB": 8,
@@ -37,6 +41,10 @@ async fn register_like_the_app(farm: &Farm, name: &str) -> String {
 
 /// The app's poll (no wait: it polls on its own timer), until a job comes.
 async fn poll_like_the_app(farm: &Farm, worker: &str) -> Value {
+    poll_with(farm, API_KEY, worker).await
+}
+
+async fn poll_with(farm: &Farm, key: &str, worker: &str) -> Value {
     wait::until("a job for the app", Duration::from_secs(60), || async {
         let r = farm
             .http
@@ -44,7 +52,7 @@ async fn poll_like_the_app(farm: &Farm, worker: &str) -> Value {
                 "{}/api/workers/poll?worker_id={worker}",
                 farm.gateway
             ))
-            .header("x-api-key", API_KEY)
+            .header("x-api-key", key)
             .send()
             .await
             .unwrap();
@@ -332,4 +340,153 @@ async fn a_silent_mac_loses_its_build_after_the_http_lease() {
         },
     )
     .await;
+}
+
+/// The docs give a worker machine the registration key (`register_workers`): a Mac configured
+/// with it alone registers, takes and runs builds, fetches its certs, shows its menu bar and
+/// Statistics window, and uploads; it sees no other machine's workers or builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mac_with_only_the_worker_machine_key_does_all_it_needs_and_no_more() {
+    let farm = Farm::start(farm_opts()).await;
+    let key = REGISTRATION_KEY;
+    let get = |path: String| {
+        farm.http
+            .get(format!("{}{path}", farm.gateway))
+            .header("x-api-key", key)
+            .send()
+    };
+    // Another machine (registered with the farm's own key) holds a build first.
+    let theirs = submit_ios(&farm, None).await;
+    let other = register_like_the_app(&farm, "other-mac").await;
+    assert_eq!(
+        poll_like_the_app(&farm, &other).await["id"],
+        theirs.as_str()
+    );
+
+    let id = submit_ios(&farm, Some(certs_zip())).await;
+    let mac = register_with(&farm, key, "mac").await;
+    let job = poll_with(&farm, key, &mac).await;
+    assert_eq!(job["id"], id.as_str());
+    let r = farm
+        .http
+        .get(format!(
+            "{}{}",
+            farm.gateway,
+            job["source_url"].as_str().unwrap()
+        ))
+        .header("x-api-key", key)
+        .header("x-worker-id", &mac)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = farm
+        .http
+        .get(format!("{}/api/builds/{id}/certs-secure", farm.gateway))
+        .header("x-api-key", key)
+        .header("x-worker-id", &mac)
+        .header("x-build-id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = farm
+        .http
+        .post(format!("{}/api/builds/{id}/telemetry", farm.gateway))
+        .header("x-api-key", key)
+        .header("x-worker-id", &mac)
+        .header("x-build-id", &id)
+        .json(&json!({"type": "heartbeat", "timestamp": "2026-12-05T00:00:00Z", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Its menu bar: its own active build only. Its Statistics window: its own worker only.
+    let r = get("/api/builds/active".into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let active: Value = r.json().await.unwrap();
+    let ids: Vec<&str> = active["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![id.as_str()], "{active}");
+    assert_eq!(
+        get(format!("/api/workers/{mac}/stats"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(format!("/api/workers/{other}/stats"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // It still reads no build, and acts for no worker it did not register.
+    assert_eq!(
+        get(format!("/api/builds/{id}")).await.unwrap().status(),
+        403
+    );
+    let r = farm
+        .http
+        .get(format!(
+            "{}/api/workers/poll?worker_id={other}",
+            farm.gateway
+        ))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    let form = Form::new()
+        .text("build_id", id.clone())
+        .text("worker_id", mac.clone())
+        .text("success", "true")
+        .part("result", Part::bytes(b"ipa".to_vec()).file_name("app.ipa"));
+    let r = farm
+        .http
+        .post(format!("{}/api/workers/upload", farm.gateway))
+        .header("x-api-key", key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(farm.get_build(&id).await["status"], "completed");
+}
+
+/// The seed's scripts read `/health` right after a submit. After an idle spell the first call
+/// must not answer from the figures measured before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_right_after_a_submit_counts_it_even_after_an_idle_spell() {
+    let farm = Farm::start(FarmOpts {
+        extra_env: vec![("FREEAGENT_FIGURES_TTL".into(), "1s".into())],
+        ..farm_opts()
+    })
+    .await;
+    let pending = || async {
+        let h: Value = farm
+            .http
+            .get(format!("{}/health", farm.gateway))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        h["queue"]["pending"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{h}"))
+    };
+    assert_eq!(pending().await, 0);
+    // Idle for longer than the figures' TTL: what was measured is now too old to serve.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    submit_ios(&farm, None).await;
+    assert_eq!(pending().await, 1);
 }

@@ -73,6 +73,10 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
         .env("FREEAGENT_API_KEY", key)
         .env("FREEAGENT_DATABASE_URL", &url)
         .env("FREEAGENT_LOG_FORMAT", "text")
+        // The operator's settings reach the services (a small certs limit, checked below) and
+        // a secret set in this shell reaches no worker.
+        .env("FREEAGENT_CERTS_LIMIT", "1KiB")
+        .env("FREEAGENT_CERTS_KEY", "c".repeat(64))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -100,6 +104,25 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
             .output()
             .unwrap()
     };
+    let form = reqwest::multipart::Form::new()
+        .text("platform", "android")
+        .part(
+            "source",
+            reqwest::multipart::Part::bytes(freeagent_tests::pack(&example("hello")))
+                .file_name("s.tar.gz"),
+        )
+        .part(
+            "certs",
+            reqwest::multipart::Part::bytes(vec![0u8; 4096]).file_name("certs.zip"),
+        );
+    let r = http
+        .post(format!("{gateway}/api/builds"))
+        .header("x-api-key", key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "FREEAGENT_CERTS_LIMIT reached the gateway");
     let example = example("hello");
     let out = cli(&[
         "submit",
@@ -210,4 +233,78 @@ fn children_named(parent: u32, name: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// A first start: storage comes up before any service has migrated the database. It must say
+/// so at info level and wait, with no WARN the operator cannot act on, and start retention once
+/// the tables exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_before_the_migrations_warns_of_nothing() {
+    let test_db = TestDb::empty().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let log = dir.path().join("storage.log");
+    let child = Command::new(bin_dir().join("freeagent-storage"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FREEAGENT_DATABASE_URL", &test_db.url)
+        .env("FREEAGENT_STORAGE_PORT", port.to_string())
+        .env("FREEAGENT_BIND", "127.0.0.1")
+        .env("FREEAGENT_STORAGE_URL", dir.path().join("objects"))
+        .env(
+            "FREEAGENT_SIGNING_SECRET",
+            "a-test-signing-secret-of-enough-length-0123",
+        )
+        .env("FREEAGENT_CERTS_KEY", "b".repeat(64))
+        .env("FREEAGENT_RETENTION", "30d")
+        .env("FREEAGENT_RETENTION_INTERVAL", "1s")
+        .env("FREEAGENT_LOG_FORMAT", "text")
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+        ))
+        .spawn()
+        .expect("start storage");
+    // Stopped however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Stop(child);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait::until(
+        "storage to notice the database is not migrated",
+        Duration::from_secs(30),
+        || async { read().contains("not migrated yet").then_some(()) },
+    )
+    .await;
+    db::migrate(&test_db.pool).await.unwrap();
+    // Retention then runs: its statistics of the store appear in /metrics.
+    let http = reqwest::Client::new();
+    wait::until(
+        "retention's first pass",
+        Duration::from_secs(30),
+        || async {
+            let m = http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            m.contains("freeagent_storage_objects").then_some(())
+        },
+    )
+    .await;
+    drop(child);
+    let text = read();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(
+        warnings.is_empty(),
+        "a first start warned: {warnings:#?}\n{text}"
+    );
 }

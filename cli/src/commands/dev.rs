@@ -116,31 +116,39 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         env
     };
+    // The operator's settings in this shell reach the services (all of them) and the workers
+    // (all but secrets); dev's own settings (ports, addresses, keys) are applied over them.
+    let settings = shell_settings();
+    let for_workers: Vec<(String, String)> = settings
+        .iter()
+        .filter(|(k, _)| !is_secret(k))
+        .cloned()
+        .collect();
+    if !settings.is_empty() {
+        let names = |s: &[(String, String)]| {
+            s.iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("Settings from this shell: {}", names(&settings));
+        println!("  to the workers (no secrets): {}", names(&for_workers));
+    }
     let spawn = |name: &str, bin: &str, extra: Vec<(&str, String)>| -> anyhow::Result<Proc> {
         let mut cmd = Command::new(binary(&bin_dir, bin)?);
+        let inherited = if bin == "freeagent-worker" {
+            &for_workers
+        } else {
+            &settings
+        };
         // A clean environment: a worker must not inherit this shell's secrets either.
         cmd.env_clear()
             .envs(
-                [
-                    "PATH",
-                    "HOME",
-                    "LANG",
-                    "RUST_LOG",
-                    "FREEAGENT_LOG_FORMAT",
-                    "TMPDIR",
-                    // The operator's choice of build isolation and limits (docs/sandbox.md).
-                    "FREEAGENT_SANDBOX",
-                    "FREEAGENT_SANDBOX_MAX_PROCESSES",
-                    "FREEAGENT_BUILD_MEMORY",
-                    "FREEAGENT_BUILD_CPUS",
-                    "FREEAGENT_BUILD_NETWORK",
-                    "FREEAGENT_BUILD_NETWORK_ALLOW",
-                    "FREEAGENT_BUILD_SUBNET",
-                    "FREEAGENT_BUILD_SECCOMP",
-                ]
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+                ["PATH", "HOME", "LANG", "RUST_LOG", "TMPDIR"]
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
             )
+            .envs(inherited.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("cannot start {bin}"))?;
@@ -317,5 +325,51 @@ fn hidden_from_builds(data: &std::path::Path) -> String {
     match std::env::var("FREEAGENT_SANDBOX_HIDE") {
         Ok(extra) if !extra.is_empty() => format!("{extra}:{}", data.display()),
         _ => data.display().to_string(),
+    }
+}
+
+/// Every `FREEAGENT_*` variable of this shell, sorted by name.
+fn shell_settings() -> Vec<(String, String)> {
+    let mut s: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("FREEAGENT_"))
+        .collect();
+    s.sort();
+    s
+}
+
+/// Settings a worker must never hold: secrets, keys, credentials and the database.
+fn is_secret(name: &str) -> bool {
+    ["SECRET", "KEY", "CREDS", "PASSWORD", "TOKEN", "DATABASE"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_secret;
+
+    #[test]
+    fn workers_get_settings_but_no_secret() {
+        for secret in [
+            "FREEAGENT_SIGNING_SECRET",
+            "FREEAGENT_SIGNING_SECRET_PREVIOUS",
+            "FREEAGENT_API_KEY",
+            "FREEAGENT_WORKER_REGISTRATION_KEY",
+            "FREEAGENT_CERTS_KEY",
+            "FREEAGENT_NATS_CREDS",
+            "FREEAGENT_NATS_SIGNING_KEY",
+            "FREEAGENT_DATABASE_URL",
+        ] {
+            assert!(is_secret(secret), "{secret}");
+        }
+        for setting in [
+            "FREEAGENT_LEASE",
+            "FREEAGENT_BUILD_MEMORY",
+            "FREEAGENT_BUILD_NETWORK_ALLOW",
+            "FREEAGENT_LOG_MAX_BYTES",
+            "FREEAGENT_SANDBOX",
+        ] {
+            assert!(!is_secret(setting), "{setting}");
+        }
     }
 }

@@ -211,9 +211,17 @@ pub async fn worker_credential(st: &AppState, headers: &HeaderMap) -> Result<Wor
                 .hint("send X-Worker-Token, or X-API-Key with worker_id"),
         );
     }
+    // A key that registers workers acts for the workers it registered (`key_caller`): a worker
+    // machine holds one key for everything. That opens nothing new: the key could register a
+    // worker and use its token.
     Ok(WorkerCredential::Key(
-        require_api_key(st, headers, SCOPE_WORKER).await?,
+        require_api_key_any(st, headers, &[SCOPE_WORKER, SCOPE_REGISTER_WORKERS]).await?,
     ))
+}
+
+/// Whether `key` reads the whole farm, or only what its own workers do (a worker machine's key).
+pub fn reads_only_its_workers(key: &ApiKey) -> bool {
+    !has_scope(key, SCOPE_READ)
 }
 
 impl WorkerCredential {

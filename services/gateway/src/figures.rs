@@ -1,17 +1,19 @@
 //! The farm's figures (`/health`, `/api/stats`, `/api/builds/statistics`), computed at most
-//! once per `FREEAGENT_FIGURES_TTL` (2 s) and served from memory in between: their cost per call does not grow
-//! with the number of builds, and a crowd of callers cannot stack up table scans. A stale value
-//! is served at once while one background refresh runs; only the very first call waits.
+//! once per `FREEAGENT_FIGURES_TTL` (2 s) whatever the number of callers, so a crowd of callers
+//! cannot stack up table scans. No answer is older than the TTL (a script that reads `/health`
+//! right after a submit, after an idle spell, sees the submit): a call that finds the figures
+//! past half the TTL starts one measurement in the background and is answered at once; a call
+//! that finds them past the TTL waits for that measurement (or makes it), as do the calls
+//! arriving meanwhile.
 
 use freeagent_shared::db::builds::{FarmStats, QueueDepth};
 use freeagent_shared::db::{self, Pool};
 use freeagent_shared::status::BuildStatus;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
 
-/// Figures are at most this old (plus one refresh), by default.
+/// Figures are at most this old, by default.
 pub const DEFAULT_FIGURES_TTL: Duration = Duration::from_secs(2);
 
 /// One snapshot, taken by `Figures::measure`.
@@ -49,7 +51,8 @@ impl Figures {
 #[derive(Clone)]
 pub struct FiguresCache {
     latest: Arc<RwLock<Option<Arc<Figures>>>>,
-    refreshing: Arc<AtomicBool>,
+    /// Held while measuring: one measurement at a time; callers that need fresh figures wait.
+    measuring: Arc<Mutex<()>>,
     /// Zero: no cache, every call measures (for tests that need exact figures at once).
     ttl: Duration,
 }
@@ -58,37 +61,52 @@ impl FiguresCache {
     pub fn new(ttl: Duration) -> Self {
         FiguresCache {
             latest: Default::default(),
-            refreshing: Default::default(),
+            measuring: Default::default(),
             ttl,
         }
     }
 
-    /// The latest figures; stale ones start a refresh in the background.
+    async fn age_of_latest(&self) -> Option<(Arc<Figures>, Duration)> {
+        let f = self.latest.read().await.clone()?;
+        let age = f.measured_at.elapsed();
+        Some((f, age))
+    }
+
+    /// Measures and stores, unless a measurement that finished meanwhile is younger than `max_age`.
+    async fn refresh(&self, pool: &Pool, max_age: Duration) -> Result<Arc<Figures>, db::Error> {
+        let _one = self.measuring.lock().await;
+        if let Some((f, age)) = self.age_of_latest().await
+            && age <= max_age
+        {
+            return Ok(f);
+        }
+        let f = Arc::new(Figures::measure(pool, crate::routes::workers::OFFLINE_AFTER_SECS).await?);
+        *self.latest.write().await = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Figures no older than the TTL.
     pub async fn get(&self, pool: &Pool) -> Result<Arc<Figures>, db::Error> {
-        let live = crate::routes::workers::OFFLINE_AFTER_SECS;
         if self.ttl.is_zero() {
+            let live = crate::routes::workers::OFFLINE_AFTER_SECS;
             return Ok(Arc::new(Figures::measure(pool, live).await?));
         }
-        if let Some(f) = self.latest.read().await.clone() {
-            if f.measured_at.elapsed() > self.ttl && !self.refreshing.swap(true, Ordering::SeqCst) {
-                let (cache, pool) = (self.clone(), pool.clone());
-                tokio::spawn(async move {
-                    match Figures::measure(&pool, live).await {
-                        Ok(f) => *cache.latest.write().await = Some(Arc::new(f)),
-                        Err(e) => tracing::warn!(error = %e, "could not refresh the farm figures"),
-                    }
-                    cache.refreshing.store(false, Ordering::SeqCst);
-                });
+        match self.age_of_latest().await {
+            Some((f, age)) if age <= self.ttl / 2 => Ok(f),
+            Some((f, age)) if age <= self.ttl => {
+                // Measure ahead, so that callers rarely wait; one measurement at a time.
+                if let Ok(guard) = self.measuring.clone().try_lock_owned() {
+                    let (cache, pool) = (self.clone(), pool.clone());
+                    tokio::spawn(async move {
+                        drop(guard);
+                        if let Err(e) = cache.refresh(&pool, cache.ttl / 2).await {
+                            tracing::warn!(error = %e, "could not refresh the farm figures");
+                        }
+                    });
+                }
+                Ok(f)
             }
-            return Ok(f);
+            _ => self.refresh(pool, self.ttl).await,
         }
-        // The first call: measure, one caller at a time.
-        let mut latest = self.latest.write().await;
-        if let Some(f) = latest.clone() {
-            return Ok(f);
-        }
-        let f = Arc::new(Figures::measure(pool, live).await?);
-        *latest = Some(f.clone());
-        Ok(f)
     }
 }

@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Builds purged per transaction.
 const BATCH: i64 = 100;
+/// How soon retention looks again when the database is not migrated yet (a first start).
+const NOT_MIGRATED_RETRY: Duration = Duration::from_secs(5);
 /// Build ids looked up per query during the sweep.
 const SWEEP_CHUNK: usize = 500;
 
@@ -194,13 +196,28 @@ impl Retention {
     /// Runs until `shutdown`: once at start, then every interval. Failures are logged and
     /// retried at the next tick (the work is idempotent).
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut told = false;
         loop {
-            if let Err(e) = self.run_once().await {
-                tracing::warn!(error = %e, "retention run failed; retrying at the next interval");
-            }
+            let wait = match self.run_once().await {
+                Ok(_) => self.config.interval,
+                // A first start: storage can come up before the services that migrate the
+                // database. Nothing for the operator to do; look again soon.
+                Err(RetentionError::Db(db::Error::NotMigrated)) => {
+                    if !std::mem::replace(&mut told, true) {
+                        tracing::info!(
+                            "the database is not migrated yet; retention starts once it is"
+                        );
+                    }
+                    NOT_MIGRATED_RETRY.min(self.config.interval)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention run failed; retrying at the next interval");
+                    self.config.interval
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -43,6 +43,9 @@ pub struct PublicStats {
     pub builds_today: i64,
     pub total_builds: i64,
     pub total_build_time_ms: i64,
+    /// CPU-seconds spent building, as the seed's landing page reads it. The farm records no CPU
+    /// samples, so this counts one busy core per running build: `total_build_time_ms / 1000`.
+    pub total_cpu_cycles: f64,
 }
 
 /// One queue in `GET /health`.

@@ -35,6 +35,11 @@ pub enum Error {
     /// Text Postgres cannot store (a NUL character, in text or JSON): the caller's input.
     #[error("text with a character Postgres cannot store (NUL)")]
     InvalidText,
+    /// The farm's tables do not exist yet: no service has applied the migrations.
+    #[error(
+        "the database has no Free Agent tables yet; the gateway and the scheduler create them when they start"
+    )]
+    NotMigrated,
     #[error("database error: {0}")]
     Sqlx(sqlx::Error),
 }
@@ -54,6 +59,8 @@ impl Error {
                 // character_not_in_repertoire (NUL in text), untranslatable_character (\u0000
                 // in jsonb).
                 Some("22021" | "22P05") => return Error::InvalidText,
+                // undefined_table
+                Some("42P01") => return Error::NotMigrated,
                 _ => {}
             }
         }

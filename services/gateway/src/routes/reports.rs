@@ -3,7 +3,7 @@
 //! counts come from the gateway's figures cache (`FREEAGENT_FIGURES_TTL` old at most).
 
 use crate::error::Result;
-use crate::extract::{Key, Read};
+use crate::extract::{Key, Read, ReadOrWorkers};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -30,8 +30,12 @@ pub async fn statistics(State(st): State<AppState>, _key: Key<Read>) -> Result<J
     Ok(Json(body))
 }
 
-pub async fn active(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<ActiveBuilds>> {
-    let builds = db::builds::build_active(&st.pool, ACTIVE_LIMIT).await?;
+pub async fn active(
+    State(st): State<AppState>,
+    key: Key<ReadOrWorkers>,
+) -> Result<Json<ActiveBuilds>> {
+    let mine = crate::auth::reads_only_its_workers(&key.key).then_some(key.key.id);
+    let builds = db::builds::build_active(&st.pool, ACTIVE_LIMIT, mine).await?;
     Ok(Json(ActiveBuilds {
         builds: builds
             .iter()
@@ -57,5 +61,14 @@ pub async fn public_stats(State(st): State<AppState>) -> Result<Json<PublicStats
         builds_today: s.builds_today,
         total_builds: s.total_builds,
         total_build_time_ms: s.total_build_time_ms,
+        total_cpu_cycles: s.total_build_time_ms as f64 / 1000.0,
     }))
+}
+
+/// The public figures may be read from any origin (counts only, no credential): the seed's
+/// landing page fetches them from its own site.
+pub fn public_cors() -> tower_http::cors::CorsLayer {
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([axum::http::Method::GET])
 }

@@ -151,7 +151,7 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "get",
             "/api/builds/active",
             ApiKey,
-            "Assigned and building builds",
+            "Assigned and building builds (a key that registers workers: only its workers' builds)",
             get(reports::active),
         )
         .gives(json::<ActiveBuilds>()),
@@ -317,7 +317,7 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "get",
             "/api/workers/{id}/stats",
             ApiKey,
-            "A worker's figures",
+            "A worker's figures (a key that registers workers: only for a worker it registered)",
             get(workers::stats),
         )
         .gives(json::<WorkerStats>()),
@@ -472,8 +472,8 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "get",
             "/api/stats",
             Anyone,
-            "Public farm figures",
-            get(reports::public_stats),
+            "Public farm figures (any origin may read them: the seed's landing page does)",
+            get(reports::public_stats).layer(reports::public_cors()),
         )
         .gives(json::<PublicStats>()),
         r(
@@ -481,7 +481,7 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "/public/stats",
             Anyone,
             "Public farm figures (older spelling)",
-            get(reports::public_stats),
+            get(reports::public_stats).layer(reports::public_cors()),
         )
         .gives(json::<PublicStats>()),
         r(

@@ -6,7 +6,7 @@
 
 use crate::auth::{self, SCOPE_ADMIN, SCOPE_WORKER};
 use crate::error::{GatewayError, Result};
-use crate::extract::{Admin, Key, Read, Register};
+use crate::extract::{Admin, Key, Read, ReadOrWorkers, Register};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -330,13 +330,22 @@ pub async fn undrain(
 /// `GET /api/workers/:id/stats`, in the seed's shape (camelCase), from the attempt records.
 pub async fn stats(
     State(st): State<AppState>,
-    _key: Key<Read>,
+    key: Key<ReadOrWorkers>,
     Path(id): Path<String>,
 ) -> Result<Json<WorkerStats>> {
     let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
-    let w = db::workers::worker_get(&st.pool, id)
-        .await?
-        .ok_or_else(|| GatewayError::not_found("worker"))?;
+    let w = db::workers::worker_get(&st.pool, id).await?;
+    // A worker machine's key sees the workers it registered, no other (unknown ids alike, so
+    // none is probed).
+    if crate::auth::reads_only_its_workers(&key.key)
+        && w.as_ref().and_then(|w| w.registered_by) != Some(key.key.id)
+    {
+        return Err(
+            GatewayError::forbidden("this API key did not register that worker")
+                .hint("use a key with the read scope"),
+        );
+    }
+    let w = w.ok_or_else(|| GatewayError::not_found("worker"))?;
     let t = db::builds::build_worker_tally(&st.pool, id).await?;
     let offline = w.status != WorkerStatus::Offline
         && (chrono::Utc::now() - w.last_seen_at).num_seconds() as f64 > OFFLINE_AFTER_SECS;

@@ -297,15 +297,22 @@ pub async fn build_queue_depths(
     .await?)
 }
 
-/// Assigned and building builds, oldest first.
-pub async fn build_active(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Build>, Error> {
+/// Assigned and building builds, oldest first; with `registered_by`, only those held by workers
+/// that key registered.
+pub async fn build_active(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+    registered_by: Option<crate::ids::ApiKeyId>,
+) -> Result<Vec<Build>, Error> {
     Ok(sqlx::query_as::<_, Build>(concat!(
         "SELECT ",
         build_columns!(),
         " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
-         WHERE b.status IN ('assigned', 'building') ORDER BY b.id LIMIT $1"
+         WHERE b.status IN ('assigned', 'building') AND ($2::uuid IS NULL OR w.registered_by = $2) \
+         ORDER BY b.id LIMIT $1"
     ))
     .bind(limit)
+    .bind(registered_by)
     .fetch_all(db)
     .await?)
 }
