@@ -342,19 +342,58 @@ async fn a_silent_mac_loses_its_build_after_the_http_lease() {
     .await;
 }
 
-/// The docs give a worker machine the registration key (`register_workers`): a Mac configured
-/// with it alone registers, takes and runs builds, fetches its certs, shows its menu bar and
-/// Statistics window, and uploads; it sees no other machine's workers or builds.
+/// A Mac holds one key of its own, with the `worker` scope: configured with it alone, it
+/// registers, takes and runs builds, fetches its certs, shows its menu bar and Statistics
+/// window, and uploads; it sees no other machine's workers or builds. The fleet's shared
+/// registration-only key registers and nothing more: polling with it is a 403 that says which
+/// key to use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mac_with_only_the_worker_machine_key_does_all_it_needs_and_no_more() {
+async fn a_mac_with_its_own_worker_key_does_all_it_needs_and_no_more() {
     let farm = Farm::start(farm_opts()).await;
-    let key = REGISTRATION_KEY;
+    let created: Value = farm
+        .http
+        .post(format!("{}/api/keys", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .json(&json!({"name": "mac-mini-1", "scopes": ["worker"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mac_key = created["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let key = mac_key.as_str();
     let get = |path: String| {
         farm.http
             .get(format!("{}{path}", farm.gateway))
             .header("x-api-key", key)
             .send()
     };
+    // The registration-only key: registers, then a poll says what to use instead.
+    let shared = register_with(&farm, REGISTRATION_KEY, "shared-key-mac").await;
+    let r = farm
+        .http
+        .get(format!(
+            "{}/api/workers/poll?worker_id={shared}",
+            farm.gateway
+        ))
+        .header("x-api-key", REGISTRATION_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("'worker' scope"),
+        "{body}"
+    );
+
     // Another machine (registered with the farm's own key) holds a build first.
     let theirs = submit_ios(&farm, None).await;
     let other = register_like_the_app(&farm, "other-mac").await;

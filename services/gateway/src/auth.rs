@@ -211,12 +211,17 @@ pub async fn worker_credential(st: &AppState, headers: &HeaderMap) -> Result<Wor
                 .hint("send X-Worker-Token, or X-API-Key with worker_id"),
         );
     }
-    // A key that registers workers acts for the workers it registered (`key_caller`): a worker
-    // machine holds one key for everything. That opens nothing new: the key could register a
-    // worker and use its token.
-    Ok(WorkerCredential::Key(
-        require_api_key_any(st, headers, &[SCOPE_WORKER, SCOPE_REGISTER_WORKERS]).await?,
-    ))
+    // A `worker` key acts for the workers it registered (`key_caller`): a Mac holds one key of
+    // its own for everything. A registration-only key never does: one such key is shared by a
+    // whole fleet, and would let any machine act for every other machine's workers.
+    let key = require_api_key_any(st, headers, &[SCOPE_WORKER, SCOPE_REGISTER_WORKERS]).await?;
+    if !has_scope(&key, SCOPE_WORKER) {
+        return Err(GatewayError::forbidden(
+            "this API key registers workers but does not act for them",
+        )
+        .hint("use the worker's X-Worker-Token, or give this machine a key of its own with the 'worker' scope (freeagent keys create --name <machine> --scope worker)"));
+    }
+    Ok(WorkerCredential::Key(key))
 }
 
 /// Whether `key` reads the whole farm, or only what its own workers do (a worker machine's key).

@@ -35,14 +35,10 @@ impl Scope for Admin {
     const ANY_OF: &'static [&'static str] = &[auth::SCOPE_ADMIN];
 }
 /// A worker machine's own views (the seed's menu bar and Statistics window): a reader, or a
-/// key that registers workers, which then sees only the workers it registered.
+/// `worker` key, which then sees only the workers it registered.
 pub struct ReadOrWorkers;
 impl Scope for ReadOrWorkers {
-    const ANY_OF: &'static [&'static str] = &[
-        auth::SCOPE_READ,
-        auth::SCOPE_WORKER,
-        auth::SCOPE_REGISTER_WORKERS,
-    ];
+    const ANY_OF: &'static [&'static str] = &[auth::SCOPE_READ, auth::SCOPE_WORKER];
 }
 impl Scope for Register {
     const ANY_OF: &'static [&'static str] = &[auth::SCOPE_WORKER, auth::SCOPE_REGISTER_WORKERS];

@@ -29,13 +29,15 @@ pub struct Figures {
 impl Figures {
     async fn measure(pool: &Pool, live_within_secs: f64) -> Result<Self, db::Error> {
         metrics::counter!(freeagent_shared::metrics::FIGURES_REFRESHES).increment(1);
+        // Their age counts from the start: a change committed after this moment may be missing.
+        let measured_at = Instant::now();
         Ok(Figures {
             counts: db::builds::build_count_by_status(pool).await?,
             storage_by_kind: db::builds::build_storage_by_kind(pool).await?,
             queues: db::builds::build_queue_depths(pool, live_within_secs).await?,
             farm: db::builds::build_farm_stats(pool).await?,
             workers_online: db::workers::worker_count_online(pool, live_within_secs).await?,
-            measured_at: Instant::now(),
+            measured_at,
         })
     }
 

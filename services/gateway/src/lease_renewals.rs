@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// Far below any lease (30 s for NATS workers, 2 min for HTTP ones by default).
 const EVERY: Duration = Duration::from_secs(5);
 
+/// How often a long piece of work for a held build (a result upload) renews its lease.
+const DURING_WORK: Duration = Duration::from_secs(20);
+
 /// Past this many builds remembered, renewals older than `EVERY` are forgotten.
 const PRUNE_AT: usize = 4096;
 
@@ -41,6 +44,24 @@ impl LeaseRenewals {
                 last.insert((b.id, b.attempt), now);
                 true
             }
+        }
+    }
+}
+
+/// Runs `work` (a result upload) while renewing `b`'s lease, at its start and every
+/// `DURING_WORK`: an upload that outlasts the lease must not lose the build it completes.
+pub async fn while_renewing<T>(
+    st: &AppState,
+    caller: &WorkerCaller,
+    b: &Build,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(DURING_WORK);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => renew(st, caller, b).await,
         }
     }
 }

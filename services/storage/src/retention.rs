@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 const BATCH: i64 = 100;
 /// How soon retention looks again when the database is not migrated yet (a first start).
 const NOT_MIGRATED_RETRY: Duration = Duration::from_secs(5);
+/// After this many looks (5 minutes at the default interval) a missing schema is worth a WARN.
+const NOT_MIGRATED_WARN_AFTER: u32 = 60;
 /// Build ids looked up per query during the sweep.
 const SWEEP_CHUNK: usize = 500;
 
@@ -196,16 +198,21 @@ impl Retention {
     /// Runs until `shutdown`: once at start, then every interval. Failures are logged and
     /// retried at the next tick (the work is idempotent).
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut told = false;
+        let mut waited = 0u32;
         loop {
             let wait = match self.run_once().await {
                 Ok(_) => self.config.interval,
                 // A first start: storage can come up before the services that migrate the
                 // database. Nothing for the operator to do; look again soon.
                 Err(RetentionError::Db(db::Error::NotMigrated)) => {
-                    if !std::mem::replace(&mut told, true) {
+                    waited += 1;
+                    if waited == 1 {
                         tracing::info!(
                             "the database is not migrated yet; retention starts once it is"
+                        );
+                    } else if waited == NOT_MIGRATED_WARN_AFTER {
+                        tracing::warn!(
+                            "the database is still not migrated: is FREEAGENT_DATABASE_URL the farm's database? The gateway and the scheduler create its tables when they start"
                         );
                     }
                     NOT_MIGRATED_RETRY.min(self.config.interval)

@@ -25,6 +25,9 @@ use std::io::Read;
 /// What the bundle may unpack to, all entries together (the seed's bound).
 pub const MAX_UNPACKED: u64 = 50 << 20;
 
+/// Bundles read and unpacked at once, per gateway.
+static UNPACKING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Why a bundle cannot be served: the submitter's bundle is wrong, not the farm.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BundleError {
@@ -82,6 +85,12 @@ pub async fn certs_secure(
             upstream.status()
         )));
     }
+    // A bundle in memory costs up to ~4× its unpacked size (zip, contents, base64, JSON): a
+    // few at a time, the rest wait their turn.
+    let _turn = UNPACKING
+        .acquire()
+        .await
+        .map_err(GatewayError::unavailable)?;
     // Stored certs passed the certs limit at submission; a bigger object is not theirs.
     let limit = st.config.certs_limit;
     let mut zip = Vec::new();
@@ -124,7 +133,10 @@ pub fn unpack(zip: &[u8]) -> Result<SecureCerts, BundleError> {
         if name.contains("..") || name.starts_with('/') || name.contains('\\') {
             return Err(BundleError::UnsafeName(name));
         }
-        if entry.is_dir() {
+        // Directories, and the AppleDouble files Finder adds to a zip (`__MACOSX/._dist.p12`
+        // also ends in `.p12`).
+        let base = name.rsplit('/').next().unwrap_or_default();
+        if entry.is_dir() || name.starts_with("__MACOSX/") || base.starts_with("._") {
             continue;
         }
         let wanted =
@@ -182,6 +194,8 @@ mod tests {
             ("a.mobileprovision", b"A"),
             ("notes.md", b"ignored"),
             ("b.mobileprovision", b"B"),
+            ("__MACOSX/._dist.p12", b"AppleDouble"),
+            ("certs/._b.mobileprovision", b"AppleDouble"),
         ]);
         let c = unpack(&z).unwrap();
         assert_eq!(c.p12, B64.encode("P12"));

@@ -151,7 +151,7 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "get",
             "/api/builds/active",
             ApiKey,
-            "Assigned and building builds (a key that registers workers: only its workers' builds)",
+            "Assigned and building builds (a `worker` key: only the builds of the workers it registered)",
             get(reports::active),
         )
         .gives(json::<ActiveBuilds>()),
@@ -317,7 +317,7 @@ pub fn routes(l: &Limits) -> Vec<Route> {
             "get",
             "/api/workers/{id}/stats",
             ApiKey,
-            "A worker's figures (a key that registers workers: only for a worker it registered)",
+            "A worker's figures (a `worker` key: only for a worker it registered)",
             get(workers::stats),
         )
         .gives(json::<WorkerStats>()),

@@ -247,7 +247,6 @@ async fn input(
 ) -> Result<axum::response::Response> {
     let id: BuildId = id.parse().map_err(|_| GatewayError::not_found("build"))?;
     let b = held(st, &caller, id).await?;
-    crate::lease_renewals::renew(st, &caller, &b).await;
     let (key, sha) = match kind {
         "source" => (
             freeagent_shared::object_key::ObjectKey::parse(&b.source_key)

@@ -104,9 +104,13 @@ async fn report(
         Some(Upload::Spooled(spooled)) => {
             let b = held(st, caller, id).await?;
             let key = ObjectKey::Result(b.id, b.attempt);
-            let object = spooled
-                .to_storage(&st.storage, &key, st.config.result_limit)
-                .await?;
+            let object = crate::lease_renewals::while_renewing(
+                st,
+                caller,
+                &b,
+                spooled.to_storage(&st.storage, &key, st.config.result_limit),
+            )
+            .await?;
             *stored = Some(key);
             (b.attempt, object)
         }
@@ -187,12 +191,17 @@ async fn read_report(
                 } else {
                     let b = held(st, c, id).await?;
                     let key = ObjectKey::Result(b.id, b.attempt);
-                    let object = multipart::to_storage(
-                        &st.storage,
-                        field,
-                        "result",
-                        &key,
-                        st.config.result_limit,
+                    let object = crate::lease_renewals::while_renewing(
+                        st,
+                        c,
+                        &b,
+                        multipart::to_storage(
+                            &st.storage,
+                            field,
+                            "result",
+                            &key,
+                            st.config.result_limit,
+                        ),
                     )
                     .await?;
                     *stored = Some(key);
