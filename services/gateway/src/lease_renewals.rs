@@ -48,8 +48,8 @@ impl LeaseRenewals {
     }
 }
 
-/// Runs `work` (a result upload) while renewing `b`'s lease, at its start and every
-/// `DURING_WORK`: an upload that outlasts the lease must not lose the build it completes.
+/// Runs `work` (a result upload) while renewing `b`'s lease every `DURING_WORK`: an upload that
+/// outlasts the lease must not lose the build it completes. A short one costs no renewal.
 pub async fn while_renewing<T>(
     st: &AppState,
     caller: &WorkerCaller,
@@ -57,7 +57,7 @@ pub async fn while_renewing<T>(
     work: impl std::future::Future<Output = T>,
 ) -> T {
     tokio::pin!(work);
-    let mut tick = tokio::time::interval(DURING_WORK);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + DURING_WORK, DURING_WORK);
     loop {
         tokio::select! {
             out = &mut work => return out,
