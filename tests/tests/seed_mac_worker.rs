@@ -70,16 +70,86 @@ async fn certs_secure(
     worker: &str,
     named: Option<&str>,
 ) -> reqwest::Response {
+    certs_secure_with(farm, API_KEY, build, worker, named).await
+}
+
+async fn certs_secure_with(
+    farm: &Farm,
+    key: &str,
+    build: &str,
+    worker: &str,
+    named: Option<&str>,
+) -> reqwest::Response {
     let mut r = farm
         .http
         .get(format!("{}/api/builds/{build}/certs-secure", farm.gateway))
-        .header("x-api-key", API_KEY)
+        .header("x-api-key", key)
         .header("x-worker-id", worker)
         .header("accept", "application/json");
     if let Some(named) = named {
         r = r.header("x-build-id", named);
     }
     r.send().await.unwrap()
+}
+
+/// The app's source download: the key and `X-Worker-Id`, at the job's `source_url`.
+async fn download_like_the_app(
+    farm: &Farm,
+    key: &str,
+    worker: &str,
+    job: &Value,
+) -> reqwest::Response {
+    farm.http
+        .get(format!(
+            "{}{}",
+            farm.gateway,
+            job["source_url"].as_str().unwrap()
+        ))
+        .header("x-api-key", key)
+        .header("x-worker-id", worker)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `vm-monitor.sh`'s heartbeat telemetry.
+async fn telemetry_like_the_vm(
+    farm: &Farm,
+    key: &str,
+    build: &str,
+    worker: &str,
+    data: Value,
+) -> reqwest::Response {
+    farm.http
+        .post(format!("{}/api/builds/{build}/telemetry", farm.gateway))
+        .header("x-api-key", key)
+        .header("x-worker-id", worker)
+        .header("x-build-id", build)
+        .json(&json!({"type": "heartbeat", "timestamp": "2026-12-05T00:00:00Z", "data": data}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The app's upload: the key header, the worker named inside the form.
+async fn upload_like_the_app(
+    farm: &Farm,
+    key: &str,
+    build: &str,
+    worker: &str,
+) -> reqwest::Response {
+    let form = Form::new()
+        .text("build_id", build.to_owned())
+        .text("worker_id", worker.to_owned())
+        .text("success", "true")
+        .part("result", Part::bytes(b"ipa".to_vec()).file_name("app.ipa"));
+    farm.http
+        .post(format!("{}/api/workers/upload", farm.gateway))
+        .header("x-api-key", key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn certs_zip() -> Vec<u8> {
@@ -205,18 +275,7 @@ async fn a_mac_whose_only_traffic_is_its_own_keeps_its_build_past_many_nats_leas
     let mac = register_like_the_app(&farm, "mac").await;
     let job = poll_like_the_app(&farm, &mac).await;
     assert_eq!(job["id"], id.as_str());
-    let src = farm
-        .http
-        .get(format!(
-            "{}{}",
-            farm.gateway,
-            job["source_url"].as_str().unwrap()
-        ))
-        .header("x-api-key", API_KEY)
-        .header("x-worker-id", &mac)
-        .send()
-        .await
-        .unwrap();
+    let src = download_like_the_app(&farm, API_KEY, &mac, &job).await;
     assert_eq!(src.status(), 200);
     // Several NATS leases pass with no report at all (the VM boots): the build stays held.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -224,20 +283,8 @@ async fn a_mac_whose_only_traffic_is_its_own_keeps_its_build_past_many_nats_leas
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(25) {
         n += 1;
-        // vm-monitor.sh's heartbeat telemetry.
-        let r = farm
-            .http
-            .post(format!("{}/api/builds/{id}/telemetry", farm.gateway))
-            .header("x-api-key", API_KEY)
-            .header("x-worker-id", &mac)
-            .header("x-build-id", &id)
-            .json(
-                &json!({"type": "heartbeat", "timestamp": "2026-12-05T00:00:00Z",
-                          "data": {"cpu_percent": 50, "memory_mb": 900}}),
-            )
-            .send()
-            .await
-            .unwrap();
+        let data = json!({"cpu_percent": 50, "memory_mb": 900});
+        let r = telemetry_like_the_vm(&farm, API_KEY, &id, &mac, data).await;
         assert_eq!(
             r.status(),
             200,
@@ -299,20 +346,7 @@ async fn a_mac_whose_only_traffic_is_its_own_keeps_its_build_past_many_nats_leas
         assert!(stats[k].is_string(), "{k}: {stats}");
     }
 
-    // The app's upload: key header, the worker named inside the form.
-    let form = Form::new()
-        .text("build_id", id.clone())
-        .text("worker_id", mac.clone())
-        .text("success", "true")
-        .part("result", Part::bytes(b"ipa".to_vec()).file_name("app.ipa"));
-    let r = farm
-        .http
-        .post(format!("{}/api/workers/upload", farm.gateway))
-        .header("x-api-key", API_KEY)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = upload_like_the_app(&farm, API_KEY, &id, &mac).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let b = farm.get_build(&id).await;
     assert_eq!(b["status"], "completed", "{b}");
@@ -406,39 +440,11 @@ async fn a_mac_with_its_own_worker_key_does_all_it_needs_and_no_more() {
     let mac = register_with(&farm, key, "mac").await;
     let job = poll_with(&farm, key, &mac).await;
     assert_eq!(job["id"], id.as_str());
-    let r = farm
-        .http
-        .get(format!(
-            "{}{}",
-            farm.gateway,
-            job["source_url"].as_str().unwrap()
-        ))
-        .header("x-api-key", key)
-        .header("x-worker-id", &mac)
-        .send()
-        .await
-        .unwrap();
+    let r = download_like_the_app(&farm, key, &mac, &job).await;
     assert_eq!(r.status(), 200);
-    let r = farm
-        .http
-        .get(format!("{}/api/builds/{id}/certs-secure", farm.gateway))
-        .header("x-api-key", key)
-        .header("x-worker-id", &mac)
-        .header("x-build-id", &id)
-        .send()
-        .await
-        .unwrap();
+    let r = certs_secure_with(&farm, key, &id, &mac, Some(&id)).await;
     assert_eq!(r.status(), 200);
-    let r = farm
-        .http
-        .post(format!("{}/api/builds/{id}/telemetry", farm.gateway))
-        .header("x-api-key", key)
-        .header("x-worker-id", &mac)
-        .header("x-build-id", &id)
-        .json(&json!({"type": "heartbeat", "timestamp": "2026-12-05T00:00:00Z", "data": {}}))
-        .send()
-        .await
-        .unwrap();
+    let r = telemetry_like_the_vm(&farm, key, &id, &mac, json!({})).await;
     assert_eq!(r.status(), 200);
 
     // Its menu bar: its own active build only. Its Statistics window: its own worker only.
@@ -483,19 +489,7 @@ async fn a_mac_with_its_own_worker_key_does_all_it_needs_and_no_more() {
         .unwrap();
     assert_eq!(r.status(), 403);
 
-    let form = Form::new()
-        .text("build_id", id.clone())
-        .text("worker_id", mac.clone())
-        .text("success", "true")
-        .part("result", Part::bytes(b"ipa".to_vec()).file_name("app.ipa"));
-    let r = farm
-        .http
-        .post(format!("{}/api/workers/upload", farm.gateway))
-        .header("x-api-key", key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = upload_like_the_app(&farm, key, &id, &mac).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(farm.get_build(&id).await["status"], "completed");
 }

@@ -1,5 +1,5 @@
-//! Reports from a worker about the build it holds (log lines, telemetry, downloads of its
-//! inputs) renew the build's lease, as the seed's controller treated them: its macOS app never
+//! Reports from a worker about the build it holds (log lines, telemetry, the VM's certs fetch, a
+//! long result upload) renew the build's lease, as the seed's controller treated them: its macOS app never
 //! calls a heartbeat route. A build's reports renew at most once per `EVERY` per gateway, so a
 //! build that prints thousands of lines a second costs the scheduler one heartbeat, not
 //! thousands.
