@@ -9,6 +9,8 @@ runs=${1:-10}
 at_once=${2:-1}
 out=${SOAK_DIR:-target/soak}
 mkdir -p "$out"
+# The farm logs of every failed test, to read a flake's whole story.
+export FREEAGENT_TEST_KEEP_LOGS="$out/farm-logs"
 
 cargo build --workspace --quiet && cargo test --workspace --no-run --quiet 2>/dev/null ||
   { echo "the build failed"; exit 1; }

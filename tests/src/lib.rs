@@ -621,7 +621,19 @@ impl Drop for Farm {
             let _ = p.child.wait();
         }
         if std::thread::panicking() {
+            // A flake's whole story: `FREEAGENT_TEST_KEEP_LOGS=<dir>` keeps every process's log
+            // of a failed test there (the soak script sets it).
+            let keep = std::env::var_os("FREEAGENT_TEST_KEEP_LOGS").map(PathBuf::from);
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("test")
+                .replace("::", "-");
             for p in &self.procs {
+                if let Some(dir) = &keep {
+                    let _ = std::fs::create_dir_all(dir);
+                    let to = dir.join(format!("{test}-{}-{}.log", std::process::id(), p.name));
+                    let _ = std::fs::copy(&p.log, to);
+                }
                 let log = std::fs::read_to_string(&p.log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 eprintln!("----- last lines of {} -----", p.name);

@@ -1,10 +1,10 @@
 //! Start-up: migrations are safe when several services start at once, a weak bootstrap key is
-//! refused, and `freeagent dev` runs the whole farm (creating its database) for the CLI.
+//! refused (a seed operator's 16-character key starts, with a warning to rotate it), and `freeagent dev` runs the whole farm (creating its database) for the CLI.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::db;
 use freeagent_tests::freeagent_shared::testing::{TestDb, free_port, wait};
-use freeagent_tests::{bin_dir, example};
+use freeagent_tests::{Farm, FarmOpts, bin_dir, example};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -37,13 +37,66 @@ fn the_gateway_refuses_a_short_bootstrap_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("FREEAGENT_API_KEY") && err.contains("at least 32"),
+        err.contains("FREEAGENT_API_KEY") && err.contains("at least 32") && err.contains("16"),
         "{err}"
     );
     assert!(
         !err.contains("tooShortKey9"),
         "the key itself must not be printed: {err}"
     );
+}
+
+/// The seed accepted API keys of 16 characters: an operator who moves keeps the key every CLI
+/// and Mac holds. It works, and the gateway says at start (without printing it) to rotate it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_key_of_16_characters_starts_the_gateway_with_a_warning_to_rotate_it() {
+    const SEED_KEY: &str = "seed-key-16chars";
+    let mut farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    farm.restart_with("gateway", &[("FREEAGENT_API_KEY", SEED_KEY)]);
+    let url = format!("{}/api/builds/statistics", farm.gateway);
+    let status = wait::until("the gateway to answer", Duration::from_secs(30), || {
+        let (http, url) = (farm.http.clone(), url.clone());
+        async move {
+            let r = http
+                .get(&url)
+                .header("x-api-key", SEED_KEY)
+                .send()
+                .await
+                .ok()?;
+            Some(r.status())
+        }
+    })
+    .await;
+    assert_eq!(status, 200, "the seed's key reads");
+    // The seed CLI's way of submitting works with it too.
+    let r = farm
+        .http
+        .post(format!("{}/api/builds", farm.gateway))
+        .header("x-api-key", SEED_KEY)
+        .multipart(
+            reqwest::multipart::Form::new()
+                .text("platform", "android")
+                .part(
+                    "source",
+                    reqwest::multipart::Part::bytes(freeagent_tests::pack(&example("hello")))
+                        .file_name("app.tar.gz"),
+                ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let log = farm.log_of("gateway");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("shorter than 32") && l.contains("rotate")),
+        "a warning to rotate the key: {log}"
+    );
+    assert!(!log.contains(SEED_KEY), "the key itself is never logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

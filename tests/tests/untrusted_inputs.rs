@@ -205,11 +205,27 @@ async fn a_log_flood_stops_at_its_cap_and_spares_another_builds_log() {
         .iter()
         .position(|l| l.contains("log truncated"))
         .unwrap_or_else(|| panic!("no truncation line in {} lines", flood_log.len()));
+    // Past the cap only the flood's last lines are kept (where a compiler prints its error),
+    // behind the note that says how many were dropped and where.
+    let after: Vec<&String> = flood_log[cut + 1..]
+        .iter()
+        .filter(|l| l.starts_with("flood line"))
+        .collect();
+    // (The last 1,000 lines of the attempt: the flood's, and the worker's own after it.)
+    let first_kept = 100_001 - after.len();
+    assert!(after.len() >= 990, "{}", after.len());
+    let last: Vec<String> = (first_kept..=100_000)
+        .map(|i| format!("flood line {i}"))
+        .collect();
+    assert_eq!(
+        after,
+        last.iter().collect::<Vec<_>>(),
+        "the flood's last lines"
+    );
     assert!(
-        flood_log[cut + 1..]
-            .iter()
-            .all(|l| !l.starts_with("flood line")),
-        "lines after the truncation line"
+        flood_log[cut].contains("log lines dropped here (lines "),
+        "{}",
+        flood_log[cut]
     );
     let quiet_log = farm.all_logs(&b).await;
     let quiet_lines: Vec<&String> = quiet_log

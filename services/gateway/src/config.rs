@@ -24,6 +24,10 @@ pub const DEFAULT_MAX_LOG_FOLLOWERS: usize = 10_000;
 /// Non-streaming requests (everything but uploads, downloads, long polls) end within this.
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The shortest bootstrap key accepted: the seed's own minimum, so its operators keep their
+/// keys (and every CLI and Mac configured with them) when they move. New keys take 32.
+pub const SEED_MIN_API_KEY_LEN: usize = 16;
+
 #[derive(Clone)]
 pub struct GatewayConfig {
     pub bind: String,
@@ -88,11 +92,15 @@ impl GatewayConfig {
         let key = config::var("FREEAGENT_API_KEY").ok_or_else(|| {
             ConfigError::new("FREEAGENT_API_KEY", "", format!("set a bootstrap API key of at least {MIN_SECRET_LEN} characters (for example `openssl rand -hex 32`)"))
         })?;
-        if key.len() < MIN_SECRET_LEN {
+        // The seed accepted 16: a key carried over from it still starts the farm (with a
+        // warning to rotate it, `crate::start`); anything shorter never did.
+        if key.len() < SEED_MIN_API_KEY_LEN {
             return Err(ConfigError::new(
                 "FREEAGENT_API_KEY",
                 &"*".repeat(key.len()),
-                format!("at least {MIN_SECRET_LEN} characters"),
+                format!(
+                    "at least {MIN_SECRET_LEN} characters ({SEED_MIN_API_KEY_LEN} for a key carried over from the seed)"
+                ),
             ));
         }
         let bind = config::string("FREEAGENT_BIND", "127.0.0.1");

@@ -144,6 +144,15 @@ impl App {
         if bootstrap.revoked_at.is_some() {
             tracing::warn!(key_id = %bootstrap.id, "FREEAGENT_API_KEY was revoked and stays revoked; set a new one to use a bootstrap key");
         }
+        if config.bootstrap_api_key.len() < freeagent_shared::config::MIN_SECRET_LEN
+            && bootstrap.revoked_at.is_none()
+        {
+            tracing::warn!(
+                key_id = %bootstrap.id,
+                length = config.bootstrap_api_key.len(),
+                "FREEAGENT_API_KEY is shorter than 32 characters: accepted because the seed accepted 16, but rotate it. Create a managed key (`freeagent keys create --name admin --scope admin --scope submit --scope read`), move the CLI and workers to it, then `freeagent keys revoke` this one"
+            );
+        }
         if let Some(k) = &config.worker_registration_key {
             let registration = db::api_keys::api_key_ensure(
                 &pool,

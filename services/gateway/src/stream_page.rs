@@ -70,14 +70,17 @@ async fn fetch(
     if pending == 0 {
         return Ok(out);
     }
+    let wanted = limit.min(pending);
     let mut msgs = consumer
         .fetch()
-        .max_messages(limit.min(pending))
+        .max_messages(wanted)
         .messages()
         .await
         .map_err(GatewayError::unavailable)?;
+    let mut received = 0;
     while let Some(m) = msgs.next().await {
         let m = m.map_err(GatewayError::unavailable)?;
+        received += 1;
         let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
             continue;
         };
@@ -86,9 +89,18 @@ async fn fetch(
             subject: m.subject.clone(),
             payload: m.payload.clone(),
         });
-        if out.len() >= limit {
+        if received >= wanted {
             break;
         }
+    }
+    // The consumer had `wanted` messages ready; fewer means the fetch was cut short (the
+    // connection closing at shutdown ends it quietly). A short page read as the end of a log
+    // would archive a truncated one: it is an error, and the reader tries again.
+    if received < wanted {
+        return Err(GatewayError::unavailable(format!(
+            "the {} stream answered {received} of {wanted} messages; try again",
+            consumer.cached_info().stream_name
+        )));
     }
     Ok(out)
 }

@@ -31,7 +31,7 @@ pub struct WorkerConfig {
     pub kill_grace: Duration,
     /// What a source archive may unpack to (`FREEAGENT_UNPACK_LIMIT`, `_UNPACK_ENTRIES`).
     pub unpack: crate::workspace::UnpackLimits,
-    /// Per-build log caps (`FREEAGENT_LOG_MAX_BYTES`, `_LOG_LINES_PER_SEC`).
+    /// Per-build log caps (`FREEAGENT_LOG_MAX_BYTES`, `_LOG_LINES_PER_SEC`, `_LOG_SPOOL_SECS`).
     pub log_caps: crate::log_stream::LogCaps,
     pub shutdown_grace: Duration,
     pub presence_every: Duration,
@@ -129,6 +129,11 @@ impl WorkerConfig {
                     "FREEAGENT_LOG_LINES_PER_SEC",
                     crate::log_stream::DEFAULT_LOG_CAPS.lines_per_sec,
                     "a number of lines per second",
+                )?,
+                spool_secs: config::parse(
+                    "FREEAGENT_LOG_SPOOL_SECS",
+                    crate::log_stream::DEFAULT_LOG_CAPS.spool_secs,
+                    "a number of seconds",
                 )?,
             },
             shutdown_grace: config::duration("FREEAGENT_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,

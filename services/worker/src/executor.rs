@@ -11,10 +11,18 @@ use freeagent_shared::wire::LogLevel;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncRead;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
+
+/// Once the build exited, the output still in its pipes is read to the end: a reader is waited
+/// for while it makes progress (up to `READ_OUT_MAX`), and left once idle this long (something
+/// that left the build's group holds the pipe open).
+const READ_OUT_IDLE: Duration = Duration::from_secs(5);
+const READ_OUT_MAX: Duration = Duration::from_secs(120);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -40,15 +48,16 @@ pub async fn run(
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id();
+    let read = Arc::new(AtomicU64::new(0));
     let readers = [
         child
             .stdout
             .take()
-            .map(|o| tokio::spawn(pump(o, log.clone(), LogLevel::Info))),
+            .map(|o| tokio::spawn(pump(o, log.clone(), LogLevel::Info, read.clone()))),
         child
             .stderr
             .take()
-            .map(|e| tokio::spawn(pump(e, log.clone(), LogLevel::Warn))),
+            .map(|e| tokio::spawn(pump(e, log.clone(), LogLevel::Warn, read.clone()))),
     ];
     let exit = tokio::select! {
         status = child.wait() => {
@@ -81,15 +90,28 @@ pub async fn run(
     if launch.level() == Level::None {
         sandbox::signal_build(Level::None, pid, Signal::SIGKILL);
     }
-    for r in readers.into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    // A burst printed just before the exit can still fill the pipes: waiting a fixed time
+    // instead lost the end of a 20,000-line log on a loaded machine.
+    let started = Instant::now();
+    for mut r in readers.into_iter().flatten() {
+        loop {
+            let before = read.load(Ordering::Relaxed);
+            if tokio::time::timeout(READ_OUT_IDLE, &mut r).await.is_ok() {
+                break;
+            }
+            if read.load(Ordering::Relaxed) == before || started.elapsed() > READ_OUT_MAX {
+                r.abort();
+                break;
+            }
+        }
     }
     Ok(exit)
 }
 
-async fn pump(out: impl AsyncRead + Unpin, log: LogSink, level: LogLevel) {
+async fn pump(out: impl AsyncRead + Unpin, log: LogSink, level: LogLevel, read: Arc<AtomicU64>) {
     let mut lines = FramedRead::new(out, LinesCodec::new_with_max_length(MAX_LOG_LINE));
     while let Some(line) = lines.next().await {
+        read.fetch_add(1, Ordering::Relaxed);
         match line {
             Ok(l) => log.line(level, l).await,
             Err(LinesCodecError::MaxLineLengthExceeded) => {

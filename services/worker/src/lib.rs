@@ -7,6 +7,7 @@ pub mod artifact;
 pub mod config;
 pub mod executor;
 pub mod job;
+pub mod log_spool;
 pub mod log_stream;
 pub mod registration;
 pub mod sandbox;

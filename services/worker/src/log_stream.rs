@@ -1,16 +1,19 @@
 //! A build's output, line by line, to `logs.<build_id>.<worker_id>` on JetStream (the only log
 //! subjects this worker may publish on). Publishes are pipelined: up to `IN_FLIGHT` acks
 //! outstanding, all awaited before the build reports its outcome, so a completed build's log is
-//! complete. A build's log is capped (`LogCaps`): lines over the rate are dropped (and counted in
-//! a line of their own), and past the byte cap the log ends with a "log truncated" line, so one
-//! build cannot flood the stream other builds' logs live in.
+//! complete. A build's log is capped (`LogCaps`) so one build cannot flood the stream other
+//! builds' logs live in: lines go out at most at the rate, and a burst over it waits in a spool
+//! on disk (`crate::log_spool`), bounded to `LogCaps::spool_secs` of the rate; past that, and past the
+//! byte cap, lines in the middle are dropped, never the last ones, with a note of how many and
+//! where.
 
+use crate::log_spool::{Backlog, Bounds, Gap, Item, Line, Why};
 use chrono::Utc;
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{self, LogLevel, LogLine};
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -18,20 +21,40 @@ const IN_FLIGHT: usize = 256;
 const QUEUE: usize = 1024;
 /// One line's text is cut here (a line is one NATS message).
 pub const MAX_LINE: usize = 16 << 10;
+/// The spool holds at most this much disk.
+pub const SPOOL_MAX_BYTES: u64 = 64 << 20;
+/// The newest lines kept whatever was dropped before them (where a compiler prints its error).
+pub const TAIL_LINES: usize = 1000;
+pub const TAIL_MAX_BYTES: usize = 1 << 20;
 
 /// What one build may write to its log.
 #[derive(Debug, Clone, Copy)]
 pub struct LogCaps {
-    /// Bytes of message text in all; then the log ends with a truncation line.
+    /// Bytes of message text in all; past it only the last lines are kept.
     pub max_bytes: u64,
-    /// Sustained lines per second (bursts of this many); lines over it are dropped and counted.
+    /// Lines per second published (bursts of this many); more wait in the spool.
     pub lines_per_sec: u32,
+    /// The spool holds this many seconds of the rate: the longest a build's outcome waits for
+    /// its log to catch up after a burst.
+    pub spool_secs: u32,
 }
 
 pub const DEFAULT_LOG_CAPS: LogCaps = LogCaps {
     max_bytes: 64 << 20,
     lines_per_sec: 2_000,
+    spool_secs: 30,
 };
+
+impl LogCaps {
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            spool_lines: u64::from(self.lines_per_sec.max(1)) * u64::from(self.spool_secs),
+            spool_bytes: SPOOL_MAX_BYTES,
+            tail_lines: TAIL_LINES,
+            tail_bytes: TAIL_MAX_BYTES,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct LogSink {
@@ -45,62 +68,43 @@ impl LogSink {
     }
 }
 
-/// What to do with the next line, as the caps decide.
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    /// Publish it (after a note of `dropped` lines, if any).
-    Keep { dropped: u64 },
-    /// Over the rate: dropped (and counted).
-    Drop,
-    /// Over the byte cap: publish the truncation line once, then nothing more.
-    Truncate,
-    /// Already truncated.
-    Done,
-}
-
-/// The caps' state for one build's log: a token bucket for lines and a byte count.
-struct Gate {
-    caps: LogCaps,
+/// The rate: a token bucket of lines, refilled at `lines_per_sec` up to that many.
+struct Rate {
+    per_sec: f64,
     tokens: f64,
     refilled: Instant,
-    bytes: u64,
-    dropped: u64,
-    truncated: bool,
 }
 
-impl Gate {
-    fn new(caps: LogCaps, now: Instant) -> Self {
-        Self {
-            caps,
-            tokens: f64::from(caps.lines_per_sec.max(1)),
+impl Rate {
+    fn new(lines_per_sec: u32, now: Instant) -> Self {
+        let per_sec = f64::from(lines_per_sec.max(1));
+        Rate {
+            per_sec,
+            tokens: per_sec,
             refilled: now,
-            bytes: 0,
-            dropped: 0,
-            truncated: false,
         }
     }
 
-    fn judge(&mut self, len: usize, now: Instant) -> Verdict {
-        if self.truncated {
-            return Verdict::Done;
-        }
-        let rate = f64::from(self.caps.lines_per_sec.max(1));
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);
         self.refilled = now;
+    }
+
+    /// Takes one line's token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens < 1.0 {
-            self.dropped += 1;
-            return Verdict::Drop;
+            return false;
         }
         self.tokens -= 1.0;
-        if self.bytes + len as u64 > self.caps.max_bytes {
-            self.truncated = true;
-            return Verdict::Truncate;
-        }
-        self.bytes += len as u64;
-        Verdict::Keep {
-            dropped: std::mem::take(&mut self.dropped),
-        }
+        true
+    }
+
+    /// How long until the next token.
+    fn next_in(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.per_sec).max(0.0))
+            .max(Duration::from_millis(1))
     }
 }
 
@@ -114,7 +118,7 @@ pub fn start(
 ) -> (LogSink, JoinHandle<u64>) {
     let (tx, mut rx) = mpsc::channel::<(LogLevel, String)>(QUEUE);
     let handle = tokio::spawn(async move {
-        let mut publisher = Publisher {
+        let publisher = Publisher {
             js,
             subject: subjects::logs(build_id, worker),
             build_id,
@@ -122,43 +126,106 @@ pub fn start(
             seq: 0,
             acks: VecDeque::new(),
         };
-        let mut gate = Gate::new(caps, Instant::now());
-        while let Some((level, mut message)) = rx.recv().await {
-            cut(&mut message);
-            match gate.judge(message.len(), Instant::now()) {
-                Verdict::Keep { dropped } => {
-                    if dropped > 0 {
-                        publisher
-                            .send(LogLevel::Warn, dropped_note(dropped, caps))
-                            .await;
+        let mut log = Gated {
+            publisher,
+            caps,
+            rate: Rate::new(caps.lines_per_sec, Instant::now()),
+            backlog: Backlog::new(caps.bounds()),
+            written: 0,
+            bytes: 0,
+        };
+        let mut open = true;
+        loop {
+            log.publish_allowed(!open).await;
+            if !open && log.backlog.is_empty() {
+                break;
+            }
+            let next = log.backlog.ready(!open).then(|| log.rate.next_in());
+            tokio::select! {
+                line = rx.recv(), if open => {
+                    let Some((level, message)) = line else {
+                        open = false;
+                        continue;
+                    };
+                    log.accept(level, message).await;
+                    // Whatever else waits is taken at once: the build's output is read as fast
+                    // as it comes (it has a few seconds once the build exits), the rate applies
+                    // to publishing only.
+                    for _ in 0..QUEUE {
+                        let Ok((level, message)) = rx.try_recv() else { break };
+                        log.accept(level, message).await;
                     }
-                    publisher.send(level, message).await;
                 }
-                Verdict::Drop | Verdict::Done => {}
-                Verdict::Truncate => {
-                    let note = format!(
-                        "[freeagent] log truncated: the build wrote more than {} bytes of log (FREEAGENT_LOG_MAX_BYTES); later lines are dropped",
-                        caps.max_bytes
-                    );
-                    publisher.send(LogLevel::Warn, note).await;
-                }
+                _ = tokio::time::sleep(next.unwrap_or_default()), if next.is_some() => {}
             }
         }
-        if gate.dropped > 0 && !gate.truncated {
-            publisher
-                .send(LogLevel::Warn, dropped_note(gate.dropped, caps))
-                .await;
-        }
-        publisher.finish().await
+        log.publisher.finish().await
     });
     (LogSink { tx }, handle)
 }
 
-fn dropped_note(n: u64, caps: LogCaps) -> String {
-    format!(
-        "[freeagent] {n} log lines dropped: the build wrote more than {} lines per second (FREEAGENT_LOG_LINES_PER_SEC)",
-        caps.lines_per_sec
-    )
+/// One attempt's log between the build and the stream: the caps' state and the backlog.
+struct Gated {
+    publisher: Publisher,
+    caps: LogCaps,
+    rate: Rate,
+    backlog: Backlog,
+    /// Lines taken so far (their numbers in gap notes), and their bytes.
+    written: u64,
+    bytes: u64,
+}
+
+impl Gated {
+    /// Takes one line: out at once if the rate allows and nothing waits, else into the backlog.
+    async fn accept(&mut self, level: LogLevel, mut message: String) {
+        cut(&mut message);
+        self.written += 1;
+        self.bytes += message.len() as u64;
+        let over_cap = self.bytes > self.caps.max_bytes;
+        if !over_cap && self.backlog.is_empty() && self.rate.take(Instant::now()) {
+            self.publisher.send(level, message).await;
+        } else {
+            let n = self.written;
+            self.backlog.push(Line { level, message, n }, over_cap);
+        }
+    }
+
+    /// Publishes what waits, oldest first, as far as the rate allows (`ended`: the tail kept
+    /// past the byte cap goes too).
+    async fn publish_allowed(&mut self, ended: bool) {
+        while self.backlog.ready(ended) && self.rate.take(Instant::now()) {
+            match self.backlog.pop(ended) {
+                Some(Item::Line(l)) => self.publisher.send(l.level, l.message).await,
+                Some(Item::Gap(g)) => {
+                    let note = gap_note(g, self.caps);
+                    self.publisher.send(LogLevel::Warn, note).await
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// The line that stands where lines were dropped: how many, and which of the build's output.
+fn gap_note(g: Gap, caps: LogCaps) -> String {
+    let lines = if g.count == 1 {
+        format!("1 log line dropped here (line {})", g.first)
+    } else {
+        format!(
+            "{} log lines dropped here (lines {} to {})",
+            g.count, g.first, g.last
+        )
+    };
+    match g.why {
+        Why::Bytes => format!(
+            "[freeagent] log truncated: the build wrote more than {} bytes of log (FREEAGENT_LOG_MAX_BYTES); {lines} of this attempt's log; its last lines follow",
+            caps.max_bytes
+        ),
+        Why::Rate => format!(
+            "[freeagent] {lines} of this attempt's log: the build wrote faster than {} lines per second (FREEAGENT_LOG_LINES_PER_SEC) for longer than the spool holds ({} s of it, FREEAGENT_LOG_SPOOL_SECS); the lines before and after are whole",
+            caps.lines_per_sec, caps.spool_secs
+        ),
+    }
 }
 
 /// Cuts a line at `MAX_LINE` bytes, on a character boundary.
@@ -224,42 +291,40 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn lines_over_the_rate_are_dropped_then_counted() {
+    fn the_rate_gives_a_burst_then_a_token_per_interval() {
         let t0 = Instant::now();
-        let mut g = Gate::new(
-            LogCaps {
-                max_bytes: 1 << 20,
-                lines_per_sec: 3,
-            },
-            t0,
-        );
+        let mut r = Rate::new(3, t0);
         for _ in 0..3 {
-            assert_eq!(g.judge(1, t0), Verdict::Keep { dropped: 0 });
+            assert!(r.take(t0));
         }
-        assert_eq!(g.judge(1, t0), Verdict::Drop);
-        assert_eq!(g.judge(1, t0), Verdict::Drop);
-        // A third of a second later one token is back: the note counts the two dropped.
-        let later = t0 + Duration::from_millis(340);
-        assert_eq!(g.judge(1, later), Verdict::Keep { dropped: 2 });
+        assert!(!r.take(t0));
+        assert!(r.next_in() <= Duration::from_millis(334));
+        assert!(r.take(t0 + Duration::from_millis(340)));
     }
 
     #[test]
-    fn the_byte_cap_truncates_once() {
-        let t0 = Instant::now();
-        let mut g = Gate::new(
-            LogCaps {
-                max_bytes: 10,
-                lines_per_sec: 1000,
-            },
-            t0,
+    fn notes_say_how_many_lines_were_dropped_and_where() {
+        let g = Gap {
+            count: 3,
+            first: 10,
+            last: 12,
+            why: Why::Rate,
+        };
+        let note = gap_note(g, DEFAULT_LOG_CAPS);
+        assert!(
+            note.contains("3 log lines dropped here (lines 10 to 12)"),
+            "{note}"
         );
-        assert_eq!(g.judge(6, t0), Verdict::Keep { dropped: 0 });
-        assert_eq!(g.judge(4, t0), Verdict::Keep { dropped: 0 });
-        assert_eq!(g.judge(1, t0), Verdict::Truncate);
-        assert_eq!(g.judge(1, t0), Verdict::Done);
+        let note = gap_note(
+            Gap {
+                why: Why::Bytes,
+                ..g
+            },
+            DEFAULT_LOG_CAPS,
+        );
+        assert!(note.contains("log truncated") && note.contains("last lines follow"));
     }
 
     #[test]

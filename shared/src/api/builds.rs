@@ -172,7 +172,8 @@ pub struct ListQuery {
 pub struct LogQuery {
     /// The `seq` (or `next_after`) to resume after.
     pub after: Option<String>,
-    /// 1 to 10,000 (default 1,000)
+    /// 1 to 10,000 (default 1,000). With neither `after` nor `limit`: the whole log, streamed
+    /// (the seed's reading).
     pub limit: Option<String>,
     /// `true`: a server-sent-event stream of the log as it grows (as `Accept: text/event-stream`);
     /// `Last-Event-ID` resumes.

@@ -130,6 +130,10 @@ pub async fn get(
             GatewayError::bad_request(format!("invalid after {v:?}: expected a sequence number"))
         })?,
     };
+    let (after_given, limit_given) = (
+        q.after.as_deref().is_some_and(|s| !s.is_empty()),
+        q.limit.as_deref().is_some_and(|s| !s.is_empty()),
+    );
     let limit: usize = match q.limit.as_deref().filter(|s| !s.is_empty()) {
         None => DEFAULT_LOG_LIMIT,
         Some(v) => v
@@ -141,6 +145,11 @@ pub async fn get(
     if super::log_follow::wanted(&headers, q.follow.as_deref()) {
         let from = super::log_follow::resume_point(&headers, after);
         return super::log_follow::stream(st, b, from);
+    }
+    // The seed's reading: its CLI prints the reply as the whole log and follows by slicing it
+    // by count, so without `after` or `limit` the whole log is the answer (streamed).
+    if !after_given && !limit_given {
+        return whole(&st, &b).await;
     }
     let limit = limit.min(MAX_LOG_LIMIT);
     let page = if b.logs_archived_at.is_some() {
@@ -161,6 +170,61 @@ pub async fn get(
         next_after: page.next_after,
     })
     .into_response())
+}
+
+/// Every line of `b`, oldest first: from the archive once written, else from the stream.
+async fn entries(
+    st: &AppState,
+    b: &Build,
+) -> Result<futures::stream::BoxStream<'static, std::io::Result<Entry>>> {
+    Ok(if b.logs_archived_at.is_some() {
+        crate::log_archive::read(st, b, 0)
+            .await?
+            .map_err(|e| std::io::Error::other(e.detail()))
+            .boxed()
+    } else {
+        let holders = holders(&st.pool, b.id).await?;
+        pages(st.nats.clone(), holders, b.id)
+            .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    })
+}
+
+/// The whole log as one `LogPage`, written as it is read: memory stays at a page however long
+/// the log. A read that fails midway cuts the body short, so the client sees an error, never a
+/// shorter log.
+async fn whole(st: &AppState, b: &Build) -> Result<Response> {
+    let lines = entries(st, b).await?;
+    let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let head = format!("{{\"build_id\":\"{}\",\"logs\":[", b.id);
+    let mut first = true;
+    let seen = last.clone();
+    let body = lines.map_ok(move |l| {
+        seen.store(l.seq, std::sync::atomic::Ordering::Relaxed);
+        let mut out = if std::mem::take(&mut first) {
+            Vec::new()
+        } else {
+            vec![b',']
+        };
+        // An entry is plain data: serializing it cannot fail.
+        let _ = serde_json::to_writer(&mut out, &l);
+        bytes::Bytes::from(out)
+    });
+    let tail = futures::stream::once(async move {
+        let next_after = last.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(bytes::Bytes::from(format!(
+            "],\"next_after\":{next_after}}}"
+        )))
+    });
+    let body = futures::stream::once(async move { Ok(bytes::Bytes::from(head)) })
+        .chain(body)
+        .chain(tail);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// The whole log as text, streamed: from the archive once written, else from the stream.

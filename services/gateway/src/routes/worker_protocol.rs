@@ -101,7 +101,7 @@ pub async fn poll(
     // handed back, even when the client hangs up (the handler is dropped) or the budget runs
     // out. Dropped unanswered, it would wait the consumer's ack wait (30 s) for redelivery.
     let hung_up = CancellationToken::new();
-    let _on_drop = hung_up.clone().drop_guard();
+    let on_drop = hung_up.clone().drop_guard();
     let task = tokio::spawn(take_job(
         st.clone(),
         caller.worker.id,
@@ -112,10 +112,12 @@ pub async fn poll(
     match tokio::time::timeout(wait + NO_WAIT_BUDGET, task).await {
         Ok(Ok(found)) => Ok(reply(found?)),
         Ok(Err(e)) => Err(GatewayError::unavailable(e)),
-        // Out of time: a claim under way finishes in its task; once it lands the build is held,
-        // and this poll or the next returns it.
+        // Out of time, the client still there: the task finishes its last pull and claims what
+        // it brings (once it lands the build is held, and this poll or the next returns it).
+        // Handing it back instead starved a client polling without `wait` on a loaded machine:
+        // every dispatch arrived after its poll's 100 ms and went back, again and again.
         Err(_) => {
-            hung_up.cancel();
+            let _still_there = on_drop.disarm();
             Ok(reply(held_job(&st, &caller).await?))
         }
     }

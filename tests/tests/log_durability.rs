@@ -1,0 +1,389 @@
+//! No log line is ever lost: the gateway stopped (SIGTERM) or killed (SIGKILL) at several points
+//! of a build's life — mid-run, while the build ends, while its log is being archived — and a
+//! worker killed mid-run (its build completes as attempt 2). After the restart, the final log
+//! is compared line for line with what the build printed, through every reading: pages, the
+//! seed's whole-log reading, and the text download. A burst keeps its last lines, and every
+//! line while the spool can catch up.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use freeagent_tests::freeagent_shared::db;
+use freeagent_tests::freeagent_shared::ids::BuildId;
+use freeagent_tests::freeagent_shared::testing::wait;
+use freeagent_tests::{API_KEY, Farm, FarmOpts, project};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::time::Duration;
+
+const LINES: usize = 40;
+
+/// A build printing `LINES` numbered lines, 0.1 s apart.
+fn numbered_build() -> tempfile::TempDir {
+    project(&format!(
+        "for i in $(seq 1 {LINES}); do echo \"line $i\"; sleep 0.1; done\n\
+         echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n"
+    ))
+}
+
+async fn start() -> (Farm, String) {
+    let farm = Farm::start(FarmOpts {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    let dir = numbered_build();
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (farm, id)
+}
+
+/// Waits until the build printed `line n` (read from the stream by the gateway).
+async fn until_printed(farm: &Farm, id: &str, n: usize) {
+    let want = format!("line {n}");
+    wait::until(&want.clone(), Duration::from_secs(60), || async {
+        farm.all_logs(id).await.contains(&want).then_some(())
+    })
+    .await;
+}
+
+/// Waits for the build to end, asking the database (the gateway may be down).
+async fn until_ended(farm: &Farm, id: &str) {
+    let id: BuildId = id.parse().unwrap();
+    wait::until("the build to end", Duration::from_secs(60), || async {
+        let b = db::builds::build_get(&farm.db.pool, id).await.ok()??;
+        b.status.is_terminal().then_some(())
+    })
+    .await;
+}
+
+async fn ready(farm: &Farm) {
+    let url = format!("{}/readyz", farm.gateway);
+    wait::until("the gateway to be ready", Duration::from_secs(30), || {
+        let (http, url) = (farm.http.clone(), url.clone());
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .ok()?
+                .status()
+                .is_success()
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// The seed's reading: no `after`, no `limit`, the whole log.
+async fn whole_log(farm: &Farm, id: &str) -> Vec<String> {
+    let page: Value = farm
+        .http
+        .get(format!("{}/api/builds/{id}/logs", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The finished build's log is whole in every reading, once archived.
+async fn assert_whole(farm: &Farm, id: &str, seen_before: &[String]) {
+    let b = farm.wait_terminal(id, Duration::from_secs(120)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    farm.wait_archived(id).await;
+    let paged = farm.all_logs(id).await;
+    let printed: Vec<String> = paged
+        .iter()
+        .filter(|l| l.starts_with("line "))
+        .cloned()
+        .collect();
+    let expected: Vec<String> = (1..=LINES).map(|i| format!("line {i}")).collect();
+    assert_eq!(
+        printed, expected,
+        "every line the build printed, once, in order"
+    );
+    assert_eq!(
+        paged.first().map(String::as_str),
+        Some("Build submitted"),
+        "{paged:?}"
+    );
+    assert_eq!(
+        paged.last().map(String::as_str),
+        Some("Build completed successfully"),
+        "{paged:?}"
+    );
+    // What a reader saw before the restart is still there, in the same order.
+    let kept: Vec<&String> = paged.iter().filter(|l| seen_before.contains(l)).collect();
+    assert_eq!(
+        kept.len(),
+        seen_before.len(),
+        "a restart never shortens a log: {seen_before:?} vs {paged:?}"
+    );
+    assert_eq!(
+        whole_log(farm, id).await,
+        paged,
+        "the seed's whole-log reading"
+    );
+    let text = farm.log_text(id).await;
+    assert_eq!(
+        text.lines().count(),
+        paged.len(),
+        "the text download: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stopped_mid_build_loses_no_line() {
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        let (mut farm, id) = start().await;
+        until_printed(&farm, &id, 10).await;
+        let seen = farm.all_logs(&id).await;
+        farm.signal_and_wait("gateway", signal, Duration::from_secs(30))
+            .expect("the gateway exits");
+        farm.restart("gateway");
+        ready(&farm).await;
+        assert_whole(&farm, &id, &seen).await;
+    }
+}
+
+/// The build ends while the gateway is stopping and stays down: the end and the last lines are
+/// written meanwhile; the restarted gateway archives them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_ending_while_the_gateway_is_down_loses_no_line() {
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        let (mut farm, id) = start().await;
+        until_printed(&farm, &id, LINES - 5).await;
+        let seen = farm.all_logs(&id).await;
+        farm.signal_and_wait("gateway", signal, Duration::from_secs(30))
+            .expect("the gateway exits");
+        until_ended(&farm, &id).await;
+        farm.restart("gateway");
+        ready(&farm).await;
+        assert_whole(&farm, &id, &seen).await;
+    }
+}
+
+/// The gateway stops just as the build ends, while its log settles and is archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stopped_while_the_log_is_archived_loses_no_line() {
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        let (mut farm, id) = start().await;
+        until_ended(&farm, &id).await;
+        let seen = farm.all_logs(&id).await;
+        farm.signal_and_wait("gateway", signal, Duration::from_secs(30))
+            .expect("the gateway exits");
+        farm.restart("gateway");
+        ready(&farm).await;
+        assert_whole(&farm, &id, &seen).await;
+    }
+}
+
+/// Attempt 1's worker is killed mid-run; attempt 2 completes elsewhere. Both attempts' lines
+/// are kept, each under its attempt, with the farm's own lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attempts_lines_are_kept_under_their_attempt() {
+    let mut farm = Farm::start(FarmOpts {
+        workers: 1,
+        lease: "2s",
+        ..Default::default()
+    })
+    .await;
+    let dir = project(
+        "for i in $(seq 1 20); do echo \"attempt $FREEAGENT_ATTEMPT line $i\"; done\n\
+         if [ \"$FREEAGENT_ATTEMPT\" = 1 ]; then sleep 60; fi\n\
+         echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n",
+    );
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait::until("attempt 1 to print", Duration::from_secs(60), || async {
+        farm.all_logs(&id)
+            .await
+            .iter()
+            .any(|l| l == "attempt 1 line 20")
+            .then_some(())
+    })
+    .await;
+    let seen = farm.all_logs(&id).await;
+    farm.kill("worker-0");
+    farm.restart("gateway");
+    farm.spawn_worker(1);
+    ready(&farm).await;
+    let b = farm.wait_terminal(&id, Duration::from_secs(120)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempt"], 2);
+    farm.wait_archived(&id).await;
+    let page: Value = farm
+        .http
+        .get(format!(
+            "{}/api/builds/{id}/logs?after=0&limit=10000",
+            farm.gateway
+        ))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lines: Vec<(u64, String)> = page["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["attempt"].as_u64().unwrap(),
+                l["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for attempt in [1u64, 2] {
+        let of_attempt: Vec<&str> = lines
+            .iter()
+            .filter(|(a, m)| *a == attempt && m.starts_with("attempt "))
+            .map(|(_, m)| m.as_str())
+            .collect();
+        let expected: Vec<String> = (1..=20)
+            .map(|i| format!("attempt {attempt} line {i}"))
+            .collect();
+        assert_eq!(of_attempt, expected, "attempt {attempt}'s lines: {lines:?}");
+    }
+    assert_eq!(lines.first().map(|l| l.1.as_str()), Some("Build submitted"));
+    let messages: Vec<String> = lines.iter().map(|l| l.1.clone()).collect();
+    for l in &seen {
+        assert!(messages.contains(l), "{l:?} was seen live and is kept");
+    }
+}
+
+/// A compiler's burst: 20,000 lines at once. The spool catches up at the rate, so every line is
+/// kept; with a spool too small for it (1 s of a 1,000 lines/s rate), the middle gives way and
+/// the note says how many and where, but the last 1,000 lines — the error — are always there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_keeps_its_last_lines_and_every_line_the_spool_can_hold() {
+    let mut farm = Farm::start(FarmOpts {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    let burst = project(
+        "seq 1 20000 | sed 's/^/burst line /'\n\
+         echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n",
+    );
+    let id = farm.submit_dir(burst.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = farm.wait_terminal(&id, Duration::from_secs(120)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    let log = farm.all_logs(&id).await;
+    let kept: Vec<&String> = log.iter().filter(|l| l.starts_with("burst line")).collect();
+    let all: Vec<String> = (1..=20_000).map(|i| format!("burst line {i}")).collect();
+    assert_same_lines(&kept, &all, "every line, in order");
+    assert!(
+        !log.iter().any(|l| l.contains("dropped")),
+        "nothing dropped"
+    );
+
+    // A spool too small for the burst: the worker again, with 1 s of spool.
+    farm.restart_with(
+        "worker-0",
+        &[
+            ("FREEAGENT_LOG_LINES_PER_SEC", "1000"),
+            ("FREEAGENT_LOG_SPOOL_SECS", "1"),
+        ],
+    );
+    let id = farm.submit_dir(burst.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = farm.wait_terminal(&id, Duration::from_secs(120)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    let log = farm.all_logs(&id).await;
+    let notes = assert_accounted(&log, 20_000);
+    assert!(
+        notes >= 1,
+        "the spool could not hold the burst: a note says so"
+    );
+    let last: Vec<&String> = log.iter().filter(|l| l.starts_with("burst line")).collect();
+    assert_same_lines(
+        &last[last.len() - 1000..],
+        &all[19_000..],
+        "the last 1,000 lines",
+    );
+}
+
+/// Every line of the burst is in the log, in order, or inside the range of a note that stands
+/// where it was dropped and counts it (its numbers count the attempt's lines from the worker,
+/// its own included; the farm's lines are not among them); returns the number of notes.
+fn assert_accounted(log: &[String], lines: u64) -> usize {
+    let (mut n, mut next_burst, mut notes) = (0u64, 1u64, 0);
+    for l in log {
+        if l.starts_with("Build ") {
+            continue;
+        }
+        if l.starts_with("[freeagent] ") && l.contains(" dropped here (") {
+            let count: u64 = l["[freeagent] ".len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap_or_else(|_| panic!("{l}"));
+            let range = l.split("dropped here (").nth(1).unwrap();
+            let range = range.split(')').next().unwrap();
+            let (first, last) = match range.strip_prefix("lines ") {
+                Some(r) => {
+                    let (a, b) = r.split_once(" to ").unwrap();
+                    (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap())
+                }
+                None => {
+                    let a: u64 = range.strip_prefix("line ").unwrap().parse().unwrap();
+                    (a, a)
+                }
+            };
+            assert_eq!(
+                first,
+                n + 1,
+                "the note {l:?} starts where the lines stopped"
+            );
+            assert_eq!(last - first + 1, count, "{l:?}");
+            assert!(l.contains("FREEAGENT_LOG_LINES_PER_SEC"), "{l}");
+            n = last;
+            next_burst += count;
+            notes += 1;
+            continue;
+        }
+        n += 1;
+        if let Some(k) = l.strip_prefix("burst line ") {
+            assert_eq!(
+                k.parse::<u64>().unwrap(),
+                next_burst,
+                "out of order at {l:?}"
+            );
+            next_burst += 1;
+        }
+    }
+    assert_eq!(next_burst, lines + 1, "every line is accounted for");
+    notes
+}
+
+/// Compares two runs of lines and names the first difference (a 20,000-line dump helps no one).
+fn assert_same_lines(got: &[&String], want: &[String], what: &str) {
+    if let Some(i) = (0..got.len().max(want.len())).find(|&i| got.get(i).copied() != want.get(i)) {
+        panic!(
+            "{what}: {} lines, {} expected; first difference at {i}: {:?} instead of {:?}",
+            got.len(),
+            want.len(),
+            got.get(i),
+            want.get(i)
+        );
+    }
+}
