@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::{API_KEY, Farm, FarmOpts, example};
+use futures::StreamExt;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -486,4 +487,97 @@ async fn a_build_token_retries_its_build_once_and_a_chain_of_tokens_three_times(
             200
         );
     }
+}
+
+/// An upload refused before its body was read (a 429 here) reaches the client as that answer,
+/// never as a connection reset mid-body, and the client's next request on its connection pool
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_early_is_answered_not_reset() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: env(&[
+            ("FREEAGENT_RATE_LIMIT_KEY", "1"),
+            ("FREEAGENT_RATE_LIMIT_KEY_BURST", "1"),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    // 4 MiB of source: far more than a socket buffer holds, so the client is still sending
+    // when the refusal comes.
+    let source = vec![7u8; 4 << 20];
+    let mut refused = 0;
+    for _ in 0..10 {
+        let form = Form::new()
+            .text("platform", "android")
+            .part("source", Part::bytes(source.clone()).file_name("s.tar.gz"));
+        let r = farm
+            .http
+            .post(format!("{}/api/builds", farm.gateway))
+            .header("x-api-key", API_KEY)
+            .multipart(form)
+            .send()
+            .await
+            .expect("an answer, not a reset");
+        if r.status() == 429 {
+            refused += 1;
+            assert!(r.headers().contains_key("retry-after"));
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "rate_limited", "{body}");
+        }
+    }
+    assert!(refused >= 5, "{refused} of 10 refused");
+    let r = farm
+        .http
+        .get(format!("{}/healthz", farm.gateway))
+        .send()
+        .await
+        .expect("the pool's next request works");
+    assert_eq!(r.status(), 200);
+}
+
+/// The seed's fleet shares one API key and names each worker only inside its result form:
+/// with the default limits, more result uploads than the key's burst are never refused, and the
+/// submissions that share the key are not squeezed out by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_sharing_one_key_is_not_refused_its_uploads_by_default() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let w = farm.register_worker("mac", &["ios"]).await;
+    let uploads = futures::stream::iter(0..1500)
+        .map(|_| {
+            let form = Form::new()
+                .text("build_id", uuid::Uuid::now_v7().to_string())
+                .text("worker_id", w.worker_id.to_string())
+                .text("success", "true")
+                .part("result", Part::bytes(vec![1u8; 1024]).file_name("app.ipa"));
+            farm.http
+                .post(format!("{}/api/workers/upload", farm.gateway))
+                .header("x-api-key", API_KEY)
+                .multipart(form)
+                .send()
+        })
+        .buffer_unordered(20)
+        .collect::<Vec<_>>()
+        .await;
+    let statuses: Vec<u16> = uploads
+        .into_iter()
+        .map(|r| r.expect("an answer").status().as_u16())
+        .collect();
+    assert!(
+        !statuses.contains(&429),
+        "{} of 1500 uploads refused by the rate limits",
+        statuses.iter().filter(|s| **s == 429).count()
+    );
+    // The key's own bucket is untouched: a burst of submissions passes.
+    let hello = example("hello");
+    let submits = futures::stream::iter(0..50)
+        .map(|_| farm.submit_dir(&hello, "android"))
+        .buffer_unordered(10)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(submits.iter().all(|s| s["id"].is_string()), "{submits:?}");
 }

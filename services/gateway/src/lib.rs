@@ -22,6 +22,7 @@ pub mod state;
 pub mod storage_client;
 pub mod stream_page;
 pub mod ui;
+pub mod unread_body;
 
 use anyhow::Context;
 use axum::Router;
@@ -89,6 +90,7 @@ pub fn router(st: AppState, health: Health) -> Router {
             limiter,
             rate_limit::middleware,
         ))
+        .layer(axum::middleware::from_fn(unread_body::middleware))
 }
 
 /// Ends a request that runs past `deadline` with a clear error (the handler is dropped, which

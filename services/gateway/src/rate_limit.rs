@@ -1,8 +1,9 @@
 //! Rate limits: requests that carry a credential (a key or token header, or a dashboard session
 //! cookie) are counted per credential (an API key acting for a worker counts per worker, so a
 //! fleet of legacy workers sharing one key is not one bucket) and per address; requests without
-//! one per address, more tightly. Over a limit the answer is 429 with `Retry-After`. Health
-//! probes and metrics are never limited.
+//! one per address, more tightly; a result upload that names its worker only in its form, per
+//! address. Over a limit the answer is 429 with `Retry-After`. Health probes and metrics are
+//! never limited.
 
 use crate::error::GatewayError;
 use axum::extract::{Request, State};
@@ -131,7 +132,8 @@ impl Limiter {
         };
         match self.credential(req) {
             Some(cred) => {
-                if let Some(d) = self.keys.as_ref().and_then(|l| {
+                if !fleet_result(req)
+                    && let Some(d) = self.keys.as_ref().and_then(|l| {
                     l.check_key(&cred)
                         .err()
                         .map(|n| n.wait_time_from(DefaultClock::default().now()))
@@ -176,6 +178,16 @@ impl Limiter {
         }
         Some(hasher.finish())
     }
+}
+
+/// A result upload with a key that names no worker outside its form (the seed's workers share
+/// one key and name themselves in the multipart form): counted per address only. Against the
+/// shared key, a fleet's uploads refused each other and the submissions that share the key;
+/// each one is refused after authentication unless its worker holds the build.
+fn fleet_result(req: &Request) -> bool {
+    matches!(req.uri().path(), "/api/workers/upload" | "/api/workers/result")
+        && !req.headers().contains_key("x-worker-id")
+        && !req.headers().contains_key("x-worker-token")
 }
 
 /// The middleware: 429 with `Retry-After` over a limit.

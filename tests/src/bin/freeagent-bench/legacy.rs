@@ -69,6 +69,16 @@ struct Http {
     timeout: Duration,
 }
 
+/// 429s any worker saw: the farm runs with its default rate limits, which must fit the fleet.
+static RATE_LIMITED: AtomicU64 = AtomicU64::new(0);
+
+fn seen(status: reqwest::StatusCode) -> reqwest::StatusCode {
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        RATE_LIMITED.fetch_add(1, Ordering::Relaxed);
+    }
+    status
+}
+
 /// Protocol errors: each printed (up to a limit) and counted.
 #[derive(Default)]
 struct Errors(AtomicU64);
@@ -97,7 +107,7 @@ async fn register(http: &Http, name: &str) -> anyhow::Result<String> {
         .json(&json!({"name": name, "capabilities": {"platforms": ["android"]}}))
         .send()
         .await?;
-    let status = r.status();
+    let status = seen(r.status());
     let body = r.text().await?;
     // 201 before the gateway answers exactly 200, as the old macOS app needs.
     anyhow::ensure!(status == 200 || status == 201, "register: {status}: {body}");
@@ -120,7 +130,7 @@ async fn poll(http: &Http, worker: &str) -> anyhow::Result<Option<String>> {
         .timeout(http.timeout)
         .send()
         .await?;
-    let status = r.status();
+    let status = seen(r.status());
     let body = r.text().await?;
     anyhow::ensure!(status == 200, "poll: {status}: {body}");
     let v: Value = serde_json::from_str(&body)?;
@@ -156,7 +166,7 @@ async fn upload(http: &Http, worker: &str, build: &str) -> anyhow::Result<()> {
         .multipart(form)
         .send()
         .await?;
-    let status = r.status();
+    let status = seen(r.status());
     let body = r.text().await?;
     anyhow::ensure!(status == 200, "result for {build}: {status}: {body}");
     let v: Value = serde_json::from_str(&body)?;
@@ -294,9 +304,12 @@ fn secs(d: Duration) -> f64 {
 pub async fn run(a: Args) -> anyhow::Result<Value> {
     let m = machine::describe();
     machine::print(&m);
+    // The default rate limits: a fleet of the seed's workers sharing one key must fit them.
+    let mut env = farm_env(512);
+    env.retain(|(k, _)| !k.starts_with("FREEAGENT_RATE_LIMIT"));
     let farm = Farm::start(FarmOpts {
         workers: 0,
-        extra_env: farm_env(512),
+        extra_env: env,
         ..Default::default()
     })
     .await;
@@ -314,7 +327,11 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
     } else {
         Value::Null
     };
-    Ok(json!({"scenario": "legacy", "machine": m, "rounds": rounds, "lifecycle": lifecycle}))
+    let rate_limited = RATE_LIMITED.load(Ordering::Relaxed);
+    println!("legacy: 429s seen by the workers (default rate limits): {rate_limited}");
+    Ok(
+        json!({"scenario": "legacy", "machine": m, "rounds": rounds, "lifecycle": lifecycle, "rate_limited": rate_limited}),
+    )
 }
 
 async fn rounds(
