@@ -387,3 +387,46 @@ fn assert_same_lines(got: &[&String], want: &[String], what: &str) {
         );
     }
 }
+
+/// The worker's connection to NATS is cut mid-build (the server stops, keeping its store, and
+/// comes back): the lines the build printed meanwhile wait and are published once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_mid_build_loses_no_line() {
+    let farm = Farm::start(FarmOpts {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    let dir = project(&format!(
+        "for i in $(seq 1 {n}); do echo \"line $i\"; sleep 0.1; done\n\
+         echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n",
+        n = 4 * LINES
+    ));
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    until_printed(&farm, &id, 10).await;
+    let seen = farm.all_logs(&id).await;
+    farm.nats.stop();
+    // The outage lasts until the gateway has noticed it (a second or more of the build's lines).
+    wait::until("the gateway to miss NATS", Duration::from_secs(30), || async {
+        let r = farm.http.get(format!("{}/readyz", farm.gateway)).send().await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    // And then longer than a JetStream publish waits for its ack (the scenario's length, not a
+    // wait for a condition).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    farm.nats.restart().await;
+    let b = farm.wait_terminal(&id, Duration::from_secs(120)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    farm.wait_archived(&id).await;
+    let paged = farm.all_logs(&id).await;
+    let printed: Vec<&String> = paged.iter().filter(|l| l.starts_with("line ")).collect();
+    let expected: Vec<String> = (1..=4 * LINES).map(|i| format!("line {i}")).collect();
+    assert_same_lines(&printed, &expected, "every line the build printed, once, in order");
+    for l in &seen {
+        assert!(paged.contains(l), "{l:?} was seen before the outage");
+    }
+}
