@@ -74,26 +74,6 @@ async fn ready(farm: &Farm) {
     .await;
 }
 
-/// The seed's reading: no `after`, no `limit`, the whole log.
-async fn whole_log(farm: &Farm, id: &str) -> Vec<String> {
-    let page: Value = farm
-        .http
-        .get(format!("{}/api/builds/{id}/logs", farm.gateway))
-        .header("x-api-key", API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    page["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["message"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// The finished build's log is whole in every reading, once archived.
 async fn assert_whole(farm: &Farm, id: &str, seen_before: &[String]) {
     let b = farm.wait_terminal(id, Duration::from_secs(120)).await;
@@ -127,11 +107,8 @@ async fn assert_whole(farm: &Farm, id: &str, seen_before: &[String]) {
         seen_before.len(),
         "a restart never shortens a log: {seen_before:?} vs {paged:?}"
     );
-    assert_eq!(
-        whole_log(farm, id).await,
-        paged,
-        "the seed's whole-log reading"
-    );
+    // `Farm::logs` reads as the seed does: no `after`, no `limit`, the whole log.
+    assert_eq!(farm.logs(id).await, paged, "the seed's whole-log reading");
     let text = farm.log_text(id).await;
     assert_eq!(
         text.lines().count(),
@@ -140,50 +117,53 @@ async fn assert_whole(farm: &Farm, id: &str, seen_before: &[String]) {
     );
 }
 
+/// Where in a build's life the gateway goes away.
+#[derive(Clone, Copy)]
+enum Point {
+    /// Mid-run; it comes back at once.
+    MidRun,
+    /// Near the end, staying down until the build has ended: the end and the last lines are
+    /// written meanwhile.
+    WhileEnding,
+    /// Just as the build ended, while its log settles and is archived.
+    WhileArchiving,
+}
+
+/// Stops (SIGTERM) and then kills (SIGKILL) the gateway at `point` of a build, restarts it, and
+/// checks the log is whole.
+async fn gateway_goes_away(point: Point) {
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        let (mut farm, id) = start().await;
+        match point {
+            Point::MidRun => until_printed(&farm, &id, 10).await,
+            Point::WhileEnding => until_printed(&farm, &id, LINES - 5).await,
+            Point::WhileArchiving => until_ended(&farm, &id).await,
+        }
+        let seen = farm.all_logs(&id).await;
+        farm.signal_and_wait("gateway", signal, Duration::from_secs(30))
+            .expect("the gateway exits");
+        if let Point::WhileEnding = point {
+            until_ended(&farm, &id).await;
+        }
+        farm.restart("gateway");
+        ready(&farm).await;
+        assert_whole(&farm, &id, &seen).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_stopped_mid_build_loses_no_line() {
-    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
-        let (mut farm, id) = start().await;
-        until_printed(&farm, &id, 10).await;
-        let seen = farm.all_logs(&id).await;
-        farm.signal_and_wait("gateway", signal, Duration::from_secs(30))
-            .expect("the gateway exits");
-        farm.restart("gateway");
-        ready(&farm).await;
-        assert_whole(&farm, &id, &seen).await;
-    }
+    gateway_goes_away(Point::MidRun).await;
 }
 
-/// The build ends while the gateway is stopping and stays down: the end and the last lines are
-/// written meanwhile; the restarted gateway archives them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_ending_while_the_gateway_is_down_loses_no_line() {
-    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
-        let (mut farm, id) = start().await;
-        until_printed(&farm, &id, LINES - 5).await;
-        let seen = farm.all_logs(&id).await;
-        farm.signal_and_wait("gateway", signal, Duration::from_secs(30))
-            .expect("the gateway exits");
-        until_ended(&farm, &id).await;
-        farm.restart("gateway");
-        ready(&farm).await;
-        assert_whole(&farm, &id, &seen).await;
-    }
+    gateway_goes_away(Point::WhileEnding).await;
 }
 
-/// The gateway stops just as the build ends, while its log settles and is archived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_stopped_while_the_log_is_archived_loses_no_line() {
-    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
-        let (mut farm, id) = start().await;
-        until_ended(&farm, &id).await;
-        let seen = farm.all_logs(&id).await;
-        farm.signal_and_wait("gateway", signal, Duration::from_secs(30))
-            .expect("the gateway exits");
-        farm.restart("gateway");
-        ready(&farm).await;
-        assert_whole(&farm, &id, &seen).await;
-    }
+    gateway_goes_away(Point::WhileArchiving).await;
 }
 
 /// Attempt 1's worker is killed mid-run; attempt 2 completes elsewhere. Both attempts' lines
@@ -292,6 +272,8 @@ async fn a_burst_keeps_its_last_lines_and_every_line_the_spool_can_hold() {
         !log.iter().any(|l| l.contains("dropped")),
         "nothing dropped"
     );
+    // The seed CLI's `logs` (no `after`, no `limit`) prints the whole of it, not a first page.
+    assert_eq!(farm.logs(&id).await, log, "the seed's whole-log reading");
 
     // A spool too small for the burst: the worker again, with 1 s of spool.
     farm.restart_with(
@@ -410,10 +392,19 @@ async fn a_nats_outage_mid_build_loses_no_line() {
     let seen = farm.all_logs(&id).await;
     farm.nats.stop();
     // The outage lasts until the gateway has noticed it (a second or more of the build's lines).
-    wait::until("the gateway to miss NATS", Duration::from_secs(30), || async {
-        let r = farm.http.get(format!("{}/readyz", farm.gateway)).send().await.ok()?;
-        (r.status() == 503).then_some(())
-    })
+    wait::until(
+        "the gateway to miss NATS",
+        Duration::from_secs(30),
+        || async {
+            let r = farm
+                .http
+                .get(format!("{}/readyz", farm.gateway))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 503).then_some(())
+        },
+    )
     .await;
     // And then longer than a JetStream publish waits for its ack (the scenario's length, not a
     // wait for a condition).
@@ -425,7 +416,11 @@ async fn a_nats_outage_mid_build_loses_no_line() {
     let paged = farm.all_logs(&id).await;
     let printed: Vec<&String> = paged.iter().filter(|l| l.starts_with("line ")).collect();
     let expected: Vec<String> = (1..=4 * LINES).map(|i| format!("line {i}")).collect();
-    assert_same_lines(&printed, &expected, "every line the build printed, once, in order");
+    assert_same_lines(
+        &printed,
+        &expected,
+        "every line the build printed, once, in order",
+    );
     for l in &seen {
         assert!(paged.contains(l), "{l:?} was seen before the outage");
     }

@@ -134,10 +134,11 @@ impl Limiter {
             Some(cred) => {
                 if !fleet_result(req)
                     && let Some(d) = self.keys.as_ref().and_then(|l| {
-                    l.check_key(&cred)
-                        .err()
-                        .map(|n| n.wait_time_from(DefaultClock::default().now()))
-                }) {
+                        l.check_key(&cred)
+                            .err()
+                            .map(|n| n.wait_time_from(DefaultClock::default().now()))
+                    })
+                {
                     return Some(d);
                 }
                 ip.and_then(|ip| self.ips.as_ref().and_then(|l| wait(l, &ip)))
@@ -185,8 +186,10 @@ impl Limiter {
 /// shared key, a fleet's uploads refused each other and the submissions that share the key;
 /// each one is refused after authentication unless its worker holds the build.
 fn fleet_result(req: &Request) -> bool {
-    matches!(req.uri().path(), "/api/workers/upload" | "/api/workers/result")
-        && !req.headers().contains_key("x-worker-id")
+    matches!(
+        req.uri().path(),
+        "/api/workers/upload" | "/api/workers/result"
+    ) && !req.headers().contains_key("x-worker-id")
         && !req.headers().contains_key("x-worker-token")
 }
 

@@ -89,7 +89,9 @@ pub async fn middleware(req: Request, next: Next) -> Response {
         ended: false,
         slot: slot.clone(),
     };
-    let mut resp = next.run(Request::from_parts(parts, Body::new(tracked))).await;
+    let mut resp = next
+        .run(Request::from_parts(parts, Body::new(tracked)))
+        .await;
     let unread = slot.lock().ok().and_then(|mut s| s.take());
     if let Some(body) = unread {
         if declared.is_none_or(|n| n <= DRAIN_MAX) {

@@ -170,6 +170,7 @@ impl App {
             window: c.dispatch_window,
             last_pass: Default::default(),
             full_queues: full_queues.clone(),
+            consumers_ready: Default::default(),
         };
         let rescuer = rescuer::Rescuer {
             pool: self.pool.clone(),
