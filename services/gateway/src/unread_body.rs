@@ -1,5 +1,5 @@
 //! A refused request's unread body is drained (up to a bound) before the answer goes out, and
-//! the connection is closed after it. Closing a socket with unread bytes makes the kernel reset
+//! the connection is closed after it unless the body was read to its end. Closing a socket with unread bytes makes the kernel reset
 //! it, so a client still sending an upload refused early (a 429 from the rate limits, a 413, a
 //! 403) saw "connection reset" mid-body instead of the answer, and a client reusing the
 //! connection saw its next request fail.
@@ -94,21 +94,29 @@ pub async fn middleware(req: Request, next: Next) -> Response {
         .await;
     let unread = slot.lock().ok().and_then(|mut s| s.take());
     if let Some(body) = unread {
-        if declared.is_none_or(|n| n <= DRAIN_MAX) {
-            let _ = tokio::time::timeout(DRAIN_TIME, drain(body)).await;
+        // Read to its end (often nothing is left: a parser stopped at the last boundary), the
+        // connection stays open; else it is closed after the answer.
+        let read_out = declared.is_none_or(|n| n <= DRAIN_MAX)
+            && tokio::time::timeout(DRAIN_TIME, drain(body))
+                .await
+                .unwrap_or(false);
+        if !read_out {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
 
-async fn drain(mut body: Body) {
+/// Reads and discards `body` up to `DRAIN_MAX`; whether it reached the end.
+async fn drain(mut body: Body) -> bool {
     let mut read = 0u64;
     while read <= DRAIN_MAX {
         match body.frame().await {
             Some(Ok(f)) => read += f.data_ref().map_or(0, |d| d.len() as u64),
-            _ => return,
+            Some(Err(_)) => return false,
+            None => return true,
         }
     }
+    false
 }

@@ -40,6 +40,8 @@ const STALL_CHECK: Duration = Duration::from_secs(30);
 struct StallWatch {
     queue: QueueName,
     since: std::time::Instant,
+    /// The last error a pull ended with since then (the server's status, if it sent one).
+    last_error: Option<String>,
 }
 
 impl StallWatch {
@@ -47,11 +49,13 @@ impl StallWatch {
         StallWatch {
             queue,
             since: std::time::Instant::now(),
+            last_error: None,
         }
     }
 
     fn pulled(&mut self) {
         self.since = std::time::Instant::now();
+        self.last_error = None;
     }
 
     async fn nothing_pulled(
@@ -71,6 +75,7 @@ impl StallWatch {
                 num_pending = info.num_pending,
                 num_waiting = info.num_waiting,
                 num_ack_pending = info.num_ack_pending,
+                last_pull_error = self.last_error.as_deref().unwrap_or("none"),
                 "the queue holds dispatches but this worker's pulls brought none for 30 s"
             );
         }
@@ -240,10 +245,16 @@ impl Agent {
                 _ = stop.cancelled() => return,
                 m = batch.next() => m,
             };
-            let Some(Ok(msg)) = msg else {
-                drop(permit);
-                idle.nothing_pulled(&consumer).await;
-                continue;
+            let msg = match msg {
+                Some(Ok(msg)) => msg,
+                other => {
+                    if let Some(Err(e)) = other {
+                        idle.last_error = Some(e.to_string());
+                    }
+                    drop(permit);
+                    idle.nothing_pulled(&consumer).await;
+                    continue;
+                }
             };
             idle.pulled();
             let dispatch: Dispatch = match wire::decode(&msg.payload) {

@@ -25,9 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// How long a poll without `wait` may look for a job. A claim cut short here is not lost: the
-/// worker holds the build, and its next poll gets it as its held job.
-const NO_WAIT_BUDGET: Duration = Duration::from_millis(100);
+/// How long past its `wait` a poll waits for its last pull and the claim of what it brought.
+/// A poll without `wait` makes one pull that returns at once, so this is reached only on a
+/// stalled farm. Shorter (it was 100 ms), a loaded machine starved clients polling without
+/// `wait`: their dispatches arrived past the budget and were handed back, again and again; and
+/// claiming one for a client that already had its answer held a build for a worker that may
+/// never poll again (a stopped worker's build waited its whole lease).
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 fn job(b: &Build) -> Job {
     Job {
@@ -101,7 +105,7 @@ pub async fn poll(
     // handed back, even when the client hangs up (the handler is dropped) or the budget runs
     // out. Dropped unanswered, it would wait the consumer's ack wait (30 s) for redelivery.
     let hung_up = CancellationToken::new();
-    let on_drop = hung_up.clone().drop_guard();
+    let _on_drop = hung_up.clone().drop_guard();
     let task = tokio::spawn(take_job(
         st.clone(),
         caller.worker.id,
@@ -109,15 +113,13 @@ pub async fn poll(
         wait,
         hung_up.clone(),
     ));
-    match tokio::time::timeout(wait + NO_WAIT_BUDGET, task).await {
+    match tokio::time::timeout(wait + ANSWER_GRACE, task).await {
         Ok(Ok(found)) => Ok(reply(found?)),
         Ok(Err(e)) => Err(GatewayError::unavailable(e)),
-        // Out of time, the client still there: the task finishes its last pull and claims what
-        // it brings (once it lands the build is held, and this poll or the next returns it).
-        // Handing it back instead starved a client polling without `wait` on a loaded machine:
-        // every dispatch arrived after its poll's 100 ms and went back, again and again.
+        // Out of time (a stalled farm): what the task still brings goes back for another
+        // worker; a claim already under way lands, and this poll or the next returns it.
         Err(_) => {
-            let _still_there = on_drop.disarm();
+            hung_up.cancel();
             Ok(reply(held_job(&st, &caller).await?))
         }
     }

@@ -33,7 +33,10 @@ pub struct Args {
 
 pub fn farm_env(window: u64) -> Vec<(String, String)> {
     vec![
-        ("RUST_LOG".into(), "warn".into()),
+        (
+            "RUST_LOG".into(),
+            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
         ("FREEAGENT_LOG_FORMAT".into(), "json".into()),
         ("FREEAGENT_DISPATCH_WINDOW".into(), window.to_string()),
         (
