@@ -93,10 +93,11 @@ async fn fetch(
             break;
         }
     }
-    // The consumer had `wanted` messages ready; fewer means the fetch was cut short (the
-    // connection closing at shutdown ends it quietly). A short page read as the end of a log
-    // would archive a truncated one: it is an error, and the reader tries again.
-    if received < wanted {
+    // The consumer had `wanted` messages ready. A shorter page is fine (readers go on from its
+    // last line), but an empty one is read as the end of a log: when the fetch was cut short
+    // before anything came (the connection closing at shutdown ends it quietly), that would
+    // archive a truncated log. It is an error, and the reader tries again.
+    if received == 0 {
         return Err(GatewayError::unavailable(format!(
             "the {} stream answered {received} of {wanted} messages; try again",
             consumer.cached_info().stream_name
