@@ -86,10 +86,11 @@ impl Dispatcher {
             tx.rollback().await?;
             return Ok(Pass::default());
         }
-        // A platform's queue has its consumer before its first dispatch is stored. Made later
-        // (when the queue's first worker registers), it was seen holding that dispatch as
-        // pending without ever delivering it to the worker's pulls (NATS 2.9, CI, a few runs in
-        // ten), so the build waited for its re-dispatch. Only the platforms' queues: a queue a
+        // A platform's queue has its consumer before its first dispatch is stored, not only
+        // once its first worker registers: a dispatch stored before its first worker came has
+        // been seen pending and never delivered to that worker's pulls (NATS 2.9, CI, a few
+        // runs in ten; this alone did not end it, the cause is still open), so that a dispatch
+        // never waits on a registration to have a consumer. Only the platforms' queues: a queue a
         // submitter names gets its consumer from its first worker, as before, so no submitter
         // can make the farm create consumers without bound. Once per queue and process; a
         // failure retries the pass.
