@@ -616,6 +616,12 @@ pub fn processes_with(marker: &str) -> Vec<(i32, u32)> {
 
 impl Drop for Farm {
     fn drop(&mut self) {
+        // Read before the processes die: their waiting pulls vanish with them.
+        let jetstream = if std::thread::panicking() {
+            self.nats.jetstream_state()
+        } else {
+            String::new()
+        };
         for p in self.procs.iter_mut() {
             let _ = p.child.kill();
             let _ = p.child.wait();
@@ -641,8 +647,47 @@ impl Drop for Farm {
                     eprintln!("{l}");
                 }
             }
+            if let Some(dir) = &keep {
+                let to = dir.join(format!("{test}-{}-jsz.json", std::process::id()));
+                let _ = std::fs::write(to, &jetstream);
+                let to = dir.join(format!("{test}-{}-nats-server.log", std::process::id()));
+                let _ = std::fs::copy(self.nats.log_path(), to);
+            }
+            eprintln!("----- JetStream consumers -----");
+            for line in consumer_summary(&jetstream) {
+                eprintln!("{line}");
+            }
         }
     }
+}
+
+/// One line per consumer of the server's `/jsz` report: where each queue stood.
+fn consumer_summary(jsz: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<Value>(jsz) else {
+        return vec![format!("(no /jsz report: {} bytes)", jsz.len())];
+    };
+    let mut out = vec![];
+    for account in v["account_details"].as_array().into_iter().flatten() {
+        for stream in account["stream_detail"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "stream {} state {}",
+                stream["name"], stream["state"]
+            ));
+            for c in stream["consumer_detail"].as_array().into_iter().flatten() {
+                out.push(format!(
+                    "  consumer {} pending {} waiting {} ack_pending {} redelivered {} delivered {} ack_floor {}",
+                    c["name"],
+                    c["num_pending"],
+                    c["num_waiting"],
+                    c["num_ack_pending"],
+                    c["num_redelivered"],
+                    c["delivered"],
+                    c["ack_floor"],
+                ));
+            }
+        }
+    }
+    out
 }
 
 impl Farm {

@@ -1,4 +1,4 @@
-//! Start-up: migrations are safe when several services start at once, a weak bootstrap key is
+//! Start-up: migrations and the NATS set-up are safe when several services start at once, a weak bootstrap key is
 //! refused (a seed operator's 16-character key starts, with a warning to rotate it), and `freeagent dev` runs the whole farm (creating its database) for the CLI.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -25,6 +25,64 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap();
     assert!(counts.is_empty());
+}
+
+/// The replay of a lost dispatch: on a fresh NATS 2.9 server, services that connected and set up
+/// the streams at the same moment raced in the server's set-up of the account, which deleted
+/// the store files of a stream already made ("could not create storage streams directory",
+/// then "1.blk: no such file or directory"); the stream acknowledged a dispatch that no pull
+/// could ever receive. About one fresh server in a hundred without the lock; each round here
+/// is a fresh server and four services taking the lock as the gateway and schedulers do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_setting_up_nats_together_lose_no_dispatch() {
+    use freeagent_tests::freeagent_shared::db::nats_setup_lock::NatsSetupLock;
+    use freeagent_tests::freeagent_shared::nats;
+    use freeagent_tests::freeagent_shared::status::QueueName;
+    use freeagent_tests::freeagent_shared::testing::TestNats;
+    use futures::StreamExt;
+    let test_db = TestDb::new().await;
+    for round in 0..40 {
+        let server = TestNats::start().await;
+        let services = (0..4).map(|_| {
+            let (server, pool) = (server.clone(), test_db.pool.clone());
+            async move {
+                let lock = NatsSetupLock::acquire(&pool, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                let client = server.client().await;
+                let js = async_nats::jetstream::new(client.clone());
+                nats::ensure_streams(&js, &Default::default())
+                    .await
+                    .unwrap();
+                lock.release().await.unwrap();
+                client
+            }
+        });
+        let clients = futures::future::join_all(services).await;
+        let js = async_nats::jetstream::new(clients[0].clone());
+        let queue = QueueName::parse("ios").unwrap();
+        let consumer = nats::ensure_queue_consumer(&js, &queue).await.unwrap();
+        js.publish("builds.dispatch.ios", "dispatch".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let mut pull = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await
+            .unwrap();
+        let got = pull.next().await;
+        let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("[ERR]")).collect();
+        assert!(
+            matches!(got, Some(Ok(_))) && errors.is_empty(),
+            "round {round}: the dispatch was not delivered ({:?}); server errors: {errors:#?}",
+            got.map(|m| m.map(|_| ()))
+        );
+    }
 }
 
 #[test]

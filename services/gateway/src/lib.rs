@@ -117,6 +117,9 @@ async fn within_deadline(
     }
 }
 
+/// How long a starting gateway waits for another service's NATS set-up.
+const NATS_SETUP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct App {
     listener: TcpListener,
     router: Router,
@@ -180,6 +183,8 @@ impl App {
         }
         // Replies (its own JetStream calls, and the scheduler's answers to the operations it
         // sends for HTTP workers) come to a service inbox, where no worker may listen.
+        // One service at a time loads the farm's NATS account (`db::nats_setup_lock`).
+        let setup = db::nats_setup_lock::NatsSetupLock::acquire(&pool, NATS_SETUP_WAIT).await?;
         let nats = nats::connect(
             &config.nats,
             "freeagent-gateway",
@@ -201,6 +206,7 @@ impl App {
             &nats::StreamLimits::from_env()?,
         )
         .await?;
+        setup.release().await?;
         let storage = storage_client::StorageClient::new(
             &config.storage_endpoint,
             Signer::new(&config.signing_secret).with_previous(config.signing_previous.clone()),

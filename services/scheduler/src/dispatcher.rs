@@ -7,7 +7,6 @@
 
 use crate::service_loop::Pass;
 use freeagent_shared::db::{self, Pool};
-use freeagent_shared::status::QueueName;
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{self, Dispatch};
 use std::time::{Duration, Instant};
@@ -38,8 +37,6 @@ pub struct Dispatcher {
     /// Queues whose dispatch window the last pass found full: a submission to one of them need
     /// not wake the dispatcher (a claim will, when it frees a slot).
     pub full_queues: FullQueues,
-    /// Queues whose JetStream consumer this process has made sure of (see `run_once`).
-    pub consumers_ready: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<QueueName>>>,
 }
 
 pub type FullQueues = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
@@ -85,30 +82,6 @@ impl Dispatcher {
         if batch.is_empty() {
             tx.rollback().await?;
             return Ok(Pass::default());
-        }
-        // A platform's queue has its consumer before its first dispatch is stored, not only
-        // once its first worker registers: a dispatch stored before its first worker came has
-        // been seen pending and never delivered to that worker's pulls (NATS 2.9, CI, a few
-        // runs in ten; this alone did not end it, the cause is still open), so that a dispatch
-        // never waits on a registration to have a consumer. Only the platforms' queues: a queue a
-        // submitter names gets its consumer from its first worker, as before, so no submitter
-        // can make the farm create consumers without bound. Once per queue and process; a
-        // failure retries the pass.
-        for d in &batch {
-            let ready = d.queue != QueueName::for_platform(d.platform)
-                || self
-                    .consumers_ready
-                    .lock()
-                    .map(|r| r.contains(&d.queue))
-                    .unwrap_or(false);
-            if !ready {
-                freeagent_shared::nats::ensure_queue_consumer(&self.js, &d.queue)
-                    .await
-                    .map_err(|e| DispatchError::Publish(e.to_string()))?;
-                if let Ok(mut r) = self.consumers_ready.lock() {
-                    r.insert(d.queue.clone());
-                }
-            }
         }
         // Publish the whole batch first, then await the acks: one round trip, not one per build.
         let pass_id: u64 = rand::random();

@@ -44,6 +44,9 @@ pub struct App {
     revoker: Option<revocations::Revoker>,
 }
 
+/// How long a starting scheduler waits for another service's NATS set-up.
+const NATS_SETUP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl App {
     pub async fn build(config: SchedulerConfig) -> anyhow::Result<Self> {
         if freeagent_shared::config::parse("FREEAGENT_DATABASE_CREATE", false, "true or false")? {
@@ -51,6 +54,8 @@ impl App {
         }
         let pool = db::connect(&config.database_url, config.database_pool).await?;
         db::migrate(&pool).await.context("running migrations")?;
+        // One service at a time loads the farm's NATS account (`db::nats_setup_lock`).
+        let setup = db::nats_setup_lock::NatsSetupLock::acquire(&pool, NATS_SETUP_WAIT).await?;
         let nats = nats::connect(
             &config.nats,
             "freeagent-scheduler",
@@ -65,6 +70,7 @@ impl App {
         }
         let js = async_nats::jetstream::new(nats.clone());
         nats::ensure_streams(&js, &nats::StreamLimits::from_env()?).await?;
+        setup.release().await?;
         let minter = config
             .nats
             .minter()
@@ -170,7 +176,6 @@ impl App {
             window: c.dispatch_window,
             last_pass: Default::default(),
             full_queues: full_queues.clone(),
-            consumers_ready: Default::default(),
         };
         let rescuer = rescuer::Rescuer {
             pool: self.pool.clone(),

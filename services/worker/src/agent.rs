@@ -35,8 +35,8 @@ const PULL_EXPIRES_SHARED: Duration = Duration::from_millis(250);
 const STALL_CHECK: Duration = Duration::from_secs(30);
 
 /// Says so in the log when a queue's consumer holds dispatches but this worker's pulls bring
-/// none (rarely seen in CI: a build dispatched just before its worker registered waited for
-/// its re-dispatch). A diagnostic only: the scheduler's re-dispatch remains the remedy.
+/// none (seen when a NATS 2.9 server had lost a stream's files in a start-up race, see the
+/// shared `db::nats_setup_lock`). A diagnostic only: the scheduler's re-dispatch is the remedy.
 struct StallWatch {
     queue: QueueName,
     since: std::time::Instant,

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod builds;
 pub mod diagnostics;
 pub mod nats_revocations;
+pub mod nats_setup_lock;
 pub mod ui_sessions;
 pub mod workers;
 

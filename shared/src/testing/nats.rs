@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct TestNats {
     pub url: String,
     pub port: u16,
+    /// The server's monitoring port (`/jsz`), for the state dumped when a test fails.
+    pub monitor_port: u16,
     /// The credentials of each farm (account) on this server; `farms[0]` is the default farm.
     pub farms: Vec<FarmFiles>,
     server: std::sync::Arc<Server>,
@@ -52,6 +54,7 @@ impl TestNats {
     pub async fn start_with(n: usize, tls: Option<String>) -> Self {
         for _ in 0..5 {
             let port = super::free_port().expect("free port");
+            let monitor_port = super::free_port().expect("free port");
             let store = tempfile::tempdir().expect("temp dir for JetStream");
             let names: Vec<String> = (0..n).map(|i| format!("farm{i}")).collect();
             let farms = Generated::new(&names)
@@ -61,19 +64,24 @@ impl TestNats {
                     &store.path().join("js"),
                 )
                 .expect("write the NATS auth set-up");
+            let conf = store.path().join("auth").join("server.conf");
+            let mut text = std::fs::read_to_string(&conf).expect("server.conf");
+            text.push_str(&format!(
+                "\nhttp: \"127.0.0.1:{monitor_port}\"\nlog_file: \"{}\"\n",
+                store.path().join("nats-server.log").display()
+            ));
             let scheme = match &tls {
                 Some(block) => {
-                    let conf = store.path().join("auth").join("server.conf");
-                    let mut text = std::fs::read_to_string(&conf).expect("server.conf");
                     text.push_str(block);
-                    std::fs::write(&conf, text).expect("server.conf");
                     "tls"
                 }
                 None => "nats",
             };
+            std::fs::write(&conf, text).expect("server.conf");
             let t = TestNats {
                 url: format!("{scheme}://127.0.0.1:{port}"),
                 port,
+                monitor_port,
                 farms,
                 server: std::sync::Arc::new(Server {
                     child: std::sync::Mutex::new(None),
@@ -194,6 +202,32 @@ impl TestNats {
             ));
         }
         env
+    }
+
+    /// Every stream and consumer of every account as the server's monitoring endpoint reports
+    /// them (pending, waiting pulls, ack floors): what a stalled queue looked like when a test
+    /// failed. Blocking, so a `Drop` can call it; empty if the server does not answer in 2 s.
+    pub fn jetstream_state(&self) -> String {
+        use std::io::{Read, Write};
+        let get = || -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", self.monitor_port))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(
+                b"GET /jsz?accounts=true&streams=true&consumers=true&config=true HTTP/1.0\r\nHost: nats\r\n\r\n",
+            )?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or(body))
+        };
+        get().unwrap_or_default()
+    }
+
+    /// The server's own log (kept with a failed test's farm logs).
+    pub fn log_path(&self) -> PathBuf {
+        self.server.store.path().join("nats-server.log")
     }
 
     /// Stops the server (keeping its store), for tests of NATS outages.
