@@ -1,13 +1,17 @@
 //! A build's output, line by line, to `logs.<build_id>.<worker_id>` on JetStream (the only log
 //! subjects this worker may publish on). Publishes are pipelined: up to `IN_FLIGHT` acks
 //! outstanding, all awaited before the build reports its outcome, so a completed build's log is
-//! complete. A build's log is capped (`LogCaps`) so one build cannot flood the stream other
+//! complete. A line whose ack fails (the connection broke with it) is sent again, so a NATS
+//! restart or a broken connection loses no line; the lines lost with a connection then come
+//! after those that were still on their way (a line stored whose ack was lost shows twice).
+//! A build's log is capped (`LogCaps`) so one build cannot flood the stream other
 //! builds' logs live in: lines go out at most at the rate, and a burst over it waits in a spool
 //! on disk (`crate::log_spool`), bounded to `LogCaps::spool_secs` of the rate; past that, and past the
 //! byte cap, lines in the middle are dropped, never the last ones, with a note of how many and
 //! where.
 
 use crate::log_spool::{Backlog, Bounds, Gap, Item, Line, Why};
+use backon::Retryable;
 use chrono::Utc;
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::subjects;
@@ -119,6 +123,8 @@ pub fn start(
     let (tx, mut rx) = mpsc::channel::<(LogLevel, String)>(QUEUE);
     let handle = tokio::spawn(async move {
         let publisher = Publisher {
+            client: js.client(),
+            waited_out: false,
             js,
             subject: subjects::logs(build_id, worker),
             build_id,
@@ -240,16 +246,45 @@ fn cut(message: &mut String) {
     }
 }
 
+/// How long a line's publish is tried again when its ack fails (NATS restarting): past this the
+/// line is given up, with a warning. Longer than the worker's report patience, so a NATS outage
+/// the build's outcome survives loses no line of its log either.
+const REPUBLISH_FOR: Duration = Duration::from_secs(90);
+/// While the connection is down, the next line waits this long at most before it is handed to
+/// the client's buffer anyway (a build's output is never held up for good).
+const RECONNECT_WAIT: Duration = Duration::from_secs(60);
+
 struct Publisher {
     js: async_nats::jetstream::Context,
+    /// `js`'s connection, to see whether it is up.
+    client: async_nats::Client,
+    /// Set when the connection stayed down past `RECONNECT_WAIT`: later lines do not wait
+    /// again until it is back.
+    waited_out: bool,
     subject: String,
     build_id: BuildId,
     attempt: Attempt,
     seq: u64,
-    acks: VecDeque<async_nats::jetstream::context::PublishAckFuture>,
+    /// Lines sent and not yet acknowledged, each with its payload to send again and the
+    /// connection it went out on (`connection()`).
+    acks: VecDeque<Sent>,
+}
+
+struct Sent {
+    payload: bytes::Bytes,
+    ack: async_nats::jetstream::context::PublishAckFuture,
+    connection: u64,
 }
 
 impl Publisher {
+    /// Which connection the client is on: its count of connects, the first one included.
+    fn connection(&self) -> u64 {
+        self.client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn send(&mut self, level: LogLevel, message: String) {
         self.seq += 1;
         let line = LogLine {
@@ -260,30 +295,97 @@ impl Publisher {
             level,
             message: freeagent_shared::redact::redact(&message).into_owned(),
         };
-        let build_id = self.build_id;
-        match self
-            .js
-            .publish(self.subject.clone(), wire::encode(&line).into())
-            .await
+        // A line written into a connection as it broke is lost with it, and so is the ack of
+        // one the server stored: neither ack will come. So when the connection is down, or
+        // lines went out on an earlier one, those lines are settled (their acks awaited
+        // together, the failed ones sent again) before the next line goes out.
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        if connected {
+            self.waited_out = false;
+        }
+        let connection = self.connection();
+        if !connected
+            || self
+                .acks
+                .front()
+                .is_some_and(|s| s.connection != connection)
         {
-            Ok(ack) => self.acks.push_back(ack),
-            Err(e) => tracing::warn!(%build_id, error = %e, "could not publish a log line"),
+            self.settle().await;
+        }
+        let payload = bytes::Bytes::from(wire::encode(&line));
+        let connection = self.connection();
+        match self.js.publish(self.subject.clone(), payload.clone()).await {
+            Ok(ack) => self.acks.push_back(Sent {
+                payload,
+                ack,
+                connection,
+            }),
+            Err(_) => self.republish(payload).await,
         }
         if self.acks.len() >= IN_FLIGHT
-            && let Some(ack) = self.acks.pop_front()
-            && let Err(e) = ack.await
+            && let Some(sent) = self.acks.pop_front()
+            && sent.ack.await.is_err()
         {
-            tracing::warn!(%build_id, error = %e, "a log line was not acknowledged");
+            self.republish(sent.payload).await;
         }
     }
 
-    /// Awaits every outstanding ack; the number of lines sent.
-    async fn finish(self) -> u64 {
-        for ack in self.acks {
-            if let Err(e) = ack.await {
-                tracing::warn!(build_id = %self.build_id, error = %e, "a log line was not acknowledged");
+    /// Waits (a while) for the connection, then for every outstanding ack at once, sending
+    /// again, in order, each line whose ack failed.
+    async fn settle(&mut self) {
+        let deadline = Instant::now() + RECONNECT_WAIT;
+        while !self.waited_out
+            && self.client.connection_state() != async_nats::connection::State::Connected
+        {
+            if Instant::now() >= deadline {
+                self.waited_out = true;
+                tracing::warn!(build_id = %self.build_id, "NATS has been away for a minute; log lines go to the client's buffer until it is back");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let outstanding = self.acks.drain(..).map(|s| async move {
+            let acked = s.ack.await.is_ok();
+            (s.payload, acked)
+        });
+        for (payload, acked) in futures::future::join_all(outstanding).await {
+            if !acked {
+                self.republish(payload).await;
             }
         }
+    }
+
+    /// Sends a line again until it is acknowledged or `REPUBLISH_FOR` has passed. A line lost
+    /// with the connection shows once, after the lines that were still on their way; one the
+    /// server stored but whose ack was lost shows twice.
+    async fn republish(&mut self, payload: bytes::Bytes) {
+        let (js, subject) = (self.js.clone(), self.subject.clone());
+        let sent = (|| {
+            let (js, subject, payload) = (js.clone(), subject.clone(), payload.clone());
+            async move {
+                js.publish(subject, payload)
+                    .await?
+                    .await
+                    .map(|_| ())
+                    .map_err(async_nats::Error::from)
+            }
+        })
+        .retry(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_total_delay(Some(REPUBLISH_FOR))
+                .without_max_times(),
+        )
+        .await;
+        if let Err(e) = sent {
+            tracing::warn!(build_id = %self.build_id, error = %e, "a log line could not be stored while NATS was away; it is missing from the log");
+        }
+    }
+
+    /// Awaits every outstanding ack (sending again what failed); the number of lines sent.
+    async fn finish(mut self) -> u64 {
+        self.settle().await;
         self.seq
     }
 }

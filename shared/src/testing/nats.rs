@@ -230,6 +230,17 @@ impl TestNats {
         self.server.store.path().join("nats-server.log")
     }
 
+    /// The server's process id (to freeze it with SIGSTOP: clients then write into a connection
+    /// nobody reads).
+    pub fn pid(&self) -> Option<u32> {
+        self.server
+            .child
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Child::id)
+    }
+
     /// Stops the server (keeping its store), for tests of NATS outages.
     pub fn stop(&self) {
         self.server.stop();
