@@ -47,6 +47,14 @@ async fn until_printed(farm: &Farm, id: &str, n: usize) {
     .await;
 }
 
+/// The log of a build once it has completed and its log is archived.
+async fn completed_log(farm: &Farm, id: &str) -> Vec<String> {
+    let b = farm.wait_terminal(id, Duration::from_secs(120)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    farm.wait_archived(id).await;
+    farm.all_logs(id).await
+}
+
 /// Waits for the build to end, asking the database (the gateway may be down).
 async fn until_ended(farm: &Farm, id: &str) {
     let id: BuildId = id.parse().unwrap();
@@ -402,10 +410,7 @@ async fn nats_frozen_then_killed_mid_burst_loses_no_line() {
     farm.nats.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     farm.nats.restart().await;
-    let b = farm.wait_terminal(&id, Duration::from_secs(120)).await;
-    assert_eq!(b["status"], "completed", "{b}");
-    farm.wait_archived(&id).await;
-    let paged = farm.all_logs(&id).await;
+    let paged = completed_log(&farm, &id).await;
     let printed: Vec<&String> = paged.iter().filter(|l| l.starts_with("line ")).collect();
     // Every line, and each at most twice (a line the server stored as it froze, whose ack
     // never left it, is sent again). Lines lost with the connection come after the lines that
@@ -465,10 +470,7 @@ async fn a_nats_outage_mid_build_loses_no_line() {
     // wait for a condition).
     tokio::time::sleep(Duration::from_secs(8)).await;
     farm.nats.restart().await;
-    let b = farm.wait_terminal(&id, Duration::from_secs(120)).await;
-    assert_eq!(b["status"], "completed", "{b}");
-    farm.wait_archived(&id).await;
-    let paged = farm.all_logs(&id).await;
+    let paged = completed_log(&farm, &id).await;
     let printed: Vec<&String> = paged.iter().filter(|l| l.starts_with("line ")).collect();
     let expected: Vec<String> = (1..=4 * LINES).map(|i| format!("line {i}")).collect();
     assert_same_lines(
