@@ -315,21 +315,32 @@ impl Farm {
         );
     }
 
+    /// Waits for the gateway and every scheduler: services set up NATS one at a time, so a
+    /// scheduler may be ready after the gateway, and a worker's first request to it would find
+    /// no responder.
     async fn wait_ready(&self) {
-        let http = self.http.clone();
-        let url = format!("{}/readyz", self.gateway);
-        wait::until("the gateway to be ready", Duration::from_secs(30), || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                http.get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
-        .await;
+        let services = std::iter::once(("the gateway", &self.gateway))
+            .chain(self.schedulers.iter().map(|s| ("a scheduler", s)));
+        for (what, base) in services {
+            let http = self.http.clone();
+            let url = format!("{base}/readyz");
+            wait::until(
+                &format!("{what} to be ready"),
+                Duration::from_secs(30),
+                || {
+                    let (http, url) = (http.clone(), url.clone());
+                    async move {
+                        http.get(&url)
+                            .send()
+                            .await
+                            .ok()
+                            .filter(|r| r.status().is_success())
+                            .map(|_| ())
+                    }
+                },
+            )
+            .await;
+        }
     }
 
     /// SIGKILLs a process by name.
