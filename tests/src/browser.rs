@@ -164,11 +164,27 @@ impl Browser {
     }
 
     /// Waits until an element matching `css` exists.
+    /// Waits for an element; on timeout the panic says where the browser was and what it
+    /// showed (a page that never came reads differently from a browser that stopped answering).
     pub async fn wait_for(&self, what: &str, css: &str) {
-        wait::until(what, PATIENCE, || async {
-            self.client.find(Locator::Css(css)).await.ok().map(|_| ())
-        })
-        .await
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let last_error = match self.client.find(Locator::Css(css)).await {
+                Ok(_) => return,
+                Err(e) => e.to_string(),
+            };
+            if std::time::Instant::now() > deadline {
+                let url = self.client.current_url().await.map(|u| u.to_string());
+                let source = self.client.source().await.map(|s| {
+                    let end = s.char_indices().nth(2000).map_or(s.len(), |(i, _)| i);
+                    s[..end].to_owned()
+                });
+                panic!(
+                    "timed out after {PATIENCE:?} waiting for {what} ({css}); last error: {last_error}; url: {url:?}; page: {source:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub async fn click(&self, css: &str) {
