@@ -2,9 +2,15 @@
 //! (method, object key, expiry, maximum size); the storage service checks the signature before it
 //! reads a single body byte, and holds no user or build state of its own.
 //!
+//! A capability a worker gets for its build's source or certs also names the attempt it was
+//! granted for (`att`): storage serves it only while that attempt is the build's current one and
+//! still running, so the URL dies with the attempt (completed, failed, cancelled or requeued),
+//! not only at its expiry.
+//!
 //! Storage also signs a *receipt* of every object it wrote (key, size, SHA-256), so the scheduler
 //! can record the checksum storage computed rather than one a worker claims.
 
+use crate::ids::{Attempt, BuildId};
 use crate::object_key::ObjectKey;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -38,6 +44,12 @@ pub struct CapabilityParams {
     /// Largest body a PUT may send, in bytes (0 for other methods).
     #[serde(default)]
     pub max: u64,
+    /// The build and attempt this capability is bound to, when it was granted to a worker (a
+    /// retried build reads its original's objects, so the key alone does not name the build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bld: Option<BuildId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub att: Option<i32>,
     pub sig: String,
 }
 
@@ -47,6 +59,23 @@ pub enum CapabilityError {
     Expired,
     #[error("the capability signature does not match this method and object")]
     BadSignature,
+}
+
+/// The attempt of a build a capability lives with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    pub build: BuildId,
+    pub attempt: Attempt,
+}
+
+impl CapabilityParams {
+    /// The attempt this capability is bound to; both halves or none (else the signature fails).
+    pub fn bound(&self) -> Option<Bound> {
+        Some(Bound {
+            build: self.bld?,
+            attempt: Attempt::new(self.att?).ok()?,
+        })
+    }
 }
 
 /// A secret that was current before a rotation: still accepted when checking, never used to
@@ -122,23 +151,59 @@ impl Signer {
         mac
     }
 
+    /// The signed parts of a capability. An attempt-bound one signs two more parts, so it cannot
+    /// be passed off as an unbound one by dropping `att` from its URL.
+    fn capability_parts(
+        method: Method,
+        key: &ObjectKey,
+        exp: i64,
+        max: u64,
+        bld: Option<BuildId>,
+        att: Option<i32>,
+    ) -> Vec<String> {
+        let mut parts = vec![
+            "cap-v1".to_owned(),
+            method.as_str().to_owned(),
+            key.to_string(),
+            exp.to_string(),
+            max.to_string(),
+        ];
+        if bld.is_some() || att.is_some() {
+            parts.push("attempt".to_owned());
+            parts.push(bld.map(|b| b.to_string()).unwrap_or_default());
+            parts.push(att.map(|a| a.to_string()).unwrap_or_default());
+        }
+        parts
+    }
+
     /// Signs a capability for `method` on `key` until `exp` (epoch seconds).
     pub fn sign(&self, method: Method, key: &ObjectKey, exp: i64, max: u64) -> CapabilityParams {
-        let mac = self.mac(&[
-            "cap-v1",
-            method.as_str(),
-            &key.to_string(),
-            &exp.to_string(),
-            &max.to_string(),
-        ]);
+        self.sign_bound(method, key, exp, max, None)
+    }
+
+    /// Signs a capability that also ends with the attempt `bound` names.
+    pub fn sign_bound(
+        &self,
+        method: Method,
+        key: &ObjectKey,
+        exp: i64,
+        max: u64,
+        bound: Option<Bound>,
+    ) -> CapabilityParams {
+        let (bld, att) = (bound.map(|b| b.build), bound.map(|b| b.attempt.get()));
+        let parts = Self::capability_parts(method, key, exp, max, bld, att);
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         CapabilityParams {
             exp,
             max,
-            sig: hex::encode(mac.finalize().into_bytes()),
+            bld,
+            att,
+            sig: hex::encode(self.mac(&parts).finalize().into_bytes()),
         }
     }
 
-    /// Checks a capability; the comparison is constant-time.
+    /// Checks a capability's signature and expiry; the comparison is constant-time. Whether its
+    /// attempt (`att`) is still running is for the caller to check.
     pub fn verify(
         &self,
         method: Method,
@@ -147,13 +212,8 @@ impl Signer {
         now: i64,
     ) -> Result<(), CapabilityError> {
         let sig = hex::decode(&p.sig).map_err(|_| CapabilityError::BadSignature)?;
-        let parts = [
-            "cap-v1",
-            method.as_str(),
-            &key.to_string(),
-            &p.exp.to_string(),
-            &p.max.to_string(),
-        ];
+        let parts = Self::capability_parts(method, key, p.exp, p.max, p.bld, p.att);
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         if !self.check(&parts, &sig) {
             return Err(CapabilityError::BadSignature);
         }
@@ -165,9 +225,26 @@ impl Signer {
 
     /// A full URL for a capability: `<base>/objects/<key>?exp=…&max=…&sig=…`.
     pub fn url(&self, base: &str, method: Method, key: &ObjectKey, exp: i64, max: u64) -> String {
-        let p = self.sign(method, key, exp, max);
+        self.url_bound(base, method, key, exp, max, None)
+    }
+
+    /// A full URL for a capability bound to an attempt (`…&bld=<build>&att=N&sig=…`).
+    pub fn url_bound(
+        &self,
+        base: &str,
+        method: Method,
+        key: &ObjectKey,
+        exp: i64,
+        max: u64,
+        bound: Option<Bound>,
+    ) -> String {
+        let p = self.sign_bound(method, key, exp, max, bound);
+        let att = match (p.bld, p.att) {
+            (Some(b), Some(a)) => format!("&bld={b}&att={a}"),
+            _ => String::new(),
+        };
         format!(
-            "{}/objects/{key}?exp={}&max={}&sig={}",
+            "{}/objects/{key}?exp={}&max={}{att}&sig={}",
             base.trim_end_matches('/'),
             p.exp,
             p.max,
@@ -199,7 +276,6 @@ fn now_epoch() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::BuildId;
 
     #[test]
     fn capabilities_bind_method_key_expiry_and_size() {
@@ -247,6 +323,54 @@ mod tests {
         assert_eq!(
             s.verify(Method::Put, &k, &garbage, 999),
             Err(CapabilityError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_attempt_bound_capability_cannot_drop_or_change_its_attempt() {
+        let s = Signer::new("secret");
+        let k = ObjectKey::Source(BuildId::new());
+        let b = Bound {
+            build: BuildId::new(),
+            attempt: Attempt::new(2).unwrap(),
+        };
+        let p = s.sign_bound(Method::Get, &k, 1_000, 0, Some(b));
+        assert_eq!(s.verify(Method::Get, &k, &p, 999), Ok(()));
+        assert_eq!(p.bound(), Some(b));
+        for (bld, att) in [
+            (Some(b.build), None),
+            (Some(b.build), Some(1)),
+            (Some(b.build), Some(3)),
+            (Some(BuildId::new()), Some(2)),
+            (None, Some(2)),
+            (None, None),
+        ] {
+            let forged = CapabilityParams {
+                bld,
+                att,
+                ..p.clone()
+            };
+            assert_eq!(
+                s.verify(Method::Get, &k, &forged, 999),
+                Err(CapabilityError::BadSignature),
+                "{bld:?} {att:?}"
+            );
+        }
+        // An unbound capability cannot be given an attempt either.
+        let unbound = s.sign(Method::Get, &k, 1_000, 0);
+        let bound = CapabilityParams {
+            bld: Some(b.build),
+            att: Some(1),
+            ..unbound
+        };
+        assert_eq!(
+            s.verify(Method::Get, &k, &bound, 999),
+            Err(CapabilityError::BadSignature)
+        );
+        let url = s.url_bound("http://s", Method::Get, &k, 1_000, 0, Some(b));
+        assert!(
+            url.contains(&format!("&bld={}&att=2&sig=", b.build)),
+            "{url}"
         );
     }
 

@@ -384,13 +384,29 @@ impl Farm {
 
     /// Submits a project directory (packed as tar.gz) over HTTP; returns the 201 body.
     pub async fn submit_dir(&self, dir: &Path, platform: &str) -> Value {
+        self.submit_dir_with_certs(dir, platform, None).await
+    }
+
+    /// Submits a project directory and, when given, signing certs; returns the 201 body.
+    pub async fn submit_dir_with_certs(
+        &self,
+        dir: &Path,
+        platform: &str,
+        certs: Option<&[u8]>,
+    ) -> Value {
         let archive = pack(dir);
-        let form = reqwest::multipart::Form::new()
+        let mut form = reqwest::multipart::Form::new()
             .text("platform", platform.to_owned())
             .part(
                 "source",
                 reqwest::multipart::Part::bytes(archive).file_name("source.tar.gz"),
             );
+        if let Some(certs) = certs {
+            form = form.part(
+                "certs",
+                reqwest::multipart::Part::bytes(certs.to_vec()).file_name("certs.p12"),
+            );
+        }
         let resp = self
             .http
             .post(format!("{}/api/builds", self.gateway))

@@ -507,6 +507,127 @@ async fn capabilities_live_minutes_and_end_with_the_lease() {
     );
 }
 
+/// A worker's source and certs URLs name their attempt: storage serves them only while that
+/// attempt runs. Before, they worked until their expiry (up to the lease, 30 s by default) after
+/// the build had ended, so a worker that finished or lost a build could still read its certs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_and_certs_urls_die_with_their_attempt() {
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        lease: "300s",
+        ..Default::default()
+    })
+    .await;
+    let w = farm.register_worker("w", &["android"]).await;
+    let dir = project("true\n");
+    let grant_of = |id: BuildId, attempt: i32| {
+        let (farm, w) = (&farm, &w);
+        async move {
+            wait::until("dispatch", Duration::from_secs(30), || async {
+                freeagent_tests::freeagent_shared::db::builds::build_get(&farm.db.pool, id)
+                    .await
+                    .unwrap()
+                    .filter(|b| b.dispatched_at.is_some() && b.status == BuildStatus::Pending)
+            })
+            .await;
+            match farm
+                .rpc::<_, ClaimReply>(
+                    w,
+                    Op::Claim,
+                    &ClaimRequest {
+                        build_id: id,
+                        attempt: Attempt::new(attempt).unwrap(),
+                        worker_id: w.worker_id,
+                    },
+                )
+                .await
+            {
+                ClaimReply::Granted(g) => g,
+                other => panic!("the worker should win the claim: {other:?}"),
+            }
+        }
+    };
+    let status = |url: String| {
+        let http = farm.http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+
+    // A build that ends: its URLs work while it runs and are refused (410) once it has failed,
+    // long before their expiry.
+    let id: BuildId = farm
+        .submit_dir_with_certs(dir.path(), "android", Some(b"certs bytes"))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let grant = grant_of(id, 1).await;
+    let certs_url = grant.certs_url.clone().expect("a certs URL");
+    assert!(grant.source_url.contains("&att=1&"), "{}", grant.source_url);
+    assert_eq!(status(grant.source_url.clone()).await, 200);
+    assert_eq!(status(certs_url.clone()).await, 200);
+    let failed: FinishReply = farm
+        .rpc(
+            &w,
+            Op::Fail,
+            &FailRequest {
+                build_id: id,
+                attempt: Attempt::new(1).unwrap(),
+                worker_id: w.worker_id,
+                error: "done with it".into(),
+            },
+        )
+        .await;
+    assert!(matches!(failed, FinishReply::Recorded { .. }), "{failed:?}");
+    assert_eq!(status(grant.source_url.clone()).await, 410);
+    assert_eq!(status(certs_url.clone()).await, 410);
+    // The attempt cannot be dropped from the URL, nor moved to another attempt or build.
+    for forged in [
+        grant.source_url.replace("&att=1", ""),
+        grant.source_url.replace("&att=1", "&att=2"),
+        grant.source_url.replace(&format!("&bld={id}"), ""),
+    ] {
+        assert_eq!(status(forged.clone()).await, 403, "{forged}");
+    }
+    // The submitter's own download of the build's source is not bound to an attempt.
+    let own = farm
+        .http
+        .get(format!("{}/api/builds/{id}/download/source", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        own.status(),
+        410,
+        "the submitter's download is not an attempt's"
+    );
+
+    // A retry reads its original's objects: its URLs are bound to the retry's own attempt, and
+    // the original's dead URLs stay dead.
+    let retried = farm
+        .http
+        .post(format!("{}/api/builds/{id}/retry", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(retried.status().is_success(), "{}", retried.status());
+    let retry: BuildId = retried.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let again = grant_of(retry, 1).await;
+    assert!(
+        again.source_url.contains(&format!("&bld={retry}&att=1&")),
+        "{}",
+        again.source_url
+    );
+    assert_eq!(status(again.source_url.clone()).await, 200);
+    assert_eq!(status(grant.source_url.clone()).await, 410);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatch_for_an_unknown_build_is_terminated_and_the_next_build_runs() {
     let farm = Farm::start(FarmOpts {

@@ -8,7 +8,7 @@
 
 use freeagent_tests::freeagent_shared::testing::wait;
 use freeagent_tests::{
-    API_KEY, Farm, FarmOpts, REGISTRATION_KEY, SECRET, is_root, pack, processes_with, project,
+    API_KEY, Farm, FarmOpts, REGISTRATION_KEY, SECRET, is_root, processes_with, project,
 };
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -37,26 +37,8 @@ async fn wait_none_left(marker: &str, within: Duration) -> Duration {
 }
 
 async fn submit_with_certs(farm: &Farm, dir: &std::path::Path, certs: &[u8]) -> String {
-    let form = reqwest::multipart::Form::new()
-        .text("platform", "android")
-        .part(
-            "source",
-            reqwest::multipart::Part::bytes(pack(dir)).file_name("s.tar.gz"),
-        )
-        .part(
-            "certs",
-            reqwest::multipart::Part::bytes(certs.to_vec()).file_name("certs.p12"),
-        );
-    let r = farm
-        .http
-        .post(format!("{}/api/builds", farm.gateway))
-        .header("x-api-key", API_KEY)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["id"]
+    farm.submit_dir_with_certs(dir, "android", Some(certs))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned()

@@ -38,6 +38,10 @@ pub struct StorageConfig {
     /// keys derived from the current and previous signing secrets; see `from_env`).
     pub certs_keys_previous: Vec<[u8; 32]>,
     pub backend: BackendTuning,
+    /// The build records: retention reads them, and a worker's attempt-bound capability is
+    /// served only while its attempt runs. `None` (embedded tests only): such capabilities are
+    /// refused with 503.
+    pub database_url: Option<String>,
     /// `None` turns retention and the orphan sweep off.
     pub retention: Option<RetentionConfig>,
 }
@@ -57,6 +61,7 @@ impl StorageConfig {
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             certs_keys_previous: Vec::new(),
             backend: BackendTuning::default(),
+            database_url: None,
             retention: None,
         }
     }
@@ -97,10 +102,6 @@ impl StorageConfig {
         let retention = match config::var("FREEAGENT_RETENTION").as_deref() {
             Some("off") | Some("0") => None,
             _ => Some(RetentionConfig {
-                database_url: config::string(
-                    "FREEAGENT_DATABASE_URL",
-                    config::DEFAULT_DATABASE_URL,
-                ),
                 max_age: config::duration("FREEAGENT_RETENTION", DEFAULT_RETENTION)?,
                 orphan_grace: config::duration("FREEAGENT_ORPHAN_GRACE", DEFAULT_ORPHAN_GRACE)?,
                 interval: config::duration(
@@ -128,6 +129,10 @@ impl StorageConfig {
                 "a positive number",
             )?,
             certs_key,
+            database_url: Some(config::string(
+                "FREEAGENT_DATABASE_URL",
+                config::DEFAULT_DATABASE_URL,
+            )),
             certs_keys_previous,
             backend: BackendTuning {
                 timeout: config::duration("FREEAGENT_STORAGE_TIMEOUT", Duration::from_secs(30))?,

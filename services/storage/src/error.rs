@@ -12,6 +12,12 @@ pub enum StorageError {
     Capability(#[from] freeagent_shared::capability::CapabilityError),
     #[error("the capability query is missing or malformed")]
     MissingCapability,
+    /// The attempt an attempt-bound capability names is over (or was never current).
+    #[error("the build attempt this URL was granted for has ended")]
+    AttemptOver,
+    /// Whether the attempt still runs cannot be told now (the database is away).
+    #[error("cannot check the build attempt this URL was granted for: {0}")]
+    AttemptUnchecked(String),
     #[error("object is larger than the {max} bytes this capability allows")]
     TooLarge { max: u64 },
     #[error("no such object")]
@@ -88,6 +94,13 @@ impl StorageError {
                 ApiErrorBody::new(ErrorCode::InvalidCapability, self.to_string())
                     .with_hint("ask the gateway or scheduler for a fresh signed URL")
             }
+            StorageError::AttemptOver => ApiErrorBody::new(ErrorCode::Gone, self.to_string())
+                .with_hint("a build's source and certs are served only while the attempt they were granted for runs"),
+            StorageError::AttemptUnchecked(_) => ApiErrorBody::new(
+                ErrorCode::Unavailable,
+                "cannot check the build attempt this URL was granted for",
+            )
+            .with_hint("retry later; operators: storage reads the build records from FREEAGENT_DATABASE_URL"),
             StorageError::TooLarge { .. } => {
                 ApiErrorBody::new(ErrorCode::PayloadTooLarge, self.to_string())
             }

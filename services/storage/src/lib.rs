@@ -30,6 +30,8 @@ pub struct AppState {
     pub certs: crypt::CertsCipher,
     /// Create-only (result) publishes of one key take turns in this process (`upload.rs`).
     pub publish_locks: Arc<upload::PublishLocks>,
+    /// The build records, to check that an attempt-bound capability's attempt still runs.
+    pub db: Option<sqlx::PgPool>,
 }
 
 pub fn router(state: AppState, health: Health) -> Router {
@@ -73,6 +75,20 @@ impl App {
                 })
             }),
         );
+        // The pool connects lazily so that storage serves bytes even while Postgres is away
+        // (retention then retries at its next interval; attempt-bound reads get a 503).
+        let db = match &config.database_url {
+            None => None,
+            Some(url) => {
+                let opts = freeagent_shared::db::connect_options(url)?;
+                Some(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(2)
+                        .acquire_timeout(std::time::Duration::from_secs(5))
+                        .connect_lazy_with(opts),
+                )
+            }
+        };
         let state = AppState {
             store: backend.store,
             signer: Signer::new(&config.signing_secret)
@@ -81,23 +97,18 @@ impl App {
             parts_in_flight: config.parts_in_flight.max(1),
             certs: crypt::CertsCipher::new(config.certs_key, config.certs_keys_previous.clone()),
             publish_locks: Arc::default(),
+            db: db.clone(),
         };
-        // Retention needs the build records; the pool connects lazily so that storage serves
-        // bytes even while Postgres is away (retention then retries at its next interval).
-        let retention = match &config.retention {
-            None => None,
-            Some(rc) => {
-                let opts = freeagent_shared::db::connect_options(&rc.database_url)?;
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(std::time::Duration::from_secs(5))
-                    .connect_lazy_with(opts);
-                Some(retention::Retention::new(
-                    pool,
-                    state.store.clone(),
-                    rc.clone(),
-                ))
+        let retention = match (&config.retention, db) {
+            (None, _) => None,
+            (Some(_), None) => {
+                anyhow::bail!("retention needs the build records: set FREEAGENT_DATABASE_URL")
             }
+            (Some(rc), Some(pool)) => Some(retention::Retention::new(
+                pool,
+                state.store.clone(),
+                rc.clone(),
+            )),
         };
         let listener = TcpListener::bind((config.bind.as_str(), config.port))
             .await

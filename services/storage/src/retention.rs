@@ -28,7 +28,6 @@ const SWEEP_CHUNK: usize = 500;
 
 #[derive(Debug, Clone)]
 pub struct RetentionConfig {
-    pub database_url: String,
     /// Objects of builds submitted longer ago than this are deleted.
     pub max_age: Duration,
     /// Objects without a build record are deleted once this old.

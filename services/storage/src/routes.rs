@@ -20,7 +20,7 @@ use object_store::{GetOptions, GetRange, ObjectStoreExt, path::Path as StorePath
 
 type CapQuery = Result<Query<CapabilityParams>, axum::extract::rejection::QueryRejection>;
 
-fn authorize(
+async fn authorize(
     st: &AppState,
     method: Method,
     raw_key: &str,
@@ -29,7 +29,28 @@ fn authorize(
     let key = ObjectKey::parse(raw_key).map_err(|_| StorageError::BadKey)?;
     let Query(params) = q.map_err(|_| StorageError::MissingCapability)?;
     st.signer.verify(method, &key, &params, chrono_now())?;
+    check_attempt(st, &params).await?;
     Ok((key, params))
+}
+
+/// A worker's source and certs capabilities name their attempt: they are served only while it
+/// is the build's current attempt and still running (a finished, cancelled or requeued attempt's
+/// URL is dead at once, not at its expiry).
+async fn check_attempt(st: &AppState, params: &CapabilityParams) -> Result<(), StorageError> {
+    let Some(bound) = params.bound() else {
+        return Ok(());
+    };
+    let Some(db) = &st.db else {
+        return Err(StorageError::AttemptUnchecked(
+            "storage has no database configured".into(),
+        ));
+    };
+    match freeagent_shared::db::builds::build_attempt_running(db, bound.build, bound.attempt).await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(StorageError::AttemptOver),
+        Err(e) => Err(StorageError::AttemptUnchecked(e.to_string())),
+    }
 }
 
 fn chrono_now() -> i64 {
@@ -51,7 +72,7 @@ pub async fn put_object(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, StorageError> {
-    let (key, cap) = authorize(&st, Method::Put, &raw_key, q)?;
+    let (key, cap) = authorize(&st, Method::Put, &raw_key, q).await?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -172,7 +193,7 @@ pub async fn get_object(
     q: CapQuery,
     headers: HeaderMap,
 ) -> Result<Response, StorageError> {
-    let (key, _) = authorize(&st, Method::Get, &raw_key, q)?;
+    let (key, _) = authorize(&st, Method::Get, &raw_key, q).await?;
     let path = store_path(&key);
     if matches!(key, ObjectKey::Certs(_)) {
         return get_encrypted(&st, &key, &path).await;
@@ -274,7 +295,7 @@ pub async fn head_object(
     Path(raw_key): Path<String>,
     q: CapQuery,
 ) -> Result<Response, StorageError> {
-    let (key, _) = authorize(&st, Method::Get, &raw_key, q)?;
+    let (key, _) = authorize(&st, Method::Get, &raw_key, q).await?;
     let meta = st.store.head(&store_path(&key)).await.map_err(not_found)?;
     let (len, ranges) = match key {
         ObjectKey::Certs(_) => (
@@ -298,7 +319,7 @@ pub async fn delete_object(
     Path(raw_key): Path<String>,
     q: CapQuery,
 ) -> Result<StatusCode, StorageError> {
-    let (key, _) = authorize(&st, Method::Delete, &raw_key, q)?;
+    let (key, _) = authorize(&st, Method::Delete, &raw_key, q).await?;
     match st.store.delete(&store_path(&key)).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(StatusCode::NO_CONTENT),
         Err(e) => Err(e.into()),

@@ -622,7 +622,6 @@ fn retention(s: &Storage, db: &TestDb, orphan_grace: Duration) -> Retention {
         db.pool.clone(),
         s.store.clone(),
         RetentionConfig {
-            database_url: db.url.clone(),
             max_age: Duration::from_secs(30 * 24 * 3600),
             orphan_grace,
             interval: Duration::from_secs(3600),

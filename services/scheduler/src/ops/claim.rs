@@ -251,13 +251,19 @@ impl Handlers {
             platform: b.platform,
             source_url: caps.get_url(
                 &stored_key(&b.source_key, ObjectKey::Source(b.id)),
+                b.id,
+                b.attempt,
                 lease_end,
             ),
             source_sha256: b.source_sha256.clone(),
-            certs_url: b
-                .certs_key
-                .as_ref()
-                .map(|k| caps.get_url(&stored_key(k, ObjectKey::Certs(b.id)), lease_end)),
+            certs_url: b.certs_key.as_ref().map(|k| {
+                caps.get_url(
+                    &stored_key(k, ObjectKey::Certs(b.id)),
+                    b.id,
+                    b.attempt,
+                    lease_end,
+                )
+            }),
             certs_sha256: b.certs_sha256.clone(),
             result_url: caps.result_url(b.id, b.attempt, lease_end),
             lease_expires_at: lease_end,

@@ -259,6 +259,23 @@ pub async fn build_held_by(db: impl PgExecutor<'_>, worker: WorkerId) -> Result<
     .await?)
 }
 
+/// Whether `attempt` is the build's current attempt and still running: storage serves a
+/// worker's source and certs capabilities only while it is.
+pub async fn build_attempt_running(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    attempt: Attempt,
+) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM builds \
+         WHERE id = $1 AND attempt = $2 AND status IN ('assigned', 'building'))",
+    )
+    .bind(id)
+    .bind(attempt)
+    .fetch_one(db)
+    .await?)
+}
+
 /// Pending builds per queue, with how many live workers serve each queue. Queues served by a
 /// worker seen in the last hour are listed even when empty, so gauges fall back to zero.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
