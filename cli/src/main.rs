@@ -101,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::keys::KeysCommand,
     },
+    /// List workers; approve, drain and undrain them (an admin key for the changes).
+    Workers {
+        #[command(subcommand)]
+        command: commands::workers::WorkersCommand,
+    },
 }
 
 #[tokio::main]
@@ -142,6 +147,7 @@ async fn main() -> ExitCode {
             commands::download::run(&client, &id, &kind, &output).await
         }
         Command::Keys { command } => commands::keys::run(&client, command).await,
+        Command::Workers { command } => commands::workers::run(&client, command).await,
     };
     match result {
         Ok(code) => code,

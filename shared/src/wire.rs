@@ -110,7 +110,7 @@ pub enum NotYours {
     Unauthorized,
     /// The worker did not declare this build's queue.
     WrongQueue,
-    /// The worker is draining and takes no new build.
+    /// The worker is draining, or awaits an operator's approval, and takes no new build.
     Draining,
     /// The worker already holds `max_concurrent` builds (the farm enforces it): someone else
     /// should take this dispatch.
@@ -248,6 +248,10 @@ pub enum PresenceReply {
         drain: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nats_jwt: Option<String>,
+        /// Registered while the farm requires approval, and not approved yet (`drain` is set
+        /// too, so older workers stop pulling without knowing why).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        awaiting_approval: bool,
     },
     NotYours {
         reason: NotYours,

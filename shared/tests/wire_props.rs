@@ -131,6 +131,7 @@ fn samples() -> Vec<Value> {
         wire::encode(&PresenceReply::Seen {
             drain: false,
             nats_jwt: Some("jwt".into()),
+            awaiting_approval: false,
         }),
         wire::encode(&LogLine {
             build_id: b,
@@ -155,6 +156,11 @@ fn samples() -> Vec<Value> {
             worker_id: Some(w),
             at: Utc::now(),
         })),
+        wire::encode(&PresenceReply::Seen {
+            drain: true,
+            nats_jwt: None,
+            awaiting_approval: true,
+        }),
     ];
     encoded
         .iter()
@@ -315,6 +321,23 @@ fn every_sample_decodes_as_its_own_type() {
     assert!(wire::decode::<LogLine>(&bytes[13]).is_ok());
     assert!(wire::decode::<CancelNotice>(&bytes[14]).is_ok());
     assert!(wire::decode::<FarmEvent>(&bytes[15]).is_ok());
+    assert_eq!(
+        wire::decode::<PresenceReply>(&bytes[16]).ok(),
+        Some(PresenceReply::Seen {
+            drain: true,
+            nats_jwt: None,
+            awaiting_approval: true
+        })
+    );
+    // A scheduler before approval existed sends no `awaiting_approval`: not awaiting.
+    assert_eq!(
+        wire::decode::<PresenceReply>(br#"{"v":1,"outcome":"seen","drain":false}"#).ok(),
+        Some(PresenceReply::Seen {
+            drain: false,
+            nats_jwt: None,
+            awaiting_approval: false
+        })
+    );
 }
 
 /// Whatever else lands on a worker's cancel subject (any other message of the farm, a JetStream

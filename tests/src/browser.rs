@@ -179,8 +179,20 @@ impl Browser {
                     let end = s.char_indices().nth(2000).map_or(s.len(), |(i, _)| i);
                     s[..end].to_owned()
                 });
+                // What the page fetched and how each answered: a page stuck at its "Loading…"
+                // shell (soak) means one of its modules did not load or run.
+                let fetched = self
+                    .client
+                    .execute(
+                        "return 'readyState ' + document.readyState + '\\n' + \
+                         performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')) \
+                         .map(e => e.name + ' status ' + e.responseStatus + ' ' + Math.round(e.duration) + ' ms') \
+                         .join('\\n')",
+                        vec![],
+                    )
+                    .await;
                 panic!(
-                    "timed out after {PATIENCE:?} waiting for {what} ({css}); last error: {last_error}; url: {url:?}; page: {source:?}"
+                    "timed out after {PATIENCE:?} waiting for {what} ({css}); last error: {last_error}; url: {url:?}; page: {source:?}; fetched: {fetched:?}"
                 );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -614,3 +614,137 @@ async fn the_configured_registration_key_follows_its_settings() {
         403
     );
 }
+
+/// With `FREEAGENT_WORKER_APPROVAL=required`, whoever holds the registration key can add a
+/// worker, but it gets no build until an admin approves it: a real NATS worker waits (its
+/// presence replies tell it to), a claim with its own credentials is refused, an HTTP poller
+/// gets no job, and `freeagent workers approve` lets the real worker in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_workers_take_no_build_until_approved_when_the_farm_requires_it() {
+    use freeagent_tests::freeagent_shared::ids::{Attempt, BuildId};
+    use freeagent_tests::freeagent_shared::subjects::Op;
+    use freeagent_tests::freeagent_shared::wire::{ClaimReply, ClaimRequest, NotYours};
+    let farm = Farm::start(FarmOpts {
+        workers: 1,
+        extra_env: vec![("FREEAGENT_WORKER_APPROVAL".into(), "required".into())],
+        ..Default::default()
+    })
+    .await;
+    let dir = freeagent_tests::project("echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n");
+    let id: BuildId = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait::until("the build's dispatch", Duration::from_secs(30), || async {
+        db::builds::build_get(&farm.db.pool, id)
+            .await
+            .unwrap()
+            .filter(|b| b.dispatched_at.is_some())
+    })
+    .await;
+    // The real worker registered, says what it waits for, and is listed as unapproved.
+    wait::until(
+        "the worker to say it awaits approval",
+        Duration::from_secs(30),
+        || async {
+            farm.log_of("worker-0")
+                .contains("awaiting approval")
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, list) = call(&farm, "get", "/api/workers", Some(API_KEY), None).await;
+    let real = list["workers"][0].clone();
+    assert_eq!(real["approved"], false, "{list}");
+    let real_id = real["id"].as_str().unwrap().to_owned();
+
+    // A worker of the attacker's own, registered with the key: its claim is refused with its
+    // own credentials, and as an HTTP poller it gets no job.
+    let rogue = farm.register_worker("rogue", &["android"]).await;
+    let claim: ClaimReply = farm
+        .rpc(
+            &rogue,
+            Op::Claim,
+            &ClaimRequest {
+                build_id: id,
+                attempt: Attempt::new(1).unwrap(),
+                worker_id: rogue.worker_id,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            claim,
+            ClaimReply::NotYours {
+                reason: NotYours::Draining,
+                ..
+            }
+        ),
+        "{claim:?}"
+    );
+    let (status, poller) = call(
+        &farm,
+        "post",
+        "/api/workers/register",
+        Some(API_KEY),
+        Some(json!({"name": "poller", "capabilities": {"platforms": ["android"]}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{poller}");
+    assert_eq!(poller["approved"], false, "{poller}");
+    let poll = farm
+        .http
+        .get(format!(
+            "{}/api/workers/poll?worker_id={}",
+            farm.gateway,
+            poller["id"].as_str().unwrap()
+        ))
+        .header("x-worker-token", poller["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 200);
+    assert_eq!(poll.json::<Value>().await.unwrap()["job"], Value::Null);
+    assert_eq!(farm.get_build(&id.to_string()).await["status"], "pending");
+
+    // Approving needs an admin key; the CLI does it, and the real worker runs the build.
+    let (status, _) = call(
+        &farm,
+        "post",
+        &format!("/api/workers/{real_id}/approve"),
+        Some(freeagent_tests::REGISTRATION_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let out = Command::new(bin_dir().join("freeagent"))
+        .args(["workers", "approve", &real_id])
+        .env_remove("FREEAGENT_BUILD_TOKEN")
+        .env("FREEAGENT_API_KEY", API_KEY)
+        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("approved"));
+    let b = farm
+        .wait_terminal(&id.to_string(), Duration::from_secs(120))
+        .await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempts"][0]["worker_id"], real_id.as_str(), "{b}");
+    let listed = Command::new(bin_dir().join("freeagent"))
+        .args(["workers", "list"])
+        .env("FREEAGENT_API_KEY", API_KEY)
+        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("poller") && listed.contains("(unapproved)"),
+        "{listed}"
+    );
+}

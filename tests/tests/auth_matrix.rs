@@ -208,6 +208,13 @@ async fn every_route_answers_each_kind_of_caller_as_the_contract_says() {
             Cred::Key,
         ),
         (
+            "post",
+            format!("/api/workers/{}/approve", stranger.worker_id),
+            None,
+            [401, 403, 403, 403, 200],
+            Cred::Key,
+        ),
+        (
             "get",
             "/api/keys".into(),
             None,

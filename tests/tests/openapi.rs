@@ -33,6 +33,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/workers/abandon"),
     ("post", "/api/workers/unregister"),
     ("post", "/api/workers/{id}/drain"),
+    ("post", "/api/workers/{id}/approve"),
     ("get", "/api/workers"),
     ("get", "/api/workers/{id}/stats"),
     ("post", "/api/diagnostics/report"),

@@ -7,3 +7,4 @@ pub mod keys;
 pub mod nats;
 pub mod status;
 pub mod submit;
+pub mod workers;

@@ -50,6 +50,9 @@ pub struct GatewayConfig {
     /// any) and the most live workers (`FREEAGENT_WORKER_REGISTRATION_MAX`, none: any number).
     pub worker_registration_queues: Option<Vec<String>>,
     pub worker_registration_max: Option<i32>,
+    /// New workers take no build until an operator approves them
+    /// (`FREEAGENT_WORKER_APPROVAL=required`; default `off`).
+    pub worker_approval_required: bool,
     pub source_limit: u64,
     pub certs_limit: u64,
     pub json_limit: u64,
@@ -201,6 +204,17 @@ impl GatewayConfig {
                             )
                         })?,
                 ),
+            },
+            worker_approval_required: match config::var("FREEAGENT_WORKER_APPROVAL").as_deref() {
+                None | Some("off") => false,
+                Some("required") => true,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "FREEAGENT_WORKER_APPROVAL",
+                        other,
+                        "`required` (new workers wait for `freeagent workers approve`) or `off`",
+                    ));
+                }
             },
             source_limit: config::bytes("FREEAGENT_SOURCE_LIMIT", DEFAULT_SOURCE_LIMIT)?,
             certs_limit: config::bytes("FREEAGENT_CERTS_LIMIT", DEFAULT_CERTS_LIMIT)?,

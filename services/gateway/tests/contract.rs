@@ -90,6 +90,7 @@ const ROUTES: &[Route] = &[
     r("POST", "/api/workers/{w}/unregister", Worker, Body::None),
     r("POST", "/api/builds/{b}/telemetry", Worker, Json(r#"{"type":"vm","timestamp":1,"data":{"cpu":5}}"#)),
     r("POST", "/api/workers/{w}/drain", Key, Body::None),
+    r("POST", "/api/workers/{w}/approve", Key, Body::None),
     r("GET", "/api/workers", Key, Body::None),
     r("GET", "/api/workers/{w}/stats", Key, Body::None),
     r("POST", "/api/diagnostics/report", Worker, Json(r#"{"worker_id":"{w}","status":"healthy","duration_ms":1,"checks":[]}"#)),
@@ -274,6 +275,7 @@ async fn a_key_without_the_scope_a_route_needs_is_403() {
             "/api/builds",
             "/api/builds/submit",
             "/api/workers/{w}/drain",
+            "/api/workers/{w}/approve",
         ];
         (r.method == "POST" && writes.contains(&r.path)) || r.who == Register
     };

@@ -167,16 +167,22 @@ impl Agent {
                 running,
             };
             match self.scheduler.presence(&req).await {
-                Ok(PresenceReply::Seen { drain, nats_jwt }) => {
+                Ok(PresenceReply::Seen {
+                    drain,
+                    nats_jwt,
+                    awaiting_approval,
+                }) => {
                     if let Some(jwt) = nats_jwt {
                         self.renew_nats_jwt(jwt);
                     }
-                    // An operator may undrain the worker too: it then takes builds again.
+                    // An operator may undrain (or approve) the worker too: it then takes builds.
                     let was = self.draining.swap(drain, Ordering::SeqCst);
-                    if drain && !was {
+                    if awaiting_approval && !was {
+                        tracing::warn!(worker_id = %self.worker_id, "awaiting approval: this worker takes no build until an operator runs `freeagent workers approve {}`", self.worker_id);
+                    } else if drain && !was {
                         tracing::info!("draining: taking no new builds");
                     } else if was && !drain {
-                        tracing::info!("undrained: taking builds again");
+                        tracing::info!("taking builds again");
                     }
                 }
                 Ok(other) => tracing::warn!(reply = ?other, "presence refused"),
@@ -298,6 +304,8 @@ impl Agent {
                         NotYours::NotFound => msg.ack_with(AckKind::Term).await,
                         // Full here: let another worker take it now.
                         NotYours::AtCapacity => msg.ack_with(AckKind::Nak(None)).await,
+                        // Draining or awaiting approval since it pulled: someone else takes it.
+                        NotYours::Draining => msg.ack_with(AckKind::Nak(None)).await,
                         _ => msg.ack().await,
                     };
                 }

@@ -27,6 +27,9 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
     let reg = registration::register(&http, &config).await?;
     let worker_id = reg.worker_id;
     tracing::info!(%worker_id, name = %config.name, queues = ?config.queues, nats_auth = reg.nats_jwt.is_some(), "worker registered");
+    if !reg.approved {
+        tracing::warn!(%worker_id, "awaiting approval: this worker takes no build until an operator runs `freeagent workers approve {worker_id}`");
+    }
     let nats_jwt = Arc::new(std::sync::RwLock::new(
         reg.nats_jwt.clone().unwrap_or_default(),
     ));
@@ -53,7 +56,8 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         http,
         worker_id,
         nats_jwt,
-        draining: Default::default(),
+        // Awaiting approval: no pulls until a presence reply says it may.
+        draining: Arc::new(std::sync::atomic::AtomicBool::new(!reg.approved)),
         running: Default::default(),
     };
     // A revoked registration, or NATS out of reach for long (credentials refused at reconnect

@@ -24,6 +24,13 @@ struct Registered {
     id: WorkerId,
     #[serde(default)]
     nats_jwt: Option<String>,
+    /// Absent from gateways before approval existed: approved.
+    #[serde(default = "approved")]
+    approved: bool,
+}
+
+fn approved() -> bool {
+    true
 }
 
 /// Who this worker is: its id, its NATS key and (on a farm with NATS auth) the JWT for it.
@@ -31,6 +38,8 @@ pub struct Registration {
     pub worker_id: WorkerId,
     pub nats_key: std::sync::Arc<nkeys::KeyPair>,
     pub nats_jwt: Option<String>,
+    /// `false`: it takes no build until an operator approves it (its presence replies say when).
+    pub approved: bool,
 }
 
 pub async fn register(
@@ -77,6 +86,7 @@ pub async fn register(
             worker_id: r.id,
             nats_key: nats_key.clone(),
             nats_jwt: r.nats_jwt,
+            approved: r.approved,
         })
     };
     let policy = ExponentialBuilder::default()

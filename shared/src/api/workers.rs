@@ -36,6 +36,14 @@ pub struct Registered {
     pub nats_jwt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats_jwt_expires_at: Option<DateTime<Utc>>,
+    /// Whether it may take builds now: `false` while it awaits an operator's approval
+    /// (`FREEAGENT_WORKER_APPROVAL=required`; `freeagent workers approve <id>`).
+    #[serde(default = "yes")]
+    pub approved: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A job handed to an HTTP worker. The URLs are paths on the gateway.
@@ -191,6 +199,9 @@ pub struct WorkerView {
     /// Attempts it ran that have ended, and those of them that completed.
     pub builds_total: i64,
     pub builds_completed: i64,
+    /// `false` while it awaits an operator's approval (it takes no build until then).
+    #[serde(default = "yes")]
+    pub approved: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -203,6 +214,13 @@ pub struct WorkerList {
 pub struct Drained {
     pub id: WorkerId,
     pub status: WorkerStatus,
+}
+
+/// `POST /api/workers/:id/approve`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Approved {
+    pub id: WorkerId,
+    pub approved_at: DateTime<Utc>,
 }
 
 /// `GET /api/workers/:id/stats`, in the seed's spelling.

@@ -35,9 +35,17 @@ pub struct Worker {
     pub held: i32,
     /// It polls over HTTP (registered without a NATS key): its builds get the HTTP lease.
     pub polls_over_http: bool,
+    /// When an operator let it take builds; `None` while it awaits approval
+    /// (`FREEAGENT_WORKER_APPROVAL=required`).
+    pub approved_at: Option<DateTime<Utc>>,
 }
 
 impl Worker {
+    /// Whether it may take builds: not draining and not awaiting approval.
+    pub fn takes_builds(&self) -> bool {
+        self.status != WorkerStatus::Draining && self.approved_at.is_some()
+    }
+
     /// Whether `presented` is this worker's live token: the current one before its expiry, or the
     /// previous one within its grace period. Constant-time.
     pub fn token_ok(&self, presented: &str, now: DateTime<Utc>) -> bool {
@@ -88,14 +96,16 @@ pub struct NewWorker {
     pub nats_public_key: Option<String>,
     pub nats_jwt_expires_at: Option<DateTime<Utc>>,
     pub polls_over_http: bool,
+    /// Approved at registration (the farm does not require approval); else it waits for one.
+    pub approved: bool,
 }
 
 /// Inserts a new worker; `Error::UniqueViolation` when the id is taken.
 pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Worker, Error> {
     Ok(sqlx::query_as::<_, Worker>(
         "INSERT INTO workers (id, name, platforms, capabilities, token_hash, token_expires_at, registered_by, queues, \
-         max_concurrent, nats_public_key, nats_jwt_expires_at, polls_over_http) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+         max_concurrent, nats_public_key, nats_jwt_expires_at, polls_over_http, approved_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $13 THEN now() END) RETURNING *",
     )
     .bind(w.id)
     .bind(&w.name)
@@ -109,6 +119,7 @@ pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Wor
     .bind(&w.nats_public_key)
     .bind(w.nats_jwt_expires_at)
     .bind(w.polls_over_http)
+    .bind(w.approved)
     .fetch_one(db)
     .await?)
 }
@@ -275,6 +286,22 @@ pub async fn worker_undrain(
     .await?)
 }
 
+/// An operator lets a worker awaiting approval take builds (`POST /api/workers/:id/approve`).
+/// Guarded: only a registered worker changes; approving twice keeps the first approval. `None`
+/// when the guard did not hold (the caller reads the row to say why).
+pub async fn worker_approve(
+    db: impl PgExecutor<'_>,
+    id: WorkerId,
+) -> Result<Option<Worker>, Error> {
+    Ok(sqlx::query_as::<_, Worker>(
+        "UPDATE workers SET approved_at = COALESCE(approved_at, now()) \
+         WHERE id = $1 AND revoked_at IS NULL RETURNING *",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
 /// The worker's registration ends (it unregistered, or an operator revoked it): it is refused
 /// everywhere and offline until it registers again. Returns the row as it was revoked.
 pub async fn worker_revoke(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
@@ -321,6 +348,7 @@ pub struct WorkerView {
     /// Attempts it ran that ended, and those of them that completed.
     pub builds_total: i64,
     pub builds_completed: i64,
+    pub approved: bool,
 }
 
 /// Every worker; one not seen for `offline_after_secs` shows as `offline`.
@@ -335,7 +363,8 @@ pub async fn worker_list(
              w.capabilities, w.last_seen_at, w.registered_at, \
              COALESCE(array_agg(b.id ORDER BY b.id) FILTER (WHERE b.id IS NOT NULL), '{}') AS builds, \
              w.platforms, w.queues, \
-             COALESCE(max(t.total), 0)::bigint AS builds_total, COALESCE(max(t.completed), 0)::bigint AS builds_completed \
+             COALESCE(max(t.total), 0)::bigint AS builds_total, COALESCE(max(t.completed), 0)::bigint AS builds_completed, \
+             w.approved_at IS NOT NULL AS approved \
          FROM workers w LEFT JOIN builds b ON b.worker_id = w.id AND b.status IN ('assigned', 'building') \
          LEFT JOIN (SELECT worker_id, count(*) FILTER (WHERE ended_at IS NOT NULL) AS total, \
                         count(*) FILTER (WHERE outcome = 'completed') AS completed \

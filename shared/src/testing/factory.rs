@@ -78,6 +78,7 @@ pub async fn worker(pool: &Pool, platforms: &[Platform]) -> TestWorker {
         nats_public_key: None,
         nats_jwt_expires_at: None,
         polls_over_http: false,
+        approved: true,
     };
     db::workers::worker_insert(pool, &new)
         .await

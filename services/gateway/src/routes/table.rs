@@ -306,6 +306,14 @@ pub fn routes(l: &Limits) -> Vec<Route> {
         )
         .gives(json::<Drained>()),
         r(
+            "post",
+            "/api/workers/{id}/approve",
+            ApiKey,
+            "A worker awaiting approval (FREEAGENT_WORKER_APPROVAL=required) takes builds",
+            post(workers::approve),
+        )
+        .gives(json::<Approved>()),
+        r(
             "get",
             "/api/overview",
             ApiKey,

@@ -92,7 +92,8 @@ pub async fn poll(
     if let Some(b) = held_job(&st, &caller).await? {
         return Ok(reply(Some(b)));
     }
-    if caller.worker.status == freeagent_shared::status::WorkerStatus::Draining {
+    // Draining, or awaiting an operator's approval.
+    if !caller.worker.takes_builds() {
         return Ok(reply(None));
     }
     let queues = dedup(caller.worker.effective_queues());

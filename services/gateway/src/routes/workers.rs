@@ -13,7 +13,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use chrono::Utc;
-use freeagent_shared::api::{Drained, Registered, WorkerList, WorkerStats, WorkerView};
+use freeagent_shared::api::{Approved, Drained, Registered, WorkerList, WorkerStats, WorkerView};
 use freeagent_shared::db::{self, workers::NewWorker};
 use freeagent_shared::events::{self, FarmEvent, WorkerChange};
 use freeagent_shared::ids::WorkerId;
@@ -163,8 +163,9 @@ pub async fn register(
         nats_jwt_expires_at: nats.as_ref().map(|(_, _, e)| *e),
         // The seed's clients send no NATS key: they poll over HTTP, on the HTTP lease.
         polls_over_http: req.nats_public_key.is_none(),
+        approved: !st.config.worker_approval_required,
     };
-    let status = match db::workers::worker_get(&st.pool, id).await? {
+    let (status, approved) = match db::workers::worker_get(&st.pool, id).await? {
         None => match db::workers::worker_insert_within(
             &st.pool,
             &new,
@@ -173,7 +174,7 @@ pub async fn register(
         )
         .await
         {
-            Ok(db::workers::Registration::Inserted(_)) => "registered",
+            Ok(db::workers::Registration::Inserted(w)) => ("registered", w.approved_at.is_some()),
             Ok(db::workers::Registration::Full(live)) => {
                 return Err(GatewayError::forbidden(format!(
                     "this key already has {live} live workers, its maximum (max_workers); unregister one, or ask an admin for a key that allows more"
@@ -211,8 +212,8 @@ pub async fn register(
                     .publish(subjects::REVOKED, bytes::Bytes::new())
                     .await;
             }
-            db::workers::worker_reregister(&st.pool, &new).await?;
-            "re-registered"
+            let w = db::workers::worker_reregister(&st.pool, &new).await?;
+            ("re-registered", w.is_some_and(|w| w.approved_at.is_some()))
         }
     };
     // Workers may pull from their queues' consumers but not create them: make them here.
@@ -222,7 +223,15 @@ pub async fn register(
             .await
             .map_err(GatewayError::unavailable)?;
     }
-    tracing::info!(worker_id = %id, status, "worker registered");
+    if approved {
+        tracing::info!(worker_id = %id, status, "worker registered");
+    } else {
+        tracing::warn!(
+            worker_id = %id,
+            status,
+            "worker registered, awaiting approval: it takes no build until `freeagent workers approve {id}`"
+        );
+    }
     let event = FarmEvent::worker(
         id,
         WorkerChange::Registered,
@@ -242,6 +251,7 @@ pub async fn register(
         status: status.into(),
         nats_jwt,
         nats_jwt_expires_at,
+        approved,
     }))
 }
 
@@ -266,6 +276,7 @@ pub async fn list(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<Wo
                 platforms: w.platforms,
                 builds_total: w.builds_total,
                 builds_completed: w.builds_completed,
+                approved: w.approved,
             })
             .collect(),
     }))
@@ -325,6 +336,30 @@ pub async fn undrain(
         id: w.id,
         status: w.status,
     }))
+}
+
+/// `POST /api/workers/:id/approve`: a worker awaiting approval takes builds from its next
+/// presence report (or poll) on. Approving an approved worker changes nothing; 409 for a worker
+/// whose registration ended.
+pub async fn approve(
+    State(st): State<AppState>,
+    _key: Key<Admin>,
+    Path(id): Path<String>,
+) -> Result<Json<Approved>> {
+    let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
+    let Some(w) = db::workers::worker_approve(&st.pool, id).await? else {
+        db::workers::worker_get(&st.pool, id)
+            .await?
+            .ok_or_else(|| GatewayError::not_found("worker"))?;
+        return Err(GatewayError::new(
+            freeagent_shared::api_error::ErrorCode::Conflict,
+            "this worker's registration has ended",
+        )
+        .hint("the worker registers again, then approve it"));
+    };
+    let approved_at = w.approved_at.unwrap_or_else(Utc::now);
+    tracing::info!(worker_id = %id, "worker approved");
+    Ok(Json(Approved { id, approved_at }))
 }
 
 /// `GET /api/workers/:id/stats`, in the seed's shape (camelCase), from the attempt records.

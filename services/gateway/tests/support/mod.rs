@@ -381,6 +381,7 @@ fn gateway_config(
         worker_registration_key: Some(REGISTRATION_KEY.into()),
         worker_registration_queues: None,
         worker_registration_max: None,
+        worker_approval_required: false,
         source_limit: gw::DEFAULT_SOURCE_LIMIT,
         certs_limit: gw::DEFAULT_CERTS_LIMIT,
         json_limit: gw::DEFAULT_JSON_LIMIT,

@@ -17,7 +17,7 @@ use freeagent_shared::db::builds::{Build, ClaimAsk};
 use freeagent_shared::db::{self, Transition};
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::object_key::ObjectKey;
-use freeagent_shared::status::{BuildStatus, WorkerStatus};
+use freeagent_shared::status::BuildStatus;
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{ClaimReply, ClaimRequest, JobGrant, NotYours};
 use std::collections::HashMap;
@@ -37,7 +37,8 @@ impl Handlers {
                 status: None,
             });
         };
-        if worker.status == WorkerStatus::Draining {
+        // Draining, or awaiting an operator's approval: either way it takes no new build.
+        if !worker.takes_builds() {
             return Ok(ClaimReply::NotYours {
                 reason: NotYours::Draining,
                 status: None,
@@ -170,7 +171,7 @@ impl Handlers {
                         status: None,
                     })
                 }
-                Some(w) if w.status == WorkerStatus::Draining => {
+                Some(w) if !w.takes_builds() => {
                     replies[i] = Some(ClaimReply::NotYours {
                         reason: NotYours::Draining,
                         status: None,

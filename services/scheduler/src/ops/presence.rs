@@ -56,9 +56,13 @@ impl Handlers {
                 freeagent_shared::events::publish(&self.nats, &event).await;
             }
             let nats_jwt = self.renew_nats_jwt(w).await?;
+            // A worker awaiting approval is told to drain: workers of every version then stop
+            // pulling, and newer ones say why.
+            let awaiting_approval = w.approved_at.is_none();
             out.push(PresenceReply::Seen {
-                drain: *st == WorkerStatus::Draining,
+                drain: *st == WorkerStatus::Draining || awaiting_approval,
                 nats_jwt,
+                awaiting_approval,
             });
         }
         Ok(out)
