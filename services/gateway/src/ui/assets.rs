@@ -29,6 +29,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../ui/favicon.svg"),
     ),
     (
+        "boot.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../ui/boot.js"),
+    ),
+    (
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("../../ui/app.js"),
