@@ -747,4 +747,28 @@ async fn new_workers_take_no_build_until_approved_when_the_farm_requires_it() {
         listed.contains("poller") && listed.contains("(unapproved)"),
         "{listed}"
     );
+
+    // Approval stays with a worker that registers again under its id, and ends with its
+    // registration: unregistered, it must be approved again.
+    let poller_id = poller["id"].as_str().unwrap();
+    let approve = format!("/api/workers/{poller_id}/approve");
+    assert_eq!(
+        call(&farm, "post", &approve, Some(API_KEY), None).await.0,
+        200
+    );
+    let again =
+        json!({"id": poller_id, "name": "poller", "capabilities": {"platforms": ["android"]}});
+    let register = "/api/workers/register";
+    let (status, r) = call(&farm, "post", register, Some(API_KEY), Some(again.clone())).await;
+    assert_eq!((status, &r["approved"]), (200, &json!(true)), "{r}");
+    let gone = farm
+        .http
+        .post(format!("{}/api/workers/unregister", farm.gateway))
+        .header("x-worker-token", r["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    let (status, r) = call(&farm, "post", register, Some(API_KEY), Some(again)).await;
+    assert_eq!((status, &r["approved"]), (200, &json!(false)), "{r}");
 }

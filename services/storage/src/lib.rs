@@ -77,18 +77,21 @@ impl App {
         );
         // The pool connects lazily so that storage serves bytes even while Postgres is away
         // (retention then retries at its next interval; attempt-bound reads get a 503).
-        let db = match &config.database_url {
-            None => None,
-            Some(url) => {
-                let opts = freeagent_shared::db::connect_options(url)?;
-                Some(
-                    sqlx::postgres::PgPoolOptions::new()
-                        .max_connections(2)
-                        .acquire_timeout(std::time::Duration::from_secs(5))
-                        .connect_lazy_with(opts),
-                )
-            }
+        // Two pools: retention's sweep holds a transaction while it lists a bucket, and must
+        // never keep a worker's download waiting for a connection.
+        let pool = |max| -> anyhow::Result<Option<sqlx::PgPool>> {
+            let Some(url) = &config.database_url else {
+                return Ok(None);
+            };
+            let opts = freeagent_shared::db::connect_options(url)?;
+            Ok(Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(std::time::Duration::from_secs(5))
+                    .connect_lazy_with(opts),
+            ))
         };
+        let db = pool(4)?;
         let state = AppState {
             store: backend.store,
             signer: Signer::new(&config.signing_secret)
@@ -99,7 +102,7 @@ impl App {
             publish_locks: Arc::default(),
             db: db.clone(),
         };
-        let retention = match (&config.retention, db) {
+        let retention = match (&config.retention, pool(2)?) {
             (None, _) => None,
             (Some(_), None) => {
                 anyhow::bail!("retention needs the build records: set FREEAGENT_DATABASE_URL")

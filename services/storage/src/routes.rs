@@ -38,6 +38,10 @@ async fn authorize(
 /// URL is dead at once, not at its expiry).
 async fn check_attempt(st: &AppState, params: &CapabilityParams) -> Result<(), StorageError> {
     let Some(bound) = params.bound() else {
+        // Half a binding (or an attempt below 1) is never signed by the farm: refuse it.
+        if params.bld.is_some() || params.att.is_some() {
+            return Err(StorageError::MissingCapability);
+        }
         return Ok(());
     };
     let Some(db) = &st.db else {

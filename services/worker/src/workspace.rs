@@ -13,7 +13,12 @@ use tokio::io::AsyncWriteExt;
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
     #[error("could not download {what}: {reason}")]
-    Download { what: &'static str, reason: String },
+    Download {
+        what: &'static str,
+        reason: String,
+        /// Worth another try (the connection failed, or storage answered 502–504).
+        transient: bool,
+    },
     #[error("{what} checksum mismatch: expected {expected}, got {actual}")]
     Checksum {
         what: &'static str,
@@ -148,24 +153,49 @@ pub async fn download(
     dest: &Path,
     what: &'static str,
 ) -> Result<String, WorkspaceError> {
+    use backon::{ExponentialBuilder, Retryable};
+    // Storage or its database away for a moment (connection refused, 502–504) is worth a wait:
+    // failing here would fail the build for an infrastructure hiccup. Refusals are final.
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_total_delay(Some(std::time::Duration::from_secs(60)))
+        .without_max_times()
+        .with_jitter();
+    (|| download_once(http, url, dest, what))
+        .retry(policy)
+        .when(|e| matches!(e, WorkspaceError::Download { transient: true, .. }))
+        .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "download failed; retrying"))
+        .await
+}
+
+async fn download_once(
+    http: &reqwest::Client,
+    url: &str,
+    dest: &Path,
+    what: &'static str,
+) -> Result<String, WorkspaceError> {
     // reqwest's errors name the URL, which carries a capability: never let it into text.
-    let fail = |reason: String| WorkspaceError::Download {
+    let fail = |reason: String, transient: bool| WorkspaceError::Download {
         what,
         reason: freeagent_shared::redact::redact(&reason).into_owned(),
+        transient,
     };
     let resp = http
         .get(url)
         .send()
         .await
-        .map_err(|e| fail(e.without_url().to_string()))?;
-    if !resp.status().is_success() {
-        return Err(fail(format!("storage answered {}", resp.status())));
+        .map_err(|e| fail(e.without_url().to_string(), true))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let transient = matches!(status.as_u16(), 502..=504);
+        return Err(fail(format!("storage answered {status}"), transient));
     }
     let mut file = tokio::fs::File::create(dest).await?;
     let mut hasher = Sha256::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| fail(e.without_url().to_string()))?;
+        let chunk = chunk.map_err(|e| fail(e.without_url().to_string(), true))?;
         hasher.update(&chunk);
         file.write_all(&chunk).await?;
     }

@@ -168,7 +168,9 @@ pub async fn worker_insert_within(
 }
 
 /// Re-registration of an existing worker: new name, capabilities, token and NATS key (the caller
-/// revokes the previous key); a revoked worker is reinstated.
+/// revokes the previous key); a revoked worker is reinstated. Approval: with `w.approved` (the
+/// farm requires none) it is approved if it was not; else it keeps its approval, unless its
+/// registration had ended (revoked or unregistered), which must be approved again.
 pub async fn worker_reregister(
     db: impl PgExecutor<'_>,
     w: &NewWorker,
@@ -176,6 +178,7 @@ pub async fn worker_reregister(
     Ok(sqlx::query_as::<_, Worker>(
         "UPDATE workers SET name = $2, platforms = $3, capabilities = $4, token_hash = $5, token_expires_at = $6, \
          queues = $7, max_concurrent = $8, nats_public_key = $9, nats_jwt_expires_at = $10, polls_over_http = $11, revoked_at = NULL, \
+         approved_at = CASE WHEN $12 THEN COALESCE(approved_at, now()) WHEN revoked_at IS NOT NULL THEN NULL ELSE approved_at END, \
          status = 'idle', last_seen_at = now() WHERE id = $1 RETURNING *",
     )
     .bind(w.id)
@@ -189,6 +192,7 @@ pub async fn worker_reregister(
     .bind(&w.nats_public_key)
     .bind(w.nats_jwt_expires_at)
     .bind(w.polls_over_http)
+    .bind(w.approved)
     .fetch_optional(db)
     .await?)
 }

@@ -276,7 +276,7 @@ pub async fn build_attempt_running(
     .await?)
 }
 
-/// Pending builds per queue, with how many live workers serve each queue. Queues served by a
+/// Pending builds per queue, with how many live workers (approved, not draining) serve each queue. Queues served by a
 /// worker seen in the last hour are listed even when empty, so gauges fall back to zero.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct QueueDepth {
@@ -299,7 +299,8 @@ pub async fn build_queue_depths(
              GROUP BY queue), \
          live AS ( \
              SELECT q AS queue, count(*) AS n FROM workers w, unnest(w.queues) q \
-             WHERE w.status NOT IN ('offline', 'draining') AND w.last_seen_at > now() - make_interval(secs => $1) \
+             WHERE w.status NOT IN ('offline', 'draining') AND w.approved_at IS NOT NULL \
+               AND w.last_seen_at > now() - make_interval(secs => $1) \
              GROUP BY q), \
          known AS ( \
              SELECT DISTINCT unnest(queues) AS queue FROM workers \
