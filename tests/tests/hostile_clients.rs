@@ -506,6 +506,8 @@ async fn an_upload_refused_early_is_answered_not_reset() {
     // 4 MiB of source: far more than a socket buffer holds, so the client is still sending
     // when the refusal comes.
     let source = vec![7u8; 4 << 20];
+    // Registered first: the key's bucket holds one request.
+    let w = farm.register_worker("mac", &["ios"]).await;
     let mut refused = 0;
     for _ in 0..10 {
         let form = Form::new()
@@ -527,6 +529,31 @@ async fn an_upload_refused_early_is_answered_not_reset() {
         }
     }
     assert!(refused >= 5, "{refused} of 10 refused");
+    // The same for a worker's result upload (where the seed's fleet saw resets): refused by its
+    // worker token's rate, or after authentication (the build is not its), it gets an answer.
+    let mut refused = 0;
+    for _ in 0..10 {
+        let form = Form::new()
+            .text("build_id", uuid::Uuid::now_v7().to_string())
+            .text("worker_id", w.worker_id.to_string())
+            .text("success", "true")
+            .part("result", Part::bytes(source.clone()).file_name("app.ipa"));
+        let r = farm
+            .http
+            .post(format!("{}/api/workers/upload", farm.gateway))
+            .header("x-worker-token", &w.worker_token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("an answer to a result upload, not a reset");
+        if r.status() == 429 {
+            refused += 1;
+            assert!(r.headers().contains_key("retry-after"));
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "rate_limited", "{body}");
+        }
+    }
+    assert!(refused >= 5, "{refused} of 10 uploads refused");
     let r = farm
         .http
         .get(format!("{}/healthz", farm.gateway))
