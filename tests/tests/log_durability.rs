@@ -125,7 +125,7 @@ async fn assert_whole(farm: &Farm, id: &str, seen_before: &[String]) {
     );
 }
 
-/// Where in a build's life the gateway goes away.
+/// Where in a build's life the gateway (or NATS) goes away.
 #[derive(Clone, Copy)]
 enum Point {
     /// Mid-run; it comes back at once.
@@ -453,10 +453,10 @@ async fn nats_frozen_then_killed_mid_burst_loses_no_line() {
     eprintln!("{} lines, {twice} of them twice", printed.len());
 }
 
-/// The worker's connection to NATS is cut mid-build (the server stops, keeping its store, and
-/// comes back): the lines the build printed meanwhile wait and are published once it is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nats_outage_mid_build_loses_no_line() {
+/// NATS goes away (stopped, then back after the gateway noticed and longer than a publish waits
+/// for its ack) at `point` of a build that prints a line every 0.1 s; the final log is every
+/// line the build printed, once, in order.
+async fn nats_goes_away(point: Point) {
     let farm = Farm::start(FarmOpts {
         workers: 1,
         ..Default::default()
@@ -471,7 +471,13 @@ async fn a_nats_outage_mid_build_loses_no_line() {
         .as_str()
         .unwrap()
         .to_owned();
-    until_printed(&farm, &id, 10).await;
+    match point {
+        Point::MidRun => until_printed(&farm, &id, 10).await,
+        // Half a second of lines left: the build ends, and its last lines and outcome are
+        // written, while NATS is away.
+        Point::WhileEnding => until_printed(&farm, &id, 4 * LINES - 5).await,
+        Point::WhileArchiving => until_ended(&farm, &id).await,
+    }
     let seen = farm.all_logs(&id).await;
     farm.nats.stop();
     // The outage lasts until the gateway has noticed it (a second or more of the build's lines).
@@ -504,4 +510,19 @@ async fn a_nats_outage_mid_build_loses_no_line() {
     for l in &seen {
         assert!(paged.contains(l), "{l:?} was seen before the outage");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_mid_build_loses_no_line() {
+    nats_goes_away(Point::MidRun).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_ending_during_a_nats_outage_loses_no_line() {
+    nats_goes_away(Point::WhileEnding).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_while_the_log_is_archived_loses_no_line() {
+    nats_goes_away(Point::WhileArchiving).await;
 }
