@@ -353,6 +353,57 @@ async fn a_mac_whose_only_traffic_is_its_own_keeps_its_build_past_many_nats_leas
     assert_eq!(b["attempt"], 1, "the lease never lapsed: {b}");
 }
 
+/// The issue's own scenario at the app's own pace and the farm's default leases (30 s for NATS
+/// workers, 2 minutes for HTTP ones): a 100 s build during which only the app's traffic arrives
+/// — the poll and source download, 40 s of VM boot in silence, the VM's certs fetch, then its
+/// telemetry and a log line every 30 s — uploads (200) and completes on its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_s_build_at_the_apps_pace_completes_on_the_default_leases() {
+    let farm = Farm::start(farm_opts()).await;
+    let id = submit_ios(&farm, Some(certs_zip())).await;
+    let mac = register_like_the_app(&farm, "mac").await;
+    let job = poll_like_the_app(&farm, &mac).await;
+    assert_eq!(job["id"], id.as_str());
+    let started = std::time::Instant::now();
+    let src = download_like_the_app(&farm, API_KEY, &mac, &job).await;
+    assert_eq!(src.status(), 200);
+    // The app's pace, not a wait for a condition: the VM boots, then reports every 30 s.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let certs = certs_secure(&farm, &id, &mac, Some(&id)).await;
+    assert_eq!(certs.status(), 200, "{}", certs.text().await.unwrap());
+    let mut n = 0;
+    loop {
+        n += 1;
+        let data = json!({"cpu_percent": 50, "memory_mb": 900});
+        let r = telemetry_like_the_vm(&farm, API_KEY, &id, &mac, data).await;
+        assert_eq!(
+            r.status(),
+            200,
+            "telemetry {n}: {}",
+            r.text().await.unwrap()
+        );
+        let r = farm
+            .http
+            .post(format!("{}/api/builds/{id}/logs", farm.gateway))
+            .header("x-api-key", API_KEY)
+            .header("x-worker-id", &mac)
+            .json(&json!({"level": "info", "message": format!("line {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        if started.elapsed() >= Duration::from_secs(100) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    let r = upload_like_the_app(&farm, API_KEY, &id, &mac).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let b = farm.get_build(&id).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempt"], 1, "the lease never lapsed: {b}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_mac_loses_its_build_after_the_http_lease() {
     let farm = Farm::start(FarmOpts {
