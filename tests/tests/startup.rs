@@ -294,11 +294,24 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
+    let mut printed = dev.stdout.take().unwrap();
     let status = tokio::task::spawn_blocking(move || dev.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status}");
+    // It said which of the shell's settings it applied, by name, never a value.
+    let mut printed_text = String::new();
+    std::io::Read::read_to_string(&mut printed, &mut printed_text).unwrap();
+    let settings = printed_text
+        .lines()
+        .find(|l| l.contains("Settings from this shell"))
+        .unwrap_or_else(|| panic!("{printed_text}"));
+    assert!(settings.contains("FREEAGENT_CERTS_LIMIT"), "{settings}");
+    assert!(
+        !printed_text.contains(&"c".repeat(64)),
+        "a secret was printed"
+    );
     assert!(
         http.get(format!("{gateway}/healthz")).send().await.is_err(),
         "the gateway is still up"
