@@ -1,11 +1,12 @@
 //! `GET /api/openapi.json` lists every route the gateway serves (the router and the document are
-//! built from one table), every documented operation is served, and the contract's paths are in it.
+//! built from one table), every documented operation is served, and the contract's paths are in it;
+//! and every repository path the documents name exists.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::{Farm, FarmOpts};
 use serde_json::Value;
 
-/// Every path of `shared/spec/http-api.md`, in the router's `{param}` spelling.
+/// Every path of the contract, `docs/http-api.md`, in the router's `{param}` spelling.
 const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/builds"),
     ("post", "/api/builds/submit"),
@@ -159,4 +160,77 @@ fn every_operation_names_its_reply(doc: &Value) {
         let name = part.split('"').next().unwrap();
         assert!(schemas.contains_key(name), "unresolved $ref {name}");
     }
+}
+
+/// Every repository path the documents name exists: a path in backticks that starts at one of
+/// the repository's top folders, and every relative link. Docs that cite a file that moved or
+/// never existed send a newcomer nowhere.
+#[test]
+fn every_repository_path_the_docs_name_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut docs: Vec<std::path::PathBuf> = ["README.md", "ARCHITECTURE.md"]
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|p| p.exists())
+        .collect();
+    for dir in ["docs", "docs/adr"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "md") {
+                docs.push(entry.path());
+            }
+        }
+    }
+    const TOP: &[&str] = &[
+        "services/",
+        "shared/",
+        "cli/",
+        "tests/",
+        "docs/",
+        "migrations/",
+        "scripts/",
+        "examples/",
+        ".ci/",
+    ];
+    let mut missing = vec![];
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        let name = doc.strip_prefix(&root).unwrap().display().to_string();
+        // Paths in backticks, relative to the repository.
+        for (i, span) in text.split('`').enumerate() {
+            if i % 2 == 0 {
+                continue;
+            }
+            for token in span.split_whitespace() {
+                let path = token
+                    .split(['#', ':'])
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches([',', '.', ';', ')']);
+                let placeholder = ['*', '<', '{', '…', '$'].iter().any(|c| path.contains(*c))
+                    || path.contains("...");
+                if TOP.iter().any(|t| path.starts_with(t))
+                    && !placeholder
+                    && !root.join(path).exists()
+                {
+                    missing.push(format!("{name}: `{path}`"));
+                }
+            }
+        }
+        // Relative links, relative to the document.
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap_or_default();
+            let path = target.split('#').next().unwrap_or_default();
+            if path.is_empty() || path.contains("://") || path.starts_with("mailto:") {
+                continue;
+            }
+            if !doc.parent().unwrap().join(path).exists() {
+                missing.push(format!("{name}: link ({target})"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the docs name paths that do not exist:\n{}",
+        missing.join("\n")
+    );
 }
