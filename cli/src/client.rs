@@ -74,3 +74,12 @@ impl Client {
             .map_err(|e| anyhow!("the gateway's reply to {path} is not what this CLI reads: {e}"))
     }
 }
+
+/// A reader that stopped reading (`freeagent logs <id> | head`) ends the output, quietly and
+/// successfully, as other command-line tools do; any other write error is one.
+pub fn closed_pipe_is_the_end(e: std::io::Error) -> anyhow::Result<std::process::ExitCode> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    Err(anyhow!("writing to standard output: {e}"))
+}

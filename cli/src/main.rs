@@ -96,6 +96,41 @@ enum Command {
         #[arg(long, default_value = "result")]
         kind: String,
     },
+    /// List builds, newest first (paging: the cursor printed on stderr).
+    List {
+        /// pending, assigned, building, completed, failed or cancelled
+        #[arg(long)]
+        status: Option<String>,
+        /// ios or android
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        /// A worker id: the builds it holds or ran last.
+        #[arg(long)]
+        worker: Option<String>,
+        /// 1 to 500.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// The next page's cursor, as the previous page printed it.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a build (its running processes are stopped).
+    Cancel {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a build again with the same source, certs and settings; prints the new build's id
+    /// (and, with --json, its token).
+    Retry {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create, list and revoke API keys (needs an admin key).
     Keys {
         #[command(subcommand)]
@@ -146,6 +181,28 @@ async fn main() -> ExitCode {
         Command::Download { id, output, kind } => {
             commands::download::run(&client, &id, &kind, &output).await
         }
+        Command::List {
+            status,
+            platform,
+            queue,
+            worker,
+            limit,
+            cursor,
+            json,
+        } => {
+            let args = commands::builds::ListArgs {
+                status,
+                platform,
+                queue,
+                worker,
+                limit,
+                cursor,
+                json,
+            };
+            commands::builds::list(&client, args).await
+        }
+        Command::Cancel { id, json } => commands::builds::cancel(&client, &id, json).await,
+        Command::Retry { id, json } => commands::builds::retry(&client, &id, json).await,
         Command::Keys { command } => commands::keys::run(&client, command).await,
         Command::Workers { command } => commands::workers::run(&client, command).await,
     };

@@ -257,3 +257,89 @@ async fn a_build_submitted_before_any_worker_runs_when_one_registers() {
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(b["attempt"], 1, "{b}");
 }
+
+/// The CLI's build verbs against a real farm: `list` with filters and paging (counts and the
+/// next page's cursor on stderr, the table on stdout), `cancel`, `retry` (the new id on stdout,
+/// its token only with --json), and `logs` into a reader that stops early (`| head`) ends
+/// quietly instead of panicking on the closed pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_cancels_and_retries_builds() {
+    use freeagent_tests::bin_dir;
+    let farm = Farm::start(FarmOpts::default()).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin_dir().join("freeagent"))
+            .args(args)
+            .env_remove("FREEAGENT_BUILD_TOKEN")
+            .env("FREEAGENT_API_KEY", API_KEY)
+            .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    // A long log, and a build that runs until cancelled.
+    let chatty =
+        project("seq 1 5000 | sed 's/^/line /'\necho built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n");
+    let chatty = farm.submit_dir(chatty.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = farm.wait_terminal(&chatty, Duration::from_secs(120)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    let slow = project("sleep 600\n");
+    let slow = farm.submit_dir(slow.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (table, counts) = cli(&["list", "--limit", "1"]);
+    assert_eq!(table.lines().count(), 2, "a header and one build: {table}");
+    assert!(table.contains(&slow), "newest first: {table}");
+    assert!(counts.contains("1 of 2 builds"), "{counts}");
+    let cursor = counts
+        .lines()
+        .find_map(|l| l.strip_prefix("next page: --cursor "))
+        .unwrap_or_else(|| panic!("{counts}"));
+    let (next, _) = cli(&["list", "--limit", "1", "--cursor", cursor]);
+    assert!(next.contains(&chatty), "the second page: {next}");
+    let (done, _) = cli(&["list", "--status", "completed", "--json"]);
+    let done: serde_json::Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(done.as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(done[0]["id"], chatty.as_str());
+
+    let (cancelled, _) = cli(&["cancel", &slow]);
+    assert!(cancelled.contains("cancelled"), "{cancelled}");
+    assert_eq!(farm.get_build(&slow).await["status"], "cancelled");
+    let (retried, said) = cli(&["retry", &slow]);
+    let new_id = retried.trim();
+    assert_eq!(
+        farm.get_build(new_id).await["original_build_id"],
+        slow.as_str()
+    );
+    assert!(
+        !retried.contains("fab_") && !said.contains("fab_"),
+        "no token unless asked"
+    );
+    let (_, _) = cli(&["cancel", new_id]);
+
+    // `freeagent logs <id> | head -n 1`: the reader stops after one line.
+    let piped = std::process::Command::new("bash")
+        .args([
+            "-o",
+            "pipefail",
+            "-c",
+            &format!(
+                "{} logs {chatty} | head -n 1",
+                bin_dir().join("freeagent").display()
+            ),
+        ])
+        .env("FREEAGENT_API_KEY", API_KEY)
+        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success(), "{:?}: {stderr}", piped.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).lines().count(), 1);
+}

@@ -82,8 +82,12 @@ pub async fn run(client: &Client, id: &str, show_status: bool) -> anyhow::Result
                         match event(&block) {
                             Seen::Line(n, entry) => {
                                 let mut out = std::io::stdout().lock();
-                                out.write_all(entry.text_line().as_bytes())?;
-                                out.flush()?;
+                                if let Err(e) = out
+                                    .write_all(entry.text_line().as_bytes())
+                                    .and_then(|()| out.flush())
+                                {
+                                    return crate::client::closed_pipe_is_the_end(e);
+                                }
                                 last = Some(n);
                             }
                             Seen::Status(status) if show_status => {

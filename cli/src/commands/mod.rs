@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod builds;
 pub mod dev;
 pub mod download;
 pub mod follow;

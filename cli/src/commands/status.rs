@@ -2,6 +2,7 @@
 
 use crate::client::Client;
 use freeagent_shared::api::{BuildDetail, LogPage};
+use std::io::Write;
 use std::process::ExitCode;
 
 pub async fn run(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -54,8 +55,11 @@ pub async fn logs(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
         if page.logs.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
+        let mut out = std::io::stdout().lock();
         for l in &page.logs {
-            print!("{}", l.text_line());
+            if let Err(e) = out.write_all(l.text_line().as_bytes()) {
+                return crate::client::closed_pipe_is_the_end(e);
+            }
         }
         after = page.next_after;
     }

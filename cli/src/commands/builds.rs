@@ -1,0 +1,103 @@
+//! `freeagent list`, `cancel` and `retry`: the builds of the farm, and a submitter's hands on one.
+
+use crate::client::Client;
+use anyhow::Context;
+use freeagent_shared::api::{BuildSummary, Cancelled, Retried};
+use std::process::ExitCode;
+
+/// What `list` asks for (each maps to a query parameter of `GET /api/builds`).
+pub struct ListArgs {
+    pub status: Option<String>,
+    pub platform: Option<String>,
+    pub queue: Option<String>,
+    pub worker: Option<String>,
+    pub limit: u32,
+    /// From the previous page's "next page" line.
+    pub cursor: Option<String>,
+    pub json: bool,
+}
+
+pub async fn list(client: &Client, a: ListArgs) -> anyhow::Result<ExitCode> {
+    let query: Vec<(&str, String)> = [
+        ("status", a.status),
+        ("platform", a.platform),
+        ("queue", a.queue),
+        ("worker_id", a.worker),
+        ("limit", Some(a.limit.to_string())),
+        ("cursor", a.cursor),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    let url = reqwest::Url::parse_with_params(&client.url("/api/builds"), &query)
+        .context("the gateway URL")?;
+    let resp = client.send(client.http.get(url)).await?;
+    let total = resp
+        .headers()
+        .get("x-total-count")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // `Link: </api/builds?…&cursor=C>; rel="next"`: the next page's cursor.
+    let next = resp
+        .headers()
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.split("cursor=").nth(1))
+        .and_then(|c| c.split(['&', '>']).next())
+        .map(str::to_owned);
+    let builds: Vec<BuildSummary> = resp.json().await.context("reading the build list")?;
+    if a.json {
+        println!("{}", serde_json::to_string(&builds)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<36}  {:<10}  {:<8}  {:<12}  {:>7}  {:<25}  WORKER",
+        "ID", "STATUS", "PLATFORM", "QUEUE", "ATTEMPT", "SUBMITTED"
+    );
+    for b in &builds {
+        println!(
+            "{:<36}  {:<10}  {:<8}  {:<12}  {:>7}  {:<25}  {}",
+            b.id,
+            b.status.to_string(),
+            b.platform.to_string(),
+            b.queue.to_string(),
+            b.attempt.get(),
+            b.submitted_at.to_rfc3339(),
+            b.worker_name.as_deref().unwrap_or("-")
+        );
+    }
+    // Counts and paging go to stderr: stdout stays the table.
+    if let Some(total) = total {
+        eprintln!("{} of {total} builds", builds.len());
+    }
+    if let Some(next) = next {
+        eprintln!("next page: --cursor {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let url = client.url(&format!("/api/builds/{id}/cancel"));
+    let resp = client.send(client.http.post(url)).await?;
+    let c: Cancelled = resp.json().await.context("reading the reply")?;
+    if json {
+        println!("{}", serde_json::to_string(&c)?);
+    } else {
+        println!("build {} is {}", c.id, c.status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Retries a build; the new build's token is printed only with `--json` (it opens that build).
+pub async fn retry(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let url = client.url(&format!("/api/builds/{id}/retry"));
+    let resp = client.send(client.http.post(url)).await?;
+    let r: Retried = resp.json().await.context("reading the reply")?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", r.id);
+        eprintln!("retried {} as {} ({})", r.original_build_id, r.id, r.status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
