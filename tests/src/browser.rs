@@ -115,6 +115,34 @@ impl Browser {
         self.client.goto(url).await.expect("navigate");
     }
 
+    /// Chromium aborts the requests in flight whenever the host's addresses change
+    /// (net::ERR_NETWORK_CHANGED), and a farm whose builds have networks of their own adds and
+    /// removes addresses with every build (a veth each; other suites on the machine too). A page
+    /// whose file was aborted that way says "The dashboard could not load …" (boot.js): it is
+    /// loaded again, as a person would reload. Only that error is; any other failure is left for
+    /// the wait to report. Returns whether it reloaded.
+    async fn reload_if_aborted_by_a_network_change(&self) -> bool {
+        let failed = self
+            .text("main p.error")
+            .await
+            .is_some_and(|t| t.starts_with("The dashboard could not load"));
+        if !failed {
+            return false;
+        }
+        let console = self.console().await;
+        if !console
+            .iter()
+            .any(|(_, m)| m.contains("ERR_NETWORK_CHANGED"))
+        {
+            return false;
+        }
+        eprintln!(
+            "a file of the page was aborted by a change of the host's addresses (net::ERR_NETWORK_CHANGED); loading the page again"
+        );
+        self.client.refresh().await.expect("reload");
+        true
+    }
+
     /// The text of the first element matching `css`, if there is one.
     pub async fn text(&self, css: &str) -> Option<String> {
         let e = self.client.find(Locator::Css(css)).await.ok()?;
@@ -146,6 +174,9 @@ impl Browser {
             if let Some(t) = text.as_ref().filter(|t| ok(t)) {
                 return t.clone();
             }
+            if self.reload_if_aborted_by_a_network_change().await {
+                continue;
+            }
             if std::time::Instant::now() > deadline {
                 let name: String = what
                     .chars()
@@ -173,6 +204,9 @@ impl Browser {
                 Ok(_) => return,
                 Err(e) => e.to_string(),
             };
+            if self.reload_if_aborted_by_a_network_change().await {
+                continue;
+            }
             if std::time::Instant::now() > deadline {
                 let url = self.client.current_url().await.map(|u| u.to_string());
                 let source = self.client.source().await.map(|s| {
@@ -191,23 +225,42 @@ impl Browser {
                         vec![],
                     )
                     .await;
+                // The console says why a file failed (`net::ERR_…`).
+                let console = self.client.issue_cmd(BrowserLog).await;
                 panic!(
-                    "timed out after {PATIENCE:?} waiting for {what} ({css}); last error: {last_error}; url: {url:?}; page: {source:?}; fetched: {fetched:?}"
+                    "timed out after {PATIENCE:?} waiting for {what} ({css}); last error: {last_error}; url: {url:?}; page: {source:?}; fetched: {fetched:?}; console: {console:?}"
                 );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
+    /// Clicks the element `css` names. A live page re-renders its rows (the workers page every
+    /// few seconds): an element found just before a re-render is gone by the click ("stale
+    /// element reference", soak), and the element the test means is the one now in the page,
+    /// so it is found again.
     pub async fn click(&self, css: &str) {
-        self.wait_for(&format!("{css} to click"), css).await;
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .expect("element")
-            .click()
-            .await
-            .expect("click");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            self.wait_for(&format!("{css} to click"), css).await;
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.click().await,
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(_) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        || e.error == fantoccini::error::ErrorStatus::NoSuchElement =>
+                {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{css} was replaced before every click for {PATIENCE:?}"
+                    );
+                }
+                Err(e) => panic!("click {css}: {e:?}"),
+            }
+        }
     }
 
     pub async fn fill(&self, css: &str, text: &str) {

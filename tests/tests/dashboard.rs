@@ -39,6 +39,16 @@ async fn submit(farm: &Farm, script: &str, metadata: Value) -> Value {
     resp.json().await.unwrap()
 }
 
+/// The dashboard's farms run builds on the worker's network: a build network of its own adds
+/// and removes host addresses (a veth per build), and Chromium aborts the requests in flight at
+/// every such change (net::ERR_NETWORK_CHANGED), which left a page at its "Loading…" shell.
+fn opts() -> FarmOpts {
+    FarmOpts {
+        extra_env: vec![("FREEAGENT_BUILD_NETWORK".into(), "host".into())],
+        ..Default::default()
+    }
+}
+
 fn row(id: &str) -> String {
     format!("tr[data-build-id=\"{id}\"]")
 }
@@ -46,7 +56,7 @@ fn row(id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_appears_runs_and_completes_live_with_its_log_and_checksum() {
     let _turn = TURN.lock().await;
-    let farm = Farm::start(FarmOpts::default()).await;
+    let farm = Farm::start(opts()).await;
     let browser = Browser::start().await;
     browser.sign_in(&farm.gateway, API_KEY).await;
     browser.screenshot("overview-empty").await;
@@ -180,7 +190,7 @@ async fn a_build_appears_runs_and_completes_live_with_its_log_and_checksum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_build_is_cancelled_from_its_page_and_the_worker_stops_it() {
     let _turn = TURN.lock().await;
-    let farm = Farm::start(FarmOpts::default()).await;
+    let farm = Farm::start(opts()).await;
     let browser = Browser::start().await;
     browser.sign_in(&farm.gateway, API_KEY).await;
     let id = submit(&farm, "echo started\nsleep 300\n", json!({})).await["id"]
@@ -246,7 +256,7 @@ async fn a_worker_drained_from_the_workers_page_gets_no_new_build() {
     let _turn = TURN.lock().await;
     let farm = Farm::start(FarmOpts {
         workers: 2,
-        ..Default::default()
+        ..opts()
     })
     .await;
     let browser = Browser::start().await;
@@ -320,7 +330,7 @@ async fn a_worker_drained_from_the_workers_page_gets_no_new_build() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_metadata_log_lines_and_names_show_as_text_and_run_nothing() {
     let _turn = TURN.lock().await;
-    let farm = Farm::start(FarmOpts::default()).await;
+    let farm = Farm::start(opts()).await;
     let script_tag = "<script>window.__pwned = 'script'</script>";
     let img = "\"><img src=x onerror=\"window.__pwned = 'img'\">";
     // A worker named like an attack, registered over HTTP (it never polls).
@@ -409,7 +419,7 @@ async fn posts_without_the_csrf_token_are_refused_and_pages_need_a_session() {
     let _turn = TURN.lock().await;
     let farm = Farm::start(FarmOpts {
         workers: 0,
-        ..Default::default()
+        ..opts()
     })
     .await;
     let submitted = submit(&farm, "true\n", json!({})).await;

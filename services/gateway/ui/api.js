@@ -28,13 +28,25 @@ export async function request(path, { method = "GET", body } = {}) {
     if (csrfToken) headers["X-CSRF-Token"] = csrfToken;
   }
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch(path, {
+  const send = () => fetch(path, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     credentials: "same-origin",
     cache: "no-store",
   });
+  // A read that failed on the way (the machine's network changed, a laptop switched Wi-Fi) is
+  // asked again twice; a change is never sent twice.
+  let resp;
+  for (let tries = 1; ; tries++) {
+    try {
+      resp = await send();
+      break;
+    } catch (e) {
+      if (method !== "GET" || tries >= 3) throw e;
+      await new Promise((r) => setTimeout(r, 300 * tries));
+    }
+  }
   let parsed = null;
   const type = resp.headers.get("content-type") || "";
   if (type.includes("application/json")) parsed = await resp.json().catch(() => null);
