@@ -26,6 +26,8 @@ const BATCH: i64 = 32;
 const CONCURRENCY: usize = 4;
 /// How long a lease keeps other gateways off a build.
 const LEASE: Duration = Duration::from_secs(120);
+/// When a failed archive is tried again.
+const RETRY_FAILED: Duration = Duration::from_secs(5);
 /// The largest archive (64 MiB per attempt at most, 20 attempts).
 const MAX_ARCHIVE: u64 = 20 * 64 * 1024 * 1024 + 1024 * 1024;
 /// The longest line an archive may hold (a 64 KiB message, escaped, with its fields).
@@ -54,9 +56,14 @@ impl Archiver {
         for (id, r) in results {
             match r {
                 Ok(()) => metrics::counter!("freeagent_log_archives_total").increment(1),
-                // The lease runs out and a later pass tries again.
+                // A later pass tries again, soon: the lease is for a crashed archiver.
                 Err(e) => {
-                    tracing::warn!(build_id = %id, error = %e.detail(), "could not archive a build's log; retrying later")
+                    tracing::warn!(build_id = %id, error = %e.detail(), retry_in_s = RETRY_FAILED.as_secs(), "could not archive a build's log; retrying later");
+                    if let Err(e) =
+                        db::builds::logs_archive_retry_in(&self.st.pool, id, RETRY_FAILED).await
+                    {
+                        tracing::warn!(build_id = %id, error = %e, "could not schedule the archive's retry; the lease's end will");
+                    }
                 }
             }
         }

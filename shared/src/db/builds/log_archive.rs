@@ -50,6 +50,24 @@ pub async fn logs_archive_done(
     Ok(done.rows_affected() == 1)
 }
 
+/// A failed archive is tried again after `retry_in` rather than at the end of its lease (NATS or
+/// storage away for a moment must not hold a build's archive for the whole lease).
+pub async fn logs_archive_retry_in(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    retry_in: Duration,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE builds SET logs_archive_lease = now() + make_interval(secs => $2) \
+         WHERE id = $1 AND logs_archived_at IS NULL",
+    )
+    .bind(id)
+    .bind(retry_in.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Terminal builds not yet archived (a gauge for operators).
 pub async fn logs_archive_backlog(db: impl PgExecutor<'_>) -> Result<i64, Error> {
     Ok(sqlx::query_scalar(
