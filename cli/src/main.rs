@@ -109,6 +109,9 @@ enum Command {
         /// A worker id: the builds it holds or ran last.
         #[arg(long)]
         worker: Option<String>,
+        /// A team's builds (admin keys; any other key lists its own team's).
+        #[arg(long)]
+        team: Option<String>,
         /// 1 to 500.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -186,6 +189,7 @@ async fn main() -> ExitCode {
             platform,
             queue,
             worker,
+            team,
             limit,
             cursor,
             json,
@@ -195,6 +199,7 @@ async fn main() -> ExitCode {
                 platform,
                 queue,
                 worker,
+                team,
                 limit,
                 cursor,
                 json,

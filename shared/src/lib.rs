@@ -14,6 +14,7 @@ pub mod redact;
 pub mod shutdown;
 pub mod status;
 pub mod subjects;
+pub mod team;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -221,11 +221,7 @@ pub struct QueueNameError(pub String);
 
 impl QueueName {
     pub fn parse(s: &str) -> Result<Self, QueueNameError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok {
+        if is_name_token(s) {
             Ok(QueueName(s.to_owned()))
         } else {
             Err(QueueNameError(s.to_owned()))
@@ -240,6 +236,14 @@ impl QueueName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// 1-64 characters of a-z, 0-9, '-' and '_': a name that is also a safe NATS token and label.
+pub(crate) fn is_name_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl TryFrom<String> for QueueName {

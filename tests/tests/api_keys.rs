@@ -142,6 +142,7 @@ async fn a_key_lives_from_creation_through_use_to_revocation() {
                 "name",
                 "revoked_at",
                 "scopes",
+                "team",
                 "worker_queues"
             ],
             "{k}"

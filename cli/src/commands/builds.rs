@@ -11,6 +11,8 @@ pub struct ListArgs {
     pub platform: Option<String>,
     pub queue: Option<String>,
     pub worker: Option<String>,
+    /// An admin key's choice of team (any other key lists its own team's builds).
+    pub team: Option<String>,
     pub limit: u32,
     /// From the previous page's "next page" line.
     pub cursor: Option<String>,
@@ -23,6 +25,7 @@ pub async fn list(client: &Client, a: ListArgs) -> anyhow::Result<ExitCode> {
         ("platform", a.platform),
         ("queue", a.queue),
         ("worker_id", a.worker),
+        ("team", a.team),
         ("limit", Some(a.limit.to_string())),
         ("cursor", a.cursor),
     ]
@@ -51,16 +54,17 @@ pub async fn list(client: &Client, a: ListArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<36}  {:<10}  {:<8}  {:<12}  {:>7}  {:<25}  WORKER",
-        "ID", "STATUS", "PLATFORM", "QUEUE", "ATTEMPT", "SUBMITTED"
+        "{:<36}  {:<10}  {:<8}  {:<12}  {:<12}  {:>7}  {:<25}  WORKER",
+        "ID", "STATUS", "PLATFORM", "QUEUE", "TEAM", "ATTEMPT", "SUBMITTED"
     );
     for b in &builds {
         println!(
-            "{:<36}  {:<10}  {:<8}  {:<12}  {:>7}  {:<25}  {}",
+            "{:<36}  {:<10}  {:<8}  {:<12}  {:<12}  {:>7}  {:<25}  {}",
             b.id,
             b.status.to_string(),
             b.platform.to_string(),
             b.queue.to_string(),
+            b.team.to_string(),
             b.attempt.get(),
             b.submitted_at.to_rfc3339(),
             b.worker_name.as_deref().unwrap_or("-")

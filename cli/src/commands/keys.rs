@@ -28,6 +28,10 @@ pub enum KeysCommand {
         /// For a key that registers workers: the most live workers at once (default any number).
         #[arg(long)]
         max_workers: Option<i32>,
+        /// The team whose builds the key sees and acts on (made if new; default `default`).
+        /// Admin keys see every team's builds.
+        #[arg(long)]
+        team: Option<freeagent_shared::team::TeamName>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -55,6 +59,7 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<ExitCo
             expires,
             worker_queues,
             max_workers,
+            team,
             json,
         } => {
             let expires_at = expires
@@ -67,6 +72,7 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<ExitCo
                 expires_at,
                 worker_queues,
                 max_workers,
+                team,
             };
             let resp = client
                 .send(client.http.post(client.url("/api/keys")).json(&req))
@@ -78,6 +84,7 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<ExitCo
                 println!("{:>10}: {}", "id", k.id);
                 println!("{:>10}: {}", "name", k.name);
                 println!("{:>10}: {}", "scopes", scopes_text(&k.scopes));
+                println!("{:>10}: {}", "team", k.team);
                 println!(
                     "{:>10}: {}",
                     "expires",
@@ -100,15 +107,16 @@ pub async fn run(client: &Client, command: KeysCommand) -> anyhow::Result<ExitCo
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "{:<36}  {:<20}  {:<30}  {:<20}  {:<20}  {:<20}",
-                "ID", "NAME", "SCOPES", "EXPIRES", "LAST USED", "REVOKED"
+                "{:<36}  {:<20}  {:<30}  {:<16}  {:<20}  {:<20}  {:<20}",
+                "ID", "NAME", "SCOPES", "TEAM", "EXPIRES", "LAST USED", "REVOKED"
             );
             for k in &list.keys {
                 println!(
-                    "{:<36}  {:<20}  {:<30}  {:<20}  {:<20}  {:<20}",
+                    "{:<36}  {:<20}  {:<30}  {:<16}  {:<20}  {:<20}  {:<20}",
                     k.id,
                     k.name,
                     scopes_text(&k.scopes),
+                    k.team.to_string(),
                     time(k.expires_at.map(|t| t.to_rfc3339()), "never"),
                     time(k.last_used_at.map(|t| t.to_rfc3339()), "-"),
                     time(k.revoked_at.map(|t| t.to_rfc3339()), "-"),

@@ -9,6 +9,7 @@ use crate::state::AppState;
 use axum::http::HeaderMap;
 use freeagent_shared::db::{self, api_keys::ApiKey, builds::Build};
 use freeagent_shared::ids::BuildId;
+use freeagent_shared::team::TeamName;
 use freeagent_shared::token;
 
 pub const SCOPE_SUBMIT: &str = "submit";
@@ -89,6 +90,26 @@ fn live_key(st: &AppState, k: ApiKey) -> Result<ApiKey> {
     Ok(k)
 }
 
+/// Whether `key` may see (and, with the scope, act on) `build`: an admin key every team's builds,
+/// any other key its own team's only.
+pub fn sees(key: &ApiKey, build: &Build) -> bool {
+    team_scope(key).is_none_or(|team| *team == build.team)
+}
+
+/// The one team whose builds `key` sees; none for an admin key (every team).
+pub fn team_scope(key: &ApiKey) -> Option<&TeamName> {
+    (!key.scopes.iter().any(|s| s == SCOPE_ADMIN)).then_some(&key.team)
+}
+
+/// The build `id` for `key`: another team's build is as unknown as a missing one (404), so ids
+/// cannot be probed across teams.
+pub async fn build_for_key(st: &AppState, key: &ApiKey, id: BuildId) -> Result<Build> {
+    db::builds::build_get(&st.pool, id)
+        .await?
+        .filter(|b| sees(key, b))
+        .ok_or_else(|| GatewayError::not_found("build"))
+}
+
 pub fn has_scope(key: &ApiKey, scope: &str) -> bool {
     key.scopes.iter().any(|s| s == scope || s == SCOPE_ADMIN)
 }
@@ -143,10 +164,8 @@ pub async fn require_api_key_any(
 /// An API key with the read scope, or this build's token; returns the build.
 pub async fn build_reader(st: &AppState, headers: &HeaderMap, id: BuildId) -> Result<Build> {
     if presents_api_key(headers) {
-        require_api_key(st, headers, SCOPE_READ).await?;
-        return db::builds::build_get(&st.pool, id)
-            .await?
-            .ok_or_else(|| GatewayError::not_found("build"));
+        let key = require_api_key(st, headers, SCOPE_READ).await?;
+        return build_for_key(st, &key, id).await;
     }
     // A dashboard session opened with this build's token stands for the token.
     if header(headers, "x-build-token").is_none() && crate::ui::session::claims_build(headers) {

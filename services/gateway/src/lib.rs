@@ -4,6 +4,7 @@
 
 pub mod api_key_cache;
 pub mod auth;
+pub(crate) mod build_teams;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -254,6 +255,7 @@ impl App {
             log_followers,
             live,
             lease_renewals: Default::default(),
+            build_teams: Default::default(),
         };
         Ok(Self {
             background: st.clone(),

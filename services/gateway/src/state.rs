@@ -30,4 +30,6 @@ pub struct AppState {
     pub live: crate::live::Live,
     /// When each held build's lease was last renewed by a report.
     pub lease_renewals: crate::lease_renewals::LeaseRenewals,
+    /// Builds' teams, for event streams that show one team's builds.
+    pub build_teams: crate::build_teams::BuildTeams,
 }

@@ -24,7 +24,8 @@ export async function buildPage(main, id, session) {
     const ms = b.duration_ms ?? (running ? Date.now() - Date.parse(b.started_at) : null);
     const fact = (k, v) => [el("dt", {}, k), el("dd", {}, v)];
     replace(facts,
-      fact("Platform", b.platform), fact("Queue", b.queue), fact("Priority", String(b.priority)),
+      fact("Platform", b.platform), fact("Queue", b.queue), fact("Team", b.team || "–"),
+      fact("Priority", String(b.priority)),
       fact("Attempt", b.attempt + " of " + b.max_attempts), fact("Worker", b.worker_name || "–"),
       fact("Submitted", time(b.submitted_at)), fact("Started", time(b.started_at)),
       fact("Finished", time(b.completed_at)), fact("Duration", duration(ms)),

@@ -42,7 +42,7 @@ export async function buildsPage(main) {
   const body = el("tbody", { id: "builds-body" });
   const table = el("table", { id: "builds", class: "list" },
     el("thead", {}, el("tr", {},
-      ["Build", "Status", "Platform", "Queue", "Worker", "Attempt", "Submitted", "Duration"].map((h) =>
+      ["Build", "Status", "Platform", "Queue", "Team", "Worker", "Attempt", "Submitted", "Duration"].map((h) =>
         el("th", { class: h === "Attempt" || h === "Duration" ? "num" : null }, h)))),
     body);
 
@@ -84,7 +84,7 @@ export async function buildsPage(main) {
       })();
       error.textContent = "";
       replace(body, builds.length ? builds.map(row)
-        : el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No builds match.")));
+        : el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No builds match.")));
       const n = Number(headers.get("x-total-count") || "0");
       total.textContent = n.toLocaleString() + (n === 1 ? " build matches" : " builds match");
       more.disabled = !next;
@@ -112,6 +112,7 @@ function row(b) {
     el("td", { class: "status" }, badge(b.status)),
     el("td", {}, b.platform),
     el("td", {}, b.queue),
+    el("td", { class: "team" }, b.team || "–"),
     el("td", { class: "worker" }, b.worker_name || "–"),
     el("td", { class: "attempt num" }, String(b.attempt)),
     el("td", { title: b.submitted_at }, ago(b.submitted_at)),

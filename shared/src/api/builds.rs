@@ -1,7 +1,8 @@
 //! Builds, as submitters see them.
 
-use crate::ids::{Attempt, BuildId, WorkerId};
+use crate::ids::{ApiKeyId, Attempt, BuildId, WorkerId};
 use crate::status::{BuildStatus, Platform, QueueName};
+use crate::team::TeamName;
 use crate::wire::LogLevel;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,8 @@ pub struct BuildSummary {
     pub started_at: Option<DateTime<Utc>>,
     /// started → completed, once finished.
     pub duration_ms: Option<i64>,
+    /// The team of the key that submitted it.
+    pub team: TeamName,
 }
 
 /// A stored file of a build.
@@ -83,6 +86,8 @@ pub struct BuildDetail {
     pub attempts: Vec<AttemptView>,
     /// When the whole log was archived to object storage (reads come from there since).
     pub logs_archived_at: Option<DateTime<Utc>>,
+    /// The API key that submitted (or retried) it; none for a retry by build token.
+    pub submitted_by: Option<ApiKeyId>,
 }
 
 /// `GET /api/builds/:id/status`, the old clients' shape: times in epoch milliseconds, and a
@@ -160,6 +165,8 @@ pub struct ListQuery {
     pub worker_id: Option<String>,
     /// A queue name
     pub queue: Option<String>,
+    /// A team's name (admin keys; any other key sees its own team's builds only)
+    pub team: Option<String>,
     /// 1 to 500 (default 50)
     pub limit: Option<String>,
     /// From the `Link: <…>; rel="next"` header of the previous page.

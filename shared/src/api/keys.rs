@@ -2,6 +2,7 @@
 //! the reply to its creation and nowhere else; the farm keeps only its hash.
 
 use crate::ids::ApiKeyId;
+use crate::team::TeamName;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +93,10 @@ pub struct CreateKeyRequest {
     /// For keys that register workers: the most live workers at once (none: any number).
     #[serde(default)]
     pub max_workers: Option<i32>,
+    /// The team whose builds the key sees and acts on (made if new; none: `default`). An admin
+    /// key sees every team's builds whatever its team.
+    #[serde(default)]
+    pub team: Option<TeamName>,
 }
 
 /// 201 to `POST /api/keys`: the only reply that carries the secret.
@@ -104,6 +109,7 @@ pub struct CreatedKey {
     pub created_at: DateTime<Utc>,
     pub worker_queues: Option<Vec<String>>,
     pub max_workers: Option<i32>,
+    pub team: TeamName,
     /// The secret (`X-API-Key`), shown once: the farm keeps only its hash.
     pub key: String,
 }
@@ -121,6 +127,7 @@ pub struct KeyView {
     pub revoked_at: Option<DateTime<Utc>>,
     pub worker_queues: Option<Vec<String>>,
     pub max_workers: Option<i32>,
+    pub team: TeamName,
 }
 
 /// `GET /api/keys`: every key, oldest first, revoked ones included.

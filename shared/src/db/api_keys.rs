@@ -5,11 +5,12 @@
 
 use super::Error;
 use crate::ids::ApiKeyId;
+use crate::team::TeamName;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 /// The columns every query returns (never `key_hash`).
-const COLUMNS: &str = "id, name, scopes, created_at, revoked_at, expires_at, last_used_at, worker_queues, max_workers";
+const COLUMNS: &str = "id, name, scopes, created_at, revoked_at, expires_at, last_used_at, worker_queues, max_workers, team";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKey {
@@ -25,6 +26,8 @@ pub struct ApiKey {
     pub worker_queues: Option<Vec<String>>,
     /// The most live workers this key may have registered at once (none: any number).
     pub max_workers: Option<i32>,
+    /// The team whose builds the key sees and acts on (an admin key sees every team's).
+    pub team: TeamName,
 }
 
 impl ApiKey {
@@ -69,13 +72,15 @@ pub struct NewApiKey<'a> {
     pub expires_at: Option<DateTime<Utc>>,
     pub worker_queues: Option<&'a [String]>,
     pub max_workers: Option<i32>,
+    /// Must exist (`teams::team_ensure`).
+    pub team: &'a TeamName,
 }
 
 /// Stores a new key; a hash already stored is `Error::UniqueViolation`.
 pub async fn api_key_insert(db: impl PgExecutor<'_>, k: &NewApiKey<'_>) -> Result<ApiKey, Error> {
     Ok(sqlx::query_as::<_, ApiKey>(&format!(
-        "INSERT INTO api_keys (id, name, key_hash, scopes, expires_at, worker_queues, max_workers) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+        "INSERT INTO api_keys (id, name, key_hash, scopes, expires_at, worker_queues, max_workers, team) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
     ))
     .bind(k.id)
     .bind(k.name)
@@ -84,6 +89,7 @@ pub async fn api_key_insert(db: impl PgExecutor<'_>, k: &NewApiKey<'_>) -> Resul
     .bind(k.expires_at)
     .bind(k.worker_queues)
     .bind(k.max_workers)
+    .bind(k.team)
     .fetch_one(db)
     .await?)
 }

@@ -6,6 +6,7 @@ pub mod builds;
 pub mod diagnostics;
 pub mod nats_revocations;
 pub mod nats_setup_lock;
+pub mod teams;
 pub mod ui_sessions;
 pub mod workers;
 

@@ -6,6 +6,7 @@
 use super::Error;
 use super::api_keys::ApiKey;
 use crate::ids::{ApiKeyId, BuildId};
+use crate::team::TeamName;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
@@ -61,6 +62,7 @@ struct Row {
     key_last_used_at: Option<DateTime<Utc>>,
     key_worker_queues: Option<Vec<String>>,
     key_max_workers: Option<i32>,
+    key_team: Option<TeamName>,
 }
 
 /// The live (unexpired) session with this hash, with its key's row.
@@ -72,7 +74,8 @@ pub async fn ui_session_find(
         "SELECT s.build_id, s.csrf_token, s.expires_at, k.id AS key_id, k.name AS key_name, \
              k.scopes AS key_scopes, k.created_at AS key_created_at, k.revoked_at AS key_revoked_at, \
              k.expires_at AS key_expires_at, k.last_used_at AS key_last_used_at, \
-             k.worker_queues AS key_worker_queues, k.max_workers AS key_max_workers \
+             k.worker_queues AS key_worker_queues, k.max_workers AS key_max_workers, \
+             k.team AS key_team \
          FROM ui_sessions s LEFT JOIN api_keys k ON k.id = s.api_key_id \
          WHERE s.id_hash = $1 AND s.expires_at > now()",
     )
@@ -92,6 +95,7 @@ pub async fn ui_session_find(
             last_used_at: r.key_last_used_at,
             worker_queues: r.key_worker_queues,
             max_workers: r.key_max_workers,
+            team: r.key_team.unwrap_or_else(TeamName::default_team),
         }),
         // The CHECK constraint and the foreign keys make this unreachable; treat it as no session.
         _ => return Ok(None),

@@ -46,6 +46,8 @@ pub async fn build(pool: &Pool, opts: BuildOpts) -> BuildId {
         original_build_id: None,
         timeout_secs: opts.timeout_secs,
         retry_on_failure: opts.retry_on_failure,
+        team: crate::team::TeamName::default_team(),
+        submitted_by: None,
     };
     db::builds::build_insert(pool, &new)
         .await

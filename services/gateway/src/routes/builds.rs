@@ -13,9 +13,11 @@ use freeagent_shared::api::{
     Artifact, AttemptView, BuildDetail, BuildSummary, LegacyStatus, ListQuery,
 };
 use freeagent_shared::db;
+use freeagent_shared::db::api_keys::ApiKey;
 use freeagent_shared::db::builds::{AttemptRecord, Build, ListFilter};
 use freeagent_shared::ids::{BuildId, WorkerId};
 use freeagent_shared::status::BuildStatus;
+use freeagent_shared::team::TeamName;
 
 pub const DEFAULT_LIST_LIMIT: i64 = 50;
 pub const MAX_LIST_LIMIT: i64 = 500;
@@ -39,6 +41,7 @@ pub fn summary(b: &Build) -> BuildSummary {
         completed_at_legacy: b.completed_at,
         error_message: b.error_message.clone(),
         has_result: b.result_key.is_some() && b.purged_at.is_none(),
+        team: b.team.clone(),
         purged_at: b.purged_at,
         queue: b.queue.clone(),
         attempt: b.attempt,
@@ -88,6 +91,7 @@ fn detail(b: &Build, attempts: Vec<AttemptRecord>) -> BuildDetail {
             })
             .collect(),
         logs_archived_at: b.logs_archived_at,
+        submitted_by: b.submitted_by,
     }
 }
 
@@ -109,7 +113,7 @@ fn query_param<T: std::str::FromStr>(
 /// while more remain.
 pub async fn list(
     State(st): State<AppState>,
-    _key: Key<Read>,
+    Key { key, .. }: Key<Read>,
     uri: axum::http::Uri,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::response::Response> {
@@ -133,6 +137,7 @@ pub async fn list(
                 ))
             })?),
         },
+        team: list_team(&key, &q.team)?,
         after: query_param::<BuildId>(&q.cursor, "cursor", "the cursor of a Link header")?,
         limit: limit.min(MAX_LIST_LIMIT),
     };
@@ -160,6 +165,23 @@ pub async fn list(
         );
     }
     Ok(resp)
+}
+
+/// The team a list shows: an admin key's choice (none: every team), any other key's own team
+/// (naming another is refused rather than answered with an empty list).
+fn list_team(key: &ApiKey, asked: &Option<String>) -> Result<Option<TeamName>> {
+    let asked = match asked.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(v) => Some(TeamName::parse(v).map_err(|e| GatewayError::bad_request(e.to_string()))?),
+    };
+    match (auth::team_scope(key), asked) {
+        (None, asked) => Ok(asked),
+        (Some(own), Some(asked)) if asked != *own => Err(GatewayError::forbidden(format!(
+            "this API key sees only team {own}'s builds"
+        ))
+        .hint("leave out team, or use a key of that team (or an admin key)")),
+        (Some(own), _) => Ok(Some(own.clone())),
+    }
 }
 
 pub async fn get(

@@ -25,7 +25,11 @@ pub async fn cancel(
     let id = parse_or_auth(&st, &headers, &id).await?;
     // Submitters with the submit scope, or this build's token.
     if auth::presents_api_key(&headers) {
-        auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
+        let key = auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
+        // Another team's build is not this key's to cancel, nor to know of.
+        if auth::team_scope(&key).is_some() {
+            auth::build_for_key(&st, &key, id).await?;
+        }
     } else {
         let b = auth::build_reader(&st, &headers, id).await?;
         let presented = headers

@@ -18,22 +18,26 @@ use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::events::FarmEvent;
 use freeagent_shared::ids::{BuildId, WorkerId};
 use freeagent_shared::status::QueueName;
+use freeagent_shared::team::TeamName;
 use freeagent_shared::{subjects, wire};
 use std::sync::atomic::Ordering;
 
 /// Events read from the stream per request while catching up.
 const PAGE: usize = 1000;
 
-/// Which events a client asked for.
+/// Which events a client asked for, and may see.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     queue: Option<QueueName>,
     build: Option<BuildId>,
     worker: Option<WorkerId>,
+    /// Builds of this team only (a key that is not an admin's). Workers serve every team: their
+    /// events are shown to all.
+    team: Option<TeamName>,
 }
 
 impl Filter {
-    fn parse(q: &EventsQuery) -> Result<Self> {
+    fn parse(q: &EventsQuery, team: Option<TeamName>) -> Result<Self> {
         let some = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
         Ok(Filter {
             queue: some(&q.queue)
@@ -48,7 +52,21 @@ impl Filter {
                 .map(|v| v.parse())
                 .transpose()
                 .map_err(|_| GatewayError::bad_request("worker_id must be a worker's id (UUID)"))?,
+            team,
         })
+    }
+
+    /// `matches`, and the event's build is of the client's team.
+    async fn shows(&self, st: &AppState, e: &FarmEvent) -> bool {
+        if !self.matches(e) {
+            return false;
+        }
+        match (&self.team, e.build_id()) {
+            (Some(team), Some(build)) => {
+                st.build_teams.team_of(&st.pool, build).await.as_ref() == Some(team)
+            }
+            _ => true,
+        }
     }
 
     pub fn matches(&self, e: &FarmEvent) -> bool {
@@ -69,11 +87,11 @@ impl Filter {
 
 pub async fn get(
     State(st): State<AppState>,
-    _key: Key<Read>,
+    Key { key, .. }: Key<Read>,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response> {
-    let filter = Filter::parse(&q)?;
+    let filter = Filter::parse(&q, crate::auth::team_scope(&key).cloned())?;
     let after: Option<u64> = match q.after.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(v) => Some(v.parse().map_err(|_| {
@@ -127,10 +145,11 @@ async fn serve(
             let Some(&(end, _)) = page.last() else { break };
             let wanted = page
                 .iter()
-                .filter_map(|(seq, e)| e.as_ref().map(|e| (seq, e)))
-                .filter(|(_, e)| filter.matches(e));
+                .filter_map(|(seq, e)| e.as_ref().map(|e| (seq, e)));
             for (seq, e) in wanted {
-                out.send(event(*seq, e)).await;
+                if filter.shows(st, e).await {
+                    out.send(event(*seq, e)).await;
+                }
             }
             from = end;
             last = end;
@@ -140,7 +159,7 @@ async fn serve(
         match sub.rx.recv().await {
             Some(e) if e.0 > last => {
                 last = e.0;
-                if filter.matches(&e.1) {
+                if filter.shows(st, &e.1).await {
                     out.send(event(e.0, &e.1)).await;
                 }
             }

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use freeagent_shared::api::{ApiScope, CreateKeyRequest, CreatedKey, KeyList, KeyRevoked, KeyView};
 use freeagent_shared::db::{self, api_keys::ApiKey, api_keys::NewApiKey};
 use freeagent_shared::ids::ApiKeyId;
+use freeagent_shared::team::TeamName;
 use freeagent_shared::token;
 
 /// The most queues one key may be scoped to.
@@ -36,6 +37,7 @@ fn view(k: ApiKey) -> KeyView {
         revoked_at: k.revoked_at,
         worker_queues: k.worker_queues,
         max_workers: k.max_workers,
+        team: k.team,
     }
 }
 
@@ -93,10 +95,14 @@ pub async fn create(
             "max_workers must be at least 1 (leave it out for no maximum)",
         ));
     }
+    let team = req.team.unwrap_or_else(TeamName::default_team);
     let secret = token::generate(token::TokenKind::ApiKey);
     let names: Vec<String> = scopes.iter().map(|s| s.as_str().to_owned()).collect();
+    // A team exists once a key names it.
+    let mut tx = st.pool.begin().await.map_err(db::Error::from_sqlx)?;
+    db::teams::team_ensure(&mut *tx, &team).await?;
     let k = db::api_keys::api_key_insert(
-        &st.pool,
+        &mut *tx,
         &NewApiKey {
             id: ApiKeyId::new(),
             name,
@@ -105,10 +111,12 @@ pub async fn create(
             expires_at: req.expires_at,
             worker_queues: worker_queues.as_deref(),
             max_workers: req.max_workers,
+            team: &team,
         },
     )
     .await?;
-    tracing::info!(key_id = %k.id, by = %admin.id, scopes = ?names, "API key created");
+    tx.commit().await.map_err(db::Error::from_sqlx)?;
+    tracing::info!(key_id = %k.id, by = %admin.id, scopes = ?names, team = %k.team, "API key created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
@@ -119,6 +127,7 @@ pub async fn create(
             created_at: k.created_at,
             worker_queues: k.worker_queues,
             max_workers: k.max_workers,
+            team: k.team,
             key: secret,
         }),
     ))

@@ -35,7 +35,13 @@ pub async fn active(
     key: Key<ReadOrWorkers>,
 ) -> Result<Json<ActiveBuilds>> {
     let mine = crate::auth::reads_only_its_workers(&key.key).then_some(key.key.id);
-    let builds = db::builds::build_active(&st.pool, ACTIVE_LIMIT, mine).await?;
+    // A worker machine's key sees what runs on its own workers, whatever the team; a reader
+    // sees its team's builds.
+    let team = match mine {
+        Some(_) => None,
+        None => crate::auth::team_scope(&key.key),
+    };
+    let builds = db::builds::build_active(&st.pool, ACTIVE_LIMIT, mine, team).await?;
     Ok(Json(ActiveBuilds {
         builds: builds
             .iter()

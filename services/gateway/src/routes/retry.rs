@@ -22,10 +22,12 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let id = parse_or_auth(&st, &headers, &id).await?;
-    if auth::presents_api_key(&headers) {
-        auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
-    }
-    // From any status, as the contract says: a running build keeps running.
+    let key = match auth::presents_api_key(&headers) {
+        true => Some(auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?),
+        false => None,
+    };
+    // From any status, as the contract says: a running build keeps running. Another team's
+    // build is refused (404) here, so its certs never serve another team's retry.
     let original = auth::build_reader(&st, &headers, id).await?;
     // A build token may retry its build once (the new build gets a token of its own, which may
     // retry once in turn), and the tokens of one chain of retries a few times together; API
@@ -72,6 +74,9 @@ pub async fn retry(
         original_build_id: Some(original.id),
         timeout_secs: original.timeout_secs,
         retry_on_failure: original.retry_on_failure,
+        // The original's team, whoever retries it (only an admin key reaches another team's).
+        team: original.team.clone(),
+        submitted_by: key.as_ref().map(|k| k.id),
     };
     let b = db::builds::build_insert(&st.pool, &new).await?;
     farm_log::send(

@@ -42,7 +42,7 @@ struct Parts {
 
 pub async fn submit(
     State(st): State<AppState>,
-    _key: Key<Submit>,
+    Key { key, .. }: Key<Submit>,
     mp: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Response> {
     let mut mp = mp.map_err(|e| {
@@ -62,7 +62,7 @@ pub async fn submit(
     .into_iter()
     .flatten()
     .collect();
-    match finish(&st, id, read, parts).await {
+    match finish(&st, &key, id, read, parts).await {
         Ok(resp) => Ok(resp),
         Err(e) => {
             // A refused submission leaves nothing behind.
@@ -183,7 +183,13 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, id: BuildId, p: &mut Part
     Ok(())
 }
 
-async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Result<Response> {
+async fn finish(
+    st: &AppState,
+    key: &freeagent_shared::db::api_keys::ApiKey,
+    id: BuildId,
+    read: Result<()>,
+    p: Parts,
+) -> Result<Response> {
     read?;
     let platform_text = p.platform.ok_or_else(|| {
         GatewayError::new(
@@ -228,9 +234,12 @@ async fn finish(st: &AppState, id: BuildId, read: Result<()>, p: Parts) -> Resul
         original_build_id: None,
         timeout_secs: p.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS),
         retry_on_failure: p.retry_on_failure.unwrap_or(false),
+        team: key.team.clone(),
+        submitted_by: Some(key.id),
     };
     let b = crate::inserts::insert(&st.inserts, new).await?;
-    metrics::counter!(freeagent_shared::metrics::BUILDS_SUBMITTED).increment(1);
+    metrics::counter!(freeagent_shared::metrics::BUILDS_SUBMITTED, "team" => b.team.to_string())
+        .increment(1);
     farm_log::send(
         &st.nats,
         b.id,

@@ -11,6 +11,7 @@ use axum::extract::State;
 use freeagent_shared::api::{FinishedFigures, Overview, QueueDepthView, Window};
 use freeagent_shared::db::{self, builds::FinishedBucket};
 use freeagent_shared::status::BuildStatus;
+use freeagent_shared::team::TeamName;
 
 /// The last hour, a bar a minute.
 pub const HOUR: (i64, i64) = (3600, 60);
@@ -31,9 +32,14 @@ fn figures(b: FinishedBucket) -> FinishedFigures {
     }
 }
 
-async fn window(st: &AppState, (window_secs, bucket_secs): (i64, i64)) -> Result<Window> {
-    let total = db::builds::build_finished_total(&st.pool, window_secs).await?;
-    let buckets = db::builds::build_finished_buckets(&st.pool, window_secs, bucket_secs).await?;
+async fn window(
+    st: &AppState,
+    (window_secs, bucket_secs): (i64, i64),
+    team: Option<&TeamName>,
+) -> Result<Window> {
+    let total = db::builds::build_finished_total(&st.pool, window_secs, team).await?;
+    let buckets =
+        db::builds::build_finished_buckets(&st.pool, window_secs, bucket_secs, team).await?;
     Ok(Window {
         window_secs,
         bucket_secs,
@@ -42,8 +48,15 @@ async fn window(st: &AppState, (window_secs, bucket_secs): (i64, i64)) -> Result
     })
 }
 
-pub async fn overview(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<Overview>> {
+/// Queue depths and live workers are the farm's (they say why a build waits); the builds counted
+/// are the key's team's, or every team's for an admin key.
+pub async fn overview(State(st): State<AppState>, key: Key<Read>) -> Result<Json<Overview>> {
+    let team = crate::auth::team_scope(&key.key);
     let f = st.figures.get(&st.pool).await?;
+    let active = match team {
+        None => f.count(BuildStatus::Assigned) + f.count(BuildStatus::Building),
+        Some(team) => db::builds::build_active_count(&st.pool, team).await?,
+    };
     Ok(Json(Overview {
         measured_at: chrono::Utc::now(),
         queues: f
@@ -55,8 +68,8 @@ pub async fn overview(State(st): State<AppState>, _key: Key<Read>) -> Result<Jso
                 live_workers: q.live_workers,
             })
             .collect(),
-        active: f.count(BuildStatus::Assigned) + f.count(BuildStatus::Building),
-        hour: window(&st, HOUR).await?,
-        day: window(&st, DAY).await?,
+        active,
+        hour: window(&st, HOUR, team).await?,
+        day: window(&st, DAY, team).await?,
     }))
 }

@@ -3,8 +3,9 @@
 //! `BuildStatus::can_transition_to`; `docs/state_machine.md` draws them.
 
 use super::Error;
-use crate::ids::{Attempt, BuildId, WorkerId};
+use crate::ids::{ApiKeyId, Attempt, BuildId, WorkerId};
 use crate::status::{BuildStatus, Platform, QueueName};
+use crate::team::TeamName;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
@@ -20,7 +21,7 @@ macro_rules! build_columns {
          b.result_key, b.result_size, b.result_sha256, b.token_hash, b.worker_id, w.name AS worker_name, \
          b.lease_expires_at, b.dispatched_at, b.progress, b.submitted_at, b.started_at, b.completed_at, \
          b.updated_at, b.error_message, b.original_build_id, b.timeout_secs, b.retry_on_failure, b.run_after, \
-         b.purged_at, b.logs_archived_at, b.logs_size, b.logs_sha256"
+         b.purged_at, b.logs_archived_at, b.logs_size, b.logs_sha256, b.team, b.submitted_by"
     };
 }
 
@@ -75,6 +76,10 @@ pub struct Build {
     pub logs_archived_at: Option<DateTime<Utc>>,
     pub logs_size: Option<i64>,
     pub logs_sha256: Option<String>,
+    /// The team of the key that submitted it (`crate::team`).
+    pub team: TeamName,
+    /// The key that submitted (or retried) it; none for a retry by build token.
+    pub submitted_by: Option<ApiKeyId>,
 }
 
 /// What a guard saw when it did not hold.
@@ -107,13 +112,16 @@ pub struct NewBuild {
     pub original_build_id: Option<BuildId>,
     pub timeout_secs: i32,
     pub retry_on_failure: bool,
+    pub team: TeamName,
+    pub submitted_by: Option<ApiKeyId>,
 }
 
 pub async fn build_insert(db: impl PgExecutor<'_>, b: &NewBuild) -> Result<Build, Error> {
     let row = sqlx::query_as::<_, Build>(returning_build!(
         "INSERT INTO builds (id, platform, queue, priority, max_attempts, metadata, source_key, source_size, \
          source_sha256, certs_key, certs_size, certs_sha256, token_hash, original_build_id, timeout_secs, \
-         retry_on_failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+         retry_on_failure, team, submitted_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
     ))
     .bind(b.id)
     .bind(b.platform)
@@ -131,6 +139,8 @@ pub async fn build_insert(db: impl PgExecutor<'_>, b: &NewBuild) -> Result<Build
     .bind(b.original_build_id)
     .bind(b.timeout_secs)
     .bind(b.retry_on_failure)
+    .bind(&b.team)
+    .bind(b.submitted_by)
     .fetch_one(db)
     .await?;
     Ok(row)
@@ -147,6 +157,14 @@ pub async fn build_get(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Bu
     .await?)
 }
 
+/// The team a build belongs to (`None`: no such build).
+pub async fn build_team(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<TeamName>, Error> {
+    Ok(sqlx::query_scalar("SELECT team FROM builds WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
+}
+
 /// Filters of `GET /api/builds`; `after` is the cursor (the last id of the previous page).
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -154,6 +172,8 @@ pub struct ListFilter {
     pub platform: Option<Platform>,
     pub worker_id: Option<WorkerId>,
     pub queue: Option<QueueName>,
+    /// Only this team's builds (a key that is not an admin's always sets its own).
+    pub team: Option<TeamName>,
     pub after: Option<BuildId>,
     pub limit: i64,
 }
@@ -166,7 +186,7 @@ pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<B
         " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
          WHERE ($1::text IS NULL OR b.status = $1) AND ($2::text IS NULL OR b.platform = $2) \
          AND ($3::uuid IS NULL OR b.worker_id = $3) AND ($4::uuid IS NULL OR b.id < $4) \
-         AND ($6::text IS NULL OR b.queue = $6) \
+         AND ($6::text IS NULL OR b.queue = $6) AND ($7::text IS NULL OR b.team = $7) \
          ORDER BY b.id DESC LIMIT $5"
     ))
     .bind(f.status)
@@ -175,6 +195,7 @@ pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<B
     .bind(f.after)
     .bind(f.limit)
     .bind(&f.queue)
+    .bind(&f.team)
     .fetch_all(db)
     .await?)
 }
@@ -184,12 +205,13 @@ pub async fn build_count(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<i64,
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM builds b WHERE ($1::text IS NULL OR b.status = $1) \
          AND ($2::text IS NULL OR b.platform = $2) AND ($3::uuid IS NULL OR b.worker_id = $3) \
-         AND ($4::text IS NULL OR b.queue = $4)",
+         AND ($4::text IS NULL OR b.queue = $4) AND ($5::text IS NULL OR b.team = $5)",
     )
     .bind(f.status)
     .bind(f.platform)
     .bind(f.worker_id)
     .bind(&f.queue)
+    .bind(&f.team)
     .fetch_one(db)
     .await?)
 }
@@ -316,21 +338,24 @@ pub async fn build_queue_depths(
 }
 
 /// Assigned and building builds, oldest first; with `registered_by`, only those held by workers
-/// that key registered.
+/// that key registered; with `team`, only that team's.
 pub async fn build_active(
     db: impl PgExecutor<'_>,
     limit: i64,
     registered_by: Option<crate::ids::ApiKeyId>,
+    team: Option<&TeamName>,
 ) -> Result<Vec<Build>, Error> {
     Ok(sqlx::query_as::<_, Build>(concat!(
         "SELECT ",
         build_columns!(),
         " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
          WHERE b.status IN ('assigned', 'building') AND ($2::uuid IS NULL OR w.registered_by = $2) \
+         AND ($3::text IS NULL OR b.team = $3) \
          ORDER BY b.id LIMIT $1"
     ))
     .bind(limit)
     .bind(registered_by)
+    .bind(team)
     .fetch_all(db)
     .await?)
 }

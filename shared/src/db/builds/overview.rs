@@ -3,6 +3,7 @@
 //! is sampled or kept elsewhere; the charts draw exactly these rows.
 
 use super::super::Error;
+use crate::team::TeamName;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
@@ -26,6 +27,7 @@ pub async fn build_finished_buckets(
     db: impl PgExecutor<'_>,
     window_secs: i64,
     bucket_secs: i64,
+    team: Option<&TeamName>,
 ) -> Result<Vec<FinishedBucket>, Error> {
     Ok(sqlx::query_as::<_, FinishedBucket>(
         "SELECT to_timestamp(floor(extract(epoch FROM completed_at) / $2) * $2) AS at, \
@@ -40,11 +42,12 @@ pub async fn build_finished_buckets(
                  FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p99_ms \
          FROM builds \
          WHERE completed_at IS NOT NULL AND completed_at > now() - make_interval(secs => $1::double precision) \
-             AND status IN ('completed', 'failed', 'cancelled') \
+             AND status IN ('completed', 'failed', 'cancelled') AND ($3::text IS NULL OR team = $3) \
          GROUP BY 1 ORDER BY 1",
     )
     .bind(window_secs)
     .bind(bucket_secs)
+    .bind(team)
     .fetch_all(db)
     .await?)
 }
@@ -53,6 +56,7 @@ pub async fn build_finished_buckets(
 pub async fn build_finished_total(
     db: impl PgExecutor<'_>,
     window_secs: i64,
+    team: Option<&TeamName>,
 ) -> Result<FinishedBucket, Error> {
     Ok(sqlx::query_as::<_, FinishedBucket>(
         "SELECT now() - make_interval(secs => $1::double precision) AS at, \
@@ -67,9 +71,20 @@ pub async fn build_finished_total(
                  FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p99_ms \
          FROM builds \
          WHERE completed_at IS NOT NULL AND completed_at > now() - make_interval(secs => $1::double precision) \
-             AND status IN ('completed', 'failed', 'cancelled')",
+             AND status IN ('completed', 'failed', 'cancelled') AND ($2::text IS NULL OR team = $2)",
     )
     .bind(window_secs)
+    .bind(team)
+    .fetch_one(db)
+    .await?)
+}
+
+/// How many of a team's builds are assigned or building (the farm-wide count is in the figures).
+pub async fn build_active_count(db: impl PgExecutor<'_>, team: &TeamName) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM builds WHERE team = $1 AND status IN ('assigned', 'building')",
+    )
+    .bind(team)
     .fetch_one(db)
     .await?)
 }

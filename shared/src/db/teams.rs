@@ -1,0 +1,15 @@
+//! Every query on `teams`. A team exists once a key names it; teams are never renamed or
+//! deleted (builds carry the name), so there is nothing else to do to one.
+
+use super::Error;
+use crate::team::TeamName;
+use sqlx::PgExecutor;
+
+/// Makes the team if it does not exist yet.
+pub async fn team_ensure(db: impl PgExecutor<'_>, team: &TeamName) -> Result<(), Error> {
+    sqlx::query("INSERT INTO teams (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(team)
+        .execute(db)
+        .await?;
+    Ok(())
+}
