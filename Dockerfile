@@ -9,7 +9,7 @@ RUN cargo build --release --workspace --locked \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates tar gzip iproute2 nftables \
+ && apt-get install -y --no-install-recommends ca-certificates tar gzip iproute2 nftables e2fsprogs \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 freeagent
 COPY --from=build /out/ /usr/local/bin/

@@ -82,7 +82,8 @@ pub fn duration(name: &str, default: Duration) -> Result<Duration, ConfigError> 
     }
 }
 
-/// A byte size: a plain number of bytes, or with a KiB/MiB/GiB suffix.
+/// A byte size: a plain number of bytes, or with a KiB/MiB/GiB/TiB suffix (`K`, `M`, `G`, `T`
+/// alone mean the same binary units, as `truncate`, `dd` and Docker read them).
 pub fn bytes(name: &str, default: u64) -> Result<u64, ConfigError> {
     match var(name) {
         None => Ok(default),
@@ -94,9 +95,14 @@ pub fn bytes(name: &str, default: u64) -> Result<u64, ConfigError> {
 pub fn parse_bytes(v: &str) -> Option<u64> {
     let v = v.trim();
     let (num, mult) = [
-        ("GiB", 1u64 << 30),
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
         ("MiB", 1 << 20),
         ("KiB", 1 << 10),
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
         ("B", 1),
     ]
     .into_iter()
@@ -226,7 +232,11 @@ mod tests {
         assert_eq!(parse_bytes("10KiB"), Some(10 * 1024));
         assert_eq!(parse_bytes("500 MiB"), Some(500 << 20));
         assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("20G"), Some(20 << 30));
+        assert_eq!(parse_bytes("512M"), Some(512 << 20));
+        assert_eq!(parse_bytes("1T"), Some(1 << 40));
         assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("2GB"), None);
         assert_eq!(parse_bytes("99999999999999999999GiB"), None);
     }
 

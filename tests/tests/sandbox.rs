@@ -2,8 +2,9 @@
 //! environment, the worker's processes or files; what it leaves running (even after `setsid`)
 //! dies with it, so it never reads the next build's certs; a cancel ends every process it
 //! started; concurrent builds run as different uids; a fork bomb meets its uid's process limit;
-//! a build that fills its memory fails alone; the system-call filter refuses new user namespaces
-//! and ptrace; and `FREEAGENT_SANDBOX=none` says loudly that builds are not isolated.
+//! a build that fills its memory, its disk or its inodes fails alone; the system-call filter
+//! refuses new user namespaces and ptrace; and `FREEAGENT_SANDBOX=none` says loudly that builds
+//! are not isolated.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::testing::wait;
@@ -424,6 +425,105 @@ async fn a_build_that_fills_its_memory_fails_alone_and_the_next_build_runs() {
     let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(b["status"], "completed", "{b}");
     assert!(farm.log_of("worker-0").contains("memory 64 MiB"));
+}
+
+/// Nothing of a farm's build file systems is left on the host: no mount below its work dir,
+/// no image in it, no loop device holding one (the kernel detaches a loop device shortly
+/// after its last unmount, and a build starting elsewhere on the machine may hold a copy for
+/// a moment before its set-up drops it).
+async fn no_disk_left(farm: &Farm) {
+    let work = farm.data.path().join("work");
+    let prefix = work.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let under: Vec<&str> = mounts.lines().filter(|l| l.contains(&prefix)).collect();
+    assert!(under.is_empty(), "still mounted: {under:?}");
+    let images: Vec<String> = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("freeagent-disk-"))
+        .collect();
+    assert!(images.is_empty(), "images left: {images:?}");
+    let started = Instant::now();
+    loop {
+        let out = std::process::Command::new("losetup")
+            .arg("-a")
+            .output()
+            .unwrap();
+        let attached = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !attached.contains(&prefix) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "loop devices still attached: {attached}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The attack: a build's workspace lived on the worker's work dir, so one build could fill the
+/// disk (or its inodes) and break every other build and the worker. Now each build has a file
+/// system of its own: a build that writes past it, creates too many files, or brings a source
+/// that unpacks past it fails alone, once, as a build failure that says which limit; the worker
+/// runs its next build; nothing stays mounted or attached on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_that_fills_its_disk_or_inodes_fails_alone_and_the_next_build_runs() {
+    if !is_root() || !std::path::Path::new("/dev/loop-control").exists() {
+        eprintln!("not root, or no loop devices: builds get no disk of their own here");
+        return;
+    }
+    let farm = Farm::start(FarmOpts {
+        extra_env: env(&[
+            ("FREEAGENT_BUILD_DISK", "64M"),
+            ("FREEAGENT_BUILD_INODES", "2000"),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    let worker = farm.pid("worker-0");
+    let big_source = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+    // 100 MiB of zeros, a few hundred KiB packed: within the unpack limits, past the disk.
+    // (Written, not sparse: the packer would make a sparse entry, which unpacking refuses.)
+    std::fs::write(big_source.path().join("zeros"), vec![0u8; 100 << 20]).unwrap();
+    let attacks = [
+        (
+            project(
+                "set -e\ndd if=/dev/zero of=big bs=1M count=200\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
+            ),
+            "disk full (limit 64 MiB, FREEAGENT_BUILD_DISK)",
+        ),
+        (
+            project(
+                "set -e\nmkdir many\ni=0; while [ $i -lt 5000 ]; do : > many/$i; i=$((i+1)); done\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
+            ),
+            "out of inodes (limit 2000, FREEAGENT_BUILD_INODES)",
+        ),
+        (big_source, "disk full (limit 64 MiB, FREEAGENT_BUILD_DISK)"),
+    ];
+    for (dir, expect) in &attacks {
+        let id = id_of(farm.submit_dir(dir.path(), "android").await);
+        let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+        assert_eq!(b["status"], "failed", "{b}");
+        assert_eq!(b["attempt"], 1, "a build failure is not retried: {b}");
+        let error = b["error_message"].as_str().unwrap();
+        eprintln!("failed as expected: {error}");
+        assert!(error.starts_with(expect), "{b}");
+        no_disk_left(&farm).await;
+
+        let dir = project("head -c 16M /dev/zero > z\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+        let id = id_of(farm.submit_dir(dir.path(), "android").await);
+        let b = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+        assert_eq!(b["status"], "completed", "{b}");
+        no_disk_left(&farm).await;
+    }
+    assert_eq!(farm.pid("worker-0"), worker);
+    assert!(
+        farm.log_of("worker-0")
+            .contains("disk 64 MiB and 2000 inodes"),
+        "{}",
+        farm.log_of("worker-0")
+    );
 }
 
 /// The attack: a build could make a user namespace (and with it every namespaced privilege the

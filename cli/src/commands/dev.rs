@@ -365,6 +365,8 @@ mod tests {
         for setting in [
             "FREEAGENT_LEASE",
             "FREEAGENT_BUILD_MEMORY",
+            "FREEAGENT_BUILD_DISK",
+            "FREEAGENT_BUILD_INODES",
             "FREEAGENT_BUILD_NETWORK_ALLOW",
             "FREEAGENT_LOG_MAX_BYTES",
             "FREEAGENT_SANDBOX",

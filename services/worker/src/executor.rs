@@ -67,6 +67,9 @@ pub async fn run(
             } else if let Some(why) = launch.out_of_memory() {
                 // A build failure, not the machine's: the next attempt would meet the same limit.
                 Exit::Failed(why)
+            } else if let Some(why) = launch.disk_full() {
+                // The same for a build that filled its own disk: the next attempt would too.
+                Exit::Failed(why)
             } else {
                 Exit::Failed(match status.code() {
                     Some(code) => format!("build command exited with status {code}"),

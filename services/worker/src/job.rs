@@ -4,7 +4,7 @@
 
 use crate::agent::Agent;
 use crate::executor::{self, Exit};
-use crate::workspace::{self, Workspace};
+use crate::workspace::{self, Workspace, WorkspaceError};
 use crate::{artifact, log_stream, sandbox};
 use freeagent_shared::wire::{self, AbandonRequest};
 use freeagent_shared::wire::{
@@ -135,9 +135,24 @@ impl Job {
     async fn execute(&self, log: &log_stream::LogSink, stop: &CancellationToken) -> Outcome {
         let g = &self.grant;
         let c = &self.agent.config;
-        let ws = match Workspace::create(c.work_dir.as_deref()) {
-            Ok(w) => w,
+        // On a file system of its own (`mkfs` and `mount`): off the async threads.
+        let (parent, disks) = (c.work_dir.clone(), c.sandbox.disks().cloned());
+        let made = tokio::task::spawn_blocking(move || {
+            Workspace::create_sized(parent.as_deref(), disks.as_ref())
+        });
+        let ws = match made.await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                return Outcome::Fail(format!("worker could not create a workspace: {e}"));
+            }
             Err(e) => return Outcome::Fail(format!("worker could not create a workspace: {e}")),
+        };
+        // A source too big for the build's own disk fails the build, and says so.
+        let fail = |e: WorkspaceError| {
+            Outcome::Fail(match ws.disk_full() {
+                Some(why) => format!("{why} ({e})"),
+                None => e.to_string(),
+            })
         };
         let archive = ws.file("source.archive");
         match workspace::download(&self.agent.http, &g.source_url, &archive, "source").await {
@@ -148,7 +163,7 @@ impl Job {
                     g.source_sha256
                 ));
             }
-            Err(e) => return Outcome::Fail(e.to_string()),
+            Err(e) => return fail(e),
         }
         let (a, src, unpack_limits) = (archive.clone(), ws.source_dir(), c.unpack);
         match tokio::task::spawn_blocking(move || workspace::unpack(&a, &src, unpack_limits)).await
@@ -157,9 +172,11 @@ impl Job {
                 log.line(LogLevel::Info, format!("[freeagent] unpacked {n} files"))
                     .await
             }
-            Ok(Err(e)) => return Outcome::Fail(e.to_string()),
+            Ok(Err(e)) => return fail(e),
             Err(e) => return Outcome::Fail(format!("unpacking failed: {e}")),
         }
+        // The archive is not needed past this point: its space goes back to the build.
+        let _ = tokio::fs::remove_file(&archive).await;
         // The build sees only the documented variables, inside the sandbox (sandbox.rs).
         let mut certs_path = None;
         if let Some(url) = &g.certs_url {

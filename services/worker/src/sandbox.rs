@@ -9,15 +9,17 @@
 
 mod cgroup;
 mod command;
+mod disk;
 mod hidden;
 mod limits;
 mod network;
 mod processes;
 mod seccomp;
 
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, WorkspaceError};
 use cgroup::BuildCgroup;
 use command::{BuildVars, build_env};
+pub use disk::{BuildDisk, DiskError, DiskLimits, Disks};
 use freeagent_shared::config::{self, ConfigError};
 pub use limits::{DEFAULT_MAX_PROCESSES, Resources, human};
 use network::{BuildNet, Network};
@@ -51,8 +53,10 @@ const LOCK_DIR: &str = "/run/freeagent-sandbox";
 
 /// Runs as pid 1 of the build's namespaces, as (namespace) root, before any build code: joins
 /// the build's control groups (memory and CPU; what it starts stays in them) and offers itself
-/// first to the kernel's out-of-memory killer (`oom_score_adj`, inherited by the build), hides
-/// every other workspace under a tmpfs (`cover`), gives the build empty private temp
+/// first to the kernel's out-of-memory killer (`oom_score_adj`, inherited by the build), drops
+/// its copies of other builds' file systems (`disk`: else this namespace would keep each one,
+/// and its image's space, until this build ends), hides every other workspace under a tmpfs
+/// (`cover`), gives the build empty private temp
 /// directories (sized to the memory limit: their pages count against it too), puts the workspace back at its own path (through the descriptor opened before
 /// it was covered), then starts the build as a child: pid 1 ignores signals it has no handler
 /// for, and when pid 1 exits the kernel kills everything left in the namespace. (As with any
@@ -76,6 +80,13 @@ for f in $cgroup; do echo 0 >"$f"; done
 set +f; unset IFS
 echo 1000 >/proc/self/oom_score_adj
 exec 3<"$ws"
+while read -r _ _ _ _ mp rest; do
+  case $rest in *" - ext4 /dev/loop"*) ;; *) continue ;; esac
+  case $mp in "$ws"|*\\*) continue ;; esac
+  dev=${rest#* - ext4 /dev/}; dev=${dev%% *}; bf=
+  read -r bf 2>/dev/null </sys/block/"$dev"/loop/backing_file || true
+  case $bf in */freeagent-disk-*) umount --lazy "$mp" 2>/dev/null || true ;; esac
+done </proc/self/mountinfo
 if [ -n "$seccomp" ]; then exec 4<"$seccomp"; fi
 if [ -n "$resolv" ]; then mount --bind "$resolv" /etc/resolv.conf; fi
 if [ -n "$cover" ]; then mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev freeagent-cover "$cover"; fi
@@ -158,6 +169,8 @@ pub struct Sandbox {
     setpriv: PathBuf,
     /// Processes, memory and CPU a build may use (`limits`).
     resources: Resources,
+    /// Each build's file system of its own (`disk`); none without a disk quota.
+    disk: Option<Disks>,
     /// What a build's network reaches (`network`); none when builds are not sandboxed.
     network: Option<Network>,
     /// The worker binary, which applies the build's system-call filter (`seccomp`); none when
@@ -193,6 +206,8 @@ pub struct Launch {
     hide: Vec<PathBuf>,
     /// The build's control group (memory and CPU), which its processes join before it starts.
     cgroup: Option<Arc<BuildCgroup>>,
+    /// What the build's own file system holds (`disk`), to tell a full one afterwards.
+    disk: Option<DiskLimits>,
     /// The program and arguments that enter the build's own network namespace (`isolated`).
     enter_net: Option<[String; 2]>,
     /// Loopback only (`FREEAGENT_BUILD_NETWORK=none`): a fresh, empty network namespace.
@@ -243,6 +258,7 @@ impl Sandbox {
         let level = resolve(requested, ids.0 == 0)
             .map_err(|why| ConfigError::new("FREEAGENT_SANDBOX", &raw, why))?;
         let resources = Resources::from_env(level, builds_at_once)?;
+        let disk = Disks::from_env(level, work_dir, builds_at_once)?;
         let network = match level {
             Level::None => None,
             _ => Some(Network::from_env(level == Level::Uid)?),
@@ -266,6 +282,7 @@ impl Sandbox {
             unshare: find_tool("unshare").unwrap_or_else(|| "unshare".into()),
             setpriv: find_tool("setpriv").unwrap_or_else(|| "setpriv".into()),
             resources,
+            disk,
             network,
             seccomp,
             hide: hidden::from_env()?,
@@ -280,7 +297,10 @@ impl Sandbox {
             return Ok(sandbox);
         }
         // A work dir the worker cannot use is not a sandbox problem: say which setting it is.
-        let ws = Workspace::create(work_dir).map_err(|e| {
+        let ws = sandbox.workspace(work_dir).map_err(|e| {
+            if let WorkspaceError::Disk(e) = &e {
+                return ConfigError::new(disk::DISK_VAR, "", format!("0 (no quota): {e}"));
+            }
             let dir = work_dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
             ConfigError::new(
                 "FREEAGENT_WORK_DIR",
@@ -303,10 +323,11 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         match self.level {
             Level::Uid => format!(
-                "own PID, mount and IPC namespaces; uids {}-{}; each build: {}; {}",
+                "own PID, mount and IPC namespaces; uids {}-{}; each build: {}; {}; {}",
                 self.base_uid,
                 self.base_uid + UID_SPAN - 1,
                 self.resources.describe(),
+                Disks::describe(self.disk.as_ref()),
                 self.network
                     .as_ref()
                     .map_or(String::new(), Network::describe)
@@ -321,6 +342,16 @@ impl Sandbox {
             ),
             Level::None => "none".into(),
         }
+    }
+
+    /// A new workspace in `parent`, on a file system of its own when builds have a disk quota
+    /// (blocking: it runs `mkfs` and `mount`).
+    pub fn workspace(&self, parent: Option<&Path>) -> Result<Workspace, WorkspaceError> {
+        Workspace::create_sized(parent, self.disk.as_ref())
+    }
+
+    pub fn disks(&self) -> Option<&Disks> {
+        self.disk.as_ref()
     }
 
     /// Whether this worker may run a build that carries certs; the refusal says why not.
@@ -399,6 +430,7 @@ impl Sandbox {
             max_processes: self.resources.max_processes.clone(),
             hide: self.hide.clone(),
             cgroup,
+            disk: ws.disk_limits(),
             enter_net: match (&self.network, &net) {
                 (Some(n), Some(b)) => Some(n.enter(b)),
                 _ => None,

@@ -37,11 +37,16 @@ pub enum WorkspaceError {
         "the source archive has more than {limit} entries (FREEAGENT_UNPACK_ENTRIES); nothing was kept"
     )]
     TooManyEntries { limit: usize },
+    #[error("could not make the build's file system: {0}")]
+    Disk(#[from] crate::sandbox::DiskError),
     #[error("workspace I/O failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
 pub struct Workspace {
+    /// The build's own file system, mounted on `dir` (`sandbox::Disks`): unmounted before
+    /// `dir` is removed, which then finds an empty directory.
+    disk: Option<crate::sandbox::BuildDisk>,
     dir: tempfile::TempDir,
     /// The sandbox uid the build ran as: released only after `dir` is removed (fields drop in
     /// order), so no later build with that uid can ever find this one's files.
@@ -50,6 +55,14 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn create(parent: Option<&Path>) -> Result<Self, WorkspaceError> {
+        Self::create_sized(parent, None)
+    }
+
+    /// A workspace on a file system of its own made by `disks` (blocking: `mkfs`, `mount`).
+    pub fn create_sized(
+        parent: Option<&Path>,
+        disks: Option<&crate::sandbox::Disks>,
+    ) -> Result<Self, WorkspaceError> {
         let dir = match parent {
             Some(p) => {
                 std::fs::create_dir_all(p)?;
@@ -59,11 +72,14 @@ impl Workspace {
                 .prefix("freeagent-build-")
                 .tempdir()?,
         };
+        // Dropped before `dir` on any error below: unmounted before the directory goes.
+        let disk = disks.map(|d| d.mount(dir.path())).transpose()?;
         std::fs::create_dir(dir.path().join("src"))?;
         std::fs::create_dir(dir.path().join("out"))?;
         std::fs::create_dir(dir.path().join("home"))?;
         std::fs::create_dir(dir.path().join("tmp"))?;
         Ok(Self {
+            disk,
             dir,
             lease: std::sync::OnceLock::new(),
         })
@@ -104,6 +120,16 @@ impl Workspace {
         Ok(())
     }
 
+    /// What the workspace's own file system holds, if it has one.
+    pub fn disk_limits(&self) -> Option<crate::sandbox::DiskLimits> {
+        self.disk.as_ref().map(|d| d.limits())
+    }
+
+    /// Why writing into the workspace failed, when its own file system is full.
+    pub fn disk_full(&self) -> Option<String> {
+        self.disk_limits()?.exhausted(self.root())
+    }
+
     /// Keeps the build's sandbox uid taken until this workspace is removed.
     pub fn keep_until_removed(&self, lease: crate::sandbox::UidLease) {
         let _ = self.lease.set(lease);
@@ -128,8 +154,10 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path) -> std::io::Result<()>) -> std::io:
 impl Drop for Workspace {
     /// A build may leave directories its owner cannot list or empty (`chmod 0`); give them
     /// back to the owner first, so that removing the workspace (and its scratch) succeeds.
-    /// Root needs none of this; a non-root worker does.
+    /// Root needs none of this; a non-root worker does. A file system of its own is simply
+    /// unmounted first.
     fn drop(&mut self) {
+        drop(self.disk.take());
         use std::os::unix::fs::PermissionsExt;
         let _ = walk(self.dir.path(), &mut |p| {
             if let Ok(m) = std::fs::symlink_metadata(p)
@@ -284,7 +312,9 @@ impl Budget {
 }
 
 /// Unpacks a zip or tar.gz archive into `dest` (blocking; call from `spawn_blocking`). On any
-/// error `dest` is emptied: a refused archive leaves no files behind.
+/// error `dest` is emptied: a refused archive leaves no files behind. Except when the disk is
+/// full: what is left tells which limit of the build's own disk it met (and the workspace goes
+/// with the failed build anyway).
 pub fn unpack(archive: &Path, dest: &Path, limits: UnpackLimits) -> Result<usize, WorkspaceError> {
     let mut magic = [0u8; 4];
     let mut file = std::fs::File::open(archive)?;
@@ -304,7 +334,9 @@ pub fn unpack(archive: &Path, dest: &Path, limits: UnpackLimits) -> Result<usize
         [0x1f, 0x8b, ..] => unpack_tar_gz(archive, dest, &mut budget),
         _ => Err(WorkspaceError::UnknownFormat),
     };
-    if result.is_err() {
+    let no_space =
+        matches!(&result, Err(WorkspaceError::Io(e)) if e.raw_os_error() == Some(libc::ENOSPC));
+    if result.is_err() && !no_space {
         let _ = std::fs::remove_dir_all(dest);
         let _ = std::fs::create_dir_all(dest);
     }

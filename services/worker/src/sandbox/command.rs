@@ -24,6 +24,11 @@ impl Launch {
         })
     }
 
+    /// Why the build failed, when it filled its file system (`FREEAGENT_BUILD_DISK`, `_INODES`).
+    pub fn disk_full(&self) -> Option<String> {
+        self.disk?.exhausted(&self.workspace)
+    }
+
     /// The process to spawn (the caller sets stdio and the process group).
     pub fn command(&self, command: &str) -> std::process::Command {
         let argv = argv(self, command);

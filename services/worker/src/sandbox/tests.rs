@@ -21,6 +21,7 @@ fn launch(level: Level) -> Launch {
         max_processes: None,
         hide: vec![],
         cgroup: None,
+        disk: None,
         enter_net: None,
         no_net: false,
         resolv_conf: None,
