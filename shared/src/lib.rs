@@ -38,3 +38,5 @@ pub mod nats_auth;
 pub mod scheduler_client;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "nats-auth")]
+pub mod worker_identity;

@@ -773,3 +773,104 @@ async fn new_workers_take_no_build_until_approved_when_the_farm_requires_it() {
     let (status, r) = call(&farm, "post", register, Some(API_KEY), Some(again)).await;
     assert_eq!((status, &r["approved"]), (200, &json!(false)), "{r}");
 }
+
+/// With `FREEAGENT_WORKER_IDENTITY_FILE` the reference worker keeps its id and NATS key: killed
+/// and started again, it registers under the same id with a proof signed by that key and keeps
+/// its approval (no operator needed at each restart). The fleet's registration key alone cannot
+/// take the id: without the proof, or with one signed by another key, it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_keeps_its_identity_keeps_its_approval_across_restarts() {
+    use freeagent_tests::freeagent_shared::{ids::WorkerId, worker_identity};
+    let state = tempfile::tempdir().unwrap();
+    let identity = state.path().join("worker-0.json");
+    let mut farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: vec![
+            ("FREEAGENT_WORKER_APPROVAL".into(), "required".into()),
+            (
+                "FREEAGENT_WORKER_IDENTITY_FILE".into(),
+                identity.display().to_string(),
+            ),
+        ],
+        ..Default::default()
+    })
+    .await;
+    farm.spawn_worker(0);
+    let first = wait::until(
+        "the worker to register",
+        Duration::from_secs(30),
+        || async {
+            let (_, list) = call(&farm, "get", "/api/workers", Some(API_KEY), None).await;
+            list["workers"][0]["id"].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    // The worker writes the file once the gateway answered.
+    wait::until("the identity file", Duration::from_secs(30), || async {
+        identity.exists().then_some(())
+    })
+    .await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&identity).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the identity file holds a key: 0600");
+    let approve = format!("/api/workers/{first}/approve");
+    assert_eq!(
+        call(&farm, "post", &approve, Some(API_KEY), None).await.0,
+        200
+    );
+
+    farm.restart("worker-0");
+    // The log file goes on across the restart: the second start registers and awaits nothing.
+    let count = |what: &str| farm.log_of("worker-0").matches(what).count();
+    wait::until(
+        "the restarted worker to register",
+        Duration::from_secs(30),
+        || async { (count("worker registered") == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(count("awaiting approval"), 1, "{}", farm.log_of("worker-0"));
+    let (_, list) = call(&farm, "get", "/api/workers", Some(API_KEY), None).await;
+    let workers = list["workers"].as_array().unwrap();
+    assert_eq!(
+        workers.len(),
+        1,
+        "the same worker, not a second one: {list}"
+    );
+    assert_eq!(
+        (workers[0]["id"].as_str(), &workers[0]["approved"]),
+        (Some(first.as_str()), &json!(true))
+    );
+    let dir = freeagent_tests::project("echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = farm.wait_terminal(&id, Duration::from_secs(90)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempts"][0]["worker_id"], first.as_str(), "{b}");
+
+    // The attack: the registration key every machine holds, naming the id.
+    let worker_id: WorkerId = first.parse().unwrap();
+    let thief = nkeys::KeyPair::new_user();
+    let now = chrono::Utc::now().timestamp();
+    let on_record = workers[0]["id"].as_str().unwrap();
+    for proof in [
+        None,
+        Some(json!({"at": now, "sig": worker_identity::sign(&thief, worker_id, now).unwrap()})),
+        Some(json!({"at": now, "sig": "AAAA"})),
+    ] {
+        let mut body = json!({"id": on_record, "name": "thief", "capabilities": {"platforms": ["android"]}, "nats_public_key": thief.public_key()});
+        if let Some(p) = proof {
+            body["identity_proof"] = p;
+        }
+        let (status, r) = call(
+            &farm,
+            "post",
+            "/api/workers/register",
+            Some(freeagent_tests::REGISTRATION_KEY),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 403, "{r}");
+    }
+}

@@ -619,3 +619,46 @@ async fn a_nats_worker_renews_its_token_through_presence_replies() {
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(b["attempt"], 1, "the lease must never have lapsed");
 }
+
+/// Storage away when a build that succeeded uploads its artifact (a restart, a network blip):
+/// the worker tries again for up to a minute, with the newest result URL, and the build
+/// completes, where before it failed as if the build itself had ("uploading the artifact failed:
+/// error sending request", seen on a loaded machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_upload_waits_for_storage_to_come_back() {
+    let mut farm = Farm::start(FarmOpts::default()).await;
+    let dir = project("sleep 3\necho built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Its source downloaded and its command running (a build is `building` from the first
+    // heartbeat, before its download).
+    wait::until(
+        "the build command to run",
+        Duration::from_secs(60),
+        || async {
+            farm.logs(&id)
+                .await
+                .iter()
+                .any(|l| l.contains("[freeagent] running"))
+                .then_some(())
+        },
+    )
+    .await;
+    farm.kill("storage");
+    wait::until(
+        "the worker to retry its upload",
+        Duration::from_secs(30),
+        || async {
+            farm.log_of("worker-0")
+                .contains("artifact upload failed; retrying")
+                .then_some(())
+        },
+    )
+    .await;
+    farm.restart("storage");
+    let b = farm.wait_terminal(&id, Duration::from_secs(90)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["attempts"].as_array().map(Vec::len), Some(1), "{b}");
+}

@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 pub enum ArtifactError {
     #[error("the build produced no artifact: $FREEAGENT_OUTPUT_DIR is empty")]
     Missing,
-    #[error("uploading the artifact failed: {0}")]
-    Upload(String),
+    #[error("uploading the artifact failed: {reason}")]
+    Upload {
+        reason: String,
+        /// Storage away for a moment (no connection, 502–504): worth another try.
+        transient: bool,
+    },
     #[error("reading the output directory failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -33,6 +37,31 @@ pub fn find(out: &Path, platform: Platform) -> Result<PathBuf, ArtifactError> {
         .ok_or(ArtifactError::Missing)
 }
 
+/// Uploads the artifact, trying again for up to a minute while storage is away (a restart, a
+/// network blip): failing there would fail a build that succeeded. `url` gives the newest result
+/// URL at each try (heartbeats renew it). Refusals (4xx) are final.
+pub async fn upload_with_retries(
+    http: &reqwest::Client,
+    url: impl Fn() -> String,
+    path: &Path,
+) -> Result<StoredObject, ArtifactError> {
+    use backon::{ExponentialBuilder, Retryable};
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_total_delay(Some(std::time::Duration::from_secs(60)))
+        .without_max_times()
+        .with_jitter();
+    (|| {
+        let url = url();
+        async move { upload(http, &url, path).await }
+    })
+    .retry(policy)
+    .when(|e| matches!(e, ArtifactError::Upload { transient: true, .. }))
+    .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "artifact upload failed; retrying"))
+    .await
+}
+
 /// Streams the file to the PUT capability; storage answers with size, SHA-256 and a receipt.
 pub async fn upload(
     http: &reqwest::Client,
@@ -52,15 +81,20 @@ pub async fn upload(
         .send()
         .await
         // reqwest's errors name the URL, which carries a capability.
-        .map_err(|e| ArtifactError::Upload(e.without_url().to_string()))?;
+        .map_err(|e| ArtifactError::Upload {
+            reason: e.without_url().to_string(),
+            transient: true,
+        })?;
     if !resp.status().is_success() {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        return Err(ArtifactError::Upload(format!(
-            "storage answered {status}: {text}"
-        )));
+        return Err(ArtifactError::Upload {
+            reason: format!("storage answered {status}: {text}"),
+            transient: matches!(status.as_u16(), 502..=504),
+        });
     }
-    resp.json()
-        .await
-        .map_err(|e| ArtifactError::Upload(e.without_url().to_string()))
+    resp.json().await.map_err(|e| ArtifactError::Upload {
+        reason: e.without_url().to_string(),
+        transient: false,
+    })
 }

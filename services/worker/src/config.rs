@@ -27,6 +27,9 @@ pub struct WorkerConfig {
     pub queues: Vec<QueueName>,
     pub build_command: String,
     pub work_dir: Option<PathBuf>,
+    /// Where the worker keeps its id and NATS key across restarts
+    /// (`FREEAGENT_WORKER_IDENTITY_FILE`; none: a new identity at every start).
+    pub identity_file: Option<PathBuf>,
     pub max_concurrent: usize,
     pub kill_grace: Duration,
     /// What a source archive may unpack to (`FREEAGENT_UNPACK_LIMIT`, `_UNPACK_ENTRIES`).
@@ -101,6 +104,7 @@ impl WorkerConfig {
             queues,
             build_command: config::string("FREEAGENT_BUILD_COMMAND", DEFAULT_BUILD_COMMAND),
             work_dir,
+            identity_file: config::var("FREEAGENT_WORKER_IDENTITY_FILE").map(PathBuf::from),
             max_concurrent,
             kill_grace: config::duration("FREEAGENT_KILL_GRACE", DEFAULT_KILL_GRACE)?,
             unpack: crate::workspace::UnpackLimits {

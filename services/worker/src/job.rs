@@ -228,8 +228,14 @@ impl Job {
                     Ok(p) => p,
                     Err(e) => return Outcome::Fail(e.to_string()),
                 };
-                let url = self.current_result_url();
-                match artifact::upload(&self.agent.http, &url, &path).await {
+                let url = || self.current_result_url();
+                let upload = artifact::upload_with_retries(&self.agent.http, url, &path);
+                // A cancel (or a lost lease) while storage is away ends the wait.
+                let uploaded = tokio::select! {
+                    r = upload => r,
+                    () = stop.cancelled() => return Outcome::Stopped,
+                };
+                match uploaded {
                     Ok(stored) => {
                         log.line(
                             LogLevel::Info,

@@ -20,6 +20,20 @@ pub struct RegisterRequest {
     /// The public half of an nkey the worker generated (`U…`): it then gets NATS credentials.
     #[serde(default)]
     pub nats_public_key: Option<String>,
+    /// Registering again under `id` with the NATS key the farm has on record for it: that key's
+    /// signature of the id and the time (`worker_identity`). It stands for the worker's token,
+    /// so a restarted worker keeps its id and approval.
+    #[serde(default)]
+    pub identity_proof: Option<IdentityProof>,
+}
+
+/// A worker's proof that it holds the NATS key of the id it registers again under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IdentityProof {
+    /// Unix seconds; within 5 minutes of the gateway's clock.
+    pub at: i64,
+    /// The key's signature of `freeagent-worker-identity:<id>:<at>`, base64url without padding.
+    pub sig: String,
 }
 
 /// Always 200 (the old macOS app accepts exactly 200).

@@ -194,12 +194,29 @@ pub async fn register(
             // worker's id: that needs the worker's own token, or a worker or admin key.
             let registered_it =
                 existing.registered_by == Some(key.id) && auth::has_scope(&key, SCOPE_WORKER);
+            // A worker that kept its NATS key (a restart) proves it with that key; a revoked
+            // registration is not taken back this way (it registers anew, to be approved again).
+            let proved = match (&req.identity_proof, &existing.nats_public_key) {
+                (Some(p), Some(on_record)) => {
+                    existing.revoked_at.is_none()
+                        && new.nats_public_key.as_ref() == Some(on_record)
+                        && freeagent_shared::worker_identity::verify(
+                            on_record,
+                            id,
+                            p.at,
+                            &p.sig,
+                            Utc::now().timestamp(),
+                        )
+                }
+                _ => false,
+            };
             let owns = presented.is_some_and(|t| existing.token_ok(t, chrono::Utc::now()))
+                || proved
                 || registered_it
                 || auth::has_scope(&key, SCOPE_ADMIN);
             if !owns {
                 return Err(GatewayError::forbidden(
-                    "this worker id belongs to another registration; send its X-Worker-Token",
+                    "this worker id belongs to another registration; send its X-Worker-Token (or a proof signed with its NATS key)",
                 ));
             }
             if let Some(old) = &existing.nats_public_key
