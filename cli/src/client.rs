@@ -1,7 +1,7 @@
 //! A typed gateway client. Errors come back as the server's `ApiErrorBody`, printed as
 //! "code: message (hint)".
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use freeagent_shared::api_error::ApiErrorBody;
 use serde_json::Value;
 
@@ -38,9 +38,7 @@ impl Client {
 
     pub fn require_key(&self) -> anyhow::Result<()> {
         if self.api_key.is_none() {
-            return Err(anyhow!(
-                "no API key: pass --api-key or set FREEAGENT_API_KEY (`freeagent dev` prints one)"
-            ));
+            return Err(crate::exit::NoKey.into());
         }
         Ok(())
     }
@@ -50,16 +48,19 @@ impl Client {
             .auth(req)
             .send()
             .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+            .map_err(|e| crate::exit::Unreachable {
+                url: self.base.clone(),
+                reason: e.without_url().to_string(),
+            })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        match serde_json::from_str::<ApiErrorBody>(&text) {
-            Ok(body) => Err(anyhow!("{body}")),
-            Err(_) => Err(anyhow!("gateway answered {status}: {text}")),
-        }
+        Err(match serde_json::from_str::<ApiErrorBody>(&text) {
+            Ok(body) => crate::exit::Refused::Api { status, body }.into(),
+            Err(_) => crate::exit::Refused::Other { status, text }.into(),
+        })
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {

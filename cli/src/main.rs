@@ -3,6 +3,7 @@
 mod archive;
 mod client;
 mod commands;
+mod exit;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -144,6 +145,9 @@ enum Command {
         #[command(subcommand)]
         command: commands::workers::WorkersCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `freeagent completions bash > /etc/bash_completion.d/freeagent`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[tokio::main]
@@ -210,12 +214,28 @@ async fn main() -> ExitCode {
         Command::Retry { id, json } => commands::builds::retry(&client, &id, json).await,
         Command::Keys { command } => commands::keys::run(&client, command).await,
         Command::Workers { command } => commands::workers::run(&client, command).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Generated in memory: a closed pipe is then a write error to handle, not a panic.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "freeagent", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .map(|()| ExitCode::SUCCESS)
+                .or_else(client::closed_pipe_is_the_end)
+        }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let (code, body) = exit::classify(&e);
+            if exit::json_requested() {
+                eprintln!("{body}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(code)
         }
     }
 }

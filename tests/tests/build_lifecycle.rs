@@ -343,3 +343,107 @@ async fn the_cli_lists_cancels_and_retries_builds() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&piped.stdout).lines().count(), 1);
 }
+
+/// `freeagent completions <shell>` prints a script that completes the CLI's own verbs, and a
+/// reader that stops early (`| head`) ends it quietly.
+#[test]
+fn the_cli_prints_shell_completions() {
+    use freeagent_tests::bin_dir;
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(bin_dir().join("freeagent"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for verb in ["submit", "logs", "keys", "workers"] {
+            assert!(script.contains(verb), "{shell}: no {verb}");
+        }
+    }
+    let piped = std::process::Command::new("bash")
+        .args([
+            "-o",
+            "pipefail",
+            "-c",
+            &format!(
+                "{} completions bash | head -n 1",
+                bin_dir().join("freeagent").display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success(), "{:?}: {stderr}", piped.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The CLI's exit codes tell endings apart (the README's table), and with `--json` its errors are
+/// JSON on stderr in the gateway's own shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exit_codes_tell_endings_apart() {
+    use freeagent_tests::bin_dir;
+    let farm = Farm::start(FarmOpts::default()).await;
+    let run = |gateway: &str, key: Option<&str>, args: &[&str]| {
+        let mut cmd = std::process::Command::new(bin_dir().join("freeagent"));
+        cmd.args(args)
+            .env_remove("FREEAGENT_BUILD_TOKEN")
+            .env_remove("FREEAGENT_API_KEY")
+            .env("FREEAGENT_GATEWAY_URL", gateway);
+        if let Some(k) = key {
+            cmd.env("FREEAGENT_API_KEY", k);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let gw = farm.gateway.as_str();
+    // A failed build, a cancelled one.
+    let failing = project("exit 3\n");
+    let failing_path = failing.path().display().to_string();
+    let (code, _) = run(
+        gw,
+        Some(API_KEY),
+        &["submit", &failing_path, "-p", "android", "--wait"],
+    );
+    assert_eq!(code, Some(1), "a failed build");
+    let slow = project("sleep 600\n");
+    let slow = farm.submit_dir(slow.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let watcher = {
+        let (gw, slow) = (gw.to_owned(), slow.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new(bin_dir().join("freeagent"))
+                .args(["watch", &slow])
+                .env("FREEAGENT_API_KEY", API_KEY)
+                .env("FREEAGENT_GATEWAY_URL", &gw)
+                .output()
+                .unwrap()
+                .status
+                .code()
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(run(gw, Some(API_KEY), &["cancel", &slow]).0, Some(0));
+    assert_eq!(watcher.join().unwrap(), Some(3), "a cancelled build");
+    // Usage: an id the gateway does not know.
+    let unknown = "01a24d7c-b1be-73f7-aefc-9f5a77729504";
+    assert_eq!(run(gw, Some(API_KEY), &["status", unknown]).0, Some(2));
+    // Auth: no key, a wrong key (JSON on stderr with --json).
+    assert_eq!(run(gw, None, &["list"]).0, Some(4));
+    let (code, stderr) = run(gw, Some("fak_wrong"), &["list", "--json"]);
+    assert_eq!(code, Some(4), "{stderr}");
+    let body: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+    assert!(
+        body["error"].is_string() && body["code"].is_string(),
+        "{body}"
+    );
+    // Infrastructure: no gateway there.
+    let (code, stderr) = run("http://127.0.0.1:9", Some(API_KEY), &["list", "--json"]);
+    assert_eq!(code, Some(5), "{stderr}");
+    let body: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+    assert_eq!(body["code"], "unreachable", "{body}");
+}

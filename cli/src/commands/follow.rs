@@ -95,11 +95,12 @@ pub async fn run(client: &Client, id: &str, show_status: bool) -> anyhow::Result
                             }
                             Seen::Error(why) => eprintln!("the gateway says: {why}"),
                             Seen::End(status) => {
-                                return Ok(if status == "completed" {
-                                    ExitCode::SUCCESS
-                                } else {
+                                if status != "completed" {
                                     eprintln!("build {id} ended {status}");
-                                    ExitCode::FAILURE
+                                }
+                                return Ok(match status.parse() {
+                                    Ok(s) => crate::exit::for_build(s),
+                                    Err(_) => ExitCode::from(crate::exit::FAILED),
                                 });
                             }
                             Seen::Status(_) | Seen::Other => {}

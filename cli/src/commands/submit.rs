@@ -100,10 +100,6 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
         {
             println!("error: {e}");
         }
-        return Ok(if status == BuildStatus::Completed {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return Ok(crate::exit::for_build(status));
     }
 }
