@@ -102,6 +102,10 @@ pub struct NatsSettings {
     /// The farm account's signing seed: mints worker credentials (`FREEAGENT_NATS_SIGNING_KEY`;
     /// gateway and scheduler).
     pub signing_key: Option<PathBuf>,
+    /// The workers account's signing key and public key (`FREEAGENT_NATS_WORKERS_SIGNING_KEY`;
+    /// gateway and scheduler): workers are minted there (ADR-0016). Unset in a set-up written
+    /// before that: workers are then minted in the farm's account, as they were.
+    pub workers_signing_key: Option<PathBuf>,
     /// The operator seed: re-signs the account to revoke workers (`FREEAGENT_NATS_OPERATOR_KEY`;
     /// scheduler).
     pub operator_key: Option<PathBuf>,
@@ -120,6 +124,7 @@ impl NatsSettings {
             tls_cert: path("FREEAGENT_NATS_TLS_CERT"),
             tls_key: path("FREEAGENT_NATS_TLS_KEY"),
             signing_key: path("FREEAGENT_NATS_SIGNING_KEY"),
+            workers_signing_key: path("FREEAGENT_NATS_WORKERS_SIGNING_KEY"),
             operator_key: path("FREEAGENT_NATS_OPERATOR_KEY"),
             system_creds: path("FREEAGENT_NATS_SYSTEM_CREDS"),
         };
@@ -142,6 +147,33 @@ impl NatsSettings {
                     .into(),
             )),
             _ => Ok(None),
+        }
+    }
+
+    /// Mints worker credentials: in the workers account when this service has its key, else
+    /// (a set-up written before ADR-0016) in the farm's account with its signing key.
+    pub fn worker_minter(
+        &self,
+    ) -> Result<Option<crate::nats_auth::Minter>, crate::nats_auth::AuthError> {
+        match (&self.workers_signing_key, &self.creds) {
+            (Some(key), Some(creds)) => Ok(Some(crate::nats_auth::Minter::workers_from_files(
+                key, creds,
+            )?)),
+            (Some(_), None) => Err(crate::nats_auth::AuthError::Invalid(
+                "FREEAGENT_NATS_WORKERS_SIGNING_KEY needs FREEAGENT_NATS_CREDS (the farm's account is read from it)"
+                    .into(),
+            )),
+            (None, _) => self.minter(),
+        }
+    }
+
+    /// Says so at start when workers share the farm's account: a worker's reply subjects can
+    /// then make JetStream act on the farm's streams (docs/security.md, "Reply subjects").
+    pub fn warn_if_workers_share_the_account(&self) {
+        if self.creds.is_some() && self.workers_signing_key.is_none() {
+            tracing::warn!(
+                "FREEAGENT_NATS_WORKERS_SIGNING_KEY is not set: workers get NATS credentials in the farm's own account, where a registered worker can make JetStream purge the farm's streams with a reply subject. Run `freeagent nats-config` again and give the gateway and the scheduler the new files (docs/security.md, \"Moving a farm's workers into their own account\")"
+            );
         }
     }
 

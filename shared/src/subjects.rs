@@ -172,9 +172,24 @@ pub fn inbox_prefix(worker: WorkerId) -> String {
 /// gateway, for the HTTP workers it authenticated). No worker may subscribe under it.
 pub const SERVICE_INBOX_PREFIX: &str = "_INBOX.svc";
 
+/// The reply subjects NATS itself makes for a request that crossed a service import
+/// (`_R_.<random>…`): the workers' requests, since they live in an account of their own
+/// (ADR-0016).
+pub const SERVICE_IMPORT_REPLY_PREFIX: &str = "_R_";
+
 /// Whether the scheduler may answer a request from `sender` at `reply`: only under the sender's
-/// own inbox or a service's inbox. Any other reply subject would make the scheduler publish
-/// where the worker itself may not (a cancel, a JetStream API call): it is dropped.
+/// own inbox, a service's inbox, or a reply NATS mapped across a service import. Any other reply
+/// subject would make the scheduler publish where the worker itself may not (a cancel, a
+/// JetStream API call): it is dropped.
+///
+/// A `_R_.` reply is safe to answer: a worker in the workers account never chooses it. NATS
+/// replaces the reply subject of every request crossing the import with a fresh `_R_.` subject
+/// of its own in the farm's account and carries the answer back to the worker's reply subject
+/// in the workers' account, where the worker's own choice can name nothing of the farm's. In
+/// the farm's account only its services (and, in a set-up without a workers account, workers)
+/// could put a `_R_.` reply on a request themselves; an answer there goes nowhere unless it
+/// hits a live mapping, whose random tokens no one can guess, and then only to the requester
+/// that mapping belongs to.
 pub fn reply_allowed(reply: &str, sender: WorkerId) -> bool {
     let under = |prefix: &str| {
         reply
@@ -182,7 +197,9 @@ pub fn reply_allowed(reply: &str, sender: WorkerId) -> bool {
             .and_then(|rest| rest.strip_prefix('.'))
             .is_some_and(|rest| !rest.is_empty() && !rest.contains(['*', '>', ' ']))
     };
-    under(&inbox_prefix(sender)) || under(SERVICE_INBOX_PREFIX)
+    under(&inbox_prefix(sender))
+        || under(SERVICE_INBOX_PREFIX)
+        || under(SERVICE_IMPORT_REPLY_PREFIX)
 }
 
 #[cfg(test)]
@@ -208,6 +225,7 @@ mod tests {
         let (me, other, b) = (WorkerId::new(), WorkerId::new(), BuildId::new());
         assert!(reply_allowed(&format!("_INBOX.{me}.abc.1"), me));
         assert!(reply_allowed("_INBOX.svc.abc.7", me));
+        assert!(reply_allowed("_R_.aBc123.XyZ", me));
         for evil in [
             cancel(other, b),
             format!("_INBOX.{other}.abc.1"),
@@ -216,6 +234,9 @@ mod tests {
             format!("_INBOX.{me}x.1"),
             format!("_INBOX.{me}.>"),
             "_INBOX.svcx.1".to_owned(),
+            "_R_".to_owned(),
+            "_R_.>".to_owned(),
+            "_R_x.1".to_owned(),
             "$JS.API.STREAM.PURGE.LOGS".to_owned(),
             "_INBOX.abc.1".to_owned(),
         ] {

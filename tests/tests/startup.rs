@@ -273,6 +273,7 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
         "FREEAGENT_DATABASE_URL",
         "FREEAGENT_NATS_CREDS",
         "FREEAGENT_NATS_SIGNING_KEY",
+        "FREEAGENT_NATS_WORKERS_SIGNING_KEY",
         "FREEAGENT_NATS_OPERATOR_KEY",
         "FREEAGENT_CERTS_KEY",
     ] {

@@ -358,6 +358,7 @@ mod tests {
             "FREEAGENT_CERTS_KEY",
             "FREEAGENT_NATS_CREDS",
             "FREEAGENT_NATS_SIGNING_KEY",
+            "FREEAGENT_NATS_WORKERS_SIGNING_KEY",
             "FREEAGENT_DATABASE_URL",
         ] {
             assert!(is_secret(secret), "{secret}");

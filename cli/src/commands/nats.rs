@@ -52,6 +52,8 @@ pub fn config(a: NatsConfigArgs) -> anyhow::Result<std::process::ExitCode> {
         "  operator.nk        the operator key: re-signs accounts (revocations). Keep it secret."
     );
     println!("  system.creds       the system user: pushes account updates. Keep it secret.");
+    println!("Each farm is an account for its services and streams and one for its workers, which");
+    println!("imports from it only what workers use (docs/security.md).");
     for f in &files {
         println!();
         println!("Farm {:?}: give each service only its own lines.", f.name);
@@ -63,9 +65,15 @@ pub fn config(a: NatsConfigArgs) -> anyhow::Result<std::process::ExitCode> {
 }
 
 fn print_env(f: &FarmFiles) {
+    let workers_key = || {
+        if let Some(k) = &f.workers_key {
+            println!("    FREEAGENT_NATS_WORKERS_SIGNING_KEY={}", k.display());
+        }
+    };
     println!("  scheduler:");
     println!("    FREEAGENT_NATS_CREDS={}", f.scheduler_creds.display());
     println!("    FREEAGENT_NATS_SIGNING_KEY={}", f.signing_key.display());
+    workers_key();
     println!(
         "    FREEAGENT_NATS_OPERATOR_KEY={}",
         f.operator_key.display()
@@ -74,9 +82,14 @@ fn print_env(f: &FarmFiles) {
         "    FREEAGENT_NATS_SYSTEM_CREDS={}",
         f.system_creds.display()
     );
+    // The gateway mints only workers: with a workers account it never holds the farm
+    // account's signing key, which could mint a user with the whole account's rights.
     println!("  gateway:");
     println!("    FREEAGENT_NATS_CREDS={}", f.gateway_creds.display());
-    println!("    FREEAGENT_NATS_SIGNING_KEY={}", f.signing_key.display());
+    if f.workers_key.is_none() {
+        println!("    FREEAGENT_NATS_SIGNING_KEY={}", f.signing_key.display());
+    }
+    workers_key();
 }
 
 /// A private nats-server in operator mode for `freeagent dev`, killed on drop.
@@ -140,7 +153,15 @@ impl DevNats {
     pub fn env(&self, service: &str) -> Vec<(&'static str, String)> {
         let f = &self.farm;
         let path = |p: &Path| p.display().to_string();
-        let mut env = vec![("FREEAGENT_NATS_SIGNING_KEY", path(&f.signing_key))];
+        let mut env = Vec::new();
+        match &f.workers_key {
+            Some(k) => env.push(("FREEAGENT_NATS_WORKERS_SIGNING_KEY", path(k))),
+            None => env.push(("FREEAGENT_NATS_SIGNING_KEY", path(&f.signing_key))),
+        }
+        // The scheduler mints its own reply connection in the farm's account.
+        if service != "gateway" && f.workers_key.is_some() {
+            env.push(("FREEAGENT_NATS_SIGNING_KEY", path(&f.signing_key)));
+        }
         if service == "gateway" {
             env.push(("FREEAGENT_NATS_CREDS", path(&f.gateway_creds)));
         } else {

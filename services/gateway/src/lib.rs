@@ -193,15 +193,17 @@ impl App {
             Some(subjects::SERVICE_INBOX_PREFIX.to_owned()),
         )
         .await?;
-        let minter = config
-            .nats
-            .minter()
-            .context("reading the NATS signing key (FREEAGENT_NATS_SIGNING_KEY)")?;
+        // Workers are minted in their own account (ADR-0016), or in the farm's by a set-up
+        // written before it.
+        let minter = config.nats.worker_minter().context(
+            "reading the NATS signing key for workers (FREEAGENT_NATS_WORKERS_SIGNING_KEY, or FREEAGENT_NATS_SIGNING_KEY)",
+        )?;
         if config.nats.creds.is_some() && minter.is_none() {
             anyhow::bail!(
-                "FREEAGENT_NATS_CREDS is set but FREEAGENT_NATS_SIGNING_KEY is not: the gateway needs the farm account's signing key to give registering workers their NATS credentials (see `freeagent nats-config`)"
+                "FREEAGENT_NATS_CREDS is set but FREEAGENT_NATS_WORKERS_SIGNING_KEY is not (nor, for a set-up from before the workers account, FREEAGENT_NATS_SIGNING_KEY): the gateway needs the workers account's signing key to give registering workers their NATS credentials (see `freeagent nats-config`)"
             );
         }
+        config.nats.warn_if_workers_share_the_account();
         nats::ensure_streams(
             &async_nats::jetstream::new(nats.clone()),
             &nats::StreamLimits::from_env()?,

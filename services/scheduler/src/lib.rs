@@ -71,11 +71,17 @@ impl App {
         let js = async_nats::jetstream::new(nats.clone());
         nats::ensure_streams(&js, &nats::StreamLimits::from_env()?).await?;
         setup.release().await?;
-        let minter = config
+        // The reply connection is a user of the farm's own account; workers are minted in
+        // theirs (ADR-0016), or in the farm's by a set-up written before it.
+        let farm_minter = config
             .nats
             .minter()
             .context("reading the NATS signing key (FREEAGENT_NATS_SIGNING_KEY)")?;
-        let replies = rpc::replies_connection(&config.nats, minter.as_ref(), &nats).await?;
+        let minter = config.nats.worker_minter().context(
+            "reading the workers account's signing key (FREEAGENT_NATS_WORKERS_SIGNING_KEY)",
+        )?;
+        config.nats.warn_if_workers_share_the_account();
+        let replies = rpc::replies_connection(&config.nats, farm_minter.as_ref(), &nats).await?;
         let subs = rpc::subscribe(&replies).await?;
         let wake_sub = nats.subscribe(subjects::WAKE).await?;
         let cancelled_sub = nats

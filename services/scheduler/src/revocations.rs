@@ -1,5 +1,6 @@
-//! Keeps the NATS servers' list of revoked worker keys in step with `nats_revocations`: the farm
-//! account's JWT is re-signed by the operator with those keys in `revocations` and pushed
+//! Keeps the NATS servers' list of revoked worker keys in step with `nats_revocations`: the
+//! JWT of the account workers live in (their own, ADR-0016; the farm's in older set-ups) is
+//! re-signed by the operator with those keys in `revocations` and pushed
 //! through the system account; the servers then refuse (and disconnect) those users. Runs on
 //! start (a server restarted from its preload forgets nothing: the full resolver stores the
 //! pushed JWT), on a `scheduler.revoked` wake, and on a tick.
@@ -44,13 +45,21 @@ impl Revoker {
         if self.pushed.lock().ok().and_then(|p| p.clone()).as_ref() == Some(&live) {
             return Ok(Pass::default());
         }
+        // The account workers are minted in: the workers account, re-signed with the same
+        // imports `freeagent nats-config` gave it, or (an older set-up) the farm's own.
         let account = self.minter.account().to_owned();
+        let role = self.minter.account_role();
+        let name = match role {
+            nats_auth::accounts::AccountRole::Farm => "freeagent",
+            nats_auth::accounts::AccountRole::Workers { .. } => "freeagent-workers",
+        };
         let jwt = nats_auth::account_jwt(
             &self.operator,
-            "freeagent",
+            name,
             &account,
             vec![self.minter.signing_public()],
             live.clone(),
+            &role,
         )?;
         let subject = format!("$SYS.REQ.ACCOUNT.{account}.CLAIMS.UPDATE");
         let reply = self

@@ -95,6 +95,7 @@ impl WorkerConfig {
             nats: freeagent_shared::nats::NatsSettings {
                 creds: None,
                 signing_key: None,
+                workers_signing_key: None,
                 operator_key: None,
                 system_creds: None,
                 ..freeagent_shared::nats::NatsSettings::from_env()?

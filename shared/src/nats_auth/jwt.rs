@@ -87,9 +87,56 @@ pub struct AccountClaims {
     /// User public key → issued-at: JWTs of that user issued at or before it are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub revocations: BTreeMap<String, i64>,
+    /// What other accounts may import from this one (the farm's, for its workers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<Export>,
+    /// What this account takes from others (the workers', from their farm's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<Import>,
     #[serde(rename = "type")]
     pub kind: String,
     pub version: u8,
+}
+
+/// Whether an export answers requests (`service`: NATS maps each request's reply subject across
+/// the accounts) or carries messages one way (`stream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportType {
+    Stream,
+    Service,
+}
+
+/// How many messages answer one request to a service export: one, or any number (a pull).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseType {
+    Singleton,
+    Stream,
+    Chunked,
+}
+
+/// One entry of an account's `exports` (NATS JWT v2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    pub name: String,
+    pub subject: String,
+    #[serde(rename = "type")]
+    pub kind: ExportType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_type: Option<ResponseType>,
+}
+
+/// One entry of an account's `imports` (NATS JWT v2): `subject` of `account`'s exports, seen
+/// here under `local_subject` (or the same subject).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Import {
+    pub name: String,
+    pub subject: String,
+    pub account: String,
+    #[serde(rename = "type")]
+    pub kind: ExportType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -60,8 +60,12 @@ impl Role {
         };
         match self {
             Role::Scheduler => (allow(vec![">".into()]), allow(vec![">".into()])),
+            // `_R_.>`: the replies NATS maps back across the workers' service imports.
             Role::SchedulerReplies => (
-                allow(vec!["_INBOX.>".into()]),
+                allow(vec![
+                    "_INBOX.>".into(),
+                    format!("{}.>", subjects::SERVICE_IMPORT_REPLY_PREFIX),
+                ]),
                 allow(vec![subjects::OPERATIONS.into()]),
             ),
             Role::Gateway => (
@@ -125,7 +129,7 @@ mod tests {
     #[test]
     fn the_reply_connection_cannot_cancel_or_call_jetstream() {
         let (publish, subscribe) = Role::SchedulerReplies.permissions();
-        assert_eq!(publish.allow, ["_INBOX.>"]);
+        assert_eq!(publish.allow, ["_INBOX.>", "_R_.>"]);
         assert_eq!(subscribe.allow, ["scheduler.*.*"]);
     }
 }

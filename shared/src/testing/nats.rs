@@ -1,7 +1,7 @@
 //! `TestNats`: a private `nats-server` with JetStream on a free port and a temporary store,
 //! killed on `Drop`. Each test gets its own, so streams and subjects never collide. It runs in
-//! operator mode with the configuration `freeagent nats-config` generates (one account per
-//! farm), so every test runs with authentication on.
+//! operator mode with the configuration `freeagent nats-config` generates (per farm an account
+//! and one for its workers), so every test runs with authentication on.
 
 use crate::nats::NatsSettings;
 use crate::nats_auth::setup::{FarmFiles, Generated};
@@ -49,15 +49,30 @@ impl TestNats {
         Self::start_with(n, None).await
     }
 
+    /// One farm set up as releases before ADR-0016 did: workers in the farm's own account.
+    pub async fn start_without_workers_account() -> Self {
+        Self::start_set_up(1, None, false).await
+    }
+
     /// `n` farms; `tls` is a `tls { … }` block for the server configuration, and makes the URL
     /// `tls://`.
     pub async fn start_with(n: usize, tls: Option<String>) -> Self {
+        Self::start_set_up(n, tls, true).await
+    }
+
+    /// `n` farms, each with its workers' account or (`workers_accounts` false) without.
+    async fn start_set_up(n: usize, tls: Option<String>, workers_accounts: bool) -> Self {
         for _ in 0..5 {
             let port = super::free_port().expect("free port");
             let monitor_port = super::free_port().expect("free port");
             let store = tempfile::tempdir().expect("temp dir for JetStream");
             let names: Vec<String> = (0..n).map(|i| format!("farm{i}")).collect();
-            let farms = Generated::new(&names)
+            let set_up = if workers_accounts {
+                Generated::new(&names)
+            } else {
+                Generated::without_workers_accounts(&names)
+            };
+            let farms = set_up
                 .write(
                     &store.path().join("auth"),
                     &format!("127.0.0.1:{port}"),
@@ -151,6 +166,7 @@ impl TestNats {
             s.system_creds = Some(f.system_creds.clone());
         }
         s.signing_key = Some(f.signing_key.clone());
+        s.workers_signing_key = f.workers_key.clone();
         s
     }
 
@@ -185,10 +201,20 @@ impl TestNats {
                 creds.display().to_string(),
             ),
         ];
-        if matches!(service, "gateway" | "scheduler") {
+        // As `freeagent nats-config` says: with a workers account the gateway holds only its
+        // signing key.
+        if service == "scheduler" || (service == "gateway" && f.workers_key.is_none()) {
             env.push((
                 "FREEAGENT_NATS_SIGNING_KEY".to_owned(),
                 f.signing_key.display().to_string(),
+            ));
+        }
+        if matches!(service, "gateway" | "scheduler")
+            && let Some(key) = &f.workers_key
+        {
+            env.push((
+                "FREEAGENT_NATS_WORKERS_SIGNING_KEY".to_owned(),
+                key.display().to_string(),
             ));
         }
         if service == "scheduler" {
