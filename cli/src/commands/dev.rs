@@ -192,6 +192,15 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
                 data.join("work").display().to_string(),
             ),
             ("FREEAGENT_WORKER_NAME", format!("dev-worker-{}", i + 1)),
+            // One file per worker (never this shell's one for all of them): a restarted farm's
+            // workers keep their ids, and their approval when the farm requires it.
+            (
+                "FREEAGENT_WORKER_IDENTITY_FILE",
+                data.join("work")
+                    .join(format!("identity-dev-worker-{}.json", i + 1))
+                    .display()
+                    .to_string(),
+            ),
             // Builds see none of the farm's files: objects, NATS store and credentials.
             ("FREEAGENT_SANDBOX_HIDE", hidden_from_builds(&data)),
         ];
