@@ -32,6 +32,11 @@ pub const WORKER_BUILDS: &str = "freeagent_worker_builds_total";
 /// Worker requests the scheduler did not answer because their reply subject was not the
 /// sender's own inbox (`subjects::reply_allowed`): a worker trying to make it publish elsewhere.
 pub const REPLIES_REFUSED: &str = "freeagent_scheduler_replies_refused_total";
+/// Worker log lines the scheduler's log gate stored on the LOGS stream.
+pub const LOG_LINES_STORED: &str = "freeagent_log_lines_stored_total";
+/// Worker log lines the gate turned away, by `reason`: `not_held` (not the sender's attempt),
+/// `budget` (over the worker's rate; sent again later), `cap` (past the attempt's byte cap).
+pub const LOG_LINES_REFUSED: &str = "freeagent_log_lines_refused_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

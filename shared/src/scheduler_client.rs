@@ -8,7 +8,7 @@ use crate::wire::{
     self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply,
     HeartbeatRequest,
 };
-use crate::wire::{AbandonRequest, PresenceReply, PresenceRequest, RetryLater};
+use crate::wire::{AbandonRequest, LogBatch, LogReply, PresenceReply, PresenceRequest, RetryLater};
 use backon::{ExponentialBuilder, Retryable};
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::Duration;
@@ -147,6 +147,11 @@ impl SchedulerClient {
 
     pub async fn presence(&self, req: &PresenceRequest) -> Result<PresenceReply, RequestError> {
         self.once(Op::Presence, req.worker_id, req).await
+    }
+
+    /// Log lines: sent again through a NATS restart or a scheduler's failover for `patience`.
+    pub async fn log(&self, req: &LogBatch, patience: Duration) -> Result<LogReply, RequestError> {
+        self.request(Op::Log, req.worker_id, req, patience).await
     }
 }
 

@@ -11,7 +11,9 @@ pub const LOGS_STREAM: &str = "LOGS";
 pub const EVENTS_STREAM: &str = "EVENTS";
 
 pub const BUILDS_SUBJECTS: &str = "builds.dispatch.*";
-/// `logs.<build_id>.<worker_id>`: the worker id is the publisher's, enforced by its permissions.
+/// `logs.<build_id>.<worker_id>`: the worker id is the writer's. Only the farm publishes here:
+/// a worker's lines come through the scheduler's log gate (`Op::Log`), which checks the worker
+/// holds the attempt and stays within its budget.
 pub const LOGS_SUBJECTS: &str = "logs.*.*";
 /// `events.build.<id>` and `events.worker.<id>` (`crate::events`).
 pub const EVENTS_SUBJECTS: &str = "events.*.*";
@@ -38,16 +40,20 @@ pub enum Op {
     Abandon,
     /// Every worker reports it is alive (and how busy).
     Presence,
+    /// A run of log lines of an attempt the worker holds (`wire::LogBatch`): the scheduler
+    /// stores them on the LOGS stream, the only way a worker's lines get there.
+    Log,
 }
 
 impl Op {
-    pub const ALL: [Op; 6] = [
+    pub const ALL: [Op; 7] = [
         Op::Claim,
         Op::Heartbeat,
         Op::Complete,
         Op::Fail,
         Op::Abandon,
         Op::Presence,
+        Op::Log,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +64,7 @@ impl Op {
             Op::Fail => "fail",
             Op::Abandon => "abandon",
             Op::Presence => "presence",
+            Op::Log => "log",
         }
     }
 
@@ -104,7 +111,8 @@ pub fn queue_consumer(queue: &QueueName) -> String {
     format!("queue-{queue}")
 }
 
-/// Where a worker publishes its lines of a build's log.
+/// Where a worker's lines of a build's log are stored: the scheduler publishes them here after
+/// checking the worker holds the attempt (`Op::Log`); the worker id says whose lines they are.
 pub fn logs(build: BuildId, worker: WorkerId) -> String {
     format!("logs.{build}.{worker}")
 }

@@ -287,7 +287,8 @@ from_worker!(
     CompleteRequest,
     FailRequest,
     AbandonRequest,
-    PresenceRequest
+    PresenceRequest,
+    LogBatch
 );
 
 /// Replies that say "try again": the worker's client retries these like a lost request.
@@ -304,7 +305,13 @@ macro_rules! retry_later {
         }
     )*};
 }
-retry_later!(ClaimReply, HeartbeatReply, FinishReply, PresenceReply);
+retry_later!(
+    ClaimReply,
+    HeartbeatReply,
+    FinishReply,
+    PresenceReply,
+    LogReply
+);
 
 /// Log severity, as the HTTP contract spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +334,39 @@ pub struct LogLine {
     pub timestamp: DateTime<Utc>,
     pub level: LogLevel,
     pub message: String,
+}
+
+/// At most this many lines in one `LogBatch`.
+pub const MAX_LOG_BATCH_LINES: usize = 256;
+
+/// A run of one attempt's log lines, in the order the worker produced them, sent on
+/// `scheduler.log.<worker_id>`. The scheduler stores them on the LOGS stream only if the sender
+/// holds that attempt and has budget left (ADR-0018); one batch per attempt is in flight at a
+/// time, so the stream keeps the worker's order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub worker_id: WorkerId,
+    pub build_id: BuildId,
+    pub attempt: Attempt,
+    /// Each names the same build and attempt; `seq` increases.
+    pub lines: Vec<LogLine>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum LogReply {
+    /// Every line of the batch up to `seq` `through` is stored (a line stored before, when a
+    /// reply was lost, is not stored twice); send the rest again.
+    Stored { through: u64 },
+    /// The sender is over its log budget: lines up to `through` are stored; send the rest again
+    /// after `retry_after_ms`.
+    Slow { through: u64, retry_after_ms: u64 },
+    /// The sender does not hold this attempt (it ended, or was never its): drop the lines.
+    NotYours { reason: NotYours },
+    /// The batch was malformed, or the attempt's log is past its cap: drop the lines.
+    Error { message: String },
+    /// The scheduler could not handle it now: send it again.
+    Unavailable { message: String },
 }
 
 /// The gateway cancelled a build held by `worker_id`: the scheduler tells the worker.

@@ -160,6 +160,10 @@ impl Farm {
             ("FREEAGENT_PRESENCE_INTERVAL", "500ms".into()),
             ("FREEAGENT_RETRY_BACKOFF", "200ms".into()),
             ("FREEAGENT_LOG_FORMAT", "text".into()),
+            // Builds get no file system of their own (making and removing one costs each build
+            // 0.1-0.3 s on this machine): the disk quota is tested where it is the subject
+            // (`tests/sandbox.rs`), which sets `FREEAGENT_BUILD_DISK` itself.
+            ("FREEAGENT_BUILD_DISK", "0".into()),
             (
                 "RUST_LOG",
                 "info,sqlx=warn,freeagent_scheduler::dispatcher=debug".into(),

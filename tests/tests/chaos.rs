@@ -60,14 +60,12 @@ impl Runs {
     }
 }
 
-/// The farms' settings. Their thousands of no-op builds test scheduling, not the sandbox: each
-/// runs without a file system of its own (`FREEAGENT_BUILD_DISK=0`), whose making and removal
-/// (`mkfs`, a loop mount, ~5 MB written) would be most of a no-op build's cost here; the quota
-/// has its own tests (`tests/tests/sandbox.rs`).
+/// The farms' settings. (Their thousands of no-op builds run without a file system of their own,
+/// as every test farm's do: `FREEAGENT_BUILD_DISK=0` in `Farm::start`.)
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    std::iter::once(("FREEAGENT_BUILD_DISK", "0"))
-        .chain(pairs.iter().copied())
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    pairs
+        .iter()
+        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
 }
 

@@ -253,8 +253,10 @@ async fn followers_before_during_and_after_see_one_log_and_the_archive_outlives_
 }
 
 /// The live feed is a subscription to what LOGS re-publishes, with the stream sequence and the
-/// original subject in headers the server appends. A worker may add headers of the same names
-/// to its own line; the attack: a forged huge `Nats-Sequence` (so the feed would skip every
+/// original subject in headers the server appends. A line on LOGS may carry headers of the same
+/// names (workers no longer publish there: the scheduler's log gate stores their lines without
+/// their headers; this keeps the reader's own defence tested, with a line published as a
+/// worker's by a farm connection); the attack: a forged huge `Nats-Sequence` (so the feed would skip every
 /// later line) and a forged `Nats-Subject` naming another build's farm subject (so its line
 /// would pass as the farm's, in a build it does not hold). Neither works: the follower gets the
 /// next genuine line live and never the forged one.
@@ -293,7 +295,7 @@ async fn a_worker_cannot_forge_the_live_feeds_sequence_or_subject() {
     }
 
     let rogue = farm.register_worker("rogue", &["android"]).await;
-    let rogue_nats = farm.worker_nats(&rogue).await;
+    let rogue_nats = farm.service_nats().await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Sequence", "18446744073709551000");
     headers.insert("Nats-Subject", subjects::farm_logs(build).as_str());

@@ -238,17 +238,16 @@ async fn a_workers_login_has_bounded_subscriptions_and_message_size() {
     drop(subs);
 
     let mut nc = a.connect_watched(&farm.nats.url).await;
-    let build = BuildId::new();
     let fits = vec![b'x'; (WORKER_MAX_PAYLOAD / 2) as usize];
     nc.client
-        .publish(subjects::logs(build, a.worker_id), fits.into())
+        .publish(Op::Log.subject(a.worker_id), fits.into())
         .await
         .unwrap();
     nc.allowed("a message within the limit").await;
     let too_big = vec![b'x'; (WORKER_MAX_PAYLOAD + 1) as usize];
     let _ = nc
         .client
-        .publish(subjects::logs(build, a.worker_id), too_big.into())
+        .publish(Op::Log.subject(a.worker_id), too_big.into())
         .await;
     let e = nc.error("a message past the limit").await;
     assert!(e.to_lowercase().contains("payload"), "{e}");
@@ -282,7 +281,8 @@ async fn a_rogue_worker_cannot_steal_forge_or_kill_another_workers_build() {
         nc.client.publish(subject.clone(), "".into()).await.unwrap();
         nc.refused(&subject).await;
     }
-    // Forge its log: as the holder (refused by NATS) and as itself (stored, never shown).
+    // Forge its log: on the stream as the holder or as itself (refused by NATS: no worker
+    // publishes on LOGS), and through the scheduler's log gate (not the holder: refused).
     let line = LogLine {
         build_id: id,
         attempt,
@@ -291,20 +291,37 @@ async fn a_rogue_worker_cannot_steal_forge_or_kill_another_workers_build() {
         level: LogLevel::Info,
         message: "FORGED LINE".into(),
     };
-    nc.client
-        .publish(subjects::logs(id, holder), wire::encode(&line).into())
-        .await
-        .unwrap();
-    nc.refused("log as the holder").await;
-    let js = async_nats::jetstream::new(nc.client.clone());
-    js.publish(
+    for subject in [
+        subjects::logs(id, holder),
         subjects::logs(id, rogue.worker_id),
-        wire::encode(&line).into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .expect("its own log subject is writable");
+    ] {
+        nc.client
+            .publish(subject.clone(), wire::encode(&line).into())
+            .await
+            .unwrap();
+        nc.refused(&format!("log on {subject}")).await;
+    }
+    let r: LogReply = farm
+        .rpc(
+            &rogue,
+            Op::Log,
+            &LogBatch {
+                worker_id: rogue.worker_id,
+                build_id: id,
+                attempt,
+                lines: vec![line.clone()],
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            r,
+            LogReply::NotYours {
+                reason: NotYours::Stale
+            }
+        ),
+        "{r:?}"
+    );
     // Complete it: on its own subject it is not the holder; naming the holder is refused.
     let key = ObjectKey::Result(id, attempt);
     let signer = Signer::new(SECRET);

@@ -9,7 +9,7 @@ use freeagent_tests::freeagent_shared::ids::BuildId;
 use freeagent_tests::freeagent_shared::subjects::{self, Op};
 use freeagent_tests::freeagent_shared::testing::TestNats;
 use freeagent_tests::freeagent_shared::testing::wait;
-use freeagent_tests::freeagent_shared::wire::{self, LogLevel, LogLine, PresenceRequest};
+use freeagent_tests::freeagent_shared::wire::{self, LogBatch, LogLevel, LogLine, PresenceRequest};
 use freeagent_tests::{Farm, FarmOpts, TestWorker, metric_value, project};
 use futures::StreamExt;
 use std::path::PathBuf;
@@ -146,20 +146,17 @@ async fn an_acknowledgement_sent_to_a_cancel_subject_cancels_nothing() {
     let nc = farm.worker_nats(&attacker).await;
     let cancel = format!("cancel.{victim}.{build}");
 
-    // JetStream acknowledges a log line to the reply subject its publisher chose: here the
-    // victim's cancel subject. The victim gets a message there, and must not take it as a cancel.
-    let line = LogLine {
-        build_id: build,
-        attempt: freeagent_tests::freeagent_shared::ids::Attempt::new(1).unwrap(),
-        seq: 1,
-        timestamp: chrono::Utc::now(),
-        level: LogLevel::Info,
-        message: "not yours".into(),
-    };
+    // JetStream answers a pull to the reply subject its sender chose: here the victim's cancel
+    // subject. The victim gets a message there (a dispatch, or with nothing queued a status),
+    // and must not take it as a cancel. (Log lines were the other way to aim a JetStream
+    // acknowledgement there; workers no longer publish on LOGS, the scheduler stores them.)
     nc.publish_with_reply(
-        subjects::logs(build, attacker.worker_id),
+        format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.queue-android",
+            subjects::BUILDS_STREAM
+        ),
         cancel.clone(),
-        wire::encode(&line).into(),
+        r#"{"batch":1,"no_wait":true}"#.into(),
     )
     .await
     .unwrap();
@@ -258,15 +255,21 @@ async fn jetstreams_answers_never_reach_the_farms_streams() {
     }
     let nc = farm.worker_nats(&attacker).await;
     let purge = |stream: &str| format!("$JS.API.STREAM.PURGE.{stream}");
-    let line = wire::encode(&LogLine {
+    let line = wire::encode(&LogBatch {
+        worker_id: attacker.worker_id,
         build_id: build,
         attempt: freeagent_tests::freeagent_shared::ids::Attempt::new(1).unwrap(),
-        seq: 1,
-        timestamp: chrono::Utc::now(),
-        level: LogLevel::Info,
-        message: "a line whose acknowledgement is a purge".into(),
+        lines: vec![LogLine {
+            build_id: build,
+            attempt: freeagent_tests::freeagent_shared::ids::Attempt::new(1).unwrap(),
+            seq: 1,
+            timestamp: chrono::Utc::now(),
+            level: LogLevel::Info,
+            message: "a line whose acknowledgement is a purge".into(),
+        }],
     });
-    let own_log = subjects::logs(build, attacker.worker_id);
+    // Log lines go to the scheduler's log gate, which stores them and answers.
+    let own_log = Op::Log.subject(attacker.worker_id);
 
     // An ack with a reply subject: take the dispatch (into its own inbox, as a worker does),
     // then hand it back with a negative acknowledgement whose answer is a purge.
@@ -291,8 +294,8 @@ async fn jetstreams_answers_never_reach_the_farms_streams() {
     nc.publish_with_reply(ack, purge("EVENTS"), "-NAK".into())
         .await
         .unwrap();
-    // Log lines: the LOGS stream's publish acknowledgement goes to the reply subject. One of them
-    // aims it at the victim's log subject, where it would be stored as the victim's line.
+    // Log lines: the gate's answer goes to the reply subject. One of them aims it at the
+    // victim's log subject, where it would be stored as the victim's line.
     let victims_log = subjects::logs(build, victim.worker_id);
     for reply in [
         purge("EVENTS"),

@@ -61,6 +61,8 @@ pub struct SchedulerConfig {
     pub worker_nats_ttl: Duration,
     pub rpc_concurrency: usize,
     pub shutdown_grace: Duration,
+    /// What one worker may write to the LOGS stream through the log gate.
+    pub log_budget: crate::ops::LogBudget,
 }
 
 impl SchedulerConfig {
@@ -126,6 +128,7 @@ impl SchedulerConfig {
             )?
             .max(1),
             shutdown_grace: config::duration("FREEAGENT_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,
+            log_budget: crate::ops::LogBudget::from_env()?,
         })
     }
 
@@ -159,6 +162,7 @@ impl SchedulerConfig {
             worker_nats_ttl: DEFAULT_WORKER_NATS_TTL,
             rpc_concurrency: DEFAULT_RPC_CONCURRENCY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            log_budget: crate::ops::LogBudget::default(),
         }
     }
 }

@@ -172,6 +172,7 @@ impl App {
             minter: self.minter.clone(),
             worker_nats_ttl: c.worker_nats_ttl,
             wake_dispatcher: wake.clone(),
+            logs: std::sync::Arc::new(ops::LogGate::new(c.log_budget)),
         };
         let full_queues: dispatcher::FullQueues = Default::default();
         let dispatcher = dispatcher::Dispatcher {

@@ -15,7 +15,7 @@ use crate::ops::{Handlers, Unavailable};
 use freeagent_shared::ids::WorkerId;
 use freeagent_shared::subjects::{self, Op};
 use freeagent_shared::wire::{
-    self, ClaimReply, FinishReply, FromWorker, HeartbeatReply, PresenceReply, WireError,
+    self, ClaimReply, FinishReply, FromWorker, HeartbeatReply, LogReply, PresenceReply, WireError,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -155,6 +155,11 @@ async fn route(h: &Handlers, b: &Batches, subject: &str, payload: &[u8]) -> Vec<
             decode_then(sender, payload, |r| batches::call(&b.presence, r)).await,
             |message| PresenceReply::Error { message },
             |message| PresenceReply::Unavailable { message },
+        ),
+        Op::Log => reply(
+            decode_then(sender, payload, |r| h.log(r)).await,
+            |message| LogReply::Error { message },
+            |message| LogReply::Unavailable { message },
         ),
     }
 }

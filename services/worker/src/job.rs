@@ -51,9 +51,8 @@ impl Job {
         let stop = shutdown.child_token();
         let heartbeat = tokio::spawn(self.keep_lease(stop.clone()));
         let cancel_watch = tokio::spawn(self.watch_cancel(stop.clone()));
-        let js = async_nats::jetstream::new(self.agent.nats.clone());
         let (log, log_done) = log_stream::start(
-            js,
+            self.agent.scheduler.clone(),
             self.grant.build_id,
             self.agent.worker_id,
             self.grant.attempt,

@@ -1,9 +1,10 @@
-//! A build's output, line by line, to `logs.<build_id>.<worker_id>` on JetStream (the only log
-//! subjects this worker may publish on). Publishes are pipelined: up to `IN_FLIGHT` acks
-//! outstanding, all awaited before the build reports its outcome, so a completed build's log is
-//! complete. A line whose ack fails (the connection broke with it) is sent again, so a NATS
-//! restart or a broken connection loses no line; the lines lost with a connection then come
-//! after those that were still on their way (a line stored whose ack was lost shows twice).
+//! A build's output, line by line, to the scheduler's log gate, which stores it on the LOGS
+//! stream (`logs.<build_id>.<worker_id>`) once it has checked this worker holds the attempt
+//! (ADR-0018). Lines go in batches, one in flight at a time while the next gathers, so the
+//! stream keeps their order; every batch is answered before the build reports its outcome, so a
+//! completed build's log is complete. A batch no scheduler answered (NATS restarting, a
+//! scheduler's failover) is sent again, so neither loses a line, and the gate does not store a
+//! line twice when only its answer was lost.
 //! A build's log is capped (`LogCaps`) so one build cannot flood the stream other
 //! builds' logs live in: lines go out at most at the rate, and a burst over it waits in a spool
 //! on disk (`crate::log_spool`), bounded to `LogCaps::spool_secs` of the rate; past that, and past the
@@ -11,17 +12,14 @@
 //! where.
 
 use crate::log_spool::{Backlog, Bounds, Gap, Item, Line, Why};
-use backon::Retryable;
 use chrono::Utc;
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
-use freeagent_shared::subjects;
-use freeagent_shared::wire::{self, LogLevel, LogLine};
-use std::collections::VecDeque;
+use freeagent_shared::scheduler_client::SchedulerClient;
+use freeagent_shared::wire::{self, LogBatch, LogLevel, LogLine, LogReply, MAX_LOG_BATCH_LINES};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-const IN_FLIGHT: usize = 256;
 const QUEUE: usize = 1024;
 /// One line's text is cut here (a line is one NATS message).
 pub const MAX_LINE: usize = 16 << 10;
@@ -114,7 +112,7 @@ impl Rate {
 
 /// Starts the publisher; dropping every `LogSink` ends it, and the handle yields the line count.
 pub fn start(
-    js: async_nats::jetstream::Context,
+    scheduler: SchedulerClient,
     build_id: BuildId,
     worker: WorkerId,
     attempt: Attempt,
@@ -123,14 +121,14 @@ pub fn start(
     let (tx, mut rx) = mpsc::channel::<(LogLevel, String)>(QUEUE);
     let handle = tokio::spawn(async move {
         let publisher = Publisher {
-            client: js.client(),
-            waited_out: false,
-            js,
-            subject: subjects::logs(build_id, worker),
+            scheduler,
+            worker,
             build_id,
             attempt,
             seq: 0,
-            acks: VecDeque::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            in_flight: None,
         };
         let mut log = Gated {
             publisher,
@@ -143,10 +141,12 @@ pub fn start(
         let mut open = true;
         loop {
             log.publish_allowed(!open).await;
+            log.publisher.flush_if_idle().await;
             if !open && log.backlog.is_empty() {
                 break;
             }
             let next = log.backlog.ready(!open).then(|| log.rate.next_in());
+            let waiting = log.publisher.waiting();
             tokio::select! {
                 line = rx.recv(), if open => {
                     let Some((level, message)) = line else {
@@ -163,6 +163,7 @@ pub fn start(
                     }
                 }
                 _ = tokio::time::sleep(next.unwrap_or_default()), if next.is_some() => {}
+                _ = log.publisher.delivered(), if waiting => {}
             }
         }
         log.publisher.finish().await
@@ -246,45 +247,30 @@ fn cut(message: &mut String) {
     }
 }
 
-/// How long a line's publish is tried again when its ack fails (NATS restarting): past this the
-/// line is given up, with a warning. Longer than the worker's report patience, so a NATS outage
-/// the build's outcome survives loses no line of its log either.
+/// How long a batch is sent again while no scheduler answers (NATS restarting, a scheduler's
+/// failover) or the worker is over its log budget: past this its lines are given up, with a
+/// warning. Longer than the worker's report patience, so a NATS outage the build's outcome
+/// survives loses no line of its log either.
 const REPUBLISH_FOR: Duration = Duration::from_secs(90);
-/// While the connection is down, the next line waits this long at most before it is handed to
-/// the client's buffer anyway (a build's output is never held up for good).
-const RECONNECT_WAIT: Duration = Duration::from_secs(60);
+/// A batch goes out once it holds this many bytes (as sent) or `MAX_LOG_BATCH_LINES` lines, or
+/// as soon as the one before it is answered: well under a worker's largest NATS message.
+const BATCH_BYTES: usize = 64 << 10;
 
+/// Sends the attempt's lines to the scheduler's log gate (`scheduler.log.<worker>`), which
+/// stores them on LOGS: one batch in flight at a time, so the stream keeps the build's order,
+/// and the next one gathers meanwhile.
 struct Publisher {
-    js: async_nats::jetstream::Context,
-    /// `js`'s connection, to see whether it is up.
-    client: async_nats::Client,
-    /// Set when the connection stayed down past `RECONNECT_WAIT`: later lines do not wait
-    /// again until it is back.
-    waited_out: bool,
-    subject: String,
+    scheduler: SchedulerClient,
+    worker: WorkerId,
     build_id: BuildId,
     attempt: Attempt,
     seq: u64,
-    /// Lines sent and not yet acknowledged, each with its payload to send again and the
-    /// connection it went out on (`connection()`).
-    acks: VecDeque<Sent>,
-}
-
-struct Sent {
-    payload: bytes::Bytes,
-    ack: async_nats::jetstream::context::PublishAckFuture,
-    connection: u64,
+    batch: Vec<LogLine>,
+    batch_bytes: usize,
+    in_flight: Option<JoinHandle<()>>,
 }
 
 impl Publisher {
-    /// Which connection the client is on: its count of connects, the first one included.
-    fn connection(&self) -> u64 {
-        self.client
-            .statistics()
-            .connects
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     async fn send(&mut self, level: LogLevel, message: String) {
         self.seq += 1;
         let line = LogLine {
@@ -295,98 +281,101 @@ impl Publisher {
             level,
             message: freeagent_shared::redact::redact(&message).into_owned(),
         };
-        // A line written into a connection as it broke is lost with it, and so is the ack of
-        // one the server stored: neither ack will come. So when the connection is down, or
-        // lines went out on an earlier one, those lines are settled (their acks awaited
-        // together, the failed ones sent again) before the next line goes out.
-        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
-        if connected {
-            self.waited_out = false;
-        }
-        let connection = self.connection();
-        if !connected
-            || self
-                .acks
-                .front()
-                .is_some_and(|s| s.connection != connection)
-        {
-            self.settle().await;
-        }
-        let payload = bytes::Bytes::from(wire::encode(&line));
-        let connection = self.connection();
-        match self.js.publish(self.subject.clone(), payload.clone()).await {
-            Ok(ack) => self.acks.push_back(Sent {
-                payload,
-                ack,
-                connection,
-            }),
-            Err(_) => self.republish(payload).await,
-        }
-        if self.acks.len() >= IN_FLIGHT
-            && let Some(sent) = self.acks.pop_front()
-            && sent.ack.await.is_err()
-        {
-            self.republish(sent.payload).await;
+        self.batch_bytes += wire::encode(&line).len();
+        self.batch.push(line);
+        if self.batch.len() >= MAX_LOG_BATCH_LINES || self.batch_bytes >= BATCH_BYTES {
+            self.delivered().await;
+            self.deliver();
         }
     }
 
-    /// Waits (a while) for the connection, then for every outstanding ack at once, sending
-    /// again, in order, each line whose ack failed.
-    async fn settle(&mut self) {
-        let deadline = Instant::now() + RECONNECT_WAIT;
-        while !self.waited_out
-            && self.client.connection_state() != async_nats::connection::State::Connected
-        {
-            if Instant::now() >= deadline {
-                self.waited_out = true;
-                tracing::warn!(build_id = %self.build_id, "NATS has been away for a minute; log lines go to the client's buffer until it is back");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Whether lines wait for the batch in flight to be answered.
+    fn waiting(&self) -> bool {
+        self.in_flight.is_some() && !self.batch.is_empty()
+    }
+
+    /// Sends what gathered if no batch is in flight.
+    async fn flush_if_idle(&mut self) {
+        if self.in_flight.as_ref().is_some_and(|h| h.is_finished()) {
+            self.delivered().await;
         }
-        let outstanding = self.acks.drain(..).map(|s| async move {
-            let acked = s.ack.await.is_ok();
-            (s.payload, acked)
-        });
-        for (payload, acked) in futures::future::join_all(outstanding).await {
-            if !acked {
-                self.republish(payload).await;
-            }
+        if self.in_flight.is_none() && !self.batch.is_empty() {
+            self.deliver();
         }
     }
 
-    /// Sends a line again until it is acknowledged or `REPUBLISH_FOR` has passed. A line lost
-    /// with the connection shows once, after the lines that were still on their way; one the
-    /// server stored but whose ack was lost shows twice.
-    async fn republish(&mut self, payload: bytes::Bytes) {
-        let (js, subject) = (self.js.clone(), self.subject.clone());
-        let sent = (|| {
-            let (js, subject, payload) = (js.clone(), subject.clone(), payload.clone());
-            async move {
-                js.publish(subject, payload)
-                    .await?
-                    .await
-                    .map(|_| ())
-                    .map_err(async_nats::Error::from)
-            }
-        })
-        .retry(
-            backon::ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(5))
-                .with_total_delay(Some(REPUBLISH_FOR))
-                .without_max_times(),
-        )
-        .await;
-        if let Err(e) = sent {
-            tracing::warn!(build_id = %self.build_id, error = %e, "a log line could not be stored while NATS was away; it is missing from the log");
+    /// Waits for the batch in flight (cancel-safe: the batch stays in flight if dropped).
+    async fn delivered(&mut self) {
+        if let Some(h) = &mut self.in_flight {
+            let _ = h.await;
+            self.in_flight = None;
         }
     }
 
-    /// Awaits every outstanding ack (sending again what failed); the number of lines sent.
+    fn deliver(&mut self) {
+        let batch = LogBatch {
+            worker_id: self.worker,
+            build_id: self.build_id,
+            attempt: self.attempt,
+            lines: std::mem::take(&mut self.batch),
+        };
+        self.batch_bytes = 0;
+        self.in_flight = Some(tokio::spawn(deliver(self.scheduler.clone(), batch)));
+    }
+
+    /// Sends what is left and waits until every batch is answered; the number of lines sent.
     async fn finish(mut self) -> u64 {
-        self.settle().await;
+        self.delivered().await;
+        if !self.batch.is_empty() {
+            self.deliver();
+            self.delivered().await;
+        }
         self.seq
+    }
+}
+
+/// Sends one batch until every line is stored, the gate refuses it, or `REPUBLISH_FOR` passed.
+/// A line stored whose answer was lost is not stored twice (the gate remembers the last one).
+async fn deliver(scheduler: SchedulerClient, mut batch: LogBatch) {
+    let deadline = Instant::now() + REPUBLISH_FOR;
+    loop {
+        let patience = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let wait = match scheduler.log(&batch, patience).await {
+            Ok(LogReply::Stored { through }) => {
+                batch.lines.retain(|l| l.seq > through);
+                // Part of it: the stream took the first lines and then refused one.
+                Duration::from_millis(200)
+            }
+            Ok(LogReply::Slow {
+                through,
+                retry_after_ms,
+            }) => {
+                batch.lines.retain(|l| l.seq > through);
+                Duration::from_millis(retry_after_ms).min(Duration::from_secs(5))
+            }
+            Ok(LogReply::NotYours { reason }) => {
+                tracing::warn!(build_id = %batch.build_id, lines = batch.lines.len(), ?reason, "the scheduler refused log lines: this worker no longer holds the attempt");
+                return;
+            }
+            Ok(LogReply::Error { message }) | Ok(LogReply::Unavailable { message }) => {
+                tracing::warn!(build_id = %batch.build_id, lines = batch.lines.len(), %message, "the scheduler refused log lines; they are missing from the log");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(build_id = %batch.build_id, lines = batch.lines.len(), error = %e, "log lines could not be stored while no scheduler answered; they are missing from the log");
+                return;
+            }
+        };
+        if batch.lines.is_empty() {
+            return;
+        }
+        if Instant::now() + wait >= deadline {
+            tracing::warn!(build_id = %batch.build_id, lines = batch.lines.len(), "log lines were held back by the worker's log budget for too long; they are missing from the log");
+            return;
+        }
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -45,12 +45,8 @@ fn shared() -> Vec<Shared> {
             subjects::OPERATIONS.into(),
             ResponseType::Singleton,
         ),
-        // A log line is stored by LOGS; its publish acknowledgement is the one reply.
-        service(
-            "log lines",
-            subjects::LOGS_SUBJECTS.into(),
-            ResponseType::Singleton,
-        ),
+        // Log lines are not imported: they travel as an operation (`scheduler.log.<worker>`)
+        // and the scheduler stores them once it has checked the sender holds the attempt.
         // One pull is answered by as many dispatches (and status messages) as it asked for.
         service(
             "dispatch pulls",

@@ -85,8 +85,10 @@ impl Role {
                 ]),
             ),
             Role::Worker { id, queues } => {
-                let mut publish: Vec<String> =
-                    vec![format!("scheduler.*.{id}"), format!("logs.*.{id}")];
+                // Log lines go through the scheduler too (`scheduler.log.<id>`): no worker
+                // publishes on LOGS itself, so none can fill it with lines of builds it does
+                // not hold.
+                let mut publish: Vec<String> = vec![format!("scheduler.*.{id}")];
                 for q in queues {
                     let consumer = subjects::queue_consumer(q);
                     let stream = subjects::BUILDS_STREAM;

@@ -1,8 +1,8 @@
 //! Build logs, read back from the `LOGS` stream (`logs.<build_id>.<worker_id>`). A line's `seq`
-//! is its JetStream sequence, so `after` resumes exactly where the last page ended. A worker may
-//! publish on `logs.*.<its id>` only, so the subject names the writer; a line is shown only if
-//! its writer held the attempt it claims (`build_attempts`): no worker writes into a build it
-//! does not hold. Lines on `logs.<build_id>.farm` are the farm's own (only services may publish
+//! is its JetStream sequence, so `after` resumes exactly where the last page ended. A worker's
+//! lines are stored by the scheduler's log gate (or, for HTTP workers, the gateway) on
+//! `logs.*.<its id>` only while it holds the attempt, so the subject names the writer; a line is
+//! still shown only if its writer held the attempt it claims (`build_attempts`). Lines on `logs.<build_id>.farm` are the farm's own (only services may publish
 //! there).
 
 use crate::error::{GatewayError, Result};

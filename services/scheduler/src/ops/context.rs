@@ -23,6 +23,8 @@ pub struct Handlers {
     pub worker_nats_ttl: Duration,
     /// Notified when a claim frees a slot in a queue's dispatch window.
     pub wake_dispatcher: std::sync::Arc<tokio::sync::Notify>,
+    /// Who holds which attempt, and each worker's log budget (`log`).
+    pub logs: std::sync::Arc<super::LogGate>,
 }
 
 impl Handlers {

@@ -159,7 +159,9 @@ pub async fn build_wait_for_row(
     Ok(())
 }
 
-async fn current(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Current>, Error> {
+/// A build's status, attempt and holder (the scheduler's log gate checks a writer holds the
+/// attempt it writes for; a guard that did not hold reports what it saw).
+pub async fn build_current(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Current>, Error> {
     Ok(
         sqlx::query_as::<_, Current>("SELECT status, attempt, worker_id FROM builds WHERE id = $1")
             .bind(id)
@@ -175,7 +177,7 @@ async fn outcome<T>(
 ) -> Result<Transition<T>, Error> {
     Ok(match applied {
         Some(row) => Transition::Applied(row),
-        None => match current(db, id).await? {
+        None => match build_current(db, id).await? {
             Some(c) => Transition::Stale(c),
             None => Transition::NotFound,
         },
