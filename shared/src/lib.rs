@@ -40,3 +40,5 @@ pub mod scheduler_client;
 pub mod testing;
 #[cfg(feature = "nats-auth")]
 pub mod worker_identity;
+#[cfg(all(feature = "db", feature = "nats"))]
+pub mod worker_revocation;

@@ -32,6 +32,9 @@ pub const WORKER_BUILDS: &str = "freeagent_worker_builds_total";
 /// Worker requests the scheduler did not answer because their reply subject was not the
 /// sender's own inbox (`subjects::reply_allowed`): a worker trying to make it publish elsewhere.
 pub const REPLIES_REFUSED: &str = "freeagent_scheduler_replies_refused_total";
+/// Workers whose registration the scheduler revoked, by `reason` (`connections`: more NATS
+/// connections than `FREEAGENT_WORKER_MAX_CONNECTIONS`).
+pub const WORKERS_REVOKED: &str = "freeagent_workers_revoked_total";
 /// Worker log lines the scheduler's log gate stored on the LOGS stream.
 pub const LOG_LINES_STORED: &str = "freeagent_log_lines_stored_total";
 /// Worker log lines the gate turned away, by `reason`: `not_held` (not the sender's attempt),

@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::capability::{Method, Signer};
+use freeagent_tests::freeagent_shared::db;
 use freeagent_tests::freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_tests::freeagent_shared::object_key::ObjectKey;
 use freeagent_tests::freeagent_shared::status::{BuildStatus, Platform, QueueName};
@@ -894,4 +895,70 @@ async fn worker_credentials_are_renewed_before_they_expire() {
         farm.log_of("worker-0").contains("NATS credentials renewed"),
         "no renewal was logged"
     );
+}
+
+/// Issue 22, item 7: one worker's login opened 1,000 connections. NATS user JWTs have no
+/// connection limit, so the scheduler counts each worker's connections (through the system
+/// account) and revokes a worker over `FREEAGENT_WORKER_MAX_CONNECTIONS`: its connections are
+/// closed, and the farm's other workers go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_holding_too_many_connections_is_thrown_out() {
+    let farm = Farm::start(FarmOpts {
+        scheduler_env: vec![("FREEAGENT_WORKER_MAX_CONNECTIONS".into(), "3".into())],
+        ..Default::default()
+    })
+    .await;
+    let greedy = farm.register_worker("greedy", &["android"]).await;
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(farm.worker_nats(&greedy).await);
+    }
+    // At the limit: left alone (the guard passes every second here).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let w = db::workers::worker_get(&farm.db.pool, greedy.worker_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(w.revoked_at.is_none(), "revoked at the limit");
+    // One more: thrown out, every connection closed.
+    conns.push(farm.worker_nats(&greedy).await);
+    wait::until(
+        "the greedy worker's revocation",
+        Duration::from_secs(20),
+        || async {
+            db::workers::worker_get(&farm.db.pool, greedy.worker_id)
+                .await
+                .unwrap()
+                .and_then(|w| w.revoked_at)
+        },
+    )
+    .await;
+    wait::until(
+        "its connections to close",
+        Duration::from_secs(20),
+        || async {
+            conns
+                .iter()
+                .all(|c| c.connection_state() != async_nats::connection::State::Connected)
+                .then_some(())
+        },
+    )
+    .await;
+    let metrics = farm.metrics(&farm.scheduler).await.unwrap_or_default();
+    assert_eq!(
+        freeagent_tests::metric_value(
+            &metrics,
+            "freeagent_workers_revoked_total{reason=\"connections\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    // The honest worker, one connection, keeps building.
+    let dir = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
 }

@@ -63,6 +63,8 @@ pub struct SchedulerConfig {
     pub shutdown_grace: Duration,
     /// What one worker may write to the LOGS stream through the log gate.
     pub log_budget: crate::ops::LogBudget,
+    /// NATS connections one worker may hold (0: unchecked).
+    pub worker_max_connections: usize,
 }
 
 impl SchedulerConfig {
@@ -129,6 +131,11 @@ impl SchedulerConfig {
             .max(1),
             shutdown_grace: config::duration("FREEAGENT_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,
             log_budget: crate::ops::LogBudget::from_env()?,
+            worker_max_connections: config::parse(
+                "FREEAGENT_WORKER_MAX_CONNECTIONS",
+                crate::connection_guard::DEFAULT_MAX_CONNECTIONS,
+                "a number of connections (0: unchecked)",
+            )?,
         })
     }
 
@@ -163,6 +170,7 @@ impl SchedulerConfig {
             rpc_concurrency: DEFAULT_RPC_CONCURRENCY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             log_budget: crate::ops::LogBudget::default(),
+            worker_max_connections: crate::connection_guard::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod batches;
 pub mod config;
+pub mod connection_guard;
 pub mod dispatcher;
 pub mod events;
 pub mod ops;
@@ -42,6 +43,7 @@ pub struct App {
     revoked_sub: async_nats::Subscriber,
     minter: Option<freeagent_shared::nats_auth::Minter>,
     revoker: Option<revocations::Revoker>,
+    guard: Option<connection_guard::ConnectionGuard>,
 }
 
 /// How long a starting scheduler waits for another service's NATS set-up.
@@ -116,6 +118,16 @@ impl App {
             }
             _ => None,
         };
+        let guard = revoker
+            .as_ref()
+            .filter(|_| config.worker_max_connections > 0)
+            .map(|r| connection_guard::ConnectionGuard {
+                pool: pool.clone(),
+                nats: nats.clone(),
+                system: r.system.clone(),
+                account: r.minter.account().to_owned(),
+                max: config.worker_max_connections,
+            });
         nats.flush().await?;
         replies.flush().await?;
         let health = Health::new().postgres(pool.clone()).nats(nats.clone());
@@ -140,6 +152,7 @@ impl App {
             revoked_sub,
             minter,
             revoker,
+            guard,
         })
     }
 
@@ -223,6 +236,18 @@ impl App {
                 }
             }
         });
+        if let Some(guard) = self.guard {
+            tracker.spawn(service_loop::run(
+                "connection guard",
+                c.tick.saturating_mul(5),
+                Arc::new(Notify::new()),
+                stop.clone(),
+                move || {
+                    let g = guard.clone();
+                    async move { g.run_once().await }
+                },
+            ));
+        }
         if let Some(revoker) = self.revoker {
             let revoke_wake = Arc::new(Notify::new());
             let (w, s, mut sub) = (revoke_wake.clone(), stop.clone(), self.revoked_sub);

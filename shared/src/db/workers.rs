@@ -317,6 +317,19 @@ pub async fn worker_revoke(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Opti
     .await?)
 }
 
+/// The workers, not revoked, whose NATS key is among `keys`.
+pub async fn workers_by_nats_key(
+    db: impl PgExecutor<'_>,
+    keys: &[String],
+) -> Result<Vec<Worker>, Error> {
+    Ok(sqlx::query_as::<_, Worker>(
+        "SELECT * FROM workers WHERE nats_public_key = ANY($1) AND revoked_at IS NULL",
+    )
+    .bind(keys)
+    .fetch_all(db)
+    .await?)
+}
+
 /// A renewed NATS JWT was issued: remember its expiry (guarded on the key it was issued for).
 pub async fn worker_nats_renewed(
     db: impl PgExecutor<'_>,

@@ -335,29 +335,6 @@ pub async fn unregister(
 /// Ends a worker's registration: refused from now on, and its NATS key revoked (the scheduler
 /// pushes the revocation to the servers at once).
 pub async fn revoke(st: &AppState, worker: freeagent_shared::ids::WorkerId) -> Result<()> {
-    let revoked = db::workers::worker_revoke(&st.pool, worker).await?;
-    if let Some(w) = &revoked {
-        use freeagent_shared::events::{self, FarmEvent, WorkerChange};
-        use freeagent_shared::status::WorkerStatus;
-        let event = FarmEvent::worker(
-            w.id,
-            WorkerChange::Offline,
-            WorkerStatus::Offline,
-            Some(w.name.clone()),
-        );
-        events::publish(&st.nats, &event).await;
-    }
-    if let Some(w) = revoked
-        && let Some(key) = &w.nats_public_key
-    {
-        db::nats_revocations::revoke(&st.pool, key, w.id, w.nats_jwt_expires_at).await?;
-        if let Err(e) = st
-            .nats
-            .publish(subjects::REVOKED, bytes::Bytes::new())
-            .await
-        {
-            tracing::warn!(worker_id = %w.id, error = %e, "could not wake the scheduler; the revocation reaches NATS at its next tick");
-        }
-    }
+    freeagent_shared::worker_revocation::revoke(&st.pool, &st.nats, worker).await?;
     Ok(())
 }
