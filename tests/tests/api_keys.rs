@@ -624,7 +624,9 @@ async fn the_configured_registration_key_follows_its_settings() {
 async fn new_workers_take_no_build_until_approved_when_the_farm_requires_it() {
     use freeagent_tests::freeagent_shared::ids::{Attempt, BuildId};
     use freeagent_tests::freeagent_shared::subjects::Op;
-    use freeagent_tests::freeagent_shared::wire::{ClaimReply, ClaimRequest, NotYours};
+    use freeagent_tests::freeagent_shared::wire::{
+        ClaimReply, ClaimRequest, NotYours, PresenceReply, PresenceRequest,
+    };
     let farm = Farm::start(FarmOpts {
         workers: 1,
         extra_env: vec![("FREEAGENT_WORKER_APPROVAL".into(), "required".into())],
@@ -684,6 +686,16 @@ async fn new_workers_take_no_build_until_approved_when_the_farm_requires_it() {
         ),
         "{claim:?}"
     );
+    // Nor can it take a dispatch off the queue (where it would wait for its redelivery): its
+    // credentials name no queue until it is approved.
+    let pull = "$JS.API.CONSUMER.MSG.NEXT.BUILDS.queue-android";
+    let mut watched = rogue.connect_watched(&farm.nats.url).await;
+    watched
+        .client
+        .publish_with_reply(pull, "_INBOX.x", r#"{"batch":1,"no_wait":true}"#.into())
+        .await
+        .unwrap();
+    watched.refused("an unapproved worker's pull").await;
     let (status, poller) = call(
         &farm,
         "post",
@@ -737,6 +749,47 @@ async fn new_workers_take_no_build_until_approved_when_the_farm_requires_it() {
         .await;
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(b["attempts"][0]["worker_id"], real_id.as_str(), "{b}");
+    // Approved, a worker's next presence report brings credentials that may pull (the real
+    // worker reconnected with them to run the build above).
+    let rogue_id = rogue.worker_id.to_string();
+    let (status, _) = call(
+        &farm,
+        "post",
+        &format!("/api/workers/{rogue_id}/approve"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen: PresenceReply = farm
+        .rpc(
+            &rogue,
+            Op::Presence,
+            &PresenceRequest {
+                worker_id: rogue.worker_id,
+                running: 0,
+            },
+        )
+        .await;
+    let PresenceReply::Seen {
+        nats_jwt: Some(jwt),
+        awaiting_approval: false,
+        ..
+    } = seen
+    else {
+        panic!("no new credentials on approval: {seen:?}")
+    };
+    let approved = freeagent_tests::TestWorker {
+        nats_jwt: Some(jwt),
+        ..rogue.clone()
+    };
+    let mut watched = approved.connect_watched(&farm.nats.url).await;
+    watched
+        .client
+        .publish_with_reply(pull, "_INBOX.x", r#"{"batch":1,"no_wait":true}"#.into())
+        .await
+        .unwrap();
+    watched.allowed("an approved worker's pull").await;
     let listed = Command::new(bin_dir().join("freeagent"))
         .args(["workers", "list"])
         .env("FREEAGENT_API_KEY", API_KEY)

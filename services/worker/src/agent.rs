@@ -94,6 +94,9 @@ pub struct Agent {
     pub nats_jwt: Arc<std::sync::RwLock<String>>,
     /// Set when an operator drains this worker: no new builds.
     pub draining: Arc<AtomicBool>,
+    /// Its connection's credentials may pull from its queues: false while it awaits approval
+    /// (the farm mints credentials without its queues until then).
+    pub can_pull: Arc<AtomicBool>,
     /// Builds running here now; a redelivered dispatch for one of them is skipped.
     pub running: Arc<std::sync::Mutex<std::collections::HashSet<freeagent_shared::ids::BuildId>>>,
 }
@@ -174,6 +177,16 @@ impl Agent {
                 }) => {
                     if let Some(jwt) = nats_jwt {
                         self.renew_nats_jwt(jwt);
+                        // Approved: the new credentials may pull, and only a new connection
+                        // presents them.
+                        if !awaiting_approval && !self.can_pull.swap(true, Ordering::SeqCst) {
+                            tracing::info!(
+                                "approved: reconnecting to NATS with credentials that may take builds"
+                            );
+                            if let Err(e) = self.nats.force_reconnect().await {
+                                tracing::warn!(error = %e, "could not reconnect to NATS; the new credentials apply at the next reconnect");
+                            }
+                        }
                     }
                     // An operator may undrain (or approve) the worker too: it then takes builds.
                     let was = self.draining.swap(drain, Ordering::SeqCst);
@@ -203,6 +216,14 @@ impl Agent {
         stop: CancellationToken,
         jobs_stop: CancellationToken,
     ) {
+        // Awaiting approval (or drained from the start): its credentials may not look up or pull
+        // from the queue yet.
+        while self.draining.load(Ordering::SeqCst) {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.presence_every) => {}
+            }
+        }
         let js = jetstream::new(self.nats.clone());
         let consumer = loop {
             match nats::queue_consumer(&js, &queue).await {

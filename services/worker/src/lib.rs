@@ -58,6 +58,7 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
         nats_jwt,
         // Awaiting approval: no pulls until a presence reply says it may.
         draining: Arc::new(std::sync::atomic::AtomicBool::new(!reg.approved)),
+        can_pull: Arc::new(std::sync::atomic::AtomicBool::new(reg.approved)),
         running: Default::default(),
     };
     // A revoked registration, or NATS out of reach for long (credentials refused at reconnect

@@ -38,9 +38,21 @@ pub struct Worker {
     /// When an operator let it take builds; `None` while it awaits approval
     /// (`FREEAGENT_WORKER_APPROVAL=required`).
     pub approved_at: Option<DateTime<Utc>>,
+    /// Its current NATS credentials may pull from its queues (minted once it was approved).
+    pub nats_jwt_pulls: bool,
 }
 
 impl Worker {
+    /// The queues its NATS credentials may pull from: none while it awaits approval, so an
+    /// unapproved worker cannot even take a dispatch off a queue.
+    pub fn nats_queues(&self) -> Vec<crate::status::QueueName> {
+        if self.approved_at.is_some() {
+            self.effective_queues()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Whether it may take builds: not draining and not awaiting approval.
     pub fn takes_builds(&self) -> bool {
         self.status != WorkerStatus::Draining && self.approved_at.is_some()
@@ -330,19 +342,23 @@ pub async fn workers_by_nats_key(
     .await?)
 }
 
-/// A renewed NATS JWT was issued: remember its expiry (guarded on the key it was issued for).
+/// NATS credentials were issued: remember their expiry and whether they may pull (guarded on
+/// the key they were issued for).
 pub async fn worker_nats_renewed(
     db: impl PgExecutor<'_>,
     id: WorkerId,
     public_key: &str,
     expires_at: DateTime<Utc>,
+    pulls: bool,
 ) -> Result<bool, Error> {
     Ok(sqlx::query(
-        "UPDATE workers SET nats_jwt_expires_at = $3 WHERE id = $1 AND nats_public_key = $2 AND revoked_at IS NULL",
+        "UPDATE workers SET nats_jwt_expires_at = $3, nats_jwt_pulls = $4 \
+         WHERE id = $1 AND nats_public_key = $2 AND revoked_at IS NULL",
     )
     .bind(id)
     .bind(public_key)
     .bind(expires_at)
+    .bind(pulls)
     .execute(db)
     .await?
     .rows_affected()

@@ -147,8 +147,9 @@ mod tests {
     #[test]
     fn export_json_follows_the_nats_schema() {
         let json = serde_json::to_value(farm_exports()).unwrap();
-        assert_eq!(json[2]["type"], "service");
-        assert_eq!(json[2]["response_type"], "Stream");
+        // The dispatch pulls: one request, many answers.
+        assert_eq!(json[1]["type"], "service");
+        assert_eq!(json[1]["response_type"], "Stream");
         let cancels = json.as_array().unwrap().last().unwrap();
         assert_eq!(cancels["type"], "stream");
         assert!(cancels.get("response_type").is_none());

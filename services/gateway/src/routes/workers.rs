@@ -131,24 +131,10 @@ pub async fn register(
     };
     let access_token = token::generate(token::TokenKind::Worker);
     let expires_at = Utc::now() + st.config.worker_token_ttl;
-    let nats = match (&st.minter, &req.nats_public_key) {
-        (Some(minter), Some(key)) => {
-            let role = freeagent_shared::nats_auth::Role::Worker {
-                id,
-                queues: queues
-                    .iter()
-                    .filter_map(|q| QueueName::parse(q).ok())
-                    .collect(),
-            };
-            let exp = Utc::now() + st.config.worker_nats_ttl;
-            let jwt = minter
-                .user_jwt(&role, key, Some(exp.timestamp()))
-                .map_err(|e| GatewayError::bad_request(e.to_string()))?;
-            Some((key.clone(), jwt, exp))
-        }
-        // HTTP workers need no NATS identity; a farm without NATS auth gives none.
-        _ => None,
-    };
+    // The worker's NATS key, when the farm mints NATS credentials (HTTP workers need none); the
+    // credentials themselves are minted once the row says whether it is approved.
+    let nats_key = st.minter.as_ref().and(req.nats_public_key.clone());
+    let nats_exp = Utc::now() + st.config.worker_nats_ttl;
     let new = NewWorker {
         id,
         name: name.to_owned(),
@@ -159,13 +145,13 @@ pub async fn register(
         registered_by: Some(key.id),
         queues,
         max_concurrent,
-        nats_public_key: nats.as_ref().map(|(k, _, _)| k.clone()),
-        nats_jwt_expires_at: nats.as_ref().map(|(_, _, e)| *e),
+        nats_public_key: nats_key.clone(),
+        nats_jwt_expires_at: nats_key.as_ref().map(|_| nats_exp),
         // The seed's clients send no NATS key: they poll over HTTP, on the HTTP lease.
         polls_over_http: req.nats_public_key.is_none(),
         approved: !st.config.worker_approval_required,
     };
-    let (status, approved) = match db::workers::worker_get(&st.pool, id).await? {
+    let (status, row) = match db::workers::worker_get(&st.pool, id).await? {
         None => match db::workers::worker_insert_within(
             &st.pool,
             &new,
@@ -174,7 +160,7 @@ pub async fn register(
         )
         .await
         {
-            Ok(db::workers::Registration::Inserted(w)) => ("registered", w.approved_at.is_some()),
+            Ok(db::workers::Registration::Inserted(w)) => ("registered", Some(*w)),
             Ok(db::workers::Registration::Full(live)) => {
                 return Err(GatewayError::forbidden(format!(
                     "this key already has {live} live workers, its maximum (max_workers); unregister one, or ask an admin for a key that allows more"
@@ -230,8 +216,30 @@ pub async fn register(
                     .await;
             }
             let w = db::workers::worker_reregister(&st.pool, &new).await?;
-            ("re-registered", w.is_some_and(|w| w.approved_at.is_some()))
+            ("re-registered", w)
         }
+    };
+    let approved = row.as_ref().is_some_and(|w| w.approved_at.is_some());
+    // Credentials for its queues once approved; before that, none to pull with (the scheduler
+    // renews them at the worker's first presence report after its approval).
+    let nats = match (&st.minter, &row) {
+        (Some(minter), Some(w)) => match &w.nats_public_key {
+            Some(key) => {
+                let role = freeagent_shared::nats_auth::Role::Worker {
+                    id,
+                    queues: w.nats_queues(),
+                };
+                let jwt = minter
+                    .user_jwt(&role, key, Some(nats_exp.timestamp()))
+                    .map_err(|e| GatewayError::bad_request(e.to_string()))?;
+                if w.nats_jwt_pulls != approved {
+                    db::workers::worker_nats_renewed(&st.pool, id, key, nats_exp, approved).await?;
+                }
+                Some((jwt, nats_exp))
+            }
+            None => None,
+        },
+        _ => None,
     };
     // Workers may pull from their queues' consumers but not create them: make them here.
     let js = async_nats::jetstream::new(st.nats.clone());
@@ -257,7 +265,7 @@ pub async fn register(
     );
     events::publish(&st.nats, &event).await;
     let (nats_jwt, nats_jwt_expires_at) = match nats {
-        Some((_, jwt, exp)) => (Some(jwt), Some(exp)),
+        Some((jwt, exp)) => (Some(jwt), Some(exp)),
         None => (None, None),
     };
     // Always 200, never 201: the old macOS worker app accepts exactly 200.

@@ -68,7 +68,8 @@ impl Handlers {
         Ok(out)
     }
 
-    /// New NATS credentials for `w` when its current ones are past half their life.
+    /// New NATS credentials for `w` when its current ones are past half their life, or were
+    /// minted while it awaited approval and it has been approved since (they could not pull).
     async fn renew_nats_jwt(&self, w: &Worker) -> Result<Option<String>, Unavailable> {
         let (Some(minter), Some(key), Some(exp)) =
             (&self.minter, &w.nats_public_key, w.nats_jwt_expires_at)
@@ -77,14 +78,14 @@ impl Handlers {
         };
         let ttl =
             chrono::Duration::from_std(self.worker_nats_ttl).unwrap_or(chrono::Duration::hours(24));
-        if exp - Utc::now() > ttl / 2 {
+        let approved_since = w.approved_at.is_some() && !w.nats_jwt_pulls;
+        if exp - Utc::now() > ttl / 2 && !approved_since {
             return Ok(None);
         }
         let new_exp = Utc::now() + ttl;
-        let role = freeagent_shared::nats_auth::Role::Worker {
-            id: w.id,
-            queues: w.effective_queues(),
-        };
+        let queues = w.nats_queues();
+        let pulls = w.approved_at.is_some();
+        let role = freeagent_shared::nats_auth::Role::Worker { id: w.id, queues };
         let jwt = match minter.user_jwt(&role, key, Some(new_exp.timestamp())) {
             Ok(j) => j,
             Err(e) => {
@@ -93,7 +94,7 @@ impl Handlers {
             }
         };
         Ok(
-            db::workers::worker_nats_renewed(&self.pool, w.id, key, new_exp)
+            db::workers::worker_nats_renewed(&self.pool, w.id, key, new_exp, pulls)
                 .await?
                 .then_some(jwt),
         )
