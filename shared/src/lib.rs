@@ -31,6 +31,8 @@ pub mod health;
 #[cfg(feature = "http")]
 pub mod http_server;
 #[cfg(feature = "nats")]
+pub mod log_budget;
+#[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "nats-auth")]
 pub mod nats_auth;

@@ -200,3 +200,88 @@ async fn one_worker_cannot_push_another_builds_log_out_of_the_stream() {
     assert!(logs.iter().any(|l| l == "honest first line"), "{logs:?}");
     assert!(logs.iter().any(|l| l == "honest last line"), "{logs:?}");
 }
+
+/// The same budget for a worker that polls over HTTP (the seed's Mac app): its lines reach LOGS
+/// through the gateway, which counts them as the scheduler's gate counts a NATS worker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_worker_is_held_to_the_same_log_budget() {
+    use serde_json::{Value, json};
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        extra_env: vec![
+            ("FREEAGENT_WORKER_LOG_BYTES_PER_SEC".into(), "256KiB".into()),
+            ("FREEAGENT_WORKER_LOG_LINES_PER_SEC".into(), "1000".into()),
+            ("FREEAGENT_LOG_MAX_BYTES".into(), "512KiB".into()),
+            // The gateway's own request limit stays out of the way.
+            ("FREEAGENT_RATE_LIMIT_KEY".into(), "0".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let dir = project("true\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reg: Value = farm
+        .http
+        .post(format!("{}/api/workers/register", farm.gateway))
+        .header("x-api-key", freeagent_tests::API_KEY)
+        .json(&json!({"name": "mac", "capabilities": {"platforms": ["android"]}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = reg["access_token"].as_str().unwrap().to_owned();
+    let job: Value = farm
+        .http
+        .get(format!("{}/api/workers/poll?wait=20", farm.gateway))
+        .header("x-worker-token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["job"]["id"], id.as_str(), "{job}");
+    let lines: Vec<Value> = (0..200)
+        .map(|_| json!({"level": "info", "message": "x".repeat(KIB)}))
+        .collect();
+    let started = Instant::now();
+    let (mut stored, mut slowed, mut capped) = (0, 0, false);
+    while started.elapsed() < Duration::from_secs(30) {
+        let r = farm
+            .http
+            .post(format!("{}/api/builds/{id}/logs", farm.gateway))
+            .header("x-worker-token", &token)
+            .json(&json!({ "logs": lines }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        match status {
+            200 => stored += 200,
+            429 => {
+                assert!(body.contains("budget"), "{body}");
+                slowed += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            413 => {
+                assert!(body.contains("cap"), "{body}");
+                capped = true;
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    eprintln!(
+        "http worker: {stored} lines of 1 KiB stored in {:?}, told to wait {slowed} times, capped: {capped}",
+        started.elapsed()
+    );
+    assert!(slowed > 0, "the budget never slowed the flood");
+    assert!(capped, "the attempt's cap never stopped the flood");
+    assert!(stored * KIB <= (512 + 2048) * KIB);
+}

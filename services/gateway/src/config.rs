@@ -60,6 +60,9 @@ pub struct GatewayConfig {
     pub result_limit: u64,
     pub worker_token_ttl: Duration,
     pub worker_token_grace: Duration,
+    /// What one HTTP worker may write to the LOGS stream (as the scheduler's log gate counts
+    /// a NATS worker's).
+    pub log_budget: freeagent_shared::log_budget::LogBudget,
     pub url_ttl: Duration,
     /// Lifetime of the NATS credentials minted for a worker at registration.
     pub worker_nats_ttl: Duration,
@@ -226,6 +229,7 @@ impl GatewayConfig {
                 "FREEAGENT_WORKER_TOKEN_TTL",
                 DEFAULT_WORKER_TOKEN_TTL,
             )?,
+            log_budget: freeagent_shared::log_budget::LogBudget::from_env()?,
             worker_token_grace: config::duration(
                 "FREEAGENT_WORKER_TOKEN_GRACE",
                 DEFAULT_WORKER_TOKEN_GRACE,

@@ -240,6 +240,7 @@ impl App {
         let figures = figures::FiguresCache::new(config.figures_ttl);
         let log_followers = Arc::new(tokio::sync::Semaphore::new(config.max_log_followers));
         let live = live::Live::new(config.live_recent);
+        let log_budget = config.log_budget;
         let st = AppState {
             scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
             signer: Signer::new(&config.signing_secret)
@@ -258,6 +259,10 @@ impl App {
             live,
             lease_renewals: Default::default(),
             build_teams: Default::default(),
+            log_budget: std::sync::Arc::new((
+                freeagent_shared::log_budget::WorkerBuckets::new(log_budget),
+                Default::default(),
+            )),
         };
         Ok(Self {
             background: st.clone(),

@@ -32,4 +32,9 @@ pub struct AppState {
     pub lease_renewals: crate::lease_renewals::LeaseRenewals,
     /// Builds' teams, for event streams that show one team's builds.
     pub build_teams: crate::build_teams::BuildTeams,
+    /// HTTP workers' log budget: lines and bytes per second per worker, bytes per attempt.
+    pub log_budget: std::sync::Arc<(
+        freeagent_shared::log_budget::WorkerBuckets,
+        freeagent_shared::log_budget::AttemptBytes,
+    )>,
 }

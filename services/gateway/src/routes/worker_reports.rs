@@ -38,6 +38,47 @@ pub(super) fn build_id(raw: &str) -> Result<BuildId> {
     raw.parse().map_err(|_| GatewayError::not_found("build"))
 }
 
+/// Counts lines against the worker's log budget and the attempt's cap, as the scheduler's log
+/// gate counts a NATS worker's (ADR-0018): over the rate a 429 with the wait, past the cap a
+/// 413; either way nothing is stored.
+fn charge_log(
+    st: &AppState,
+    caller: &WorkerCaller,
+    b: &Build,
+    lines: usize,
+    sizes: impl Iterator<Item = usize>,
+) -> Result<()> {
+    let (buckets, attempts) = &*st.log_budget;
+    let bytes: u64 = sizes.map(|n| n as u64).sum();
+    let cap = buckets.budget().attempt_max_bytes;
+    if let Err(wait) = buckets.take(
+        caller.id(),
+        u32::try_from(lines).unwrap_or(u32::MAX),
+        u32::try_from(bytes).unwrap_or(u32::MAX),
+    ) {
+        metrics::counter!(freeagent_shared::metrics::LOG_LINES_REFUSED, "reason" => "budget")
+            .increment(lines as u64);
+        return Err(GatewayError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "this worker writes log lines faster than its budget (FREEAGENT_WORKER_LOG_LINES_PER_SEC, FREEAGENT_WORKER_LOG_BYTES_PER_SEC); send them again in {} ms",
+                wait.as_millis().max(1)
+            ),
+        ));
+    }
+    if !attempts.charge(b.id, b.attempt, bytes, cap) {
+        metrics::counter!(freeagent_shared::metrics::LOG_LINES_REFUSED, "reason" => "cap")
+            .increment(lines as u64);
+        return Err(GatewayError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "this attempt's log is past its cap of {cap} bytes (FREEAGENT_LOG_MAX_BYTES plus its last lines)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /api/builds/:id/logs`: `{level, message}` or `{logs: [...]}` from the holder.
 pub async fn logs(
     State(st): State<AppState>,
@@ -71,6 +112,13 @@ pub async fn logs(
             format!("a log line is longer than {MAX_LOG_LINE} bytes"),
         ));
     }
+    charge_log(
+        &st,
+        &caller,
+        &b,
+        lines.len(),
+        lines.iter().map(|l| l.message.len()),
+    )?;
     // The first sign of life moves the build to building; later lines renew its lease.
     if b.status == BuildStatus::Assigned {
         beat(&st, &caller, &b, None).await?;
@@ -130,6 +178,7 @@ pub async fn telemetry(
         }
         message.truncate(end);
     }
+    charge_log(&st, &caller, &b, 1, std::iter::once(message.len()))?;
     let line = LogLine {
         build_id: b.id,
         attempt: b.attempt,

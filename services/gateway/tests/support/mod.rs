@@ -389,6 +389,7 @@ fn gateway_config(
         result_limit: gw::DEFAULT_RESULT_LIMIT,
         worker_token_ttl: gw::DEFAULT_WORKER_TOKEN_TTL,
         worker_token_grace: gw::DEFAULT_WORKER_TOKEN_GRACE,
+        log_budget: freeagent_shared::log_budget::LogBudget::default(),
         url_ttl: gw::DEFAULT_URL_TTL,
         worker_nats_ttl: gw::DEFAULT_WORKER_NATS_TTL,
         server: Default::default(),

@@ -12,9 +12,10 @@
 //! up to n times its budget.
 
 use super::{Handlers, Unavailable};
-use freeagent_shared::config::{self, ConfigError};
 use freeagent_shared::db;
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
+use freeagent_shared::log_budget::WorkerBuckets;
+pub use freeagent_shared::log_budget::{LogBudget, TAIL_ALLOWANCE};
 use freeagent_shared::metrics as m;
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::subjects;
@@ -36,55 +37,10 @@ const LOOKUPS_BURST: u32 = 100;
 /// Past this many held attempts remembered, those idle for `IDLE` are forgotten.
 const REMEMBERED: usize = 4096;
 const IDLE: Duration = Duration::from_secs(60);
-/// What an attempt may write past `FREEAGENT_LOG_MAX_BYTES`: the worker keeps the last lines of
-/// a log past its cap (up to 1 MiB) and notes where lines were dropped.
-pub const TAIL_ALLOWANCE: u64 = 2 << 20;
-
-pub const DEFAULT_LINES_PER_SEC: u32 = 20_000;
-pub const DEFAULT_BYTES_PER_SEC: u64 = 16 << 20;
-pub const DEFAULT_ATTEMPT_MAX_BYTES: u64 = 64 << 20;
-
-/// What one worker may write: `FREEAGENT_WORKER_LOG_LINES_PER_SEC`,
-/// `FREEAGENT_WORKER_LOG_BYTES_PER_SEC` (both across all its builds, one second's worth as a
-/// burst) and, per attempt, `FREEAGENT_LOG_MAX_BYTES` (the workers' own cap) plus the tail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogBudget {
-    pub lines_per_sec: u32,
-    pub bytes_per_sec: u32,
-    pub attempt_max_bytes: u64,
-}
-
-impl Default for LogBudget {
-    fn default() -> Self {
-        LogBudget {
-            lines_per_sec: DEFAULT_LINES_PER_SEC,
-            bytes_per_sec: DEFAULT_BYTES_PER_SEC as u32,
-            attempt_max_bytes: DEFAULT_ATTEMPT_MAX_BYTES + TAIL_ALLOWANCE,
-        }
-    }
-}
-
-impl LogBudget {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let bytes = config::bytes("FREEAGENT_WORKER_LOG_BYTES_PER_SEC", DEFAULT_BYTES_PER_SEC)?;
-        Ok(LogBudget {
-            lines_per_sec: config::parse(
-                "FREEAGENT_WORKER_LOG_LINES_PER_SEC",
-                DEFAULT_LINES_PER_SEC,
-                "lines per second",
-            )?,
-            bytes_per_sec: u32::try_from(bytes).unwrap_or(u32::MAX),
-            attempt_max_bytes: config::bytes("FREEAGENT_LOG_MAX_BYTES", DEFAULT_ATTEMPT_MAX_BYTES)?
-                .saturating_add(TAIL_ALLOWANCE),
-        })
-    }
-}
-
 /// The gate's state: each worker's buckets and the attempts it was seen to hold.
 pub struct LogGate {
     budget: LogBudget,
-    lines: DefaultKeyedRateLimiter<WorkerId>,
-    bytes: DefaultKeyedRateLimiter<WorkerId>,
+    buckets: WorkerBuckets,
     lookups: DefaultKeyedRateLimiter<WorkerId>,
     held: Mutex<HashMap<(BuildId, Attempt), Held>>,
     /// One batch of an attempt at a time: a request the worker's client sent again while the
@@ -132,19 +88,13 @@ enum Holding {
     Wait(Duration),
 }
 
-fn keyed(per_sec: u32) -> DefaultKeyedRateLimiter<WorkerId> {
-    let per_sec = NonZeroU32::new(per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::keyed(Quota::per_second(per_sec))
-}
-
 impl LogGate {
     pub fn new(budget: LogBudget) -> Self {
         let lookups = NonZeroU32::new(LOOKUPS_PER_SEC).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(LOOKUPS_BURST).unwrap_or(lookups);
         LogGate {
             budget,
-            lines: keyed(budget.lines_per_sec),
-            bytes: keyed(budget.bytes_per_sec),
+            buckets: WorkerBuckets::new(budget),
             lookups: RateLimiter::keyed(Quota::per_second(lookups).allow_burst(burst)),
             held: Mutex::new(HashMap::new()),
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -202,30 +152,6 @@ impl LogGate {
             h.unsure = !sure;
             h.published = true;
         }
-    }
-
-    /// Takes a batch's lines and bytes from the worker's buckets, or says how long to wait.
-    fn take(&self, worker: WorkerId, lines: u32, bytes: u32) -> Result<(), Duration> {
-        let now = DefaultClock::default().now();
-        for (limiter, n, per_sec) in [
-            (&self.lines, lines, self.budget.lines_per_sec),
-            (&self.bytes, bytes, self.budget.bytes_per_sec),
-        ] {
-            let Some(n) = NonZeroU32::new(n) else {
-                continue;
-            };
-            match limiter.check_key_n(&worker, n) {
-                Ok(Ok(())) => {}
-                Ok(Err(not_until)) => return Err(not_until.wait_time_from(now)),
-                // More than one second's budget in one batch: it waits the batch's share.
-                Err(_) => {
-                    return Err(Duration::from_secs_f64(
-                        f64::from(n.get()) / f64::from(per_sec.max(1)),
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -317,9 +243,10 @@ impl Handlers {
         }
         let bytes: u64 = fits.iter().map(|l| l.message.len() as u64).sum();
         let n = u32::try_from(fits.len()).unwrap_or(u32::MAX);
-        if let Err(wait) = self
-            .logs
-            .take(worker, n, u32::try_from(bytes).unwrap_or(u32::MAX))
+        if let Err(wait) =
+            self.logs
+                .buckets
+                .take(worker, n, u32::try_from(bytes).unwrap_or(u32::MAX))
         {
             refused("budget", fresh.len());
             return Ok(slow(held.last_seq, wait));
@@ -476,27 +403,5 @@ mod tests {
         assert!(malformed(&b).is_some());
         let many: Vec<u64> = (1..=MAX_LOG_BATCH_LINES as u64 + 1).collect();
         assert!(malformed(&batch(&many)).is_some());
-    }
-
-    #[test]
-    fn a_worker_over_its_budget_is_told_to_wait() {
-        let gate = LogGate::new(LogBudget {
-            lines_per_sec: 100,
-            bytes_per_sec: 1 << 20,
-            attempt_max_bytes: 1 << 20,
-        });
-        let (a, b) = (WorkerId::new(), WorkerId::new());
-        assert!(gate.take(a, 100, 100).is_ok());
-        let wait = gate.take(a, 10, 10).unwrap_err();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_millis(110),
-            "{wait:?}"
-        );
-        // Another worker's budget is its own.
-        assert!(gate.take(b, 100, 100).is_ok());
-        // Bytes count as well as lines.
-        let c = WorkerId::new();
-        assert!(gate.take(c, 1, 1 << 20).is_ok());
-        assert!(gate.take(c, 1, 1 << 10).is_err());
     }
 }

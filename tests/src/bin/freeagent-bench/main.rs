@@ -3,12 +3,14 @@
 //! then one JSON line for tools. Not a test: nothing here asserts a timing.
 //!
 //! `cargo build --release --workspace && target/release/freeagent-bench <scenario>`; the
-//! scenarios are `storage`, `throughput`, `latency`, `submit`, `fleet`, `recovery`, `legacy`, `health` and `follow`.
+//! scenarios are `storage`, `throughput`, `latency`, `submit`, `fleet`, `recovery`, `legacy`, `health`, `follow` and
+//! `log-gate`.
 
 mod cpu;
 mod follow;
 mod health;
 mod legacy;
+mod log_gate;
 mod machine;
 mod scenarios;
 mod sim;
@@ -46,6 +48,8 @@ enum Scenario {
     Legacy(legacy::Args),
     /// Live logs: many SSE followers of builds writing steadily; delay and gateway cost.
     Follow(follow::Args),
+    /// A worker's log lines through the scheduler's log gate: lines/s by batch size.
+    LogGate(log_gate::Args),
 }
 
 #[tokio::main]
@@ -61,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Health(a) => health::run(a).await,
         Scenario::Legacy(a) => legacy::run(a).await,
         Scenario::Follow(a) => follow::run(a).await,
+        Scenario::LogGate(a) => log_gate::run(a).await,
     }?;
     // One JSON line for tools, last.
     println!("{out}");
