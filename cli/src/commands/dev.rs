@@ -311,9 +311,10 @@ async fn shutdown(mut procs: Vec<Proc>) {
 }
 
 /// The data directory, added to what the operator already hides from builds.
-/// Builds get a network namespace of their own only from a root worker. A developer's
-/// unprivileged `freeagent dev` runs builds on the worker's network instead, and says so,
-/// unless they chose a mode themselves.
+/// Builds get a network namespace that reaches the outside only from a root worker. A
+/// developer's unprivileged `freeagent dev` gives builds no network at all, and says so: the
+/// worker's own network would let them reach the farm's ports (Postgres with trust auth among
+/// them). The operator may still choose `host` (or any mode) explicitly.
 fn build_network_default() -> Vec<(&'static str, String)> {
     let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
@@ -325,9 +326,9 @@ fn build_network_default() -> Vec<(&'static str, String)> {
         return vec![];
     }
     eprintln!(
-        "note: not running as root, so builds share this machine's network (FREEAGENT_BUILD_NETWORK=host): they can reach the farm's ports. Run as root to isolate them (docs/sandbox.md)"
+        "note: not running as root, so builds get no network (FREEAGENT_BUILD_NETWORK=none): isolating them from this machine needs root. A build that downloads (npm, gradle) needs FREEAGENT_BUILD_NETWORK=host, which also lets it reach this farm's ports: set it only for projects you trust, or run as root (docs/sandbox.md)"
     );
-    vec![("FREEAGENT_BUILD_NETWORK", "host".to_owned())]
+    vec![("FREEAGENT_BUILD_NETWORK", "none".to_owned())]
 }
 
 fn hidden_from_builds(data: &std::path::Path) -> String {

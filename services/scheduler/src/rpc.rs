@@ -34,6 +34,11 @@ pub async fn replies_connection(
 ) -> anyhow::Result<async_nats::Client> {
     use anyhow::Context;
     let Some(minter) = minter else {
+        if settings.creds.is_some() {
+            tracing::warn!(
+                "FREEAGENT_NATS_SIGNING_KEY is not set: the scheduler answers workers on its own connection, which may publish anywhere; set it (freeagent nats-config writes it) so replies go out on a connection that may publish only replies"
+            );
+        }
         return Ok(own.clone());
     };
     let key = nkeys::KeyPair::new_user();

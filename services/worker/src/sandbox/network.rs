@@ -17,6 +17,9 @@ use std::process::{Command, Stdio};
 pub const MODE_VAR: &str = "FREEAGENT_BUILD_NETWORK";
 pub const ALLOW_VAR: &str = "FREEAGENT_BUILD_NETWORK_ALLOW";
 pub const SUBNET_VAR: &str = "FREEAGENT_BUILD_SUBNET";
+/// Resolvers builds use instead of the machine's (comma-separated IPv4 addresses): for a
+/// machine whose own resolver is a loopback stub builds cannot reach (Docker's `127.0.0.11`).
+pub const DNS_VAR: &str = "FREEAGENT_BUILD_DNS";
 /// Room for a /30 per sandbox uid (128): a /23. Rarely used by anyone's LAN; configurable.
 pub const DEFAULT_SUBNET: &str = "10.254.254.0/23";
 /// Ranges a build never reaches unless allowed: "this network", RFC 1918, shared address space,
@@ -81,7 +84,30 @@ impl Network {
         let allow_raw = config::string(ALLOW_VAR, "");
         let allow = parse_allow(&allow_raw)?;
         let tool = |name: &str| super::find_tool(name).unwrap_or_else(|| name.into());
-        let (resolvers, resolv_conf) = resolvers();
+        let dns_raw = config::string(DNS_VAR, "");
+        let (resolvers, resolv_conf) = match parse_dns(&dns_raw)? {
+            Some(chosen) => {
+                let file = std::env::temp_dir().join(format!(
+                    "freeagent-build-resolv-{}.conf",
+                    std::process::id()
+                ));
+                // Readable by the builds' uids, whatever the worker's umask.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::write(&file, resolv_conf_of(&chosen))
+                    .and_then(|()| {
+                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+                    })
+                    .map_err(|e| {
+                        ConfigError::new(
+                            DNS_VAR,
+                            &dns_raw,
+                            format!("a resolv.conf for builds could not be written ({e})"),
+                        )
+                    })?;
+                (chosen, Some(file))
+            }
+            None => resolvers(),
+        };
         let network = Network {
             mode,
             ip: tool("ip"),
@@ -123,7 +149,7 @@ impl Network {
                 }
                 if network.resolvers.is_empty() {
                     tracing::warn!(
-                        "no DNS resolver outside this machine found in /etc/resolv.conf: builds cannot resolve names (list your resolver in FREEAGENT_BUILD_NETWORK_ALLOW and /etc/resolv.conf)"
+                        "no DNS resolver outside this machine found in /etc/resolv.conf: builds cannot resolve names (set FREEAGENT_BUILD_DNS to resolvers they may use, such as your network's or 1.1.1.1)"
                     );
                 }
                 enable_forwarding().map_err(|e| {
@@ -393,6 +419,37 @@ fn resolvers() -> (Vec<Ipv4Addr>, Option<PathBuf>) {
     }
 }
 
+/// `FREEAGENT_BUILD_DNS`: none, or IPv4 addresses outside loopback.
+fn parse_dns(raw: &str) -> Result<Option<Vec<Ipv4Addr>>, ConfigError> {
+    let parts: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    parts
+        .iter()
+        .map(|p| p.parse::<Ipv4Addr>().ok().filter(|a| !a.is_loopback() && !a.is_unspecified()))
+        .collect::<Option<Vec<_>>>()
+        .map(Some)
+        .ok_or_else(|| {
+            ConfigError::new(
+                DNS_VAR,
+                raw,
+                "IPv4 addresses of DNS resolvers outside this machine, separated by commas (1.1.1.1,8.8.8.8)",
+            )
+        })
+}
+
+fn resolv_conf_of(resolvers: &[Ipv4Addr]) -> String {
+    resolvers
+        .iter()
+        .map(|a| format!("nameserver {a}\n"))
+        .collect()
+}
+
 pub(super) fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
     resolv_conf
         .lines()
@@ -453,6 +510,20 @@ mod tests {
         assert!(parse_allow("10.1.2.0/40").is_err());
         assert!(parse_allow("a b").is_err());
         assert!(parse_allow("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn chosen_resolvers_replace_the_machines() {
+        assert_eq!(parse_dns("").unwrap(), None);
+        let chosen = parse_dns(" 1.1.1.1, 10.0.0.53 ").unwrap().unwrap();
+        assert_eq!(
+            chosen,
+            [Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(10, 0, 0, 53)]
+        );
+        assert_eq!(nameservers(&resolv_conf_of(&chosen)), chosen);
+        for bad in ["127.0.0.11", "resolver", "1.1.1.1,::1", "0.0.0.0"] {
+            assert!(parse_dns(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
