@@ -66,8 +66,20 @@ impl Cgroups {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
         let hierarchy = locate(&cgroup, &mountinfo)?;
-        if let Hierarchy::V2 { own } = &hierarchy {
-            delegate_v2(own, std::process::id())?;
+        match &hierarchy {
+            Hierarchy::V2 { own } => delegate_v2(own, std::process::id())?,
+            // v1 needs the right to make groups in each tree (root): found out now, at start,
+            // not at the first build.
+            Hierarchy::V1 { memory, cpu } => {
+                for dir in std::iter::once(memory).chain(cpu) {
+                    let probe = dir.join(format!("{BUILD_PREFIX}probe-{}", std::process::id()));
+                    std::fs::create_dir(&probe)
+                        .and_then(|()| std::fs::remove_dir(&probe))
+                        .map_err(|e| {
+                            format!("cannot make a group under {} ({e}; not root?)", dir.display())
+                        })?;
+                }
+            }
         }
         let cgroups = Cgroups { hierarchy };
         cgroups.remove_leftovers();
@@ -255,8 +267,10 @@ pub(super) fn locate(cgroup: &str, mountinfo: &str) -> Result<Hierarchy, String>
 }
 
 /// On v2 a group with processes cannot enable controllers for its children: the worker moves
-/// into a leaf of its own group first, then enables memory and cpu below it. Needs the group
-/// delegated to the worker (root, or systemd's `Delegate=yes`).
+/// into a leaf of its own group first, with every other process of the group (`freeagent dev`
+/// starts the services and workers in one group; a container's shell may share the worker's),
+/// then enables memory and cpu below it. Needs the group delegated to the worker (root, or
+/// systemd's `Delegate=yes`).
 pub(super) fn delegate_v2(own: &Path, pid: u32) -> Result<(), String> {
     let available = std::fs::read_to_string(own.join("cgroup.controllers")).unwrap_or_default();
     for c in ["memory", "cpu"] {
@@ -281,8 +295,23 @@ pub(super) fn delegate_v2(own: &Path, pid: u32) -> Result<(), String> {
     }
     std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
         .map_err(|e| fail("cannot move the worker into its leaf group", e))?;
-    std::fs::write(own.join("cgroup.subtree_control"), "+memory +cpu")
-        .map_err(|e| fail("cannot enable the memory and cpu controllers", e))
+    // The group's other processes follow (one that exits meanwhile is simply gone); a process
+    // started meanwhile makes the kernel refuse the controllers, so a few rounds are tried.
+    let mut last = None;
+    for _ in 0..5 {
+        let others = std::fs::read_to_string(own.join("cgroup.procs")).unwrap_or_default();
+        for other in others.split_whitespace().filter(|p| *p != pid.to_string()) {
+            let _ = std::fs::write(leaf.join("cgroup.procs"), other);
+        }
+        match std::fs::write(own.join("cgroup.subtree_control"), "+memory +cpu") {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(fail(
+        "cannot enable the memory and cpu controllers",
+        last.unwrap_or_else(|| std::io::Error::other("busy")),
+    ))
 }
 
 /// One cgroup mount from `/proc/self/mountinfo`.
@@ -400,9 +429,12 @@ mod tests {
         )
         .unwrap();
         std::fs::write(own.path().join("cgroup.subtree_control"), "").unwrap();
+        // Another process shares the worker's group (a dev farm's service): it moves too.
+        std::fs::write(own.path().join("cgroup.procs"), "4242\n77\n").unwrap();
         delegate_v2(own.path(), 4242).unwrap();
         let read = |p: &str| std::fs::read_to_string(own.path().join(p)).unwrap();
-        assert_eq!(read("freeagent-worker/cgroup.procs"), "4242");
+        // (A plain file keeps the last pid written; the kernel's adds each.)
+        assert_eq!(read("freeagent-worker/cgroup.procs"), "77");
         assert_eq!(read("cgroup.subtree_control"), "+memory +cpu");
 
         let cgroups = Cgroups {
