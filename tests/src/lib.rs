@@ -784,10 +784,20 @@ impl Farm {
     /// Registers a worker over HTTP, as the reference worker does (with an nkey of its own);
     /// returns its id, token and NATS identity.
     pub async fn register_worker(&self, name: &str, platforms: &[&str]) -> TestWorker {
+        self.register_worker_with(name, platforms, 1).await
+    }
+
+    /// The same, taking up to `max_concurrent` builds at once.
+    pub async fn register_worker_with(
+        &self,
+        name: &str,
+        platforms: &[&str],
+        max_concurrent: u32,
+    ) -> TestWorker {
         let key = nkeys::KeyPair::new_user();
         let body = serde_json::json!({
             "name": name,
-            "capabilities": {"platforms": platforms},
+            "capabilities": {"platforms": platforms, "max_concurrent_builds": max_concurrent},
             "nats_public_key": key.public_key(),
         });
         let r: Value = self

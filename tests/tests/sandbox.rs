@@ -390,7 +390,9 @@ async fn a_fork_bomb_meets_the_builds_process_limit() {
 /// The attack: a build wrote 3.5 GiB into `/dev/shm` and the host's out-of-memory killer took
 /// nats-server, every service and both workers before the build. Now a build that fills its
 /// temp directories (each under its own size) past its memory limit fails alone, once, as a
-/// build failure that says why; the worker keeps running and its next build completes.
+/// build failure that says why; a build running beside it on the same worker completes (its
+/// processes run with `oom_score_adj` 1000: builds go first even on an overcommitted machine),
+/// the worker keeps running and its next build completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_that_fills_its_memory_fails_alone_and_the_next_build_runs() {
     if !is_root() {
@@ -398,8 +400,22 @@ async fn a_build_that_fills_its_memory_fails_alone_and_the_next_build_runs() {
         return;
     }
     let farm = Farm::start(FarmOpts {
-        extra_env: env(&[("FREEAGENT_BUILD_MEMORY", "64MiB")]),
+        extra_env: env(&[
+            ("FREEAGENT_BUILD_MEMORY", "64MiB"),
+            ("FREEAGENT_WORKER_MAX_CONCURRENT", "2"),
+        ]),
         ..Default::default()
+    })
+    .await;
+    let neighbour = project(
+        "cat /proc/self/oom_score_adj
+         head -c 16M /dev/zero > /dev/shm/n
+         sleep 6
+         echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n",
+    );
+    let neighbour = id_of(farm.submit_dir(neighbour.path(), "android").await);
+    wait::until("the neighbour to run", Duration::from_secs(60), || async {
+        (farm.get_build(&neighbour).await["status"] == "building").then_some(())
     })
     .await;
     let dir = project(
@@ -419,6 +435,9 @@ async fn a_build_that_fills_its_memory_fails_alone_and_the_next_build_runs() {
             .starts_with("out of memory (limit 64 MiB)"),
         "{b}"
     );
+    let n = farm.wait_terminal(&neighbour, Duration::from_secs(60)).await;
+    assert_eq!(n["status"], "completed", "the build beside it: {n}");
+    assert!(farm.logs(&neighbour).await.iter().any(|l| l == "1000"));
     let dir =
         project("head -c 16M /dev/zero > /dev/shm/a\necho ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
     let id = id_of(farm.submit_dir(dir.path(), "android").await);

@@ -49,7 +49,9 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
         ..Default::default()
     })
     .await;
-    let w = farm.register_worker("bench", &["ios"]).await;
+    let w = farm
+        .register_worker_with("bench", &["ios"], a.attempts.max(1) as u32)
+        .await;
     let mut held = Vec::new();
     for _ in 0..a.attempts.max(1) {
         held.push(claim(&farm, &w).await?);
