@@ -435,7 +435,9 @@ async fn a_build_that_fills_its_memory_fails_alone_and_the_next_build_runs() {
             .starts_with("out of memory (limit 64 MiB)"),
         "{b}"
     );
-    let n = farm.wait_terminal(&neighbour, Duration::from_secs(60)).await;
+    let n = farm
+        .wait_terminal(&neighbour, Duration::from_secs(60))
+        .await;
     assert_eq!(n["status"], "completed", "the build beside it: {n}");
     assert!(farm.logs(&neighbour).await.iter().any(|l| l == "1000"));
     let dir =

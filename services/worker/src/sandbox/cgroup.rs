@@ -76,7 +76,10 @@ impl Cgroups {
                     std::fs::create_dir(&probe)
                         .and_then(|()| std::fs::remove_dir(&probe))
                         .map_err(|e| {
-                            format!("cannot make a group under {} ({e}; not root?)", dir.display())
+                            format!(
+                                "cannot make a group under {} ({e}; not root?)",
+                                dir.display()
+                            )
                         })?;
                 }
             }
