@@ -145,6 +145,12 @@ enum Command {
         #[command(subcommand)]
         command: commands::workers::WorkersCommand,
     },
+    /// Check this machine against the farm: the gateway answers, the farm is ready, the clock
+    /// agrees, the credential works, the releases match; each failure says what to do.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
     /// `freeagent completions bash > /etc/bash_completion.d/freeagent`.
     Completions { shell: clap_complete::Shell },
@@ -214,6 +220,9 @@ async fn main() -> ExitCode {
         Command::Retry { id, json } => commands::builds::retry(&client, &id, json).await,
         Command::Keys { command } => commands::keys::run(&client, command).await,
         Command::Workers { command } => commands::workers::run(&client, command).await,
+        Command::Doctor { json } => {
+            commands::doctor::run(&client, cli.api_key.is_some(), cli.token.is_some(), json).await
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

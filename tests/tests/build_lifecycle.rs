@@ -447,3 +447,52 @@ async fn the_cli_exit_codes_tell_endings_apart() {
     let body: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
     assert_eq!(body["code"], "unreachable", "{body}");
 }
+
+/// `freeagent doctor` checks this machine against a running farm and says what to fix: all
+/// pass with the farm's key; a wrong key fails the credentials check (exit 4, with the fix); no
+/// gateway fails the first check (exit 5); `--json` gives every check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeagent_doctor_checks_the_farm_and_says_what_to_fix() {
+    use freeagent_tests::bin_dir;
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let doctor = |gateway: &str, key: &str, json: bool| {
+        let mut cmd = std::process::Command::new(bin_dir().join("freeagent"));
+        cmd.arg("doctor")
+            .env_remove("FREEAGENT_BUILD_TOKEN")
+            .env("FREEAGENT_API_KEY", key)
+            .env("FREEAGENT_GATEWAY_URL", gateway);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = doctor(&farm.gateway, API_KEY, false);
+    assert_eq!(code, Some(0), "{out}");
+    for check in ["gateway", "ready", "clock", "credentials", "version"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("ok") && l.contains(check)),
+            "{check}: {out}"
+        );
+    }
+    let (code, out) = doctor(&farm.gateway, "fak_wrong", false);
+    assert_eq!(code, Some(4), "{out}");
+    assert!(
+        out.contains("FAIL credentials") && out.contains("FREEAGENT_API_KEY"),
+        "{out}"
+    );
+    let (code, out) = doctor("http://127.0.0.1:9", API_KEY, true);
+    assert_eq!(code, Some(5), "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["checks"][0]["check"], "gateway", "{report}");
+    assert!(report["checks"][0]["hint"].is_string(), "{report}");
+}

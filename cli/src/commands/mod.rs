@@ -2,6 +2,7 @@
 
 pub mod builds;
 pub mod dev;
+pub mod doctor;
 pub mod download;
 pub mod follow;
 pub mod keys;

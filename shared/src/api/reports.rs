@@ -83,6 +83,9 @@ pub struct StorageHealth {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: String,
+    /// The gateway's release (`freeagent doctor` compares it with its own).
+    #[serde(default)]
+    pub version: String,
     pub queues: Vec<QueueHealth>,
     pub queue: QueueTotals,
     pub storage: StorageHealth,

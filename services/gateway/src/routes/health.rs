@@ -34,6 +34,7 @@ pub async fn health(State(st): State<AppState>) -> Result<Json<Health>> {
         .collect();
     Ok(Json(Health {
         status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
         queues,
         queue: QueueTotals {
             pending: count(BuildStatus::Pending),
