@@ -42,6 +42,11 @@ pub struct Unreachable {
 #[error("no API key: pass --api-key or set FREEAGENT_API_KEY (`freeagent dev` prints one)")]
 pub struct NoKey;
 
+/// The command was used wrongly in a way clap cannot see (an unknown setting, a missing default).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
 /// The exit code of a build that ended in `status`.
 pub fn for_build(status: BuildStatus) -> ExitCode {
     ExitCode::from(match status {
@@ -79,6 +84,8 @@ pub fn classify(e: &anyhow::Error) -> (u8, Value) {
         )
     } else if e.downcast_ref::<NoKey>().is_some() {
         (AUTH, "unauthorized", None)
+    } else if e.downcast_ref::<Usage>().is_some() {
+        (USAGE, "bad_request", None)
     } else {
         (FAILED, "failed", None)
     };
@@ -87,6 +94,17 @@ pub fn classify(e: &anyhow::Error) -> (u8, Value) {
         body["hint"] = json!(h);
     }
     (code, body)
+}
+
+/// Prints an error as the command's caller asked (JSON with `--json`) and gives its exit code.
+pub fn report(e: anyhow::Error) -> ExitCode {
+    let (code, body) = classify(&e);
+    if json_requested() {
+        eprintln!("{body}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+    ExitCode::from(code)
 }
 
 /// Whether the command asked for JSON: its errors are then JSON too. Every command spells it

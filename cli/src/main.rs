@@ -3,6 +3,7 @@
 mod archive;
 mod client;
 mod commands;
+mod config;
 mod exit;
 
 use clap::{Parser, Subcommand};
@@ -16,14 +17,9 @@ use std::process::ExitCode;
     about = "Free Agent build farm: submit builds, follow them, run the farm locally"
 )]
 struct Cli {
-    /// Gateway URL.
-    #[arg(
-        long,
-        global = true,
-        env = "FREEAGENT_GATEWAY_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    gateway: String,
+    /// Gateway URL [default: the profile's, else http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "FREEAGENT_GATEWAY_URL")]
+    gateway: Option<String>,
     /// API key (X-API-Key).
     #[arg(long, global = true, env = "FREEAGENT_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -35,6 +31,9 @@ struct Cli {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// The profile of the config file to use (`freeagent config`) [default: its current one].
+    #[arg(long, global = true, env = "FREEAGENT_PROFILE")]
+    profile: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,8 +48,9 @@ enum Command {
     Submit {
         /// A directory (packed as tar.gz) or a .zip / .tar.gz archive.
         path: PathBuf,
+        /// ios or android [default: the profile's platform].
         #[arg(long, short)]
-        platform: String,
+        platform: Option<String>,
         /// Signing credentials file.
         #[arg(long)]
         certs: Option<PathBuf>,
@@ -145,6 +145,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::workers::WorkersCommand,
     },
+    /// Profiles in the config file: the gateway, API key and default platform to use.
+    Config {
+        #[command(subcommand)]
+        command: commands::config::ConfigCommand,
+    },
     /// Check this machine against the farm: the gateway answers, the farm is ready, the clock
     /// agrees, the credential works, the releases match; each failure says what to do.
     Doctor {
@@ -159,8 +164,23 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let client = client::Client::new(&cli.gateway, cli.api_key.clone(), cli.token.clone());
+    if let Command::Config { command } = cli.command {
+        return commands::config::run(command, cli.profile.as_deref()).unwrap_or_else(exit::report);
+    }
+    // Flags and the environment first, then the profile, then the defaults.
+    let profile = match config::ConfigFile::load().and_then(|f| f.profile(cli.profile.as_deref())) {
+        Ok(p) => p,
+        Err(e) => return exit::report(e),
+    };
+    let gateway = cli
+        .gateway
+        .clone()
+        .or(profile.gateway.clone())
+        .unwrap_or_else(|| config::DEFAULT_GATEWAY.to_owned());
+    let api_key = cli.api_key.clone().or(profile.api_key.clone());
+    let client = client::Client::new(&gateway, api_key.clone(), cli.token.clone());
     let result = match cli.command {
+        Command::Config { .. } => Ok(ExitCode::SUCCESS),
         Command::Dev(args) => commands::dev::run(args).await,
         Command::NatsConfig(args) => commands::nats::config(args),
         Command::Submit {
@@ -174,6 +194,14 @@ async fn main() -> ExitCode {
             follow,
             json,
         } => {
+            let Some(platform) = platform.or(profile.platform.clone()) else {
+                return exit::report(
+                    exit::Usage(
+                        "no platform: pass --platform ios|android, or set a default with `freeagent config set platform android`".into(),
+                    )
+                    .into(),
+                );
+            };
             let opts = commands::submit::SubmitOpts {
                 path,
                 platform,
@@ -221,7 +249,7 @@ async fn main() -> ExitCode {
         Command::Keys { command } => commands::keys::run(&client, command).await,
         Command::Workers { command } => commands::workers::run(&client, command).await,
         Command::Doctor { json } => {
-            commands::doctor::run(&client, cli.api_key.is_some(), cli.token.is_some(), json).await
+            commands::doctor::run(&client, api_key.is_some(), cli.token.is_some(), json).await
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -237,14 +265,6 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            let (code, body) = exit::classify(&e);
-            if exit::json_requested() {
-                eprintln!("{body}");
-            } else {
-                eprintln!("error: {e:#}");
-            }
-            ExitCode::from(code)
-        }
+        Err(e) => exit::report(e),
     }
 }

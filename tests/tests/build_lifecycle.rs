@@ -496,3 +496,66 @@ async fn freeagent_doctor_checks_the_farm_and_says_what_to_fix() {
     assert_eq!(report["checks"][0]["check"], "gateway", "{report}");
     assert!(report["checks"][0]["hint"].is_string(), "{report}");
 }
+
+/// Profiles in the config file stand in for flags: with a current profile holding the gateway,
+/// the key and a default platform, `freeagent submit <dir> --wait` needs nothing else; the
+/// environment still wins over the profile; the file is private and `config list` masks keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_in_the_config_file_stand_in_for_flags() {
+    use freeagent_tests::bin_dir;
+    use std::os::unix::fs::PermissionsExt;
+    let farm = Farm::start(FarmOpts::default()).await;
+    let home = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(bin_dir().join("freeagent"));
+        cmd.args(args)
+            .env_remove("FREEAGENT_BUILD_TOKEN")
+            .env_remove("FREEAGENT_API_KEY")
+            .env_remove("FREEAGENT_GATEWAY_URL")
+            .env_remove("FREEAGENT_PROFILE")
+            .env_remove("FREEAGENT_CONFIG")
+            .env("XDG_CONFIG_HOME", home.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (key, value) in [
+        ("gateway", farm.gateway.as_str()),
+        ("api-key", API_KEY),
+        ("platform", "android"),
+    ] {
+        let (code, _, err) = cli(&["config", "set", key, value, "--profile", "farm"], &[]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    assert_eq!(cli(&["config", "use", "farm"], &[]).0, Some(0));
+    let file = home.path().join("freeagent/config.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let (_, listed, _) = cli(&["config", "list"], &[]);
+    assert!(
+        listed.contains("* farm") && !listed.contains(API_KEY),
+        "{listed}"
+    );
+    let (_, gw, _) = cli(&["config", "get", "gateway"], &[]);
+    assert_eq!(gw.trim(), farm.gateway);
+
+    let dir = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n");
+    let path = dir.path().display().to_string();
+    let (code, _, err) = cli(&["submit", &path, "--wait"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    // The environment wins over the profile; an unknown profile is a usage error.
+    let (code, _, _) = cli(
+        &["list"],
+        &[("FREEAGENT_GATEWAY_URL", "http://127.0.0.1:9")],
+    );
+    assert_eq!(code, Some(5));
+    let (code, _, err) = cli(&["list", "--profile", "staging"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no profile 'staging'"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod builds;
+pub mod config;
 pub mod dev;
 pub mod doctor;
 pub mod download;
