@@ -57,6 +57,17 @@ enum Command {
         /// Metadata as a JSON object.
         #[arg(long)]
         metadata: Option<String>,
+        /// One metadata entry, key=value (repeatable; over --metadata's). In a git repository
+        /// the branch and commit are added as git_branch and git_commit unless given.
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+        /// Leave out the git branch and commit.
+        #[arg(long)]
+        no_git_meta: bool,
+        /// Print the build's token on standard output too (it opens the build for whoever
+        /// holds it).
+        #[arg(long)]
+        show_token: bool,
         #[arg(long)]
         priority: Option<i32>,
         #[arg(long)]
@@ -188,6 +199,9 @@ async fn main() -> ExitCode {
             platform,
             certs,
             metadata,
+            meta,
+            no_git_meta,
+            show_token,
             priority,
             queue,
             wait,
@@ -207,6 +221,9 @@ async fn main() -> ExitCode {
                 platform,
                 certs,
                 metadata,
+                meta,
+                git_meta: !no_git_meta,
+                show_token,
                 priority,
                 queue,
                 wait,

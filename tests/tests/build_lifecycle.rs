@@ -500,8 +500,10 @@ async fn freeagent_doctor_checks_the_farm_and_says_what_to_fix() {
 /// Profiles in the config file stand in for flags: with a current profile holding the gateway,
 /// the key and a default platform, `freeagent submit <dir> --wait` needs nothing else; the
 /// environment still wins over the profile; the file is private and `config list` masks keys.
+/// `submit` leaves home what the project ignores (and `.git`), says what it packed, takes
+/// `--meta`, prints data on stdout and words on stderr, and refuses a file that is no archive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn profiles_in_the_config_file_stand_in_for_flags() {
+async fn the_cli_takes_its_settings_from_a_profile_and_leaves_ignored_files_home() {
     use freeagent_tests::bin_dir;
     use std::os::unix::fs::PermissionsExt;
     let farm = Farm::start(FarmOpts::default()).await;
@@ -545,10 +547,36 @@ async fn profiles_in_the_config_file_stand_in_for_flags() {
     let (_, gw, _) = cli(&["config", "get", "gateway"], &[]);
     assert_eq!(gw.trim(), farm.gateway);
 
-    let dir = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n");
+    // What the project ignores stays home: the build fails if node_modules or .git arrived.
+    let dir = project(
+        "test ! -e node_modules && test ! -e .git && test -e src/app.js
+         echo ok > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n",
+    );
+    for (p, text) in [
+        (".gitignore", "node_modules/\n"),
+        ("node_modules/dep/index.js", "dependency"),
+        (".git/HEAD", "ref: refs/heads/main"),
+        ("src/app.js", "app"),
+    ] {
+        let p = dir.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
     let path = dir.path().display().to_string();
-    let (code, _, err) = cli(&["submit", &path, "--wait"], &[]);
+    let (code, out, err) = cli(&["submit", &path, "--wait", "--meta", "ticket=42"], &[]);
     assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("packed 3 files"), "{err}");
+    // Data on stdout (the id), words and the statuses on stderr; no token unless asked.
+    let id = out.lines().next().unwrap().trim().to_owned();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(err.contains("completed"), "{err}");
+    assert_eq!(farm.get_build(&id).await["metadata"]["ticket"], "42");
+    // A file that is not an archive is refused before anything is sent.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "not an archive").unwrap();
+    let (code, _, err) = cli(&["submit", notes.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not an archive"), "{err}");
     // The environment wins over the profile; an unknown profile is a usage error.
     let (code, _, _) = cli(
         &["list"],

@@ -6,6 +6,7 @@ use anyhow::Context;
 use freeagent_shared::api::{BuildDetail, Submitted};
 use freeagent_shared::status::BuildStatus;
 use reqwest::multipart::{Form, Part};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +16,11 @@ pub struct SubmitOpts {
     pub platform: String,
     pub certs: Option<PathBuf>,
     pub metadata: Option<String>,
+    /// `key=value` entries, over `metadata`'s.
+    pub meta: Vec<String>,
+    /// Add the git branch and commit when the project is in a repository.
+    pub git_meta: bool,
+    pub show_token: bool,
     pub priority: Option<i32>,
     pub queue: Option<String>,
     pub wait: bool,
@@ -34,14 +40,82 @@ async fn file_part(path: &Path, name: &str) -> anyhow::Result<Part> {
         .mime_str("application/octet-stream")?)
 }
 
+/// The build's metadata: `--metadata`'s object, then each `--meta key=value`, then the git
+/// branch and commit where none was given.
+fn metadata(o: &SubmitOpts) -> anyhow::Result<Option<serde_json::Map<String, Value>>> {
+    let mut map = match &o.metadata {
+        None => serde_json::Map::new(),
+        Some(m) => match serde_json::from_str::<Value>(m) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return Err(crate::exit::Usage(
+                    "--metadata must be a JSON object, such as '{\"branch\":\"main\"}'".into(),
+                )
+                .into());
+            }
+        },
+    };
+    for pair in &o.meta {
+        let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(crate::exit::Usage(format!("--meta takes key=value, not '{pair}'")).into());
+        };
+        map.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    if o.git_meta {
+        let dir = if o.path.is_dir() {
+            o.path.clone()
+        } else {
+            o.path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        for (key, args) in [
+            ("git_branch", &["rev-parse", "--abbrev-ref", "HEAD"][..]),
+            ("git_commit", &["rev-parse", "HEAD"][..]),
+        ] {
+            if map.contains_key(key) {
+                continue;
+            }
+            if let Some(v) = git(&dir, args) {
+                map.insert(key.to_owned(), Value::String(v));
+            }
+        }
+    }
+    Ok((!map.is_empty()).then_some(map))
+}
+
+/// One line of git's output in `dir`; None outside a repository or without git.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let line = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !line.is_empty()).then_some(line)
+}
+
 pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
     client.require_key()?;
+    let metadata = metadata(&o)?;
     let packed;
     let (source, name) = if o.path.is_dir() {
         packed = archive::pack_dir(&o.path)
             .with_context(|| format!("cannot pack {}", o.path.display()))?;
-        (packed.path().to_path_buf(), "source.tar.gz".to_owned())
+        eprintln!(
+            "packed {} files ({}) into {}; left out: .git and what .gitignore and {} list",
+            packed.files,
+            archive::human(packed.raw_bytes),
+            archive::human(packed.packed_bytes),
+            archive::IGNORE_FILE
+        );
+        (packed.file.path().to_path_buf(), "source.tar.gz".to_owned())
     } else {
+        archive::check_archive(&o.path)?;
         let name = o
             .path
             .file_name()
@@ -55,13 +129,13 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
     if let Some(c) = &o.certs {
         form = form.part("certs", file_part(c, "certs").await?);
     }
-    if let Some(m) = o.metadata {
-        form = form.text("metadata", m);
+    if let Some(m) = metadata {
+        form = form.text("metadata", Value::Object(m).to_string());
     }
     if let Some(p) = o.priority {
         form = form.text("priority", p.to_string());
     }
-    if let Some(q) = o.queue {
+    if let Some(q) = o.queue.clone() {
         form = form.text("queue", q);
     }
     let resp = client
@@ -72,8 +146,14 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
     if o.json {
         println!("{}", serde_json::to_string(&submitted)?);
     } else {
-        println!("submitted build {id}");
-        println!("build token: {}", submitted.access_token);
+        // Data on stdout (the id, and the token when asked), words on stderr.
+        eprintln!("submitted build {id}");
+        println!("{id}");
+        if o.show_token {
+            println!("{}", submitted.access_token);
+        } else {
+            eprintln!("(its build token is not shown: --show-token, or --json)");
+        }
     }
     if o.follow {
         return super::follow::run(client, &id, true).await;
@@ -86,7 +166,7 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
         let b: BuildDetail = client.get(&format!("/api/builds/{id}")).await?;
         let status = b.summary.status;
         if Some(status) != last && !o.json {
-            println!("{status}");
+            eprintln!("{status}");
             last = Some(status);
         }
         if !status.is_terminal() {
@@ -98,7 +178,7 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
         } else if let Some(e) = &b.summary.error_message
             && status != BuildStatus::Completed
         {
-            println!("error: {e}");
+            eprintln!("error: {e}");
         }
         return Ok(crate::exit::for_build(status));
     }
