@@ -18,6 +18,8 @@ pub const CANCELLED: u8 = 3;
 pub const AUTH: u8 = 4;
 /// The gateway could not be reached, failed (5xx) or asked to come back later (429).
 pub const INFRASTRUCTURE: u8 = 5;
+/// `--timeout` passed before the build ended (as `timeout(1)` says it).
+pub const TIMED_OUT: u8 = 124;
 
 /// The gateway answered with an error.
 #[derive(Debug, thiserror::Error)]

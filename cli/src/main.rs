@@ -95,10 +95,19 @@ enum Command {
         id: String,
         #[arg(short, long)]
         follow: bool,
+        /// With --follow: stop following after this long (30s, 10m, 2h) and exit 124; the
+        /// build goes on.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Show a build's log live with its status changes until it ends (exit status: the
     /// build's outcome).
-    Watch { id: String },
+    Watch {
+        id: String,
+        /// Stop watching after this long (30s, 10m, 2h) and exit 124; the build goes on.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Download a build's artifact and check its SHA-256.
     Download {
         id: String,
@@ -233,9 +242,15 @@ async fn main() -> ExitCode {
             commands::submit::run(&client, opts).await
         }
         Command::Status { id, json } => commands::status::run(&client, &id, json).await,
-        Command::Logs { id, follow: false } => commands::status::logs(&client, &id).await,
-        Command::Logs { id, follow: true } => commands::follow::run(&client, &id, false).await,
-        Command::Watch { id } => commands::follow::run(&client, &id, true).await,
+        Command::Logs {
+            id, follow: false, ..
+        } => commands::status::logs(&client, &id).await,
+        Command::Logs {
+            id,
+            follow: true,
+            timeout,
+        } => commands::follow::run(&client, &id, false, timeout).await,
+        Command::Watch { id, timeout } => commands::follow::run(&client, &id, true, timeout).await,
         Command::Download { id, output, kind } => {
             commands::download::run(&client, &id, &kind, &output).await
         }

@@ -427,6 +427,10 @@ async fn the_cli_exit_codes_tell_endings_apart() {
         })
     };
     std::thread::sleep(Duration::from_secs(2));
+    // Following with a timeout stops following (124) and leaves the build running.
+    let (code, stderr) = run(gw, Some(API_KEY), &["logs", "-f", &slow, "--timeout", "1s"]);
+    assert_eq!(code, Some(124), "{stderr}");
+    assert!(stderr.contains("it goes on"), "{stderr}");
     assert_eq!(run(gw, Some(API_KEY), &["cancel", &slow]).0, Some(0));
     assert_eq!(watcher.join().unwrap(), Some(3), "a cancelled build");
     // Usage: an id the gateway does not know.

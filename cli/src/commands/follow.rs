@@ -1,8 +1,10 @@
 //! `freeagent logs -f <id>`, `freeagent watch <id>` and `freeagent submit --follow`: the build's
 //! log as it grows (server-sent events), until the build ends; the exit status is the build's
 //! outcome. A dropped connection is resumed with `Last-Event-ID`, so no line is lost or printed
-//! twice. Lines are printed as the text log (`download --kind logs`) holds them; `watch` also
-//! shows each status change (on standard error, so the log on standard output stays the log).
+//! twice; a gateway that cannot be reached is tried again with a growing pause (up to 30 s).
+//! Lines are printed as the text log (`download --kind logs`) holds them; `watch` also shows
+//! each status change (on standard error, so the log on standard output stays the log).
+//! `--timeout` stops following after that long (exit 124); the build goes on.
 
 use crate::client::Client;
 use freeagent_shared::api::LogEntry;
@@ -50,10 +52,44 @@ fn event(block: &str) -> Seen {
     }
 }
 
-/// Follows build `id` until it ends; `show_status` also prints each status change.
-pub async fn run(client: &Client, id: &str, show_status: bool) -> anyhow::Result<ExitCode> {
+/// Follows build `id` until it ends (or `timeout` passes); `show_status` also prints each
+/// status change.
+pub async fn run(
+    client: &Client,
+    id: &str,
+    show_status: bool,
+    timeout: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let Some(limit) = timeout else {
+        return follow(client, id, show_status).await;
+    };
+    match tokio::time::timeout(limit, follow(client, id, show_status)).await {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!(
+                "stopped following build {id} after {}: it has not ended (it goes on)",
+                humantime::format_duration(limit)
+            );
+            Ok(ExitCode::from(crate::exit::TIMED_OUT))
+        }
+    }
+}
+
+/// Pauses between attempts to reach the gateway: from half a second, doubling, up to 30 s.
+fn pauses() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
+
+async fn follow(client: &Client, id: &str, show_status: bool) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let mut last: Option<u64> = None;
+    let mut pause = pauses();
     loop {
         let mut req = client
             .auth(
@@ -72,6 +108,8 @@ pub async fn run(client: &Client, id: &str, show_status: bool) -> anyhow::Result
                 anyhow::bail!("{status}: {}", resp.text().await.unwrap_or_default());
             }
             Ok(resp) if resp.status().is_success() => {
+                // Reached: the next outage starts its pauses short again.
+                pause = pauses();
                 let mut body = resp.bytes_stream();
                 let mut buf = String::new();
                 while let Some(chunk) = body.next().await {
@@ -112,6 +150,6 @@ pub async fn run(client: &Client, id: &str, show_status: bool) -> anyhow::Result
             Ok(resp) => eprintln!("the gateway answered {}; retrying", resp.status()),
             Err(e) => eprintln!("cannot reach the gateway ({e}); retrying"),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(30))).await;
     }
 }

@@ -156,7 +156,7 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
         }
     }
     if o.follow {
-        return super::follow::run(client, &id, true).await;
+        return super::follow::run(client, &id, true, None).await;
     }
     if !o.wait {
         return Ok(ExitCode::SUCCESS);
