@@ -99,6 +99,9 @@ enum Command {
         /// build goes on.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
+        /// One JSON object per line (seq, timestamp, level, message, attempt, writer).
+        #[arg(long)]
+        json: bool,
     },
     /// Show a build's log live with its status changes until it ends (exit status: the
     /// build's outcome).
@@ -107,15 +110,24 @@ enum Command {
         /// Stop watching after this long (30s, 10m, 2h) and exit 124; the build goes on.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
+        /// The log as one JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Download a build's artifact and check its SHA-256.
     Download {
         id: String,
+        /// Where to save it [default: the name the gateway gives, in this directory].
         #[arg(long, short)]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// result (default), source or logs.
         #[arg(long, default_value = "result")]
         kind: String,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// List builds, newest first (paging: the cursor printed on stderr).
     List {
@@ -243,16 +255,34 @@ async fn main() -> ExitCode {
         }
         Command::Status { id, json } => commands::status::run(&client, &id, json).await,
         Command::Logs {
-            id, follow: false, ..
-        } => commands::status::logs(&client, &id).await,
+            id,
+            follow: false,
+            json,
+            ..
+        } => commands::status::logs(&client, &id, json).await,
         Command::Logs {
             id,
             follow: true,
             timeout,
-        } => commands::follow::run(&client, &id, false, timeout).await,
-        Command::Watch { id, timeout } => commands::follow::run(&client, &id, true, timeout).await,
-        Command::Download { id, output, kind } => {
-            commands::download::run(&client, &id, &kind, &output).await
+            json,
+        } => commands::follow::run(&client, &id, false, timeout, json).await,
+        Command::Watch { id, timeout, json } => {
+            commands::follow::run(&client, &id, true, timeout, json).await
+        }
+        Command::Download {
+            id,
+            output,
+            kind,
+            force,
+            json,
+        } => {
+            let opts = commands::download::DownloadOpts {
+                kind,
+                output,
+                force,
+                json,
+            };
+            commands::download::run(&client, &id, opts).await
         }
         Command::List {
             status,

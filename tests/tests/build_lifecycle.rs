@@ -520,7 +520,8 @@ async fn the_cli_takes_its_settings_from_a_profile_and_leaves_ignored_files_home
             .env_remove("FREEAGENT_GATEWAY_URL")
             .env_remove("FREEAGENT_PROFILE")
             .env_remove("FREEAGENT_CONFIG")
-            .env("XDG_CONFIG_HOME", home.path());
+            .env("XDG_CONFIG_HOME", home.path())
+            .current_dir(home.path());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -575,6 +576,24 @@ async fn the_cli_takes_its_settings_from_a_profile_and_leaves_ignored_files_home
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(err.contains("completed"), "{err}");
     assert_eq!(farm.get_build(&id).await["metadata"]["ticket"], "42");
+    // Downloads take the gateway's name, never replace a file unless told, and speak JSON.
+    let (code, out, err) = cli(&["download", &id, "--json"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let saved: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(saved["path"], format!("{id}.apk"), "{saved}");
+    assert_eq!(saved["verified"], true, "{saved}");
+    assert!(home.path().join(format!("{id}.apk")).is_file());
+    let (code, _, err) = cli(&["download", &id], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(cli(&["download", &id, "--force"], &[]).0, Some(0));
+    let (code, out, _) = cli(&["logs", &id, "--json"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.lines().count() > 0);
+    for line in out.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(entry["message"].is_string(), "{entry}");
+    }
     // A file that is not an archive is refused before anything is sent.
     let notes = dir.path().join("notes.txt");
     std::fs::write(&notes, "not an archive").unwrap();

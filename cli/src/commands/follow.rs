@@ -59,11 +59,12 @@ pub async fn run(
     id: &str,
     show_status: bool,
     timeout: Option<Duration>,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let Some(limit) = timeout else {
-        return follow(client, id, show_status).await;
+        return follow(client, id, show_status, json).await;
     };
-    match tokio::time::timeout(limit, follow(client, id, show_status)).await {
+    match tokio::time::timeout(limit, follow(client, id, show_status, json)).await {
         Ok(r) => r,
         Err(_) => {
             eprintln!(
@@ -86,7 +87,12 @@ fn pauses() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-async fn follow(client: &Client, id: &str, show_status: bool) -> anyhow::Result<ExitCode> {
+async fn follow(
+    client: &Client,
+    id: &str,
+    show_status: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let mut last: Option<u64> = None;
     let mut pause = pauses();
@@ -121,7 +127,7 @@ async fn follow(client: &Client, id: &str, show_status: bool) -> anyhow::Result<
                             Seen::Line(n, entry) => {
                                 let mut out = std::io::stdout().lock();
                                 if let Err(e) = out
-                                    .write_all(entry.text_line().as_bytes())
+                                    .write_all(super::status::line_of(&entry, json).as_bytes())
                                     .and_then(|()| out.flush())
                                 {
                                     return crate::client::closed_pipe_is_the_end(e);

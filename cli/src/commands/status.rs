@@ -46,7 +46,8 @@ pub async fn run(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logs(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+/// `json`: one JSON object per line instead of the text log's lines.
+pub async fn logs(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let mut after = 0u64;
     loop {
         let page: LogPage = client
@@ -57,10 +58,21 @@ pub async fn logs(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
         }
         let mut out = std::io::stdout().lock();
         for l in &page.logs {
-            if let Err(e) = out.write_all(l.text_line().as_bytes()) {
+            if let Err(e) = out.write_all(line_of(l, json).as_bytes()) {
                 return crate::client::closed_pipe_is_the_end(e);
             }
         }
         after = page.next_after;
+    }
+}
+
+/// A log entry as printed: the text log's line, or a JSON object on a line of its own.
+pub fn line_of(l: &freeagent_shared::api::LogEntry, json: bool) -> String {
+    if json {
+        let mut s = serde_json::to_string(l).unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        l.text_line()
     }
 }

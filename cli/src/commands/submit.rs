@@ -156,7 +156,7 @@ pub async fn run(client: &Client, o: SubmitOpts) -> anyhow::Result<ExitCode> {
         }
     }
     if o.follow {
-        return super::follow::run(client, &id, true, None).await;
+        return super::follow::run(client, &id, true, None, false).await;
     }
     if !o.wait {
         return Ok(ExitCode::SUCCESS);
