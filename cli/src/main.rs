@@ -182,6 +182,12 @@ enum Command {
         #[command(subcommand)]
         command: commands::config::ConfigCommand,
     },
+    /// Each queue's pending builds and live workers (`freeagent status <id>` says where a
+    /// pending build waits and why).
+    Queue {
+        #[arg(long)]
+        json: bool,
+    },
     /// Check this machine against the farm: the gateway answers, the farm is ready, the clock
     /// agrees, the credential works, the releases match; each failure says what to do.
     Doctor {
@@ -310,6 +316,7 @@ async fn main() -> ExitCode {
         Command::Retry { id, json } => commands::builds::retry(&client, &id, json).await,
         Command::Keys { command } => commands::keys::run(&client, command).await,
         Command::Workers { command } => commands::workers::run(&client, command).await,
+        Command::Queue { json } => commands::status::queues(&client, json).await,
         Command::Doctor { json } => {
             commands::doctor::run(&client, api_key.is_some(), cli.token.is_some(), json).await
         }

@@ -610,3 +610,61 @@ async fn the_cli_takes_its_settings_from_a_profile_and_leaves_ignored_files_home
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no profile 'staging'"), "{err}");
 }
+
+/// A pending build says where it waits and why, on the API and in the CLI: with no worker,
+/// that none serves its queue; with one, its place in the queue; `freeagent queue` lists the
+/// queues' depths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_build_says_where_it_waits_and_why() {
+    use freeagent_tests::bin_dir;
+    let farm = Farm::start(FarmOpts {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let dir = project("true\n");
+    let first = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = farm.get_build(&second).await;
+    assert_eq!(b["waiting"]["position"], 2, "{b}");
+    assert_eq!(
+        b["waiting"]["reason"], "no live worker serves queue android",
+        "{b}"
+    );
+    // A worker of the queue (it never pulls): the first is next, the second behind it.
+    let _w = farm.register_worker("idle", &["android"]).await;
+    let b = farm.get_build(&first).await;
+    assert_eq!(b["waiting"]["reason"], "next to be dispatched", "{b}");
+    let b = farm.get_build(&second).await;
+    assert_eq!(
+        b["waiting"]["reason"], "1 build ahead in queue android",
+        "{b}"
+    );
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin_dir().join("freeagent"))
+            .args(args)
+            .env("FREEAGENT_API_KEY", API_KEY)
+            .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = cli(&["status", &second]);
+    assert!(
+        status.contains("waiting: 1 build ahead in queue android (position 2)"),
+        "{status}"
+    );
+    let queues = cli(&["queue"]);
+    assert!(
+        queues
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["android", "2", "1"]),
+        "{queues}"
+    );
+}

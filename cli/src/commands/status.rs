@@ -1,4 +1,4 @@
-//! `freeagent status` and `freeagent logs`.
+//! `freeagent status`, `freeagent queue` and `freeagent logs`.
 
 use crate::client::Client;
 use freeagent_shared::api::{BuildDetail, LogPage};
@@ -37,11 +37,28 @@ pub async fn run(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCo
     for (k, v) in rows {
         println!("{k:>14}: {v}");
     }
+    if let Some(w) = &b.waiting {
+        println!("{:>14}: {} (position {})", "waiting", w.reason, w.position);
+    }
     for a in &b.artifacts {
         println!(
             "{:>14}: {} ({} bytes, sha256 {})",
             "artifact", a.name, a.size, a.sha256
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `freeagent queue`: each queue's pending builds and live workers (`GET /health`).
+pub async fn queues(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
+    let h: freeagent_shared::api::Health = client.get("/health").await?;
+    if json {
+        println!("{}", serde_json::to_string(&h.queues)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<20} {:>8} {:>13}", "QUEUE", "PENDING", "LIVE WORKERS");
+    for q in &h.queues {
+        println!("{:<20} {:>8} {:>13}", q.queue, q.depth, q.live_workers);
     }
     Ok(ExitCode::SUCCESS)
 }

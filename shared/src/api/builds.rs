@@ -88,6 +88,23 @@ pub struct BuildDetail {
     pub logs_archived_at: Option<DateTime<Utc>>,
     /// The API key that submitted (or retried) it; none for a retry by build token.
     pub submitted_by: Option<ApiKeyId>,
+    /// While it is pending: where it waits and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<QueueWait>,
+}
+
+/// Where a pending build waits, and why it has not started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueWait {
+    /// 1 for the next build its queue dispatches.
+    pub position: i64,
+    /// Live, approved, not draining workers of its queue, their build slots, and the builds
+    /// they hold.
+    pub live_workers: i64,
+    pub slots: i64,
+    pub busy: i64,
+    /// In words: "no live worker serves queue ios", "2 of 2 worker slots busy", …
+    pub reason: String,
 }
 
 /// `GET /api/builds/:id/status`, the old clients' shape: times in epoch milliseconds, and a

@@ -92,6 +92,7 @@ fn detail(b: &Build, attempts: Vec<AttemptRecord>) -> BuildDetail {
             .collect(),
         logs_archived_at: b.logs_archived_at,
         submitted_by: b.submitted_by,
+        waiting: None,
     }
 }
 
@@ -189,7 +190,42 @@ pub async fn get(
     ReadableBuild(b): ReadableBuild,
 ) -> Result<Json<BuildDetail>> {
     let attempts = db::builds::build_attempts(&st.pool, b.id).await?;
-    Ok(Json(detail(&b, attempts)))
+    let mut d = detail(&b, attempts);
+    if b.status == freeagent_shared::status::BuildStatus::Pending
+        && let Some(place) =
+            db::builds::build_queue_place(&st.pool, b.id, super::workers::OFFLINE_AFTER_SECS)
+                .await?
+    {
+        d.waiting = Some(waiting(&b.queue.to_string(), place));
+    }
+    Ok(Json(d))
+}
+
+/// Why a pending build has not started, in words.
+fn waiting(queue: &str, p: db::builds::QueuePlace) -> freeagent_shared::api::QueueWait {
+    let ahead = p.position - 1;
+    let reason = if p.live_workers == 0 {
+        format!("no live worker serves queue {queue}")
+    } else if p.held >= p.slots {
+        format!(
+            "{} of {} worker slots of queue {queue} busy",
+            p.held, p.slots
+        )
+    } else if ahead > 0 {
+        format!(
+            "{ahead} build{} ahead in queue {queue}",
+            if ahead == 1 { "" } else { "s" }
+        )
+    } else {
+        "next to be dispatched".to_owned()
+    };
+    freeagent_shared::api::QueueWait {
+        position: p.position,
+        live_workers: p.live_workers,
+        slots: p.slots,
+        busy: p.held,
+        reason,
+    }
 }
 
 pub async fn status(ReadableBuild(b): ReadableBuild) -> Json<LegacyStatus> {

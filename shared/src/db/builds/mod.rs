@@ -298,6 +298,41 @@ pub async fn build_attempt_running(
     .await?)
 }
 
+/// Where a pending build waits: its place in its queue's dispatch order (priority, then age),
+/// and the live workers of that queue with their slots and the builds they hold.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct QueuePlace {
+    pub position: i64,
+    pub live_workers: i64,
+    pub slots: i64,
+    pub held: i64,
+}
+
+/// `None` unless the build is pending. `live_within_secs`: a worker seen this recently (and not
+/// draining, and approved) counts as live.
+pub async fn build_queue_place(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    live_within_secs: f64,
+) -> Result<Option<QueuePlace>, Error> {
+    Ok(sqlx::query_as::<_, QueuePlace>(
+        "WITH b AS (SELECT queue, priority, submitted_at FROM builds WHERE id = $1 AND status = 'pending'), \
+         live AS (SELECT w.max_concurrent, w.held FROM workers w, b \
+             WHERE b.queue = ANY(w.queues) AND w.status NOT IN ('offline', 'draining') \
+               AND w.approved_at IS NOT NULL AND w.last_seen_at > now() - make_interval(secs => $2)) \
+         SELECT (SELECT count(*) FROM builds o WHERE o.status = 'pending' AND o.queue = b.queue \
+                   AND (o.priority > b.priority OR (o.priority = b.priority AND o.submitted_at < b.submitted_at))) + 1 AS position, \
+                (SELECT count(*) FROM live) AS live_workers, \
+                (SELECT COALESCE(sum(max_concurrent), 0) FROM live)::bigint AS slots, \
+                (SELECT COALESCE(sum(held), 0) FROM live)::bigint AS held \
+         FROM b",
+    )
+    .bind(id)
+    .bind(live_within_secs)
+    .fetch_optional(db)
+    .await?)
+}
+
 /// Pending builds per queue, with how many live workers (approved, not draining) serve each queue. Queues served by a
 /// worker seen in the last hour are listed even when empty, so gauges fall back to zero.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
