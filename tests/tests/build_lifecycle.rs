@@ -587,6 +587,22 @@ async fn the_cli_takes_its_settings_from_a_profile_and_leaves_ignored_files_home
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--force"), "{err}");
     assert_eq!(cli(&["download", &id, "--force"], &[]).0, Some(0));
+    // A download cut off resumes from its .part; a .part that is not the file's start fails the
+    // checksum, is removed, and the next run starts over.
+    std::fs::write(home.path().join("resumed.apk.part"), "o").unwrap();
+    let (code, _, err) = cli(&["download", &id, "-o", "resumed.apk"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("resuming resumed.apk at 1 bytes"), "{err}");
+    assert_eq!(
+        std::fs::read(home.path().join("resumed.apk")).unwrap(),
+        b"ok\n"
+    );
+    std::fs::write(home.path().join("bad.apk.part"), "X").unwrap();
+    let (code, _, err) = cli(&["download", &id, "-o", "bad.apk"], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(!home.path().join("bad.apk.part").exists());
+    assert_eq!(cli(&["download", &id, "-o", "bad.apk"], &[]).0, Some(0));
     let (code, out, _) = cli(&["logs", &id, "--json"], &[]);
     assert_eq!(code, Some(0));
     assert!(out.lines().count() > 0);
