@@ -29,12 +29,33 @@ pub struct SubmitOpts {
     pub json: bool,
 }
 
+/// A file as a streamed form part, with a progress bar on a terminal (stderr).
 async fn file_part(path: &Path, name: &str) -> anyhow::Result<Part> {
+    use futures::StreamExt;
     let file = tokio::fs::File::open(path)
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata().await?.len();
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(name.to_owned());
+    let stream = tokio_util::io::ReaderStream::new(file).map(move |chunk| {
+        if let Ok(c) = &chunk {
+            bar.inc(c.len() as u64);
+            if bar.position() >= len {
+                bar.finish_and_clear();
+            }
+        }
+        chunk
+    });
+    let body = reqwest::Body::wrap_stream(stream);
     Ok(Part::stream_with_length(body, len)
         .file_name(name.to_owned())
         .mime_str("application/octet-stream")?)
