@@ -344,7 +344,9 @@ async fn a_failing_download_leaves_no_signature_in_the_error_message() {
         .as_str()
         .unwrap()
         .to_owned();
-    let done = farm.wait_terminal(&id, Duration::from_secs(60)).await;
+    // The worker tries the download for a minute (storage may be restarting) before it fails
+    // the build: wait well past that.
+    let done = farm.wait_terminal(&id, Duration::from_secs(150)).await;
     assert_eq!(done["status"], "failed", "{done}");
     let message = done["error_message"].as_str().unwrap_or_default();
     assert!(message.contains("download"), "{message}");
