@@ -69,7 +69,7 @@ pub struct GatewayConfig {
     /// Header and body timeouts, the connection cap.
     pub server: freeagent_shared::http_server::ServerLimits,
     /// Requests per second per credential and per address.
-    pub rate: crate::rate_limit::RateLimits,
+    pub rate: RateLimits,
     /// How long a non-streaming request may take (`FREEAGENT_REQUEST_DEADLINE`).
     pub request_deadline: Duration,
     /// How old /health and the stats routes' figures may be (`FREEAGENT_FIGURES_TTL`; 0: none).
@@ -81,7 +81,7 @@ pub struct GatewayConfig {
     pub log_archive_settle: Duration,
     /// Recent log lines held for followers joining a running build
     /// (`FREEAGENT_LIVE_RECENT_BYTES`, per build `FREEAGENT_LIVE_RECENT_BUILD_BYTES`).
-    pub live_recent: crate::live::RecentLimits,
+    pub live_recent: RecentLimits,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -115,7 +115,7 @@ impl GatewayConfig {
         config::refuse_development_secrets(&bind, &signing_secret, false)?;
         Ok(Self {
             server: freeagent_shared::http_server::ServerLimits::from_env()?,
-            rate: crate::rate_limit::RateLimits::from_env()?,
+            rate: RateLimits::from_env()?,
             request_deadline: config::duration(
                 "FREEAGENT_REQUEST_DEADLINE",
                 DEFAULT_REQUEST_DEADLINE,
@@ -130,8 +130,8 @@ impl GatewayConfig {
                 DEFAULT_LOG_ARCHIVE_SETTLE,
             )?,
             live_recent: {
-                let d = crate::live::RecentLimits::default();
-                crate::live::RecentLimits {
+                let d = RecentLimits::default();
+                RecentLimits {
                     total_bytes: config::bytes("FREEAGENT_LIVE_RECENT_BYTES", d.total_bytes as u64)?
                         as usize,
                     build_bytes: config::bytes(
@@ -140,10 +140,7 @@ impl GatewayConfig {
                     )? as usize,
                 }
             },
-            figures_ttl: config::duration(
-                "FREEAGENT_FIGURES_TTL",
-                crate::figures::DEFAULT_FIGURES_TTL,
-            )?,
+            figures_ttl: config::duration("FREEAGENT_FIGURES_TTL", DEFAULT_FIGURES_TTL)?,
             bind,
             port: config::parse(
                 "FREEAGENT_GATEWAY_PORT",
@@ -240,5 +237,90 @@ impl GatewayConfig {
                 DEFAULT_WORKER_NATS_TTL,
             )?,
         })
+    }
+}
+
+/// A worker not heard from for this long shows as `offline`.
+pub const WORKER_OFFLINE_AFTER_SECS: f64 = 30.0;
+
+/// Figures are at most this old, by default.
+pub const DEFAULT_FIGURES_TTL: Duration = Duration::from_secs(2);
+
+/// Requests per second and burst of one bucket; a rate of 0 turns the limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// `FREEAGENT_RATE_LIMIT_{KEY,IP,ANONYMOUS}` (requests per second) and `..._BURST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per credential (API key, build token, worker token, dashboard session; a key acting for a
+    /// worker: per worker).
+    pub key: Rate,
+    /// Per address, for every request.
+    pub ip: Rate,
+    /// Per address, for requests without a credential.
+    pub anonymous: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            key: Rate {
+                per_second: 100,
+                burst: 500,
+            },
+            ip: Rate {
+                per_second: 1000,
+                burst: 2000,
+            },
+            anonymous: Rate {
+                per_second: 20,
+                burst: 100,
+            },
+        }
+    }
+}
+
+impl RateLimits {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = RateLimits::default();
+        let rate = |name: &str, d: Rate| -> Result<Rate, ConfigError> {
+            Ok(Rate {
+                per_second: config::parse(
+                    &format!("FREEAGENT_RATE_LIMIT_{name}"),
+                    d.per_second,
+                    "requests per second (0: no limit)",
+                )?,
+                burst: config::parse(
+                    &format!("FREEAGENT_RATE_LIMIT_{name}_BURST"),
+                    d.burst,
+                    "a number of requests",
+                )?,
+            })
+        };
+        Ok(RateLimits {
+            key: rate("KEY", d.key)?,
+            ip: rate("IP", d.ip)?,
+            anonymous: rate("ANONYMOUS", d.anonymous)?,
+        })
+    }
+}
+
+/// How much is kept (`FREEAGENT_LIVE_RECENT_BYTES`, `FREEAGENT_LIVE_RECENT_BUILD_BYTES`).
+#[derive(Clone, Copy, Debug)]
+pub struct RecentLimits {
+    pub total_bytes: usize,
+    pub build_bytes: usize,
+}
+
+impl Default for RecentLimits {
+    fn default() -> Self {
+        RecentLimits {
+            total_bytes: 64 << 20,
+            build_bytes: 1 << 20,
+        }
     }
 }

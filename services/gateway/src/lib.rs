@@ -2,28 +2,22 @@
 //! records builds, and serves status, logs and downloads. It owns no build transition after
 //! submission: those belong to the scheduler.
 
-pub mod api_key_cache;
-pub mod auth;
-pub(crate) mod build_teams;
+mod auth;
+mod builds;
 pub mod config;
+mod dashboard;
 pub mod error;
-pub mod extract;
-pub mod figures;
-pub mod inserts;
-pub mod key_usage;
-pub mod lease_renewals;
-pub mod live;
-pub mod log_archive;
-pub mod multipart;
-pub mod queue_consumers;
-pub mod rate_limit;
-pub mod routes;
-pub mod sse;
-pub mod state;
-pub mod storage_client;
-pub mod stream_page;
-pub mod ui;
-pub mod unread_body;
+mod figures;
+mod http;
+mod keys;
+mod logs;
+mod routes;
+mod state;
+mod storage_client;
+mod workers;
+
+/// Streaming multipart parsing, public for its property tests.
+pub use http::multipart;
 
 use anyhow::Context;
 use axum::Router;
@@ -40,22 +34,22 @@ use state::AppState;
 
 pub fn router(st: AppState, health: Health) -> Router {
     let c = &st.config;
-    let limits = routes::table::Limits {
+    let limits = http::route::Limits {
         submit: usize::try_from(c.source_limit + c.certs_limit + 2 * c.json_limit)
             .unwrap_or(usize::MAX),
         json: usize::try_from(c.json_limit).unwrap_or(usize::MAX),
         result: usize::try_from(c.result_limit + c.json_limit).unwrap_or(usize::MAX),
     };
     let deadline = c.request_deadline;
-    let limiter = rate_limit::Limiter::new(&c.rate);
+    let limiter = http::rate_limit::Limiter::new(&c.rate);
     let mut router = Router::new();
-    for route in routes::table::routes(&limits) {
+    for route in routes::routes(&limits) {
         if let Some(mut handler) = route.handler {
             // Uploads, downloads and long polls take as long as their bytes or their wait.
             if !route.streaming {
                 handler = handler
                     .layer::<_, std::convert::Infallible>(axum::middleware::from_fn(
-                        move |req, next| within_deadline(deadline, req, next),
+                        move |req, next| http::deadline::within_deadline(deadline, req, next),
                     ))
                     .layer(axum::extract::DefaultBodyLimit::max(limits.json));
             }
@@ -72,7 +66,7 @@ pub fn router(st: AppState, health: Health) -> Router {
     });
     let sessions = st.clone();
     router
-        .merge(ui::router())
+        .merge(dashboard::router())
         .fallback(|| async { error::GatewayError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             error::GatewayError::new(
@@ -85,37 +79,13 @@ pub fn router(st: AppState, health: Health) -> Router {
         .merge(health.router())
         .layer(axum::middleware::from_fn_with_state(
             sessions,
-            ui::csrf::middleware,
+            auth::csrf::middleware,
         ))
         .layer(axum::middleware::from_fn_with_state(
             limiter,
-            rate_limit::middleware,
+            http::rate_limit::middleware,
         ))
-        .layer(axum::middleware::from_fn(unread_body::middleware))
-}
-
-/// Ends a request that runs past `deadline` with a clear error (the handler is dropped, which
-/// rolls back any transaction it held).
-async fn within_deadline(
-    deadline: std::time::Duration,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match tokio::time::timeout(deadline, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            tracing::warn!(?deadline, "a request ran past its deadline");
-            error::GatewayError::new(
-                freeagent_shared::api_error::ErrorCode::Timeout,
-                "the request took too long and was stopped",
-            )
-            .hint(
-                "retry; if it keeps happening, the farm is overloaded (FREEAGENT_REQUEST_DEADLINE)",
-            )
-            .into_response()
-        }
-    }
+        .layer(axum::middleware::from_fn(http::unread_body::middleware))
 }
 
 /// How long a starting gateway waits for another service's NATS set-up.
@@ -234,12 +204,12 @@ impl App {
                     config.bind, config.port
                 )
             })?;
-        let inserts = inserts::start(pool.clone());
-        let key_usage = key_usage::KeyUsage::start(pool.clone());
+        let inserts = builds::inserts::start(pool.clone());
+        let key_usage = auth::key_usage::KeyUsage::start(pool.clone());
         let server = config.server.clone();
         let figures = figures::FiguresCache::new(config.figures_ttl);
         let log_followers = Arc::new(tokio::sync::Semaphore::new(config.max_log_followers));
-        let live = live::Live::new(config.live_recent);
+        let live = logs::live::Live::new(config.live_recent);
         let log_budget = config.log_budget;
         let st = AppState {
             scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
@@ -289,7 +259,7 @@ impl App {
                 .run(st.nats.clone(), st.pool.clone(), background.clone()),
         );
         let settle = st.config.log_archive_settle;
-        tokio::spawn(log_archive::Archiver::new(st, settle).run(background.clone()));
+        tokio::spawn(logs::archive::Archiver::new(st, settle).run(background.clone()));
         let _stop = background.drop_guard();
         self.health
             .serve(self.listener, self.router, &self.server, shutdown)

@@ -1,0 +1,245 @@
+//! Reading builds: the list with filters and a cursor (paging in headers), one build in full, and the status shape
+//! old clients poll (timestamps in epoch milliseconds).
+
+use crate::auth::extract::{Key, Read, ReadableBuild};
+use crate::auth::{self};
+use crate::error::{GatewayError, Result};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use freeagent_shared::api::{
+    Artifact, AttemptView, BuildDetail, BuildSummary, LegacyStatus, ListQuery,
+};
+use freeagent_shared::db;
+use freeagent_shared::db::api_keys::ApiKey;
+use freeagent_shared::db::builds::{AttemptRecord, Build, ListFilter};
+use freeagent_shared::ids::{BuildId, WorkerId};
+use freeagent_shared::status::BuildStatus;
+use freeagent_shared::team::TeamName;
+
+pub const DEFAULT_LIST_LIMIT: i64 = 50;
+pub const MAX_LIST_LIMIT: i64 = 500;
+
+pub fn summary(b: &Build) -> BuildSummary {
+    BuildSummary {
+        id: b.id,
+        platform: b.platform,
+        status: b.status,
+        worker_id: b.worker_id,
+        worker_name: b.worker_name.clone(),
+        submitted_at: b.submitted_at,
+        created_at: b.submitted_at,
+        updated_at: b.updated_at,
+        completed_at: b.completed_at,
+        completed_at_legacy: b.completed_at,
+        error_message: b.error_message.clone(),
+        has_result: b.result_key.is_some() && b.purged_at.is_none(),
+        team: b.team.clone(),
+        purged_at: b.purged_at,
+        queue: b.queue.clone(),
+        attempt: b.attempt,
+        started_at: b.started_at,
+        duration_ms: match (b.started_at, b.completed_at) {
+            (Some(s), Some(e)) => Some((e - s).num_milliseconds()),
+            _ => None,
+        },
+    }
+}
+
+fn detail(b: &Build, attempts: Vec<AttemptRecord>) -> BuildDetail {
+    let mut artifacts = vec![Artifact {
+        name: "source".into(),
+        size: b.source_size,
+        sha256: b.source_sha256.clone(),
+    }];
+    if b.purged_at.is_some() {
+        // Retention deleted the files; the record keeps their facts, but nothing is offered.
+        artifacts.clear();
+    } else if let (Some(size), Some(sha)) = (b.result_size, &b.result_sha256) {
+        artifacts.push(Artifact {
+            name: format!("{}.{}", b.id, b.platform.artifact_extension()),
+            size,
+            sha256: sha.clone(),
+        });
+    }
+    BuildDetail {
+        summary: summary(b),
+        max_attempts: b.max_attempts,
+        timeout_secs: b.timeout_secs,
+        retry_on_failure: b.retry_on_failure,
+        priority: b.priority,
+        metadata: b.metadata.clone(),
+        progress: b.progress,
+        original_build_id: b.original_build_id,
+        artifacts,
+        attempts: attempts
+            .into_iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                worker_id: a.worker_id,
+                claimed_at: a.claimed_at,
+                ended_at: a.ended_at,
+                outcome: a.outcome,
+                error: a.error,
+            })
+            .collect(),
+        logs_archived_at: b.logs_archived_at,
+        submitted_by: b.submitted_by,
+        waiting: None,
+    }
+}
+
+fn query_param<T: std::str::FromStr>(
+    raw: &Option<String>,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>> {
+    match raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            GatewayError::bad_request(format!("invalid {name} {v:?}: expected {expected}"))
+        }),
+    }
+}
+
+/// `GET /api/builds`: a bare array of summaries, newest first (the old CLI reads an array), with
+/// paging in headers as GitHub's API does: `X-Total-Count`, and `Link: <…?cursor=…>; rel="next"`
+/// while more remain.
+pub async fn list(
+    State(st): State<AppState>,
+    Key { key, .. }: Key<Read>,
+    uri: axum::http::Uri,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::response::Response> {
+    let limit: i64 = query_param(&q.limit, "limit", "an integer")?.unwrap_or(DEFAULT_LIST_LIMIT);
+    if limit < 1 {
+        return Err(GatewayError::bad_request("limit must be at least 1"));
+    }
+    let filter = ListFilter {
+        status: query_param(
+            &q.status,
+            "status",
+            "pending, assigned, building, completed, failed or cancelled",
+        )?,
+        platform: query_param(&q.platform, "platform", "ios or android")?,
+        worker_id: query_param::<WorkerId>(&q.worker_id, "worker_id", "a worker id")?,
+        queue: match q.queue.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(v) => Some(freeagent_shared::status::QueueName::parse(v).map_err(|_| {
+                GatewayError::bad_request(format!(
+                    "invalid queue {v:?}: expected a queue name (a-z, 0-9, '-', '_')"
+                ))
+            })?),
+        },
+        team: list_team(&key, &q.team)?,
+        after: query_param::<BuildId>(&q.cursor, "cursor", "the cursor of a Link header")?,
+        limit: limit.min(MAX_LIST_LIMIT),
+    };
+    let builds = db::builds::build_list(&st.pool, &filter).await?;
+    let total = db::builds::build_count(&st.pool, &filter).await?;
+    let next_cursor = (builds.len() as i64 == filter.limit)
+        .then(|| builds.last().map(|b| b.id))
+        .flatten();
+    let mut resp = Json(builds.iter().map(summary).collect::<Vec<_>>()).into_response();
+    let h = resp.headers_mut();
+    h.insert("x-total-count", HeaderValue::from(total));
+    if let Some(cursor) = next_cursor {
+        // The same query with the cursor moved on; a relative reference, as the client reached us.
+        let next = ListQuery {
+            cursor: Some(cursor.to_string()),
+            ..q
+        };
+        let query = serde_urlencoded::to_string(&next).unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&format!("<{}?{query}>; rel=\"next\"", uri.path())) {
+            h.insert(header::LINK, v);
+        }
+        h.insert(
+            "access-control-expose-headers",
+            HeaderValue::from_static("x-total-count, link"),
+        );
+    }
+    Ok(resp)
+}
+
+/// The team a list shows: an admin key's choice (none: every team), any other key's own team
+/// (naming another is refused rather than answered with an empty list).
+fn list_team(key: &ApiKey, asked: &Option<String>) -> Result<Option<TeamName>> {
+    let asked = match asked.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(v) => Some(TeamName::parse(v).map_err(|e| GatewayError::bad_request(e.to_string()))?),
+    };
+    match (auth::team_scope(key), asked) {
+        (None, asked) => Ok(asked),
+        (Some(own), Some(asked)) if asked != *own => Err(GatewayError::forbidden(format!(
+            "this API key sees only team {own}'s builds"
+        ))
+        .hint("leave out team, or use a key of that team (or an admin key)")),
+        (Some(own), _) => Ok(Some(own.clone())),
+    }
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    ReadableBuild(b): ReadableBuild,
+) -> Result<Json<BuildDetail>> {
+    let attempts = db::builds::build_attempts(&st.pool, b.id).await?;
+    let mut d = detail(&b, attempts);
+    if b.status == freeagent_shared::status::BuildStatus::Pending
+        && let Some(place) =
+            db::builds::build_queue_place(&st.pool, b.id, crate::config::WORKER_OFFLINE_AFTER_SECS)
+                .await?
+    {
+        d.waiting = Some(waiting(&b.queue.to_string(), place));
+    }
+    Ok(Json(d))
+}
+
+/// Why a pending build has not started, in words.
+fn waiting(queue: &str, p: db::builds::QueuePlace) -> freeagent_shared::api::QueueWait {
+    let ahead = p.position - 1;
+    let reason = if p.live_workers == 0 {
+        format!("no live worker serves queue {queue}")
+    } else if p.held >= p.slots {
+        format!(
+            "{} of {} worker slots of queue {queue} busy",
+            p.held, p.slots
+        )
+    } else if ahead > 0 {
+        format!(
+            "{ahead} build{} ahead in queue {queue}",
+            if ahead == 1 { "" } else { "s" }
+        )
+    } else {
+        "next to be dispatched".to_owned()
+    };
+    freeagent_shared::api::QueueWait {
+        position: p.position,
+        live_workers: p.live_workers,
+        slots: p.slots,
+        busy: p.held,
+        reason,
+    }
+}
+
+pub async fn status(ReadableBuild(b): ReadableBuild) -> Json<LegacyStatus> {
+    // Old clients know no `cancelled`: this route (theirs) reports it as a failure.
+    let (status, error_message) = match b.status {
+        BuildStatus::Cancelled => (
+            BuildStatus::Failed,
+            Some(freeagent_shared::farm_log::CANCELLED.to_owned()),
+        ),
+        s => (s, b.error_message.clone()),
+    };
+    Json(LegacyStatus {
+        id: b.id,
+        status,
+        platform: b.platform,
+        worker_id: b.worker_id,
+        submitted_at: b.submitted_at.timestamp_millis(),
+        started_at: b.started_at.map(|t| t.timestamp_millis()),
+        completed_at: b.completed_at.map(|t| t.timestamp_millis()),
+        error_message,
+    })
+}
