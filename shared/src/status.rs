@@ -53,7 +53,8 @@ impl BuildStatus {
     }
 
     /// The one table of allowed transitions. The guarded SQL statements in `db::builds`
-    /// implement exactly these edges; a test walks every pair against the real database.
+    /// implement exactly these edges; `shared/tests/transition_matrix.rs` walks every status and
+    /// statement against the real database.
     pub fn can_transition_to(self, to: BuildStatus) -> bool {
         use BuildStatus::*;
         match (self, to) {

@@ -88,6 +88,20 @@ pub fn router(st: AppState, health: Health) -> Router {
         .layer(axum::middleware::from_fn(http::unread_body::middleware))
 }
 
+/// Every route the gateway declares, as (method, path, who may call it): what the contract
+/// tests hold their own table against. Who may call is read from each handler's credential.
+pub fn declared_routes() -> Vec<(&'static str, &'static str, &'static str)> {
+    let limits = http::route::Limits {
+        submit: 0,
+        json: 0,
+        result: 0,
+    };
+    routes::routes(&limits)
+        .iter()
+        .map(|r| (r.method, r.path, r.who.name()))
+        .collect()
+}
+
 /// How long a starting gateway waits for another service's NATS set-up.
 const NATS_SETUP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 

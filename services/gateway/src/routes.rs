@@ -3,14 +3,12 @@
 //! from this list, and each route names its request and reply types, so the document cannot
 //! drift from what is served.
 
-use crate::http::route::{Limits, Route, Who, r};
+use crate::http::route::{self, Limits, Public, Route};
 use crate::http::schema::Body;
 use crate::{builds, figures, keys, logs, workers};
-use axum::routing::get;
 use serde_json::Value;
 
 pub(crate) fn routes(l: &Limits) -> Vec<Route> {
-    use Who::*;
     let mut all = Vec::new();
     all.extend(builds::routes::routes(l));
     all.extend(logs::routes::routes(l));
@@ -18,54 +16,19 @@ pub(crate) fn routes(l: &Limits) -> Vec<Route> {
     all.extend(keys::routes::routes(l));
     all.extend(figures::routes::routes(l));
     all.extend(vec![
-        r(
-            "get",
-            "/api/openapi.json",
-            Anyone,
-            "This document",
-            get(openapi_handler),
+        route::get("/api/openapi.json", "This document", openapi_handler),
+        route::served_elsewhere("/healthz", "Liveness", Body::Bytes("text/plain")),
+        route::served_elsewhere(
+            "/readyz",
+            "Readiness of Postgres, NATS and storage",
+            Body::Bytes("text/plain"),
         ),
-        Route {
-            method: "get",
-            path: "/healthz",
-            summary: "Liveness",
-            who: Anyone,
-            handler: None,
-            request: Body::None,
-            reply: Body::Bytes("text/plain"),
-            status: 200,
-            query: None,
-            streaming: false,
-        },
-        Route {
-            method: "get",
-            path: "/readyz",
-            summary: "Readiness of Postgres, NATS and storage",
-            who: Anyone,
-            handler: None,
-            request: Body::None,
-            reply: Body::Bytes("text/plain"),
-            status: 200,
-            query: None,
-            streaming: false,
-        },
-        Route {
-            method: "get",
-            path: "/metrics",
-            summary: "Prometheus metrics",
-            who: Anyone,
-            handler: None,
-            request: Body::None,
-            reply: Body::Bytes("text/plain"),
-            status: 200,
-            query: None,
-            streaming: false,
-        },
+        route::served_elsewhere("/metrics", "Prometheus metrics", Body::Bytes("text/plain")),
     ]);
     all
 }
 
-async fn openapi_handler() -> axum::Json<Value> {
+async fn openapi_handler(_: Public) -> axum::Json<Value> {
     // The document does not depend on the limits; build it from any.
     axum::Json(crate::http::openapi::document(&routes(&Limits {
         submit: 0,

@@ -90,12 +90,19 @@ const ROUTES: &[Route] = &[
     r("POST", "/api/workers/{w}/unregister", Worker, Body::None),
     r("POST", "/api/builds/{b}/telemetry", Worker, Json(r#"{"type":"vm","timestamp":1,"data":{"cpu":5}}"#)),
     r("POST", "/api/workers/{w}/drain", Key, Body::None),
+    r("POST", "/api/workers/{w}/undrain", Key, Body::None),
     r("POST", "/api/workers/{w}/approve", Key, Body::None),
     r("GET", "/api/workers", Key, Body::None),
     r("GET", "/api/workers/{w}/stats", Key, Body::None),
     r("POST", "/api/diagnostics/report", Worker, Json(r#"{"worker_id":"{w}","status":"healthy","duration_ms":1,"checks":[]}"#)),
     r("GET", "/api/diagnostics/{w}", Key, Body::None),
     r("GET", "/api/diagnostics/{w}/latest", Key, Body::None),
+    r("GET", "/api/overview", Key, Body::None),
+    r("GET", "/api/events", Key, Body::None),
+    r("POST", "/api/keys", Key, Body::None),
+    r("GET", "/api/keys", Key, Body::None),
+    r("DELETE", "/api/keys/{k}", Key, Body::None),
+    r("POST", "/api/keys/{k}/revoke", Key, Body::None),
     r("GET", "/health", Anyone, Body::None),
     r("GET", "/api/health", Anyone, Body::None),
     r("GET", "/api/stats", Anyone, Body::None),
@@ -105,6 +112,58 @@ const ROUTES: &[Route] = &[
     r("GET", "/metrics", Anyone, Body::None),
     r("GET", "/api/openapi.json", Anyone, Body::None),
 ];
+
+/// The contract's table and the gateway's declarations name the same routes, each with the same
+/// credential: a route added without its contract row, or a handler whose credential changed,
+/// fails here. (`{x}` in a declared path matches any segment; `{k}` is a key id.)
+#[test]
+fn the_table_names_every_declared_route_with_its_credential() {
+    let who = |w: Who| match w {
+        Anyone => "anyone",
+        Key => "api_key",
+        Register => "register_key",
+        KeyOrToken => "api_key_or_build_token",
+        Worker => "worker",
+    };
+    let matches = |declared: &str, row: &str| {
+        let (d, r): (Vec<&str>, Vec<&str>) =
+            (declared.split('/').collect(), row.split('/').collect());
+        d.len() == r.len() && d.iter().zip(&r).all(|(d, r)| d == r || d.starts_with('{'))
+    };
+    let declared = freeagent_gateway::declared_routes();
+    let mut failures = vec![];
+    for row in ROUTES {
+        let found: Vec<_> = declared
+            .iter()
+            .filter(|(m, p, _)| m.eq_ignore_ascii_case(row.method) && matches(p, row.path))
+            .collect();
+        match found.as_slice() {
+            [] => failures.push(format!(
+                "{} {}: in the contract, not declared",
+                row.method, row.path
+            )),
+            [(_, p, w)] if *w != who(row.who) => failures.push(format!(
+                "{} {}: the contract says {}, the handler of {p} takes a credential for {w}",
+                row.method,
+                row.path,
+                who(row.who)
+            )),
+            _ => {}
+        }
+    }
+    for (m, p, _) in &declared {
+        if !ROUTES
+            .iter()
+            .any(|r| m.eq_ignore_ascii_case(r.method) && matches(p, r.path))
+        {
+            failures.push(format!(
+                "{} {p}: declared, with no row in the contract",
+                m.to_uppercase()
+            ));
+        }
+    }
+    verdict("the contract and the declarations", failures);
+}
 
 /// A farm with one build (`a`), held by worker `holder`, plus another build (`other`).
 struct Fixture {
@@ -275,9 +334,12 @@ async fn a_key_without_the_scope_a_route_needs_is_403() {
             "/api/builds",
             "/api/builds/submit",
             "/api/workers/{w}/drain",
+            "/api/workers/{w}/undrain",
             "/api/workers/{w}/approve",
         ];
-        (r.method == "POST" && writes.contains(&r.path)) || r.who == Register
+        (r.method == "POST" && writes.contains(&r.path))
+            || r.path.starts_with("/api/keys")
+            || r.who == Register
     };
     for route in ROUTES.iter().filter(needs_more) {
         let r = call(&f.farm, route, &f.a.id, &f.holder.id, &reader, false).await;

@@ -4,16 +4,20 @@
 
 use crate::auth::{self, WorkerCaller, WorkerCredential};
 use crate::error::GatewayError;
+use crate::http::route::{Caller, Who};
 use crate::state::AppState;
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{FromRequestParts, Query, RawPathParams};
 use axum::http::request::Parts;
 use freeagent_shared::api::WorkerIdQuery;
 use freeagent_shared::db::{api_keys::ApiKey, builds::Build};
+use freeagent_shared::ids::{ApiKeyId, BuildId, WorkerId};
 use std::marker::PhantomData;
 
 /// The scopes an API key may hold for a route (any one of them will do; `admin` holds all).
 pub trait Scope: Send + Sync + 'static {
     const ANY_OF: &'static [&'static str];
+    /// Who a key with this scope is, in the OpenAPI document.
+    const WHO: Who = Who::ApiKey;
 }
 
 /// Reads builds, workers and figures.
@@ -42,12 +46,17 @@ impl Scope for ReadOrWorkers {
 }
 impl Scope for Register {
     const ANY_OF: &'static [&'static str] = &[auth::SCOPE_WORKER, auth::SCOPE_REGISTER_WORKERS];
+    const WHO: Who = Who::RegisterKey;
 }
 
 /// An API key holding one of `S`'s scopes.
 pub struct Key<S: Scope> {
     pub key: ApiKey,
     scope: PhantomData<S>,
+}
+
+impl<S: Scope> Caller for Key<S> {
+    const WHO: Who = S::WHO;
 }
 
 impl<S: Scope> FromRequestParts<AppState> for Key<S> {
@@ -65,6 +74,10 @@ impl<S: Scope> FromRequestParts<AppState> for Key<S> {
 /// A worker's credential, checked; which worker a key speaks for may come later (in the body).
 pub struct WorkerAuth(pub WorkerCredential);
 
+impl Caller for WorkerAuth {
+    const WHO: Who = Who::Worker;
+}
+
 impl FromRequestParts<AppState> for WorkerAuth {
     type Rejection = GatewayError;
 
@@ -73,6 +86,10 @@ impl FromRequestParts<AppState> for WorkerAuth {
             auth::worker_credential(st, &parts.headers).await?,
         ))
     }
+}
+
+impl Caller for WorkerCaller {
+    const WHO: Who = Who::Worker;
 }
 
 /// The calling worker: its token, or a key plus `worker_id` (query) or `X-Worker-Id`.
@@ -90,24 +107,73 @@ impl FromRequestParts<AppState> for WorkerCaller {
     }
 }
 
-/// The build of the path's `{id}`, for an API key with the read scope or that build's token.
-pub struct ReadableBuild(pub Build);
+/// How a caller reached a build: an API key, or the build's own token (or a dashboard session
+/// opened with it).
+pub enum Access {
+    Key(ApiKey),
+    BuildToken,
+}
 
-impl FromRequestParts<AppState> for ReadableBuild {
+/// The build of the path's `{id}`, for an API key holding one of `S`'s scopes (and seeing the
+/// build's team), or that build's token. A malformed or unknown id is 404, but only after the
+/// caller showed a credential (401 before).
+pub struct BuildAccess<S: Scope>(pub Build, pub Access, pub PhantomData<S>);
+
+/// The build of the path, for a reader.
+pub type ReadableBuild = BuildAccess<Read>;
+
+impl<S: Scope> Caller for BuildAccess<S> {
+    const WHO: Who = Who::ApiKeyOrBuildToken;
+}
+
+impl<S: Scope> FromRequestParts<AppState> for BuildAccess<S> {
     type Rejection = GatewayError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, GatewayError> {
-        let raw = match Path::<String>::from_request_parts(parts, st).await {
-            Ok(Path(id)) => id,
-            // Routes with more than `{id}` in the path: the id is the first segment.
-            Err(_) => Path::<(String, String)>::from_request_parts(parts, st)
-                .await
-                .map(|Path((id, _))| id)
-                .map_err(|_| GatewayError::not_found("build"))?,
-        };
-        let id = crate::auth::parse_or_auth(st, &parts.headers, &raw).await?;
-        Ok(ReadableBuild(
-            auth::build_reader(st, &parts.headers, id).await?,
-        ))
+        let raw = first_path_param(parts, st).await.unwrap_or_default();
+        let id = auth::parse_or_auth(st, &parts.headers, &raw, S::ANY_OF).await?;
+        if auth::presents_api_key(&parts.headers) {
+            let key = auth::require_api_key_any(st, &parts.headers, S::ANY_OF).await?;
+            let build = auth::build_for_key(st, &key, id).await?;
+            return Ok(BuildAccess(build, Access::Key(key), PhantomData));
+        }
+        let build = auth::build_by_token(st, &parts.headers, id).await?;
+        Ok(BuildAccess(build, Access::BuildToken, PhantomData))
+    }
+}
+
+/// The first parameter of the request's path (`{id}`, `{worker_id}`).
+async fn first_path_param(parts: &mut Parts, st: &AppState) -> Option<String> {
+    let params = RawPathParams::from_request_parts(parts, st).await.ok()?;
+    params.iter().next().map(|(_, v)| v.to_owned())
+}
+
+/// What a path's id names, for its 404.
+pub trait Named: std::str::FromStr + Send {
+    const WHAT: &'static str;
+}
+impl Named for BuildId {
+    const WHAT: &'static str = "build";
+}
+impl Named for WorkerId {
+    const WHAT: &'static str = "worker";
+}
+impl Named for ApiKeyId {
+    const WHAT: &'static str = "API key";
+}
+
+/// The path's id (its first parameter), typed: a malformed one names nothing, so it is a 404.
+/// Put it after the credential in a handler's arguments, so a stranger gets 401 first.
+pub struct PathId<T>(pub T);
+
+impl<T: Named> FromRequestParts<AppState> for PathId<T> {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, GatewayError> {
+        first_path_param(parts, st)
+            .await
+            .and_then(|raw| raw.parse().ok())
+            .map(PathId)
+            .ok_or_else(|| GatewayError::not_found(T::WHAT))
     }
 }

@@ -173,6 +173,11 @@ pub async fn build_reader(st: &AppState, headers: &HeaderMap, id: BuildId) -> Re
         let key = require_api_key(st, headers, SCOPE_READ).await?;
         return build_for_key(st, &key, id).await;
     }
+    build_by_token(st, headers, id).await
+}
+
+/// The build, for its own token (`X-Build-Token`) or a dashboard session opened with it.
+pub async fn build_by_token(st: &AppState, headers: &HeaderMap, id: BuildId) -> Result<Build> {
     // A dashboard session opened with this build's token stands for the token.
     if header(headers, "x-build-token").is_none() && crate::auth::session::claims_build(headers) {
         return match crate::auth::session::build(st, headers).await? {
@@ -336,13 +341,19 @@ pub fn parse_id(raw: &str) -> Result<BuildId> {
     raw.parse().map_err(|_| GatewayError::not_found("build"))
 }
 
-/// A malformed id is 404, but only after the caller showed some credential (401 otherwise).
-pub async fn parse_or_auth(st: &AppState, headers: &HeaderMap, raw: &str) -> Result<BuildId> {
+/// A malformed id is 404, but only after the caller showed some credential (401 otherwise): a
+/// key holding one of `scopes`, or a build token.
+pub async fn parse_or_auth(
+    st: &AppState,
+    headers: &HeaderMap,
+    raw: &str,
+    scopes: &[&str],
+) -> Result<BuildId> {
     match parse_id(raw) {
         Ok(id) => Ok(id),
         Err(not_found) => {
             if presents_api_key(headers) {
-                require_api_key(st, headers, SCOPE_READ).await?;
+                require_api_key_any(st, headers, scopes).await?;
                 Err(not_found)
             } else if headers.contains_key("x-build-token")
                 || headers.contains_key("x-worker-token")

@@ -2,49 +2,25 @@
 //! `cancelled` from any non-terminal status, then a cancel message to the worker holding it.
 //! A worker that misses the message learns it at its next heartbeat.
 
-use crate::auth::parse_or_auth;
-use crate::auth::{self, SCOPE_SUBMIT};
+use crate::auth::extract::{BuildAccess, Submit};
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use freeagent_shared::api::Cancelled;
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, Transition};
 use freeagent_shared::events::{self, BuildChange, FarmEvent};
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::wire;
-use freeagent_shared::{farm_log, subjects, token};
+use freeagent_shared::{farm_log, subjects};
 
+/// Submitters with the submit scope (seeing the build's team), or this build's token.
 pub async fn cancel(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    BuildAccess(b, ..): BuildAccess<Submit>,
 ) -> Result<Json<Cancelled>> {
-    let id = parse_or_auth(&st, &headers, &id).await?;
-    // Submitters with the submit scope, or this build's token.
-    if auth::presents_api_key(&headers) {
-        let key = auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?;
-        // Another team's build is not this key's to cancel, nor to know of.
-        if auth::team_scope(&key).is_some() {
-            auth::build_for_key(&st, &key, id).await?;
-        }
-    } else {
-        let b = auth::build_reader(&st, &headers, id).await?;
-        let presented = headers
-            .get("x-build-token")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        // A dashboard session opened with the build's token stands for it (`build_reader`
-        // checked that it was opened for this build).
-        let by_session = presented.is_empty() && crate::auth::session::claims_build(&headers);
-        if !by_session && !token::verify(presented, &b.token_hash) {
-            return Err(GatewayError::forbidden(
-                "this build token does not grant access to this build",
-            ));
-        }
-    }
+    let id = b.id;
     match db::builds::build_cancel(&st.pool, id).await? {
         Transition::Applied(b) => {
             metrics::counter!(freeagent_shared::metrics::CANCELS).increment(1);

@@ -1,7 +1,7 @@
 //! `GET /api/builds/:id/download[/:type]`: streams the result, the source or the log archive
 //! from storage, passing `Range` through, with the checksum storage computed at upload.
 
-use crate::auth::extract::ReadableBuild;
+use crate::auth::extract::{BuildAccess, ReadableBuild};
 use crate::error::{GatewayError, Result};
 use crate::logs::serve as logs;
 use crate::state::AppState;
@@ -14,18 +14,18 @@ use freeagent_shared::object_key::ObjectKey;
 
 pub async fn download_result(
     st: State<AppState>,
+    build: ReadableBuild,
     method: Method,
     headers: HeaderMap,
-    build: ReadableBuild,
 ) -> Result<Response> {
     serve(st, method, headers, build, "result").await
 }
 
 pub async fn download(
     st: State<AppState>,
+    build: ReadableBuild,
     method: Method,
     headers: HeaderMap,
-    build: ReadableBuild,
     Path((_, kind)): Path<(String, String)>,
 ) -> Result<Response> {
     serve(st, method, headers, build, &kind).await
@@ -35,7 +35,7 @@ async fn serve(
     State(st): State<AppState>,
     method: Method,
     headers: HeaderMap,
-    ReadableBuild(b): ReadableBuild,
+    BuildAccess(b, ..): ReadableBuild,
     kind: &str,
 ) -> Result<Response> {
     if let Some(when) = b.purged_at

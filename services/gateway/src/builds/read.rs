@@ -1,7 +1,7 @@
 //! Reading builds: the list with filters and a cursor (paging in headers), one build in full, and the status shape
 //! old clients poll (timestamps in epoch milliseconds).
 
-use crate::auth::extract::{Key, Read, ReadableBuild};
+use crate::auth::extract::{BuildAccess, Key, Read, ReadableBuild};
 use crate::auth::{self};
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
@@ -182,7 +182,7 @@ fn list_team(key: &ApiKey, asked: &Option<String>) -> Result<Option<TeamName>> {
 
 pub async fn get(
     State(st): State<AppState>,
-    ReadableBuild(b): ReadableBuild,
+    BuildAccess(b, ..): ReadableBuild,
 ) -> Result<Json<BuildDetail>> {
     let attempts = db::builds::build_attempts(&st.pool, b.id).await?;
     let mut d = detail(&b, attempts);
@@ -223,7 +223,7 @@ fn waiting(queue: &str, p: db::builds::QueuePlace) -> freeagent_shared::api::Que
     }
 }
 
-pub async fn status(ReadableBuild(b): ReadableBuild) -> Json<LegacyStatus> {
+pub async fn status(BuildAccess(b, ..): ReadableBuild) -> Json<LegacyStatus> {
     // Old clients know no `cancelled`: this route (theirs) reports it as a failure.
     let (status, error_message) = match b.status {
         BuildStatus::Cancelled => (

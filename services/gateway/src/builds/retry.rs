@@ -1,13 +1,12 @@
 //! `POST /api/builds/:id/retry`: a new build of any build (finished or not), with the same inputs (it shares
 //! the original's stored source and certs), a new token and `original_build_id`.
 
-use crate::auth::parse_or_auth;
-use crate::auth::{self, SCOPE_SUBMIT};
+use crate::auth::extract::{Access, BuildAccess, Submit};
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use freeagent_shared::api::Retried;
 use freeagent_shared::db::{self, builds::NewBuild, builds::NewObject};
@@ -16,35 +15,32 @@ use freeagent_shared::ids::BuildId;
 use freeagent_shared::wire::LogLevel;
 use freeagent_shared::{farm_log, subjects, token};
 
+/// From any status, as the contract says: a running build keeps running. Another team's build
+/// is refused (404) by `BuildAccess`, so its certs never serve another team's retry.
 pub async fn retry(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    BuildAccess(original, access, _): BuildAccess<Submit>,
 ) -> Result<Response> {
-    let id = parse_or_auth(&st, &headers, &id).await?;
-    let key = match auth::presents_api_key(&headers) {
-        true => Some(auth::require_api_key(&st, &headers, SCOPE_SUBMIT).await?),
-        false => None,
-    };
-    // From any status, as the contract says: a running build keeps running. Another team's
-    // build is refused (404) here, so its certs never serve another team's retry.
-    let original = auth::build_reader(&st, &headers, id).await?;
     // A build token may retry its build once (the new build gets a token of its own, which may
     // retry once in turn), and the tokens of one chain of retries a few times together; API
     // keys are not limited. Otherwise one leaked token could queue builds, with the original's
     // certs, without end.
-    if !auth::presents_api_key(&headers) {
-        let mut tx = st.pool.begin().await.map_err(db::Error::from_sqlx)?;
-        if !db::builds::build_take_token_retry(&mut tx, original.id).await? {
-            tx.rollback().await.map_err(db::Error::from_sqlx)?;
-            return Err(GatewayError::forbidden(format!(
-                "this build token has already retried its build once, or its chain of retries has used its {} retries by build token",
-                db::builds::TOKEN_RETRIES_PER_CHAIN
-            ))
-            .hint("retry the new build with its own token, or use an API key"));
+    let key = match access {
+        Access::Key(key) => Some(key),
+        Access::BuildToken => {
+            let mut tx = st.pool.begin().await.map_err(db::Error::from_sqlx)?;
+            if !db::builds::build_take_token_retry(&mut tx, original.id).await? {
+                tx.rollback().await.map_err(db::Error::from_sqlx)?;
+                return Err(GatewayError::forbidden(format!(
+                    "this build token has already retried its build once, or its chain of retries has used its {} retries by build token",
+                    db::builds::TOKEN_RETRIES_PER_CHAIN
+                ))
+                .hint("retry the new build with its own token, or use an API key"));
+            }
+            tx.commit().await.map_err(db::Error::from_sqlx)?;
+            None
         }
-        tx.commit().await.map_err(db::Error::from_sqlx)?;
-    }
+    };
     let access_token = token::generate(token::TokenKind::Build);
     let new = NewBuild {
         id: BuildId::new(),

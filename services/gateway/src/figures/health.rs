@@ -3,13 +3,14 @@
 //! Old scripts grep `"pending":<n>`, so no key but `queue.pending` has that name.
 
 use crate::error::Result;
+use crate::http::route::Public;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use freeagent_shared::api::{Health, QueueHealth, QueueTotals, StorageHealth, StoredKind};
 use freeagent_shared::status::BuildStatus;
 
-pub async fn health(State(st): State<AppState>) -> Result<Json<Health>> {
+pub async fn health(State(st): State<AppState>, _: Public) -> Result<Json<Health>> {
     let f = st.figures.get(&st.pool).await?;
     let count = |s: BuildStatus| f.count(s);
     let by_kind = f.storage_by_kind.clone();

@@ -4,6 +4,7 @@
 
 use crate::auth::extract::{Key, Read, ReadOrWorkers};
 use crate::error::Result;
+use crate::http::route::Public;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -57,7 +58,7 @@ pub async fn active(
 }
 
 /// Public: no credential, no identifiers, only counts.
-pub async fn public_stats(State(st): State<AppState>) -> Result<Json<PublicStats>> {
+pub async fn public_stats(State(st): State<AppState>, _: Public) -> Result<Json<PublicStats>> {
     let f = st.figures.get(&st.pool).await?;
     let (s, online) = (&f.farm, f.workers_online);
     Ok(Json(PublicStats {

@@ -54,7 +54,7 @@ pub fn document(routes: &[Route]) -> Value {
     for route in routes {
         let security = match route.who {
             Who::Anyone => json!([]),
-            Who::ApiKey => json!([{"apiKey": []}, {"bearer": []}]),
+            Who::ApiKey | Who::RegisterKey => json!([{"apiKey": []}, {"bearer": []}]),
             Who::ApiKeyOrBuildToken => json!([{"apiKey": []}, {"bearer": []}, {"buildToken": []}]),
             Who::Worker => json!([{"workerToken": []}, {"apiKey": []}]),
         };

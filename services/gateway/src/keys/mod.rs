@@ -5,13 +5,14 @@
 
 pub(crate) mod routes;
 
+use crate::auth::extract::PathId;
 use crate::auth::extract::{Admin, Key};
 use crate::error::{GatewayError, Result};
 use crate::http::body::bad_json;
 use crate::state::AppState;
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use freeagent_shared::api::{ApiScope, CreateKeyRequest, CreatedKey, KeyList, KeyRevoked, KeyView};
 use freeagent_shared::db::{self, api_keys::ApiKey, api_keys::NewApiKey};
@@ -148,9 +149,8 @@ pub async fn list(State(st): State<AppState>, _admin: Key<Admin>) -> Result<Json
 pub async fn revoke(
     State(st): State<AppState>,
     Key { key: admin, .. }: Key<Admin>,
-    Path(id): Path<String>,
+    PathId(id): PathId<ApiKeyId>,
 ) -> Result<Json<KeyRevoked>> {
-    let id: ApiKeyId = id.parse().map_err(|_| GatewayError::not_found("API key"))?;
     let k = db::api_keys::api_key_revoke(&st.pool, id)
         .await?
         .ok_or_else(|| GatewayError::not_found("API key"))?;

@@ -2,7 +2,7 @@
 //! live event stream; a finished build's lines come from its archive once it is written.
 
 use super::read::{DEFAULT_LOG_LIMIT, Entry, MAX_LOG_LIMIT, Page, holders, pages, read};
-use crate::auth::extract::ReadableBuild;
+use crate::auth::extract::{BuildAccess, ReadableBuild};
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
@@ -18,8 +18,8 @@ use futures::{StreamExt, TryStreamExt};
 /// lines come from its archive once it is written (`crate::logs::archive`).
 pub async fn get(
     State(st): State<AppState>,
+    BuildAccess(b, ..): ReadableBuild,
     headers: axum::http::HeaderMap,
-    ReadableBuild(b): ReadableBuild,
     Query(q): Query<LogQuery>,
 ) -> Result<Response> {
     let after: u64 = match q.after.as_deref().filter(|s| !s.is_empty()) {

@@ -1,12 +1,13 @@
 //! Worker self-diagnostics: `POST /api/diagnostics/report` (from the worker itself) and
 //! `GET /api/diagnostics/:worker_id` (`?limit=`) and `…/latest` (operators).
 
+use crate::auth::extract::PathId;
 use crate::auth::extract::{Key, Read, WorkerAuth};
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use freeagent_shared::api::{
     DiagnosticsList, DiagnosticsQuery, DiagnosticsReport, DiagnosticsView, ReportStored,
@@ -34,8 +35,8 @@ fn view(d: &Diagnostic) -> DiagnosticsView {
 
 pub async fn report(
     State(st): State<AppState>,
-    headers: HeaderMap,
     WorkerAuth(credential): WorkerAuth,
+    headers: HeaderMap,
     body: std::result::Result<Json<DiagnosticsReport>, JsonRejection>,
 ) -> Result<Json<ReportStored>> {
     // Credentials before the body: the worker's own token, or (older workers) an API key that
@@ -87,17 +88,12 @@ pub async fn report(
     }))
 }
 
-fn worker(raw: &str) -> Result<WorkerId> {
-    raw.parse().map_err(|_| GatewayError::not_found("worker"))
-}
-
 pub async fn list(
     State(st): State<AppState>,
     _key: Key<Read>,
-    Path(raw): Path<String>,
+    PathId(id): PathId<WorkerId>,
     Query(q): Query<DiagnosticsQuery>,
 ) -> Result<Json<DiagnosticsList>> {
-    let id = worker(&raw)?;
     let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
         None => DEFAULT_LIMIT,
         Some(v) => v
@@ -116,9 +112,8 @@ pub async fn list(
 pub async fn latest(
     State(st): State<AppState>,
     _key: Key<Read>,
-    Path(raw): Path<String>,
+    PathId(id): PathId<WorkerId>,
 ) -> Result<Json<DiagnosticsView>> {
-    let id = worker(&raw)?;
     let reports = db::diagnostics::diagnostic_list(&st.pool, id, 1).await?;
     reports
         .first()

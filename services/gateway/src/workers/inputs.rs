@@ -7,10 +7,11 @@
 
 use super::adapter::held;
 use crate::auth::WorkerCaller;
+use crate::auth::extract::PathId;
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -44,7 +45,7 @@ pub enum BundleError {
 pub async fn certs_secure(
     State(st): State<AppState>,
     caller: WorkerCaller,
-    Path(id): Path<String>,
+    PathId(id): PathId<BuildId>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let named = headers
@@ -54,12 +55,11 @@ pub async fn certs_secure(
             GatewayError::new(ErrorCode::Unauthorized, "missing X-Build-Id header")
                 .hint("send X-Build-Id with the id of the build whose certs you fetch")
         })?;
-    if named != id {
+    if named.trim().parse::<BuildId>().ok() != Some(id) {
         return Err(GatewayError::forbidden(
             "X-Build-Id header does not match build ID in URL",
         ));
     }
-    let id: BuildId = id.parse().map_err(|_| GatewayError::not_found("build"))?;
     // The bootstrap stops at a 403 and retries anything else: a build held by another worker
     // (or none) is a 403, as the seed answered.
     let b = held(&st, &caller, id).await.map_err(|e| {

@@ -5,12 +5,13 @@
 
 use super::adapter::{beat, held};
 use crate::auth::WorkerCaller;
+use crate::auth::extract::PathId;
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use async_nats::jetstream::AckKind;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 
 use freeagent_shared::api::{BuildBeat, BuildBeatReply, Job, PollQuery, PollReply};
 use freeagent_shared::api_error::ErrorCode;
@@ -231,10 +232,9 @@ fn dedup(mut q: Vec<QueueName>) -> Vec<QueueName> {
 async fn input(
     st: &AppState,
     caller: WorkerCaller,
-    id: String,
+    id: BuildId,
     kind: &'static str,
 ) -> Result<axum::response::Response> {
-    let id: BuildId = id.parse().map_err(|_| GatewayError::not_found("build"))?;
     let b = held(st, &caller, id).await?;
     let (key, sha) = match kind {
         "source" => (
@@ -286,7 +286,7 @@ async fn input(
 pub async fn source(
     State(st): State<AppState>,
     caller: WorkerCaller,
-    Path(id): Path<String>,
+    PathId(id): PathId<BuildId>,
 ) -> Result<axum::response::Response> {
     input(&st, caller, id, "source").await
 }
@@ -294,7 +294,7 @@ pub async fn source(
 pub async fn certs(
     State(st): State<AppState>,
     caller: WorkerCaller,
-    Path(id): Path<String>,
+    PathId(id): PathId<BuildId>,
 ) -> Result<axum::response::Response> {
     input(&st, caller, id, "certs").await
 }
@@ -314,12 +314,11 @@ pub fn sniff(head: &[u8]) -> &'static str {
 pub async fn build_heartbeat(
     State(st): State<AppState>,
     caller: WorkerCaller,
-    Path(id): Path<String>,
+    PathId(id): PathId<BuildId>,
     body: std::result::Result<Json<BuildBeat>, JsonRejection>,
 ) -> Result<Json<BuildBeatReply>> {
     let body: BuildBeat = crate::http::body::optional_json(body)?;
     let progress = parse_progress(body.progress.as_ref())?;
-    let id: BuildId = id.parse().map_err(|_| GatewayError::not_found("build"))?;
     let b = db::builds::build_get(&st.pool, id)
         .await?
         .ok_or_else(|| GatewayError::not_found("build"))?;

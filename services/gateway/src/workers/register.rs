@@ -26,8 +26,8 @@ pub use freeagent_shared::api::RegisterRequest;
 
 pub async fn register(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Key { key, .. }: Key<Register>,
+    headers: HeaderMap,
     body: std::result::Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<Json<Registered>> {
     let Json(req) = body.map_err(bad_json)?;

@@ -1,11 +1,12 @@
 //! The worker registry as operators see it: the list with each worker's status, draining and
 //! approving a worker, and one worker's figures.
 
+use crate::auth::extract::PathId;
 use crate::auth::extract::{Admin, Key, Read, ReadOrWorkers};
 use crate::error::{GatewayError, Result};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::Utc;
 use freeagent_shared::api::{Approved, Drained, WorkerList, WorkerStats, WorkerView};
 use freeagent_shared::db::{self};
@@ -42,9 +43,8 @@ pub async fn list(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<Wo
 pub async fn drain(
     State(st): State<AppState>,
     _key: Key<Admin>,
-    Path(id): Path<String>,
+    PathId(id): PathId<WorkerId>,
 ) -> Result<Json<Drained>> {
-    let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
     let w = db::workers::worker_drain(&st.pool, id)
         .await?
         .ok_or_else(|| GatewayError::not_found("worker"))?;
@@ -67,9 +67,8 @@ pub async fn drain(
 pub async fn undrain(
     State(st): State<AppState>,
     _key: Key<Admin>,
-    Path(id): Path<String>,
+    PathId(id): PathId<WorkerId>,
 ) -> Result<Json<Drained>> {
-    let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
     let Some(w) = db::workers::worker_undrain(&st.pool, id).await? else {
         let w = db::workers::worker_get(&st.pool, id)
             .await?
@@ -100,9 +99,8 @@ pub async fn undrain(
 pub async fn approve(
     State(st): State<AppState>,
     _key: Key<Admin>,
-    Path(id): Path<String>,
+    PathId(id): PathId<WorkerId>,
 ) -> Result<Json<Approved>> {
-    let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
     let Some(w) = db::workers::worker_approve(&st.pool, id).await? else {
         db::workers::worker_get(&st.pool, id)
             .await?
@@ -122,9 +120,8 @@ pub async fn approve(
 pub async fn stats(
     State(st): State<AppState>,
     key: Key<ReadOrWorkers>,
-    Path(id): Path<String>,
+    PathId(id): PathId<WorkerId>,
 ) -> Result<Json<WorkerStats>> {
-    let id: WorkerId = id.parse().map_err(|_| GatewayError::not_found("worker"))?;
     let w = db::workers::worker_get(&st.pool, id).await?;
     // A worker machine's key sees the workers it registered, no other (unknown ids alike, so
     // none is probed).

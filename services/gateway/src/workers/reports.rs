@@ -5,6 +5,7 @@
 
 use super::adapter::{beat, build_id, finish_reply, held, reported};
 use crate::auth::WorkerCaller;
+use crate::auth::extract::PathId;
 use crate::auth::extract::WorkerAuth;
 use crate::error::{GatewayError, Result};
 use crate::http::body::bad_json;
@@ -20,6 +21,7 @@ use freeagent_shared::api::{
 };
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, builds::Build};
+use freeagent_shared::ids::BuildId;
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{
@@ -75,7 +77,7 @@ fn charge_log(
 pub async fn logs(
     State(st): State<AppState>,
     caller: WorkerCaller,
-    Path(id): Path<String>,
+    PathId(id): PathId<BuildId>,
     body: std::result::Result<Json<LogBody>, JsonRejection>,
 ) -> Result<Json<LogsAccepted>> {
     let Json(body) = body.map_err(|e| {
@@ -87,7 +89,7 @@ pub async fn logs(
             e.body_text()
         ))
     })?;
-    let b = held(&st, &caller, build_id(&id)?).await?;
+    let b = held(&st, &caller, id).await?;
     let (lines, batch) = match body {
         LogBody::Batch { logs } => (logs, true),
         LogBody::One(l) => (vec![l], false),
@@ -153,11 +155,11 @@ pub async fn logs(
 pub async fn telemetry(
     State(st): State<AppState>,
     caller: WorkerCaller,
-    Path(id): Path<String>,
+    PathId(id): PathId<BuildId>,
     body: std::result::Result<Json<Telemetry>, JsonRejection>,
 ) -> Result<Json<Success>> {
     let Json(body) = body.map_err(bad_json)?;
-    let b = held(&st, &caller, build_id(&id)?).await?;
+    let b = held(&st, &caller, id).await?;
     super::adapter::renew(&st, &caller, &b).await;
     let kind = body.kind.as_deref().unwrap_or("telemetry");
     let data = body.data.unwrap_or(Value::Null);
@@ -194,8 +196,8 @@ pub async fn telemetry(
 /// `POST /api/workers/heartbeat` `{build_id?, progress?}`: presence, plus a lease renewal.
 pub async fn worker_heartbeat(
     State(st): State<AppState>,
-    headers: HeaderMap,
     WorkerAuth(credential): WorkerAuth,
+    headers: HeaderMap,
     body: std::result::Result<Json<WorkerBeat>, JsonRejection>,
 ) -> Result<Json<WorkerBeatReply>> {
     let body = crate::http::body::optional_json(body)?;
@@ -239,8 +241,8 @@ pub async fn worker_heartbeat(
 /// `POST /api/workers/fail` `{build_id, error}`.
 pub async fn fail(
     State(st): State<AppState>,
-    headers: HeaderMap,
     WorkerAuth(credential): WorkerAuth,
+    headers: HeaderMap,
     body: std::result::Result<Json<FailBody>, JsonRejection>,
 ) -> Result<Json<Outcome>> {
     let Json(body) = body.map_err(bad_json)?;
@@ -265,8 +267,8 @@ pub async fn fail(
 /// `POST /api/workers/abandon` `{build_id, reason}`: the build goes back to the queue.
 pub async fn abandon(
     State(st): State<AppState>,
-    headers: HeaderMap,
     WorkerAuth(credential): WorkerAuth,
+    headers: HeaderMap,
     body: std::result::Result<Json<FailBody>, JsonRejection>,
 ) -> Result<Json<Success>> {
     let Json(body) = body.map_err(bad_json)?;
@@ -293,8 +295,8 @@ pub async fn abandon(
 /// worker holds goes back to the queue, and its registration ends.
 pub async fn unregister(
     State(st): State<AppState>,
-    headers: HeaderMap,
     WorkerAuth(credential): WorkerAuth,
+    headers: HeaderMap,
     path: Option<Path<String>>,
     body: std::result::Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Unregistered>> {

@@ -45,8 +45,8 @@ struct Report {
 /// A refused report stores nothing: whatever reached the result key is deleted again.
 pub async fn result(
     State(st): State<AppState>,
-    headers: HeaderMap,
     WorkerAuth(credential): WorkerAuth,
+    headers: HeaderMap,
     mp: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Outcome>> {
     let mut credential = Some(credential);

@@ -393,7 +393,22 @@ fn gateway_config(
         url_ttl: gw::DEFAULT_URL_TTL,
         worker_nats_ttl: gw::DEFAULT_WORKER_NATS_TTL,
         server: Default::default(),
-        rate: Default::default(),
+        // Off: the contract tables send hundreds of anonymous requests in a second. The limits
+        // are tested end to end (`tests/tests/hostile_clients.rs`).
+        rate: gw::RateLimits {
+            key: gw::Rate {
+                per_second: 0,
+                burst: 0,
+            },
+            ip: gw::Rate {
+                per_second: 0,
+                burst: 0,
+            },
+            anonymous: gw::Rate {
+                per_second: 0,
+                burst: 0,
+            },
+        },
         request_deadline: gw::DEFAULT_REQUEST_DEADLINE,
         // Exact figures at once: these tests check them right after each change.
         figures_ttl: std::time::Duration::ZERO,

@@ -40,7 +40,8 @@ pub async fn build_claim_batch(
                    AS t(id, attempt, worker_id, queues, lease_secs) \
                    JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) l ON l.id = t.id \
                    ORDER BY t.id) ask \
-             WHERE builds.id = ask.id AND builds.status = 'pending' AND builds.attempt = ask.attempt \
+             WHERE builds.id = ask.id AND builds.status = 'pending' AND builds.dispatched_at IS NOT NULL \
+               AND builds.attempt = ask.attempt \
                AND builds.queue = ANY(string_to_array(ask.queues, ',')) RETURNING builds.*",
         "), a AS (INSERT INTO build_attempts (build_id, attempt, worker_id) SELECT id, attempt, worker_id FROM b ON CONFLICT DO NOTHING)",
         " SELECT ",

@@ -185,7 +185,10 @@ async fn outcome<T>(
 }
 
 /// `pending → assigned`, only for the attempt that was dispatched and a worker that serves the
-/// build's queue (`queues`); opens the attempt record.
+/// build's queue (`queues`); opens the attempt record. A build handed back (abandon, lost lease,
+/// a retried failure) keeps its attempt until its next dispatch bumps it, and `dispatched_at`
+/// is cleared meanwhile: a leftover message of the old attempt finds no dispatch to claim, so
+/// the attempt never runs twice and the backoff holds (`shared/tests/transition_matrix.rs`).
 pub async fn build_claim(
     db: impl PgExecutor<'_> + Copy,
     id: BuildId,
@@ -197,7 +200,7 @@ pub async fn build_claim(
     let row = sqlx::query_as::<_, Build>(returning_build!(
         "UPDATE builds SET status = 'assigned', worker_id = $3, lease_expires_at = now() + make_interval(secs => $4), \
          dispatched_at = NULL, started_at = NULL, progress = NULL, updated_at = now() \
-         WHERE id = $1 AND status = 'pending' AND attempt = $2 AND queue = ANY($5)",
+         WHERE id = $1 AND status = 'pending' AND dispatched_at IS NOT NULL AND attempt = $2 AND queue = ANY($5)",
         "a AS (INSERT INTO build_attempts (build_id, attempt, worker_id) SELECT id, attempt, worker_id FROM b ON CONFLICT DO NOTHING)"
     ))
     .bind(id)
