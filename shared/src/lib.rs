@@ -20,6 +20,8 @@ pub mod tls;
 pub mod token;
 pub mod wire;
 
+#[cfg(all(feature = "db", feature = "nats"))]
+pub mod announce;
 #[cfg(feature = "api")]
 pub mod api;
 #[cfg(feature = "db")]
@@ -40,6 +42,8 @@ pub mod nats_auth;
 pub mod scheduler_client;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(all(feature = "db", feature = "nats-auth"))]
+pub mod worker_credentials;
 #[cfg(feature = "nats-auth")]
 pub mod worker_identity;
 #[cfg(all(feature = "db", feature = "nats"))]

@@ -1,5 +1,6 @@
 //! Typed requests to the scheduler over NATS, each on its operation's subject for the sending
-//! worker (`scheduler.<op>.<worker_id>`) and carrying the attempt. Transport failures (no scheduler answering, a timeout) are retried with
+//! worker (`scheduler.<op>.<worker_id>`) and carrying the attempt; and the gateway's one service
+//! request, a submitter's cancel (`scheduler.cancel`). Transport failures (no scheduler answering, a timeout) are retried with
 //! exponential backoff and jitter; a refusal is an answer, not an error.
 
 use crate::ids::WorkerId;
@@ -8,7 +9,10 @@ use crate::wire::{
     self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply,
     HeartbeatRequest,
 };
-use crate::wire::{AbandonRequest, LogBatch, LogReply, PresenceReply, PresenceRequest, RetryLater};
+use crate::wire::{
+    AbandonRequest, CancelReply, CancelRequest, LogBatch, LogReply, PresenceReply, PresenceRequest,
+    RetryLater,
+};
 use backon::{ExponentialBuilder, Retryable};
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::Duration;
@@ -61,10 +65,18 @@ impl SchedulerClient {
         worker: WorkerId,
         req: &Req,
     ) -> Result<Rep, RequestError> {
-        let subject = op.as_str();
-        let request = self
-            .nats
-            .request(op.subject(worker), wire::encode(req).into());
+        self.once_on(op.as_str(), op.subject(worker), req).await
+    }
+
+    /// One try on `to` (`name` says which operation in errors).
+    async fn once_on<Req: Serialize, Rep: DeserializeOwned + RetryLater>(
+        &self,
+        name: &'static str,
+        to: String,
+        req: &Req,
+    ) -> Result<Rep, RequestError> {
+        let subject = name;
+        let request = self.nats.request(to, wire::encode(req).into());
         let msg = match tokio::time::timeout(TRY_TIMEOUT, request).await {
             Ok(Ok(msg)) => msg,
             Ok(Err(e)) => {
@@ -152,6 +164,16 @@ impl SchedulerClient {
     /// Log lines: sent again through a NATS restart or a scheduler's failover for `patience`.
     pub async fn log(&self, req: &LogBatch, patience: Duration) -> Result<LogReply, RequestError> {
         self.request(Op::Log, req.worker_id, req, patience).await
+    }
+
+    /// A submitter's cancel, forwarded by the gateway (a service's request on
+    /// `subjects::CANCEL`, which no worker may publish). Idempotent: a second cancel finds the
+    /// build cancelled.
+    pub async fn cancel(&self, req: &CancelRequest) -> Result<CancelReply, RequestError> {
+        (|| self.once_on("cancel", crate::subjects::CANCEL.to_owned(), req))
+            .retry(retry_policy(Duration::from_secs(10)))
+            .when(|e| matches!(e, RequestError::Transport { .. }))
+            .await
     }
 }
 

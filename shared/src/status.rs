@@ -44,6 +44,12 @@ impl BuildStatus {
         }
     }
 
+    /// Held by a worker: its attempt runs (`assigned`, `building`). The SQL guards spell the same
+    /// set as `status IN ('assigned', 'building')`.
+    pub fn is_held(self) -> bool {
+        matches!(self, BuildStatus::Assigned | BuildStatus::Building)
+    }
+
     /// Terminal statuses never change again.
     pub fn is_terminal(self) -> bool {
         matches!(

@@ -95,9 +95,10 @@ pub const SCHEDULER_QUEUE_GROUP: &str = "scheduler";
 /// Published (core NATS) when new work may be due. The payload names the build's queue, so a
 /// scheduler whose window for that queue is full can skip a pass; an empty payload wakes always.
 pub const WAKE: &str = "scheduler.wake";
-/// The gateway tells the scheduler that it cancelled a build (payload: `CancelNotice`); only the
-/// scheduler publishes cancels to workers.
-pub const CANCELLED: &str = "scheduler.cancelled";
+/// A submitter's cancel, forwarded by the gateway (request: `wire::CancelRequest`): the
+/// scheduler applies it and tells the worker. Two tokens, so no worker's `scheduler.*.<id>`
+/// permission reaches it; only the scheduler publishes cancels to workers.
+pub const CANCEL: &str = "scheduler.cancel";
 
 /// The gateway revoked a worker's registration: the scheduler pushes the new revocations.
 pub const REVOKED: &str = "scheduler.revoked";

@@ -306,6 +306,7 @@ macro_rules! retry_later {
     )*};
 }
 retry_later!(
+    CancelReply,
     ClaimReply,
     HeartbeatReply,
     FinishReply,
@@ -369,13 +370,31 @@ pub enum LogReply {
     Unavailable { message: String },
 }
 
-/// The gateway cancelled a build held by `worker_id`: the scheduler tells the worker.
+/// A submitter's cancel of a build, which the gateway forwards after checking the submitter's
+/// credential (its scope and team): the scheduler applies it (`scheduler.cancel`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CancelNotice {
+pub struct CancelRequest {
     pub build_id: BuildId,
-    /// The attempt the worker runs (the cancel names it, so a stale one stops nothing).
-    pub attempt: Attempt,
-    pub worker_id: WorkerId,
+}
+
+/// Reply to a cancel. Cancelling a cancelled build answers `Finished { status: cancelled }`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CancelReply {
+    Cancelled,
+    /// The build had already ended (completed, failed or cancelled): nothing changed.
+    Finished {
+        status: BuildStatus,
+    },
+    NotFound,
+    /// The request could not be read.
+    Error {
+        message: String,
+    },
+    /// The scheduler could not handle it now (its database is down): send it again.
+    Unavailable {
+        message: String,
+    },
 }
 
 /// Published by the scheduler on `cancel.<worker>.<build>`: stop this attempt of this build. A

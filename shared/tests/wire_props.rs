@@ -43,7 +43,8 @@ fn decode_every_type(bytes: &[u8]) {
     decodes_or_refuses::<PresenceRequest>(bytes);
     decodes_or_refuses::<PresenceReply>(bytes);
     decodes_or_refuses::<LogLine>(bytes);
-    decodes_or_refuses::<CancelNotice>(bytes);
+    decodes_or_refuses::<CancelRequest>(bytes);
+    decodes_or_refuses::<CancelReply>(bytes);
     decodes_or_refuses::<CancelOrder>(bytes);
     decodes_or_refuses::<FarmEvent>(bytes);
     decodes_or_refuses::<NotYours>(bytes);
@@ -141,11 +142,7 @@ fn samples() -> Vec<Value> {
             level: LogLevel::Info,
             message: "hello".into(),
         }),
-        wire::encode(&CancelNotice {
-            build_id: b,
-            attempt: a,
-            worker_id: w,
-        }),
+        wire::encode(&CancelRequest { build_id: b }),
         wire::encode(&FarmEvent::Build(BuildEvent {
             build_id: b,
             event: BuildChange::Requeued,
@@ -319,7 +316,7 @@ fn every_sample_decodes_as_its_own_type() {
     assert!(wire::decode::<PresenceRequest>(&bytes[11]).is_ok());
     assert!(wire::decode::<PresenceReply>(&bytes[12]).is_ok());
     assert!(wire::decode::<LogLine>(&bytes[13]).is_ok());
-    assert!(wire::decode::<CancelNotice>(&bytes[14]).is_ok());
+    assert!(wire::decode::<CancelRequest>(&bytes[14]).is_ok());
     assert!(wire::decode::<FarmEvent>(&bytes[15]).is_ok());
     assert_eq!(
         wire::decode::<PresenceReply>(&bytes[16]).ok(),

@@ -129,7 +129,7 @@ async fn a_workers_credentials_reach_only_its_own_subjects() {
         Op::Presence.subject(b.worker_id),
         subjects::logs(build, b.worker_id),
         subjects::WAKE.to_owned(),
-        subjects::CANCELLED.to_owned(),
+        subjects::CANCEL.to_owned(),
         subjects::REVOKED.to_owned(),
         subjects::build_events(build),
         subjects::dispatch(&QueueName::parse("android").unwrap()),

@@ -1,5 +1,7 @@
 //! What the scheduler tells others after a transition: the farm event (`EVENTS` stream, for
-//! live status and dashboards), the farm's line in the build's log, and cancels to workers. Best
+//! live status and dashboards), the farm's line in the build's log, and cancels to workers. A
+//! one-row transition announces through `shared::announce` (`announce_outcome` here words an
+//! outcome's line); transitions of many rows announce from the columns they returned. Best
 //! effort: the database is the record; a lost message is logged, never fatal. The log line goes
 //! first, so a follower that sees a terminal event can count on the closing line being stored.
 
@@ -8,13 +10,8 @@ use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::status::{BuildStatus, Platform, QueueName};
 use freeagent_shared::subjects;
 
-/// The event of a build's transition into `b.status`.
-pub async fn publish(nats: &async_nats::Client, b: &freeagent_shared::db::builds::Build) {
-    let event = FarmEvent::build(b, BuildChange::into_status(b.status));
-    freeagent_shared::events::publish(nats, &event).await;
-}
-
-/// The same, from the columns a batch statement returned.
+/// The event of a build's transition into `status`, from the columns a batch statement returned
+/// (one-row transitions announce through `shared::announce`).
 pub async fn publish_moved(
     nats: &async_nats::Client,
     build_id: BuildId,
@@ -62,25 +59,27 @@ pub async fn cancel(
     }
 }
 
-/// The farm's line in a build's log for where a transition left it: completed, failed (with the
-/// reason), or back in the queue.
-pub async fn log_outcome(nats: &async_nats::Client, b: &freeagent_shared::db::builds::Build) {
+/// Announces where an outcome (complete, fail, abandon) left a build, with the farm's line in
+/// its log: completed, failed (with the reason), or back in the queue. The line is stored before
+/// the event goes out (`shared::announce`).
+pub async fn announce_outcome(nats: &async_nats::Client, b: &freeagent_shared::db::builds::Build) {
+    use freeagent_shared::announce::{self, Line};
     use freeagent_shared::farm_log;
     use freeagent_shared::wire::LogLevel;
     let reason = b.error_message.as_deref().unwrap_or("no reason given");
-    let (level, line) = match b.status {
-        BuildStatus::Completed => (LogLevel::Info, farm_log::COMPLETED.to_owned()),
-        BuildStatus::Failed => (LogLevel::Error, farm_log::failed(reason)),
-        BuildStatus::Pending => (
+    let line = match b.status {
+        BuildStatus::Completed => Some(Line::stored(LogLevel::Info, farm_log::COMPLETED)),
+        BuildStatus::Failed => Some(Line::stored(LogLevel::Error, farm_log::failed(reason))),
+        BuildStatus::Pending => Some(Line::stored(
             LogLevel::Warn,
             format!(
                 "Attempt {} ended ({reason}); the build goes back to the queue",
                 b.attempt
             ),
-        ),
-        _ => return,
+        )),
+        _ => None,
     };
-    farm_log::write(nats, b.id, b.attempt, level, line).await;
+    announce::moved(nats, b, line).await;
 }
 
 /// The farm's line for a build the reaper moved: its worker was lost, or it ran too long.

@@ -3,6 +3,7 @@
 //! builds whose worker was lost. Replicas need no leader: row locks partition the work.
 
 pub mod batches;
+pub mod cancels;
 pub mod config;
 pub mod connection_guard;
 pub mod dispatcher;
@@ -39,7 +40,7 @@ pub struct App {
     health: Health,
     subs: rpc::Subscriptions,
     wake_sub: async_nats::Subscriber,
-    cancelled_sub: async_nats::Subscriber,
+    cancel_sub: async_nats::Subscriber,
     revoked_sub: async_nats::Subscriber,
     minter: Option<freeagent_shared::nats_auth::Minter>,
     revoker: Option<revocations::Revoker>,
@@ -86,8 +87,8 @@ impl App {
         let replies = rpc::replies_connection(&config.nats, farm_minter.as_ref(), &nats).await?;
         let subs = rpc::subscribe(&replies).await?;
         let wake_sub = nats.subscribe(subjects::WAKE).await?;
-        let cancelled_sub = nats
-            .queue_subscribe(subjects::CANCELLED, subjects::SCHEDULER_QUEUE_GROUP.into())
+        let cancel_sub = nats
+            .queue_subscribe(subjects::CANCEL, subjects::SCHEDULER_QUEUE_GROUP.into())
             .await?;
         let revoked_sub = nats.subscribe(revocations::REVOKED).await?;
         let revoker = match (&minter, &config.nats.operator_key, config.nats.system()) {
@@ -148,7 +149,7 @@ impl App {
             health,
             subs,
             wake_sub,
-            cancelled_sub,
+            cancel_sub,
             revoked_sub,
             minter,
             revoker,
@@ -219,23 +220,13 @@ impl App {
                 }
             }
         });
-        // Cancels from the gateway: only the scheduler may publish to a worker's cancel subject.
-        let mut cancelled_sub = self.cancelled_sub;
-        let (n, s) = (self.nats.clone(), stop.clone());
-        tracker.spawn(async move {
-            loop {
-                let m = tokio::select! {
-                    _ = s.cancelled() => return,
-                    m = cancelled_sub.next() => match m { Some(m) => m, None => return },
-                };
-                match freeagent_shared::wire::decode::<freeagent_shared::wire::CancelNotice>(
-                    &m.payload,
-                ) {
-                    Ok(c) => events::cancel(&n, Some(c.worker_id), c.build_id, c.attempt).await,
-                    Err(e) => tracing::warn!(error = %e, "ignoring a malformed cancel notice"),
-                }
-            }
-        });
+        // Submitters' cancels, forwarded by the gateway.
+        tracker.spawn(cancels::serve(
+            self.cancel_sub,
+            self.pool.clone(),
+            self.nats.clone(),
+            stop.clone(),
+        ));
         if let Some(guard) = self.guard {
             tracker.spawn(service_loop::run(
                 "connection guard",

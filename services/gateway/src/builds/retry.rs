@@ -8,12 +8,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use freeagent_shared::announce::{self, Line};
 use freeagent_shared::api::Retried;
 use freeagent_shared::db::{self, builds::NewBuild, builds::NewObject};
-use freeagent_shared::events::{self, BuildChange, FarmEvent};
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::wire::LogLevel;
-use freeagent_shared::{farm_log, subjects, token};
+use freeagent_shared::{farm_log, token};
 
 /// From any status, as the contract says: a running build keeps running. Another team's build
 /// is refused (404) by `BuildAccess`, so its certs never serve another team's retry.
@@ -75,22 +75,12 @@ pub async fn retry(
         submitted_by: key.as_ref().map(|k| k.id),
     };
     let b = db::builds::build_insert(&st.pool, &new).await?;
-    farm_log::send(
+    announce::submitted(
         &st.nats,
-        b.id,
-        b.attempt,
-        LogLevel::Info,
-        farm_log::submitted_retry(original.id),
+        &b,
+        Line::sent(LogLevel::Info, farm_log::submitted_retry(original.id)),
     )
     .await;
-    events::publish(&st.nats, &FarmEvent::build(&b, BuildChange::Submitted)).await;
-    if let Err(e) = st
-        .nats
-        .publish(subjects::WAKE, bytes::Bytes::from(b.queue.to_string()))
-        .await
-    {
-        tracing::warn!(build_id = %b.id, error = %e, "could not wake the scheduler");
-    }
     tracing::info!(build_id = %b.id, original = %original.id, "build retried");
     let body = Retried {
         id: b.id,

@@ -9,16 +9,16 @@ use crate::state::AppState;
 use axum::extract::{Multipart, State, multipart::MultipartRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use freeagent_shared::announce::{self, Line};
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{builds::NewBuild, builds::NewObject};
-use freeagent_shared::events::{self, BuildChange, FarmEvent};
 use freeagent_shared::farm_log;
 use freeagent_shared::ids::BuildId;
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::status::{Platform, QueueName};
+use freeagent_shared::token;
 use freeagent_shared::wire::LogLevel;
 use freeagent_shared::wire::StoredObject;
-use freeagent_shared::{subjects, token};
 use serde_json::json;
 
 const TEXT_LIMIT: usize = 256;
@@ -240,24 +240,12 @@ async fn finish(
     let b = crate::builds::inserts::insert(&st.inserts, new).await?;
     metrics::counter!(freeagent_shared::metrics::BUILDS_SUBMITTED, "team" => b.team.to_string())
         .increment(1);
-    farm_log::send(
+    announce::submitted(
         &st.nats,
-        b.id,
-        b.attempt,
-        LogLevel::Info,
-        farm_log::SUBMITTED,
+        &b,
+        Line::sent(LogLevel::Info, farm_log::SUBMITTED),
     )
     .await;
-    // Before the wake-up, on this connection: `submitted` is the build's first event.
-    events::publish(&st.nats, &FarmEvent::build(&b, BuildChange::Submitted)).await;
-    // The scheduler also ticks, so a lost wake-up only delays dispatch.
-    if let Err(e) = st
-        .nats
-        .publish(subjects::WAKE, bytes::Bytes::from(b.queue.to_string()))
-        .await
-    {
-        tracing::warn!(build_id = %id, error = %e, "could not wake the scheduler");
-    }
     tracing::info!(build_id = %id, %platform, size = b.source_size, "build submitted");
     let body = freeagent_shared::api::Submitted {
         id: b.id,

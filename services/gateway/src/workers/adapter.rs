@@ -10,7 +10,6 @@ use freeagent_shared::api::Outcome;
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, builds::Build};
 use freeagent_shared::ids::BuildId;
-use freeagent_shared::status::BuildStatus;
 use freeagent_shared::wire::{FinishReply, HeartbeatReply, HeartbeatRequest};
 use std::time::Duration;
 
@@ -27,9 +26,7 @@ pub(crate) async fn held(st: &AppState, caller: &WorkerCaller, id: BuildId) -> R
     let b = db::builds::build_get(&st.pool, id)
         .await?
         .ok_or_else(|| GatewayError::not_found("build"))?;
-    if b.worker_id != Some(caller.worker.id)
-        || !matches!(b.status, BuildStatus::Assigned | BuildStatus::Building)
-    {
+    if b.worker_id != Some(caller.worker.id) || !b.status.is_held() {
         return Err(
             GatewayError::new(ErrorCode::Conflict, "this worker does not hold that build")
                 .hint("poll for a new job"),

@@ -17,7 +17,7 @@ use freeagent_shared::api::{BuildBeat, BuildBeatReply, Job, PollQuery, PollReply
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, builds::Build};
 use freeagent_shared::ids::{BuildId, WorkerId};
-use freeagent_shared::status::{BuildStatus, QueueName};
+use freeagent_shared::status::QueueName;
 use freeagent_shared::wire::{self, ClaimReply, ClaimRequest, Dispatch, NotYours};
 use futures::StreamExt;
 use serde_json::Value;
@@ -329,7 +329,7 @@ pub async fn build_heartbeat(
         ));
     }
     // A build that ended meanwhile (cancelled, timed out, lost) tells its old holder to stop.
-    let cancel = if matches!(b.status, BuildStatus::Assigned | BuildStatus::Building) {
+    let cancel = if b.status.is_held() {
         beat(&st, &caller, &b, progress).await?
     } else {
         true

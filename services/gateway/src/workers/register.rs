@@ -206,12 +206,7 @@ pub async fn register(
     let nats = match (&st.minter, &row) {
         (Some(minter), Some(w)) => match &w.nats_public_key {
             Some(key) => {
-                let role = freeagent_shared::nats_auth::Role::Worker {
-                    id,
-                    queues: w.nats_queues(),
-                };
-                let jwt = minter
-                    .user_jwt(&role, key, Some(nats_exp.timestamp()))
+                let jwt = freeagent_shared::worker_credentials::mint(minter, w, key, nats_exp)
                     .map_err(|e| GatewayError::bad_request(e.to_string()))?;
                 if w.nats_jwt_pulls != approved {
                     db::workers::worker_nats_renewed(&st.pool, id, key, nats_exp, approved).await?;

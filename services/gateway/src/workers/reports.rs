@@ -219,7 +219,7 @@ pub async fn worker_heartbeat(
             .await?
             .ok_or_else(|| GatewayError::not_found("build"))?;
         if b.worker_id == Some(caller.worker.id) {
-            let stop = if matches!(b.status, BuildStatus::Assigned | BuildStatus::Building) {
+            let stop = if b.status.is_held() {
                 beat(&st, &caller, &b, body.progress.map(|p| p.min(100))).await?
             } else {
                 true

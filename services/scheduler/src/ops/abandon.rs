@@ -41,8 +41,7 @@ impl Handlers {
             Transition::Applied(b) => {
                 metrics::counter!(freeagent_shared::metrics::RETRIES, "cause" => "abandoned")
                     .increment(1);
-                events::log_outcome(&self.nats, &b).await;
-                events::publish(&self.nats, &b).await;
+                events::announce_outcome(&self.nats, &b).await;
                 tracing::info!(to = %b.status, "build handed back");
                 FinishReply::Recorded { status: b.status }
             }

@@ -11,15 +11,15 @@
 
 use super::context::refusal;
 use super::{Handlers, Unavailable};
-use crate::events;
 use chrono::Utc;
+use freeagent_shared::announce::{self, Line};
 use freeagent_shared::db::builds::{Build, ClaimAsk};
 use freeagent_shared::db::{self, Transition};
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::subjects;
-use freeagent_shared::wire::{ClaimReply, ClaimRequest, JobGrant, NotYours};
+use freeagent_shared::wire::{ClaimReply, ClaimRequest, JobGrant, LogLevel, NotYours};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -120,7 +120,7 @@ impl Handlers {
             Transition::Stale(c)
                 if c.worker_id == Some(worker.id)
                     && c.attempt == req.attempt
-                    && matches!(c.status, BuildStatus::Assigned | BuildStatus::Building) =>
+                    && c.status.is_held() =>
             {
                 match db::builds::build_get(&self.pool, req.build_id).await? {
                     Some(b) => b,
@@ -228,16 +228,10 @@ impl Handlers {
             let waited = (Utc::now() - d).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::histogram!(freeagent_shared::metrics::CLAIM_WAIT_SECONDS).record(waited);
         }
-        events::publish(&self.nats, &b).await;
         // Not awaiting JetStream's ack: a claim's latency is the farm's dispatch latency.
-        freeagent_shared::farm_log::send(
-            &self.nats,
-            b.id,
-            b.attempt,
-            freeagent_shared::wire::LogLevel::Info,
-            freeagent_shared::farm_log::assigned(b.worker_name.as_deref().unwrap_or("a worker")),
-        )
-        .await;
+        let line =
+            freeagent_shared::farm_log::assigned(b.worker_name.as_deref().unwrap_or("a worker"));
+        announce::moved(&self.nats, &b, Some(Line::sent(LogLevel::Info, line))).await;
         tracing::debug!(build_id = %b.id, attempt = %b.attempt, "claimed");
         self.wake_dispatcher.notify_one();
         ClaimReply::Granted(Box::new(self.grant(b)))

@@ -183,8 +183,7 @@ impl Handlers {
                 } else {
                     metrics::counter!(freeagent_shared::metrics::BUILDS_FINISHED, "status" => b.status.as_str()).increment(1);
                 }
-                events::log_outcome(&self.nats, &b).await;
-                events::publish(&self.nats, &b).await;
+                events::announce_outcome(&self.nats, &b).await;
                 tracing::debug!(build_id = %b.id, status = %b.status, "build finished");
                 FinishReply::Recorded { status: b.status }
             }

@@ -83,10 +83,8 @@ impl Handlers {
             return Ok(None);
         }
         let new_exp = Utc::now() + ttl;
-        let queues = w.nats_queues();
         let pulls = w.approved_at.is_some();
-        let role = freeagent_shared::nats_auth::Role::Worker { id: w.id, queues };
-        let jwt = match minter.user_jwt(&role, key, Some(new_exp.timestamp())) {
+        let jwt = match freeagent_shared::worker_credentials::mint(minter, w, key, new_exp) {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(worker_id = %w.id, error = %e, "cannot renew a worker's NATS credentials");

@@ -31,30 +31,16 @@ pub async fn build_claim_batch(
     // Queue names are `[a-z0-9._-]`, so a comma joins them unambiguously.
     let queues: Vec<String> = asks.iter().map(|a| a.queues.join(",")).collect();
     let leases: Vec<f64> = asks.iter().map(|a| a.lease_secs).collect();
-    Ok(sqlx::query_as::<_, Build>(concat!(
-        "WITH b AS (",
-            "UPDATE builds SET status = 'assigned', worker_id = ask.worker_id, \
-             lease_expires_at = now() + make_interval(secs => ask.lease_secs), dispatched_at = NULL, started_at = NULL, \
-             progress = NULL, updated_at = now() \
-             FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::float8[]) \
-                   AS t(id, attempt, worker_id, queues, lease_secs) \
-                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) l ON l.id = t.id \
-                   ORDER BY t.id) ask \
-             WHERE builds.id = ask.id AND builds.status = 'pending' AND builds.dispatched_at IS NOT NULL \
-               AND builds.attempt = ask.attempt \
-               AND builds.queue = ANY(string_to_array(ask.queues, ',')) RETURNING builds.*",
-        "), a AS (INSERT INTO build_attempts (build_id, attempt, worker_id) SELECT id, attempt, worker_id FROM b ON CONFLICT DO NOTHING)",
-        " SELECT ",
-        build_columns!(),
-        " FROM b LEFT JOIN workers w ON w.id = b.worker_id"
-    ))
-    .bind(ids)
-    .bind(attempts)
-    .bind(workers)
-    .bind(queues)
-    .bind(leases)
-    .fetch_all(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, Build>(include_str!("sql/claim_batch.sql"))
+            .bind(ids)
+            .bind(attempts)
+            .bind(workers)
+            .bind(queues)
+            .bind(leases)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// One completion of a batch.
@@ -67,6 +53,7 @@ pub struct CompleteAsk {
 }
 
 /// `assigned | building → completed` for every ask whose guard holds (see `build_complete`).
+/// (`sql/complete_batch.sql` says why its holder guard may use `=`.)
 pub async fn build_complete_batch(
     db: impl PgExecutor<'_>,
     asks: &[CompleteAsk],
@@ -77,31 +64,17 @@ pub async fn build_complete_batch(
     let keys: Vec<&str> = asks.iter().map(|a| a.result.key.as_str()).collect();
     let sizes: Vec<i64> = asks.iter().map(|a| a.result.size).collect();
     let shas: Vec<&str> = asks.iter().map(|a| a.result.sha256.as_str()).collect();
-    Ok(sqlx::query_as::<_, Build>(concat!(
-        "WITH b AS (",
-            "UPDATE builds SET status = 'completed', result_key = ask.key, result_size = ask.size, \
-             result_sha256 = ask.sha, started_at = COALESCE(builds.started_at, now()), completed_at = now(), \
-             lease_expires_at = NULL, progress = 100, updated_at = now() \
-             FROM (SELECT DISTINCT ON (t.id) t.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::bigint[], $6::text[]) \
-                   AS t(id, attempt, worker_id, key, size, sha) \
-                   JOIN (SELECT id FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) l ON l.id = t.id \
-                   ORDER BY t.id) ask \
-             WHERE builds.id = ask.id AND builds.attempt = ask.attempt AND builds.worker_id = ask.worker_id \
-               AND builds.status IN ('assigned', 'building') RETURNING builds.*",
-        "), a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'completed' FROM b \
-               WHERE ba.build_id = b.id AND ba.attempt = b.attempt)",
-        " SELECT ",
-        build_columns!(),
-        " FROM b LEFT JOIN workers w ON w.id = b.worker_id"
-    ))
-    .bind(ids)
-    .bind(attempts)
-    .bind(workers)
-    .bind(keys)
-    .bind(sizes)
-    .bind(shas)
-    .fetch_all(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, Build>(include_str!("sql/complete_batch.sql"))
+            .bind(ids)
+            .bind(attempts)
+            .bind(workers)
+            .bind(keys)
+            .bind(sizes)
+            .bind(shas)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Inserts many new builds in one statement (one commit for concurrent submissions). The rows

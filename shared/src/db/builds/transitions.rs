@@ -1,14 +1,18 @@
 //! The guarded state transitions of `builds`. Each is one statement whose `WHERE` is its guard
 //! (status, attempt, worker); the attempt record in `build_attempts` changes in the same
-//! statement. When the guard fails, a cheap read tells `Stale` from `NotFound`.
+//! statement. The statements are SQL files beside this one (`sql/<transition>.sql`), each with
+//! its guard and parameters explained; this module binds them and reads their outcome. When the
+//! guard fails, a cheap read tells `Stale` from `NotFound`.
 //!
 //! A holder's guard compares `worker_id IS NOT DISTINCT FROM $n` (the same as `=` for a worker
 //! id, which is never NULL) so that it cannot be used as an index condition: on a table without
 //! statistics, Postgres' cached plan otherwise read the row through `builds_worker`, i.e. every
 //! build that worker ever ran, instead of the primary key.
 //!
-//! Requeues (lost lease, abandon, a failed command that asked for retries) wait an exponential
-//! backoff with ±20 % jitter: `min(cap, base · 2^(attempt−1))`, computed in SQL per row.
+//! Requeues (lost lease, abandon, a failed command that asked for retries) follow one rule, the
+//! SQL function `build_requeue` (migrations/20261207000002_build_requeue.sql): back to `pending`
+//! after an exponential backoff with ±20 % jitter, `min(cap, base · 2^(attempt−1))`, while
+//! attempts are left, else `failed`.
 
 use super::{Build, Current, NewObject};
 use crate::db::{Error, Transition};
@@ -22,19 +26,6 @@ use sqlx::{PgExecutor, Postgres, Transaction};
 pub struct Backoff {
     pub base_secs: f64,
     pub cap_secs: f64,
-}
-
-/// The SQL of the backoff for a row's current attempt (parameters `$base`, `$cap` by position).
-macro_rules! backoff_sql {
-    ($base:literal, $cap:literal) => {
-        concat!(
-            "make_interval(secs => least(",
-            $cap,
-            ", ",
-            $base,
-            " * power(2, greatest(b.attempt, 1) - 1)) * (0.8 + random() * 0.4))"
-        )
-    };
 }
 
 /// A build the dispatcher just took from the queue.
@@ -82,46 +73,12 @@ pub async fn build_dispatch_batch(
     // Queues with undispatched builds come from a loose index scan (one probe per queue); each
     // queue takes its best builds up to its free window slots; dispatches unclaimed for too long
     // are taken again, oldest first.
-    let rows = sqlx::query_as::<_, DispatchRow>(
-        "WITH RECURSIVE qs AS ( \
-             (SELECT queue FROM builds WHERE status = 'pending' AND dispatched_at IS NULL ORDER BY queue LIMIT 1) \
-             UNION ALL \
-             SELECT (SELECT b.queue FROM builds b WHERE b.status = 'pending' AND b.dispatched_at IS NULL \
-                     AND b.queue > qs.queue ORDER BY b.queue LIMIT 1) \
-             FROM qs WHERE qs.queue IS NOT NULL), \
-         free AS ( \
-             SELECT qs.queue, $3 - (SELECT count(*) FROM builds w WHERE w.status = 'pending' \
-                 AND w.dispatched_at IS NOT NULL AND w.queue = qs.queue) AS n \
-             FROM qs WHERE qs.queue IS NOT NULL), \
-         fresh AS ( \
-             SELECT c.* FROM free f CROSS JOIN LATERAL ( \
-                 SELECT b.id, b.priority, b.submitted_at FROM builds b \
-                 WHERE b.status = 'pending' AND b.dispatched_at IS NULL AND b.queue = f.queue \
-                   AND b.run_after <= now() \
-                 ORDER BY b.priority DESC, b.submitted_at \
-                 LIMIT greatest(f.n, 0) FOR UPDATE SKIP LOCKED) c), \
-         stale AS ( \
-             SELECT b.id, b.priority, b.submitted_at FROM builds b \
-             WHERE b.status = 'pending' AND b.dispatched_at IS NOT NULL \
-               AND b.dispatched_at < now() - make_interval(secs => $2) AND b.run_after <= now() \
-             ORDER BY b.dispatched_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
-         due AS ( \
-             SELECT id FROM (SELECT * FROM fresh UNION ALL SELECT * FROM stale) d \
-             ORDER BY priority DESC, submitted_at LIMIT $1), \
-         upd AS ( \
-             UPDATE builds b SET attempt = b.attempt + CASE WHEN b.dispatched_at IS NULL THEN 1 ELSE 0 END, \
-                 dispatched_at = now(), updated_at = now() \
-             FROM due WHERE b.id = due.id \
-             RETURNING b.id, b.attempt, b.platform, b.queue) \
-         SELECT id, attempt, platform, queue FROM upd \
-         UNION ALL \
-         SELECT NULL::uuid, NULL::integer, NULL::text, queue FROM free WHERE n <= 0",
-    )
-    .bind(limit)
-    .bind(redispatch_after_secs)
-    .bind(window)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = sqlx::query_as::<_, DispatchRow>(include_str!("sql/dispatch.sql"))
+        .bind(limit)
+        .bind(redispatch_after_secs)
+        .bind(window)
+        .fetch_all(&mut **tx)
+        .await?;
     let mut pass = DispatchPass::default();
     for r in rows {
         match (r.id, r.attempt, r.platform) {
@@ -197,19 +154,14 @@ pub async fn build_claim(
     queues: &[String],
     lease_secs: f64,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(returning_build!(
-        "UPDATE builds SET status = 'assigned', worker_id = $3, lease_expires_at = now() + make_interval(secs => $4), \
-         dispatched_at = NULL, started_at = NULL, progress = NULL, updated_at = now() \
-         WHERE id = $1 AND status = 'pending' AND dispatched_at IS NOT NULL AND attempt = $2 AND queue = ANY($5)",
-        "a AS (INSERT INTO build_attempts (build_id, attempt, worker_id) SELECT id, attempt, worker_id FROM b ON CONFLICT DO NOTHING)"
-    ))
-    .bind(id)
-    .bind(attempt)
-    .bind(worker)
-    .bind(lease_secs)
-    .bind(queues)
-    .fetch_optional(db)
-    .await?;
+    let row = sqlx::query_as::<_, Build>(include_str!("sql/claim.sql"))
+        .bind(id)
+        .bind(attempt)
+        .bind(worker)
+        .bind(lease_secs)
+        .bind(queues)
+        .fetch_optional(db)
+        .await?;
     outcome(db, id, row).await
 }
 
@@ -247,23 +199,16 @@ pub async fn build_heartbeat_batch(
     let workers: Vec<WorkerId> = beats.iter().map(|b| b.worker).collect();
     let progress: Vec<Option<i16>> = beats.iter().map(|b| b.progress).collect();
     let leases: Vec<f64> = beats.iter().map(|b| b.lease_secs).collect();
-    Ok(sqlx::query_as::<_, Renewed>(
-        "WITH input AS (SELECT DISTINCT ON (id, attempt, worker_id) * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::smallint[], $5::float8[]) \
-                        AS t(id, attempt, worker_id, progress, lease_secs)) \
-         UPDATE builds b SET status = 'building', started_at = COALESCE(b.started_at, now()), \
-             lease_expires_at = now() + make_interval(secs => input.lease_secs), progress = COALESCE(input.progress, b.progress), \
-             updated_at = now() \
-         FROM input WHERE b.id = input.id AND b.attempt = input.attempt AND b.worker_id = input.worker_id \
-             AND b.status IN ('assigned', 'building') \
-         RETURNING b.id, b.attempt, b.worker_id, b.lease_expires_at, b.started_at = now() AS started, b.queue, b.platform",
+    Ok(
+        sqlx::query_as::<_, Renewed>(include_str!("sql/heartbeat_batch.sql"))
+            .bind(ids)
+            .bind(attempts)
+            .bind(workers)
+            .bind(progress)
+            .bind(leases)
+            .fetch_all(db)
+            .await?,
     )
-    .bind(ids)
-    .bind(attempts)
-    .bind(workers)
-    .bind(progress)
-    .bind(leases)
-    .fetch_all(db)
-    .await?)
 }
 
 /// What a refused beat saw, for each id (absent ids do not exist).
@@ -294,22 +239,15 @@ pub async fn build_complete(
     worker: WorkerId,
     result: &NewObject,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(returning_build!(
-        "UPDATE builds SET status = 'completed', result_key = $4, result_size = $5, result_sha256 = $6, \
-         started_at = COALESCE(started_at, now()), completed_at = now(), lease_expires_at = NULL, progress = 100, \
-         updated_at = now() \
-         WHERE id = $1 AND attempt = $2 AND worker_id IS NOT DISTINCT FROM $3 AND status IN ('assigned', 'building')",
-        "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'completed' FROM b \
-               WHERE ba.build_id = b.id AND ba.attempt = b.attempt)"
-    ))
-    .bind(id)
-    .bind(attempt)
-    .bind(worker)
-    .bind(&result.key)
-    .bind(result.size)
-    .bind(&result.sha256)
-    .fetch_optional(db)
-    .await?;
+    let row = sqlx::query_as::<_, Build>(include_str!("sql/complete.sql"))
+        .bind(id)
+        .bind(attempt)
+        .bind(worker)
+        .bind(&result.key)
+        .bind(result.size)
+        .bind(&result.sha256)
+        .fetch_optional(db)
+        .await?;
     outcome(db, id, row).await
 }
 
@@ -323,27 +261,15 @@ pub async fn build_fail(
     error: &str,
     backoff: Backoff,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(returning_build!(
-        ("UPDATE builds b SET \
-             status = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts THEN 'pending' ELSE 'failed' END, \
-             completed_at = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts THEN NULL ELSE now() END, \
-             worker_id = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts THEN NULL ELSE b.worker_id END, \
-             started_at = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts THEN NULL ELSE b.started_at END, \
-             run_after = CASE WHEN b.retry_on_failure AND b.attempt < b.max_attempts \
-                 THEN now() + ", backoff_sql!("$5", "$6"), " ELSE b.run_after END, \
-             error_message = $4, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now() \
-         WHERE b.id = $1 AND b.attempt = $2 AND b.worker_id IS NOT DISTINCT FROM $3 AND b.status IN ('assigned', 'building')"),
-        "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'failed', error = $4 FROM b \
-               WHERE ba.build_id = b.id AND ba.attempt = b.attempt)"
-    ))
-    .bind(id)
-    .bind(attempt)
-    .bind(worker)
-    .bind(error)
-    .bind(backoff.base_secs)
-    .bind(backoff.cap_secs)
-    .fetch_optional(db)
-    .await?;
+    let row = sqlx::query_as::<_, Build>(include_str!("sql/fail.sql"))
+        .bind(id)
+        .bind(attempt)
+        .bind(worker)
+        .bind(error)
+        .bind(backoff.base_secs)
+        .bind(backoff.cap_secs)
+        .fetch_optional(db)
+        .await?;
     outcome(db, id, row).await
 }
 
@@ -357,28 +283,15 @@ pub async fn build_abandon(
     reason: &str,
     backoff: Backoff,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(returning_build!(
-        ("UPDATE builds b SET \
-             status = CASE WHEN b.attempt >= b.max_attempts THEN 'failed' ELSE 'pending' END, \
-             error_message = CASE WHEN b.attempt >= b.max_attempts \
-                 THEN 'abandoned by its worker on the last attempt: ' || $4 ELSE b.error_message END, \
-             completed_at = CASE WHEN b.attempt >= b.max_attempts THEN now() ELSE NULL END, \
-             worker_id = CASE WHEN b.attempt >= b.max_attempts THEN b.worker_id ELSE NULL END, \
-             started_at = CASE WHEN b.attempt >= b.max_attempts THEN b.started_at ELSE NULL END, \
-             run_after = now() + ", backoff_sql!("$5", "$6"), ", \
-             lease_expires_at = NULL, dispatched_at = NULL, progress = NULL, updated_at = now() \
-         WHERE b.id = $1 AND b.attempt = $2 AND b.worker_id IS NOT DISTINCT FROM $3 AND b.status IN ('assigned', 'building')"),
-        "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'abandoned', error = $4 FROM b \
-               WHERE ba.build_id = b.id AND ba.attempt = b.attempt)"
-    ))
-    .bind(id)
-    .bind(attempt)
-    .bind(worker)
-    .bind(reason)
-    .bind(backoff.base_secs)
-    .bind(backoff.cap_secs)
-    .fetch_optional(db)
-    .await?;
+    let row = sqlx::query_as::<_, Build>(include_str!("sql/abandon.sql"))
+        .bind(id)
+        .bind(attempt)
+        .bind(worker)
+        .bind(reason)
+        .bind(backoff.base_secs)
+        .bind(backoff.cap_secs)
+        .fetch_optional(db)
+        .await?;
     outcome(db, id, row).await
 }
 
@@ -387,16 +300,10 @@ pub async fn build_cancel(
     db: impl PgExecutor<'_> + Copy,
     id: BuildId,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(returning_build!(
-        "UPDATE builds SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL, dispatched_at = NULL, \
-         error_message = 'cancelled', updated_at = now() \
-         WHERE id = $1 AND status IN ('pending', 'assigned', 'building')",
-        "a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'cancelled' FROM b \
-               WHERE ba.build_id = b.id AND ba.attempt = b.attempt AND ba.ended_at IS NULL)"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
+    let row = sqlx::query_as::<_, Build>(include_str!("sql/cancel.sql"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     outcome(db, id, row).await
 }
 
@@ -418,49 +325,20 @@ pub async fn build_rescue_expired(
     limit: i64,
     backoff: Backoff,
 ) -> Result<Vec<Moved>, Error> {
-    Ok(sqlx::query_as::<_, Moved>(concat!(
-        "WITH expired AS ( \
-             SELECT id, worker_id AS lost_worker FROM builds WHERE status IN ('assigned', 'building') AND lease_expires_at < now() \
-             ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
-         b AS (UPDATE builds b SET \
-             status = CASE WHEN b.attempt >= b.max_attempts THEN 'failed' ELSE 'pending' END, \
-             error_message = CASE WHEN b.attempt >= b.max_attempts \
-                 THEN 'worker lost: its lease expired on attempt ' || b.attempt || ' of ' || b.max_attempts \
-                 ELSE b.error_message END, \
-             completed_at = CASE WHEN b.attempt >= b.max_attempts THEN now() ELSE NULL END, \
-             worker_id = CASE WHEN b.attempt >= b.max_attempts THEN b.worker_id ELSE NULL END, \
-             started_at = CASE WHEN b.attempt >= b.max_attempts THEN b.started_at ELSE NULL END, \
-             run_after = now() + ",
-        backoff_sql!("$2", "$3"),
-        ", lease_expires_at = NULL, dispatched_at = NULL, progress = NULL, updated_at = now() \
-             FROM expired WHERE b.id = expired.id \
-             RETURNING b.id, b.attempt, b.status, expired.lost_worker, b.queue, b.platform), \
-         a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'lost' FROM b \
-               WHERE ba.build_id = b.id AND ba.attempt = b.attempt AND ba.ended_at IS NULL) \
-         SELECT id, attempt, status, lost_worker AS worker_id, queue, platform FROM b"
-    ))
-    .bind(limit)
-    .bind(backoff.base_secs)
-    .bind(backoff.cap_secs)
-    .fetch_all(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, Moved>(include_str!("sql/rescue_expired.sql"))
+            .bind(limit)
+            .bind(backoff.base_secs)
+            .bind(backoff.cap_secs)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Running builds past their time limit end `failed`; the caller stops them on their workers.
 pub async fn build_time_out(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Moved>, Error> {
-    Ok(sqlx::query_as::<_, Moved>(
-        "WITH late AS ( \
-             SELECT id FROM builds WHERE status IN ('assigned', 'building') \
-               AND started_at + make_interval(secs => timeout_secs) < now() \
-             ORDER BY started_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
-         b AS (UPDATE builds b SET status = 'failed', completed_at = now(), lease_expires_at = NULL, updated_at = now(), \
-                 error_message = 'timed out: the build ran longer than its limit of ' || b.timeout_secs || ' s' \
-             FROM late WHERE b.id = late.id RETURNING b.id, b.attempt, b.status, b.worker_id, b.queue, b.platform), \
-         a AS (UPDATE build_attempts ba SET ended_at = now(), outcome = 'timed_out' FROM b \
-               WHERE ba.build_id = b.id AND ba.attempt = b.attempt AND ba.ended_at IS NULL) \
-         SELECT * FROM b",
-    )
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
+    Ok(sqlx::query_as::<_, Moved>(include_str!("sql/time_out.sql"))
+        .bind(limit)
+        .fetch_all(db)
+        .await?)
 }
