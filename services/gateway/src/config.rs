@@ -74,6 +74,9 @@ pub struct GatewayConfig {
     pub request_deadline: Duration,
     /// How old /health and the stats routes' figures may be (`FREEAGENT_FIGURES_TTL`; 0: none).
     pub figures_ttl: Duration,
+    /// A worker not heard from this long shows as offline (`FREEAGENT_WORKER_OFFLINE_AFTER`, as
+    /// the scheduler reads it).
+    pub worker_offline_after: Duration,
     /// Live log streams (server-sent events) open at once (`FREEAGENT_MAX_LOG_FOLLOWERS`).
     pub max_log_followers: usize,
     /// How long after its end a build's log is archived (`FREEAGENT_LOG_ARCHIVE_SETTLE`): lines
@@ -141,6 +144,10 @@ impl GatewayConfig {
                 }
             },
             figures_ttl: config::duration("FREEAGENT_FIGURES_TTL", DEFAULT_FIGURES_TTL)?,
+            worker_offline_after: config::duration(
+                "FREEAGENT_WORKER_OFFLINE_AFTER",
+                DEFAULT_WORKER_OFFLINE_AFTER,
+            )?,
             bind,
             port: config::parse(
                 "FREEAGENT_GATEWAY_PORT",
@@ -240,8 +247,8 @@ impl GatewayConfig {
     }
 }
 
-/// A worker not heard from for this long shows as `offline`.
-pub const WORKER_OFFLINE_AFTER_SECS: f64 = 30.0;
+/// A worker not heard from for this long shows as `offline`, by default.
+pub const DEFAULT_WORKER_OFFLINE_AFTER: Duration = Duration::from_secs(30);
 
 /// Figures are at most this old, by default.
 pub const DEFAULT_FIGURES_TTL: Duration = Duration::from_secs(2);

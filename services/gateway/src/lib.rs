@@ -221,7 +221,7 @@ impl App {
         let inserts = builds::inserts::start(pool.clone());
         let key_usage = auth::key_usage::KeyUsage::start(pool.clone());
         let server = config.server.clone();
-        let figures = figures::FiguresCache::new(config.figures_ttl);
+        let figures = figures::FiguresCache::new(config.figures_ttl, config.worker_offline_after);
         let log_followers = Arc::new(tokio::sync::Semaphore::new(config.max_log_followers));
         let live = logs::live::Live::new(config.live_recent);
         let log_budget = config.log_budget;

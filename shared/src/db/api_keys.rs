@@ -9,9 +9,7 @@ use crate::team::TeamName;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-/// The columns every query returns (never `key_hash`).
-const COLUMNS: &str = "id, name, scopes, created_at, revoked_at, expires_at, last_used_at, worker_queues, max_workers, team";
-
+/// A key as every query returns it: all its columns but `key_hash`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKey {
     pub id: ApiKeyId,
@@ -48,19 +46,15 @@ pub async fn api_key_ensure(
     scopes: &[&str],
 ) -> Result<ApiKey, Error> {
     let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-    Ok(sqlx::query_as::<_, ApiKey>(&format!(
-        "WITH ins AS (INSERT INTO api_keys (id, name, key_hash, scopes) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (key_hash) DO NOTHING RETURNING {COLUMNS}) \
-         SELECT * FROM ins UNION ALL \
-         SELECT {COLUMNS} FROM api_keys WHERE key_hash = $3 \
-         LIMIT 1"
-    ))
-    .bind(id)
-    .bind(name)
-    .bind(key_hash)
-    .bind(scopes)
-    .fetch_one(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/ensure.sql"))
+            .bind(id)
+            .bind(name)
+            .bind(key_hash)
+            .bind(scopes)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// A new key (`POST /api/keys`).
@@ -78,20 +72,19 @@ pub struct NewApiKey<'a> {
 
 /// Stores a new key; a hash already stored is `Error::UniqueViolation`.
 pub async fn api_key_insert(db: impl PgExecutor<'_>, k: &NewApiKey<'_>) -> Result<ApiKey, Error> {
-    Ok(sqlx::query_as::<_, ApiKey>(&format!(
-        "INSERT INTO api_keys (id, name, key_hash, scopes, expires_at, worker_queues, max_workers, team) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
-    ))
-    .bind(k.id)
-    .bind(k.name)
-    .bind(k.key_hash)
-    .bind(k.scopes)
-    .bind(k.expires_at)
-    .bind(k.worker_queues)
-    .bind(k.max_workers)
-    .bind(k.team)
-    .fetch_one(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/insert.sql"))
+            .bind(k.id)
+            .bind(k.name)
+            .bind(k.key_hash)
+            .bind(k.scopes)
+            .bind(k.expires_at)
+            .bind(k.worker_queues)
+            .bind(k.max_workers)
+            .bind(k.team)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// The key with this hash, revoked or expired ones included (the caller decides).
@@ -99,21 +92,21 @@ pub async fn api_key_find(
     db: impl PgExecutor<'_>,
     key_hash: &[u8],
 ) -> Result<Option<ApiKey>, Error> {
-    Ok(sqlx::query_as::<_, ApiKey>(&format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
-    ))
-    .bind(key_hash)
-    .fetch_optional(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/find.sql"))
+            .bind(key_hash)
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
 /// Every key, oldest first (revoked ones included).
 pub async fn api_key_list(db: impl PgExecutor<'_>) -> Result<Vec<ApiKey>, Error> {
-    Ok(sqlx::query_as::<_, ApiKey>(&format!(
-        "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
-    ))
-    .fetch_all(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/list.sql"))
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Revokes a key; revoking it again keeps the first `revoked_at`. `None` for an unknown id.
@@ -121,13 +114,12 @@ pub async fn api_key_revoke(
     db: impl PgExecutor<'_>,
     id: ApiKeyId,
 ) -> Result<Option<ApiKey>, Error> {
-    Ok(sqlx::query_as::<_, ApiKey>(&format!(
-        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 \
-         RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/revoke.sql"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
 /// Sets what workers a key registers (the registration key from the gateway's settings
@@ -138,14 +130,14 @@ pub async fn api_key_set_worker_scope(
     worker_queues: Option<&[String]>,
     max_workers: Option<i32>,
 ) -> Result<Option<ApiKey>, Error> {
-    Ok(sqlx::query_as::<_, ApiKey>(&format!(
-        "UPDATE api_keys SET worker_queues = $2, max_workers = $3 WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(worker_queues)
-    .bind(max_workers)
-    .fetch_optional(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/set_worker_scope.sql"))
+            .bind(id)
+            .bind(worker_queues)
+            .bind(max_workers)
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
 /// Records that these keys were used at `at` (one statement for a batch); never moves
@@ -155,13 +147,10 @@ pub async fn api_key_touch(
     ids: &[ApiKeyId],
     at: DateTime<Utc>,
 ) -> Result<u64, Error> {
-    Ok(sqlx::query(
-        "UPDATE api_keys SET last_used_at = $2 \
-         WHERE id = ANY($1) AND (last_used_at IS NULL OR last_used_at < $2)",
-    )
-    .bind(ids)
-    .bind(at)
-    .execute(db)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query(include_str!("sql/api_keys/touch.sql"))
+        .bind(ids)
+        .bind(at)
+        .execute(db)
+        .await?
+        .rows_affected())
 }

@@ -30,17 +30,17 @@ pub async fn diagnostic_insert(
     db: impl PgExecutor<'_>,
     d: &NewDiagnostic,
 ) -> Result<Diagnostic, Error> {
-    Ok(sqlx::query_as::<_, Diagnostic>(
-        "INSERT INTO diagnostics (id, worker_id, status, duration_ms, auto_fixed, checks) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+    Ok(
+        sqlx::query_as::<_, Diagnostic>(include_str!("sql/diagnostics/insert.sql"))
+            .bind(Uuid::now_v7())
+            .bind(d.worker_id)
+            .bind(&d.status)
+            .bind(d.duration_ms)
+            .bind(d.auto_fixed)
+            .bind(&d.checks)
+            .fetch_one(db)
+            .await?,
     )
-    .bind(Uuid::now_v7())
-    .bind(d.worker_id)
-    .bind(&d.status)
-    .bind(d.duration_ms)
-    .bind(d.auto_fixed)
-    .bind(&d.checks)
-    .fetch_one(db)
-    .await?)
 }
 
 /// A worker's reports, newest first.
@@ -49,11 +49,11 @@ pub async fn diagnostic_list(
     worker: WorkerId,
     limit: i64,
 ) -> Result<Vec<Diagnostic>, Error> {
-    Ok(sqlx::query_as::<_, Diagnostic>(
-        "SELECT * FROM diagnostics WHERE worker_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+    Ok(
+        sqlx::query_as::<_, Diagnostic>(include_str!("sql/diagnostics/list.sql"))
+            .bind(worker)
+            .bind(limit)
+            .fetch_all(db)
+            .await?,
     )
-    .bind(worker)
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
 }

@@ -1,5 +1,7 @@
 //! Postgres access, behind the `db` feature so the worker and CLI never compile sqlx. Each table
-//! has one module holding all of its SQL; there is no SQL anywhere else in the workspace.
+//! has one module holding all of its SQL; there is no SQL anywhere else in the workspace. The
+//! statements are SQL files beside the modules (`sql/<table>/`, `builds/sql/`), each saying what
+//! it does and naming its parameters; only statements assembled at run time are built in code.
 
 pub mod api_keys;
 pub mod builds;
@@ -123,15 +125,15 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, Error> {
         url: redact(url),
         source,
     })?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut conn)
-            .await?;
+    let exists: bool = sqlx::query_scalar(include_str!("sql/database_exists.sql"))
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
     if exists {
         return Ok(false);
     }
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    // Built in code: CREATE DATABASE cannot take the name as a parameter, so it is quoted here.
     match sqlx::query(&format!("CREATE DATABASE {quoted}"))
         .execute(&mut conn)
         .await
@@ -150,7 +152,9 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, Error> {
 
 /// Readiness probe.
 pub async fn ping(pool: &PgPool) -> Result<(), Error> {
-    sqlx::query("SELECT 1").execute(pool).await?;
+    sqlx::query(include_str!("sql/ping.sql"))
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

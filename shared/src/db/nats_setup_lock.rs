@@ -29,7 +29,7 @@ impl NatsSetupLock {
         let deadline = Instant::now() + wait;
         loop {
             let mut tx = pool.begin().await?;
-            let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+            let (got,): (bool,) = sqlx::query_as(include_str!("sql/nats_setup_lock/try_lock.sql"))
                 .bind(NATS_SETUP_LOCK)
                 .fetch_one(&mut *tx)
                 .await?;

@@ -7,7 +7,7 @@ use sqlx::PgExecutor;
 
 /// Makes the team if it does not exist yet.
 pub async fn team_ensure(db: impl PgExecutor<'_>, team: &TeamName) -> Result<(), Error> {
-    sqlx::query("INSERT INTO teams (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+    sqlx::query(include_str!("sql/teams/ensure.sql"))
         .bind(team)
         .execute(db)
         .await?;

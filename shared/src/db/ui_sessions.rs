@@ -34,17 +34,14 @@ pub struct NewUiSession<'a> {
 }
 
 pub async fn ui_session_insert(db: impl PgExecutor<'_>, s: &NewUiSession<'_>) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO ui_sessions (id_hash, api_key_id, build_id, csrf_token, expires_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(s.id_hash)
-    .bind(s.api_key_id)
-    .bind(s.build_id)
-    .bind(s.csrf_token)
-    .bind(s.expires_at)
-    .execute(db)
-    .await?;
+    sqlx::query(include_str!("sql/ui_sessions/insert.sql"))
+        .bind(s.id_hash)
+        .bind(s.api_key_id)
+        .bind(s.build_id)
+        .bind(s.csrf_token)
+        .bind(s.expires_at)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -70,18 +67,10 @@ pub async fn ui_session_find(
     db: impl PgExecutor<'_>,
     id_hash: &[u8],
 ) -> Result<Option<UiSession>, Error> {
-    let row = sqlx::query_as::<_, Row>(
-        "SELECT s.build_id, s.csrf_token, s.expires_at, k.id AS key_id, k.name AS key_name, \
-             k.scopes AS key_scopes, k.created_at AS key_created_at, k.revoked_at AS key_revoked_at, \
-             k.expires_at AS key_expires_at, k.last_used_at AS key_last_used_at, \
-             k.worker_queues AS key_worker_queues, k.max_workers AS key_max_workers, \
-             k.team AS key_team \
-         FROM ui_sessions s LEFT JOIN api_keys k ON k.id = s.api_key_id \
-         WHERE s.id_hash = $1 AND s.expires_at > now()",
-    )
-    .bind(id_hash)
-    .fetch_optional(db)
-    .await?;
+    let row = sqlx::query_as::<_, Row>(include_str!("sql/ui_sessions/find.sql"))
+        .bind(id_hash)
+        .fetch_optional(db)
+        .await?;
     let Some(r) = row else { return Ok(None) };
     let speaks_for = match (r.build_id, r.key_id, r.key_created_at) {
         (Some(b), _, _) => SessionFor::Build(b),
@@ -109,7 +98,7 @@ pub async fn ui_session_find(
 
 /// Ends a session (sign-out); true if it existed.
 pub async fn ui_session_delete(db: impl PgExecutor<'_>, id_hash: &[u8]) -> Result<bool, Error> {
-    Ok(sqlx::query("DELETE FROM ui_sessions WHERE id_hash = $1")
+    Ok(sqlx::query(include_str!("sql/ui_sessions/delete.sql"))
         .bind(id_hash)
         .execute(db)
         .await?
@@ -120,7 +109,7 @@ pub async fn ui_session_delete(db: impl PgExecutor<'_>, id_hash: &[u8]) -> Resul
 /// Forgets expired sessions; returns how many.
 pub async fn ui_session_delete_expired(db: impl PgExecutor<'_>) -> Result<u64, Error> {
     Ok(
-        sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= now()")
+        sqlx::query(include_str!("sql/ui_sessions/delete_expired.sql"))
             .execute(db)
             .await?
             .rows_affected(),

@@ -114,26 +114,24 @@ pub struct NewWorker {
 
 /// Inserts a new worker; `Error::UniqueViolation` when the id is taken.
 pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Worker, Error> {
-    Ok(sqlx::query_as::<_, Worker>(
-        "INSERT INTO workers (id, name, platforms, capabilities, token_hash, token_expires_at, registered_by, queues, \
-         max_concurrent, nats_public_key, nats_jwt_expires_at, polls_over_http, approved_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $13 THEN now() END) RETURNING *",
+    Ok(
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/insert.sql"))
+            .bind(w.id)
+            .bind(&w.name)
+            .bind(&w.platforms)
+            .bind(&w.capabilities)
+            .bind(&w.token_hash)
+            .bind(w.token_expires_at)
+            .bind(w.registered_by)
+            .bind(&w.queues)
+            .bind(w.max_concurrent)
+            .bind(&w.nats_public_key)
+            .bind(w.nats_jwt_expires_at)
+            .bind(w.polls_over_http)
+            .bind(w.approved)
+            .fetch_one(db)
+            .await?,
     )
-    .bind(w.id)
-    .bind(&w.name)
-    .bind(&w.platforms)
-    .bind(&w.capabilities)
-    .bind(&w.token_hash)
-    .bind(w.token_expires_at)
-    .bind(w.registered_by)
-    .bind(&w.queues)
-    .bind(w.max_concurrent)
-    .bind(&w.nats_public_key)
-    .bind(w.nats_jwt_expires_at)
-    .bind(w.polls_over_http)
-    .bind(w.approved)
-    .fetch_one(db)
-    .await?)
 }
 
 /// What [`worker_insert_within`] did.
@@ -159,18 +157,15 @@ pub async fn worker_insert_within(
         )));
     };
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+    sqlx::query(include_str!("sql/workers/insert_within_lock_key.sql"))
         .bind(key)
         .execute(&mut *tx)
         .await?;
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM workers WHERE registered_by = $1 AND revoked_at IS NULL \
-         AND status <> 'offline' AND last_seen_at > now() - make_interval(secs => $2)",
-    )
-    .bind(key)
-    .bind(offline_after_secs)
-    .fetch_one(&mut *tx)
-    .await?;
+    let live: i64 = sqlx::query_scalar(include_str!("sql/workers/insert_within_count_live.sql"))
+        .bind(key)
+        .bind(offline_after_secs)
+        .fetch_one(&mut *tx)
+        .await?;
     if live >= i64::from(max) {
         return Ok(Registration::Full(live));
     }
@@ -187,31 +182,28 @@ pub async fn worker_reregister(
     db: impl PgExecutor<'_>,
     w: &NewWorker,
 ) -> Result<Option<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>(
-        "UPDATE workers SET name = $2, platforms = $3, capabilities = $4, token_hash = $5, token_expires_at = $6, \
-         queues = $7, max_concurrent = $8, nats_public_key = $9, nats_jwt_expires_at = $10, polls_over_http = $11, revoked_at = NULL, \
-         approved_at = CASE WHEN $12 THEN COALESCE(approved_at, now()) WHEN revoked_at IS NOT NULL THEN NULL ELSE approved_at END, \
-         status = 'idle', last_seen_at = now() WHERE id = $1 RETURNING *",
+    Ok(
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/reregister.sql"))
+            .bind(w.id)
+            .bind(&w.name)
+            .bind(&w.platforms)
+            .bind(&w.capabilities)
+            .bind(&w.token_hash)
+            .bind(w.token_expires_at)
+            .bind(&w.queues)
+            .bind(w.max_concurrent)
+            .bind(&w.nats_public_key)
+            .bind(w.nats_jwt_expires_at)
+            .bind(w.polls_over_http)
+            .bind(w.approved)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(w.id)
-    .bind(&w.name)
-    .bind(&w.platforms)
-    .bind(&w.capabilities)
-    .bind(&w.token_hash)
-    .bind(w.token_expires_at)
-    .bind(&w.queues)
-    .bind(w.max_concurrent)
-    .bind(&w.nats_public_key)
-    .bind(w.nats_jwt_expires_at)
-    .bind(w.polls_over_http)
-    .bind(w.approved)
-    .fetch_optional(db)
-    .await?)
 }
 
 pub async fn worker_get(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>("SELECT * FROM workers WHERE id = $1")
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/get.sql"))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -224,7 +216,7 @@ pub async fn worker_get_many(
     ids: &[WorkerId],
 ) -> Result<Vec<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>("SELECT * FROM workers WHERE id = ANY($1)")
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/get_many.sql"))
             .bind(ids)
             .fetch_all(db)
             .await?,
@@ -238,16 +230,13 @@ pub async fn workers_presence_batch(
     ids: &[WorkerId],
     running: &[i32],
 ) -> Result<Vec<(WorkerId, WorkerStatus)>, Error> {
-    Ok(sqlx::query_as(
-        "UPDATE workers w SET last_seen_at = now(), \
-             status = CASE WHEN w.status = 'draining' THEN 'draining' WHEN r.running > 0 THEN 'building' ELSE 'idle' END \
-         FROM (SELECT DISTINCT ON (id) * FROM unnest($1::uuid[], $2::int[]) AS t(id, running) ORDER BY id) r \
-         WHERE w.id = r.id RETURNING w.id, w.status",
+    Ok(
+        sqlx::query_as(include_str!("sql/workers/presence_batch.sql"))
+            .bind(ids)
+            .bind(running)
+            .fetch_all(db)
+            .await?,
     )
-    .bind(ids)
-    .bind(running)
-    .fetch_all(db)
-    .await?)
 }
 
 /// Workers silent for longer than `silent_secs` become `offline` (stored, so that the change is
@@ -257,19 +246,15 @@ pub async fn workers_mark_offline(
     db: impl PgExecutor<'_>,
     silent_secs: f64,
 ) -> Result<Vec<(WorkerId, String)>, Error> {
-    Ok(sqlx::query_as(
-        "UPDATE workers SET status = 'offline' \
-         WHERE status IN ('idle', 'building') AND last_seen_at < now() - make_interval(secs => $1) \
-         RETURNING id, name",
-    )
-    .bind(silent_secs)
-    .fetch_all(db)
-    .await?)
+    Ok(sqlx::query_as(include_str!("sql/workers/mark_offline.sql"))
+        .bind(silent_secs)
+        .fetch_all(db)
+        .await?)
 }
 
 /// Marks workers seen (their heartbeats prove it).
 pub async fn workers_touch(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<(), Error> {
-    sqlx::query("UPDATE workers SET last_seen_at = now() WHERE id = ANY($1)")
+    sqlx::query(include_str!("sql/workers/touch.sql"))
         .bind(ids)
         .execute(db)
         .await?;
@@ -278,12 +263,12 @@ pub async fn workers_touch(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<
 
 /// The worker takes no new build; the ones it runs finish.
 pub async fn worker_drain(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>(
-        "UPDATE workers SET status = 'draining' WHERE id = $1 RETURNING *",
+    Ok(
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/drain.sql"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
 }
 
 /// A draining worker takes builds again (`POST /api/workers/:id/undrain`). Guarded: only a
@@ -293,13 +278,12 @@ pub async fn worker_undrain(
     db: impl PgExecutor<'_>,
     id: WorkerId,
 ) -> Result<Option<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>(
-        "UPDATE workers SET status = 'idle' WHERE id = $1 AND status = 'draining' AND revoked_at IS NULL \
-         RETURNING *",
+    Ok(
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/undrain.sql"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
 }
 
 /// An operator lets a worker awaiting approval take builds (`POST /api/workers/:id/approve`).
@@ -309,24 +293,23 @@ pub async fn worker_approve(
     db: impl PgExecutor<'_>,
     id: WorkerId,
 ) -> Result<Option<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>(
-        "UPDATE workers SET approved_at = COALESCE(approved_at, now()) \
-         WHERE id = $1 AND revoked_at IS NULL RETURNING *",
+    Ok(
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/approve.sql"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
 }
 
 /// The worker's registration ends (it unregistered, or an operator revoked it): it is refused
 /// everywhere and offline until it registers again. Returns the row as it was revoked.
 pub async fn worker_revoke(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>(
-        "UPDATE workers SET status = 'offline', revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 RETURNING *",
+    Ok(
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/revoke.sql"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
 }
 
 /// The workers, not revoked, whose NATS key is among `keys`.
@@ -334,12 +317,12 @@ pub async fn workers_by_nats_key(
     db: impl PgExecutor<'_>,
     keys: &[String],
 ) -> Result<Vec<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>(
-        "SELECT * FROM workers WHERE nats_public_key = ANY($1) AND revoked_at IS NULL",
+    Ok(
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/by_nats_key.sql"))
+            .bind(keys)
+            .fetch_all(db)
+            .await?,
     )
-    .bind(keys)
-    .fetch_all(db)
-    .await?)
 }
 
 /// NATS credentials were issued: remember their expiry and whether they may pull (guarded on
@@ -351,17 +334,14 @@ pub async fn worker_nats_renewed(
     expires_at: DateTime<Utc>,
     pulls: bool,
 ) -> Result<bool, Error> {
-    Ok(sqlx::query(
-        "UPDATE workers SET nats_jwt_expires_at = $3, nats_jwt_pulls = $4 \
-         WHERE id = $1 AND nats_public_key = $2 AND revoked_at IS NULL",
-    )
-    .bind(id)
-    .bind(public_key)
-    .bind(expires_at)
-    .bind(pulls)
-    .execute(db)
-    .await?
-    .rows_affected()
+    Ok(sqlx::query(include_str!("sql/workers/nats_renewed.sql"))
+        .bind(id)
+        .bind(public_key)
+        .bind(expires_at)
+        .bind(pulls)
+        .execute(db)
+        .await?
+        .rows_affected()
         == 1)
 }
 
@@ -389,32 +369,22 @@ pub async fn worker_list(
     db: impl PgExecutor<'_>,
     offline_after_secs: f64,
 ) -> Result<Vec<WorkerView>, Error> {
-    Ok(sqlx::query_as::<_, WorkerView>(
-        "SELECT w.id, w.name, \
-             CASE WHEN w.status <> 'offline' AND w.last_seen_at < now() - make_interval(secs => $1) THEN 'offline' \
-                  ELSE w.status END AS status, \
-             w.capabilities, w.last_seen_at, w.registered_at, \
-             COALESCE(array_agg(b.id ORDER BY b.id) FILTER (WHERE b.id IS NOT NULL), '{}') AS builds, \
-             w.platforms, w.queues, \
-             COALESCE(max(t.total), 0)::bigint AS builds_total, COALESCE(max(t.completed), 0)::bigint AS builds_completed, \
-             w.approved_at IS NOT NULL AS approved \
-         FROM workers w LEFT JOIN builds b ON b.worker_id = w.id AND b.status IN ('assigned', 'building') \
-         LEFT JOIN (SELECT worker_id, count(*) FILTER (WHERE ended_at IS NOT NULL) AS total, \
-                        count(*) FILTER (WHERE outcome = 'completed') AS completed \
-                    FROM build_attempts GROUP BY worker_id) t ON t.worker_id = w.id \
-         GROUP BY w.id ORDER BY w.registered_at",
+    Ok(
+        sqlx::query_as::<_, WorkerView>(include_str!("sql/workers/list.sql"))
+            .bind(offline_after_secs)
+            .fetch_all(db)
+            .await?,
     )
-    .bind(offline_after_secs)
-    .fetch_all(db)
-    .await?)
 }
 
 /// Workers seen within `within_secs` that are not offline.
 pub async fn worker_count_online(db: impl PgExecutor<'_>, within_secs: f64) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM workers WHERE status <> 'offline' AND last_seen_at > now() - make_interval(secs => $1)")
-        .bind(within_secs)
-        .fetch_one(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar(include_str!("sql/workers/count_online.sql"))
+            .bind(within_secs)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// The worker a token belongs to: its current token, or its previous one still in grace (tokens
@@ -423,12 +393,12 @@ pub async fn worker_find_by_token(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
 ) -> Result<Option<Worker>, Error> {
-    Ok(sqlx::query_as::<_, Worker>(
-        "SELECT * FROM workers WHERE token_hash = $1 OR prev_token_hash = $1 LIMIT 1",
+    Ok(
+        sqlx::query_as::<_, Worker>(include_str!("sql/workers/find_by_token.sql"))
+            .bind(token_hash)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(token_hash)
-    .fetch_optional(db)
-    .await?)
 }
 
 /// Mints a new token for a worker whose current token (`presented_hash`) expires before
@@ -443,19 +413,17 @@ pub async fn worker_rotate_token(
     renew_before: DateTime<Utc>,
     grace_secs: f64,
 ) -> Result<Option<DateTime<Utc>>, Error> {
-    Ok(sqlx::query_scalar(
-        "UPDATE workers SET prev_token_hash = token_hash, prev_token_expires_at = now() + make_interval(secs => $6), \
-             token_hash = $3, token_expires_at = $4 \
-         WHERE id = $1 AND token_hash = $2 AND token_expires_at < $5 RETURNING token_expires_at",
+    Ok(
+        sqlx::query_scalar(include_str!("sql/workers/rotate_token.sql"))
+            .bind(id)
+            .bind(presented_hash)
+            .bind(new_hash)
+            .bind(new_expires_at)
+            .bind(renew_before)
+            .bind(grace_secs)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(id)
-    .bind(presented_hash)
-    .bind(new_hash)
-    .bind(new_expires_at)
-    .bind(renew_before)
-    .bind(grace_secs)
-    .fetch_optional(db)
-    .await?)
 }
 /// Lifetime and grace of worker tokens.
 #[derive(Debug, Clone, Copy)]

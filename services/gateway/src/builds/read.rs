@@ -187,9 +187,12 @@ pub async fn get(
     let attempts = db::builds::build_attempts(&st.pool, b.id).await?;
     let mut d = detail(&b, attempts);
     if b.status == freeagent_shared::status::BuildStatus::Pending
-        && let Some(place) =
-            db::builds::build_queue_place(&st.pool, b.id, crate::config::WORKER_OFFLINE_AFTER_SECS)
-                .await?
+        && let Some(place) = db::builds::build_queue_place(
+            &st.pool,
+            b.id,
+            st.config.worker_offline_after.as_secs_f64(),
+        )
+        .await?
     {
         d.waiting = Some(waiting(&b.queue.to_string(), place));
     }

@@ -59,14 +59,17 @@ pub struct FiguresCache {
     measuring: Arc<Mutex<()>>,
     /// Zero: no cache, every call measures (for tests that need exact figures at once).
     ttl: Duration,
+    /// Workers heard from within this long count as live (`FREEAGENT_WORKER_OFFLINE_AFTER`).
+    live_within_secs: f64,
 }
 
 impl FiguresCache {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, worker_offline_after: Duration) -> Self {
         FiguresCache {
             latest: Default::default(),
             measuring: Default::default(),
             ttl,
+            live_within_secs: worker_offline_after.as_secs_f64(),
         }
     }
 
@@ -84,7 +87,7 @@ impl FiguresCache {
         {
             return Ok(f);
         }
-        let f = Arc::new(Figures::measure(pool, crate::config::WORKER_OFFLINE_AFTER_SECS).await?);
+        let f = Arc::new(Figures::measure(pool, self.live_within_secs).await?);
         *self.latest.write().await = Some(f.clone());
         Ok(f)
     }
@@ -92,8 +95,9 @@ impl FiguresCache {
     /// Figures no older than the TTL.
     pub async fn get(&self, pool: &Pool) -> Result<Arc<Figures>, db::Error> {
         if self.ttl.is_zero() {
-            let live = crate::config::WORKER_OFFLINE_AFTER_SECS;
-            return Ok(Arc::new(Figures::measure(pool, live).await?));
+            return Ok(Arc::new(
+                Figures::measure(pool, self.live_within_secs).await?,
+            ));
         }
         match self.age_of_latest().await {
             Some((f, age)) if age <= self.ttl / 2 => Ok(f),

@@ -137,7 +137,7 @@ pub async fn register(
             &st.pool,
             &new,
             key.max_workers,
-            crate::config::WORKER_OFFLINE_AFTER_SECS,
+            st.config.worker_offline_after.as_secs_f64(),
         )
         .await
         {

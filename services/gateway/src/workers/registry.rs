@@ -17,7 +17,7 @@ use freeagent_shared::status::WorkerStatus;
 /// `GET /api/workers`: the registry, with each worker's status as of now and its builds.
 pub async fn list(State(st): State<AppState>, _key: Key<Read>) -> Result<Json<WorkerList>> {
     let workers =
-        db::workers::worker_list(&st.pool, crate::config::WORKER_OFFLINE_AFTER_SECS).await?;
+        db::workers::worker_list(&st.pool, st.config.worker_offline_after.as_secs_f64()).await?;
     Ok(Json(WorkerList {
         workers: workers
             .into_iter()
@@ -137,7 +137,7 @@ pub async fn stats(
     let t = db::builds::build_worker_tally(&st.pool, id).await?;
     let offline = w.status != WorkerStatus::Offline
         && (chrono::Utc::now() - w.last_seen_at).num_seconds() as f64
-            > crate::config::WORKER_OFFLINE_AFTER_SECS;
+            > st.config.worker_offline_after.as_secs_f64();
     Ok(Json(WorkerStats {
         total_builds: t.total,
         successful_builds: t.completed,

@@ -412,6 +412,7 @@ fn gateway_config(
         request_deadline: gw::DEFAULT_REQUEST_DEADLINE,
         // Exact figures at once: these tests check them right after each change.
         figures_ttl: std::time::Duration::ZERO,
+        worker_offline_after: gw::DEFAULT_WORKER_OFFLINE_AFTER,
         max_log_followers: gw::DEFAULT_MAX_LOG_FOLLOWERS,
         log_archive_settle: gw::DEFAULT_LOG_ARCHIVE_SETTLE,
         live_recent: Default::default(),

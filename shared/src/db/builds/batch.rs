@@ -111,36 +111,27 @@ pub async fn build_insert_many(
     let teams: Vec<&str> = builds.iter().map(|b| b.team.as_str()).collect();
     let submitted_by: Vec<Option<crate::ids::ApiKeyId>> =
         builds.iter().map(|b| b.submitted_by).collect();
-    Ok(sqlx::query_as::<_, Build>(concat!(
-        "WITH b AS (INSERT INTO builds (id, platform, queue, priority, max_attempts, metadata, source_key, \
-         source_size, source_sha256, certs_key, certs_size, certs_sha256, token_hash, original_build_id, \
-         timeout_secs, retry_on_failure, team, submitted_by) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::jsonb[], \
-             $7::text[], $8::bigint[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[], \
-             $14::uuid[], $15::int[], $16::bool[], $17::text[], $18::uuid[]) \
-         RETURNING *) SELECT ",
-        build_columns!(),
-        // A new build has no worker: no join to plan.
-        " FROM b, (SELECT NULL::text AS name) w"
-    ))
-    .bind(ids)
-    .bind(platforms)
-    .bind(queues)
-    .bind(priorities)
-    .bind(max_attempts)
-    .bind(metadata)
-    .bind(source_keys)
-    .bind(source_sizes)
-    .bind(source_shas)
-    .bind(certs_keys)
-    .bind(certs_sizes)
-    .bind(certs_shas)
-    .bind(token_hashes)
-    .bind(originals)
-    .bind(timeouts)
-    .bind(retries)
-    .bind(teams)
-    .bind(submitted_by)
-    .fetch_all(db)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, Build>(include_str!("sql/insert_many.sql"))
+            .bind(ids)
+            .bind(platforms)
+            .bind(queues)
+            .bind(priorities)
+            .bind(max_attempts)
+            .bind(metadata)
+            .bind(source_keys)
+            .bind(source_sizes)
+            .bind(source_shas)
+            .bind(certs_keys)
+            .bind(certs_sizes)
+            .bind(certs_shas)
+            .bind(token_hashes)
+            .bind(originals)
+            .bind(timeouts)
+            .bind(retries)
+            .bind(teams)
+            .bind(submitted_by)
+            .fetch_all(db)
+            .await?,
+    )
 }

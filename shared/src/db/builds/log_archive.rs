@@ -15,20 +15,14 @@ pub async fn logs_archive_lease(
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<BuildId>, Error> {
-    Ok(sqlx::query_scalar(
-        "UPDATE builds SET logs_archive_lease = now() + make_interval(secs => $2) \
-         WHERE id IN (SELECT id FROM builds \
-             WHERE logs_archived_at IS NULL AND status IN ('completed', 'failed', 'cancelled') \
-               AND purged_at IS NULL AND updated_at < now() - make_interval(secs => $1) \
-               AND (logs_archive_lease IS NULL OR logs_archive_lease < now()) \
-             ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-         RETURNING id",
+    Ok(
+        sqlx::query_scalar(include_str!("sql/logs_archive_lease.sql"))
+            .bind(settle.as_secs_f64())
+            .bind(lease.as_secs_f64())
+            .bind(limit)
+            .fetch_all(db)
+            .await?,
     )
-    .bind(settle.as_secs_f64())
-    .bind(lease.as_secs_f64())
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
 }
 
 /// Records a written archive. False when the build is gone (nothing to record).
@@ -38,15 +32,12 @@ pub async fn logs_archive_done(
     size: i64,
     sha256: &str,
 ) -> Result<bool, Error> {
-    let done = sqlx::query(
-        "UPDATE builds SET logs_archived_at = now(), logs_size = $2, logs_sha256 = $3, \
-         logs_archive_lease = NULL WHERE id = $1",
-    )
-    .bind(id)
-    .bind(size)
-    .bind(sha256)
-    .execute(db)
-    .await?;
+    let done = sqlx::query(include_str!("sql/logs_archive_done.sql"))
+        .bind(id)
+        .bind(size)
+        .bind(sha256)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -57,23 +48,19 @@ pub async fn logs_archive_retry_in(
     id: BuildId,
     retry_in: Duration,
 ) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE builds SET logs_archive_lease = now() + make_interval(secs => $2) \
-         WHERE id = $1 AND logs_archived_at IS NULL",
-    )
-    .bind(id)
-    .bind(retry_in.as_secs_f64())
-    .execute(db)
-    .await?;
+    sqlx::query(include_str!("sql/logs_archive_retry_in.sql"))
+        .bind(id)
+        .bind(retry_in.as_secs_f64())
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 /// Terminal builds not yet archived (a gauge for operators).
 pub async fn logs_archive_backlog(db: impl PgExecutor<'_>) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM builds \
-         WHERE logs_archived_at IS NULL AND status IN ('completed', 'failed', 'cancelled')",
+    Ok(
+        sqlx::query_scalar(include_str!("sql/logs_archive_backlog.sql"))
+            .fetch_one(db)
+            .await?,
     )
-    .fetch_one(db)
-    .await?)
 }

@@ -1,6 +1,7 @@
 //! Every query on `builds` (and its child table `build_attempts`): rows and reads here, the
 //! guarded state transitions in `transitions`. The allowed edges are
-//! `BuildStatus::can_transition_to`; `docs/state_machine.md` draws them.
+//! `BuildStatus::can_transition_to`; `docs/state_machine.md` draws them. Each statement is a
+//! SQL file in `sql/` (named after its function), which says what it does and its parameters.
 
 use super::Error;
 use crate::ids::{ApiKeyId, Attempt, BuildId, WorkerId};
@@ -9,31 +10,9 @@ use crate::team::TeamName;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-// The dashboard's figures (issue 16); they use none of the macros below.
+// The dashboard's figures (issue 16).
 mod overview;
 pub use overview::*;
-
-/// The columns of a [`Build`], read from `builds b LEFT JOIN workers w`.
-macro_rules! build_columns {
-    () => {
-        "b.id, b.status, b.platform, b.queue, b.priority, b.attempt, b.max_attempts, b.metadata, \
-         b.source_key, b.source_size, b.source_sha256, b.certs_key, b.certs_size, b.certs_sha256, \
-         b.result_key, b.result_size, b.result_sha256, b.token_hash, b.worker_id, w.name AS worker_name, \
-         b.lease_expires_at, b.dispatched_at, b.progress, b.submitted_at, b.started_at, b.completed_at, \
-         b.updated_at, b.error_message, b.original_build_id, b.timeout_secs, b.retry_on_failure, b.run_after, \
-         b.purged_at, b.logs_archived_at, b.logs_size, b.logs_sha256, b.team, b.submitted_by"
-    };
-}
-
-/// Wraps an `UPDATE … RETURNING *` or `INSERT … RETURNING *` so it yields a full [`Build`].
-macro_rules! returning_build {
-    (($($stmt:expr),+ $(,)?) $(, $cte:expr)* $(,)?) => {
-        concat!("WITH b AS (", $($stmt,)+ " RETURNING *)", $(", ", $cte,)* " SELECT ", build_columns!(), " FROM b LEFT JOIN workers w ON w.id = b.worker_id")
-    };
-    ($stmt:expr $(, $cte:expr)* $(,)?) => {
-        returning_build!(($stmt) $(, $cte)*)
-    };
-}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Build {
@@ -117,49 +96,40 @@ pub struct NewBuild {
 }
 
 pub async fn build_insert(db: impl PgExecutor<'_>, b: &NewBuild) -> Result<Build, Error> {
-    let row = sqlx::query_as::<_, Build>(returning_build!(
-        "INSERT INTO builds (id, platform, queue, priority, max_attempts, metadata, source_key, source_size, \
-         source_sha256, certs_key, certs_size, certs_sha256, token_hash, original_build_id, timeout_secs, \
-         retry_on_failure, team, submitted_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-    ))
-    .bind(b.id)
-    .bind(b.platform)
-    .bind(&b.queue)
-    .bind(b.priority)
-    .bind(b.max_attempts)
-    .bind(&b.metadata)
-    .bind(&b.source.key)
-    .bind(b.source.size)
-    .bind(&b.source.sha256)
-    .bind(b.certs.as_ref().map(|c| &c.key))
-    .bind(b.certs.as_ref().map(|c| c.size))
-    .bind(b.certs.as_ref().map(|c| &c.sha256))
-    .bind(&b.token_hash)
-    .bind(b.original_build_id)
-    .bind(b.timeout_secs)
-    .bind(b.retry_on_failure)
-    .bind(&b.team)
-    .bind(b.submitted_by)
-    .fetch_one(db)
-    .await?;
+    let row = sqlx::query_as::<_, Build>(include_str!("sql/insert.sql"))
+        .bind(b.id)
+        .bind(b.platform)
+        .bind(&b.queue)
+        .bind(b.priority)
+        .bind(b.max_attempts)
+        .bind(&b.metadata)
+        .bind(&b.source.key)
+        .bind(b.source.size)
+        .bind(&b.source.sha256)
+        .bind(b.certs.as_ref().map(|c| &c.key))
+        .bind(b.certs.as_ref().map(|c| c.size))
+        .bind(b.certs.as_ref().map(|c| &c.sha256))
+        .bind(&b.token_hash)
+        .bind(b.original_build_id)
+        .bind(b.timeout_secs)
+        .bind(b.retry_on_failure)
+        .bind(&b.team)
+        .bind(b.submitted_by)
+        .fetch_one(db)
+        .await?;
     Ok(row)
 }
 
 pub async fn build_get(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Build>, Error> {
-    Ok(sqlx::query_as::<_, Build>(concat!(
-        "SELECT ",
-        build_columns!(),
-        " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id WHERE b.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
+    Ok(sqlx::query_as::<_, Build>(include_str!("sql/get.sql"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
 }
 
 /// The team a build belongs to (`None`: no such build).
 pub async fn build_team(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<TeamName>, Error> {
-    Ok(sqlx::query_scalar("SELECT team FROM builds WHERE id = $1")
+    Ok(sqlx::query_scalar(include_str!("sql/team.sql"))
         .bind(id)
         .fetch_optional(db)
         .await?)
@@ -180,51 +150,37 @@ pub struct ListFilter {
 
 /// Newest first.
 pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<Build>, Error> {
-    Ok(sqlx::query_as::<_, Build>(concat!(
-        "SELECT ",
-        build_columns!(),
-        " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
-         WHERE ($1::text IS NULL OR b.status = $1) AND ($2::text IS NULL OR b.platform = $2) \
-         AND ($3::uuid IS NULL OR b.worker_id = $3) AND ($4::uuid IS NULL OR b.id < $4) \
-         AND ($6::text IS NULL OR b.queue = $6) AND ($7::text IS NULL OR b.team = $7) \
-         ORDER BY b.id DESC LIMIT $5"
-    ))
-    .bind(f.status)
-    .bind(f.platform)
-    .bind(f.worker_id)
-    .bind(f.after)
-    .bind(f.limit)
-    .bind(&f.queue)
-    .bind(&f.team)
-    .fetch_all(db)
-    .await?)
+    Ok(sqlx::query_as::<_, Build>(include_str!("sql/list.sql"))
+        .bind(f.status)
+        .bind(f.platform)
+        .bind(f.worker_id)
+        .bind(f.after)
+        .bind(f.limit)
+        .bind(&f.queue)
+        .bind(&f.team)
+        .fetch_all(db)
+        .await?)
 }
 
 /// How many builds match the filter, ignoring the cursor.
 pub async fn build_count(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM builds b WHERE ($1::text IS NULL OR b.status = $1) \
-         AND ($2::text IS NULL OR b.platform = $2) AND ($3::uuid IS NULL OR b.worker_id = $3) \
-         AND ($4::text IS NULL OR b.queue = $4) AND ($5::text IS NULL OR b.team = $5)",
-    )
-    .bind(f.status)
-    .bind(f.platform)
-    .bind(f.worker_id)
-    .bind(&f.queue)
-    .bind(&f.team)
-    .fetch_one(db)
-    .await?)
+    Ok(sqlx::query_scalar(include_str!("sql/count.sql"))
+        .bind(f.status)
+        .bind(f.platform)
+        .bind(f.worker_id)
+        .bind(&f.queue)
+        .bind(&f.team)
+        .fetch_one(db)
+        .await?)
 }
 
 /// Number of builds in each status (statuses with none are absent).
 pub async fn build_count_by_status(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<(BuildStatus, i64)>, Error> {
-    Ok(
-        sqlx::query_as("SELECT status, count(*) FROM builds GROUP BY status")
-            .fetch_all(db)
-            .await?,
-    )
+    Ok(sqlx::query_as(include_str!("sql/count_by_status.sql"))
+        .fetch_all(db)
+        .await?)
 }
 
 /// Objects and bytes held for all builds, from what storage reported at write time.
@@ -233,15 +189,9 @@ pub async fn build_count_by_status(
 pub async fn build_storage_by_kind(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<(String, i64, i64)>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT kind, count(*)::bigint, COALESCE(sum(size), 0)::bigint FROM ( \
-           SELECT 'source' AS kind, source_key AS key, source_size AS size FROM builds WHERE purged_at IS NULL \
-           UNION SELECT 'certs', certs_key, certs_size FROM builds WHERE purged_at IS NULL AND certs_key IS NOT NULL \
-           UNION SELECT 'result', result_key, result_size FROM builds WHERE purged_at IS NULL AND result_key IS NOT NULL \
-         ) o GROUP BY kind ORDER BY kind",
-    )
-    .fetch_all(db)
-    .await?)
+    Ok(sqlx::query_as(include_str!("sql/storage_by_kind.sql"))
+        .fetch_all(db)
+        .await?)
 }
 
 /// One attempt of a build: who ran it, when, and how it ended.
@@ -260,25 +210,20 @@ pub async fn build_attempts(
     db: impl PgExecutor<'_>,
     id: BuildId,
 ) -> Result<Vec<AttemptRecord>, Error> {
-    Ok(sqlx::query_as::<_, AttemptRecord>(
-        "SELECT * FROM build_attempts WHERE build_id = $1 ORDER BY attempt",
+    Ok(
+        sqlx::query_as::<_, AttemptRecord>(include_str!("sql/attempts.sql"))
+            .bind(id)
+            .fetch_all(db)
+            .await?,
     )
-    .bind(id)
-    .fetch_all(db)
-    .await?)
 }
 
 /// Builds currently assigned to or running on a worker.
 pub async fn build_held_by(db: impl PgExecutor<'_>, worker: WorkerId) -> Result<Vec<Build>, Error> {
-    Ok(sqlx::query_as::<_, Build>(concat!(
-        "SELECT ",
-        build_columns!(),
-        " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
-         WHERE b.worker_id = $1 AND b.status IN ('assigned', 'building') ORDER BY b.id"
-    ))
-    .bind(worker)
-    .fetch_all(db)
-    .await?)
+    Ok(sqlx::query_as::<_, Build>(include_str!("sql/held_by.sql"))
+        .bind(worker)
+        .fetch_all(db)
+        .await?)
 }
 
 /// Whether `attempt` is the build's current attempt and still running: storage serves a
@@ -288,14 +233,13 @@ pub async fn build_attempt_running(
     id: BuildId,
     attempt: Attempt,
 ) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM builds \
-         WHERE id = $1 AND attempt = $2 AND status IN ('assigned', 'building'))",
+    Ok(
+        sqlx::query_scalar::<_, bool>(include_str!("sql/attempt_running.sql"))
+            .bind(id)
+            .bind(attempt)
+            .fetch_one(db)
+            .await?,
     )
-    .bind(id)
-    .bind(attempt)
-    .fetch_one(db)
-    .await?)
 }
 
 /// Where a pending build waits: its place in its queue's dispatch order (priority, then age),
@@ -315,22 +259,13 @@ pub async fn build_queue_place(
     id: BuildId,
     live_within_secs: f64,
 ) -> Result<Option<QueuePlace>, Error> {
-    Ok(sqlx::query_as::<_, QueuePlace>(
-        "WITH b AS (SELECT queue, priority, submitted_at FROM builds WHERE id = $1 AND status = 'pending'), \
-         live AS (SELECT w.max_concurrent, w.held FROM workers w, b \
-             WHERE b.queue = ANY(w.queues) AND w.status NOT IN ('offline', 'draining') \
-               AND w.approved_at IS NOT NULL AND w.last_seen_at > now() - make_interval(secs => $2)) \
-         SELECT (SELECT count(*) FROM builds o WHERE o.status = 'pending' AND o.queue = b.queue \
-                   AND (o.priority > b.priority OR (o.priority = b.priority AND o.submitted_at < b.submitted_at))) + 1 AS position, \
-                (SELECT count(*) FROM live) AS live_workers, \
-                (SELECT COALESCE(sum(max_concurrent), 0) FROM live)::bigint AS slots, \
-                (SELECT COALESCE(sum(held), 0) FROM live)::bigint AS held \
-         FROM b",
+    Ok(
+        sqlx::query_as::<_, QueuePlace>(include_str!("sql/queue_place.sql"))
+            .bind(id)
+            .bind(live_within_secs)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(id)
-    .bind(live_within_secs)
-    .fetch_optional(db)
-    .await?)
 }
 
 /// Pending builds per queue, with how many live workers (approved, not draining) serve each queue. Queues served by a
@@ -347,29 +282,12 @@ pub async fn build_queue_depths(
     db: impl PgExecutor<'_>,
     live_within_secs: f64,
 ) -> Result<Vec<QueueDepth>, Error> {
-    Ok(sqlx::query_as::<_, QueueDepth>(
-        "WITH pend AS ( \
-             SELECT queue, count(*) AS n FROM ( \
-                 SELECT queue FROM builds WHERE status = 'pending' AND dispatched_at IS NULL \
-                 UNION ALL \
-                 SELECT queue FROM builds WHERE status = 'pending' AND dispatched_at IS NOT NULL) p \
-             GROUP BY queue), \
-         live AS ( \
-             SELECT q AS queue, count(*) AS n FROM workers w, unnest(w.queues) q \
-             WHERE w.status NOT IN ('offline', 'draining') AND w.approved_at IS NOT NULL \
-               AND w.last_seen_at > now() - make_interval(secs => $1) \
-             GROUP BY q), \
-         known AS ( \
-             SELECT DISTINCT unnest(queues) AS queue FROM workers \
-             WHERE status <> 'offline' AND last_seen_at > now() - interval '1 hour'), \
-         qs AS (SELECT queue FROM pend UNION SELECT queue FROM known) \
-         SELECT qs.queue, COALESCE(p.n, 0)::bigint AS pending, COALESCE(l.n, 0)::bigint AS live_workers \
-         FROM qs LEFT JOIN pend p ON p.queue = qs.queue LEFT JOIN live l ON l.queue = qs.queue \
-         ORDER BY qs.queue",
+    Ok(
+        sqlx::query_as::<_, QueueDepth>(include_str!("sql/queue_depths.sql"))
+            .bind(live_within_secs)
+            .fetch_all(db)
+            .await?,
     )
-    .bind(live_within_secs)
-    .fetch_all(db)
-    .await?)
 }
 
 /// Assigned and building builds, oldest first; with `registered_by`, only those held by workers
@@ -380,19 +298,12 @@ pub async fn build_active(
     registered_by: Option<crate::ids::ApiKeyId>,
     team: Option<&TeamName>,
 ) -> Result<Vec<Build>, Error> {
-    Ok(sqlx::query_as::<_, Build>(concat!(
-        "SELECT ",
-        build_columns!(),
-        " FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
-         WHERE b.status IN ('assigned', 'building') AND ($2::uuid IS NULL OR w.registered_by = $2) \
-         AND ($3::text IS NULL OR b.team = $3) \
-         ORDER BY b.id LIMIT $1"
-    ))
-    .bind(limit)
-    .bind(registered_by)
-    .bind(team)
-    .fetch_all(db)
-    .await?)
+    Ok(sqlx::query_as::<_, Build>(include_str!("sql/active.sql"))
+        .bind(limit)
+        .bind(registered_by)
+        .bind(team)
+        .fetch_all(db)
+        .await?)
 }
 
 /// Farm-wide figures for `/api/stats`, all measured from the rows.
@@ -407,17 +318,11 @@ pub struct FarmStats {
 }
 
 pub async fn build_farm_stats(db: impl PgExecutor<'_>) -> Result<FarmStats, Error> {
-    Ok(sqlx::query_as::<_, FarmStats>(
-        "SELECT count(*) FILTER (WHERE status = 'pending') AS builds_queued, \
-             count(*) FILTER (WHERE status IN ('assigned', 'building')) AS active_builds, \
-             count(*) FILTER (WHERE submitted_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS builds_today, \
-             count(*) AS total_builds, \
-             COALESCE(sum((extract(epoch FROM completed_at - started_at) * 1000)::bigint) \
-                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL), 0)::bigint AS total_build_time_ms \
-         FROM builds",
+    Ok(
+        sqlx::query_as::<_, FarmStats>(include_str!("sql/farm_stats.sql"))
+            .fetch_one(db)
+            .await?,
     )
-    .fetch_one(db)
-    .await?)
 }
 
 /// What one worker has done, from its attempt records.
@@ -432,17 +337,14 @@ pub async fn build_worker_tally(
     db: impl PgExecutor<'_>,
     worker: WorkerId,
 ) -> Result<WorkerTally, Error> {
-    Ok(sqlx::query_as::<_, WorkerTally>(
-        "SELECT count(*) AS total, count(*) FILTER (WHERE outcome = 'completed') AS completed, \
-             count(*) FILTER (WHERE outcome IN ('failed', 'timed_out')) AS failed \
-         FROM build_attempts WHERE worker_id = $1",
+    Ok(
+        sqlx::query_as::<_, WorkerTally>(include_str!("sql/worker_tally.sql"))
+            .bind(worker)
+            .fetch_one(db)
+            .await?,
     )
-    .bind(worker)
-    .fetch_one(db)
-    .await?)
 }
 
-// Declared last so the macros above are in scope inside it.
 mod batch;
 mod log_archive;
 mod retention;
@@ -460,18 +362,13 @@ pub async fn build_insert_synthetic(
     platform: Platform,
     queue: &QueueName,
 ) -> Result<u64, Error> {
-    Ok(sqlx::query(
-        "INSERT INTO builds (id, platform, queue, source_key, source_size, source_sha256, token_hash) \
-         SELECT u, $2, $3, 'builds/' || u || '/source', 0, \
-                'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', '\\x00'::bytea \
-         FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $1)) g",
-    )
-    .bind(n)
-    .bind(platform)
-    .bind(queue)
-    .execute(db)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query(include_str!("sql/insert_synthetic.sql"))
+        .bind(n)
+        .bind(platform)
+        .bind(queue)
+        .execute(db)
+        .await?
+        .rows_affected())
 }
 
 /// How many retries the build tokens of one chain of retries may make together.
@@ -486,32 +383,19 @@ pub async fn build_take_token_retry(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     id: BuildId,
 ) -> Result<bool, Error> {
-    let own = sqlx::query_scalar::<_, i32>(
-        "UPDATE builds SET token_retries = token_retries + 1 \
-         WHERE id = $1 AND token_retries < 1 RETURNING token_retries",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let own = sqlx::query_scalar::<_, i32>(include_str!("sql/take_token_retry_own.sql"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
     if own.is_none() {
         return Ok(false);
     }
     // The root: follow original_build_id up (a chain made with API keys may be long; bounded).
-    let chain = sqlx::query_scalar::<_, i32>(
-        "WITH RECURSIVE chain AS ( \
-             SELECT id, original_build_id, 0 AS depth FROM builds WHERE id = $1 \
-             UNION ALL \
-             SELECT b.id, b.original_build_id, c.depth + 1 FROM builds b \
-             JOIN chain c ON b.id = c.original_build_id WHERE c.depth < 10000), \
-         root AS (SELECT id FROM chain ORDER BY depth DESC LIMIT 1) \
-         UPDATE builds b SET chain_token_retries = b.chain_token_retries + 1 \
-         FROM root WHERE b.id = root.id AND b.chain_token_retries < $2 \
-         RETURNING b.chain_token_retries",
-    )
-    .bind(id)
-    .bind(TOKEN_RETRIES_PER_CHAIN)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let chain = sqlx::query_scalar::<_, i32>(include_str!("sql/take_token_retry_chain.sql"))
+        .bind(id)
+        .bind(TOKEN_RETRIES_PER_CHAIN)
+        .fetch_optional(&mut **tx)
+        .await?;
     Ok(chain.is_some())
 }
 
@@ -521,19 +405,17 @@ pub async fn build_finish_synthetic(
     db: impl PgExecutor<'_>,
     queue: &QueueName,
 ) -> Result<u64, Error> {
-    Ok(sqlx::query(
-        "UPDATE builds SET status = 'completed', started_at = now() - interval '1 minute', \
-         completed_at = now(), dispatched_at = NULL, logs_archived_at = now() \
-         WHERE queue = $1 AND status = 'pending'",
-    )
-    .bind(queue)
-    .execute(db)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query(include_str!("sql/finish_synthetic.sql"))
+        .bind(queue)
+        .execute(db)
+        .await?
+        .rows_affected())
 }
 
 /// Refreshes the planner's statistics of `builds` (after a bulk load, as autovacuum would later).
 pub async fn build_analyze(db: impl PgExecutor<'_>) -> Result<(), Error> {
-    sqlx::query("ANALYZE builds").execute(db).await?;
+    sqlx::query(include_str!("sql/analyze.sql"))
+        .execute(db)
+        .await?;
     Ok(())
 }

@@ -29,27 +29,14 @@ pub async fn build_finished_buckets(
     bucket_secs: i64,
     team: Option<&TeamName>,
 ) -> Result<Vec<FinishedBucket>, Error> {
-    Ok(sqlx::query_as::<_, FinishedBucket>(
-        "SELECT to_timestamp(floor(extract(epoch FROM completed_at) / $2) * $2) AS at, \
-             count(*) FILTER (WHERE status = 'completed') AS completed, \
-             count(*) FILTER (WHERE status = 'failed') AS failed, \
-             count(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
-             percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
-                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p50_ms, \
-             percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
-                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p90_ms, \
-             percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
-                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p99_ms \
-         FROM builds \
-         WHERE completed_at IS NOT NULL AND completed_at > now() - make_interval(secs => $1::double precision) \
-             AND status IN ('completed', 'failed', 'cancelled') AND ($3::text IS NULL OR team = $3) \
-         GROUP BY 1 ORDER BY 1",
+    Ok(
+        sqlx::query_as::<_, FinishedBucket>(include_str!("sql/finished_buckets.sql"))
+            .bind(window_secs)
+            .bind(bucket_secs)
+            .bind(team)
+            .fetch_all(db)
+            .await?,
     )
-    .bind(window_secs)
-    .bind(bucket_secs)
-    .bind(team)
-    .fetch_all(db)
-    .await?)
 }
 
 /// The same figures over the whole window (one row; `at` is the window's start).
@@ -58,33 +45,19 @@ pub async fn build_finished_total(
     window_secs: i64,
     team: Option<&TeamName>,
 ) -> Result<FinishedBucket, Error> {
-    Ok(sqlx::query_as::<_, FinishedBucket>(
-        "SELECT now() - make_interval(secs => $1::double precision) AS at, \
-             count(*) FILTER (WHERE status = 'completed') AS completed, \
-             count(*) FILTER (WHERE status = 'failed') AS failed, \
-             count(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
-             percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
-                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p50_ms, \
-             percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
-                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p90_ms, \
-             percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
-                 FILTER (WHERE status = 'completed' AND started_at IS NOT NULL) AS p99_ms \
-         FROM builds \
-         WHERE completed_at IS NOT NULL AND completed_at > now() - make_interval(secs => $1::double precision) \
-             AND status IN ('completed', 'failed', 'cancelled') AND ($2::text IS NULL OR team = $2)",
+    Ok(
+        sqlx::query_as::<_, FinishedBucket>(include_str!("sql/finished_total.sql"))
+            .bind(window_secs)
+            .bind(team)
+            .fetch_one(db)
+            .await?,
     )
-    .bind(window_secs)
-    .bind(team)
-    .fetch_one(db)
-    .await?)
 }
 
 /// How many of a team's builds are assigned or building (the farm-wide count is in the figures).
 pub async fn build_active_count(db: impl PgExecutor<'_>, team: &TeamName) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM builds WHERE team = $1 AND status IN ('assigned', 'building')",
-    )
-    .bind(team)
-    .fetch_one(db)
-    .await?)
+    Ok(sqlx::query_scalar(include_str!("sql/active_count.sql"))
+        .bind(team)
+        .fetch_one(db)
+        .await?)
 }

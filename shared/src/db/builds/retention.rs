@@ -16,36 +16,22 @@ pub async fn retention_lock_expired(
     older_than: Duration,
     limit: i64,
 ) -> Result<Vec<BuildId>, Error> {
-    let rows: Vec<(BuildId,)> = sqlx::query_as(
-        "SELECT b.id FROM builds b \
-         WHERE b.purged_at IS NULL AND b.status IN ('completed', 'failed', 'cancelled') \
-           AND b.submitted_at < now() - make_interval(secs => $1) \
-           AND NOT EXISTS ( \
-             SELECT 1 FROM builds r \
-             WHERE r.source_key = b.source_key AND r.id <> b.id AND r.purged_at IS NULL \
-               AND r.original_build_id IS NOT NULL \
-               AND (r.submitted_at >= now() - make_interval(secs => $1) \
-                    OR r.status NOT IN ('completed', 'failed', 'cancelled'))) \
-         ORDER BY b.submitted_at LIMIT $2 \
-         FOR UPDATE OF b SKIP LOCKED",
-    )
-    .bind(older_than.as_secs_f64())
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<(BuildId,)> = sqlx::query_as(include_str!("sql/retention_lock_expired.sql"))
+        .bind(older_than.as_secs_f64())
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// Records that the builds' objects are gone.
 pub async fn retention_mark_purged(tx: &mut PgConnection, ids: &[BuildId]) -> Result<u64, Error> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
-    Ok(
-        sqlx::query("UPDATE builds SET purged_at = now() WHERE id = ANY($1) AND purged_at IS NULL")
-            .bind(ids)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-    )
+    Ok(sqlx::query(include_str!("sql/retention_mark_purged.sql"))
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected())
 }
 
 /// Which of `ids` have a build record.
@@ -54,7 +40,7 @@ pub async fn retention_existing(
     ids: &[BuildId],
 ) -> Result<Vec<BuildId>, Error> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
-    let rows: Vec<(BuildId,)> = sqlx::query_as("SELECT id FROM builds WHERE id = ANY($1)")
+    let rows: Vec<(BuildId,)> = sqlx::query_as(include_str!("sql/retention_existing.sql"))
         .bind(ids)
         .fetch_all(db)
         .await?;
@@ -66,7 +52,7 @@ pub async fn retention_existing(
 pub async fn retention_try_sweep_lock(tx: &mut PgConnection) -> Result<bool, Error> {
     // An arbitrary constant naming this lock: "FA" "sweep".
     const SWEEP_LOCK: i64 = 0x0046_4173_7765_6570;
-    let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+    let (got,): (bool,) = sqlx::query_as(include_str!("sql/retention_try_sweep_lock.sql"))
         .bind(SWEEP_LOCK)
         .fetch_one(&mut *tx)
         .await?;
@@ -79,12 +65,10 @@ pub async fn retention_backdate(
     id: BuildId,
     by: Duration,
 ) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE builds SET submitted_at = submitted_at - make_interval(secs => $2) WHERE id = $1",
-    )
-    .bind(id)
-    .bind(by.as_secs_f64())
-    .execute(db)
-    .await?;
+    sqlx::query(include_str!("sql/retention_backdate.sql"))
+        .bind(id)
+        .bind(by.as_secs_f64())
+        .execute(db)
+        .await?;
     Ok(())
 }

@@ -103,12 +103,12 @@ pub async fn build_wait_for_row(
 ) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
     // SET cannot take a parameter; set_config can, and `true` scopes it to this transaction.
-    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+    sqlx::query(include_str!("sql/wait_for_row_lock_timeout.sql"))
         .bind(format!("{}ms", wait.as_millis()))
         .execute(&mut *tx)
         .await?;
     // FOR SHARE conflicts with the dispatch's row lock, so this returns once it commits.
-    sqlx::query("SELECT 1 FROM builds WHERE id = $1 FOR SHARE")
+    sqlx::query(include_str!("sql/wait_for_row.sql"))
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -120,7 +120,7 @@ pub async fn build_wait_for_row(
 /// attempt it writes for; a guard that did not hold reports what it saw).
 pub async fn build_current(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Current>, Error> {
     Ok(
-        sqlx::query_as::<_, Current>("SELECT status, attempt, worker_id FROM builds WHERE id = $1")
+        sqlx::query_as::<_, Current>(include_str!("sql/current.sql"))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -222,12 +222,10 @@ pub async fn build_current_many(
         #[sqlx(flatten)]
         current: Current,
     }
-    let rows = sqlx::query_as::<_, Row>(
-        "SELECT id, status, attempt, worker_id FROM builds WHERE id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(db)
-    .await?;
+    let rows = sqlx::query_as::<_, Row>(include_str!("sql/current_many.sql"))
+        .bind(ids)
+        .fetch_all(db)
+        .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.current)).collect())
 }
 

@@ -1,0 +1,4 @@
+-- One build, with the name of the worker holding it (if any).
+-- $1 build
+SELECT b.*, w.name AS worker_name FROM builds b LEFT JOIN workers w ON w.id = b.worker_id
+WHERE b.id = $1
