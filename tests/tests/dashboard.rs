@@ -62,6 +62,21 @@ async fn a_build_appears_runs_and_completes_live_with_its_log_and_checksum() {
     browser.screenshot("overview-empty").await;
     browser.goto(&format!("{}/ui/builds", farm.gateway)).await;
     browser.wait_for("the builds table", "#builds-body").await;
+    // Each page names itself in the tab; dark mode follows the system's setting.
+    assert_eq!(
+        browser.js("return document.title").await,
+        json!("Builds · Free Agent")
+    );
+    assert_eq!(
+        browser
+            .js(
+                "return [...document.styleSheets].some(s => [...s.cssRules].some(r => \
+                 r.media && r.media.mediaText.includes('prefers-color-scheme: dark')))"
+            )
+            .await,
+        json!(true),
+        "the stylesheet has dark colours for a dark system setting"
+    );
 
     // Lines come slowly (10 s in all, time for a slow machine to open the page), so the page
     // must show them while the build runs.
@@ -123,6 +138,13 @@ async fn a_build_appears_runs_and_completes_live_with_its_log_and_checksum() {
     browser
         .goto(&format!("{}/ui/builds/{id}", farm.gateway))
         .await;
+    browser.wait_for("the build's page", "#build-id").await;
+    let tab = browser.js("return document.title").await;
+    assert!(
+        tab.as_str()
+            .is_some_and(|t| t.starts_with("Build ") && t.ends_with(" · Free Agent")),
+        "the build page's title: {tab}"
+    );
     let lines = || async {
         browser
             .texts("#log .line .msg")

@@ -2,17 +2,23 @@
 // path names to its module. Pages are plain links (each a full load of this small page).
 
 import { get, post, setCsrf, toSignIn } from "./api.js";
-import { el, replace } from "./dom.js";
+import { el, replace, shortId } from "./dom.js";
 import { signInPage } from "./sign_in.js";
 import { buildsPage } from "./builds.js";
 import { buildPage } from "./build.js";
 import { workersPage } from "./workers.js";
 import { overviewPage } from "./overview.js";
 
+// Each page says what it is in the tab (and in the browser's history).
+function title(what) {
+  document.title = what + " · Free Agent";
+}
+
 async function main() {
   const main = document.getElementById("main");
   const path = location.pathname.replace(/\/+$/, "") || "/ui";
   if (path === "/ui/sign-in") {
+    title("Sign in");
     signInPage(main);
     return;
   }
@@ -26,12 +32,16 @@ async function main() {
   setCsrf(session.csrf_token);
   header(session, path);
   const build = path.match(/^\/ui\/builds\/([0-9a-fA-F-]{36})$/);
-  if (build) return buildPage(main, build[1], session);
+  if (build) {
+    title("Build " + shortId(build[1]));
+    return buildPage(main, build[1], session);
+  }
   if (session.kind === "build") return toSignIn();
-  if (path === "/ui/builds") return buildsPage(main, session);
-  if (path === "/ui/workers") return workersPage(main, session);
-  if (path === "/ui") return overviewPage(main, session);
-  replace(main, el("p", { class: "error" }, "No such page."));
+  if (path === "/ui/builds") { title("Builds"); return buildsPage(main, session); }
+  if (path === "/ui/workers") { title("Workers"); return workersPage(main, session); }
+  if (path === "/ui") { title("Overview"); return overviewPage(main, session); }
+  title("Not found");
+  replace(main, el("p", { class: "error" }, "No such page. ", el("a", { href: "/ui" }, "Go to the overview")));
 }
 
 function header(session, path) {
