@@ -10,6 +10,7 @@ use freeagent_shared::api::Outcome;
 use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, builds::Build};
 use freeagent_shared::ids::BuildId;
+use freeagent_shared::object_key::ObjectKey;
 use freeagent_shared::wire::{FinishReply, HeartbeatReply, HeartbeatRequest};
 use std::time::Duration;
 
@@ -122,4 +123,21 @@ pub(crate) async fn beat(
         Ok(other) => Err(GatewayError::unavailable(format!("heartbeat: {other:?}"))),
         Err(e) => Err(GatewayError::unavailable(e)),
     }
+}
+
+/// An input of a held build (its source or certs), streamed from storage; anything but a
+/// success from storage is the farm's failure (503), never the worker's.
+pub(crate) async fn fetch_input(st: &AppState, key: &ObjectKey) -> Result<reqwest::Response> {
+    let upstream = st
+        .storage
+        .get(key, None)
+        .await
+        .map_err(GatewayError::unavailable)?;
+    if !upstream.status().is_success() {
+        return Err(GatewayError::unavailable(format!(
+            "storage answered {} for {key}",
+            upstream.status()
+        )));
+    }
+    Ok(upstream)
 }

@@ -74,17 +74,7 @@ pub async fn certs_secure(
         return Err(GatewayError::not_found("certs"));
     };
     let key = ObjectKey::parse(key).map_err(GatewayError::unavailable)?;
-    let upstream = st
-        .storage
-        .get(&key, None)
-        .await
-        .map_err(GatewayError::unavailable)?;
-    if !upstream.status().is_success() {
-        return Err(GatewayError::unavailable(format!(
-            "storage answered {} for {key}",
-            upstream.status()
-        )));
-    }
+    let upstream = super::adapter::fetch_input(&st, &key).await?;
     // A bundle in memory costs up to ~4× its unpacked size (zip, contents, base64, JSON): a
     // few at a time, the rest wait their turn.
     let _turn = UNPACKING

@@ -14,7 +14,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 
 use freeagent_shared::api::{BuildBeat, BuildBeatReply, Job, PollQuery, PollReply};
-use freeagent_shared::api_error::ErrorCode;
 use freeagent_shared::db::{self, builds::Build};
 use freeagent_shared::ids::{BuildId, WorkerId};
 use freeagent_shared::status::QueueName;
@@ -251,17 +250,7 @@ async fn input(
             None => return Err(GatewayError::not_found("certs")),
         },
     };
-    let upstream = st
-        .storage
-        .get(&key, None)
-        .await
-        .map_err(GatewayError::unavailable)?;
-    if !upstream.status().is_success() {
-        return Err(GatewayError::unavailable(format!(
-            "storage answered {} for {key}",
-            upstream.status()
-        )));
-    }
+    let upstream = super::adapter::fetch_input(st, &key).await?;
     let length = upstream.headers().get("content-length").cloned();
     // The type comes from the bytes (old workers pick how to unpack by it): look at the first
     // chunk, then send it on ahead of the rest.
@@ -319,15 +308,7 @@ pub async fn build_heartbeat(
 ) -> Result<Json<BuildBeatReply>> {
     let body: BuildBeat = crate::http::body::optional_json(body)?;
     let progress = parse_progress(body.progress.as_ref())?;
-    let b = db::builds::build_get(&st.pool, id)
-        .await?
-        .ok_or_else(|| GatewayError::not_found("build"))?;
-    if b.worker_id != Some(caller.worker.id) {
-        return Err(GatewayError::new(
-            ErrorCode::Conflict,
-            "this worker does not hold that build",
-        ));
-    }
+    let b = super::adapter::reported(&st, &caller, id).await?;
     // A build that ended meanwhile (cancelled, timed out, lost) tells its old holder to stop.
     let cancel = if b.status.is_held() {
         beat(&st, &caller, &b, progress).await?
