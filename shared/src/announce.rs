@@ -55,6 +55,36 @@ pub async fn submitted(nats: &async_nats::Client, b: &Build, line: Line) {
     }
 }
 
+/// Announces many one-row transitions at once (a batch's): every line handed to the connection,
+/// their acknowledgements awaited together, then every event. Each build's line still goes
+/// before its event, for one round trip in all rather than one per build.
+pub async fn moved_many(nats: &async_nats::Client, moved: Vec<(&Build, Option<Line>)>) {
+    let mut acks = Vec::new();
+    for (b, line) in &moved {
+        let Some(l) = line else { continue };
+        match farm_log::handed(nats, b.id, b.attempt, l.level, l.message.clone()).await {
+            Ok(ack) if l.stored => acks.push((b.id, ack)),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(build_id = %b.id, error = %e, "could not write a farm line into the build's log")
+            }
+        }
+    }
+    let stored = acks.into_iter().map(|(id, ack)| async move {
+        if let Err(e) = crate::nats::stored(ack, crate::subjects::LOGS_STREAM).await {
+            tracing::warn!(build_id = %id, error = %e, "could not write a farm line into the build's log");
+        }
+    });
+    futures::future::join_all(stored).await;
+    for (b, _) in &moved {
+        events::publish(
+            nats,
+            &FarmEvent::build(b, BuildChange::into_status(b.status)),
+        )
+        .await;
+    }
+}
+
 async fn announce(nats: &async_nats::Client, b: &Build, change: BuildChange, line: Option<Line>) {
     if let Some(l) = line {
         if l.stored {

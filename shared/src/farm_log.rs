@@ -56,6 +56,28 @@ async fn publish(
     message: String,
     stored: bool,
 ) {
+    let sent = match handed(nats, build, attempt, level, message).await {
+        Ok(ack) if stored => crate::nats::stored(ack, subjects::LOGS_STREAM)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
+        tracing::warn!(build_id = %build, error = %e, "could not write a farm line into the build's log");
+    }
+}
+
+/// Hands one farm line to the connection; the returned future is JetStream's acknowledgement,
+/// for a caller that waits for many lines at once (`announce::moved_many`).
+pub async fn handed(
+    nats: &async_nats::Client,
+    build: BuildId,
+    attempt: Attempt,
+    level: LogLevel,
+    message: String,
+) -> Result<async_nats::jetstream::context::PublishAckFuture, String> {
     let line = LogLine {
         build_id: build,
         attempt,
@@ -64,16 +86,8 @@ async fn publish(
         level,
         message,
     };
-    let js = async_nats::jetstream::new(nats.clone());
-    let sent = match js
+    async_nats::jetstream::new(nats.clone())
         .publish(subjects::farm_logs(build), wire::encode(&line).into())
         .await
-    {
-        Ok(ack) if stored => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-        Ok(_) => Ok(()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = sent {
-        tracing::warn!(build_id = %build, error = %e, "could not write a farm line into the build's log");
-    }
+        .map_err(|e| e.to_string())
 }

@@ -3,6 +3,10 @@
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
+/// Statements sent to Postgres, by `statement` (`<table>/<file>`, the `.sql` file's name).
+pub const SQL_STATEMENTS: &str = "freeagent_sql_statements_total";
+/// JetStream publishes whose acknowledgement the sender waited for, by `stream`.
+pub const JETSTREAM_ACKS_AWAITED: &str = "freeagent_jetstream_acks_awaited_total";
 pub const HTTP_REQUESTS: &str = "freeagent_http_requests_total";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "freeagent_http_connections_refused_total";
 pub const HTTP_RATE_LIMITED: &str = "freeagent_http_rate_limited_total";

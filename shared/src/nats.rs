@@ -502,6 +502,17 @@ pub async fn ensure_queue_consumer(
         .map_err(|e| classify(&name, e.to_string()))
 }
 
+/// Waits for JetStream to store a publish on `stream`, counted on `/metrics`
+/// (`freeagent_jetstream_acks_awaited_total`): each one is a round trip on the path that waits,
+/// and the per-build cost budget (`tests/tests/cost_budget.rs`) holds their number.
+pub async fn stored(
+    ack: jetstream::context::PublishAckFuture,
+    stream: &'static str,
+) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+    metrics::counter!(crate::metrics::JETSTREAM_ACKS_AWAITED, "stream" => stream).increment(1);
+    ack.await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

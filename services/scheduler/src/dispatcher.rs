@@ -110,7 +110,8 @@ impl Dispatcher {
             acks.push(ack);
         }
         for ack in acks {
-            ack.await
+            freeagent_shared::nats::stored(ack, subjects::BUILDS_STREAM)
+                .await
                 .map_err(|e| DispatchError::Publish(e.to_string()))?;
         }
         tx.commit().await?;

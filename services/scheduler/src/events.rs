@@ -63,11 +63,26 @@ pub async fn cancel(
 /// its log: completed, failed (with the reason), or back in the queue. The line is stored before
 /// the event goes out (`shared::announce`).
 pub async fn announce_outcome(nats: &async_nats::Client, b: &freeagent_shared::db::builds::Build) {
-    use freeagent_shared::announce::{self, Line};
+    freeagent_shared::announce::moved(nats, b, outcome_line(b)).await;
+}
+
+/// The same for a batch's outcomes: one round trip to JetStream for all their lines.
+pub async fn announce_outcomes(
+    nats: &async_nats::Client,
+    bs: &[freeagent_shared::db::builds::Build],
+) {
+    freeagent_shared::announce::moved_many(nats, bs.iter().map(|b| (b, outcome_line(b))).collect())
+        .await;
+}
+
+fn outcome_line(
+    b: &freeagent_shared::db::builds::Build,
+) -> Option<freeagent_shared::announce::Line> {
+    use freeagent_shared::announce::Line;
     use freeagent_shared::farm_log;
     use freeagent_shared::wire::LogLevel;
     let reason = b.error_message.as_deref().unwrap_or("no reason given");
-    let line = match b.status {
+    match b.status {
         BuildStatus::Completed => Some(Line::stored(LogLevel::Info, farm_log::COMPLETED)),
         BuildStatus::Failed => Some(Line::stored(LogLevel::Error, farm_log::failed(reason))),
         BuildStatus::Pending => Some(Line::stored(
@@ -78,8 +93,7 @@ pub async fn announce_outcome(nats: &async_nats::Client, b: &freeagent_shared::d
             ),
         )),
         _ => None,
-    };
-    announce::moved(nats, b, line).await;
+    }
 }
 
 /// The farm's line for a build the reaper moved: its worker was lost, or it ran too long.

@@ -47,7 +47,7 @@ pub async fn api_key_ensure(
 ) -> Result<ApiKey, Error> {
     let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
     Ok(
-        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/ensure.sql"))
+        sqlx::query_as::<_, ApiKey>(crate::db::sql!("sql/api_keys/ensure.sql"))
             .bind(id)
             .bind(name)
             .bind(key_hash)
@@ -73,7 +73,7 @@ pub struct NewApiKey<'a> {
 /// Stores a new key; a hash already stored is `Error::UniqueViolation`.
 pub async fn api_key_insert(db: impl PgExecutor<'_>, k: &NewApiKey<'_>) -> Result<ApiKey, Error> {
     Ok(
-        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/insert.sql"))
+        sqlx::query_as::<_, ApiKey>(crate::db::sql!("sql/api_keys/insert.sql"))
             .bind(k.id)
             .bind(k.name)
             .bind(k.key_hash)
@@ -93,7 +93,7 @@ pub async fn api_key_find(
     key_hash: &[u8],
 ) -> Result<Option<ApiKey>, Error> {
     Ok(
-        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/find.sql"))
+        sqlx::query_as::<_, ApiKey>(crate::db::sql!("sql/api_keys/find.sql"))
             .bind(key_hash)
             .fetch_optional(db)
             .await?,
@@ -103,7 +103,7 @@ pub async fn api_key_find(
 /// Every key, oldest first (revoked ones included).
 pub async fn api_key_list(db: impl PgExecutor<'_>) -> Result<Vec<ApiKey>, Error> {
     Ok(
-        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/list.sql"))
+        sqlx::query_as::<_, ApiKey>(crate::db::sql!("sql/api_keys/list.sql"))
             .fetch_all(db)
             .await?,
     )
@@ -115,7 +115,7 @@ pub async fn api_key_revoke(
     id: ApiKeyId,
 ) -> Result<Option<ApiKey>, Error> {
     Ok(
-        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/revoke.sql"))
+        sqlx::query_as::<_, ApiKey>(crate::db::sql!("sql/api_keys/revoke.sql"))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -131,7 +131,7 @@ pub async fn api_key_set_worker_scope(
     max_workers: Option<i32>,
 ) -> Result<Option<ApiKey>, Error> {
     Ok(
-        sqlx::query_as::<_, ApiKey>(include_str!("sql/api_keys/set_worker_scope.sql"))
+        sqlx::query_as::<_, ApiKey>(crate::db::sql!("sql/api_keys/set_worker_scope.sql"))
             .bind(id)
             .bind(worker_queues)
             .bind(max_workers)
@@ -147,7 +147,7 @@ pub async fn api_key_touch(
     ids: &[ApiKeyId],
     at: DateTime<Utc>,
 ) -> Result<u64, Error> {
-    Ok(sqlx::query(include_str!("sql/api_keys/touch.sql"))
+    Ok(sqlx::query(crate::db::sql!("sql/api_keys/touch.sql"))
         .bind(ids)
         .bind(at)
         .execute(db)

@@ -31,7 +31,7 @@ pub async fn diagnostic_insert(
     d: &NewDiagnostic,
 ) -> Result<Diagnostic, Error> {
     Ok(
-        sqlx::query_as::<_, Diagnostic>(include_str!("sql/diagnostics/insert.sql"))
+        sqlx::query_as::<_, Diagnostic>(crate::db::sql!("sql/diagnostics/insert.sql"))
             .bind(Uuid::now_v7())
             .bind(d.worker_id)
             .bind(&d.status)
@@ -50,7 +50,7 @@ pub async fn diagnostic_list(
     limit: i64,
 ) -> Result<Vec<Diagnostic>, Error> {
     Ok(
-        sqlx::query_as::<_, Diagnostic>(include_str!("sql/diagnostics/list.sql"))
+        sqlx::query_as::<_, Diagnostic>(crate::db::sql!("sql/diagnostics/list.sql"))
             .bind(worker)
             .bind(limit)
             .fetch_all(db)

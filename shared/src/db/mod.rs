@@ -19,6 +19,41 @@ use std::time::Duration;
 
 pub use sqlx::{PgPool as Pool, Postgres, Transaction};
 
+/// A statement's text, from its `.sql` file beside the module, counted on `/metrics` as
+/// `freeagent_sql_statements_total{statement="<table>/<file>"}` each time it is sent: the
+/// per-build cost budget (`tests/tests/cost_budget.rs`) reads these counts.
+macro_rules! sql {
+    ($file:literal) => {{
+        static LABEL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+        $crate::db::count_statement(
+            LABEL.get_or_init(|| $crate::db::statement_label(module_path!(), $file)),
+        );
+        include_str!($file)
+    }};
+}
+pub(crate) use sql;
+
+/// `<table>/<file stem>`: the table from the module (`db::builds::transitions` → `builds`), the
+/// name from the file (`sql/workers/get.sql` → `get`). Made once per statement.
+pub fn statement_label(module: &str, file: &str) -> &'static str {
+    let table = module
+        .split("::db::")
+        .nth(1)
+        .and_then(|rest| rest.split("::").next())
+        .unwrap_or("db");
+    let stem = file
+        .rsplit('/')
+        .next()
+        .unwrap_or(file)
+        .trim_end_matches(".sql");
+    Box::leak(format!("{table}/{stem}").into_boxed_str())
+}
+
+/// Counts one statement sent (see `sql!`).
+pub fn count_statement(label: &'static str) {
+    metrics::counter!(crate::metrics::SQL_STATEMENTS, "statement" => label).increment(1);
+}
+
 /// Every statement is bounded: nothing may hold locks for long.
 pub const STATEMENT_TIMEOUT: &str = "10s";
 /// How long to wait for a free connection before reporting the database unavailable.
@@ -125,7 +160,7 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, Error> {
         url: redact(url),
         source,
     })?;
-    let exists: bool = sqlx::query_scalar(include_str!("sql/database_exists.sql"))
+    let exists: bool = sqlx::query_scalar(crate::db::sql!("sql/database_exists.sql"))
         .bind(&name)
         .fetch_one(&mut conn)
         .await?;
@@ -152,7 +187,7 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, Error> {
 
 /// Readiness probe.
 pub async fn ping(pool: &PgPool) -> Result<(), Error> {
-    sqlx::query(include_str!("sql/ping.sql"))
+    sqlx::query(crate::db::sql!("sql/ping.sql"))
         .execute(pool)
         .await?;
     Ok(())

@@ -13,7 +13,7 @@ pub async fn revoke(
     worker: WorkerId,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<(), Error> {
-    sqlx::query(include_str!("sql/nats_revocations/revoke.sql"))
+    sqlx::query(crate::db::sql!("sql/nats_revocations/revoke.sql"))
         .bind(public_key)
         .bind(worker)
         .bind(expires_at)
@@ -26,7 +26,7 @@ pub async fn revoke(
 /// entries are deleted on the way.
 pub async fn live(db: impl PgExecutor<'_>) -> Result<Vec<(String, DateTime<Utc>)>, Error> {
     Ok(
-        sqlx::query_as(include_str!("sql/nats_revocations/live.sql"))
+        sqlx::query_as(crate::db::sql!("sql/nats_revocations/live.sql"))
             .fetch_all(db)
             .await?,
     )

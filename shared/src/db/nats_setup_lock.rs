@@ -29,10 +29,11 @@ impl NatsSetupLock {
         let deadline = Instant::now() + wait;
         loop {
             let mut tx = pool.begin().await?;
-            let (got,): (bool,) = sqlx::query_as(include_str!("sql/nats_setup_lock/try_lock.sql"))
-                .bind(NATS_SETUP_LOCK)
-                .fetch_one(&mut *tx)
-                .await?;
+            let (got,): (bool,) =
+                sqlx::query_as(crate::db::sql!("sql/nats_setup_lock/try_lock.sql"))
+                    .bind(NATS_SETUP_LOCK)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if got {
                 return Ok(NatsSetupLock { tx: Some(tx) });
             }

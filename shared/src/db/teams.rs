@@ -7,7 +7,7 @@ use sqlx::PgExecutor;
 
 /// Makes the team if it does not exist yet.
 pub async fn team_ensure(db: impl PgExecutor<'_>, team: &TeamName) -> Result<(), Error> {
-    sqlx::query(include_str!("sql/teams/ensure.sql"))
+    sqlx::query(crate::db::sql!("sql/teams/ensure.sql"))
         .bind(team)
         .execute(db)
         .await?;

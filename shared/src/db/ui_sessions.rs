@@ -34,7 +34,7 @@ pub struct NewUiSession<'a> {
 }
 
 pub async fn ui_session_insert(db: impl PgExecutor<'_>, s: &NewUiSession<'_>) -> Result<(), Error> {
-    sqlx::query(include_str!("sql/ui_sessions/insert.sql"))
+    sqlx::query(crate::db::sql!("sql/ui_sessions/insert.sql"))
         .bind(s.id_hash)
         .bind(s.api_key_id)
         .bind(s.build_id)
@@ -67,7 +67,7 @@ pub async fn ui_session_find(
     db: impl PgExecutor<'_>,
     id_hash: &[u8],
 ) -> Result<Option<UiSession>, Error> {
-    let row = sqlx::query_as::<_, Row>(include_str!("sql/ui_sessions/find.sql"))
+    let row = sqlx::query_as::<_, Row>(crate::db::sql!("sql/ui_sessions/find.sql"))
         .bind(id_hash)
         .fetch_optional(db)
         .await?;
@@ -98,7 +98,7 @@ pub async fn ui_session_find(
 
 /// Ends a session (sign-out); true if it existed.
 pub async fn ui_session_delete(db: impl PgExecutor<'_>, id_hash: &[u8]) -> Result<bool, Error> {
-    Ok(sqlx::query(include_str!("sql/ui_sessions/delete.sql"))
+    Ok(sqlx::query(crate::db::sql!("sql/ui_sessions/delete.sql"))
         .bind(id_hash)
         .execute(db)
         .await?
@@ -109,7 +109,7 @@ pub async fn ui_session_delete(db: impl PgExecutor<'_>, id_hash: &[u8]) -> Resul
 /// Forgets expired sessions; returns how many.
 pub async fn ui_session_delete_expired(db: impl PgExecutor<'_>) -> Result<u64, Error> {
     Ok(
-        sqlx::query(include_str!("sql/ui_sessions/delete_expired.sql"))
+        sqlx::query(crate::db::sql!("sql/ui_sessions/delete_expired.sql"))
             .execute(db)
             .await?
             .rows_affected(),

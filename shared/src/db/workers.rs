@@ -115,7 +115,7 @@ pub struct NewWorker {
 /// Inserts a new worker; `Error::UniqueViolation` when the id is taken.
 pub async fn worker_insert(db: impl PgExecutor<'_>, w: &NewWorker) -> Result<Worker, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/insert.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/insert.sql"))
             .bind(w.id)
             .bind(&w.name)
             .bind(&w.platforms)
@@ -157,11 +157,11 @@ pub async fn worker_insert_within(
         )));
     };
     let mut tx = pool.begin().await?;
-    sqlx::query(include_str!("sql/workers/insert_within_lock_key.sql"))
+    sqlx::query(crate::db::sql!("sql/workers/insert_within_lock_key.sql"))
         .bind(key)
         .execute(&mut *tx)
         .await?;
-    let live: i64 = sqlx::query_scalar(include_str!("sql/workers/insert_within_count_live.sql"))
+    let live: i64 = sqlx::query_scalar(crate::db::sql!("sql/workers/insert_within_count_live.sql"))
         .bind(key)
         .bind(offline_after_secs)
         .fetch_one(&mut *tx)
@@ -183,7 +183,7 @@ pub async fn worker_reregister(
     w: &NewWorker,
 ) -> Result<Option<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/reregister.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/reregister.sql"))
             .bind(w.id)
             .bind(&w.name)
             .bind(&w.platforms)
@@ -203,7 +203,7 @@ pub async fn worker_reregister(
 
 pub async fn worker_get(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/get.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/get.sql"))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -216,7 +216,7 @@ pub async fn worker_get_many(
     ids: &[WorkerId],
 ) -> Result<Vec<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/get_many.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/get_many.sql"))
             .bind(ids)
             .fetch_all(db)
             .await?,
@@ -231,7 +231,7 @@ pub async fn workers_presence_batch(
     running: &[i32],
 ) -> Result<Vec<(WorkerId, WorkerStatus)>, Error> {
     Ok(
-        sqlx::query_as(include_str!("sql/workers/presence_batch.sql"))
+        sqlx::query_as(crate::db::sql!("sql/workers/presence_batch.sql"))
             .bind(ids)
             .bind(running)
             .fetch_all(db)
@@ -246,15 +246,17 @@ pub async fn workers_mark_offline(
     db: impl PgExecutor<'_>,
     silent_secs: f64,
 ) -> Result<Vec<(WorkerId, String)>, Error> {
-    Ok(sqlx::query_as(include_str!("sql/workers/mark_offline.sql"))
-        .bind(silent_secs)
-        .fetch_all(db)
-        .await?)
+    Ok(
+        sqlx::query_as(crate::db::sql!("sql/workers/mark_offline.sql"))
+            .bind(silent_secs)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Marks workers seen (their heartbeats prove it).
 pub async fn workers_touch(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<(), Error> {
-    sqlx::query(include_str!("sql/workers/touch.sql"))
+    sqlx::query(crate::db::sql!("sql/workers/touch.sql"))
         .bind(ids)
         .execute(db)
         .await?;
@@ -264,7 +266,7 @@ pub async fn workers_touch(db: impl PgExecutor<'_>, ids: &[WorkerId]) -> Result<
 /// The worker takes no new build; the ones it runs finish.
 pub async fn worker_drain(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/drain.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/drain.sql"))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -279,7 +281,7 @@ pub async fn worker_undrain(
     id: WorkerId,
 ) -> Result<Option<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/undrain.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/undrain.sql"))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -294,7 +296,7 @@ pub async fn worker_approve(
     id: WorkerId,
 ) -> Result<Option<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/approve.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/approve.sql"))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -305,7 +307,7 @@ pub async fn worker_approve(
 /// everywhere and offline until it registers again. Returns the row as it was revoked.
 pub async fn worker_revoke(db: impl PgExecutor<'_>, id: WorkerId) -> Result<Option<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/revoke.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/revoke.sql"))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -318,7 +320,7 @@ pub async fn workers_by_nats_key(
     keys: &[String],
 ) -> Result<Vec<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/by_nats_key.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/by_nats_key.sql"))
             .bind(keys)
             .fetch_all(db)
             .await?,
@@ -334,7 +336,7 @@ pub async fn worker_nats_renewed(
     expires_at: DateTime<Utc>,
     pulls: bool,
 ) -> Result<bool, Error> {
-    Ok(sqlx::query(include_str!("sql/workers/nats_renewed.sql"))
+    Ok(sqlx::query(crate::db::sql!("sql/workers/nats_renewed.sql"))
         .bind(id)
         .bind(public_key)
         .bind(expires_at)
@@ -370,7 +372,7 @@ pub async fn worker_list(
     offline_after_secs: f64,
 ) -> Result<Vec<WorkerView>, Error> {
     Ok(
-        sqlx::query_as::<_, WorkerView>(include_str!("sql/workers/list.sql"))
+        sqlx::query_as::<_, WorkerView>(crate::db::sql!("sql/workers/list.sql"))
             .bind(offline_after_secs)
             .fetch_all(db)
             .await?,
@@ -380,7 +382,7 @@ pub async fn worker_list(
 /// Workers seen within `within_secs` that are not offline.
 pub async fn worker_count_online(db: impl PgExecutor<'_>, within_secs: f64) -> Result<i64, Error> {
     Ok(
-        sqlx::query_scalar(include_str!("sql/workers/count_online.sql"))
+        sqlx::query_scalar(crate::db::sql!("sql/workers/count_online.sql"))
             .bind(within_secs)
             .fetch_one(db)
             .await?,
@@ -394,7 +396,7 @@ pub async fn worker_find_by_token(
     token_hash: &[u8],
 ) -> Result<Option<Worker>, Error> {
     Ok(
-        sqlx::query_as::<_, Worker>(include_str!("sql/workers/find_by_token.sql"))
+        sqlx::query_as::<_, Worker>(crate::db::sql!("sql/workers/find_by_token.sql"))
             .bind(token_hash)
             .fetch_optional(db)
             .await?,
@@ -414,7 +416,7 @@ pub async fn worker_rotate_token(
     grace_secs: f64,
 ) -> Result<Option<DateTime<Utc>>, Error> {
     Ok(
-        sqlx::query_scalar(include_str!("sql/workers/rotate_token.sql"))
+        sqlx::query_scalar(crate::db::sql!("sql/workers/rotate_token.sql"))
             .bind(id)
             .bind(presented_hash)
             .bind(new_hash)

@@ -85,6 +85,10 @@ impl TestNats {
                 "\nhttp: \"127.0.0.1:{monitor_port}\"\nlog_file: \"{}\"\n",
                 store.path().join("nats-server.log").display()
             ));
+            // A benchmark's profile of the server: `go tool pprof http://127.0.0.1:<port>/debug/pprof/profile`.
+            if let Ok(port) = std::env::var("FREEAGENT_TEST_NATS_PROF_PORT") {
+                text.push_str(&format!("prof_port: {port}\n"));
+            }
             let scheme = match &tls {
                 Some(block) => {
                     text.push_str(block);

@@ -182,7 +182,8 @@ async fn read(
     limit: usize,
 ) -> Result<Vec<(u64, Option<FarmEvent>)>> {
     let stored =
-        crate::logs::stream_page::read(nats, subjects::EVENTS_STREAM, None, after, limit).await?;
+        crate::logs::stream_page::read(nats, subjects::EVENTS_STREAM, None, after, None, limit)
+            .await?;
     // One that does not decode (another version's) is passed over, but still counts as the
     // page's last position.
     Ok(stored

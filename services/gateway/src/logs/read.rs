@@ -35,8 +35,32 @@ pub async fn holders(
         .collect())
 }
 
+/// How far a build's first line may precede its id's own time: the id (UUIDv7) is made on the
+/// gateway's clock, the line's time is the NATS server's, so this is the clock skew between
+/// hosts that a log read tolerates (NTP keeps it to milliseconds).
+pub const CLOCK_SKEW_TOLERATED: chrono::Duration = chrono::Duration::minutes(10);
+
+/// No line of build `id` was stored before this: its id was made (on the submitting gateway's
+/// clock) before its first line, less the clock skew tolerated.
+fn first_line_not_before(id: BuildId) -> chrono::DateTime<chrono::Utc> {
+    let made = id
+        .as_uuid()
+        .get_timestamp()
+        .and_then(|t| {
+            let (secs, nanos) = t.to_unix();
+            chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+        })
+        .unwrap_or(chrono::DateTime::UNIX_EPOCH);
+    made - CLOCK_SKEW_TOLERATED
+}
+
 /// Up to `limit` lines after stream sequence `after`, oldest first, written by their attempt's
 /// holder.
+///
+/// Read per writer: the farm's subject and each holder's, each its own page, merged by
+/// sequence. A consumer on one literal subject costs the server a look-up per message block;
+/// one on `logs.<id>.>` made it test every subject stored (docs/benchmarks.md, "The per-build
+/// cost budget"). Lines of workers that never held an attempt are not read at all.
 pub async fn read(
     nats: &async_nats::Client,
     holders: &HashMap<Attempt, WorkerId>,
@@ -44,14 +68,28 @@ pub async fn read(
     after: u64,
     limit: usize,
 ) -> Result<Page> {
-    let stored = crate::logs::stream_page::read(
-        nats,
-        subjects::LOGS_STREAM,
-        Some(subjects::logs_of(id)),
-        after,
-        limit,
-    )
+    let mut writers = vec![subjects::farm_logs(id)];
+    for w in holders.values() {
+        let subject = subjects::logs(id, *w);
+        if !writers.contains(&subject) {
+            writers.push(subject);
+        }
+    }
+    let not_before = Some(first_line_not_before(id));
+    let pages = futures::future::try_join_all(writers.into_iter().map(|subject| {
+        crate::logs::stream_page::read(
+            nats,
+            subjects::LOGS_STREAM,
+            Some(subject),
+            after,
+            not_before,
+            limit,
+        )
+    }))
     .await?;
+    let mut stored: Vec<_> = pages.into_iter().flatten().collect();
+    stored.sort_by_key(|m| m.seq);
+    stored.truncate(limit);
     let mut out = Vec::new();
     let mut next_after = after;
     for m in stored {

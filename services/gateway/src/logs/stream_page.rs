@@ -21,11 +21,18 @@ static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
 
 /// Up to `limit` messages of `stream` (only those on `filter`, if given) with a sequence above
 /// `after`, oldest first. Empty when there are none.
+///
+/// `not_before`, for a first page (`after` 0): no message on `filter` was stored before this
+/// time. The server then starts at that time rather than at the stream's first message: making
+/// a filtered consumer costs it a walk over every subject stored from its start (NATS 2.9), so a
+/// build's log read from the beginning of a stream of days cost more with every build stored
+/// (65 % of the server's CPU in `freeagent-bench throughput`, docs/benchmarks.md).
 pub async fn read(
     nats: &async_nats::Client,
     stream: &str,
     filter: Option<String>,
     after: u64,
+    not_before: Option<chrono::DateTime<chrono::Utc>>,
     limit: usize,
 ) -> Result<Vec<Stored>> {
     let _turn = IN_FLIGHT
@@ -41,7 +48,12 @@ pub async fn read(
         .create_consumer(pull::Config {
             filter_subject: filter.unwrap_or_default(),
             deliver_policy: if after == 0 {
-                DeliverPolicy::All
+                match not_before
+                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.timestamp()).ok())
+                {
+                    Some(start_time) => DeliverPolicy::ByStartTime { start_time },
+                    None => DeliverPolicy::All,
+                }
             } else {
                 DeliverPolicy::ByStartSequence {
                     start_sequence: after + 1,

@@ -141,7 +141,9 @@ pub async fn logs(
         );
     }
     for ack in acks {
-        ack.await.map_err(GatewayError::unavailable)?;
+        freeagent_shared::nats::stored(ack, subjects::LOGS_STREAM)
+            .await
+            .map_err(GatewayError::unavailable)?;
     }
     Ok(Json(LogsAccepted {
         success: true,

@@ -95,19 +95,16 @@ impl Handlers {
                 .filter_map(|b| b.worker_id.map(|w| ((b.id, b.attempt, w), b)))
                 .collect()
         };
+        let mut done = Vec::with_capacity(applied.len());
         for (ask, i) in asks.iter().zip(asked) {
             if let Some(b) = applied.remove(&(ask.id, ask.attempt, ask.worker)) {
-                let reply = self
-                    .finished(
-                        Transition::Applied(b),
-                        ask.attempt,
-                        ask.worker,
-                        BuildStatus::Completed,
-                    )
-                    .await;
-                replies[i] = Some(reply);
+                metrics::counter!(freeagent_shared::metrics::BUILDS_FINISHED, "status" => b.status.as_str()).increment(1);
+                replies[i] = Some(FinishReply::Recorded { status: b.status });
+                done.push(b);
             }
         }
+        // Every line of the batch stored in one round trip, not one per build.
+        events::announce_outcomes(&self.nats, &done).await;
         let mut out = Vec::with_capacity(reqs.len());
         for (r, reply) in reqs.into_iter().zip(replies) {
             out.push(match reply {

@@ -352,7 +352,10 @@ impl Handlers {
             }
         }
         for (seq, ack) in acks {
-            if ack.await.is_err() {
+            if freeagent_shared::nats::stored(ack, subjects::LOGS_STREAM)
+                .await
+                .is_err()
+            {
                 break;
             }
             through = seq;

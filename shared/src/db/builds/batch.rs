@@ -32,7 +32,7 @@ pub async fn build_claim_batch(
     let queues: Vec<String> = asks.iter().map(|a| a.queues.join(",")).collect();
     let leases: Vec<f64> = asks.iter().map(|a| a.lease_secs).collect();
     Ok(
-        sqlx::query_as::<_, Build>(include_str!("sql/claim_batch.sql"))
+        sqlx::query_as::<_, Build>(crate::db::sql!("sql/claim_batch.sql"))
             .bind(ids)
             .bind(attempts)
             .bind(workers)
@@ -65,7 +65,7 @@ pub async fn build_complete_batch(
     let sizes: Vec<i64> = asks.iter().map(|a| a.result.size).collect();
     let shas: Vec<&str> = asks.iter().map(|a| a.result.sha256.as_str()).collect();
     Ok(
-        sqlx::query_as::<_, Build>(include_str!("sql/complete_batch.sql"))
+        sqlx::query_as::<_, Build>(crate::db::sql!("sql/complete_batch.sql"))
             .bind(ids)
             .bind(attempts)
             .bind(workers)
@@ -112,7 +112,7 @@ pub async fn build_insert_many(
     let submitted_by: Vec<Option<crate::ids::ApiKeyId>> =
         builds.iter().map(|b| b.submitted_by).collect();
     Ok(
-        sqlx::query_as::<_, Build>(include_str!("sql/insert_many.sql"))
+        sqlx::query_as::<_, Build>(crate::db::sql!("sql/insert_many.sql"))
             .bind(ids)
             .bind(platforms)
             .bind(queues)

@@ -16,7 +16,7 @@ pub async fn logs_archive_lease(
     limit: i64,
 ) -> Result<Vec<BuildId>, Error> {
     Ok(
-        sqlx::query_scalar(include_str!("sql/logs_archive_lease.sql"))
+        sqlx::query_scalar(crate::db::sql!("sql/logs_archive_lease.sql"))
             .bind(settle.as_secs_f64())
             .bind(lease.as_secs_f64())
             .bind(limit)
@@ -32,7 +32,7 @@ pub async fn logs_archive_done(
     size: i64,
     sha256: &str,
 ) -> Result<bool, Error> {
-    let done = sqlx::query(include_str!("sql/logs_archive_done.sql"))
+    let done = sqlx::query(crate::db::sql!("sql/logs_archive_done.sql"))
         .bind(id)
         .bind(size)
         .bind(sha256)
@@ -48,7 +48,7 @@ pub async fn logs_archive_retry_in(
     id: BuildId,
     retry_in: Duration,
 ) -> Result<(), Error> {
-    sqlx::query(include_str!("sql/logs_archive_retry_in.sql"))
+    sqlx::query(crate::db::sql!("sql/logs_archive_retry_in.sql"))
         .bind(id)
         .bind(retry_in.as_secs_f64())
         .execute(db)
@@ -59,7 +59,7 @@ pub async fn logs_archive_retry_in(
 /// Terminal builds not yet archived (a gauge for operators).
 pub async fn logs_archive_backlog(db: impl PgExecutor<'_>) -> Result<i64, Error> {
     Ok(
-        sqlx::query_scalar(include_str!("sql/logs_archive_backlog.sql"))
+        sqlx::query_scalar(crate::db::sql!("sql/logs_archive_backlog.sql"))
             .fetch_one(db)
             .await?,
     )

@@ -96,7 +96,7 @@ pub struct NewBuild {
 }
 
 pub async fn build_insert(db: impl PgExecutor<'_>, b: &NewBuild) -> Result<Build, Error> {
-    let row = sqlx::query_as::<_, Build>(include_str!("sql/insert.sql"))
+    let row = sqlx::query_as::<_, Build>(crate::db::sql!("sql/insert.sql"))
         .bind(b.id)
         .bind(b.platform)
         .bind(&b.queue)
@@ -121,7 +121,7 @@ pub async fn build_insert(db: impl PgExecutor<'_>, b: &NewBuild) -> Result<Build
 }
 
 pub async fn build_get(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Build>, Error> {
-    Ok(sqlx::query_as::<_, Build>(include_str!("sql/get.sql"))
+    Ok(sqlx::query_as::<_, Build>(crate::db::sql!("sql/get.sql"))
         .bind(id)
         .fetch_optional(db)
         .await?)
@@ -129,7 +129,7 @@ pub async fn build_get(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Bu
 
 /// The team a build belongs to (`None`: no such build).
 pub async fn build_team(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<TeamName>, Error> {
-    Ok(sqlx::query_scalar(include_str!("sql/team.sql"))
+    Ok(sqlx::query_scalar(crate::db::sql!("sql/team.sql"))
         .bind(id)
         .fetch_optional(db)
         .await?)
@@ -150,7 +150,7 @@ pub struct ListFilter {
 
 /// Newest first.
 pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<Build>, Error> {
-    Ok(sqlx::query_as::<_, Build>(include_str!("sql/list.sql"))
+    Ok(sqlx::query_as::<_, Build>(crate::db::sql!("sql/list.sql"))
         .bind(f.status)
         .bind(f.platform)
         .bind(f.worker_id)
@@ -164,7 +164,7 @@ pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<B
 
 /// How many builds match the filter, ignoring the cursor.
 pub async fn build_count(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar(include_str!("sql/count.sql"))
+    Ok(sqlx::query_scalar(crate::db::sql!("sql/count.sql"))
         .bind(f.status)
         .bind(f.platform)
         .bind(f.worker_id)
@@ -178,7 +178,7 @@ pub async fn build_count(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<i64,
 pub async fn build_count_by_status(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<(BuildStatus, i64)>, Error> {
-    Ok(sqlx::query_as(include_str!("sql/count_by_status.sql"))
+    Ok(sqlx::query_as(crate::db::sql!("sql/count_by_status.sql"))
         .fetch_all(db)
         .await?)
 }
@@ -189,7 +189,7 @@ pub async fn build_count_by_status(
 pub async fn build_storage_by_kind(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<(String, i64, i64)>, Error> {
-    Ok(sqlx::query_as(include_str!("sql/storage_by_kind.sql"))
+    Ok(sqlx::query_as(crate::db::sql!("sql/storage_by_kind.sql"))
         .fetch_all(db)
         .await?)
 }
@@ -211,7 +211,7 @@ pub async fn build_attempts(
     id: BuildId,
 ) -> Result<Vec<AttemptRecord>, Error> {
     Ok(
-        sqlx::query_as::<_, AttemptRecord>(include_str!("sql/attempts.sql"))
+        sqlx::query_as::<_, AttemptRecord>(crate::db::sql!("sql/attempts.sql"))
             .bind(id)
             .fetch_all(db)
             .await?,
@@ -220,10 +220,12 @@ pub async fn build_attempts(
 
 /// Builds currently assigned to or running on a worker.
 pub async fn build_held_by(db: impl PgExecutor<'_>, worker: WorkerId) -> Result<Vec<Build>, Error> {
-    Ok(sqlx::query_as::<_, Build>(include_str!("sql/held_by.sql"))
-        .bind(worker)
-        .fetch_all(db)
-        .await?)
+    Ok(
+        sqlx::query_as::<_, Build>(crate::db::sql!("sql/held_by.sql"))
+            .bind(worker)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Whether `attempt` is the build's current attempt and still running: storage serves a
@@ -234,7 +236,7 @@ pub async fn build_attempt_running(
     attempt: Attempt,
 ) -> Result<bool, Error> {
     Ok(
-        sqlx::query_scalar::<_, bool>(include_str!("sql/attempt_running.sql"))
+        sqlx::query_scalar::<_, bool>(crate::db::sql!("sql/attempt_running.sql"))
             .bind(id)
             .bind(attempt)
             .fetch_one(db)
@@ -260,7 +262,7 @@ pub async fn build_queue_place(
     live_within_secs: f64,
 ) -> Result<Option<QueuePlace>, Error> {
     Ok(
-        sqlx::query_as::<_, QueuePlace>(include_str!("sql/queue_place.sql"))
+        sqlx::query_as::<_, QueuePlace>(crate::db::sql!("sql/queue_place.sql"))
             .bind(id)
             .bind(live_within_secs)
             .fetch_optional(db)
@@ -283,7 +285,7 @@ pub async fn build_queue_depths(
     live_within_secs: f64,
 ) -> Result<Vec<QueueDepth>, Error> {
     Ok(
-        sqlx::query_as::<_, QueueDepth>(include_str!("sql/queue_depths.sql"))
+        sqlx::query_as::<_, QueueDepth>(crate::db::sql!("sql/queue_depths.sql"))
             .bind(live_within_secs)
             .fetch_all(db)
             .await?,
@@ -298,12 +300,14 @@ pub async fn build_active(
     registered_by: Option<crate::ids::ApiKeyId>,
     team: Option<&TeamName>,
 ) -> Result<Vec<Build>, Error> {
-    Ok(sqlx::query_as::<_, Build>(include_str!("sql/active.sql"))
-        .bind(limit)
-        .bind(registered_by)
-        .bind(team)
-        .fetch_all(db)
-        .await?)
+    Ok(
+        sqlx::query_as::<_, Build>(crate::db::sql!("sql/active.sql"))
+            .bind(limit)
+            .bind(registered_by)
+            .bind(team)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Farm-wide figures for `/api/stats`, all measured from the rows.
@@ -319,7 +323,7 @@ pub struct FarmStats {
 
 pub async fn build_farm_stats(db: impl PgExecutor<'_>) -> Result<FarmStats, Error> {
     Ok(
-        sqlx::query_as::<_, FarmStats>(include_str!("sql/farm_stats.sql"))
+        sqlx::query_as::<_, FarmStats>(crate::db::sql!("sql/farm_stats.sql"))
             .fetch_one(db)
             .await?,
     )
@@ -338,7 +342,7 @@ pub async fn build_worker_tally(
     worker: WorkerId,
 ) -> Result<WorkerTally, Error> {
     Ok(
-        sqlx::query_as::<_, WorkerTally>(include_str!("sql/worker_tally.sql"))
+        sqlx::query_as::<_, WorkerTally>(crate::db::sql!("sql/worker_tally.sql"))
             .bind(worker)
             .fetch_one(db)
             .await?,
@@ -362,7 +366,7 @@ pub async fn build_insert_synthetic(
     platform: Platform,
     queue: &QueueName,
 ) -> Result<u64, Error> {
-    Ok(sqlx::query(include_str!("sql/insert_synthetic.sql"))
+    Ok(sqlx::query(crate::db::sql!("sql/insert_synthetic.sql"))
         .bind(n)
         .bind(platform)
         .bind(queue)
@@ -383,7 +387,7 @@ pub async fn build_take_token_retry(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     id: BuildId,
 ) -> Result<bool, Error> {
-    let own = sqlx::query_scalar::<_, i32>(include_str!("sql/take_token_retry_own.sql"))
+    let own = sqlx::query_scalar::<_, i32>(crate::db::sql!("sql/take_token_retry_own.sql"))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;
@@ -391,7 +395,7 @@ pub async fn build_take_token_retry(
         return Ok(false);
     }
     // The root: follow original_build_id up (a chain made with API keys may be long; bounded).
-    let chain = sqlx::query_scalar::<_, i32>(include_str!("sql/take_token_retry_chain.sql"))
+    let chain = sqlx::query_scalar::<_, i32>(crate::db::sql!("sql/take_token_retry_chain.sql"))
         .bind(id)
         .bind(TOKEN_RETRIES_PER_CHAIN)
         .fetch_optional(&mut **tx)
@@ -405,7 +409,7 @@ pub async fn build_finish_synthetic(
     db: impl PgExecutor<'_>,
     queue: &QueueName,
 ) -> Result<u64, Error> {
-    Ok(sqlx::query(include_str!("sql/finish_synthetic.sql"))
+    Ok(sqlx::query(crate::db::sql!("sql/finish_synthetic.sql"))
         .bind(queue)
         .execute(db)
         .await?
@@ -414,7 +418,7 @@ pub async fn build_finish_synthetic(
 
 /// Refreshes the planner's statistics of `builds` (after a bulk load, as autovacuum would later).
 pub async fn build_analyze(db: impl PgExecutor<'_>) -> Result<(), Error> {
-    sqlx::query(include_str!("sql/analyze.sql"))
+    sqlx::query(crate::db::sql!("sql/analyze.sql"))
         .execute(db)
         .await?;
     Ok(())

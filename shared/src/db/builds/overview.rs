@@ -30,7 +30,7 @@ pub async fn build_finished_buckets(
     team: Option<&TeamName>,
 ) -> Result<Vec<FinishedBucket>, Error> {
     Ok(
-        sqlx::query_as::<_, FinishedBucket>(include_str!("sql/finished_buckets.sql"))
+        sqlx::query_as::<_, FinishedBucket>(crate::db::sql!("sql/finished_buckets.sql"))
             .bind(window_secs)
             .bind(bucket_secs)
             .bind(team)
@@ -46,7 +46,7 @@ pub async fn build_finished_total(
     team: Option<&TeamName>,
 ) -> Result<FinishedBucket, Error> {
     Ok(
-        sqlx::query_as::<_, FinishedBucket>(include_str!("sql/finished_total.sql"))
+        sqlx::query_as::<_, FinishedBucket>(crate::db::sql!("sql/finished_total.sql"))
             .bind(window_secs)
             .bind(team)
             .fetch_one(db)
@@ -56,7 +56,7 @@ pub async fn build_finished_total(
 
 /// How many of a team's builds are assigned or building (the farm-wide count is in the figures).
 pub async fn build_active_count(db: impl PgExecutor<'_>, team: &TeamName) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar(include_str!("sql/active_count.sql"))
+    Ok(sqlx::query_scalar(crate::db::sql!("sql/active_count.sql"))
         .bind(team)
         .fetch_one(db)
         .await?)

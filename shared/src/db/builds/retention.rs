@@ -16,7 +16,7 @@ pub async fn retention_lock_expired(
     older_than: Duration,
     limit: i64,
 ) -> Result<Vec<BuildId>, Error> {
-    let rows: Vec<(BuildId,)> = sqlx::query_as(include_str!("sql/retention_lock_expired.sql"))
+    let rows: Vec<(BuildId,)> = sqlx::query_as(crate::db::sql!("sql/retention_lock_expired.sql"))
         .bind(older_than.as_secs_f64())
         .bind(limit)
         .fetch_all(&mut *tx)
@@ -27,11 +27,13 @@ pub async fn retention_lock_expired(
 /// Records that the builds' objects are gone.
 pub async fn retention_mark_purged(tx: &mut PgConnection, ids: &[BuildId]) -> Result<u64, Error> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
-    Ok(sqlx::query(include_str!("sql/retention_mark_purged.sql"))
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query(crate::db::sql!("sql/retention_mark_purged.sql"))
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// Which of `ids` have a build record.
@@ -40,7 +42,7 @@ pub async fn retention_existing(
     ids: &[BuildId],
 ) -> Result<Vec<BuildId>, Error> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
-    let rows: Vec<(BuildId,)> = sqlx::query_as(include_str!("sql/retention_existing.sql"))
+    let rows: Vec<(BuildId,)> = sqlx::query_as(crate::db::sql!("sql/retention_existing.sql"))
         .bind(ids)
         .fetch_all(db)
         .await?;
@@ -52,7 +54,7 @@ pub async fn retention_existing(
 pub async fn retention_try_sweep_lock(tx: &mut PgConnection) -> Result<bool, Error> {
     // An arbitrary constant naming this lock: "FA" "sweep".
     const SWEEP_LOCK: i64 = 0x0046_4173_7765_6570;
-    let (got,): (bool,) = sqlx::query_as(include_str!("sql/retention_try_sweep_lock.sql"))
+    let (got,): (bool,) = sqlx::query_as(crate::db::sql!("sql/retention_try_sweep_lock.sql"))
         .bind(SWEEP_LOCK)
         .fetch_one(&mut *tx)
         .await?;
@@ -65,7 +67,7 @@ pub async fn retention_backdate(
     id: BuildId,
     by: Duration,
 ) -> Result<(), Error> {
-    sqlx::query(include_str!("sql/retention_backdate.sql"))
+    sqlx::query(crate::db::sql!("sql/retention_backdate.sql"))
         .bind(id)
         .bind(by.as_secs_f64())
         .execute(db)

@@ -73,7 +73,7 @@ pub async fn build_dispatch_batch(
     // Queues with undispatched builds come from a loose index scan (one probe per queue); each
     // queue takes its best builds up to its free window slots; dispatches unclaimed for too long
     // are taken again, oldest first.
-    let rows = sqlx::query_as::<_, DispatchRow>(include_str!("sql/dispatch.sql"))
+    let rows = sqlx::query_as::<_, DispatchRow>(crate::db::sql!("sql/dispatch.sql"))
         .bind(limit)
         .bind(redispatch_after_secs)
         .bind(window)
@@ -103,12 +103,12 @@ pub async fn build_wait_for_row(
 ) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
     // SET cannot take a parameter; set_config can, and `true` scopes it to this transaction.
-    sqlx::query(include_str!("sql/wait_for_row_lock_timeout.sql"))
+    sqlx::query(crate::db::sql!("sql/wait_for_row_lock_timeout.sql"))
         .bind(format!("{}ms", wait.as_millis()))
         .execute(&mut *tx)
         .await?;
     // FOR SHARE conflicts with the dispatch's row lock, so this returns once it commits.
-    sqlx::query(include_str!("sql/wait_for_row.sql"))
+    sqlx::query(crate::db::sql!("sql/wait_for_row.sql"))
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -120,7 +120,7 @@ pub async fn build_wait_for_row(
 /// attempt it writes for; a guard that did not hold reports what it saw).
 pub async fn build_current(db: impl PgExecutor<'_>, id: BuildId) -> Result<Option<Current>, Error> {
     Ok(
-        sqlx::query_as::<_, Current>(include_str!("sql/current.sql"))
+        sqlx::query_as::<_, Current>(crate::db::sql!("sql/current.sql"))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -154,7 +154,7 @@ pub async fn build_claim(
     queues: &[String],
     lease_secs: f64,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(include_str!("sql/claim.sql"))
+    let row = sqlx::query_as::<_, Build>(crate::db::sql!("sql/claim.sql"))
         .bind(id)
         .bind(attempt)
         .bind(worker)
@@ -200,7 +200,7 @@ pub async fn build_heartbeat_batch(
     let progress: Vec<Option<i16>> = beats.iter().map(|b| b.progress).collect();
     let leases: Vec<f64> = beats.iter().map(|b| b.lease_secs).collect();
     Ok(
-        sqlx::query_as::<_, Renewed>(include_str!("sql/heartbeat_batch.sql"))
+        sqlx::query_as::<_, Renewed>(crate::db::sql!("sql/heartbeat_batch.sql"))
             .bind(ids)
             .bind(attempts)
             .bind(workers)
@@ -222,7 +222,7 @@ pub async fn build_current_many(
         #[sqlx(flatten)]
         current: Current,
     }
-    let rows = sqlx::query_as::<_, Row>(include_str!("sql/current_many.sql"))
+    let rows = sqlx::query_as::<_, Row>(crate::db::sql!("sql/current_many.sql"))
         .bind(ids)
         .fetch_all(db)
         .await?;
@@ -237,7 +237,7 @@ pub async fn build_complete(
     worker: WorkerId,
     result: &NewObject,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(include_str!("sql/complete.sql"))
+    let row = sqlx::query_as::<_, Build>(crate::db::sql!("sql/complete.sql"))
         .bind(id)
         .bind(attempt)
         .bind(worker)
@@ -259,7 +259,7 @@ pub async fn build_fail(
     error: &str,
     backoff: Backoff,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(include_str!("sql/fail.sql"))
+    let row = sqlx::query_as::<_, Build>(crate::db::sql!("sql/fail.sql"))
         .bind(id)
         .bind(attempt)
         .bind(worker)
@@ -281,7 +281,7 @@ pub async fn build_abandon(
     reason: &str,
     backoff: Backoff,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(include_str!("sql/abandon.sql"))
+    let row = sqlx::query_as::<_, Build>(crate::db::sql!("sql/abandon.sql"))
         .bind(id)
         .bind(attempt)
         .bind(worker)
@@ -298,7 +298,7 @@ pub async fn build_cancel(
     db: impl PgExecutor<'_> + Copy,
     id: BuildId,
 ) -> Result<Transition<Build>, Error> {
-    let row = sqlx::query_as::<_, Build>(include_str!("sql/cancel.sql"))
+    let row = sqlx::query_as::<_, Build>(crate::db::sql!("sql/cancel.sql"))
         .bind(id)
         .fetch_optional(db)
         .await?;
@@ -324,7 +324,7 @@ pub async fn build_rescue_expired(
     backoff: Backoff,
 ) -> Result<Vec<Moved>, Error> {
     Ok(
-        sqlx::query_as::<_, Moved>(include_str!("sql/rescue_expired.sql"))
+        sqlx::query_as::<_, Moved>(crate::db::sql!("sql/rescue_expired.sql"))
             .bind(limit)
             .bind(backoff.base_secs)
             .bind(backoff.cap_secs)
@@ -335,8 +335,10 @@ pub async fn build_rescue_expired(
 
 /// Running builds past their time limit end `failed`; the caller stops them on their workers.
 pub async fn build_time_out(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Moved>, Error> {
-    Ok(sqlx::query_as::<_, Moved>(include_str!("sql/time_out.sql"))
-        .bind(limit)
-        .fetch_all(db)
-        .await?)
+    Ok(
+        sqlx::query_as::<_, Moved>(crate::db::sql!("sql/time_out.sql"))
+            .bind(limit)
+            .fetch_all(db)
+            .await?,
+    )
 }

@@ -208,6 +208,7 @@ impl<H: Handler> Feed<H> {
                 self.source.stream,
                 None,
                 last,
+                None,
                 FILL_PAGE.min((to - last) as usize),
             )
             .await?;
