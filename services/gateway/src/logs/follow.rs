@@ -280,7 +280,7 @@ impl Follower {
             Some(first) => stream_page::first_after(
                 &self.st.nats,
                 subjects::LOGS_STREAM,
-                &subjects::logs_of(self.build.id),
+                &super::read::writer_subjects(self.build.id, &self.holders),
                 self.after,
             )
             .await?

@@ -54,6 +54,18 @@ fn first_line_not_before(id: BuildId) -> chrono::DateTime<chrono::Utc> {
     made - CLOCK_SKEW_TOLERATED
 }
 
+/// The subjects whose lines count for build `id`: the farm's, and each holder's.
+pub fn writer_subjects(id: BuildId, holders: &HashMap<Attempt, WorkerId>) -> Vec<String> {
+    let mut writers = vec![subjects::farm_logs(id)];
+    for w in holders.values() {
+        let subject = subjects::logs(id, *w);
+        if !writers.contains(&subject) {
+            writers.push(subject);
+        }
+    }
+    writers
+}
+
 /// Up to `limit` lines after stream sequence `after`, oldest first, written by their attempt's
 /// holder.
 ///
@@ -68,13 +80,7 @@ pub async fn read(
     after: u64,
     limit: usize,
 ) -> Result<Page> {
-    let mut writers = vec![subjects::farm_logs(id)];
-    for w in holders.values() {
-        let subject = subjects::logs(id, *w);
-        if !writers.contains(&subject) {
-            writers.push(subject);
-        }
-    }
+    let writers = writer_subjects(id, holders);
     let not_before = Some(first_line_not_before(id));
     let pages = futures::future::try_join_all(writers.into_iter().map(|subject| {
         crate::logs::stream_page::read(
@@ -142,4 +148,27 @@ pub fn pages(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_read_starts_at_the_build_ids_time() {
+        let before = chrono::Utc::now();
+        let id = BuildId::new();
+        let after = chrono::Utc::now();
+        let start = first_line_not_before(id);
+        // UUIDv7 keeps milliseconds.
+        assert!(start >= before - CLOCK_SKEW_TOLERATED - chrono::Duration::milliseconds(1));
+        assert!(start <= after - CLOCK_SKEW_TOLERATED);
+
+        // An id without a time (not a UUIDv7) is read from the stream's start: nothing missed.
+        let untimed: BuildId = "42424242-4242-4242-8242-424242424242".parse().unwrap();
+        assert_eq!(
+            first_line_not_before(untimed),
+            chrono::DateTime::UNIX_EPOCH - CLOCK_SKEW_TOLERATED
+        );
+    }
 }
