@@ -898,8 +898,9 @@ async fn worker_credentials_are_renewed_before_they_expire() {
 }
 
 /// Issue 22, item 7: one worker's login opened 1,000 connections. NATS user JWTs have no
-/// connection limit, so the scheduler counts each worker's connections (through the system
-/// account) and revokes a worker over `FREEAGENT_WORKER_MAX_CONNECTIONS`: its connections are
+/// connection limit, so the scheduler counts each worker's connections (the servers' connect
+/// events, through the system account, and a full count every minute) and revokes a worker at
+/// the connect that takes it over `FREEAGENT_WORKER_MAX_CONNECTIONS`: its connections are
 /// closed, and the farm's other workers go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_holding_too_many_connections_is_thrown_out() {
@@ -913,7 +914,7 @@ async fn a_worker_holding_too_many_connections_is_thrown_out() {
     for _ in 0..3 {
         conns.push(farm.worker_nats(&greedy).await);
     }
-    // At the limit: left alone (the guard passes every second here).
+    // At the limit: left alone.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let w = db::workers::worker_get(&farm.db.pool, greedy.worker_id)
         .await

@@ -122,12 +122,14 @@ impl App {
         let guard = revoker
             .as_ref()
             .filter(|_| config.worker_max_connections > 0)
-            .map(|r| connection_guard::ConnectionGuard {
-                pool: pool.clone(),
-                nats: nats.clone(),
-                system: r.system.clone(),
-                account: r.minter.account().to_owned(),
-                max: config.worker_max_connections,
+            .map(|r| {
+                connection_guard::ConnectionGuard::new(
+                    pool.clone(),
+                    nats.clone(),
+                    r.system.clone(),
+                    r.minter.account().to_owned(),
+                    config.worker_max_connections,
+                )
             });
         nats.flush().await?;
         replies.flush().await?;
@@ -228,9 +230,10 @@ impl App {
             stop.clone(),
         ));
         if let Some(guard) = self.guard {
+            tracker.spawn(guard.clone().follow(stop.clone()));
             tracker.spawn(service_loop::run(
                 "connection guard",
-                c.tick.saturating_mul(5),
+                c.tick.saturating_mul(connection_guard::RECOUNT_TICKS),
                 Arc::new(Notify::new()),
                 stop.clone(),
                 move || {

@@ -5,8 +5,11 @@
 
 use crate::cpu;
 use crate::scenarios::percentiles;
+use crate::sim::Fleet;
 use crate::throughput::{farm_env, farm_procs};
+use freeagent_shared::db;
 use freeagent_shared::ids::BuildId;
+use freeagent_shared::status::{Platform, QueueName};
 use freeagent_shared::subjects;
 use freeagent_shared::testing::factory::farm_line;
 use freeagent_shared::wire;
@@ -34,6 +37,13 @@ pub struct Args {
     /// burst of `builds` lines each period).
     #[arg(long)]
     spread: bool,
+    /// Simulated workers running the throughput scenario's no-op builds beside the followers
+    /// (0: the followers alone). The followed builds wait on another queue meanwhile.
+    #[arg(long, default_value_t = 0)]
+    load_workers: usize,
+    /// No-op builds queued for that load (enough to last the run).
+    #[arg(long, default_value_t = 200_000)]
+    load_builds: i64,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<Value> {
@@ -51,7 +61,7 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
         a.followers,
         a.secs
     );
-    let mut env = farm_env(64);
+    let mut env = farm_env(if a.load_workers > 0 { 2048 } else { 64 });
     env.push((
         "FREEAGENT_MAX_LOG_FOLLOWERS".into(),
         (a.followers + 10).to_string(),
@@ -63,8 +73,10 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
     })
     .await;
     let dir = project("true\n");
+    // On a queue no simulated worker takes: the followed builds keep running while the load's
+    // builds pass.
     let ids: Vec<BuildId> = farm
-        .submit_many(dir.path(), "android", a.builds, 16, &[])
+        .submit_many(dir.path(), "ios", a.builds, 16, &[])
         .await
         .iter()
         .filter_map(|id| id.parse().ok())
@@ -175,9 +187,25 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
             }
         }));
     }
+    let load = if a.load_workers > 0 {
+        let fleet = Fleet::start(&farm, a.load_workers, false).await?;
+        let queue = QueueName::for_platform(Platform::Android);
+        db::builds::build_insert_synthetic(&farm.db.pool, a.load_builds, Platform::Android, &queue)
+            .await?;
+        nats.publish(subjects::WAKE, "".into()).await?;
+        Some(fleet)
+    } else {
+        None
+    };
+    let load_done = || {
+        load.as_ref().map_or(0, |f| {
+            f.tally.completed.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    };
     tokio::time::sleep(Duration::from_secs(3)).await;
     let procs = farm_procs(&farm, 1);
     let before = cpu::sample(&procs);
+    let load_before = load_done();
     let written_before = written.load(std::sync::atomic::Ordering::Relaxed);
     measuring.store(true, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
@@ -185,6 +213,23 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
     measuring.store(false, std::sync::atomic::Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     let after = cpu::sample(&procs);
+    let load_end = load_done();
+    let load_rate = (load_end - load_before) as f64 / secs;
+    if let Some(fleet) = load {
+        let load_done = load_end;
+        println!(
+            "follow: beside it, {} simulated workers completed {load_rate:.0} no-op builds/s ({} of {} queued by the end: {})",
+            a.load_workers,
+            load_done,
+            a.load_builds,
+            if (load_done as i64) < a.load_builds {
+                "the load lasted the run"
+            } else {
+                "the load ran out before the end"
+            },
+        );
+        fleet.stop().await;
+    }
     // BENCH_DEBUG=1: how many consumers the streams have (the feed is one per gateway).
     if std::env::var_os("BENCH_DEBUG").is_some() {
         let js = async_nats::jetstream::new(nats.clone());
@@ -239,6 +284,8 @@ pub async fn run(a: Args) -> anyhow::Result<Value> {
         "builds": a.builds,
         "lines_per_sec_per_build": a.rate,
         "writers_spread": a.spread,
+        "load_workers": a.load_workers,
+        "load_builds_per_s": load_rate.round(),
         "followers": a.followers,
         "lines_written": lines,
         "deliveries": got,

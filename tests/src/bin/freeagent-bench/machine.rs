@@ -65,3 +65,16 @@ pub fn print(m: &Value) {
     );
     println!("database: {}", m["postgres"].as_str().unwrap_or("?"));
 }
+
+/// Resident memory of process `pid`, in bytes (0 when it cannot be read).
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

@@ -193,6 +193,18 @@ pub struct FleetArgs {
     /// Seconds of idling measured.
     #[arg(long, default_value_t = 30)]
     secs: u64,
+    /// Workers share a few connections with the account's credentials (the scheduler's cost
+    /// alone), instead of each registering over HTTP and connecting with its own JWT.
+    #[arg(long)]
+    shared_identities: bool,
+    /// Seconds between a worker's presence reports (the reference worker's default; 0: none),
+    /// to tell what presence costs apart from what idle connections and pulls cost.
+    #[arg(long, default_value_t = 10)]
+    presence_secs: u64,
+    /// Seconds an idle worker's pull request waits before it is renewed (the reference
+    /// worker's).
+    #[arg(long, default_value_t = 30)]
+    pull_secs: u64,
 }
 
 /// Idle workers connected and waiting (a pull request outstanding, presence every 10 s, as the
@@ -209,20 +221,37 @@ pub async fn fleet(a: FleetArgs) -> anyhow::Result<Value> {
         })
         .await;
         let idle = Idle {
-            pull_expires: Duration::from_secs(30),
-            presence: Some(Duration::from_secs(10)),
+            pull_expires: Duration::from_secs(a.pull_secs),
+            presence: (a.presence_secs > 0).then(|| Duration::from_secs(a.presence_secs)),
         };
-        let fleet = Fleet::start_with(&farm, n, true, idle).await?;
+        let rss_mib = |name: &str| farm.memory(name).0 as f64 / (1 << 20) as f64;
+        let nats_mib = || {
+            let pid = farm.nats.pid().unwrap_or(0);
+            machine::rss_bytes(pid) as f64 / (1 << 20) as f64
+        };
+        let (nats0, sched0) = (nats_mib(), rss_mib("scheduler-0"));
+        let t = Instant::now();
+        let fleet = if a.shared_identities {
+            Fleet::start_with(&farm, n, true, idle).await?
+        } else {
+            Fleet::start_own(&farm, n, true, idle).await?
+        };
+        let joined = t.elapsed();
         tokio::time::sleep(Duration::from_secs(5)).await;
         let procs = farm_procs(&farm, 1);
         let cpu0 = cpu::sample(&procs);
         tokio::time::sleep(Duration::from_secs(a.secs)).await;
         let used = cpu::cores(&cpu0, &cpu::sample(&procs));
-        let rss_mib = |name: &str| farm.memory(name).0 as f64 / (1 << 20) as f64;
+        let (nats1, sched1) = (nats_mib(), rss_mib("scheduler-0"));
+        let per_worker_kib =
+            |before: f64, after: f64| ((after - before) * 1024.0 / n as f64).round();
         let rss = json!({
-            "scheduler_mib": rss_mib("scheduler-0").round(),
+            "scheduler_mib": sched1.round(),
             "gateway_mib": rss_mib("gateway").round(),
             "storage_mib": rss_mib("storage").round(),
+            "nats_mib": nats1.round(),
+            "nats_kib_per_worker": per_worker_kib(nats0, nats1),
+            "scheduler_kib_per_worker": per_worker_kib(sched0, sched1),
         });
         let t = Instant::now();
         let id = submit(&farm, tiny_source()).await?;
@@ -244,7 +273,13 @@ pub async fn fleet(a: FleetArgs) -> anyhow::Result<Value> {
         };
         let first_ms = granted.map(|g| ((g - t).as_secs_f64() * 1000.0 * 100.0).round() / 100.0);
         println!(
-            "fleet of {n} idle workers: cores used over {} s: {}; first build submitted -> granted {:?} ms (submit reply after {:.1} ms); RSS {rss}",
+            "fleet of {n} idle workers ({}; all connected after {:.1} s): cores used over {} s: {}; first build submitted -> granted {:?} ms (submit reply after {:.1} ms); RSS {rss}",
+            if a.shared_identities {
+                "sharing 4 connections"
+            } else {
+                "each its own JWT and connection"
+            },
+            joined.as_secs_f64(),
             a.secs,
             used.iter()
                 .map(|(k, v)| format!("{k} {v:.3}"))
@@ -253,10 +288,14 @@ pub async fn fleet(a: FleetArgs) -> anyhow::Result<Value> {
             first_ms,
             replied.as_secs_f64() * 1000.0,
         );
-        results.push(json!({"workers": n, "cores": used, "first_build_ms": first_ms, "rss": rss}));
+        results.push(json!({"workers": n, "own_identities": !a.shared_identities,
+            "joined_s": joined.as_secs_f64(), "cores": used, "first_build_ms": first_ms, "rss": rss}));
         fleet.stop().await;
     }
-    Ok(json!({"scenario": "fleet", "machine": m, "secs": a.secs, "fleets": results}))
+    Ok(
+        json!({"scenario": "fleet", "machine": m, "secs": a.secs, "presence_secs": a.presence_secs,
+        "pull_secs": a.pull_secs, "fleets": results}),
+    )
 }
 
 #[derive(clap::Args)]

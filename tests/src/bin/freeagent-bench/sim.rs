@@ -71,12 +71,6 @@ impl Fleet {
         record: bool,
         idle: Idle,
     ) -> anyhow::Result<Fleet> {
-        let tally = Tally {
-            granted: record.then(Default::default),
-            ..Default::default()
-        };
-        let stop = CancellationToken::new();
-        let mut tasks = tokio::task::JoinSet::new();
         let queue = QueueName::for_platform(Platform::Android);
         let mut conns = vec![];
         for _ in 0..CONNECTIONS.min(workers.max(1)) {
@@ -87,17 +81,74 @@ impl Fleet {
             let consumer = nats::ensure_queue_consumer(&js, &queue).await?;
             conns.push((c, consumer));
         }
-        let signer = Signer::new(SECRET);
         // Registration is not what is measured: many at once.
         let creds: Vec<factory::TestWorker> = futures::stream::iter(0..workers)
             .map(|_| factory::worker(&farm.db.pool, &[Platform::Android]))
             .buffer_unordered(16)
             .collect()
             .await;
-        for (i, cred) in creds.into_iter().enumerate() {
-            let (c, consumer) = conns[i % conns.len()].clone();
+        let members = creds
+            .into_iter()
+            .enumerate()
+            .map(|(i, cred)| {
+                let (c, consumer) = conns[i % conns.len()].clone();
+                (SchedulerClient::new(c), consumer, cred)
+            })
+            .collect();
+        Ok(Self::spawn(members, record, idle))
+    }
+
+    /// Workers as a real fleet has them: each registered over HTTP with an nkey of its own and
+    /// connected with the JWT the farm gave it, so each is a connection of its own with its own
+    /// permissions (what NATS pays per worker), pulling through the queue's consumer as the
+    /// reference worker does.
+    pub async fn start_own(
+        farm: &Farm,
+        workers: usize,
+        record: bool,
+        idle: Idle,
+    ) -> anyhow::Result<Fleet> {
+        let queue = QueueName::for_platform(Platform::Android);
+        let registered: Vec<freeagent_tests::TestWorker> = futures::stream::iter(0..workers)
+            .map(|i| async move {
+                farm.register_worker(&format!("sim-{i}"), &["android"])
+                    .await
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let members: Vec<anyhow::Result<Member>> = futures::stream::iter(registered)
+            .map(|w| {
+                let queue = queue.clone();
+                async move {
+                    let c = w.connect(&farm.nats.url).await?;
+                    let js = async_nats::jetstream::new(c.clone());
+                    let consumer = nats::queue_consumer(&js, &queue).await?;
+                    let cred = factory::TestWorker {
+                        worker_id: w.worker_id,
+                        worker_token: w.worker_token,
+                    };
+                    Ok((SchedulerClient::new(c), consumer, cred))
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        let members = members.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self::spawn(members, record, idle))
+    }
+
+    fn spawn(members: Vec<Member>, record: bool, idle: Idle) -> Fleet {
+        let tally = Tally {
+            granted: record.then(Default::default),
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let signer = Signer::new(SECRET);
+        for (i, (scheduler, consumer, cred)) in members.into_iter().enumerate() {
             let w = SimWorker {
-                scheduler: SchedulerClient::new(c),
+                scheduler,
                 consumer,
                 cred,
                 signer: signer.clone(),
@@ -128,7 +179,7 @@ impl Fleet {
             }
             tasks.spawn(w.run(stop.clone()));
         }
-        Ok(Fleet { tally, stop, tasks })
+        Fleet { tally, stop, tasks }
     }
 
     pub async fn stop(mut self) {
@@ -136,6 +187,13 @@ impl Fleet {
         while self.tasks.join_next().await.is_some() {}
     }
 }
+
+/// A simulated worker's connection to the scheduler, its queue's consumer, its credential.
+type Member = (
+    SchedulerClient,
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    factory::TestWorker,
+);
 
 struct SimWorker {
     scheduler: SchedulerClient,
