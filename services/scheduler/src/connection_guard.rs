@@ -38,7 +38,10 @@ pub enum GuardError {
 #[derive(Default)]
 struct Tally {
     per_user: HashMap<String, usize>,
-    /// Keys revoked by this guard: their late events revoke nothing twice.
+    /// Keys revoked by this guard while they still hold connections: the connects queued
+    /// behind the one that went over revoke nothing twice. A key leaves once its last
+    /// connection is gone, so a worker that registers again with the same key (a kept
+    /// identity) is held to the limit again.
     revoked: HashSet<String>,
     /// Events since a full count was asked for, applied again on top of its answer: the
     /// servers take their snapshot some time within the gathering, so a connect made meanwhile
@@ -47,6 +50,38 @@ struct Tally {
 }
 
 impl Tally {
+    /// Counts a connect or disconnect of `user`; returns the key if this connect took it past
+    /// `max` and it is not revoked already.
+    fn event(&mut self, user: &str, connected: bool, max: usize) -> Option<String> {
+        if let Some(since) = self.since_recount.as_mut() {
+            since.push((user.to_owned(), connected));
+        }
+        let n = self.apply(user, connected);
+        (connected && n > max && !self.revoked.contains(user)).then(|| user.to_owned())
+    }
+
+    /// Replaces the counts with a full count's, then applies again the events `since` it was
+    /// asked for; a revoked key that no longer holds a connection is forgotten.
+    fn recounted(&mut self, counted: HashMap<String, usize>, since: Vec<(String, bool)>) {
+        self.per_user = counted;
+        for (user, connected) in since {
+            self.apply(&user, connected);
+        }
+        let Tally {
+            per_user, revoked, ..
+        } = self;
+        revoked.retain(|k| per_user.contains_key(k));
+    }
+
+    /// Keys over `max` not revoked yet.
+    fn over(&self, max: usize) -> Vec<String> {
+        self.per_user
+            .iter()
+            .filter(|&(k, &n)| n > max && !self.revoked.contains(k))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     fn apply(&mut self, user: &str, connected: bool) -> usize {
         if connected {
             let n = self.per_user.entry(user.to_owned()).or_default();
@@ -54,12 +89,14 @@ impl Tally {
             *n
         } else {
             let Some(n) = self.per_user.get_mut(user) else {
+                self.revoked.remove(user);
                 return 0;
             };
             *n = n.saturating_sub(1);
             let left = *n;
             if left == 0 {
                 self.per_user.remove(user);
+                self.revoked.remove(user);
             }
             left
         }
@@ -139,19 +176,11 @@ impl ConnectionGuard {
     pub async fn run_once(&self) -> Result<Pass, GuardError> {
         lock(&self.tally).since_recount = Some(Vec::new());
         let counted = self.connections().await;
-        let over: Vec<String> = {
+        let over = {
             let mut t = lock(&self.tally);
             let since = t.since_recount.take().unwrap_or_default();
-            t.per_user = counted?;
-            for (user, connected) in since {
-                t.apply(&user, connected);
-            }
-            let t = &*t;
-            t.per_user
-                .iter()
-                .filter(|&(k, &n)| n > self.max && !t.revoked.contains(k))
-                .map(|(k, _)| k.clone())
-                .collect()
+            t.recounted(counted?, since);
+            t.over(self.max)
         };
         self.revoke(over).await
     }
@@ -196,12 +225,7 @@ impl ConnectionGuard {
 
     /// Counts one event; returns the key if this connect took it over the limit.
     fn count(&self, user: &str, connected: bool) -> Option<String> {
-        let mut t = lock(&self.tally);
-        if let Some(since) = t.since_recount.as_mut() {
-            since.push((user.to_owned(), connected));
-        }
-        let n = t.apply(user, connected);
-        (connected && n > self.max && !t.revoked.contains(user)).then(|| user.to_owned())
+        lock(&self.tally).event(user, connected, self.max)
     }
 
     async fn revoke(&self, over: Vec<String>) -> Result<Pass, GuardError> {
@@ -266,5 +290,57 @@ impl ConnectionGuard {
             ));
         }
         Ok(per_user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_revoked_once_per_offence_and_again_when_it_comes_back() {
+        let mut t = Tally::default();
+        let max = 2;
+        assert_eq!(t.event("U1", true, max), None);
+        assert_eq!(t.event("U1", true, max), None);
+        assert_eq!(
+            t.event("U1", true, max),
+            Some("U1".into()),
+            "the third is over"
+        );
+        t.revoked.insert("U1".into());
+        assert_eq!(
+            t.event("U1", true, max),
+            None,
+            "queued connects revoke nothing twice"
+        );
+        for _ in 0..4 {
+            t.event("U1", false, max);
+        }
+        assert!(t.revoked.is_empty(), "its last connection is gone");
+        // Registered again with its kept key: held to the limit again.
+        for _ in 0..2 {
+            assert_eq!(t.event("U1", true, max), None);
+        }
+        assert_eq!(t.event("U1", true, max), Some("U1".into()));
+    }
+
+    #[test]
+    fn events_during_a_full_count_are_applied_on_top_of_it() {
+        let mut t = Tally {
+            since_recount: Some(Vec::new()),
+            ..Default::default()
+        };
+        t.event("U1", true, 8);
+        t.event("U2", true, 8);
+        t.event("U2", false, 8);
+        t.revoked.insert("U4".into());
+        // The count's answer, taken before those events, replaces the tally.
+        let since = t.since_recount.take().unwrap_or_default();
+        t.recounted(HashMap::from([("U3".to_owned(), 9)]), since);
+        assert_eq!(t.per_user.get("U1"), Some(&1));
+        assert_eq!(t.per_user.get("U2"), None);
+        assert_eq!(t.over(8), vec!["U3".to_owned()]);
+        assert!(t.revoked.is_empty(), "U4 holds no connection any more");
     }
 }
