@@ -60,6 +60,19 @@ impl Health {
         )
     }
 
+    /// Ready while JetStream serves the farm's streams (each has a leader on a cluster).
+    #[cfg(feature = "nats")]
+    pub fn jetstream(self, client: async_nats::Client) -> Self {
+        let js = async_nats::jetstream::new(client);
+        self.check(
+            "jetstream",
+            Arc::new(move || {
+                let js = js.clone();
+                Box::pin(async move { crate::nats::jetstream_ready(&js).await })
+            }),
+        )
+    }
+
     /// Serves `router` (plus these endpoints' router is the caller's to merge) until `shutdown`:
     /// readiness turns 503 at once, requests in flight finish, then it returns.
     /// Serves `router` with the connection limits of `crate::http_server`; on shutdown `/readyz`

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub use freeagent_shared;
 
+pub mod runs;
 pub mod sse;
 
 pub const API_KEY: &str = "fak_e2e-test-key-e2e-test-key-e2e-test-key";
@@ -49,6 +50,9 @@ pub struct FarmOpts {
     pub lease: &'static str,
     /// Run a private Postgres cluster, so the test may restart it.
     pub private_postgres: bool,
+    /// With `private_postgres`, also its synchronous standby (`Farm::standby`); the services'
+    /// URL lists both hosts, so the test may kill the primary and promote the standby.
+    pub postgres_standby: bool,
     pub extra_env: Vec<(String, String)>,
     /// Run on this (shared) server as its farm number `.1` (each farm is an account of its
     /// own); by default the farm gets a server of its own.
@@ -65,6 +69,7 @@ impl Default for FarmOpts {
             build_command: "sh build.sh".into(),
             lease: "30s",
             private_postgres: false,
+            postgres_standby: false,
             extra_env: vec![],
             nats: None,
             scheduler_env: vec![],
@@ -84,6 +89,8 @@ pub struct Farm {
     pub db: TestDb,
     /// The private cluster, when `FarmOpts::private_postgres`.
     pub pg: Option<TestPg>,
+    /// The private cluster's standby, when `FarmOpts::postgres_standby`.
+    pub standby: Option<TestPg>,
     pub nats: TestNats,
     /// This farm's account on `nats`.
     pub nats_farm: usize,
@@ -106,9 +113,13 @@ impl Farm {
         freeagent_shared::testing::init_test_log();
         freeagent_shared::tls::install_crypto_provider();
         let pg = opts.private_postgres.then(TestPg::start);
-        let db = match &pg {
+        let mut db = match &pg {
             Some(pg) => TestDb::new_on(&pg.admin_url()).await,
             None => TestDb::new().await,
+        };
+        let standby = match &pg {
+            Some(pg) if opts.postgres_standby => Some(pg.add_standby(&mut db).await),
+            _ => None,
         };
         let (nats, nats_farm) = match opts.nats.clone() {
             Some(shared) => shared,
@@ -176,6 +187,7 @@ impl Farm {
         let mut farm = Farm {
             db,
             pg,
+            standby,
             nats,
             nats_farm,
             gateway,
@@ -462,24 +474,41 @@ impl Farm {
             .unwrap_or_default()
     }
 
+    /// `GET` of an API path with the admin key, waiting out the key's rate limit as
+    /// `Retry-After` says (a test reading hundreds of builds goes past it).
+    pub async fn get_api(&self, path: &str) -> reqwest::Response {
+        loop {
+            let resp = self
+                .http
+                .get(format!("{}{path}", self.gateway))
+                .header("x-api-key", API_KEY)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            if resp.status() != 429 {
+                return resp;
+            }
+            let wait = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    }
+
     /// Every line of a build's log, following the pages.
     pub async fn all_logs(&self, id: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mut after = 0u64;
         loop {
-            let page: Value = self
-                .http
-                .get(format!(
-                    "{}/api/builds/{id}/logs?after={after}&limit=10000",
-                    self.gateway
-                ))
-                .header("x-api-key", API_KEY)
-                .send()
-                .await
-                .expect("get logs")
-                .json()
-                .await
-                .expect("logs json");
+            let resp = self
+                .get_api(&format!("/api/builds/{id}/logs?after={after}&limit=10000"))
+                .await;
+            let status = resp.status();
+            let text = resp.text().await.expect("logs body");
+            assert_eq!(status, 200, "log page of {id} after {after}: {text}");
+            let page: Value = serde_json::from_str(&text).expect("logs json");
             let next = page["next_after"].as_u64().unwrap_or(after);
             out.extend(
                 page["logs"]

@@ -5,60 +5,10 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::db;
-use freeagent_tests::freeagent_shared::status::BuildStatus;
 use freeagent_tests::freeagent_shared::testing::wait;
+use freeagent_tests::runs::{Runs, assert_exactly_once, terminal_count};
 use freeagent_tests::{Farm, FarmOpts, processes_with, project};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-
-/// Every run of a build that completed, by build id, as the builds told this test over TCP.
-/// Sandboxed, a build cannot write to the test's files, but it reaches the network (the
-/// sandbox leaves it open): a run sends its build id and waits for `recorded`, so it is counted
-/// before its command ends, as an append to a shared file was.
-struct Runs {
-    port: u16,
-    done: Arc<Mutex<Vec<String>>>,
-}
-
-impl Runs {
-    async fn start() -> Runs {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let done = Arc::new(Mutex::new(Vec::new()));
-        let sink = done.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let sink = sink.clone();
-                tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut line = String::new();
-                    let got = tokio::io::BufReader::new(read).read_line(&mut line).await;
-                    if got.is_ok() && line.ends_with('\n') {
-                        sink.lock().unwrap().push(line.trim_end().to_owned());
-                        let _ = write.write_all(b"recorded\n").await;
-                    }
-                });
-            }
-        });
-        Runs { port, done }
-    }
-
-    /// A build that writes its artifact, then records that its run completed (and fails if it
-    /// could not).
-    fn recorder(&self) -> tempfile::TempDir {
-        project(&format!(
-            "echo \"$FREEAGENT_BUILD_ID\" > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n\
-             exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/{} && echo \"$FREEAGENT_BUILD_ID\" >&3 && read -r ack <&3 && [ \"$ack\" = recorded ]'\n",
-            self.port
-        ))
-    }
-}
 
 /// The farms' settings. (Their thousands of no-op builds run without a file system of their own,
 /// as every test farm's do: `FREEAGENT_BUILD_DISK=0` in `Farm::start`.)
@@ -67,51 +17,6 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|&(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
-}
-
-async fn terminal_count(farm: &Farm) -> i64 {
-    let counts = db::builds::build_count_by_status(&farm.db.pool)
-        .await
-        .unwrap_or_default();
-    counts
-        .iter()
-        .filter(|(s, _)| s.is_terminal())
-        .map(|(_, n)| n)
-        .sum()
-}
-
-/// Every build completed, with exactly one completed attempt, and its command finished once.
-async fn assert_exactly_once(farm: &Farm, ids: &[String], runs: &Runs) {
-    let counts = db::builds::build_count_by_status(&farm.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        counts,
-        vec![(BuildStatus::Completed, ids.len() as i64)],
-        "every build must complete"
-    );
-    let mut done: HashMap<String, usize> = HashMap::new();
-    for id in runs.done.lock().unwrap().iter() {
-        *done.entry(id.clone()).or_default() += 1;
-    }
-    for id in ids {
-        let attempts = db::builds::build_attempts(&farm.db.pool, id.parse().unwrap())
-            .await
-            .unwrap();
-        let completed = attempts
-            .iter()
-            .filter(|a| a.outcome.as_deref() == Some("completed"))
-            .count();
-        assert_eq!(completed, 1, "build {id}: {attempts:?}");
-        if done.get(id).copied() != Some(1) {
-            panic!(
-                "build {id} ran to completion {:?} times\nattempts: {attempts:?}\n{}",
-                done.get(id),
-                farm.trace(id)
-            );
-        }
-    }
-    assert_eq!(done.len(), ids.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

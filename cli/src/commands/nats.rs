@@ -3,6 +3,7 @@
 //! `freeagent dev` runs with the same set-up. See docs/security.md.
 
 use anyhow::{Context, bail};
+use freeagent_shared::nats_auth::cluster::ClusterNode;
 use freeagent_shared::nats_auth::setup::{FarmFiles, Generated, find_server_binary};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,6 +22,17 @@ pub struct NatsConfigArgs {
     /// JetStream's store directory (written into server.conf).
     #[arg(long, default_value = "/var/lib/nats-server/jetstream")]
     pub store_dir: PathBuf,
+    /// Also write a cluster of this many nodes (3 or more): `<host>.conf` per node, with
+    /// authenticated routes and clustered JetStream (streams then keep 3 replicas).
+    #[arg(long, value_name = "NODES")]
+    pub cluster: Option<usize>,
+    /// How clients and the other nodes reach each node, in order (repeat, or comma-separated)
+    /// [default: nats-1, nats-2, …].
+    #[arg(long = "node-host", value_name = "HOST", value_delimiter = ',')]
+    pub node_hosts: Vec<String>,
+    /// The address each node listens on for the other nodes' routes.
+    #[arg(long, default_value = "0.0.0.0:6222")]
+    pub cluster_listen: String,
     /// Overwrite an existing set-up (its keys are lost: every credential must be replaced).
     #[arg(long)]
     pub force: bool,
@@ -42,12 +54,25 @@ pub fn config(a: NatsConfigArgs) -> anyhow::Result<std::process::ExitCode> {
             bail!("farm names are letters, digits, '-' and '_': {f:?}");
         }
     }
-    let files = Generated::new(&a.farms).write(&a.dir, &a.listen, &a.store_dir)?;
+    let nodes = cluster_nodes(&a)?;
+    let generated = Generated::new(&a.farms);
+    let files = generated.write(&a.dir, &a.listen, &a.store_dir)?;
+    if !nodes.is_empty() {
+        generated.write_cluster(&a.dir, &nodes)?;
+    }
     println!("Wrote {}:", a.dir.display());
     println!(
-        "  server.conf        run: nats-server -c {}",
+        "  server.conf        one server: nats-server -c {}",
         a.dir.join("server.conf").display()
     );
+    for n in &nodes {
+        println!(
+            "  {:<18} cluster node {:?}: nats-server -c {}",
+            format!("{}.conf", n.name),
+            n.name,
+            n.config_path(&a.dir).display()
+        );
+    }
     println!(
         "  operator.nk        the operator key: re-signs accounts (revocations). Keep it secret."
     );
@@ -61,7 +86,67 @@ pub fn config(a: NatsConfigArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     println!();
     println!("Workers get no file: each receives its own credentials when it registers.");
+    if !nodes.is_empty() {
+        let port = a.listen.rsplit(':').next().unwrap_or("4222");
+        let urls: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("nats://{}:{port}", n.name))
+            .collect();
+        println!();
+        println!("On the cluster, every service and worker takes the list of nodes:");
+        println!("  FREEAGENT_NATS_URL={}", urls.join(","));
+        println!("Streams are kept on 3 nodes (FREEAGENT_NATS_REPLICAS); existing ones move up at");
+        println!("the services' next start. The routes' password is in every node's file.");
+    }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The nodes `--cluster` asks for, named after their hosts.
+fn cluster_nodes(a: &NatsConfigArgs) -> anyhow::Result<Vec<ClusterNode>> {
+    let Some(n) = a.cluster else {
+        if !a.node_hosts.is_empty() {
+            bail!("--node-host names the nodes of a cluster: pass --cluster 3 too");
+        }
+        return Ok(Vec::new());
+    };
+    if n < 3 {
+        bail!(
+            "--cluster {n}: a JetStream cluster needs 3 nodes or more to survive losing one (a majority must stay up)"
+        );
+    }
+    let hosts: Vec<String> = if a.node_hosts.is_empty() {
+        (1..=n).map(|i| format!("nats-{i}")).collect()
+    } else {
+        a.node_hosts.clone()
+    };
+    if hosts.len() != n {
+        bail!(
+            "--cluster {n} with {} --node-host: name every node's host, in order",
+            hosts.len()
+        );
+    }
+    let route_port = a
+        .cluster_listen
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| p.parse::<u16>().is_ok())
+        .with_context(|| format!("--cluster-listen {:?} is not host:port", a.cluster_listen))?;
+    let mut seen = std::collections::HashSet::new();
+    hosts
+        .into_iter()
+        .map(|host| {
+            if host.is_empty() || host.contains(['/', ':', ' ']) || !seen.insert(host.clone()) {
+                bail!("--node-host {host:?}: give each node a distinct host name or address, without a port");
+            }
+            Ok(ClusterNode {
+                name: host.clone(),
+                listen: a.listen.clone(),
+                cluster_listen: a.cluster_listen.clone(),
+                route_address: format!("{host}:{route_port}"),
+                store_dir: a.store_dir.clone(),
+            })
+        })
+        .collect()
 }
 
 fn print_env(f: &FarmFiles) {

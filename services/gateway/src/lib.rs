@@ -203,6 +203,7 @@ impl App {
         let health = Health::new()
             .postgres(pool.clone())
             .nats(nats.clone())
+            .jetstream(nats.clone())
             .check(
                 "storage",
                 Arc::new(move || {

@@ -133,7 +133,10 @@ impl App {
             });
         nats.flush().await?;
         replies.flush().await?;
-        let health = Health::new().postgres(pool.clone()).nats(nats.clone());
+        let health = Health::new()
+            .postgres(pool.clone())
+            .nats(nats.clone())
+            .jetstream(nats.clone());
         let listener = TcpListener::bind((config.bind.as_str(), config.port))
             .await
             .with_context(|| {

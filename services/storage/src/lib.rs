@@ -83,13 +83,11 @@ impl App {
             let Some(url) = &config.database_url else {
                 return Ok(None);
             };
-            let opts = freeagent_shared::db::connect_options(url)?;
-            Ok(Some(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(std::time::Duration::from_secs(5))
-                    .connect_lazy_with(opts),
-            ))
+            Ok(Some(freeagent_shared::db::connect_lazy(
+                url,
+                max,
+                std::time::Duration::from_secs(5),
+            )?))
         };
         let db = pool(4)?;
         let state = AppState {

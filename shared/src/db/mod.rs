@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod builds;
 pub mod diagnostics;
+pub mod failover;
 pub mod nats_revocations;
 pub mod nats_setup_lock;
 pub mod teams;
@@ -67,6 +68,15 @@ pub enum Error {
         "cannot reach Postgres at {url}. Start it (for example `pg_ctlcluster 15 main start`) or set FREEAGENT_DATABASE_URL"
     )]
     Unreachable { url: String, source: sqlx::Error },
+    /// Several hosts are listed and none accepts writes (`failover`).
+    #[error(
+        "no host of FREEAGENT_DATABASE_URL ({hosts}) accepts writes: {why}. Start the primary or promote a standby"
+    )]
+    NoPrimary { hosts: String, why: String },
+    /// The server takes no writes: a standby, as during a failover. An outage like a lost
+    /// connection (callers answer "unavailable, retry"), never the caller's fault.
+    #[error("the database is read-only (a standby, or a failover under way); retry shortly")]
+    ReadOnly,
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a row with this key already exists")]
@@ -100,6 +110,8 @@ impl Error {
                 Some("22021" | "22P05") => return Error::InvalidText,
                 // undefined_table
                 Some("42P01") => return Error::NotMigrated,
+                // read_only_sql_transaction: a write reached a standby.
+                Some("25006") => return Error::ReadOnly,
                 _ => {}
             }
         }
@@ -128,8 +140,12 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, Error> {
         .log_statements(tracing::log::LevelFilter::Trace))
 }
 
-/// Opens a pool and checks that the database answers.
+/// Opens a pool and checks that the database answers. A URL listing several hosts opens it on
+/// the one that accepts writes and follows a failover to another (`failover`).
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, Error> {
+    if let Some(hosts) = failover::host_list(url)? {
+        return failover::connect(hosts, max_connections).await;
+    }
     let opts = connect_options(url)?;
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -142,6 +158,23 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, Error> {
         })
 }
 
+/// A pool that connects on first use, for a service that must work while Postgres is away. A
+/// URL listing several hosts follows a failover as `connect`'s pool does.
+pub fn connect_lazy(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, Error> {
+    if let Some(hosts) = failover::host_list(url)? {
+        return failover::connect_lazy(hosts, max_connections, acquire_timeout);
+    }
+    let opts = connect_options(url)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy_with(opts))
+}
+
 /// Runs pending migrations. sqlx takes a Postgres advisory lock, so several services starting
 /// at once apply each migration exactly once.
 pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
@@ -151,7 +184,10 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
 
 /// Creates the database named in `url` if it does not exist (used by `freeagent dev`).
 pub async fn create_database_if_missing(url: &str) -> Result<bool, Error> {
-    let opts = connect_options(url)?;
+    let opts = match failover::host_list(url)? {
+        Some(hosts) => failover::primary_options(&hosts).await?,
+        None => connect_options(url)?,
+    };
     let Some(name) = opts.get_database().map(str::to_owned) else {
         return Err(Error::BadUrl("the URL names no database".into()));
     };

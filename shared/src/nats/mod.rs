@@ -1,11 +1,13 @@
-//! NATS: connecting with an actionable error, and the idempotent set-up of the JetStream streams
-//! and queue consumers every service relies on. Works on NATS 2.9 and later (no multi-filter
-//! consumers, no consumer updates).
+//! NATS: connecting to one server or a cluster with an actionable error, and who a connection
+//! is. The streams and consumers every service relies on are in `streams`, the readiness of
+//! JetStream in `readiness`.
 
-use crate::status::QueueName;
-use crate::subjects;
-use async_nats::jetstream::{self, consumer, stream};
-use backon::Retryable;
+mod readiness;
+mod streams;
+
+pub use readiness::jetstream_ready;
+pub use streams::*;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +17,10 @@ pub enum Error {
         "cannot reach NATS at {url}: {reason}. Start it (`nats-server -js`) or set FREEAGENT_NATS_URL"
     )]
     Unreachable { url: String, reason: String },
+    #[error(
+        "FREEAGENT_NATS_URL {url:?} is not a NATS URL: {reason}. Write nats://host:4222, or the nodes of a cluster comma-separated (nats://a:4222,nats://b:4222)"
+    )]
+    BadUrl { url: String, reason: String },
     #[error(
         "JetStream is not available on the NATS server ({0}); start nats-server with -js (or `jetstream {{}}` in its config)"
     )]
@@ -32,65 +38,11 @@ pub enum Error {
 }
 
 /// Stream limits, with defaults that suit one machine.
-#[derive(Debug, Clone)]
-pub struct StreamLimits {
-    pub logs_max_age: Duration,
-    pub logs_max_bytes: i64,
-    pub events_max_age: Duration,
-    /// Window in which a repeated `Nats-Msg-Id` is dropped.
-    pub duplicate_window: Duration,
-}
-
-pub const DEFAULT_LOGS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-pub const DEFAULT_LOGS_MAX_BYTES: i64 = 1 << 30;
-/// Lines one worker may keep in one build's log (the reference worker stops far earlier).
-pub const LOGS_MAX_PER_SUBJECT: i64 = 500_000;
-/// Largest log message (a line is cut at 16 KiB before it is sent).
-pub const LOGS_MAX_MESSAGE: i32 = 64 << 10;
-pub const DEFAULT_EVENTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// Unacked dispatches a queue consumer allows: at least the fleet size.
-pub const DEFAULT_MAX_ACK_PENDING: i64 = 10_000;
-/// A worker that took a dispatch must claim (and ack) within this, or it is redelivered.
-/// Pull requests a queue's consumer holds at once: one per idle worker.
-pub const DEFAULT_MAX_WAITING: i64 = 100_000;
-pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
-
-impl Default for StreamLimits {
-    fn default() -> Self {
-        Self {
-            logs_max_age: DEFAULT_LOGS_MAX_AGE,
-            logs_max_bytes: DEFAULT_LOGS_MAX_BYTES,
-            events_max_age: DEFAULT_EVENTS_MAX_AGE,
-            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
-        }
-    }
-}
-
-impl StreamLimits {
-    /// `FREEAGENT_LOGS_MAX_AGE`, `FREEAGENT_LOGS_MAX_BYTES` and `FREEAGENT_EVENTS_MAX_AGE` (set
-    /// the same on the gateway and the scheduler: each brings the streams to its settings). A
-    /// finished build's log is archived to object storage, so the LOGS stream only needs to
-    /// keep builds until they end and settle.
-    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        let bytes =
-            crate::config::bytes("FREEAGENT_LOGS_MAX_BYTES", DEFAULT_LOGS_MAX_BYTES as u64)?;
-        Ok(Self {
-            logs_max_age: crate::config::duration("FREEAGENT_LOGS_MAX_AGE", DEFAULT_LOGS_MAX_AGE)?,
-            logs_max_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
-            events_max_age: crate::config::duration(
-                "FREEAGENT_EVENTS_MAX_AGE",
-                DEFAULT_EVENTS_MAX_AGE,
-            )?,
-            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
-        })
-    }
-}
-
 /// How to reach NATS and who to be there: from `FREEAGENT_NATS_*` (see `docs/security.md`).
 #[derive(Debug, Clone, Default)]
 pub struct NatsSettings {
-    /// `nats://host:port` or `tls://host:port` (several, comma-separated).
+    /// `nats://host:port` or `tls://host:port`, or several comma-separated: the nodes of a
+    /// cluster (`servers`).
     pub url: String,
     /// A `.creds` file: this service's user JWT and seed (`FREEAGENT_NATS_CREDS`).
     pub creds: Option<PathBuf>,
@@ -112,7 +64,21 @@ pub struct NatsSettings {
     /// A system-account user: pushes the re-signed account (`FREEAGENT_NATS_SYSTEM_CREDS`;
     /// scheduler).
     pub system_creds: Option<PathBuf>,
+    /// How often the client pings its server (`FREEAGENT_NATS_PING_INTERVAL`); zero is
+    /// [`DEFAULT_PING_INTERVAL`] for a worker, [`SERVICE_PING_INTERVAL`] for a service. A
+    /// server that answers no ping for three intervals is given up for another node.
+    pub ping_interval: Duration,
 }
+
+/// A node that froze or was cut off keeps its TCP connections open: a client leaves it for
+/// another node after three unanswered pings. The client library's default interval (60 s, so
+/// 3 minutes) let every lease expire behind a frozen node. A worker's connection pings every
+/// 5 s (left after 15 s, inside the 30 s lease its heartbeats keep; 2,000 small messages a
+/// second for 10,000 idle workers), a service's every 2 s (left after 6 s: the scheduler's
+/// connection carries every worker's heartbeats).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// The same for the services' connections.
+pub const SERVICE_PING_INTERVAL: Duration = Duration::from_secs(2);
 
 impl NatsSettings {
     pub fn from_env() -> Result<Self, crate::config::ConfigError> {
@@ -127,7 +93,15 @@ impl NatsSettings {
             workers_signing_key: path("FREEAGENT_NATS_WORKERS_SIGNING_KEY"),
             operator_key: path("FREEAGENT_NATS_OPERATOR_KEY"),
             system_creds: path("FREEAGENT_NATS_SYSTEM_CREDS"),
+            ping_interval: crate::config::duration("FREEAGENT_NATS_PING_INTERVAL", Duration::ZERO)?,
         };
+        if let Err(e) = s.servers() {
+            return Err(crate::config::ConfigError::new(
+                "FREEAGENT_NATS_URL",
+                &s.url,
+                e.to_string(),
+            ));
+        }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err(crate::config::ConfigError::new(
                 "FREEAGENT_NATS_TLS_CERT",
@@ -136,6 +110,31 @@ impl NatsSettings {
             ));
         }
         Ok(s)
+    }
+
+    /// The servers of `url`: one, or the nodes of a cluster, comma-separated. The client tries
+    /// them in a random order and learns the rest of a cluster from the node it reaches, so one
+    /// reachable node is enough to start and any live node is enough to reconnect.
+    pub fn servers(&self) -> Result<Vec<String>, Error> {
+        let bad = |reason: String| Error::BadUrl {
+            url: self.url.clone(),
+            reason,
+        };
+        let servers: Vec<String> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if servers.is_empty() {
+            return Err(bad("no server in it".into()));
+        }
+        for s in &servers {
+            s.parse::<async_nats::ServerAddr>()
+                .map_err(|e| bad(format!("{s:?}: {e}")))?;
+        }
+        Ok(servers)
     }
 
     /// Mints worker credentials, when this service has the account's signing key.
@@ -276,9 +275,15 @@ pub async fn connect(
     inbox_prefix: Option<String>,
 ) -> Result<async_nats::Client, Error> {
     let url = settings.url.as_str();
+    let servers = settings.servers()?;
     let unreachable = |reason: String| Error::Unreachable {
         url: url.to_owned(),
         reason,
+    };
+    let ping_interval = match (settings.ping_interval, &identity) {
+        (Duration::ZERO, Identity::Worker { .. }) => DEFAULT_PING_INTERVAL,
+        (Duration::ZERO, _) => SERVICE_PING_INTERVAL,
+        (set, _) => set,
     };
     let mut options = match identity {
         Identity::Minted { jwt, key } => jwt_auth(move || jwt.clone(), key),
@@ -319,7 +324,7 @@ pub async fn connect(
             .add_client_certificate(cert.clone(), key.clone())
             .require_tls(true);
     }
-    if url.starts_with("tls://") {
+    if servers.iter().any(|s| s.starts_with("tls://")) {
         options = options.require_tls(true);
     }
     if let Some(prefix) = inbox_prefix {
@@ -327,9 +332,10 @@ pub async fn connect(
     }
     options
         .name(name)
+        .ping_interval(ping_interval)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)))
-        .connect(url)
+        .connect(servers.as_slice())
         .await
         .map_err(|e| match e.kind() {
             async_nats::ConnectErrorKind::AuthorizationViolation => Error::Refused {
@@ -340,118 +346,17 @@ pub async fn connect(
         })
 }
 
-/// Creates the BUILDS, LOGS and EVENTS streams if they are missing.
-pub async fn ensure_streams(js: &jetstream::Context, limits: &StreamLimits) -> Result<(), Error> {
-    let configs = [
-        stream::Config {
-            name: subjects::BUILDS_STREAM.to_owned(),
-            subjects: vec![subjects::BUILDS_SUBJECTS.to_owned()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            duplicate_window: limits.duplicate_window,
-            ..Default::default()
-        },
-        stream::Config {
-            name: subjects::LOGS_STREAM.to_owned(),
-            subjects: vec![subjects::LOGS_SUBJECTS.to_owned()],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            max_age: limits.logs_max_age,
-            max_bytes: limits.logs_max_bytes,
-            // Backstops for a worker that ignores its log caps: no subject (one attempt of one
-            // build from one worker) holds more than this, and no line is larger.
-            max_messages_per_subject: LOGS_MAX_PER_SUBJECT,
-            max_message_size: LOGS_MAX_MESSAGE,
-            duplicate_window: limits.duplicate_window,
-            republish: Some(live_republish()),
-            ..Default::default()
-        },
-        stream::Config {
-            name: subjects::EVENTS_STREAM.to_owned(),
-            subjects: vec![subjects::EVENTS_SUBJECTS.to_owned()],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            max_age: limits.events_max_age,
-            republish: Some(live_republish()),
-            ..Default::default()
-        },
-    ];
-    for config in configs {
-        // Services start together and set up the same streams at once. On a fresh account the
-        // loser of that race can be told "error creating store", or "stream not found" by the
-        // look-up right after the stream was made: the whole step is asked again.
-        (|| ensure_stream(js, &config))
-            .retry(
-                backon::ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(2))
-                    .with_max_times(8),
-            )
-            .when(|e| matches!(e, Error::Setup(_)))
-            .notify(|e, after| tracing::info!(error = %e, ?after, "stream set-up raced another service; asking again"))
-            .await?;
-    }
-    Ok(())
-}
-
-/// Creates one stream, or brings an existing one up to this release's settings.
-async fn ensure_stream(js: &jetstream::Context, wanted: &stream::Config) -> Result<(), Error> {
-    let name = &wanted.name;
-    let mut config = wanted.clone();
-    let mut stream = js
-        .get_or_create_stream(config.clone())
-        .await
-        .map_err(|e| classify(name, e.to_string()))?;
-    // A stream made by an older release keeps its old subjects and limits until updated (a
-    // stream update works on 2.9; only consumer updates need 2.10).
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| classify(name, e.to_string()))?;
-    if outdated(&info.config, &config)
-        && let Err(e) = js.update_stream(config.clone()).await
-    {
-        // NATS 2.9 cannot add re-publishing to a stream made without it: keep the rest of
-        // the update; the gateways then poll the stream (`gateway::live::feed`).
-        if info.config.republish == config.republish
-            || !e.to_string().to_lowercase().contains("republish")
-        {
-            return Err(classify(name, e.to_string()));
-        }
-        tracing::warn!(
-            stream = %name,
-            "this NATS server cannot add re-publishing to an existing stream, so live logs and events will be polled (up to 0.1 s later, more load on NATS); to fix, once every finished build's log is archived, delete the stream and restart the farm, or use NATS 2.10 or later"
-        );
-        config.republish = info.config.republish.clone();
-        js.update_stream(config)
-            .await
-            .map_err(|e| classify(name, e.to_string()))?;
-    }
-    Ok(())
-}
-
-/// Whether a stream's settings on the server differ from what this release wants.
-fn outdated(server: &stream::Config, wanted: &stream::Config) -> bool {
-    server.subjects != wanted.subjects
-        || server.max_age != wanted.max_age
-        || (wanted.max_bytes > 0 && server.max_bytes != wanted.max_bytes)
-        || server.max_messages_per_subject != wanted.max_messages_per_subject
-        || server.max_message_size != wanted.max_message_size
-        || server.republish != wanted.republish
-}
-
-/// Every stored message again on `live.<subject>`, for the gateways' live feeds.
-fn live_republish() -> stream::Republish {
-    stream::Republish {
-        source: ">".into(),
-        destination: subjects::LIVE_REPUBLISH.into(),
-        headers_only: false,
-    }
-}
-
-fn classify(what: &str, msg: String) -> Error {
+pub(crate) fn classify(what: &str, msg: String) -> Error {
     let lower = msg.to_lowercase();
-    if lower.contains("jetstream not enabled")
+    if lower.contains("temporarily unavailable") {
+        // A cluster electing its JetStream leader (at start, or after losing a node): asked
+        // again.
+        Error::Setup(format!("{what}: {msg}"))
+    } else if lower.contains("insufficient resources") {
+        Error::Setup(format!(
+            "{what}: {msg}. On a NATS cluster of fewer than 3 nodes (or nodes without JetStream) set FREEAGENT_NATS_REPLICAS to the nodes there are"
+        ))
+    } else if lower.contains("jetstream not enabled")
         || lower.contains("no responders")
         || lower.contains("503")
     {
@@ -459,58 +364,6 @@ fn classify(what: &str, msg: String) -> Error {
     } else {
         Error::Setup(format!("{what}: {msg}"))
     }
-}
-
-/// The queue's consumer as a worker sees it: looked up, never created (a worker may not create
-/// consumers; the gateway does when a worker of the queue registers).
-pub async fn queue_consumer(
-    js: &jetstream::Context,
-    queue: &QueueName,
-) -> Result<consumer::Consumer<consumer::pull::Config>, Error> {
-    let name = subjects::queue_consumer(queue);
-    js.get_consumer_from_stream(&name, subjects::BUILDS_STREAM)
-        .await
-        .map_err(|e| classify(&name, e.to_string()))
-}
-
-/// The durable pull consumer shared by every worker of `queue`.
-pub async fn ensure_queue_consumer(
-    js: &jetstream::Context,
-    queue: &QueueName,
-) -> Result<consumer::Consumer<consumer::pull::Config>, Error> {
-    let stream = js
-        .get_stream(subjects::BUILDS_STREAM)
-        .await
-        .map_err(|e| classify(subjects::BUILDS_STREAM, e.to_string()))?;
-    let name = subjects::queue_consumer(queue);
-    stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subjects::dispatch(queue),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: DEFAULT_ACK_WAIT,
-                max_ack_pending: DEFAULT_MAX_ACK_PENDING,
-                // Every idle worker of the queue keeps a pull request waiting; the server's
-                // default (512) would refuse the rest of a large fleet.
-                max_waiting: DEFAULT_MAX_WAITING,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| classify(&name, e.to_string()))
-}
-
-/// Waits for JetStream to store a publish on `stream`, counted on `/metrics`
-/// (`freeagent_jetstream_acks_awaited_total`): each one is a round trip on the path that waits,
-/// and the per-build cost budget (`tests/tests/cost_budget.rs`) holds their number.
-pub async fn stored(
-    ack: jetstream::context::PublishAckFuture,
-    stream: &'static str,
-) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
-    metrics::counter!(crate::metrics::JETSTREAM_ACKS_AWAITED, "stream" => stream).increment(1);
-    ack.await
 }
 
 #[cfg(test)]

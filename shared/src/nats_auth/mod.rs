@@ -5,6 +5,7 @@
 //! `revocations` and pushes it through the system account.
 
 pub mod accounts;
+pub mod cluster;
 pub mod jwt;
 pub mod permissions;
 pub mod setup;

@@ -55,7 +55,15 @@ fn seed(k: &KeyPair) -> Result<String, AuthError> {
     k.seed().map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<(), AuthError> {
+pub(super) fn mkdir(p: &Path) -> Result<(), AuthError> {
+    std::fs::create_dir_all(p).map_err(|e| AuthError::File {
+        what: "directory",
+        path: p.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+pub(super) fn write_secret(path: &Path, text: &str) -> Result<(), AuthError> {
     let err = |e: std::io::Error| AuthError::File {
         what: "NATS auth file",
         path: path.display().to_string(),
@@ -239,13 +247,6 @@ impl Generated {
         listen: &str,
         store_dir: &Path,
     ) -> Result<Vec<FarmFiles>, AuthError> {
-        let mkdir = |p: &Path| {
-            std::fs::create_dir_all(p).map_err(|e| AuthError::File {
-                what: "directory",
-                path: p.display().to_string(),
-                reason: e.to_string(),
-            })
-        };
         mkdir(dir)?;
         let resolver_dir = dir.join("resolver");
         mkdir(&resolver_dir)?;
@@ -253,6 +254,13 @@ impl Generated {
             &dir.join("server.conf"),
             &self.server_config(listen, store_dir, &resolver_dir)?,
         )?;
+        self.write_credentials(dir)
+    }
+
+    /// Writes the operator's and system user's files and, per farm, `<dir>/<farm>/…` (secrets
+    /// 0600): everything but the servers' configuration.
+    pub(super) fn write_credentials(&self, dir: &Path) -> Result<Vec<FarmFiles>, AuthError> {
+        mkdir(dir)?;
         let operator_key = dir.join("operator.nk");
         write_secret(&operator_key, &format!("{}\n", seed(&self.operator)?))?;
         let system_creds = dir.join("system.creds");

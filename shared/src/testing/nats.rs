@@ -1,9 +1,12 @@
 //! `TestNats`: a private `nats-server` with JetStream on a free port and a temporary store,
 //! killed on `Drop`. Each test gets its own, so streams and subjects never collide. It runs in
 //! operator mode with the configuration `freeagent nats-config` generates (per farm an account
-//! and one for its workers), so every test runs with authentication on.
+//! and one for its workers), so every test runs with authentication on. `start_cluster` runs
+//! several such servers as one cluster (`freeagent nats-config --cluster`), each a node a test
+//! may kill and start again.
 
 use crate::nats::NatsSettings;
+use crate::nats_auth::cluster::ClusterNode;
 use crate::nats_auth::setup::{FarmFiles, Generated};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,9 +15,11 @@ use std::time::{Duration, Instant};
 /// Clones share one server, stopped when the last clone is dropped (two farms on one server).
 #[derive(Clone)]
 pub struct TestNats {
+    /// Every node's URL, comma-separated (as `FREEAGENT_NATS_URL` takes them).
     pub url: String,
+    /// The (first) node's client port.
     pub port: u16,
-    /// The server's monitoring port (`/jsz`), for the state dumped when a test fails.
+    /// The (first) node's monitoring port (`/jsz`), for the state dumped when a test fails.
     pub monitor_port: u16,
     /// The credentials of each farm (account) on this server; `farms[0]` is the default farm.
     pub farms: Vec<FarmFiles>,
@@ -22,8 +27,94 @@ pub struct TestNats {
 }
 
 struct Server {
+    nodes: Vec<Node>,
+    /// The nodes' configuration, stores and logs: removed with the last clone.
+    _store: tempfile::TempDir,
+}
+
+/// One `nats-server` process: the only one, or a node of a cluster.
+struct Node {
+    config: PathBuf,
+    port: u16,
+    monitor_port: u16,
+    log: PathBuf,
     child: std::sync::Mutex<Option<Child>>,
-    store: tempfile::TempDir,
+}
+
+impl Node {
+    fn new(config: PathBuf, port: u16, monitor_port: u16, log: PathBuf) -> Self {
+        Self {
+            config,
+            port,
+            monitor_port,
+            log,
+            child: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Appends the monitoring port and log file to the node's configuration.
+    fn finish_config(&self) {
+        let mut text = std::fs::read_to_string(&self.config).expect("server configuration");
+        text.push_str(&format!(
+            "\nhttp: \"127.0.0.1:{}\"\nlog_file: \"{}\"\n",
+            self.monitor_port,
+            self.log.display()
+        ));
+        // A benchmark's profile of the server: `go tool pprof http://127.0.0.1:<port>/debug/pprof/profile`.
+        if let Ok(port) = std::env::var("FREEAGENT_TEST_NATS_PROF_PORT") {
+            text.push_str(&format!("prof_port: {port}\n"));
+        }
+        std::fs::write(&self.config, text).expect("server configuration");
+    }
+
+    fn spawn(&self) {
+        let child = Command::new(server_binary())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+    }
+
+    fn stop(&self) {
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Child::id)
+    }
+
+    async fn wait_ready(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(c) = self
+                .child
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return false;
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
 }
 
 /// The server binary: `FREEAGENT_NATS_SERVER` or `nats-server` on PATH or in /usr/sbin.
@@ -79,32 +170,30 @@ impl TestNats {
                     &store.path().join("js"),
                 )
                 .expect("write the NATS auth set-up");
-            let conf = store.path().join("auth").join("server.conf");
-            let mut text = std::fs::read_to_string(&conf).expect("server.conf");
-            text.push_str(&format!(
-                "\nhttp: \"127.0.0.1:{monitor_port}\"\nlog_file: \"{}\"\n",
-                store.path().join("nats-server.log").display()
-            ));
-            // A benchmark's profile of the server: `go tool pprof http://127.0.0.1:<port>/debug/pprof/profile`.
-            if let Ok(port) = std::env::var("FREEAGENT_TEST_NATS_PROF_PORT") {
-                text.push_str(&format!("prof_port: {port}\n"));
-            }
+            let node = Node::new(
+                store.path().join("auth").join("server.conf"),
+                port,
+                monitor_port,
+                store.path().join("nats-server.log"),
+            );
+            node.finish_config();
             let scheme = match &tls {
                 Some(block) => {
+                    let mut text = std::fs::read_to_string(&node.config).expect("server.conf");
                     text.push_str(block);
+                    std::fs::write(&node.config, text).expect("server.conf");
                     "tls"
                 }
                 None => "nats",
             };
-            std::fs::write(&conf, text).expect("server.conf");
             let t = TestNats {
                 url: format!("{scheme}://127.0.0.1:{port}"),
                 port,
                 monitor_port,
                 farms,
                 server: std::sync::Arc::new(Server {
-                    child: std::sync::Mutex::new(None),
-                    store,
+                    nodes: vec![node],
+                    _store: store,
                 }),
             };
             t.spawn();
@@ -115,34 +204,128 @@ impl TestNats {
         panic!("nats-server did not start");
     }
 
+    /// One farm on a cluster of `nodes` servers, each with its own store, the routes between
+    /// them authenticated as `freeagent nats-config --cluster` writes them. Returns once
+    /// JetStream has elected its meta leader.
+    pub async fn start_cluster(nodes: usize) -> Self {
+        let store = tempfile::tempdir().expect("temp dir for JetStream");
+        let port = || super::free_port().expect("free port");
+        let layout: Vec<(ClusterNode, u16, u16)> = (1..=nodes)
+            .map(|i| {
+                let (client, route, monitor) = (port(), port(), port());
+                let node = ClusterNode {
+                    name: format!("n{i}"),
+                    listen: format!("127.0.0.1:{client}"),
+                    cluster_listen: format!("127.0.0.1:{route}"),
+                    route_address: format!("127.0.0.1:{route}"),
+                    store_dir: store.path().join(format!("js-n{i}")),
+                };
+                (node, client, monitor)
+            })
+            .collect();
+        let cluster: Vec<ClusterNode> = layout.iter().map(|(n, _, _)| n.clone()).collect();
+        let auth = store.path().join("auth");
+        let farms = Generated::new(&["farm0"])
+            .write_cluster(&auth, &cluster)
+            .expect("write the NATS cluster set-up");
+        let nodes: Vec<Node> = layout
+            .iter()
+            .map(|(n, client, monitor)| {
+                let node = Node::new(
+                    n.config_path(&auth),
+                    *client,
+                    *monitor,
+                    store.path().join(format!("nats-server-{}.log", n.name)),
+                );
+                node.finish_config();
+                node
+            })
+            .collect();
+        let urls: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect();
+        let t = TestNats {
+            url: urls.join(","),
+            port: nodes[0].port,
+            monitor_port: nodes[0].monitor_port,
+            farms,
+            server: std::sync::Arc::new(Server {
+                nodes,
+                _store: store,
+            }),
+        };
+        t.spawn();
+        assert!(t.wait_ready().await, "the NATS cluster did not start");
+        t.wait_for_jetstream(Duration::from_secs(30)).await;
+        t
+    }
+
+    /// Waits until JetStream answers the default farm (a cluster has its meta leader).
+    pub async fn wait_for_jetstream(&self, within: Duration) {
+        let client = self.client().await;
+        let deadline = Instant::now() + within;
+        loop {
+            // The raw API, so the answer is shown as the server gave it when it never comes.
+            let answer = match client.request("$JS.API.INFO", "".into()).await {
+                Ok(m) => String::from_utf8_lossy(&m.payload).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            if answer.contains("account_info_response") && !answer.contains("\"error\"") {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("JetStream did not answer within {within:?}: {answer}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The URL of every node.
+    pub fn servers(&self) -> Vec<&str> {
+        self.url.split(',').collect()
+    }
+
+    /// How many servers this is.
+    pub fn nodes(&self) -> usize {
+        self.server.nodes.len()
+    }
+
+    /// SIGKILLs node `i`, keeping its store.
+    pub fn kill_node(&self, i: usize) {
+        self.server.nodes[i].stop();
+    }
+
+    /// Starts node `i` again on its port and store.
+    pub async fn start_node(&self, i: usize) {
+        let node = &self.server.nodes[i];
+        node.spawn();
+        assert!(node.wait_ready().await, "nats node {i} did not restart");
+    }
+
+    /// Node `i`'s process id (SIGSTOP cuts it off from the others and its clients).
+    pub fn node_pid(&self, i: usize) -> Option<u32> {
+        self.server.nodes[i].pid()
+    }
+
+    /// Node `i`'s own log.
+    pub fn node_log(&self, i: usize) -> PathBuf {
+        self.server.nodes[i].log.clone()
+    }
+
     fn spawn(&self) {
-        let child = Command::new(server_binary())
-            .arg("-c")
-            .arg(self.server.store.path().join("auth").join("server.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nats-server");
-        *self.server.child.lock().unwrap() = Some(child);
+        for node in &self.server.nodes {
+            node.spawn();
+        }
     }
 
     async fn wait_ready(&self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(c) = self.server.child.lock().unwrap().as_mut()
-                && let Ok(Some(_)) = c.try_wait()
-            {
+        for node in &self.server.nodes {
+            if !node.wait_ready().await {
                 return false;
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        false
+        true
     }
 
     /// Settings for farm `i` as `creds` (its scheduler's or gateway's file).
@@ -186,7 +369,7 @@ impl TestNats {
             .await
             .expect("read test creds")
             .custom_inbox_prefix(crate::subjects::SERVICE_INBOX_PREFIX)
-            .connect(&self.url)
+            .connect(self.servers().as_slice())
             .await
             .expect("connect to test nats")
     }
@@ -257,18 +440,13 @@ impl TestNats {
 
     /// The server's own log (kept with a failed test's farm logs).
     pub fn log_path(&self) -> PathBuf {
-        self.server.store.path().join("nats-server.log")
+        self.server.nodes[0].log.clone()
     }
 
-    /// The server's process id (to freeze it with SIGSTOP: clients then write into a connection
-    /// nobody reads).
+    /// The (first) server's process id (to freeze it with SIGSTOP: clients then write into a
+    /// connection nobody reads).
     pub fn pid(&self) -> Option<u32> {
-        self.server
-            .child
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(Child::id)
+        self.server.nodes[0].pid()
     }
 
     /// Stops the server (keeping its store), for tests of NATS outages.
@@ -286,9 +464,8 @@ impl TestNats {
 
 impl Server {
     fn stop(&self) {
-        if let Some(mut c) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        for node in &self.nodes {
+            node.stop();
         }
     }
 }
