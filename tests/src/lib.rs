@@ -475,8 +475,10 @@ impl Farm {
     }
 
     /// `GET` of an API path with the admin key, waiting out the key's rate limit as
-    /// `Retry-After` says (a test reading hundreds of builds goes past it).
+    /// `Retry-After` says (a test reading hundreds of builds goes past it), and asking again
+    /// for 10 s while the answer is 503.
     pub async fn get_api(&self, path: &str) -> reqwest::Response {
+        let mut tries = 0;
         loop {
             let resp = self
                 .http
@@ -485,15 +487,16 @@ impl Farm {
                 .send()
                 .await
                 .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-            if resp.status() != 429 {
-                return resp;
+            match resp.status().as_u16() {
+                429 => wait_out_rate_limit(&resp).await,
+                // "Try again", as a client does: a log read that met a copy of the stream still
+                // catching up after its node came back.
+                503 if tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                _ => return resp,
             }
-            let wait = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .unwrap_or(1);
-            tokio::time::sleep(Duration::from_secs(wait)).await;
         }
     }
 
@@ -602,6 +605,16 @@ impl Farm {
 
 /// The value of one series in `/metrics` text: `series` is the name with its labels as printed
 /// (`freeagent_live_clients{kind="log"}`).
+/// Sleeps as a 429's `Retry-After` says (1 s when it says nothing readable).
+async fn wait_out_rate_limit(resp: &reqwest::Response) {
+    let wait = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(1);
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+}
+
 pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
@@ -793,12 +806,7 @@ impl Farm {
                         if resp.status() != 429 {
                             break resp;
                         }
-                        let wait = resp
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                            .unwrap_or(1);
-                        tokio::time::sleep(Duration::from_secs(wait)).await;
+                        wait_out_rate_limit(&resp).await;
                     };
                     assert_eq!(resp.status(), 201);
                     let v: Value = resp.json().await.expect("submit reply");
@@ -894,8 +902,17 @@ impl TestWorker {
             key: self.nats_key.clone(),
             revoked: Default::default(),
         };
+        // As the worker reads it: the bench compares ping intervals with it.
+        let settings = freeagent_shared::nats::NatsSettings {
+            ping_interval: freeagent_shared::config::duration(
+                "FREEAGENT_NATS_PING_INTERVAL",
+                Duration::ZERO,
+            )
+            .unwrap_or(Duration::ZERO),
+            ..freeagent_shared::nats::NatsSettings::url(url)
+        };
         freeagent_shared::nats::connect(
-            &freeagent_shared::nats::NatsSettings::url(url),
+            &settings,
             "test-worker",
             identity,
             Some(freeagent_shared::subjects::inbox_prefix(self.worker_id)),

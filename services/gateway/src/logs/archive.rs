@@ -73,7 +73,7 @@ impl Archiver {
     /// Reads the build's whole log from the stream and stores it.
     async fn archive(&self, id: BuildId) -> Result<()> {
         let holders = holders(&self.st.pool, id).await?;
-        let body = pages(self.st.nats.clone(), holders, id).map_ok(|page| {
+        let body = pages(self.st.nats.clone(), holders, id, true).map_ok(|page| {
             let mut out = Vec::new();
             for line in &page {
                 if serde_json::to_writer(&mut out, line).is_ok() {

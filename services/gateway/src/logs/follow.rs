@@ -305,6 +305,8 @@ impl Follower {
                 self.build.id,
                 self.after,
                 MAX_LOG_LIMIT,
+                // A follower goes on from its last line (and ends on the build's own end).
+                false,
             )
             .await?;
             let next = page.next_after;

@@ -79,10 +79,11 @@ pub async fn read(
     id: BuildId,
     after: u64,
     limit: usize,
+    finished: bool,
 ) -> Result<Page> {
     let writers = writer_subjects(id, holders);
     let not_before = Some(first_line_not_before(id));
-    let pages = futures::future::try_join_all(writers.into_iter().map(|subject| {
+    let pages = futures::future::try_join_all(writers.iter().cloned().map(|subject| {
         crate::logs::stream_page::read(
             nats,
             subjects::LOGS_STREAM,
@@ -96,6 +97,12 @@ pub async fn read(
     let mut stored: Vec<_> = pages.into_iter().flatten().collect();
     stored.sort_by_key(|m| m.seq);
     stored.truncate(limit);
+    // A finished build's lines were all stored before its outcome was (the worker waits for
+    // their acks): where the leader says they end is final. A running build's may grow between
+    // the page and the question, and its short page is not read as the end anyway.
+    if finished && stored.len() < limit {
+        ends_where_the_leader_says(nats, &writers, after, &stored).await?;
+    }
     let mut out = Vec::new();
     let mut next_after = after;
     for m in stored {
@@ -129,19 +136,50 @@ pub async fn read(
     })
 }
 
+/// A page shorter than asked for says "this is the end of the log", which the archive keeps for
+/// good: it must hold every writer's last stored line. On a cluster a page's consumer can sit on
+/// a copy of the stream still catching up after its node came back, whose view ends early; the
+/// stream's leader says where each writer's lines end, and a page that stops short is refused
+/// (503, try again) rather than read as the end.
+async fn ends_where_the_leader_says(
+    nats: &async_nats::Client,
+    writers: &[String],
+    after: u64,
+    page: &[crate::logs::stream_page::Stored],
+) -> Result<()> {
+    let lasts =
+        futures::future::try_join_all(writers.iter().map(|subject| {
+            crate::logs::stream_page::last_on(nats, subjects::LOGS_STREAM, subject)
+        }))
+        .await?;
+    for (subject, last) in writers.iter().zip(lasts) {
+        let read = last <= after
+            || page
+                .iter()
+                .any(|m| m.seq == last && m.subject.as_str() == subject);
+        if !read {
+            return Err(crate::error::GatewayError::unavailable(format!(
+                "a copy of the LOGS stream behind its leader answered (it ends before sequence {last} of {subject}); try again"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The build's whole log from the stream, page by page (for the archive and for downloads of
 /// logs not yet archived).
 pub fn pages(
     nats: async_nats::Client,
     holders: HashMap<Attempt, WorkerId>,
     id: BuildId,
+    finished: bool,
 ) -> impl futures::Stream<Item = std::io::Result<Vec<Entry>>> + Send + 'static {
     let holders = std::sync::Arc::new(holders);
     futures::stream::unfold(Some(0u64), move |after| {
         let (nats, holders) = (nats.clone(), holders.clone());
         async move {
             let after = after?;
-            match read(&nats, &holders, id, after, MAX_LOG_LIMIT).await {
+            match read(&nats, &holders, id, after, MAX_LOG_LIMIT, finished).await {
                 Ok(page) if page.next_after == after => None,
                 Ok(Page { lines, next_after }) => Some((Ok(lines), Some(next_after))),
                 Err(_) => Some((Err(std::io::Error::other("log stream unavailable")), None)),

@@ -60,7 +60,15 @@ pub async fn get(
         Page { lines, next_after }
     } else {
         let holders = holders(&st.pool, b.id).await?;
-        read(&st.nats, &holders, b.id, after, limit).await?
+        read(
+            &st.nats,
+            &holders,
+            b.id,
+            after,
+            limit,
+            b.status.is_terminal(),
+        )
+        .await?
     };
     Ok(Json(LogPage {
         build_id: b.id,
@@ -82,7 +90,7 @@ async fn entries(
             .boxed()
     } else {
         let holders = holders(&st.pool, b.id).await?;
-        pages(st.nats.clone(), holders, b.id)
+        pages(st.nats.clone(), holders, b.id, b.status.is_terminal())
             .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
             .try_flatten()
             .boxed()
@@ -142,7 +150,9 @@ pub async fn download_text(st: &AppState, b: &Build) -> Result<Response> {
         }))
     } else {
         let holders = holders(&st.pool, b.id).await?;
-        Body::from_stream(pages(st.nats.clone(), holders, b.id).map_ok(move |p| text(&p)))
+        Body::from_stream(
+            pages(st.nats.clone(), holders, b.id, b.status.is_terminal()).map_ok(move |p| text(&p)),
+        )
     };
     Ok((
         [
