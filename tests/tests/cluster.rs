@@ -323,9 +323,22 @@ async fn streams_made_with_one_replica_move_up_to_three() {
     )
     .await;
     assert_eq!(all.len(), 3);
-    let mut consumer = nats::queue_consumer(&js, &queue).await.unwrap();
-    let info = consumer.info().await.unwrap();
-    let peers = info.cluster.as_ref().map(|c| c.replicas.len() + 1);
-    eprintln!("queue consumer after the move: {peers:?} peers");
-    assert_eq!(peers, Some(3), "the queue consumer follows its stream");
+    // The consumer's group moves after its stream's (for a moment it lists the old peer too).
+    let peers = wait::until(
+        "the queue consumer on three nodes",
+        Duration::from_secs(30),
+        || async {
+            let mut consumer = nats::queue_consumer(&js, &queue).await.ok()?;
+            let info = consumer.info().await.ok()?;
+            let cluster = info.cluster.as_ref()?;
+            let mut peers: Vec<&str> = cluster.replicas.iter().map(|r| r.name.as_str()).collect();
+            peers.extend(cluster.leader.as_deref());
+            peers.sort_unstable();
+            peers.dedup();
+            let current = cluster.replicas.iter().all(|r| r.current && !r.offline);
+            (peers.len() == 3 && current).then(|| peers.join(","))
+        },
+    )
+    .await;
+    eprintln!("queue consumer after the move: on {peers}");
 }
