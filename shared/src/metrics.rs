@@ -21,6 +21,8 @@ pub const STORAGE_OBJECTS: &str = "freeagent_storage_objects";
 pub const STORAGE_BYTES: &str = "freeagent_storage_bytes";
 pub const BUILDS_SUBMITTED: &str = "freeagent_builds_submitted_total";
 pub const BUILDS_DISPATCHED: &str = "freeagent_builds_dispatched_total";
+/// Dispatches published again because JetStream no longer held their message (lost, purged).
+pub const DISPATCHES_REPUBLISHED: &str = "freeagent_dispatches_republished_total";
 pub const DISPATCH_BATCH_SECONDS: &str = "freeagent_dispatch_batch_seconds";
 pub const CLAIMS: &str = "freeagent_claims_total";
 /// Seconds from dispatch to a granted claim.

@@ -105,9 +105,9 @@ enum Op {
     RescueLast,
     /// `build_time_out` once the time limit ran out (`started_at` moved back past it).
     TimeOut,
-    /// `build_dispatch_batch`, a re-publish not yet due.
+    /// `build_dispatch_batch`: a first dispatch.
     Dispatch,
-    /// `build_dispatch_batch` with `redispatch_after` 0: a re-publish is due.
+    /// `build_republish` with no wait and every message taken for lost.
     Redispatch,
 }
 
@@ -241,9 +241,9 @@ const MATRIX: &[(Setup, Op, &[Expect])] = &[
     (S::Requeued,   Op::Rescue,        &[Kept]),
     (S::Requeued,   Op::RescueLast,    &[Kept]),
     (S::Requeued,   Op::TimeOut,       &[Kept]),
-    // Both take it as a first dispatch (attempt 2 → 3): it is not waiting in JetStream.
+    // A first dispatch (attempt 2 → 3); a re-publish takes only what was dispatched.
     (S::Requeued,   Op::Dispatch,      &[Moved(Pending)]),
-    (S::Requeued,   Op::Redispatch,    &[Moved(Pending)]),
+    (S::Requeued,   Op::Redispatch,    &[Kept]),
 
     // assigned to the holder.
     (S::Assigned,   Op::Claim,         &[Stale,             Stale,             Stale]),
@@ -428,11 +428,26 @@ fn result_object(id: BuildId) -> NewObject {
     }
 }
 
-async fn dispatch(pool: &Pool, redispatch_after_secs: f64) -> Result<Vec<BuildId>, db::Error> {
+async fn dispatch(pool: &Pool) -> Result<Vec<BuildId>, db::Error> {
     let mut tx = pool.begin().await?;
-    let pass = builds::build_dispatch_batch(&mut tx, 100, redispatch_after_secs, 100).await?;
+    let pass = builds::build_dispatch_batch(&mut tx, 100, 100).await?;
     tx.commit().await?;
     Ok(pass.dispatched.into_iter().map(|d| d.id).collect())
+}
+
+async fn republish(pool: &Pool) -> Result<Vec<BuildId>, db::Error> {
+    let mut tx = pool.begin().await?;
+    let queue = freeagent_shared::status::QueueName::parse(QUEUE).expect("queue name");
+    let lost = builds::build_republish(
+        &mut tx,
+        &queue,
+        0.0,
+        chrono::DateTime::<chrono::Utc>::MAX_UTC,
+        100,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(lost.into_iter().map(|d| d.id).collect())
 }
 
 /// Runs `op` on `id` as `worker` with `n`.
@@ -502,13 +517,8 @@ async fn run(
             let rows = builds::build_time_out(pool, 100).await?;
             many(id, rows.into_iter().map(|m| (m.id, Some(m.status))))
         }
-        Op::Dispatch | Op::Redispatch => {
-            let after = if op == Op::Dispatch { 3600.0 } else { 0.0 };
-            many(
-                id,
-                dispatch(pool, after).await?.into_iter().map(|d| (d, None)),
-            )
-        }
+        Op::Dispatch => many(id, dispatch(pool).await?.into_iter().map(|d| (d, None))),
+        Op::Redispatch => many(id, republish(pool).await?.into_iter().map(|d| (d, None))),
     })
 }
 

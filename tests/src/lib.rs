@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub use freeagent_shared;
 
+pub mod proxy;
 pub mod runs;
 pub mod sse;
 
@@ -59,6 +60,10 @@ pub struct FarmOpts {
     pub nats: Option<(TestNats, usize)>,
     /// Settings for the scheduler(s) only.
     pub scheduler_env: Vec<(String, String)>,
+    /// Run the gateway and the storage service twice each (`gateway` and `gateway-2`,
+    /// `storage` and `storage-2`), each pair behind a TCP proxy (`proxy::Proxy`) whose address
+    /// is the farm's `gateway` / `storage` URL, as behind an operator's load balancer.
+    pub twice_behind_proxies: bool,
 }
 
 impl Default for FarmOpts {
@@ -73,6 +78,7 @@ impl Default for FarmOpts {
             extra_env: vec![],
             nats: None,
             scheduler_env: vec![],
+            twice_behind_proxies: false,
         }
     }
 }
@@ -106,6 +112,10 @@ pub struct Farm {
     env: Vec<(String, String)>,
     services_env: Vec<(String, String)>,
     procs: Vec<Proc>,
+    /// With `FarmOpts::twice_behind_proxies`: the gateways' and the storage services' ports,
+    /// and the proxies in front of them.
+    replica_ports: Vec<(&'static str, u16)>,
+    _proxies: Vec<proxy::Proxy>,
 }
 
 impl Farm {
@@ -131,8 +141,24 @@ impl Farm {
             free_port().unwrap(),
             free_port().unwrap(),
         );
-        let gateway = format!("http://127.0.0.1:{gp}");
-        let storage = format!("http://127.0.0.1:{sp}");
+        let mut gateway = format!("http://127.0.0.1:{gp}");
+        let mut storage = format!("http://127.0.0.1:{sp}");
+        let (mut replica_ports, mut proxies) = (vec![], vec![]);
+        if opts.twice_behind_proxies {
+            let ports: Vec<u16> = (0..4).map(|_| free_port().unwrap()).collect();
+            let (g, st) = (
+                proxy::Proxy::start(vec![ports[0], ports[1]]).await,
+                proxy::Proxy::start(vec![ports[2], ports[3]]).await,
+            );
+            (gateway, storage) = (g.url(), st.url());
+            replica_ports = vec![
+                ("gateway", ports[0]),
+                ("gateway-2", ports[1]),
+                ("storage", ports[2]),
+                ("storage-2", ports[3]),
+            ];
+            proxies = vec![g, st];
+        }
         // Workers get none of these: no database, no signing secret, no admin key.
         let services_env: Vec<(String, String)> = [
             ("FREEAGENT_DATABASE_URL", db.url.clone()),
@@ -199,8 +225,23 @@ impl Farm {
             env,
             services_env,
             procs: vec![],
+            replica_ports,
+            _proxies: proxies,
         };
-        farm.spawn("storage", "freeagent-storage", &[]);
+        if opts.twice_behind_proxies {
+            for (name, port) in farm.replica_ports.clone() {
+                if name.starts_with("storage") {
+                    let port = port.to_string();
+                    farm.spawn(
+                        name,
+                        "freeagent-storage",
+                        &[("FREEAGENT_STORAGE_PORT", &port)],
+                    );
+                }
+            }
+        } else {
+            farm.spawn("storage", "freeagent-storage", &[]);
+        }
         // Each service gets its own NATS identity; workers get theirs when they register.
         let scheduler_nats = farm.nats.env(farm.nats_farm, "scheduler");
         for i in 0..opts.schedulers.max(1) {
@@ -225,7 +266,18 @@ impl Farm {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        farm.spawn("gateway", "freeagent-gateway", &extra);
+        if opts.twice_behind_proxies {
+            for (name, port) in farm.replica_ports.clone() {
+                if name.starts_with("gateway") {
+                    let port = port.to_string();
+                    let mut extra = extra.clone();
+                    extra.push(("FREEAGENT_GATEWAY_PORT", &port));
+                    farm.spawn(name, "freeagent-gateway", &extra);
+                }
+            }
+        } else {
+            farm.spawn("gateway", "freeagent-gateway", &extra);
+        }
         farm.wait_ready().await;
         for i in 0..opts.workers {
             farm.spawn_worker(i);
@@ -335,7 +387,15 @@ impl Farm {
     /// scheduler may be ready after the gateway, and a worker's first request to it would find
     /// no responder.
     async fn wait_ready(&self) {
+        // Behind a proxy each replica is asked on its own port: the proxy answers for either.
+        let replicas: Vec<String> = self
+            .replica_ports
+            .iter()
+            .filter(|(name, _)| name.starts_with("gateway"))
+            .map(|(_, port)| format!("http://127.0.0.1:{port}"))
+            .collect();
         let services = std::iter::once(("the gateway", &self.gateway))
+            .chain(replicas.iter().map(|g| ("a gateway", g)))
             .chain(self.schedulers.iter().map(|s| ("a scheduler", s)));
         for (what, base) in services {
             let http = self.http.clone();
@@ -357,6 +417,32 @@ impl Farm {
             )
             .await;
         }
+    }
+
+    /// Waits until the service `name` (`gateway`, `gateway-2`, `storage`, `storage-2`,
+    /// `scheduler-<i>`) answers `/readyz` on its own port.
+    pub async fn wait_replica_ready(&self, name: &str) {
+        let base = match name.strip_prefix("scheduler-") {
+            Some(i) => self.schedulers[i.parse::<usize>().expect("scheduler-<i>")].clone(),
+            None => {
+                let (_, port) = self
+                    .replica_ports
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .unwrap_or_else(|| panic!("no replica {name}"));
+                format!("http://127.0.0.1:{port}")
+            }
+        };
+        let url = format!("{base}/readyz");
+        wait::until(
+            &format!("{name} to be ready"),
+            Duration::from_secs(30),
+            || async {
+                let r = self.http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
+        .await;
     }
 
     /// SIGKILLs a process by name.
@@ -635,6 +721,14 @@ pub fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(name)
+}
+
+/// Settings for `FarmOpts::extra_env` and the like, from string pairs.
+pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// A throwaway project whose build.sh is `script`.

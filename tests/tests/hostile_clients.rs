@@ -4,6 +4,7 @@
 //! the database cannot store is a 400 (never an ERROR log line), and a build token retries once.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use freeagent_tests::env;
 use freeagent_tests::{API_KEY, Farm, FarmOpts, example};
 use futures::StreamExt;
 use reqwest::multipart::{Form, Part};
@@ -11,13 +12,6 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 fn addr(url: &str) -> String {
     url.trim_start_matches("http://").to_owned()

@@ -3,6 +3,7 @@
 //! reach, and the attacks that used to own the farm, replayed by a registered but hostile worker.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use freeagent_tests::env;
 use freeagent_tests::freeagent_shared::capability::{Method, Signer};
 use freeagent_tests::freeagent_shared::db;
 use freeagent_tests::freeagent_shared::ids::{Attempt, BuildId, WorkerId};
@@ -14,13 +15,6 @@ use freeagent_tests::freeagent_shared::wire::{self, *};
 use freeagent_tests::{API_KEY, Farm, FarmOpts, SECRET, TestWorker, project};
 use serde_json::Value;
 use std::time::Duration;
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 async fn wait_status(farm: &Farm, id: &str, status: &str) {
     wait::until(

@@ -7,6 +7,7 @@
 //! are not isolated.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use freeagent_tests::env;
 use freeagent_tests::freeagent_shared::testing::wait;
 use freeagent_tests::{
     API_KEY, Farm, FarmOpts, REGISTRATION_KEY, SECRET, is_root, processes_with, project,
@@ -14,13 +15,6 @@ use freeagent_tests::{
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 async fn wait_none_left(marker: &str, within: Duration) -> Duration {
     let started = Instant::now();

@@ -3,18 +3,12 @@
 //! message or log. Each against the real binaries.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use freeagent_tests::env;
 use freeagent_tests::freeagent_shared::testing::{free_port, wait};
 use freeagent_tests::{API_KEY, Farm, FarmOpts, project};
 use serde_json::Value;
 use std::io::Write;
 use std::time::Duration;
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 /// Submits `archive` (a file part named `file_name`) with extra text parts; the reply.
 async fn submit_archive(

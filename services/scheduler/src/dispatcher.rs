@@ -1,9 +1,9 @@
 //! Dispatch: in one short transaction, lock a batch of due pending builds (`SKIP LOCKED`, so
-//! replicas never take the same rows), bump the attempt of first dispatches (a re-publish of an
-//! unclaimed one keeps it), publish each to JetStream with `Nats-Msg-Id =
-//! <id>:<attempt>:<pass>`, await every publish ack, and only then commit. A failed publish rolls
-//! the batch back; a first dispatch it did publish is void (its claim is refused as unknown and
-//! the worker ends it), and the next pass publishes afresh under a new pass id.
+//! replicas never take the same rows), bump their attempt, publish each to JetStream with
+//! `Nats-Msg-Id = <id>:<attempt>:<pass>`, await every publish ack, and only then commit. A failed
+//! publish rolls the batch back; a dispatch it did publish is void (its claim is refused as
+//! unknown and the worker ends it), and the next pass publishes afresh under a new pass id.
+//! (A dispatch whose message JetStream lost is published again by `republisher`.)
 
 use crate::service_loop::Pass;
 use freeagent_shared::db::{self, Pool};
@@ -30,7 +30,6 @@ pub struct Dispatcher {
     pub pool: Pool,
     pub js: async_nats::jetstream::Context,
     pub batch: i64,
-    pub redispatch_after: Duration,
     pub window: i64,
     /// When the last pass started: passes are at least `MIN_GAP` apart.
     pub last_pass: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
@@ -68,13 +67,7 @@ impl Dispatcher {
         }
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
-        let pass = db::builds::build_dispatch_batch(
-            &mut tx,
-            self.batch,
-            self.redispatch_after.as_secs_f64(),
-            self.window,
-        )
-        .await?;
+        let pass = db::builds::build_dispatch_batch(&mut tx, self.batch, self.window).await?;
         if let Ok(mut full) = self.full_queues.lock() {
             *full = pass.full.iter().map(|q| q.to_string()).collect();
         }
@@ -83,37 +76,7 @@ impl Dispatcher {
             tx.rollback().await?;
             return Ok(Pass::default());
         }
-        // Publish the whole batch first, then await the acks: one round trip, not one per build.
-        let pass_id: u64 = rand::random();
-        let mut acks = Vec::with_capacity(batch.len());
-        for d in &batch {
-            let msg = Dispatch {
-                build_id: d.id,
-                attempt: d.attempt,
-                platform: d.platform,
-                queue: d.queue.clone(),
-            };
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                msg.msg_id(pass_id).as_str(),
-            );
-            let ack = self
-                .js
-                .publish_with_headers(
-                    subjects::dispatch(&d.queue),
-                    headers,
-                    wire::encode(&msg).into(),
-                )
-                .await
-                .map_err(|e| DispatchError::Publish(e.to_string()))?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            freeagent_shared::nats::stored(ack, subjects::BUILDS_STREAM)
-                .await
-                .map_err(|e| DispatchError::Publish(e.to_string()))?;
-        }
+        publish(&self.js, &batch).await?;
         tx.commit().await?;
         let n = batch.len();
         metrics::counter!(freeagent_shared::metrics::BUILDS_DISPATCHED).increment(n as u64);
@@ -127,4 +90,43 @@ impl Dispatcher {
             more: n as i64 >= self.batch,
         })
     }
+}
+
+/// Publishes each build on its queue's subject, then awaits every ack: one round trip for the
+/// batch, not one per build. Each message has its own `Nats-Msg-Id` (`<id>:<attempt>:<pass>`), so
+/// a pass that failed and runs again is not taken for a duplicate of its own earlier publish.
+pub async fn publish(
+    js: &async_nats::jetstream::Context,
+    batch: &[db::builds::Dispatched],
+) -> Result<(), DispatchError> {
+    let pass_id: u64 = rand::random();
+    let mut acks = Vec::with_capacity(batch.len());
+    for d in batch {
+        let msg = Dispatch {
+            build_id: d.id,
+            attempt: d.attempt,
+            platform: d.platform,
+            queue: d.queue.clone(),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            msg.msg_id(pass_id).as_str(),
+        );
+        let ack = js
+            .publish_with_headers(
+                subjects::dispatch(&d.queue),
+                headers,
+                wire::encode(&msg).into(),
+            )
+            .await
+            .map_err(|e| DispatchError::Publish(e.to_string()))?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        freeagent_shared::nats::stored(ack, subjects::BUILDS_STREAM)
+            .await
+            .map_err(|e| DispatchError::Publish(e.to_string()))?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod connection_guard;
 pub mod dispatcher;
 pub mod events;
 pub mod ops;
+pub mod republisher;
 pub mod rescuer;
 pub mod revocations;
 pub mod rpc;
@@ -198,10 +199,14 @@ impl App {
             pool: self.pool.clone(),
             js,
             batch: c.dispatch_batch,
-            redispatch_after: c.redispatch_after,
             window: c.dispatch_window,
             last_pass: Default::default(),
             full_queues: full_queues.clone(),
+        };
+        let republisher = republisher::Republisher {
+            pool: self.pool.clone(),
+            js: dispatcher.js.clone(),
+            unclaimed_after: c.redispatch_after,
         };
         let rescuer = rescuer::Rescuer {
             pool: self.pool.clone(),
@@ -275,6 +280,16 @@ impl App {
             move || {
                 let d = dispatcher.clone();
                 async move { d.run_once().await }
+            },
+        ));
+        tracker.spawn(service_loop::run(
+            "republisher",
+            c.tick,
+            Arc::new(Notify::new()),
+            stop.clone(),
+            move || {
+                let r = republisher.clone();
+                async move { r.run_once().await }
             },
         ));
         tracker.spawn(service_loop::run(

@@ -264,8 +264,51 @@ async fn only_workers_of_the_builds_queue_may_claim_it() {
     assert_eq!(get(&s.db.pool, id).await.status, BuildStatus::Pending);
 }
 
+/// The messages the BUILDS stream holds, and the attempts they carry.
+async fn dispatches_held(s: &Sched) -> Vec<Dispatch> {
+    let js = async_nats::jetstream::new(s.client.clone());
+    let mut stream = js.get_stream(subjects::BUILDS_STREAM).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut held = vec![];
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            held.push(wire::decode(&m.payload).unwrap());
+        }
+    }
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unclaimed_dispatch_is_sent_again_under_the_same_attempt() {
+async fn a_dispatch_that_only_waits_is_not_published_again() {
+    let s = start_with(Duration::from_secs(30), 1, |c| {
+        c.redispatch_after = Duration::from_millis(300)
+    })
+    .await;
+    let id = factory::build(&s.db.pool, Default::default()).await;
+    wait_dispatched(&s.db.pool, &[id], 1).await;
+    let first = get(&s.db.pool, id).await.dispatched_at;
+    // Nobody pulls: the message waits in JetStream. Ten intervals later it is still the only
+    // one (a copy per interval was published before, and a backlog grew by the copies of every
+    // waiting build).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(dispatches_held(&s).await.len(), 1);
+    assert_eq!(get(&s.db.pool, id).await.dispatched_at, first);
+    // What the republisher reads: the oldest message the queue holds, with its time.
+    let js = async_nats::jetstream::new(s.client.clone());
+    let subject =
+        subjects::dispatch(&freeagent_shared::status::QueueName::parse("android").unwrap());
+    let oldest = freeagent_shared::nats::first_on(&js, subjects::BUILDS_STREAM, &subject, 0)
+        .await
+        .unwrap()
+        .expect("the waiting dispatch");
+    assert_eq!(
+        wire::decode::<Dispatch>(&oldest.payload).unwrap().build_id,
+        id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_dispatch_is_published_again_under_the_same_attempt() {
     let s = start_with(Duration::from_secs(30), 1, |c| {
         c.redispatch_after = Duration::from_millis(500)
     })
@@ -275,14 +318,20 @@ async fn an_unclaimed_dispatch_is_sent_again_under_the_same_attempt() {
     let other = factory::worker(&s.db.pool, &[Platform::Android]).await;
     wait_dispatched(&s.db.pool, &[id], 1).await;
     let first = get(&s.db.pool, id).await.dispatched_at;
-    // Nobody claims it (its message is lost, or only slow): it is published again, and neither
-    // the publish nor the wait costs the build an attempt.
+    // JetStream loses the message (a purge here; a stream that lost its files in production).
+    let js = async_nats::jetstream::new(s.client.clone());
+    let stream = js.get_stream(subjects::BUILDS_STREAM).await.unwrap();
+    stream.purge().await.unwrap();
     wait::until("a second publish", Duration::from_secs(20), || async {
         (get(&s.db.pool, id).await.dispatched_at > first).then_some(())
     })
     .await;
+    // Published again once, under the same attempt: waiting cost the build no attempt.
+    let held = dispatches_held(&s).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!((held[0].build_id, held[0].attempt), (id, a(1)));
     assert_eq!(get(&s.db.pool, id).await.attempt, a(1));
-    // Either message wins the build once; the other is refused.
+    // Whichever message a worker holds wins the build once; the other is refused.
     assert!(matches!(
         s.claim(&w, id, a(1)).await,
         ClaimReply::Granted(_)

@@ -37,24 +37,30 @@ impl ApiKey {
 
 /// Stores a key unless one with the same hash exists; returns the stored row either way. An
 /// existing row is left as it is: a key revoked through the API stays revoked when the gateway
-/// ensures it again at start.
+/// ensures it again at start. Two gateways starting together both insert: the one that waits
+/// on the other's row gets no row back (its statement's snapshot predates the other's commit),
+/// so it asks once more, in a new snapshot that holds the row.
 pub async fn api_key_ensure(
-    db: impl PgExecutor<'_>,
+    pool: &crate::db::Pool,
     id: ApiKeyId,
     name: &str,
     key_hash: &[u8],
     scopes: &[&str],
 ) -> Result<ApiKey, Error> {
     let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-    Ok(
-        sqlx::query_as::<_, ApiKey>(crate::db::sql!("sql/api_keys/ensure.sql"))
+    for _ in 0..2 {
+        let stored = sqlx::query_as::<_, ApiKey>(crate::db::sql!("sql/api_keys/ensure.sql"))
             .bind(id)
             .bind(name)
             .bind(key_hash)
-            .bind(scopes)
-            .fetch_one(db)
-            .await?,
-    )
+            .bind(&scopes)
+            .fetch_optional(pool)
+            .await?;
+        if let Some(key) = stored {
+            return Ok(key);
+        }
+    }
+    Err(Error::from_sqlx(sqlx::Error::RowNotFound))
 }
 
 /// A new key (`POST /api/keys`).

@@ -1,10 +1,12 @@
 //! NATS: connecting to one server or a cluster with an actionable error, and who a connection
 //! is. The streams and consumers every service relies on are in `streams`, the readiness of
-//! JetStream in `readiness`.
+//! JetStream in `readiness`, reading one stored message in `messages`.
 
+mod messages;
 mod readiness;
 mod streams;
 
+pub use messages::{ReadError, first_on, last_on};
 pub use readiness::jetstream_ready;
 pub use streams::*;
 

@@ -148,35 +148,20 @@ async fn first_after_on(
     subject: &str,
     after: u64,
 ) -> Result<Option<u64>> {
-    use async_nats::jetstream::stream::RawMessageErrorKind;
     let js = async_nats::jetstream::new(nats.clone());
-    let stream = js
-        .get_stream_no_info(stream)
+    let first = freeagent_shared::nats::first_on(&js, stream, subject, after + 1)
         .await
         .map_err(GatewayError::unavailable)?;
-    match stream
-        .get_first_raw_message_by_subject(subject, after + 1)
-        .await
-    {
-        Ok(m) => Ok(Some(m.sequence)),
-        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(GatewayError::unavailable(e)),
-    }
+    Ok(first.map(|m| m.sequence))
 }
 
 /// The sequence of the last message of `stream` on the literal `subject` (0 when none), as the
 /// stream's leader says: a page's consumer may be placed on a copy of the stream that is still
 /// catching up (a node just back on a cluster), whose view ends early.
 pub async fn last_on(nats: &async_nats::Client, stream: &str, subject: &str) -> Result<u64> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let js = async_nats::jetstream::new(nats.clone());
-    let stream = js
-        .get_stream_no_info(stream)
+    let last = freeagent_shared::nats::last_on(&js, stream, subject)
         .await
         .map_err(GatewayError::unavailable)?;
-    match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => Ok(m.sequence),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-        Err(e) => Err(GatewayError::unavailable(e)),
-    }
+    Ok(last.map_or(0, |m| m.sequence))
 }

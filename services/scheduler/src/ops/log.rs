@@ -17,6 +17,7 @@ use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::log_budget::WorkerBuckets;
 pub use freeagent_shared::log_budget::{LogBudget, TAIL_ALLOWANCE};
 use freeagent_shared::metrics as m;
+use freeagent_shared::nats;
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::subjects;
 use freeagent_shared::wire::{self, LogBatch, LogLine, LogReply, MAX_LOG_BATCH_LINES, NotYours};
@@ -317,25 +318,14 @@ impl Handlers {
         build: BuildId,
         attempt: Attempt,
     ) -> Result<u64, Unavailable> {
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        let unavailable =
-            |e: String| Unavailable(format!("cannot read the LOGS stream ({e}); send again"));
         let js = async_nats::jetstream::new(self.nats.clone());
-        let stream = js
-            .get_stream(subjects::LOGS_STREAM)
+        let last = nats::last_on(&js, subjects::LOGS_STREAM, &subjects::logs(build, worker))
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        match stream
-            .get_last_raw_message_by_subject(&subjects::logs(build, worker))
-            .await
-        {
-            Ok(m) => Ok(wire::decode::<LogLine>(&m.payload)
-                .ok()
-                .filter(|l| l.attempt == attempt)
-                .map_or(0, |l| l.seq)),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(unavailable(e.to_string())),
-        }
+            .map_err(|e| Unavailable(format!("{e}; send again")))?;
+        Ok(last
+            .and_then(|m| wire::decode::<LogLine>(&m.payload).ok())
+            .filter(|l| l.attempt == attempt)
+            .map_or(0, |l| l.seq))
     }
 
     /// Publishes the lines in order, acknowledgements pipelined; the seq of the last line of

@@ -350,10 +350,12 @@ pub async fn build_worker_tally(
 }
 
 mod batch;
+mod dispatch;
 mod log_archive;
 mod retention;
 mod transitions;
 pub use batch::*;
+pub use dispatch::*;
 pub use log_archive::*;
 pub use retention::*;
 pub use transitions::*;

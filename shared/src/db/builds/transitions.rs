@@ -19,79 +19,13 @@ use crate::db::{Error, Transition};
 use crate::ids::{Attempt, BuildId, WorkerId};
 use crate::status::{BuildStatus, Platform, QueueName};
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, Postgres, Transaction};
+use sqlx::PgExecutor;
 
 /// Backoff before a requeued build is dispatched again.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     pub base_secs: f64,
     pub cap_secs: f64,
-}
-
-/// A build the dispatcher just took from the queue.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct Dispatched {
-    pub id: BuildId,
-    pub attempt: Attempt,
-    pub platform: Platform,
-    pub queue: QueueName,
-}
-
-/// What one dispatch pass did: the builds it took, and the queues whose window was already full
-/// (new submissions to those can wait for a claim to free a slot).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DispatchPass {
-    pub dispatched: Vec<Dispatched>,
-    pub full: Vec<QueueName>,
-}
-
-#[derive(sqlx::FromRow)]
-struct DispatchRow {
-    id: Option<BuildId>,
-    attempt: Option<Attempt>,
-    platform: Option<Platform>,
-    queue: QueueName,
-}
-
-/// Takes up to `limit` due pending builds (priority, then age) and bumps their attempt. A queue
-/// gets new dispatches only while fewer than `window` of its builds wait in JetStream
-/// unclaimed, so the backlog stays in Postgres where priority and cancel still apply. A dispatch
-/// unclaimed for `redispatch_after_secs` (lost message, deleted consumer) is published again
-/// under the *same* attempt: the earlier message, if it was only slow, stays as good as the new
-/// one (whichever a worker claims first wins; the other is refused), and a backlog that takes
-/// longer than `redispatch_after_secs` to drain neither voids its own messages nor burns the
-/// build's attempts (`max_attempts` counts runs, not publishes). Row
-/// locks (`SKIP LOCKED`) partition the work between replicas; the caller publishes each build and
-/// commits only after the publish acks. The guard is repeated on the locking `SELECT` so that
-/// Postgres re-checks it on a row another replica dispatched (and committed) meanwhile.
-pub async fn build_dispatch_batch(
-    tx: &mut Transaction<'_, Postgres>,
-    limit: i64,
-    redispatch_after_secs: f64,
-    window: i64,
-) -> Result<DispatchPass, Error> {
-    // Queues with undispatched builds come from a loose index scan (one probe per queue); each
-    // queue takes its best builds up to its free window slots; dispatches unclaimed for too long
-    // are taken again, oldest first.
-    let rows = sqlx::query_as::<_, DispatchRow>(crate::db::sql!("sql/dispatch.sql"))
-        .bind(limit)
-        .bind(redispatch_after_secs)
-        .bind(window)
-        .fetch_all(&mut **tx)
-        .await?;
-    let mut pass = DispatchPass::default();
-    for r in rows {
-        match (r.id, r.attempt, r.platform) {
-            (Some(id), Some(attempt), Some(platform)) => pass.dispatched.push(Dispatched {
-                id,
-                attempt,
-                platform,
-                queue: r.queue,
-            }),
-            _ => pass.full.push(r.queue),
-        }
-    }
-    Ok(pass)
 }
 
 /// Waits until no other transaction holds the row of `id` for update (a dispatch that has
