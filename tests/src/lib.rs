@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub use freeagent_shared;
 
+pub mod hosts;
 pub mod proxy;
 pub mod runs;
 pub mod sse;
@@ -64,6 +65,11 @@ pub struct FarmOpts {
     /// `storage` and `storage-2`), each pair behind a TCP proxy (`proxy::Proxy`) whose address
     /// is the farm's `gateway` / `storage` URL, as behind an operator's load balancer.
     pub twice_behind_proxies: bool,
+    /// Run the workers on these hosts of their own (worker `i` on host `i % len`), reaching
+    /// the gateway, storage and NATS through the test's address on the hosts' subnet; builds
+    /// share their worker's network (`FREEAGENT_BUILD_NETWORK=host`), so a `Runs` for them
+    /// listens there too (`Runs::start_on(hosts.own_addr())`).
+    pub worker_hosts: Option<std::sync::Arc<hosts::Hosts>>,
 }
 
 impl Default for FarmOpts {
@@ -79,6 +85,7 @@ impl Default for FarmOpts {
             nats: None,
             scheduler_env: vec![],
             twice_behind_proxies: false,
+            worker_hosts: None,
         }
     }
 }
@@ -116,6 +123,8 @@ pub struct Farm {
     /// and the proxies in front of them.
     replica_ports: Vec<(&'static str, u16)>,
     _proxies: Vec<proxy::Proxy>,
+    /// With `FarmOpts::worker_hosts`: the hosts, and how workers there reach NATS.
+    worker_hosts: Option<(std::sync::Arc<hosts::Hosts>, String)>,
 }
 
 impl Farm {
@@ -158,6 +167,22 @@ impl Farm {
                 ("storage-2", ports[3]),
             ];
             proxies = vec![g, st];
+        }
+        let mut worker_hosts = None;
+        if let Some(hosts) = opts.worker_hosts.clone() {
+            assert!(
+                !opts.twice_behind_proxies,
+                "worker hosts reach one gateway and one storage"
+            );
+            let own = hosts.own_addr();
+            let (g, st, n) = (
+                proxy::Proxy::start_delayed(own, vec![gp], hosts.delay).await,
+                proxy::Proxy::start_delayed(own, vec![sp], hosts.delay).await,
+                proxy::Proxy::start_delayed(own, vec![nats.port], hosts.delay).await,
+            );
+            (gateway, storage) = (g.url(), st.url());
+            worker_hosts = Some((hosts, format!("nats://{}", n.addr)));
+            proxies = vec![g, st, n];
         }
         // Workers get none of these: no database, no signing secret, no admin key.
         let services_env: Vec<(String, String)> = [
@@ -227,6 +252,7 @@ impl Farm {
             procs: vec![],
             replica_ports,
             _proxies: proxies,
+            worker_hosts,
         };
         if opts.twice_behind_proxies {
             for (name, port) in farm.replica_ports.clone() {
@@ -306,7 +332,18 @@ impl Farm {
         } else {
             self.services_env.clone()
         };
-        let child = Command::new(binary(bin))
+        let host = match (&self.worker_hosts, name.strip_prefix("worker-")) {
+            (Some((hosts, _)), Some(i)) if bin == "freeagent-worker" => {
+                let i: usize = i.parse().expect("worker-<i>");
+                Some((hosts.clone(), i % hosts.len()))
+            }
+            _ => None,
+        };
+        let mut command = match &host {
+            Some((hosts, i)) => hosts.command(*i, &binary(bin)),
+            None => Command::new(binary(bin)),
+        };
+        let child = command
             .env_clear()
             .envs(
                 ["PATH", "HOME", "LANG", "TMPDIR"]
@@ -376,11 +413,25 @@ impl Farm {
 
     pub fn spawn_worker(&mut self, i: usize) {
         let name = format!("worker-{i}");
-        self.spawn(
-            &name,
-            "freeagent-worker",
-            &[("FREEAGENT_WORKER_NAME", &name)],
-        );
+        let mut extra = vec![("FREEAGENT_WORKER_NAME", name.as_str())];
+        if let Some((_, nats_url)) = &self.worker_hosts {
+            extra.push(("FREEAGENT_NATS_URL", nats_url.as_str()));
+            extra.push(("FREEAGENT_BUILD_NETWORK", "host"));
+        }
+        let extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let extra: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.spawn(&name, "freeagent-worker", &extra);
+    }
+
+    /// The host worker `i` runs on, with `FarmOpts::worker_hosts`.
+    pub fn worker_host(&self, i: usize) -> Option<usize> {
+        self.worker_hosts.as_ref().map(|(h, _)| i % h.len())
     }
 
     /// Waits for the gateway and every scheduler: services set up NATS one at a time, so a

@@ -6,20 +6,38 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 pub struct Proxy {
-    pub port: u16,
+    pub addr: std::net::SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
-    /// Listens on a free loopback port and spreads connections over `backends` (ports).
+    /// Listens on a free loopback port and spreads connections over `backends` (loopback
+    /// ports).
     pub async fn start(backends: Vec<u16>) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let port = listener.local_addr().expect("proxy address").port();
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST, backends).await
+    }
+
+    /// The same, listening on `ip` (the test's address on its hosts' subnet, for processes on
+    /// hosts of their own, `hosts::Hosts`).
+    pub async fn start_on(ip: std::net::Ipv4Addr, backends: Vec<u16>) -> Proxy {
+        Self::start_delayed(ip, backends, Duration::ZERO).await
+    }
+
+    /// The same, each byte passed on `delay` after it arrived, both ways: the latency of a
+    /// network path, without limiting its throughput.
+    pub async fn start_delayed(
+        ip: std::net::Ipv4Addr,
+        backends: Vec<u16>,
+        delay: Duration,
+    ) -> Proxy {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
         let next = Arc::new(AtomicUsize::new(0));
         let backends = Arc::new(backends);
         let task = tokio::spawn(async move {
@@ -33,8 +51,15 @@ impl Proxy {
                     for i in 0..backends.len() {
                         let port = backends[(first + i) % backends.len()];
                         if let Ok(server) = TcpStream::connect(("127.0.0.1", port)).await {
-                            let (mut client, mut server) = (client, server);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            if delay.is_zero() {
+                                let (mut client, mut server) = (client, server);
+                                let _ =
+                                    tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            } else {
+                                let (cr, cw) = client.into_split();
+                                let (sr, sw) = server.into_split();
+                                tokio::join!(delayed(cr, sw, delay), delayed(sr, cw, delay));
+                            }
                             return;
                         }
                     }
@@ -42,11 +67,11 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, task }
+        Proxy { addr, task }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr)
     }
 }
 
@@ -54,4 +79,32 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read; reading goes on
+/// meanwhile, so the path keeps its throughput. Ends (closing `to`) when `from` ends.
+async fn delayed(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send((tokio::time::Instant::now(), buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at + delay).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }

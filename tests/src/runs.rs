@@ -15,13 +15,19 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 /// sandbox leaves it open): a run sends its build id and waits for `recorded`, so it is counted
 /// before its command ends, as an append to a shared file was.
 pub struct Runs {
+    ip: std::net::Ipv4Addr,
     port: u16,
     pub done: Arc<Mutex<Vec<String>>>,
 }
 
 impl Runs {
     pub async fn start() -> Runs {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Listening on `ip`: for builds on hosts of their own (`hosts::Hosts::own_addr`).
+    pub async fn start_on(ip: std::net::Ipv4Addr) -> Runs {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let done = Arc::new(Mutex::new(Vec::new()));
         let sink = done.clone();
@@ -43,7 +49,7 @@ impl Runs {
                 });
             }
         });
-        Runs { port, done }
+        Runs { ip, port, done }
     }
 
     /// A build that writes its artifact, then records that its run completed (and fails if it
@@ -56,8 +62,8 @@ impl Runs {
     pub fn recorder_after(&self, script: &str) -> tempfile::TempDir {
         project(&format!(
             "{script}echo \"$FREEAGENT_BUILD_ID\" > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n\
-             exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/{} && echo \"$FREEAGENT_BUILD_ID\" >&3 && read -r ack <&3 && [ \"$ack\" = recorded ]'\n",
-            self.port
+             exec bash -c 'exec 3<>/dev/tcp/{}/{} && echo \"$FREEAGENT_BUILD_ID\" >&3 && read -r ack <&3 && [ \"$ack\" = recorded ]'\n",
+            self.ip, self.port
         ))
     }
 }

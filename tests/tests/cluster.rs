@@ -1,6 +1,9 @@
-//! The farm on a 3-node NATS cluster, as `freeagent nats-config --cluster 3` writes it: every
-//! process is given the list of nodes, the streams are kept on all three, and builds go on
-//! while each node in turn is SIGKILLed and while one is cut off (frozen) for 20 s. With two
+//! The farm across machines, every part replicated: a 3-node NATS cluster as `freeagent
+//! nats-config --cluster 3` writes it (every process is given the list of nodes, the streams
+//! are kept on all three), two gateways and two storage services each behind one address, two
+//! schedulers, ten workers, and a Postgres primary with a synchronous standby. Builds go on while
+//! each NATS node in turn is SIGKILLed, one is cut off (frozen) for 20 s, a gateway and a
+//! scheduler are SIGKILLed, and the primary is SIGKILLed and its standby promoted. With two NATS
 //! nodes gone JetStream has no quorum: `/readyz` must say so, and ready again once they are
 //! back. Nothing may be lost or run twice; every log is complete and every artifact right.
 //! Recovery times are printed, never asserted (speed is measured, not a test threshold).
@@ -106,11 +109,13 @@ impl Progress {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn builds_go_on_while_each_nats_node_is_killed_and_one_is_cut_off() {
-    let n: usize = std::env::var("FREEAGENT_CLUSTER_BUILDS")
+async fn builds_go_on_through_every_fault_of_every_replicated_part() {
+    // Builds a second, submitted all through the NATS faults (6 by default; set it higher for
+    // a soak: 25 gives about 2,000 builds), then one batch more for the other faults.
+    let per_second: usize = std::env::var("FREEAGENT_CLUSTER_BUILDS_PER_SECOND")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(240);
+        .unwrap_or(6);
     let nats = TestNats::start_cluster(3).await;
     assert!(
         nats.url.contains(','),
@@ -118,8 +123,11 @@ async fn builds_go_on_while_each_nats_node_is_killed_and_one_is_cut_off() {
     );
     let farm = Arc::new(
         Farm::start(FarmOpts {
-            workers: 4,
+            workers: 10,
             schedulers: 2,
+            twice_behind_proxies: true,
+            private_postgres: true,
+            postgres_standby: true,
             // The default lease: a frozen node is left after three unanswered pings (15 s for
             // a worker, 6 s for a service), inside it.
             lease: "30s",
@@ -145,13 +153,15 @@ async fn builds_go_on_while_each_nats_node_is_killed_and_one_is_cut_off() {
     ));
     let progress = Progress::watch(farm.db.pool.clone());
     // Builds arrive all through the node faults, a few at a time.
+    let submitting = Arc::new(AtomicBool::new(true));
     let submitter = {
-        let (farm, path) = (farm.clone(), dir.path().to_owned());
+        let (farm, path, on) = (farm.clone(), dir.path().to_owned(), submitting.clone());
         tokio::spawn(async move {
             let mut ids = Vec::new();
-            while ids.len() < n {
-                ids.extend(farm.submit_many(&path, "android", 8, 4, &[]).await);
-                tokio::time::sleep(Duration::from_millis(300)).await;
+            while on.load(Ordering::SeqCst) {
+                let tick = Instant::now();
+                ids.extend(farm.submit_many(&path, "android", per_second, 4, &[]).await);
+                tokio::time::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed())).await;
             }
             ids
         })
@@ -190,7 +200,35 @@ async fn builds_go_on_while_each_nats_node_is_killed_and_one_is_cut_off() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     eprintln!("node n2 cut off for 20 s: next build finished after {recovered:?}");
 
-    let ids = submitter.await.unwrap();
+    submitting.store(false, Ordering::SeqCst);
+    let mut ids = submitter.await.unwrap();
+    // One batch more, all in before the faults of the parts submissions go through.
+    ids.extend(
+        farm.submit_many(dir.path(), "android", 40 * per_second, 4, &[])
+            .await,
+    );
+    let mut recovered = Vec::new();
+    for name in ["gateway", "scheduler-0"] {
+        let pid = nix::unistd::Pid::from_raw(farm.pid(name).unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let killed = Instant::now();
+        recovered.push((name, progress.next_completion_after(killed).await));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let (primary, standby) = (farm.pg.as_ref().unwrap(), farm.standby.as_ref().unwrap());
+    primary.kill();
+    let killed = Instant::now();
+    // An HA tool takes a moment to decide; meanwhile the farm has no primary at all.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    standby.promote();
+    recovered.push((
+        "postgres primary",
+        progress.next_completion_after(killed).await,
+    ));
+    for (what, after) in recovered {
+        eprintln!("{what} SIGKILLed: next build finished after {after:?}");
+    }
+
     wait::until(
         "every build to finish",
         Duration::from_secs(240),
@@ -199,7 +237,7 @@ async fn builds_go_on_while_each_nats_node_is_killed_and_one_is_cut_off() {
     .await;
     progress.done.store(true, Ordering::SeqCst);
     eprintln!(
-        "{} builds through 3 NATS nodes, 2 schedulers and 4 workers; longest time with no build finishing: {:?}",
+        "{} builds through 3 NATS nodes, 2 gateways, 2 storage, 2 schedulers, 10 workers and a promoted standby; longest time with no build finishing: {:?}",
         ids.len(),
         *progress.longest_gap.lock().unwrap()
     );
