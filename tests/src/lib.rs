@@ -70,6 +70,11 @@ pub struct FarmOpts {
     /// share their worker's network (`FREEAGENT_BUILD_NETWORK=host`), so a `Runs` for them
     /// listens there too (`Runs::start_on(hosts.own_addr())`).
     pub worker_hosts: Option<std::sync::Arc<hosts::Hosts>>,
+    /// Run every process of the farm on a host of its own, from host `.1` of these on (the
+    /// storage services, the schedulers, the gateways, then the workers), each listening on its
+    /// host's address. Clients reach the gateways, storage and Postgres through proxies on the
+    /// test's address (`Farm::gateway`, `Farm::storage`); NATS is wherever `nats` put it.
+    pub hosts: Option<(std::sync::Arc<hosts::Hosts>, usize)>,
 }
 
 impl Default for FarmOpts {
@@ -86,6 +91,7 @@ impl Default for FarmOpts {
             scheduler_env: vec![],
             twice_behind_proxies: false,
             worker_hosts: None,
+            hosts: None,
         }
     }
 }
@@ -121,8 +127,11 @@ pub struct Farm {
     procs: Vec<Proc>,
     /// With `FarmOpts::twice_behind_proxies`: the gateways' and the storage services' ports,
     /// and the proxies in front of them.
-    replica_ports: Vec<(&'static str, u16)>,
+    replica_ports: Vec<(&'static str, std::net::SocketAddr)>,
     _proxies: Vec<proxy::Proxy>,
+    /// With `FarmOpts::hosts`: which host each process runs on.
+    placement: Vec<(String, usize)>,
+    hosts: Option<std::sync::Arc<hosts::Hosts>>,
     /// With `FarmOpts::worker_hosts`: the hosts, and how workers there reach NATS.
     worker_hosts: Option<(std::sync::Arc<hosts::Hosts>, String)>,
 }
@@ -153,20 +162,79 @@ impl Farm {
         let mut gateway = format!("http://127.0.0.1:{gp}");
         let mut storage = format!("http://127.0.0.1:{sp}");
         let (mut replica_ports, mut proxies) = (vec![], vec![]);
+        // Every process on a host of its own: which one, by name.
+        let mut placement: Vec<(String, usize)> = vec![];
+        if let Some((hosts, first)) = &opts.hosts {
+            let mut names: Vec<String> = if opts.twice_behind_proxies {
+                vec!["storage".into(), "storage-2".into()]
+            } else {
+                vec!["storage".into()]
+            };
+            names.extend((0..opts.schedulers.max(1)).map(|i| format!("scheduler-{i}")));
+            names.push("gateway".into());
+            if opts.twice_behind_proxies {
+                names.push("gateway-2".into());
+            }
+            names.extend((0..opts.workers).map(|i| format!("worker-{i}")));
+            assert!(
+                first + names.len() <= hosts.len(),
+                "{} hosts for {} processes",
+                hosts.len() - first,
+                names.len()
+            );
+            placement = names.into_iter().zip(*first..).collect();
+        }
+        let host_of = |name: &str| -> std::net::IpAddr {
+            match (&opts.hosts, placement.iter().find(|(n, _)| n == name)) {
+                (Some((hosts, _)), Some((_, i))) => hosts.addr(*i).into(),
+                _ => std::net::Ipv4Addr::LOCALHOST.into(),
+            }
+        };
+        // Where the test and the workers reach the farm from: the test's address on the
+        // hosts' subnet, or loopback.
+        let front = opts
+            .hosts
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |(h, _)| h.own_addr());
         if opts.twice_behind_proxies {
             let ports: Vec<u16> = (0..4).map(|_| free_port().unwrap()).collect();
+            replica_ports = vec![
+                ("gateway", (host_of("gateway"), ports[0]).into()),
+                ("gateway-2", (host_of("gateway-2"), ports[1]).into()),
+                ("storage", (host_of("storage"), ports[2]).into()),
+                ("storage-2", (host_of("storage-2"), ports[3]).into()),
+            ];
             let (g, st) = (
-                proxy::Proxy::start(vec![ports[0], ports[1]]).await,
-                proxy::Proxy::start(vec![ports[2], ports[3]]).await,
+                proxy::Proxy::to(front, vec![replica_ports[0].1, replica_ports[1].1]).await,
+                proxy::Proxy::to(front, vec![replica_ports[2].1, replica_ports[3].1]).await,
             );
             (gateway, storage) = (g.url(), st.url());
-            replica_ports = vec![
-                ("gateway", ports[0]),
-                ("gateway-2", ports[1]),
-                ("storage", ports[2]),
-                ("storage-2", ports[3]),
-            ];
             proxies = vec![g, st];
+        } else if opts.hosts.is_some() {
+            let (g, st) = (
+                proxy::Proxy::to(front, vec![(host_of("gateway"), gp).into()]).await,
+                proxy::Proxy::to(front, vec![(host_of("storage"), sp).into()]).await,
+            );
+            (gateway, storage) = (g.url(), st.url());
+            proxies = vec![g, st];
+        }
+        // Postgres stays on the test's loopback; processes on hosts reach each of its servers
+        // through a proxy on the test's address.
+        let mut database_url = db.url.clone();
+        if opts.hosts.is_some() {
+            let ports: Vec<u16> = pg
+                .iter()
+                .chain(standby.iter())
+                .map(|p| p.port)
+                .chain(pg.is_none().then_some(5432))
+                .collect();
+            for port in ports {
+                let p = proxy::Proxy::to(front, vec![(std::net::Ipv4Addr::LOCALHOST, port).into()])
+                    .await;
+                database_url =
+                    database_url.replacen(&format!("127.0.0.1:{port}"), &p.addr.to_string(), 1);
+                proxies.push(p);
+            }
         }
         let mut worker_hosts = None;
         if let Some(hosts) = opts.worker_hosts.clone() {
@@ -186,7 +254,7 @@ impl Farm {
         }
         // Workers get none of these: no database, no signing secret, no admin key.
         let services_env: Vec<(String, String)> = [
-            ("FREEAGENT_DATABASE_URL", db.url.clone()),
+            ("FREEAGENT_DATABASE_URL", database_url),
             (
                 "FREEAGENT_DATABASE_POOL",
                 freeagent_shared::testing::TEST_DATABASE_POOL.to_string(),
@@ -253,11 +321,18 @@ impl Farm {
             replica_ports,
             _proxies: proxies,
             worker_hosts,
+            placement,
+            hosts: opts.hosts.as_ref().map(|(h, _)| h.clone()),
         };
+        if opts.hosts.is_some() {
+            // Off loopback, storage needs a key of its own for certs at rest.
+            farm.services_env
+                .push(("FREEAGENT_CERTS_KEY".into(), "ab".repeat(32)));
+        }
         if opts.twice_behind_proxies {
-            for (name, port) in farm.replica_ports.clone() {
+            for (name, addr) in farm.replica_ports.clone() {
                 if name.starts_with("storage") {
-                    let port = port.to_string();
+                    let port = addr.port().to_string();
                     farm.spawn(
                         name,
                         "freeagent-storage",
@@ -285,7 +360,8 @@ impl Farm {
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             );
             farm.spawn(&format!("scheduler-{i}"), "freeagent-scheduler", &extra);
-            farm.schedulers.push(format!("http://127.0.0.1:{port}"));
+            let addr = farm.host_addr(&format!("scheduler-{i}"));
+            farm.schedulers.push(format!("http://{addr}:{port}"));
         }
         let gateway_nats = farm.nats.env(farm.nats_farm, "gateway");
         let extra: Vec<(&str, &str)> = gateway_nats
@@ -293,9 +369,9 @@ impl Farm {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         if opts.twice_behind_proxies {
-            for (name, port) in farm.replica_ports.clone() {
+            for (name, addr) in farm.replica_ports.clone() {
                 if name.starts_with("gateway") {
-                    let port = port.to_string();
+                    let port = addr.port().to_string();
                     let mut extra = extra.clone();
                     extra.push(("FREEAGENT_GATEWAY_PORT", &port));
                     farm.spawn(name, "freeagent-gateway", &extra);
@@ -304,6 +380,7 @@ impl Farm {
         } else {
             farm.spawn("gateway", "freeagent-gateway", &extra);
         }
+        farm.scheduler = farm.schedulers[0].clone();
         farm.wait_ready().await;
         for i in 0..opts.workers {
             farm.spawn_worker(i);
@@ -339,10 +416,19 @@ impl Farm {
             }
             _ => None,
         };
-        let mut command = match &host {
-            Some((hosts, i)) => hosts.command(*i, &binary(bin)),
-            None => Command::new(binary(bin)),
+        let placed = self
+            .placement
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, i)| Some((self.hosts.clone()?, *i)));
+        let mut bind = vec![];
+        let mut command = match (&host, &placed) {
+            (Some((hosts, i)), _) | (_, Some((hosts, i))) => hosts.command(*i, &binary(bin)),
+            _ => Command::new(binary(bin)),
         };
+        if let Some((hosts, i)) = &placed {
+            bind.push(("FREEAGENT_BIND", hosts.addr(*i).to_string()));
+        }
         let child = command
             .env_clear()
             .envs(
@@ -353,6 +439,7 @@ impl Farm {
             .envs(own.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(bind.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file))
             .spawn()
@@ -418,6 +505,10 @@ impl Farm {
             extra.push(("FREEAGENT_NATS_URL", nats_url.as_str()));
             extra.push(("FREEAGENT_BUILD_NETWORK", "host"));
         }
+        if self.hosts.is_some() {
+            // Builds share their worker's host, to reach the test's `Runs` on its address.
+            extra.push(("FREEAGENT_BUILD_NETWORK", "host"));
+        }
         let extra: Vec<(String, String)> = extra
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -427,6 +518,15 @@ impl Farm {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         self.spawn(&name, "freeagent-worker", &extra);
+    }
+
+    /// The address process `name` listens on: its host's with `FarmOpts::hosts`, else
+    /// loopback.
+    pub fn host_addr(&self, name: &str) -> std::net::IpAddr {
+        match (&self.hosts, self.placement.iter().find(|(n, _)| n == name)) {
+            (Some(hosts), Some((_, i))) => hosts.addr(*i).into(),
+            _ => std::net::Ipv4Addr::LOCALHOST.into(),
+        }
     }
 
     /// The host worker `i` runs on, with `FarmOpts::worker_hosts`.
@@ -443,7 +543,7 @@ impl Farm {
             .replica_ports
             .iter()
             .filter(|(name, _)| name.starts_with("gateway"))
-            .map(|(_, port)| format!("http://127.0.0.1:{port}"))
+            .map(|(_, addr)| format!("http://{addr}"))
             .collect();
         let services = std::iter::once(("the gateway", &self.gateway))
             .chain(replicas.iter().map(|g| ("a gateway", g)))
@@ -476,12 +576,12 @@ impl Farm {
         let base = match name.strip_prefix("scheduler-") {
             Some(i) => self.schedulers[i.parse::<usize>().expect("scheduler-<i>")].clone(),
             None => {
-                let (_, port) = self
+                let (_, addr) = self
                     .replica_ports
                     .iter()
                     .find(|(n, _)| *n == name)
                     .unwrap_or_else(|| panic!("no replica {name}"));
-                format!("http://127.0.0.1:{port}")
+                format!("http://{addr}")
             }
         };
         let url = format!("{base}/readyz");

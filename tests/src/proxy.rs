@@ -4,6 +4,7 @@
 //! do when a replica is killed (reconnect, resume with `Last-Event-ID`, retry an upload) is what
 //! they would do in production.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -36,6 +37,23 @@ impl Proxy {
         backends: Vec<u16>,
         delay: Duration,
     ) -> Proxy {
+        let backends = backends
+            .into_iter()
+            .map(|port| (std::net::Ipv4Addr::LOCALHOST, port).into())
+            .collect();
+        Self::start_full(ip, backends, delay).await
+    }
+
+    /// Listening on `ip`, in front of `backends` anywhere (replicas on hosts of their own).
+    pub async fn to(ip: std::net::Ipv4Addr, backends: Vec<SocketAddr>) -> Proxy {
+        Self::start_full(ip, backends, Duration::ZERO).await
+    }
+
+    async fn start_full(
+        ip: std::net::Ipv4Addr,
+        backends: Vec<SocketAddr>,
+        delay: Duration,
+    ) -> Proxy {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let next = Arc::new(AtomicUsize::new(0));
@@ -49,8 +67,8 @@ impl Proxy {
                 tokio::spawn(async move {
                     let first = next.fetch_add(1, Ordering::Relaxed);
                     for i in 0..backends.len() {
-                        let port = backends[(first + i) % backends.len()];
-                        if let Ok(server) = TcpStream::connect(("127.0.0.1", port)).await {
+                        let backend = backends[(first + i) % backends.len()];
+                        if let Ok(server) = TcpStream::connect(backend).await {
                             if delay.is_zero() {
                                 let (mut client, mut server) = (client, server);
                                 let _ =

@@ -11,7 +11,7 @@ pub mod sse;
 pub mod wait;
 
 pub use db::{DEFAULT_ADMIN_URL, TestDb};
-pub use nats::TestNats;
+pub use nats::{NodePlace, TestNats};
 pub use pg::TestPg;
 pub use s3::TestS3;
 

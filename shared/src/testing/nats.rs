@@ -32,9 +32,30 @@ struct Server {
     _store: tempfile::TempDir,
 }
 
+/// Where a node of a test cluster runs: on loopback (the default), or on a host of its own, a
+/// network namespace the test made, at its address there.
+#[derive(Debug, Clone)]
+pub struct NodePlace {
+    pub host: String,
+    pub netns: Option<String>,
+}
+
+impl Default for NodePlace {
+    fn default() -> Self {
+        NodePlace {
+            host: "127.0.0.1".into(),
+            netns: None,
+        }
+    }
+}
+
 /// One `nats-server` process: the only one, or a node of a cluster.
 struct Node {
     config: PathBuf,
+    /// The address it listens on (loopback, or its own host's: `NodePlace`).
+    host: String,
+    /// The network namespace it runs in, if on a host of its own.
+    netns: Option<String>,
     port: u16,
     monitor_port: u16,
     log: PathBuf,
@@ -45,6 +66,8 @@ impl Node {
     fn new(config: PathBuf, port: u16, monitor_port: u16, log: PathBuf) -> Self {
         Self {
             config,
+            host: "127.0.0.1".into(),
+            netns: None,
             port,
             monitor_port,
             log,
@@ -56,7 +79,8 @@ impl Node {
     fn finish_config(&self) {
         let mut text = std::fs::read_to_string(&self.config).expect("server configuration");
         text.push_str(&format!(
-            "\nhttp: \"127.0.0.1:{}\"\nlog_file: \"{}\"\n",
+            "\nhttp: \"{}:{}\"\nlog_file: \"{}\"\n",
+            self.host,
             self.monitor_port,
             self.log.display()
         ));
@@ -68,7 +92,15 @@ impl Node {
     }
 
     fn spawn(&self) {
-        let child = Command::new(server_binary())
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(server_binary());
+                c
+            }
+            None => Command::new(server_binary()),
+        };
+        let child = command
             .arg("-c")
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -105,7 +137,7 @@ impl Node {
             {
                 return false;
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            if tokio::net::TcpStream::connect((self.host.as_str(), self.port))
                 .await
                 .is_ok()
             {
@@ -208,17 +240,29 @@ impl TestNats {
     /// them authenticated as `freeagent nats-config --cluster` writes them. Returns once
     /// JetStream has elected its meta leader.
     pub async fn start_cluster(nodes: usize) -> Self {
+        Self::start_cluster_placed(&vec![NodePlace::default(); nodes]).await
+    }
+
+    /// The same, each node where `places` says: on loopback, or on a host of its own (a
+    /// network namespace with its own address), where it listens on the standard ports.
+    pub async fn start_cluster_placed(places: &[NodePlace]) -> Self {
         let store = tempfile::tempdir().expect("temp dir for JetStream");
         let port = || super::free_port().expect("free port");
-        let layout: Vec<(ClusterNode, u16, u16)> = (1..=nodes)
-            .map(|i| {
-                let (client, route, monitor) = (port(), port(), port());
+        let layout: Vec<(ClusterNode, u16, u16)> = places
+            .iter()
+            .enumerate()
+            .map(|(i, place)| {
+                let (client, route, monitor) = match place.netns {
+                    Some(_) => (4222, 6222, 8222),
+                    None => (port(), port(), port()),
+                };
+                let host = &place.host;
                 let node = ClusterNode {
-                    name: format!("n{i}"),
-                    listen: format!("127.0.0.1:{client}"),
-                    cluster_listen: format!("127.0.0.1:{route}"),
-                    route_address: format!("127.0.0.1:{route}"),
-                    store_dir: store.path().join(format!("js-n{i}")),
+                    name: format!("n{}", i + 1),
+                    listen: format!("{host}:{client}"),
+                    cluster_listen: format!("{host}:{route}"),
+                    route_address: format!("{host}:{route}"),
+                    store_dir: store.path().join(format!("js-n{}", i + 1)),
                 };
                 (node, client, monitor)
             })
@@ -230,20 +274,23 @@ impl TestNats {
             .expect("write the NATS cluster set-up");
         let nodes: Vec<Node> = layout
             .iter()
-            .map(|(n, client, monitor)| {
-                let node = Node::new(
+            .zip(places)
+            .map(|((n, client, monitor), place)| {
+                let mut node = Node::new(
                     n.config_path(&auth),
                     *client,
                     *monitor,
                     store.path().join(format!("nats-server-{}.log", n.name)),
                 );
+                node.host = place.host.clone();
+                node.netns = place.netns.clone();
                 node.finish_config();
                 node
             })
             .collect();
         let urls: Vec<String> = nodes
             .iter()
-            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .map(|n| format!("nats://{}:{}", n.host, n.port))
             .collect();
         let t = TestNats {
             url: urls.join(","),
@@ -423,7 +470,8 @@ impl TestNats {
     pub fn jetstream_state(&self) -> String {
         use std::io::{Read, Write};
         let get = || -> std::io::Result<String> {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", self.monitor_port))?;
+            let host = self.server.nodes[0].host.as_str();
+            let mut s = std::net::TcpStream::connect((host, self.monitor_port))?;
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
             s.write_all(
                 b"GET /jsz?accounts=true&streams=true&consumers=true&config=true HTTP/1.0\r\nHost: nats\r\n\r\n",
