@@ -113,3 +113,30 @@ pub async fn assert_exactly_once(farm: &Farm, ids: &[String], runs: &Runs) {
     }
     assert_eq!(done.len(), ids.len());
 }
+
+/// Each build of `ids` (made by `Runs::recorder_after` with a script that prints
+/// `line <i> of <id>` for i in 1..=`lines`) kept every line of its log, and its artifact is the
+/// one its run wrote, with the SHA-256 the farm reports.
+pub async fn assert_whole_logs_and_artifacts(farm: &Farm, ids: &[String], lines: usize) {
+    use sha2::{Digest, Sha256};
+    for id in ids {
+        let log = farm.all_logs(id).await;
+        for i in 1..=lines {
+            let line = format!("line {i} of {id}");
+            assert!(log.contains(&line), "build {id} lost {line:?}: {log:?}");
+        }
+        let resp = farm.get_api(&format!("/api/builds/{id}/download")).await;
+        assert_eq!(resp.status(), 200, "artifact of {id}");
+        let reported = resp.headers()["x-checksum-sha256"]
+            .to_str()
+            .expect("a checksum header")
+            .to_owned();
+        let body = resp.bytes().await.expect("the artifact");
+        assert_eq!(
+            body.as_ref(),
+            format!("{id}\n").as_bytes(),
+            "artifact of {id}"
+        );
+        assert_eq!(hex::encode(Sha256::digest(&body)), reported);
+    }
+}

@@ -18,9 +18,10 @@ use freeagent_tests::freeagent_shared::status::QueueName;
 use freeagent_tests::freeagent_shared::subjects;
 use freeagent_tests::freeagent_shared::testing::{NodePlace, TestNats, wait};
 use freeagent_tests::hosts::Hosts;
-use freeagent_tests::runs::{Runs, assert_exactly_once, terminal_count};
+use freeagent_tests::runs::{
+    Runs, assert_exactly_once, assert_whole_logs_and_artifacts, terminal_count,
+};
 use freeagent_tests::{Farm, FarmOpts, is_root};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -295,26 +296,7 @@ async fn builds_go_on_through_every_fault_of_every_replicated_part() {
         ids.len()
     );
     assert_exactly_once(&farm, &ids, &runs).await;
-    for id in &ids {
-        let log = farm.all_logs(id).await;
-        for i in 1..=LINES {
-            let line = format!("line {i} of {id}");
-            assert!(log.contains(&line), "build {id} lost {line:?}: {log:?}");
-        }
-        let resp = farm.get_api(&format!("/api/builds/{id}/download")).await;
-        assert_eq!(resp.status(), 200, "artifact of {id}");
-        let reported = resp.headers()["x-checksum-sha256"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let body = resp.bytes().await.unwrap();
-        assert_eq!(
-            body.as_ref(),
-            format!("{id}\n").as_bytes(),
-            "artifact of {id}"
-        );
-        assert_eq!(hex::encode(Sha256::digest(&body)), reported);
-    }
+    assert_whole_logs_and_artifacts(&farm, &ids, LINES).await;
 }
 
 /// With two of three nodes gone JetStream has no quorum: the services stay up but say they are

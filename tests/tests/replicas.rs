@@ -7,11 +7,12 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::freeagent_shared::testing::wait;
-use freeagent_tests::runs::{Runs, assert_exactly_once, terminal_count};
+use freeagent_tests::runs::{
+    Runs, assert_exactly_once, assert_whole_logs_and_artifacts, terminal_count,
+};
 use freeagent_tests::sse::SseReader;
 use freeagent_tests::{API_KEY, Farm, FarmOpts, bin_dir, env};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -199,24 +200,6 @@ async fn one_of_each_service_killed_mid_run_loses_and_duplicates_nothing() {
     assert!(reconnects >= 1, "the events follower's gateway was killed");
 
     assert_exactly_once(&farm, &ids, &runs).await;
-    for id in ids.iter().filter(|id| **id != slow_id) {
-        let log = farm.all_logs(id).await;
-        for i in 1..=LINES {
-            let line = format!("line {i} of {id}");
-            assert!(log.contains(&line), "build {id} lost {line:?}");
-        }
-        let resp = farm.get_api(&format!("/api/builds/{id}/download")).await;
-        assert_eq!(resp.status(), 200, "artifact of {id}");
-        let reported = resp.headers()["x-checksum-sha256"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let body = resp.bytes().await.unwrap();
-        assert_eq!(
-            body.as_ref(),
-            format!("{id}\n").as_bytes(),
-            "artifact of {id}"
-        );
-        assert_eq!(hex::encode(Sha256::digest(&body)), reported);
-    }
+    let others: Vec<String> = ids.into_iter().filter(|id| *id != slow_id).collect();
+    assert_whole_logs_and_artifacts(&farm, &others, LINES).await;
 }
