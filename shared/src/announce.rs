@@ -85,6 +85,39 @@ pub async fn moved_many(nats: &async_nats::Client, moved: Vec<(&Build, Option<Li
     }
 }
 
+/// Announces again that `b` moved into its status, each part only if its stream lacks it: for a
+/// replayed report, whose first announcement may have died with the service that recorded the
+/// transition (killed between its commit and its publish; the reply was lost with it, so the
+/// holder asks again). The stream is the judge: the build's last event (`events.build.<id>`)
+/// names this status and attempt, or the build's last farm line is this one. When the stream
+/// cannot be read, both go out: a line or event twice beats one missing.
+pub async fn moved_again(nats: &async_nats::Client, b: &Build, line: Option<Line>) {
+    let js = async_nats::jetstream::new(nats.clone());
+    let last_event =
+        crate::nats::last_on(&js, subjects::EVENTS_STREAM, &subjects::build_events(b.id)).await;
+    let announced = matches!(&last_event, Ok(Some(m)) if matches!(
+        crate::wire::decode::<FarmEvent>(&m.payload),
+        Ok(FarmEvent::Build(e)) if e.status == b.status && e.attempt == b.attempt
+    ));
+    if announced {
+        return;
+    }
+    let line = match line {
+        Some(l) => {
+            let last_line =
+                crate::nats::last_on(&js, subjects::LOGS_STREAM, &subjects::farm_logs(b.id)).await;
+            let written = matches!(&last_line, Ok(Some(m)) if matches!(
+                crate::wire::decode::<crate::wire::LogLine>(&m.payload),
+                Ok(stored) if stored.attempt == b.attempt && stored.message == l.message
+            ));
+            (!written).then_some(l)
+        }
+        None => None,
+    };
+    tracing::info!(build_id = %b.id, status = %b.status, line = line.is_some(), "a replayed report found its transition unannounced; announcing it now");
+    announce(nats, b, BuildChange::into_status(b.status), line).await;
+}
+
 async fn announce(nats: &async_nats::Client, b: &Build, change: BuildChange, line: Option<Line>) {
     if let Some(l) = line {
         if l.stored {

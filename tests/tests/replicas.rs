@@ -15,6 +15,7 @@ use freeagent_tests::{API_KEY, Farm, FarmOpts, bin_dir, env};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -22,18 +23,21 @@ const BUILDS: usize = 60;
 const LINES: usize = 20;
 const SLOW_LINES: usize = 80;
 
+/// Every event a follower received, with its id.
+type Seen = Arc<Mutex<Vec<(u64, Value)>>>;
+
 /// Follows `/api/events` from the start (`Last-Event-ID: 0`) through `base`, reconnecting with
-/// `Last-Event-ID` whenever the stream ends, until `stop`. Returns every event received and the
-/// number of times it had to reconnect.
+/// `Last-Event-ID` whenever the stream ends, until `stop`, keeping every event in `seen`.
+/// Returns the number of times it had to reconnect.
 async fn follow_events(
     http: reqwest::Client,
     base: String,
     stop: CancellationToken,
-) -> (Vec<(u64, Value)>, usize) {
-    let mut seen: Vec<(u64, Value)> = Vec::new();
+    seen: Seen,
+) -> usize {
     let mut reconnects = 0;
     while !stop.is_cancelled() {
-        let after = seen.last().map_or(0, |(id, _)| *id);
+        let after = seen.lock().unwrap().last().map_or(0, |(id, _)| *id);
         let req = http
             .get(format!("{base}/api/events"))
             .header("x-api-key", API_KEY)
@@ -45,12 +49,14 @@ async fn follow_events(
             let mut reader = SseReader::new(resp);
             loop {
                 let event = tokio::select! {
-                    _ = stop.cancelled() => return (seen, reconnects),
+                    _ = stop.cancelled() => return reconnects,
                     e = reader.next(Duration::from_secs(30)) => e,
                 };
                 match event {
                     Some(e) if e.event == "build" || e.event == "worker" => {
-                        seen.push((e.id.expect("an event has an id"), e.data));
+                        seen.lock()
+                            .unwrap()
+                            .push((e.id.expect("an event has an id"), e.data));
                     }
                     Some(_) => {}
                     None => break,
@@ -60,7 +66,17 @@ async fn follow_events(
         reconnects += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    (seen, reconnects)
+    reconnects
+}
+
+/// The builds `seen` holds a `completed` event of.
+fn completed_in(seen: &Seen) -> HashSet<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| e["type"] == "build" && e["event"] == "completed")
+        .filter_map(|(_, e)| e["build_id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Waits until `n` more builds than now have finished; the time it took.
@@ -90,10 +106,12 @@ async fn one_of_each_service_killed_mid_run_loses_and_duplicates_nothing() {
     })
     .await;
     let stop = CancellationToken::new();
+    let seen = Seen::default();
     let events = tokio::spawn(follow_events(
         farm.http.clone(),
         farm.gateway.clone(),
         stop.clone(),
+        seen.clone(),
     ));
 
     // A long build followed live by the CLI, through the gateways' one address.
@@ -172,27 +190,31 @@ async fn one_of_each_service_killed_mid_run_loses_and_duplicates_nothing() {
     );
     assert_eq!(printed.matches("] slow line ").count(), SLOW_LINES);
 
-    // The events follower saw every build complete, each event once and in order.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The events follower saw every build complete, each event once and in order. A build
+    // whose scheduler was killed between its commit and its announcement is announced when its
+    // worker asks again (its reply was lost), a request timeout later: waited for, bounded.
+    ids.push(slow_id.clone());
+    let all_completed = tokio::time::timeout(Duration::from_secs(60), async {
+        while !ids.iter().all(|id| completed_in(&seen).contains(id)) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
     stop.cancel();
-    let (seen, reconnects) = events.await.unwrap();
+    let reconnects = events.await.unwrap();
+    let completed = completed_in(&seen);
+    for id in &ids {
+        assert!(
+            completed.contains(id),
+            "no completed event for {id} ({all_completed:?})"
+        );
+    }
+    let seen = seen.lock().unwrap().clone();
     let event_ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
     assert!(
         event_ids.windows(2).all(|w| w[0] < w[1]),
         "events out of order or twice: {event_ids:?}"
     );
-    ids.push(slow_id.clone());
-    let completed: HashSet<&str> = seen
-        .iter()
-        .filter(|(_, e)| e["type"] == "build" && e["event"] == "completed")
-        .filter_map(|(_, e)| e["build_id"].as_str())
-        .collect();
-    for id in &ids {
-        assert!(
-            completed.contains(id.as_str()),
-            "no completed event for {id}"
-        );
-    }
     eprintln!(
         "events follower: {} events, {reconnects} reconnects",
         seen.len()

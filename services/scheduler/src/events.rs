@@ -66,6 +66,15 @@ pub async fn announce_outcome(nats: &async_nats::Client, b: &freeagent_shared::d
     freeagent_shared::announce::moved(nats, b, outcome_line(b)).await;
 }
 
+/// The same, for a replayed report: each part only if the streams lack it
+/// (`shared::announce::moved_again`).
+pub async fn announce_outcome_again(
+    nats: &async_nats::Client,
+    b: &freeagent_shared::db::builds::Build,
+) {
+    freeagent_shared::announce::moved_again(nats, b, outcome_line(b)).await;
+}
+
 /// The same for a batch's outcomes: one round trip to JetStream for all their lines.
 pub async fn announce_outcomes(
     nats: &async_nats::Client,

@@ -757,6 +757,93 @@ async fn stale_and_foreign_reports_change_nothing_and_replays_are_idempotent() {
     ));
 }
 
+/// Every message `stream` holds on `subject`, oldest first.
+async fn stored_on(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let mut out = Vec::new();
+    let mut from = 1;
+    while let Some(m) = freeagent_shared::nats::first_on(js, stream, subject, from)
+        .await
+        .unwrap()
+    {
+        from = m.sequence + 1;
+        out.push(m);
+    }
+    out
+}
+
+/// A scheduler SIGKILLed after its commit of an outcome and before its announcement (here: the
+/// transition made straight in the database) leaves the build ended with no `completed` event and
+/// no closing line, and the worker without a reply. The worker asks again (another scheduler):
+/// the replay announces what the streams lack, and a further replay adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_report_announces_an_outcome_whose_recorder_died_first() {
+    let s = start(Duration::from_secs(30)).await;
+    let id = factory::build(&s.db.pool, Default::default()).await;
+    let w = factory::worker(&s.db.pool, &[Platform::Android]).await;
+    wait_dispatched(&s.db.pool, &[id], 1).await;
+    assert!(matches!(
+        s.claim(&w, id, a(1)).await,
+        ClaimReply::Granted(_)
+    ));
+    let r = s.result(id, a(1));
+    let object = db::builds::NewObject {
+        key: r.key,
+        size: 42,
+        sha256: r.sha256,
+    };
+    let t = db::builds::build_complete(&s.db.pool, id, a(1), w.worker_id, &object)
+        .await
+        .unwrap();
+    assert!(matches!(t, db::Transition::Applied(_)));
+
+    let js = async_nats::jetstream::new(s.client.clone());
+    let completed_events = || async {
+        stored_on(&js, subjects::EVENTS_STREAM, &subjects::build_events(id))
+            .await
+            .iter()
+            .filter(|m| {
+                matches!(
+                    wire::decode::<freeagent_shared::events::FarmEvent>(&m.payload),
+                    Ok(freeagent_shared::events::FarmEvent::Build(e))
+                        if e.status == BuildStatus::Completed
+                )
+            })
+            .count()
+    };
+    let closing_lines = || async {
+        stored_on(&js, subjects::LOGS_STREAM, &subjects::farm_logs(id))
+            .await
+            .iter()
+            .filter(|m| {
+                wire::decode::<LogLine>(&m.payload)
+                    .is_ok_and(|l| l.message == freeagent_shared::farm_log::COMPLETED)
+            })
+            .count()
+    };
+    assert_eq!(completed_events().await, 0, "the recorder died before it");
+    assert_eq!(closing_lines().await, 0);
+
+    for _ in 0..2 {
+        assert_eq!(
+            s.complete(&w, id, a(1)).await,
+            FinishReply::Recorded {
+                status: BuildStatus::Completed
+            }
+        );
+        wait::until("the completed event", Duration::from_secs(10), || async {
+            (completed_events().await > 0).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(completed_events().await, 1, "announced once");
+    assert_eq!(closing_lines().await, 1, "the closing line written once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lease_runs_the_build_again_and_refuses_the_old_worker() {
     let s = start(Duration::from_secs(1)).await;

@@ -133,6 +133,11 @@ async fn serve(
     after: Option<u64>,
     out: &crate::http::sse::Out,
 ) -> Result<(), String> {
+    if !st.live.started(crate::logs::live::START_WAIT).await {
+        return Err(
+            "this gateway's live feed has not started; reconnect with Last-Event-ID".into(),
+        );
+    }
     // Subscribed before reading the past: nothing falls between the two.
     let mut sub = st.live.events();
     let mut last = after.unwrap_or(0);

@@ -105,6 +105,11 @@ struct Follower {
 
 impl Follower {
     async fn run(&mut self) -> Result<(), Stop> {
+        if !self.st.live.started(crate::logs::live::START_WAIT).await {
+            return Err(Stop(
+                "this gateway's live feed has not started; reconnect with Last-Event-ID".into(),
+            ));
+        }
         // Subscribed before reading the past: nothing falls between the two.
         let (mut sub, held) = self.st.live.build(self.build.id);
         self.status_known = Some(Instant::now());

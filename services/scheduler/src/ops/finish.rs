@@ -47,7 +47,13 @@ impl Handlers {
         )
         .await?;
         Ok(self
-            .finished(t, req.attempt, req.worker_id, BuildStatus::Completed)
+            .finished(
+                t,
+                req.build_id,
+                req.attempt,
+                req.worker_id,
+                BuildStatus::Completed,
+            )
             .await)
     }
 
@@ -144,7 +150,13 @@ impl Handlers {
         )
         .await?;
         Ok(self
-            .finished(t, req.attempt, req.worker_id, BuildStatus::Failed)
+            .finished(
+                t,
+                req.build_id,
+                req.attempt,
+                req.worker_id,
+                BuildStatus::Failed,
+            )
             .await)
     }
 
@@ -169,6 +181,7 @@ impl Handlers {
     async fn finished(
         &self,
         t: Transition<Build>,
+        build: BuildId,
         attempt: Attempt,
         worker: WorkerId,
         status: BuildStatus,
@@ -184,11 +197,29 @@ impl Handlers {
                 tracing::debug!(build_id = %b.id, status = %b.status, "build finished");
                 FinishReply::Recorded { status: b.status }
             }
-            Transition::Stale(c) => replay(&c, attempt, worker, status),
+            Transition::Stale(c) => {
+                let reply = replay(&c, attempt, worker, status);
+                if matches!(reply, FinishReply::Recorded { .. }) {
+                    self.announce_again(build).await;
+                }
+                reply
+            }
             Transition::NotFound => FinishReply::NotYours {
                 reason: NotYours::NotFound,
                 status: None,
             },
+        }
+    }
+
+    /// A report recorded before asks again: its reply was lost, perhaps with the scheduler that
+    /// recorded it, killed before it announced the outcome. Whatever the streams lack goes out.
+    async fn announce_again(&self, build: BuildId) {
+        match db::builds::build_get(&self.pool, build).await {
+            Ok(Some(b)) => events::announce_outcome_again(&self.nats, &b).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(build_id = %build, error = %e, "cannot read a replayed report's build to announce it again")
+            }
         }
     }
 }

@@ -121,6 +121,7 @@ impl<H: Handler> Feed<H> {
                     "live feed started"
                 );
                 self.last = Some(end);
+                self.live.feed_started();
             }
             Some(_) => self.fill(end).await?,
         }

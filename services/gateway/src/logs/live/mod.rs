@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 /// Messages a client may have waiting before it counts as too slow.
 pub const CLIENT_BACKLOG: usize = 4096;
 
+/// How long a new stream waits for the feeds to start (a gateway just started, NATS slow).
+pub const START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A line as it arrived: its stream sequence and writer (the follower checks the writer held
 /// the attempt).
 #[derive(Debug)]
@@ -96,7 +99,13 @@ pub struct Live {
     next_id: Arc<AtomicU64>,
     /// Woken at every build that reaches a terminal status (the log archiver listens).
     pub finished: Arc<tokio::sync::Notify>,
+    /// How many feeds know where they start (`feed::Feed`); a client subscribed before both do
+    /// could read the past up to a point the feed then starts after, and lose what lies between.
+    started: Arc<tokio::sync::watch::Sender<usize>>,
 }
+
+/// The feeds a client waits for: logs and events.
+const FEEDS: usize = 2;
 
 enum Key {
     Build(BuildId, u64),
@@ -161,7 +170,23 @@ impl Live {
             })),
             next_id: Arc::new(AtomicU64::new(1)),
             finished: Arc::default(),
+            started: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+
+    /// Waits (up to `limit`) until every feed knows where it starts: only then does a client's
+    /// subscription plus its read of the past leave no gap. False when they have not by then.
+    pub async fn started(&self, limit: std::time::Duration) -> bool {
+        let mut rx = self.started.subscribe();
+        matches!(
+            tokio::time::timeout(limit, rx.wait_for(|n| *n >= FEEDS)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// A feed knows where it starts.
+    fn feed_started(&self) {
+        self.started.send_modify(|n| *n += 1);
     }
 
     /// Lines and events of one build from now on, and the lines of it this gateway holds
