@@ -270,6 +270,14 @@ impl Browser {
         e.send_keys(text).await.expect("type");
     }
 
+    /// Sets the window's size in CSS pixels (a phone's 390 px, say).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("resize the window");
+    }
+
     /// Runs a script in the page and returns its value.
     pub async fn js(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.expect("script")

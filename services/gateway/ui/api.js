@@ -16,10 +16,15 @@ export class ApiError extends Error {
   }
 }
 
-export function toSignIn() {
+// `ended`: the session was signed out by the farm (expired, or its key revoked); the sign-in
+// page says so.
+export function toSignIn(ended = false) {
   const next = location.pathname + location.search;
-  location.assign("/ui/sign-in?next=" + encodeURIComponent(next));
+  location.assign("/ui/sign-in?next=" + encodeURIComponent(next) + (ended ? "&ended=1" : ""));
 }
+
+// What a request that never reached the farm says (rather than the browser's "Failed to fetch").
+export const UNREACHABLE = "the farm is unreachable (the network, or the gateway is down); the page retries";
 
 // Returns {body, headers}; throws ApiError.
 export async function request(path, { method = "GET", body } = {}) {
@@ -43,7 +48,7 @@ export async function request(path, { method = "GET", body } = {}) {
       resp = await send();
       break;
     } catch (e) {
-      if (method !== "GET" || tries >= 3) throw e;
+      if (method !== "GET" || tries >= 3) throw new ApiError(0, { error: UNREACHABLE, cause: String(e) });
       await new Promise((r) => setTimeout(r, 300 * tries));
     }
   }
@@ -51,7 +56,9 @@ export async function request(path, { method = "GET", body } = {}) {
   const type = resp.headers.get("content-type") || "";
   if (type.includes("application/json")) parsed = await resp.json().catch(() => null);
   if (resp.status === 401 && !path.startsWith("/ui/api/sign-in")) {
-    toSignIn();
+    // The session route says when a session the browser held has ended (SESSION_ENDED).
+    const said = (parsed && parsed.hint) || "";
+    toSignIn(!path.startsWith("/ui/api/session") || said.startsWith("your session ended"));
     throw new ApiError(401, parsed);
   }
   if (!resp.ok) throw new ApiError(resp.status, parsed);

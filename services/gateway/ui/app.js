@@ -16,6 +16,7 @@ function title(what) {
 
 async function main() {
   const main = document.getElementById("main");
+  labelCells(main);
   const path = location.pathname.replace(/\/+$/, "") || "/ui";
   if (path === "/ui/sign-in") {
     title("Sign in");
@@ -42,6 +43,28 @@ async function main() {
   if (path === "/ui") { title("Overview"); return overviewPage(main, session); }
   title("Not found");
   replace(main, el("p", { class: "error" }, "No such page. ", el("a", { href: "/ui" }, "Go to the overview")));
+}
+
+// Phones show tables as cards (app.css): each cell carries its column's name, whenever rows
+// are drawn.
+function labelCells(root) {
+  const label = () => {
+    for (const table of root.querySelectorAll("table.list")) {
+      const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+      if (!heads.length) continue;
+      for (const tr of table.querySelectorAll("tbody tr")) {
+        [...tr.children].forEach((td, i) => {
+          if (heads[i] && !td.hasAttribute("colspan")) td.setAttribute("data-label", heads[i]);
+        });
+      }
+    }
+  };
+  new MutationObserver((records) => {
+    const tables = (r) => r.target.closest("table.list")
+      || [...r.addedNodes].some((n) => n.nodeType === 1 && (n.matches("table.list") || n.querySelector("table.list")));
+    if (records.some(tables)) label();
+  }).observe(root, { childList: true, subtree: true });
+  label();
 }
 
 function header(session, path) {

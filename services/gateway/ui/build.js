@@ -30,7 +30,9 @@ export async function buildPage(main, id, session) {
       fact("Submitted", time(b.submitted_at)), fact("Started", time(b.started_at)),
       fact("Finished", time(b.completed_at)), fact("Duration", duration(ms)),
       fact("Progress", b.progress === null ? "–" : b.progress + " %"),
-      b.error_message ? fact("Error", b.error_message) : [],
+      // An earlier attempt's error stays in its row of the attempts; a build that completed
+      // shows none here.
+      b.error_message && b.status !== "completed" ? fact("Error", b.error_message) : [],
       b.original_build_id ? fact("Retry of", el("a", { href: "/ui/builds/" + b.original_build_id }, shortId(b.original_build_id))) : []);
     replace(attempts, b.attempts.length ? b.attempts.map((a) => el("tr", { "data-attempt": a.attempt },
       el("td", { class: "num" }, String(a.attempt)),

@@ -18,10 +18,13 @@ export function live({ refresh, filter = () => true, pollMs = 3000, idlePollMs =
     }, delay);
   };
 
+  // When the event stream dropped, if it did: the header says so, not "live".
+  let downSince = null;
+  const clock = (d) => d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   const show = () => {
     if (!state) return;
-    state.textContent = streaming ? "live" : "polling";
-    state.className = "live-state " + (streaming ? "on" : "poll");
+    state.textContent = streaming ? "live" : downSince ? "disconnected since " + clock(downSince) + " · polling" : "polling";
+    state.className = "live-state " + (streaming ? "on" : downSince ? "down" : "poll");
   };
 
   const schedule = () => {
@@ -39,13 +42,13 @@ export function live({ refresh, filter = () => true, pollMs = 3000, idlePollMs =
 
   if (typeof EventSource !== "undefined") {
     source = new EventSource("/api/events" + query);
-    source.addEventListener("open", () => { streaming = true; show(); schedule(); kick(0); });
+    source.addEventListener("open", () => { streaming = true; downSince = null; show(); schedule(); kick(0); });
     source.addEventListener("build", onEvent);
     source.addEventListener("worker", onEvent);
     source.addEventListener("error", () => {
       // Closed for good (no such route, no access): polling carries on alone.
-      if (source.readyState === EventSource.CLOSED) { streaming = false; show(); schedule(); }
-      else if (streaming) { streaming = false; show(); schedule(); }
+      if (source.readyState === EventSource.CLOSED) { if (streaming) downSince = new Date(); streaming = false; show(); schedule(); }
+      else if (streaming) { streaming = false; downSince = new Date(); show(); schedule(); }
     });
   }
   show();

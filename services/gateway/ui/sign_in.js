@@ -13,6 +13,9 @@ function nextPath(fallback) {
 
 export function signInPage(main) {
   const error = el("p", { class: "error", id: "sign-in-error", role: "alert" });
+  if (new URLSearchParams(location.search).get("ended")) {
+    error.textContent = "Your session ended (it expired, or its key was revoked or changed). Sign in again.";
+  }
   const key = el("input", { id: "api-key", type: "password", autocomplete: "off", required: true, placeholder: "fak_…" });
   const keyForm = el("form", { id: "key-form", class: "card sign-in" },
     el("h2", {}, "Sign in with an API key"),

@@ -69,6 +69,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../ui/build.js"),
     ),
     (
+        "ansi.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../ui/ansi.js"),
+    ),
+    (
         "log.js",
         "text/javascript; charset=utf-8",
         include_str!("../../ui/log.js"),

@@ -22,6 +22,8 @@ pub fn router() -> Router<AppState> {
         .route("/ui/builds", get(page))
         .route("/ui/builds/{id}", get(page))
         .route("/ui/workers", get(page))
+        // Any other page path: the page, as a 404, which says there is no such page.
+        .route("/ui/{*rest}", get(not_found))
         .route("/ui/sign-in", get(sign_in_page))
         .route("/ui/assets/{name}", get(assets::asset))
         .route(csrf::SIGN_IN, post(sign_in::sign_in))
@@ -46,11 +48,28 @@ async fn sign_in_page() -> Response {
     html()
 }
 
-/// Where a visitor without a session goes: the sign-in page, then back here.
-fn to_sign_in(uri: &Uri) -> Response {
+/// Where a visitor without a session goes: the sign-in page, then back here. `ended`: the
+/// browser held a session the farm no longer has (it expired); the sign-in page says so.
+fn to_sign_in(uri: &Uri, ended: bool) -> Response {
     let next = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/ui/");
-    let query = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
+    let mut query = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
+    if ended {
+        query.push_str("&ended=1");
+    }
     Redirect::to(&format!("/ui/sign-in?{query}")).into_response()
+}
+
+/// A path under `/ui/` that is no page: a 404 with the dashboard's page (signed in) or a JSON
+/// 404 under the dashboard's API and assets, whose clients read JSON.
+async fn not_found(st: State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    if uri.path().starts_with("/ui/api/") || uri.path().starts_with("/ui/assets/") {
+        return crate::error::GatewayError::not_found("no such route").into_response();
+    }
+    let mut resp = page(st, headers, uri).await;
+    if resp.status().is_success() {
+        *resp.status_mut() = axum::http::StatusCode::NOT_FOUND;
+    }
+    resp
 }
 
 async fn page(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
@@ -59,7 +78,7 @@ async fn page(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Respo
         Err(e) => return e.into_response(),
     };
     match found.map(|s| s.speaks_for) {
-        None => to_sign_in(&uri),
+        None => to_sign_in(&uri, crate::http::cookie::cookie(&headers).is_some()),
         Some(SessionFor::Key(_)) => html(),
         Some(SessionFor::Build(id)) => {
             let own = format!("/ui/builds/{id}");

@@ -139,18 +139,30 @@ pub async fn sign_out(State(st): State<AppState>, headers: HeaderMap) -> Result<
 }
 
 /// `GET /ui/api/session`: 401 without a live session.
+/// The hint of a session the farm signed out (the dashboard shows it on the sign-in page).
+pub const SESSION_ENDED: &str = "your session ended: it expired, or its key was revoked or lost the read scope; sign in again at /ui/sign-in";
+
 pub async fn current(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<SessionView>> {
+    // A session cookie the farm no longer honours: the page tells its reader why it signs out.
+    let ended = || GatewayError::unauthorized().hint(SESSION_ENDED);
+    let presented = crate::http::cookie::cookie(&headers).is_some();
     let Some(UiSession {
         speaks_for,
         csrf_token,
         expires_at,
     }) = session::find(&st, &headers).await?
     else {
-        return Err(GatewayError::unauthorized().hint("sign in at /ui/sign-in"));
+        return Err(if presented {
+            ended()
+        } else {
+            GatewayError::unauthorized().hint("sign in at /ui/sign-in")
+        });
     };
     // A key revoked or expired since sign-in ends the session's use too.
     if let SessionFor::Key(_) = speaks_for {
-        auth::require_api_key(&st, &headers, SCOPE_READ).await?;
+        auth::require_api_key(&st, &headers, SCOPE_READ)
+            .await
+            .map_err(|_| ended())?;
     }
     Ok(Json(view(&speaks_for, csrf_token, expires_at)))
 }
