@@ -8,7 +8,7 @@
 
 use freeagent_tests::browser::Browser;
 use freeagent_tests::freeagent_shared::testing::wait;
-use freeagent_tests::{API_KEY, Farm, FarmOpts, pack, project};
+use freeagent_tests::{API_KEY, Farm, FarmOpts, bin_dir, pack, project};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -18,7 +18,15 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// Submits a project whose build.sh is `script`, with extra form `fields`; returns its id.
 async fn submit(farm: &Farm, script: &str, fields: &[(&str, &str)]) -> String {
-    let mut form = reqwest::multipart::Form::new().text("platform", "android");
+    submit_as(farm, API_KEY, script, fields).await
+}
+
+/// The same with `key`; `fields` may name the platform.
+async fn submit_as(farm: &Farm, key: &str, script: &str, fields: &[(&str, &str)]) -> String {
+    let mut form = reqwest::multipart::Form::new();
+    if !fields.iter().any(|(k, _)| *k == "platform") {
+        form = form.text("platform", "android");
+    }
     for (k, v) in fields {
         form = form.text(k.to_string(), v.to_string());
     }
@@ -29,7 +37,7 @@ async fn submit(farm: &Farm, script: &str, fields: &[(&str, &str)]) -> String {
     let resp = farm
         .http
         .post(format!("{}/api/builds", farm.gateway))
-        .header("x-api-key", API_KEY)
+        .header("x-api-key", key)
         .multipart(form)
         .send()
         .await
@@ -445,5 +453,155 @@ async fn a_session_the_farm_ended_and_a_gateway_gone_are_said_plainly() {
     browser
         .wait_text("the page to be live again", "#live-state", |s| s == "live")
         .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_are_told_apart_and_a_waiting_build_says_why() {
+    let _turn = TURN.lock().await;
+    let farm = Farm::start(opts()).await;
+    let made: Value = farm
+        .http
+        .post(format!("{}/api/keys", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .json(&json!({"name": "ci-bot", "scopes": ["submit", "read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bot = made["key"].as_str().unwrap();
+    let ok = "echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n";
+    let nightly = submit_as(
+        &farm,
+        bot,
+        ok,
+        &[(
+            "metadata",
+            r#"{"name":"nightly","branch":"main","commit":"0123456789abcdef0123"}"#,
+        )],
+    )
+    .await;
+    let feature = submit_as(
+        &farm,
+        API_KEY,
+        ok,
+        &[(
+            "metadata",
+            r#"{"git_branch":"feature/x","git_commit":"fedcba9876543210"}"#,
+        )],
+    )
+    .await;
+    // No worker serves its queue: it waits, and says why.
+    let waiting = submit_as(&farm, bot, ok, &[("queue", "nobody")]).await;
+    farm.wait_terminal(&nightly, WAIT).await;
+    farm.wait_terminal(&feature, WAIT).await;
+
+    // The API names them.
+    let list: Value = farm
+        .http
+        .get(format!("{}/api/builds", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let of = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let n = of(&nightly);
+    assert_eq!(
+        [
+            &n["name"],
+            &n["branch"],
+            &n["commit"],
+            &n["submitted_by_name"]
+        ],
+        [
+            &json!("nightly"),
+            &json!("main"),
+            &json!("0123456789abcdef0123"),
+            &json!("ci-bot")
+        ]
+    );
+    let f = of(&feature);
+    assert_eq!(
+        [
+            &f["name"],
+            &f["branch"],
+            &f["commit"],
+            &f["submitted_by_name"]
+        ],
+        [
+            &Value::Null,
+            &json!("feature/x"),
+            &json!("fedcba9876543210"),
+            &json!("bootstrap")
+        ]
+    );
+
+    // So does the CLI's list.
+    let out = std::process::Command::new(bin_dir().join("freeagent"))
+        .args(["list"])
+        .env_clear()
+        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+        .env("FREEAGENT_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line(&nightly).contains("ci-bot"), "{table}");
+    assert!(
+        line(&nightly).ends_with("nightly  main@0123456789"),
+        "{table}"
+    );
+    assert!(line(&feature).ends_with("feature/x@fedcba9876"), "{table}");
+
+    // And the dashboard: the list, the summary above it, the build's page.
+    let browser = Browser::start().await;
+    browser.sign_in(&farm.gateway, API_KEY).await;
+    browser.goto(&format!("{}/ui/builds", farm.gateway)).await;
+    let what = browser
+        .wait_text(
+            "the nightly build's label",
+            &format!("tr[data-build-id=\"{nightly}\"] td div.what"),
+            |s| !s.is_empty(),
+        )
+        .await;
+    assert!(what.contains("nightly"), "{what}");
+    assert!(what.contains("main@0123456789"), "{what}");
+    assert!(what.contains("by ci-bot"), "{what}");
+    // Counts up to 2 s old (FREEAGENT_FIGURES_TTL), redrawn as the page refreshes.
+    let summary = browser
+        .wait_text("the summary", "#summary", |s| s.contains("1 waiting"))
+        .await;
+    assert!(summary.contains("1 worker online"), "{summary}");
+    browser.screenshot("builds-told-apart").await;
+
+    browser
+        .goto(&format!("{}/ui/builds/{waiting}", farm.gateway))
+        .await;
+    browser.wait_for("the facts", "#facts dd").await;
+    let facts = browser.text("#facts").await.unwrap();
+    assert!(
+        facts.contains("no live worker serves queue nobody"),
+        "{facts}"
+    );
+    assert!(facts.contains("position 1"), "{facts}");
+    assert!(facts.contains("ci-bot"), "{facts}");
     browser.close().await;
 }

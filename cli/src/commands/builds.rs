@@ -19,6 +19,23 @@ pub struct ListArgs {
     pub json: bool,
 }
 
+/// What tells a build apart, from its metadata: `name  branch@commit` (the commit cut to 10).
+pub fn what(b: &BuildSummary) -> String {
+    let commit: Option<String> = b.commit.as_deref().map(|c| c.chars().take(10).collect());
+    let at = match (b.branch.as_deref(), commit) {
+        (Some(branch), Some(c)) => Some(format!("{branch}@{c}")),
+        (Some(branch), None) => Some(branch.to_owned()),
+        (None, Some(c)) => Some(format!("@{c}")),
+        (None, None) => None,
+    };
+    let parts: Vec<String> = b.name.iter().cloned().chain(at).collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join("  ")
+    }
+}
+
 pub async fn list(client: &Client, a: ListArgs) -> anyhow::Result<ExitCode> {
     let query: Vec<(&str, String)> = [
         ("status", a.status),
@@ -54,12 +71,12 @@ pub async fn list(client: &Client, a: ListArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<36}  {:<10}  {:<8}  {:<12}  {:<12}  {:>7}  {:<25}  WORKER",
-        "ID", "STATUS", "PLATFORM", "QUEUE", "TEAM", "ATTEMPT", "SUBMITTED"
+        "{:<36}  {:<10}  {:<8}  {:<12}  {:<12}  {:>7}  {:<25}  {:<12}  {:<12}  WHAT",
+        "ID", "STATUS", "PLATFORM", "QUEUE", "TEAM", "ATTEMPT", "SUBMITTED", "WORKER", "BY"
     );
     for b in &builds {
         println!(
-            "{:<36}  {:<10}  {:<8}  {:<12}  {:<12}  {:>7}  {:<25}  {}",
+            "{:<36}  {:<10}  {:<8}  {:<12}  {:<12}  {:>7}  {:<25}  {:<12}  {:<12}  {}",
             b.id,
             b.status.to_string(),
             b.platform.to_string(),
@@ -67,7 +84,9 @@ pub async fn list(client: &Client, a: ListArgs) -> anyhow::Result<ExitCode> {
             b.team.to_string(),
             b.attempt.get(),
             b.submitted_at.to_rfc3339(),
-            b.worker_name.as_deref().unwrap_or("-")
+            b.worker_name.as_deref().unwrap_or("-"),
+            b.submitted_by_name.as_deref().unwrap_or("-"),
+            what(b)
         );
     }
     // Counts and paging go to stderr: stdout stays the table.

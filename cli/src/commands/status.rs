@@ -14,6 +14,8 @@ pub async fn run(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCo
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let rows = [
         ("id", b.summary.id.to_string()),
+        ("what", super::builds::what(&b.summary)),
+        ("submitted_by", or_dash(b.summary.submitted_by_name.clone())),
         ("status", b.summary.status.to_string()),
         ("platform", b.summary.platform.to_string()),
         ("queue", b.summary.queue.to_string()),

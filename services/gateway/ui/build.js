@@ -23,7 +23,14 @@ export async function buildPage(main, id, session) {
     const running = b.started_at && !b.completed_at;
     const ms = b.duration_ms ?? (running ? Date.now() - Date.parse(b.started_at) : null);
     const fact = (k, v) => [el("dt", {}, k), el("dd", {}, v)];
+    const commit = b.commit ? el("code", { title: b.commit }, String(b.commit).slice(0, 12)) : null;
     replace(facts,
+      b.name ? fact("Name", b.name) : [],
+      b.branch ? fact("Branch", el("code", {}, b.branch)) : [],
+      commit ? fact("Commit", commit) : [],
+      fact("Submitted by", b.submitted_by_name || "–"),
+      // Why it waits, and for how long, while it waits (`waiting` in the API).
+      b.waiting ? fact("Waiting", b.waiting.reason + " · position " + b.waiting.position + " · queued " + duration(Date.now() - Date.parse(b.submitted_at))) : [],
       fact("Platform", b.platform), fact("Queue", b.queue), fact("Team", b.team || "–"),
       fact("Priority", String(b.priority)),
       fact("Attempt", b.attempt + " of " + b.max_attempts), fact("Worker", b.worker_name || "–"),

@@ -3,7 +3,7 @@
 // page at a time. The page redraws on farm events and every few seconds.
 
 import { get, request, nextLink } from "./api.js";
-import { el, replace, shortId, duration, ago, badge } from "./dom.js";
+import { el, replace, shortId, duration, ago, badge, what } from "./dom.js";
 import { live } from "./live.js";
 
 const STATUSES = ["", "pending", "assigned", "building", "completed", "failed", "cancelled"];
@@ -42,12 +42,14 @@ export async function buildsPage(main) {
   const body = el("tbody", { id: "builds-body" });
   const table = el("table", { id: "builds", class: "list" },
     el("thead", {}, el("tr", {},
-      ["Build", "Status", "Platform", "Queue", "Team", "Worker", "Attempt", "Submitted", "Duration"].map((h) =>
+      ["Build", "What", "Status", "Platform", "Queue", "Team", "Worker", "Attempt", "Submitted", "Duration"].map((h) =>
         el("th", { class: h === "Attempt" || h === "Duration" ? "num" : null }, h)))),
     body);
 
+  const summary = el("p", { id: "summary", class: "summary muted" });
   replace(main,
     el("h1", {}, "Builds"),
+    summary,
     el("form", { class: "filters", id: "filters" },
       select("status", STATUSES, "status"), select("platform", PLATFORMS, "platform"), queue, worker),
     error, table,
@@ -73,7 +75,22 @@ export async function buildsPage(main) {
     return q;
   };
 
+  const anyFilter = () => Object.values(filters).some(Boolean);
+
+  // The farm at a glance, above the list (public counts, `GET /api/stats`).
+  const drawSummary = async () => {
+    try {
+      const s = await get("/api/stats");
+      replace(summary,
+        el("span", { class: "figure" }, el("b", {}, String(s.buildsQueued)), " waiting"),
+        el("span", { class: "figure" }, el("b", {}, String(s.activeBuilds)), " running"),
+        el("span", { class: "figure" }, el("b", {}, String(s.buildsToday)), " today"),
+        el("span", { class: "figure" }, el("b", {}, String(s.nodesOnline)), s.nodesOnline === 1 ? " worker online" : " workers online"));
+    } catch (e) { console.warn("stats", e.message); }
+  };
+
   const refresh = async () => {
+    drawSummary();
     const q = query();
     q.set("limit", String(PAGE));
     try {
@@ -84,7 +101,9 @@ export async function buildsPage(main) {
       })();
       error.textContent = "";
       replace(body, builds.length ? builds.map(row)
-        : el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No builds match.")));
+        : el("tr", {}, el("td", { colspan: 10, class: "muted" }, anyFilter()
+          ? "No builds match these filters. Clear them to see every build."
+          : "No builds yet. Submit one: freeagent submit <project dir> --platform android")));
       const n = Number(headers.get("x-total-count") || "0");
       total.textContent = n.toLocaleString() + (n === 1 ? " build matches" : " builds match");
       more.disabled = !next;
@@ -109,6 +128,7 @@ function row(b) {
   const ms = b.duration_ms ?? (running ? Date.now() - Date.parse(b.started_at) : null);
   return el("tr", { "data-build-id": b.id, class: "build-row" },
     el("td", {}, el("a", { href: "/ui/builds/" + b.id, class: "mono" }, shortId(b.id))),
+    el("td", { class: "what" }, what(b)),
     el("td", { class: "status" }, badge(b.status)),
     el("td", {}, b.platform),
     el("td", {}, b.queue),

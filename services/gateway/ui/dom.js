@@ -75,6 +75,18 @@ export function bytes(n) {
   return (i === 0 ? v : v.toFixed(1)) + " " + units[i];
 }
 
+// What tells a build apart: its name, branch@commit (from its metadata), and who submitted it.
+export function what(b) {
+  const commit = b.commit ? String(b.commit).slice(0, 10) : null;
+  const at = b.branch && commit ? b.branch + "@" + commit : b.branch || (commit ? "@" + commit : null);
+  const parts = [
+    b.name ? el("span", { class: "name" }, b.name) : null,
+    at ? el("span", { class: "mono branch" }, at) : null,
+    b.submitted_by_name ? el("span", { class: "by muted small" }, "by " + b.submitted_by_name) : null,
+  ].filter(Boolean);
+  return el("div", { class: "what" }, parts.length ? parts : el("span", { class: "muted" }, "–"));
+}
+
 // The badge of a build or worker status.
 export function badge(status) {
   return el("span", { class: "badge s-" + String(status).replace(/[^a-z_]/g, "") }, status);

@@ -49,6 +49,27 @@ pub struct BuildSummary {
     pub duration_ms: Option<i64>,
     /// The team of the key that submitted it.
     pub team: TeamName,
+    /// What tells it apart, from its metadata: `name` (or `title`), `branch` (or `git_branch`),
+    /// `commit` (or `git_commit`, as `freeagent submit` sets them); each a string of at most 200
+    /// characters, or null.
+    pub name: Option<String>,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    /// The name of the key that submitted (or retried) it; null for a retry by build token or a
+    /// key since deleted.
+    pub submitted_by_name: Option<String>,
+}
+
+/// Longest label (`name`, `branch`, `commit`) a summary carries, in characters.
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// The first of `keys` that `metadata` holds as a non-empty string, cut to `MAX_LABEL_CHARS`.
+pub fn metadata_label(metadata: &serde_json::Value, keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .filter_map(|k| metadata.get(k)?.as_str())
+        .map(str::trim)
+        .find(|v| !v.is_empty())
+        .map(|v| v.chars().take(MAX_LABEL_CHARS).collect())
 }
 
 /// A stored file of a build.

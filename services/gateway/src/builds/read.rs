@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use freeagent_shared::api::{
-    Artifact, AttemptView, BuildDetail, BuildSummary, LegacyStatus, ListQuery,
+    Artifact, AttemptView, BuildDetail, BuildSummary, LegacyStatus, ListQuery, metadata_label,
 };
 use freeagent_shared::db;
 use freeagent_shared::db::api_keys::ApiKey;
@@ -45,6 +45,10 @@ pub fn summary(b: &Build) -> BuildSummary {
             (Some(s), Some(e)) => Some((e - s).num_milliseconds()),
             _ => None,
         },
+        name: metadata_label(&b.metadata, &["name", "title"]),
+        branch: metadata_label(&b.metadata, &["branch", "git_branch"]),
+        commit: metadata_label(&b.metadata, &["commit", "git_commit"]),
+        submitted_by_name: b.submitted_by_name.clone(),
     }
 }
 

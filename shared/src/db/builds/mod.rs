@@ -59,6 +59,9 @@ pub struct Build {
     pub team: TeamName,
     /// The key that submitted (or retried) it; none for a retry by build token.
     pub submitted_by: Option<ApiKeyId>,
+    /// That key's name, where the query reads it (`get.sql`, `list.sql`).
+    #[sqlx(default)]
+    pub submitted_by_name: Option<String>,
 }
 
 /// What a guard saw when it did not hold.
