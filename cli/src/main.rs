@@ -68,8 +68,10 @@ enum Command {
         /// holds it).
         #[arg(long)]
         show_token: bool,
+        /// Higher runs first among the builds waiting in its queue [default: 0].
         #[arg(long)]
         priority: Option<i32>,
+        /// The queue to wait in ([a-z0-9_-], up to 64) [default: the platform].
         #[arg(long)]
         queue: Option<String>,
         /// Wait until the build ends; exit non-zero unless it completed.
@@ -86,6 +88,7 @@ enum Command {
     /// Show a build.
     Status {
         id: String,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
@@ -93,6 +96,7 @@ enum Command {
     /// build's outcome), reconnecting and resuming after a dropped connection.
     Logs {
         id: String,
+        /// Follow the log as it grows until the build ends.
         #[arg(short, long)]
         follow: bool,
         /// With --follow: stop following after this long (30s, 10m, 2h) and exit 124; the
@@ -126,6 +130,7 @@ enum Command {
         /// Replace the file if it exists.
         #[arg(long)]
         force: bool,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
@@ -137,6 +142,7 @@ enum Command {
         /// ios or android
         #[arg(long)]
         platform: Option<String>,
+        /// Only builds of this queue.
         #[arg(long)]
         queue: Option<String>,
         /// A worker id: the builds it holds or ran last.
@@ -151,12 +157,14 @@ enum Command {
         /// The next page's cursor, as the previous page printed it.
         #[arg(long)]
         cursor: Option<String>,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
     /// Cancel a build (its running processes are stopped).
     Cancel {
         id: String,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
@@ -164,6 +172,7 @@ enum Command {
     /// (and, with --json, its token).
     Retry {
         id: String,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
@@ -185,12 +194,14 @@ enum Command {
     /// Each queue's pending builds and live workers (`freeagent status <id>` says where a
     /// pending build waits and why).
     Queue {
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
     /// Check this machine against the farm: the gateway answers, the farm is ready, the clock
     /// agrees, the credential works, the releases match; each failure says what to do.
     Doctor {
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },

@@ -309,6 +309,20 @@ async fn freeagent_dev_runs_a_build_for_the_cli() {
         .find(|l| l.contains("Settings from this shell"))
         .unwrap_or_else(|| panic!("{printed_text}"));
     assert!(settings.contains("FREEAGENT_CERTS_LIMIT"), "{settings}");
+    // The lines to paste into another shell for the CLI, and where the farm keeps its data.
+    assert!(
+        printed_text.contains(&format!("export FREEAGENT_GATEWAY_URL={gateway}\n")),
+        "{printed_text}"
+    );
+    assert!(
+        printed_text.contains(&format!("export FREEAGENT_API_KEY={key}\n")),
+        "{printed_text}"
+    );
+    let data_dir = std::fs::canonicalize(data.path()).unwrap();
+    assert!(
+        printed_text.contains(&format!("data       {}", data_dir.display())),
+        "{printed_text}"
+    );
     assert!(
         !printed_text.contains(&"c".repeat(64)),
         "a secret was printed"

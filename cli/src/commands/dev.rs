@@ -16,6 +16,7 @@ pub struct DevArgs {
     /// Local workers to start (0 for none).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// The Postgres database the services use (made if missing).
     #[arg(long, env = "FREEAGENT_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
     /// Use this NATS server (without auth) instead of starting one with auth.
@@ -24,16 +25,19 @@ pub struct DevArgs {
     /// Where objects and worker scratch space live.
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The gateway's port (the API and the dashboard) on 127.0.0.1.
     #[arg(long, default_value_t = 8080)]
     pub gateway_port: u16,
+    /// The storage service's port on 127.0.0.1.
     #[arg(long, default_value_t = 8081)]
     pub storage_port: u16,
+    /// The scheduler's port (health and /metrics) on 127.0.0.1.
     #[arg(long, default_value_t = 8082)]
     pub scheduler_port: u16,
     /// The command workers run in the unpacked source.
     #[arg(long, env = "FREEAGENT_BUILD_COMMAND", default_value = "sh build.sh")]
     pub build_command: String,
-    /// Platforms the local workers build.
+    /// Platforms the local workers build (ios, android; comma-separated).
     #[arg(long, default_value = "android,ios")]
     pub worker_platforms: String,
 }
@@ -231,7 +235,13 @@ pub async fn run(a: DevArgs) -> anyhow::Result<std::process::ExitCode> {
     println!("  metrics    http://127.0.0.1:{}/metrics", a.scheduler_port);
     println!("  API key    {api_key}");
     println!();
+    println!(
+        "  data       {} (objects, worker scratch space; kept after Ctrl-C)",
+        data.display()
+    );
+    println!();
     println!("Submit a build from another terminal:");
+    println!("  export FREEAGENT_GATEWAY_URL={gateway_url}");
     println!("  export FREEAGENT_API_KEY={api_key}");
     println!("  freeagent submit examples/hello --platform android --wait");
     println!();

@@ -32,12 +32,13 @@ pub enum KeysCommand {
         /// Admin keys see every team's builds.
         #[arg(long)]
         team: Option<freeagent_shared::team::TeamName>,
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
     /// List every key (never a secret).
     List {
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
@@ -45,6 +46,7 @@ pub enum KeysCommand {
     /// the others.
     Revoke {
         id: String,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },

@@ -11,24 +11,28 @@ use std::process::ExitCode;
 pub enum WorkersCommand {
     /// List every worker: status, queues, the builds it holds, and whether it awaits approval.
     List {
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
     /// Let a worker awaiting approval (FREEAGENT_WORKER_APPROVAL=required) take builds.
     Approve {
         id: String,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
     /// Give a worker no new build; the builds it runs finish.
     Drain {
         id: String,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
     /// A draining worker takes new builds again.
     Undrain {
         id: String,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
