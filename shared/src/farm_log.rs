@@ -85,6 +85,7 @@ pub async fn handed(
         timestamp: chrono::Utc::now(),
         level,
         message,
+        stream: None,
     };
     async_nats::jetstream::new(nats.clone())
         .publish(subjects::farm_logs(build), wire::encode(&line).into())

@@ -325,6 +325,16 @@ pub enum LogLevel {
     Error,
 }
 
+/// Which output of the build command a line came from. Absent on the wire for the farm's own
+/// lines, a worker's notes and stdout (the common case costs no bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "api", derive(utoipa::ToSchema))]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
 /// One line of a build's log, published to `logs.<build_id>`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -335,6 +345,9 @@ pub struct LogLine {
     pub timestamp: DateTime<Utc>,
     pub level: LogLevel,
     pub message: String,
+    /// `stderr` for the build command's standard error; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<LogStream>,
 }
 
 /// At most this many lines in one `LogBatch`.

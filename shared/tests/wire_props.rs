@@ -141,6 +141,7 @@ fn samples() -> Vec<Value> {
             timestamp: Utc::now(),
             level: LogLevel::Info,
             message: "hello".into(),
+            stream: None,
         }),
         wire::encode(&CancelRequest { build_id: b }),
         wire::encode(&FarmEvent::Build(BuildEvent {

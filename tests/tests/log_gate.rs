@@ -29,6 +29,7 @@ fn batch(w: &TestWorker, build: BuildId, attempt: Attempt, from: u64, n: u64) ->
                 timestamp: chrono::Utc::now(),
                 level: LogLevel::Info,
                 message: "x".repeat(KIB),
+                stream: None,
             })
             .collect(),
     }

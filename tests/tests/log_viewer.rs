@@ -67,6 +67,7 @@ const TWO_ATTEMPTS: &str = r#"if [ "$FREEAGENT_ATTEMPT" = 1 ]; then
   exit 3
 fi
 printf '\033[1;32mgreen bold\033[0m after\n'
+echo "said on stderr" >&2
 printf 'cursor\033[2Kgone\033]0;a title\007 here\n'
 for i in $(seq 1 40); do echo "line $i"; done
 echo "needle one"
@@ -89,6 +90,30 @@ async fn a_log_reads_as_people_debug_it() {
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(b["attempt"], 2);
     farm.wait_archived(&id).await;
+    // The API names the stream of a stderr line, and of no other.
+    let page: Value = farm
+        .http
+        .get(format!("{}/api/builds/{id}/logs?after=0", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let streams: Vec<(String, Value)> = page["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l.get("stream").is_some())
+        .map(|l| {
+            (
+                l["message"].as_str().unwrap().to_owned(),
+                l["stream"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(streams, [("said on stderr".to_owned(), json!("stderr"))]);
 
     let browser = Browser::start().await;
     browser.sign_in(&farm.gateway, API_KEY).await;
@@ -138,6 +163,14 @@ async fn a_log_reads_as_people_debug_it() {
             .await,
         json!(0),
         "no raw escape shows"
+    );
+
+    // A line of the build's stderr shows as that stream, not as a warning.
+    assert_eq!(
+        browser
+            .js("return [...document.querySelectorAll('#log .line')].filter(l => l.querySelector('.msg').textContent === 'said on stderr').map(l => [l.className, l.querySelector('.lvl').textContent])")
+            .await,
+        json!([["line lvl-stderr", "stderr"]])
     );
 
     // Lines numbered 1.. in order, each with its own anchor.

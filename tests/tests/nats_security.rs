@@ -285,6 +285,7 @@ async fn a_rogue_worker_cannot_steal_forge_or_kill_another_workers_build() {
         timestamp: chrono::Utc::now(),
         level: LogLevel::Info,
         message: "FORGED LINE".into(),
+        stream: None,
     };
     for subject in [
         subjects::logs(id, holder),

@@ -266,6 +266,7 @@ async fn jetstreams_answers_never_reach_the_farms_streams() {
             timestamp: chrono::Utc::now(),
             level: LogLevel::Info,
             message: "a line whose acknowledgement is a purge".into(),
+            stream: None,
         }],
     });
     // Log lines go to the scheduler's log gate, which stores them and answers.

@@ -1,6 +1,7 @@
 // A build's log as people debug in it: `GET /api/builds/:id/logs?follow=true` as server-sent
 // events (the session cookie goes with them). One section per attempt; numbered lines whose
-// `#L<n>` links open the page at that line; ANSI colours rendered (`ansi.js`); search that marks
+// `#L<n>` links open the page at that line; stderr lines marked as such; ANSI colours rendered
+// (`ansi.js`); search that marks
 // matching lines or shows only them; times in local time, UTC, or elapsed since the first line;
 // follow that pauses when the reader scrolls up and resumes at the bottom; long lines wrapped
 // (or not) without breaking the time column; the raw log as a download. A dropped stream resumes
@@ -133,7 +134,8 @@ export function logView(buildId, { onStatus, onEnd }) {
     count += 1;
     const t = Date.parse(line.timestamp);
     if (first === null && isFinite(t)) first = t;
-    const level = String(line.level || "info").replace(/[^a-z]/g, "");
+    // A line of the build's stderr is shown as that stream, not as a warning.
+    const level = line.stream === "stderr" ? "stderr" : String(line.level || "info").replace(/[^a-z]/g, "");
     const n = String(count);
     const ts = el("span", { class: "ts", "data-t": t, title: line.timestamp });
     drawTime(ts);

@@ -7,7 +7,7 @@
 use crate::config::MAX_LOG_LINE;
 use crate::log_stream::LogSink;
 use crate::sandbox::{self, Launch, Level};
-use freeagent_shared::wire::LogLevel;
+use freeagent_shared::wire::LogStream;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
 use std::process::Stdio;
@@ -53,11 +53,11 @@ pub async fn run(
         child
             .stdout
             .take()
-            .map(|o| tokio::spawn(pump(o, log.clone(), LogLevel::Info, read.clone()))),
+            .map(|o| tokio::spawn(pump(o, log.clone(), LogStream::Stdout, read.clone()))),
         child
             .stderr
             .take()
-            .map(|e| tokio::spawn(pump(e, log.clone(), LogLevel::Warn, read.clone()))),
+            .map(|e| tokio::spawn(pump(e, log.clone(), LogStream::Stderr, read.clone()))),
     ];
     let exit = tokio::select! {
         status = child.wait() => {
@@ -111,15 +111,15 @@ pub async fn run(
     Ok(exit)
 }
 
-async fn pump(out: impl AsyncRead + Unpin, log: LogSink, level: LogLevel, read: Arc<AtomicU64>) {
+async fn pump(out: impl AsyncRead + Unpin, log: LogSink, stream: LogStream, read: Arc<AtomicU64>) {
     let mut lines = FramedRead::new(out, LinesCodec::new_with_max_length(MAX_LOG_LINE));
     while let Some(line) = lines.next().await {
         read.fetch_add(1, Ordering::Relaxed);
         match line {
-            Ok(l) => log.line(level, l).await,
+            Ok(l) => log.output(stream, l).await,
             Err(LinesCodecError::MaxLineLengthExceeded) => {
-                log.line(
-                    level,
+                log.output(
+                    stream,
                     format!("[a line longer than {MAX_LOG_LINE} bytes was dropped]"),
                 )
                 .await

@@ -4,7 +4,7 @@
 //! lines (`Bounds::tail_lines`) are always kept, behind a note of how many were dropped and
 //! where. The same keeps a build's last lines past its byte cap.
 
-use freeagent_shared::wire::LogLevel;
+use freeagent_shared::wire::{LogLevel, LogStream};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -17,6 +17,8 @@ pub struct Line {
     pub level: LogLevel,
     pub message: String,
     pub n: u64,
+    #[serde(default)]
+    pub stream: Option<LogStream>,
 }
 
 /// Why lines were dropped: the rate (more than the spool could hold), or the byte cap.
@@ -263,6 +265,7 @@ mod tests {
             level: LogLevel::Info,
             message: format!("line {n}"),
             n,
+            stream: None,
         }
     }
 

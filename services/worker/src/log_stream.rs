@@ -15,7 +15,9 @@ use crate::log_spool::{Backlog, Bounds, Gap, Item, Line, Why};
 use chrono::Utc;
 use freeagent_shared::ids::{Attempt, BuildId, WorkerId};
 use freeagent_shared::scheduler_client::SchedulerClient;
-use freeagent_shared::wire::{self, LogBatch, LogLevel, LogLine, LogReply, MAX_LOG_BATCH_LINES};
+use freeagent_shared::wire::{
+    self, LogBatch, LogLevel, LogLine, LogReply, LogStream, MAX_LOG_BATCH_LINES,
+};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -58,15 +60,33 @@ impl LogCaps {
     }
 }
 
+/// A line as the build (or the worker) wrote it: level, text, and which output of the build.
+type Written = (LogLevel, String, Option<LogStream>);
+
 #[derive(Clone)]
 pub struct LogSink {
-    tx: mpsc::Sender<(LogLevel, String)>,
+    tx: mpsc::Sender<Written>,
 }
 
 impl LogSink {
     pub async fn line(&self, level: LogLevel, message: impl Into<String>) {
+        self.write((level, message.into(), None)).await
+    }
+
+    /// A line of one of the build command's outputs (stderr lines are `warn`, as before the
+    /// stream was named, so old readers see them as they did).
+    pub async fn output(&self, stream: LogStream, message: String) {
+        let level = match stream {
+            LogStream::Stdout => LogLevel::Info,
+            LogStream::Stderr => LogLevel::Warn,
+        };
+        let stream = (stream == LogStream::Stderr).then_some(stream);
+        self.write((level, message, stream)).await
+    }
+
+    async fn write(&self, w: Written) {
         // A closed sink means the build is over; nothing to do.
-        let _ = self.tx.send((level, message.into())).await;
+        let _ = self.tx.send(w).await;
     }
 }
 
@@ -118,7 +138,7 @@ pub fn start(
     attempt: Attempt,
     caps: LogCaps,
 ) -> (LogSink, JoinHandle<u64>) {
-    let (tx, mut rx) = mpsc::channel::<(LogLevel, String)>(QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Written>(QUEUE);
     let handle = tokio::spawn(async move {
         let publisher = Publisher {
             scheduler,
@@ -149,17 +169,17 @@ pub fn start(
             let waiting = log.publisher.waiting();
             tokio::select! {
                 line = rx.recv(), if open => {
-                    let Some((level, message)) = line else {
+                    let Some(line) = line else {
                         open = false;
                         continue;
                     };
-                    log.accept(level, message).await;
+                    log.accept(line).await;
                     // Whatever else waits is taken at once: the build's output is read as fast
                     // as it comes (it has a few seconds once the build exits), the rate applies
                     // to publishing only.
                     for _ in 0..QUEUE {
-                        let Ok((level, message)) = rx.try_recv() else { break };
-                        log.accept(level, message).await;
+                        let Ok(line) = rx.try_recv() else { break };
+                        log.accept(line).await;
                     }
                 }
                 _ = tokio::time::sleep(next.unwrap_or_default()), if next.is_some() => {}
@@ -184,16 +204,24 @@ struct Gated {
 
 impl Gated {
     /// Takes one line: out at once if the rate allows and nothing waits, else into the backlog.
-    async fn accept(&mut self, level: LogLevel, mut message: String) {
+    async fn accept(&mut self, (level, mut message, stream): Written) {
         cut(&mut message);
         self.written += 1;
         self.bytes += message.len() as u64;
         let over_cap = self.bytes > self.caps.max_bytes;
         if !over_cap && self.backlog.is_empty() && self.rate.take(Instant::now()) {
-            self.publisher.send(level, message).await;
+            self.publisher.send(level, message, stream).await;
         } else {
             let n = self.written;
-            self.backlog.push(Line { level, message, n }, over_cap);
+            self.backlog.push(
+                Line {
+                    level,
+                    message,
+                    n,
+                    stream,
+                },
+                over_cap,
+            );
         }
     }
 
@@ -202,10 +230,10 @@ impl Gated {
     async fn publish_allowed(&mut self, ended: bool) {
         while self.backlog.ready(ended) && self.rate.take(Instant::now()) {
             match self.backlog.pop(ended) {
-                Some(Item::Line(l)) => self.publisher.send(l.level, l.message).await,
+                Some(Item::Line(l)) => self.publisher.send(l.level, l.message, l.stream).await,
                 Some(Item::Gap(g)) => {
                     let note = gap_note(g, self.caps);
-                    self.publisher.send(LogLevel::Warn, note).await
+                    self.publisher.send(LogLevel::Warn, note, None).await
                 }
                 None => break,
             }
@@ -271,7 +299,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    async fn send(&mut self, level: LogLevel, message: String) {
+    async fn send(&mut self, level: LogLevel, message: String, stream: Option<LogStream>) {
         self.seq += 1;
         let line = LogLine {
             build_id: self.build_id,
@@ -280,6 +308,7 @@ impl Publisher {
             timestamp: Utc::now(),
             level,
             message: freeagent_shared::redact::redact(&message).into_owned(),
+            stream,
         };
         self.batch_bytes += wire::encode(&line).len();
         self.batch.push(line);

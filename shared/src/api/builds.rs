@@ -151,6 +151,9 @@ pub struct LogEntry {
     pub level: LogLevel,
     pub message: String,
     pub attempt: Attempt,
+    /// *new* `stderr` for a line of the build command's standard error; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::wire::LogStream>,
 }
 
 impl LogEntry {

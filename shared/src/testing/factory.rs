@@ -101,5 +101,6 @@ pub fn farm_line(build: BuildId, seq: u64, message: String) -> crate::wire::LogL
         timestamp: chrono::Utc::now(),
         level: crate::wire::LogLevel::Info,
         message,
+        stream: None,
     }
 }

@@ -124,6 +124,7 @@ pub async fn read(
                 level: l.level,
                 message: l.message,
                 attempt: l.attempt,
+                stream: l.stream,
             }),
             Err(e) => {
                 tracing::warn!(build_id = %id, seq, error = %e, "skipping a malformed log line")

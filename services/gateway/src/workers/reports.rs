@@ -130,6 +130,7 @@ pub async fn logs(
             level: l.level.unwrap_or(LogLevel::Info),
             // As the reference worker does: no secret reaches a build's log.
             message: freeagent_shared::redact::redact(&l.message).into_owned(),
+            stream: None,
         };
         acks.push(
             js.publish(
@@ -182,6 +183,7 @@ pub async fn telemetry(
         timestamp: Utc::now(),
         level: LogLevel::Debug,
         message,
+        stream: None,
     };
     async_nats::jetstream::new(st.nats.clone())
         .publish(

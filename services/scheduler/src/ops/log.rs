@@ -382,6 +382,7 @@ mod tests {
                     timestamp: Utc::now(),
                     level: LogLevel::Info,
                     message: "x".into(),
+                    stream: None,
                 })
                 .collect(),
         }

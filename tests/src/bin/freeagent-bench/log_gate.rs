@@ -158,6 +158,7 @@ async fn write(
                     timestamp: chrono::Utc::now(),
                     level: LogLevel::Info,
                     message: text.clone(),
+                    stream: None,
                 })
                 .collect(),
         };

@@ -322,6 +322,7 @@ fn on_log(live: &Live, seq: u64, subject: &str, payload: &[u8]) {
         level: line.level,
         message: line.message.clone(),
         attempt: line.attempt,
+        stream: line.stream,
     };
     let sse = crate::http::sse::event(
         "log",
