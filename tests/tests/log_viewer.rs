@@ -396,6 +396,18 @@ async fn every_page_fits_a_phone_and_tables_become_cards() {
         );
     }
 
+    // The overview's charts have their axes' ends and a legend.
+    browser.goto(&format!("{}/ui/", farm.gateway)).await;
+    browser
+        .wait_for("a bar of the hour", "#window-hour svg rect.c-completed")
+        .await;
+    assert_eq!(
+        browser
+            .js("const f = document.querySelector('#window-hour figure'); return [[...f.querySelectorAll('.legend-item')].map(l => l.textContent), [...f.querySelectorAll('.x-axis span')].map(s => s.textContent), f.querySelectorAll('.y-axis span').length]")
+            .await,
+        json!([["completed", "failed", "cancelled"], ["60 min ago", "now"], 2])
+    );
+
     // The builds table is cards: no header row, each cell named by its column.
     browser.goto(&format!("{}/ui/builds", farm.gateway)).await;
     browser
@@ -474,6 +486,23 @@ async fn a_session_the_farm_ended_and_a_gateway_gone_are_said_plainly() {
     browser
         .wait_text("the page to be live", "#live-state", |s| s == "live")
         .await;
+    // A hung gateway (SIGSTOP): the connection stays open, nothing comes, not even the
+    // keep-alive; the header stops saying "live" and says since when it heard nothing.
+    let gateway = nix::unistd::Pid::from_raw(farm.pid("gateway").unwrap() as i32);
+    nix::sys::signal::kill(gateway, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stalled = browser
+        .wait_text("the header to see the stall", "#live-state", |s| {
+            s.starts_with("disconnected since")
+        })
+        .await;
+    browser.screenshot("stalled").await;
+    nix::sys::signal::kill(gateway, nix::sys::signal::Signal::SIGCONT).unwrap();
+    browser
+        .wait_text("the page to be live after the stall", "#live-state", |s| {
+            s == "live"
+        })
+        .await;
+    assert!(stalled.contains("polling"), "{stalled}");
     farm.kill("gateway");
     let state = browser
         .wait_text("the header to say disconnected", "#live-state", |s| {

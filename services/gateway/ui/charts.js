@@ -1,6 +1,8 @@
 // Small charts as inline SVG, drawn from the figures the farm measured: bars per bucket, and
 // lines for duration percentiles. Nothing is interpolated: a bucket in which nothing finished
-// has no bar and breaks the lines.
+// has no bar and breaks the lines. Each chart has its axes' ends written beside it (the
+// scale's top and 0; the window's start and end) and a legend of its colours, as HTML (SVG
+// text would stretch with the chart).
 
 import { svg, el } from "./dom.js";
 
@@ -9,7 +11,8 @@ const H = 90;
 const PAD = 4;
 
 // Bars over `count` slots; `series` is [{slot, values: [n, ...]}] stacked in `classes` order.
-export function bars({ count, series, classes, label }) {
+// `legend`: a name per class; `span`: the x axis's [start, end] words (optional).
+export function bars({ count, series, classes, label, legend, span }) {
   const max = Math.max(1, ...series.map((s) => s.values.reduce((a, b) => a + b, 0)));
   const w = (W - 2 * PAD) / count;
   const g = svg("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", class: "chart", role: "img", "aria-label": label });
@@ -24,11 +27,12 @@ export function bars({ count, series, classes, label }) {
         svg("title", {}, s.title || "")));
     });
   }
-  return figure(g, label, "max " + max);
+  return figure(g, label, { top: String(max), bottom: "0", span, legend: classes.map((c, i) => [c, legend[i]]) });
 }
 
 // Lines over `count` slots: `lines` is [{cls, points: [{slot, value}]}].
-export function lines({ count, lines: series, label, unit }) {
+// `lines` also name themselves: [{cls, name, points}].
+export function lines({ count, lines: series, label, unit, span }) {
   const all = series.flatMap((l) => l.points.map((p) => p.value));
   const max = Math.max(1, ...all);
   const w = (W - 2 * PAD) / count;
@@ -49,9 +53,17 @@ export function lines({ count, lines: series, label, unit }) {
     }
     if (segs.length) g.appendChild(svg("path", { d: segs.join(""), class: l.cls + " line" }));
   }
-  return figure(g, label, "max " + unit(max));
+  return figure(g, label, { top: unit(max), bottom: unit(0), span, legend: series.map((l) => [l.cls, l.name]) });
 }
 
-function figure(g, label, scale) {
-  return el("figure", { class: "chart-box" }, g, el("figcaption", {}, label, el("span", { class: "muted" }, " · " + scale)));
+function figure(g, label, { top, bottom, span, legend }) {
+  return el("figure", { class: "chart-box" },
+    el("div", { class: "chart-area" },
+      el("div", { class: "y-axis muted small", "aria-hidden": "true" }, el("span", { class: "y-top" }, top), el("span", {}, bottom)),
+      g,
+      span ? el("span") : null,
+      span ? el("div", { class: "x-axis muted small", "aria-hidden": "true" }, el("span", {}, span[0]), el("span", {}, span[1])) : null),
+    el("figcaption", {}, label,
+      el("span", { class: "legend" }, legend.map(([cls, name]) =>
+        el("span", { class: "legend-item" }, el("span", { class: "swatch " + cls }), name)))));
 }

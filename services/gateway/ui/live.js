@@ -9,6 +9,7 @@ export function live({ refresh, filter = () => true, pollMs = 3000, idlePollMs =
   let pending = null;
   let timer = null;
   let stopped = false;
+  let watchdog = null;
 
   const kick = (delay = 250) => {
     if (pending || stopped) return;
@@ -20,7 +21,7 @@ export function live({ refresh, filter = () => true, pollMs = 3000, idlePollMs =
 
   // When the event stream dropped, if it did: the header says so, not "live".
   let downSince = null;
-  const clock = (d) => d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const clock = (d) => d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   const show = () => {
     if (!state) return;
     state.textContent = streaming ? "live" : downSince ? "disconnected since " + clock(downSince) + " · polling" : "polling";
@@ -40,21 +41,40 @@ export function live({ refresh, filter = () => true, pollMs = 3000, idlePollMs =
     if (filter(data)) kick(1000);
   };
 
-  if (typeof EventSource !== "undefined") {
+  // The gateway sends a keep-alive after 15 s of quiet: silence well past that is a stalled
+  // stream (a hung gateway, a dead link) even while the connection looks open.
+  const STALL_MS = 25000;
+  let lastHeard = Date.now();
+  const heard = () => { lastHeard = Date.now(); };
+  const connect = () => {
     source = new EventSource("/api/events" + query);
-    source.addEventListener("open", () => { streaming = true; downSince = null; show(); schedule(); kick(0); });
-    source.addEventListener("build", onEvent);
-    source.addEventListener("worker", onEvent);
+    source.addEventListener("open", () => { heard(); streaming = true; downSince = null; show(); schedule(); kick(0); });
+    source.addEventListener("build", (e) => { heard(); onEvent(e); });
+    source.addEventListener("worker", (e) => { heard(); onEvent(e); });
+    source.addEventListener("keepalive", heard);
     source.addEventListener("error", () => {
       // Closed for good (no such route, no access): polling carries on alone.
       if (source.readyState === EventSource.CLOSED) { if (streaming) downSince = new Date(); streaming = false; show(); schedule(); }
       else if (streaming) { streaming = false; downSince = new Date(); show(); schedule(); }
     });
+  };
+  if (typeof EventSource !== "undefined") {
+    connect();
+    watchdog = setInterval(() => {
+      if (stopped || !streaming || Date.now() - lastHeard < STALL_MS) return;
+      // Stalled: say since when nothing came, and open a new stream (it resumes by itself).
+      streaming = false;
+      downSince = new Date(lastHeard);
+      show();
+      schedule();
+      source.close();
+      connect();
+    }, 5000);
   }
   show();
   schedule();
   return {
     kick,
-    stop() { stopped = true; clearTimeout(timer); clearTimeout(pending); if (source) source.close(); },
+    stop() { stopped = true; clearTimeout(timer); clearTimeout(pending); clearInterval(watchdog); if (source) source.close(); },
   };
 }

@@ -154,13 +154,34 @@ export function logView(buildId, { onStatus, onEnd }) {
     stick();
   };
 
+  // The gateway sends a keep-alive after 15 s of quiet: silence well past that is a stalled
+  // stream (a hung gateway, a dead link), said as such and replaced by a new one.
+  const STALL_MS = 25000;
+  let lastHeard = Date.now();
+  let live = false;
+  const heard = () => { lastHeard = Date.now(); };
+  const down = (since) => {
+    live = false;
+    if (downSince === null) downSince = since;
+    state.textContent = "disconnected since " + clock(downSince) + "; reconnecting…";
+    state.className = "error";
+  };
+  const watchdog = setInterval(() => {
+    if (ended || !live || Date.now() - lastHeard < STALL_MS) return;
+    down(new Date(lastHeard));
+    source.close();
+    connect();
+  }, 5000);
+
   const connect = () => {
     source = new EventSource("/api/builds/" + encodeURIComponent(buildId) + "/logs?follow=true&after=" + after);
-    source.addEventListener("open", () => { downSince = null; state.textContent = "live"; state.className = "muted"; });
-    source.addEventListener("log", (e) => { try { add(JSON.parse(e.data)); } catch { /* skip */ } });
-    source.addEventListener("status", (e) => { try { onStatus(JSON.parse(e.data).status); } catch { /* skip */ } });
+    source.addEventListener("open", () => { heard(); live = true; downSince = null; state.textContent = "live"; state.className = "muted"; });
+    source.addEventListener("keepalive", heard);
+    source.addEventListener("log", (e) => { heard(); try { add(JSON.parse(e.data)); } catch { /* skip */ } });
+    source.addEventListener("status", (e) => { heard(); try { onStatus(JSON.parse(e.data).status); } catch { /* skip */ } });
     source.addEventListener("end", (e) => {
       ended = true;
+      clearInterval(watchdog);
       source.close();
       state.textContent = "ended";
       if (pending) mark(pending);
@@ -171,12 +192,10 @@ export function logView(buildId, { onStatus, onEnd }) {
       // The server's own `error` event (data set), or a dropped or refused connection:
       // reconnect from the last line seen, and say since when the log is not live.
       source.close();
-      if (downSince === null) downSince = new Date();
-      state.textContent = "disconnected since " + clock(downSince) + "; reconnecting…";
-      state.className = "error";
+      down(new Date());
       setTimeout(connect, e.data ? 1000 : 3000);
     });
   };
   connect();
-  return { element: box, close: () => { ended = true; if (source) source.close(); } };
+  return { element: box, close: () => { ended = true; clearInterval(watchdog); if (source) source.close(); } };
 }

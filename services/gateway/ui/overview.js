@@ -39,6 +39,7 @@ function queues(o) {
     count: o.queues.length,
     series: o.queues.map((q, i) => ({ slot: i, values: [q.depth], title: q.queue + ": " + q.depth + " pending" })),
     classes: ["c-pending"],
+    legend: ["pending"],
     label: "Pending builds per queue",
   }) : null;
   return el("section", { class: "card", id: "queues" }, el("h2", {}, "Queue depths"), chart,
@@ -55,6 +56,8 @@ function windowCard(title, w, id) {
   const perMinute = finished / (w.window_secs / 60);
   const rate = t.success_rate === null ? "–" : (100 * t.success_rate).toFixed(1) + " %";
   const per = w.bucket_secs >= 60 ? w.bucket_secs / 60 + " min" : w.bucket_secs + " s";
+  // The x axis: from the window's start to now.
+  const span = [w.window_secs >= 3600 * 2 ? w.window_secs / 3600 + " h ago" : w.window_secs / 60 + " min ago", "now"];
   const pct = (k) => w.buckets.filter((b) => b[k] !== null).map((b) => ({ slot: slot(b), value: b[k], title: k + " " + duration(b[k]) }));
   return el("section", { class: "card window", id: "window-" + id },
     el("h2", {}, title),
@@ -70,13 +73,17 @@ function windowCard(title, w, id) {
         series: w.buckets.map((b) => ({ slot: slot(b), values: [b.completed, b.failed, b.cancelled],
           title: new Date(b.at).toLocaleTimeString() + ": " + b.completed + " completed, " + b.failed + " failed, " + b.cancelled + " cancelled" })),
         classes: ["c-completed", "c-failed", "c-cancelled"],
+        legend: ["completed", "failed", "cancelled"],
         label: "Finished per " + per,
+        span,
       }),
       lines({
         count,
-        lines: [{ cls: "c-p50", points: pct("p50_ms") }, { cls: "c-p90", points: pct("p90_ms") }, { cls: "c-p99", points: pct("p99_ms") }],
+        lines: [{ cls: "c-p50", name: "p50", points: pct("p50_ms") }, { cls: "c-p90", name: "p90", points: pct("p90_ms") },
+          { cls: "c-p99", name: "p99", points: pct("p99_ms") }],
         label: "Duration p50 / p90 / p99 per " + per,
         unit: duration,
+        span,
       })));
 }
 

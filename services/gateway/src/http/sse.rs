@@ -1,7 +1,8 @@
 //! Server-sent events as bytes: an event is rendered once and the same bytes go to every client
 //! that gets it (a log line to all its followers), so a delivery is a reference count and a
-//! write. A stream's producer runs inside its response body; the body adds a keep-alive comment
-//! when a stream is idle so proxies do not cut it.
+//! write. A stream's producer runs inside its response body; the body adds a keep-alive event
+//! when a stream is idle, so proxies do not cut it and a browser can tell a quiet stream from a
+//! stalled one (a comment never reaches a page's script).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
@@ -17,8 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// An idle stream gets a comment this often.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// An idle stream gets a keep-alive this often.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The keep-alive: a named event with no id (resuming is unaffected), which clients that do
+/// not listen for it pass over.
+const KEEP_ALIVE_EVENT: &[u8] = b"event: keepalive\ndata: {}\n\n";
 
 /// `event: <kind>`, `id: <id>` and one `data:` line. `data` must be one line (JSON is).
 pub fn event(kind: &str, id: Option<u64>, data: &str) -> Bytes {
@@ -114,9 +119,9 @@ impl Stream for Produced {
         if this.producer.is_none() {
             return Poll::Ready(None);
         }
-        // A comment when nothing was written for a whole interval.
+        // A keep-alive when nothing was written for a whole interval.
         if this.keep_alive.poll_tick(cx).is_ready() && !std::mem::take(&mut this.wrote) {
-            return Poll::Ready(Some(Ok(Bytes::from_static(b":\n\n"))));
+            return Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE_EVENT))));
         }
         Poll::Pending
     }

@@ -2,7 +2,7 @@
 //! `?follow=true`: the past lines, then new ones as they come (`event: log`, `id: <seq>`), an
 //! `event: status` at each status change, and `event: end` once the build is terminal and every
 //! line was sent. `Last-Event-ID` (or `after`) resumes exactly after the last line a client saw.
-//! Keep-alive comments every 15 s so proxies do not cut an idle stream.
+//! A keep-alive event after 15 s idle so proxies do not cut the stream (`http::sse`).
 //!
 //! A follower subscribes to the gateway's live feed (`crate::logs::live`) first, then reads the past
 //! (from the archive, or from the LOGS stream page by page), then sends what the feed brings,
