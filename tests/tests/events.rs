@@ -148,3 +148,73 @@ async fn events_carry_a_builds_life_and_a_workers_changes_in_order_and_resume_ex
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+/// Reads until the stream ends; the events it sent on the way (keep-alives left out).
+async fn read_to_end(r: &mut SseReader) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    while let Some(e) = r.next(Duration::from_secs(60)).await {
+        if e.event != "keepalive" {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// A gateway told to stop (SIGTERM) ends its live streams at once, each with an `error` event
+/// saying why, so clients reconnect (to another gateway, or this one restarted) instead of
+/// holding the shutdown open until its grace runs out (30 s) and losing the connection unsaid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_closes_its_live_streams_at_once_and_says_why() {
+    let mut farm = Farm::start(FarmOpts {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    let dir = project("echo started\nexec sleep 600\n");
+    let id = farm.submit_dir(dir.path(), "android").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut events = open(&farm, "", Some(0)).await;
+    read_until(&mut events, |seen| {
+        seen.iter()
+            .any(|e| field(e, "build_id") == id && field(e, "event") == "building")
+    })
+    .await;
+    let resp = farm
+        .http
+        .get(format!("{}/api/builds/{id}/logs?follow=true", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut log = SseReader::new(resp);
+    loop {
+        let e = log.next(Duration::from_secs(60)).await.expect("the log");
+        if e.event == "log" && field(&e, "message") == "started" {
+            break;
+        }
+    }
+
+    let pid = nix::unistd::Pid::from_raw(farm.pid("gateway").unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    for (name, stream) in [("events", &mut events), ("log", &mut log)] {
+        let rest = read_to_end(stream).await;
+        let last = rest.last().unwrap_or_else(|| panic!("{name}: no event"));
+        assert_eq!(last.event, "error", "{name}: {rest:#?}");
+        assert!(
+            field(last, "error").contains("shutting down"),
+            "{name}: {last:?}"
+        );
+    }
+    // With its streams closed, it stops well inside its grace.
+    let status = farm
+        .signal_and_wait(
+            "gateway",
+            nix::sys::signal::Signal::SIGTERM,
+            Duration::from_secs(20),
+        )
+        .expect("the gateway exits once its streams are closed");
+    assert!(status.success(), "{status}");
+}

@@ -91,6 +91,8 @@ struct Registry {
     builds: HashMap<BuildId, Vec<Sub<BuildNews>>>,
     events: Vec<Sub<Arc<(u64, FarmEvent)>>>,
     recent: Recent,
+    /// The gateway is stopping: every stream was closed, and a new one is closed at once.
+    closed: bool,
 }
 
 #[derive(Clone)]
@@ -194,7 +196,9 @@ impl Live {
     pub fn build(&self, build: BuildId) -> (Subscription<BuildNews>, Vec<Arc<LiveLine>>) {
         let (id, tx, rx, too_slow) = self.channel();
         let mut held = Vec::new();
-        if let Ok(mut r) = self.registry.lock() {
+        if let Ok(mut r) = self.registry.lock()
+            && !r.closed
+        {
             r.builds.entry(build).or_default().push(Sub {
                 id,
                 tx,
@@ -213,7 +217,9 @@ impl Live {
     /// Every farm event, from now on (the caller filters).
     pub fn events(&self) -> Subscription<Arc<(u64, FarmEvent)>> {
         let (id, tx, rx, too_slow) = self.channel();
-        if let Ok(mut r) = self.registry.lock() {
+        if let Ok(mut r) = self.registry.lock()
+            && !r.closed
+        {
             r.events.push(Sub {
                 id,
                 tx,
@@ -300,8 +306,19 @@ impl Live {
     ) {
         let logs = Feed::new(self.clone(), nats.clone(), feed::LOGS, on_log).run(shutdown.clone());
         let events = Feed::new(self.clone(), nats, feed::EVENTS, on_event).run(shutdown.clone());
-        let statuses = status_check::run(self, pool, status_check::EVERY, shutdown);
+        let statuses = status_check::run(self.clone(), pool, status_check::EVERY, shutdown);
         tokio::join!(logs, events, statuses);
+        self.close_all();
+    }
+
+    /// Ends every open stream (each says the gateway is stopping, and its client reconnects,
+    /// to another gateway or this one restarted) rather than let them hold the shutdown open.
+    fn close_all(&self) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.closed = true;
+            r.builds.clear();
+            r.events.clear();
+        }
     }
 }
 
