@@ -342,6 +342,7 @@ async fn a_log_reads_as_people_debug_it() {
         .then_some(())
     })
     .await;
+
     browser.close().await;
 }
 
@@ -665,5 +666,37 @@ async fn builds_are_told_apart_and_a_waiting_build_says_why() {
     );
     assert!(facts.contains("position 1"), "{facts}");
     assert!(facts.contains("ci-bot"), "{facts}");
+    // A build behind a busy slot: why, and a guess at when it starts (from the queue's recent
+    // runs), in the API and the CLI.
+    let blocker = submit(&farm, "exec sleep 600\n", &[]).await;
+    wait::until("the blocker to run", WAIT, || async {
+        (farm.get_build(&blocker).await["status"] == "building").then_some(())
+    })
+    .await;
+    let queued = submit(&farm, ok, &[]).await;
+    let b = farm.get_build(&queued).await;
+    assert_eq!(
+        b["waiting"]["reason"], "1 of 1 worker slots of queue android busy",
+        "{b}"
+    );
+    assert!(b["waiting"]["eta_secs"].as_i64().unwrap() >= 1, "{b}");
+    let out = std::process::Command::new(bin_dir().join("freeagent"))
+        .args(["status", &queued])
+        .env_clear()
+        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+        .env("FREEAGENT_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("starts in: about "), "{said}");
+    browser
+        .goto(&format!("{}/ui/builds/{queued}", farm.gateway))
+        .await;
+    let facts = browser
+        .wait_text("the wait's guess", "#facts", |s| {
+            s.contains("starts in about")
+        })
+        .await;
+    assert!(facts.contains("position 1"), "{facts}");
     browser.close().await;
 }

@@ -41,6 +41,9 @@ pub async fn run(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCo
     }
     if let Some(w) = &b.waiting {
         println!("{:>14}: {} (position {})", "waiting", w.reason, w.position);
+        if let Some(eta) = w.eta_secs {
+            println!("{:>14}: {}", "starts in", about(eta));
+        }
     }
     for a in &b.artifacts {
         println!(
@@ -93,5 +96,15 @@ pub fn line_of(l: &freeagent_shared::api::LogEntry, json: bool) -> String {
         s
     } else {
         l.text_line()
+    }
+}
+
+/// A guessed wait in words: "about 3 min".
+fn about(secs: i64) -> String {
+    match secs {
+        0 => "moments (a slot is free)".to_owned(),
+        s if s < 90 => format!("about {s} s"),
+        s if s < 5400 => format!("about {} min", (s + 30) / 60),
+        s => format!("about {:.1} h", s as f64 / 3600.0),
     }
 }

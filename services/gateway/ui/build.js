@@ -30,7 +30,8 @@ export async function buildPage(main, id, session) {
       commit ? fact("Commit", commit) : [],
       fact("Submitted by", b.submitted_by_name || "–"),
       // Why it waits, and for how long, while it waits (`waiting` in the API).
-      b.waiting ? fact("Waiting", b.waiting.reason + " · position " + b.waiting.position + " · queued " + duration(Date.now() - Date.parse(b.submitted_at))) : [],
+      b.waiting ? fact("Waiting", b.waiting.reason + " · position " + b.waiting.position + " · queued " + duration(Date.now() - Date.parse(b.submitted_at))
+        + (b.waiting.eta_secs === null || b.waiting.eta_secs === undefined ? "" : b.waiting.eta_secs === 0 ? " · starts at the next dispatch" : " · starts in about " + duration(b.waiting.eta_secs * 1000))) : [],
       fact("Platform", b.platform), fact("Queue", b.queue), fact("Team", b.team || "–"),
       fact("Priority", String(b.priority)),
       fact("Attempt", b.attempt + " of " + b.max_attempts), fact("Worker", b.worker_name || "–"),

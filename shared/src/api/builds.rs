@@ -126,6 +126,10 @@ pub struct QueueWait {
     pub busy: i64,
     /// In words: "no live worker serves queue ios", "2 of 2 worker slots busy", …
     pub reason: String,
+    /// *new* A guess at when it starts, in seconds from now: the builds ahead of it that the
+    /// free slots do not take at once, in rounds of the queue's slots, each round the median
+    /// run of the queue's recent builds. Null with no live worker or no recent build to go by.
+    pub eta_secs: Option<i64>,
 }
 
 /// `GET /api/builds/:id/status`, the old clients' shape: times in epoch milliseconds, and a

@@ -227,7 +227,25 @@ fn waiting(queue: &str, p: db::builds::QueuePlace) -> freeagent_shared::api::Que
         slots: p.slots,
         busy: p.held,
         reason,
+        eta_secs: eta_secs(&p),
     }
+}
+
+/// When a pending build should start: the free slots take the first builds in line at once;
+/// the rest wait for slots to free, a round of `slots` builds per typical run.
+fn eta_secs(p: &db::builds::QueuePlace) -> Option<i64> {
+    let typical = p.typical_secs.filter(|t| t.is_finite() && *t >= 0.0)?;
+    if p.live_workers == 0 || p.slots <= 0 {
+        return None;
+    }
+    let free = (p.slots - p.held).max(0);
+    let waiting_for_a_slot = p.position - free;
+    if waiting_for_a_slot <= 0 {
+        return Some(0);
+    }
+    let rounds = (waiting_for_a_slot + p.slots - 1) / p.slots;
+    // Waiting for a slot is never "now", however quick the queue's builds.
+    Some(((rounds as f64 * typical).ceil() as i64).max(1))
 }
 
 pub async fn status(BuildAccess(b, ..): ReadableBuild) -> Json<LegacyStatus> {
@@ -249,4 +267,40 @@ pub async fn status(BuildAccess(b, ..): ReadableBuild) -> Json<LegacyStatus> {
         completed_at: b.completed_at.map(|t| t.timestamp_millis()),
         error_message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(
+        position: i64,
+        live_workers: i64,
+        slots: i64,
+        held: i64,
+        typical: Option<f64>,
+    ) -> db::builds::QueuePlace {
+        db::builds::QueuePlace {
+            position,
+            live_workers,
+            slots,
+            held,
+            typical_secs: typical,
+        }
+    }
+
+    #[test]
+    fn a_wait_is_guessed_in_rounds_of_the_queues_slots() {
+        // A free slot takes it at once.
+        assert_eq!(eta_secs(&place(1, 1, 2, 1, Some(60.0))), Some(0));
+        // Two slots, both busy, third in line: two rounds of a minute.
+        assert_eq!(eta_secs(&place(3, 1, 2, 2, Some(60.0))), Some(120));
+        // Second in line behind a busy slot: one round.
+        assert_eq!(eta_secs(&place(2, 2, 2, 2, Some(30.0))), Some(30));
+        // Quick builds still make a wait for a busy slot a second at least.
+        assert_eq!(eta_secs(&place(1, 1, 1, 1, Some(0.2))), Some(1));
+        // No worker, or nothing to go by: no guess.
+        assert_eq!(eta_secs(&place(1, 0, 0, 0, Some(60.0))), None);
+        assert_eq!(eta_secs(&place(5, 1, 1, 1, None)), None);
+    }
 }

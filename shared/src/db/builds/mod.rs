@@ -255,6 +255,9 @@ pub struct QueuePlace {
     pub live_workers: i64,
     pub slots: i64,
     pub held: i64,
+    /// The median run (started → completed) of the queue's builds among the farm's last 500
+    /// completions; none when none of them was of this queue.
+    pub typical_secs: Option<f64>,
 }
 
 /// `None` unless the build is pending. `live_within_secs`: a worker seen this recently (and not
