@@ -689,6 +689,22 @@ async fn builds_are_told_apart_and_a_waiting_build_says_why() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("starts in: about "), "{said}");
+    // `watch` says it too when the build is pending (then gives up at its timeout: 124).
+    let out = std::process::Command::new(bin_dir().join("freeagent"))
+        .args(["watch", &queued, "--timeout", "3s"])
+        .env_clear()
+        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+        .env("FREEAGENT_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{said}");
+    assert!(
+        said.contains(&format!(
+            "build {queued}: waiting: 1 of 1 worker slots of queue android busy (position 1); starts in about "
+        )),
+        "{said}"
+    );
     browser
         .goto(&format!("{}/ui/builds/{queued}", farm.gateway))
         .await;

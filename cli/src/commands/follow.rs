@@ -136,6 +136,9 @@ async fn follow(
                             }
                             Seen::Status(status) if show_status => {
                                 eprintln!("build {id}: {status}");
+                                if status == "pending" {
+                                    say_why_it_waits(client, id).await;
+                                }
                             }
                             Seen::Error(why) => eprintln!("the gateway says: {why}"),
                             Seen::End(status) => {
@@ -157,5 +160,26 @@ async fn follow(
             Err(e) => eprintln!("cannot reach the gateway ({e}); retrying"),
         }
         tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(30))).await;
+    }
+}
+
+/// For a pending build: where it waits and why, and when it should start (best effort: the
+/// follow goes on whatever this read does).
+async fn say_why_it_waits(client: &Client, id: &str) {
+    let Ok(b) = client
+        .get::<freeagent_shared::api::BuildDetail>(&format!("/api/builds/{id}"))
+        .await
+    else {
+        return;
+    };
+    if let Some(w) = b.waiting {
+        let eta = w
+            .eta_secs
+            .map(|s| format!("; starts in {}", super::status::about(s)))
+            .unwrap_or_default();
+        eprintln!(
+            "build {id}: waiting: {} (position {}){eta}",
+            w.reason, w.position
+        );
     }
 }

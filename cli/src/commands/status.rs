@@ -100,7 +100,7 @@ pub fn line_of(l: &freeagent_shared::api::LogEntry, json: bool) -> String {
 }
 
 /// A guessed wait in words: "about 3 min".
-fn about(secs: i64) -> String {
+pub fn about(secs: i64) -> String {
     match secs {
         0 => "moments (a slot is free)".to_owned(),
         s if s < 90 => format!("about {s} s"),
