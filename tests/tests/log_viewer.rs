@@ -47,6 +47,44 @@ async fn submit_as(farm: &Farm, key: &str, script: &str, fields: &[(&str, &str)]
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// `GET path` with the bootstrap key, as JSON.
+async fn get_json(farm: &Farm, path: &str) -> Value {
+    farm.http
+        .get(format!("{}{path}", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A new API key (the 201 body, its secret in `key`).
+async fn make_key(farm: &Farm, name: &str, scopes: &[&str]) -> Value {
+    farm.http
+        .post(format!("{}/api/keys", farm.gateway))
+        .header("x-api-key", API_KEY)
+        .json(&json!({"name": name, "scopes": scopes}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The CLI with the farm's gateway and the bootstrap key, and nothing else of this shell.
+fn cli(farm: &Farm, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin_dir().join("freeagent"))
+        .args(args)
+        .env_clear()
+        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+        .env("FREEAGENT_API_KEY", API_KEY)
+        .output()
+        .unwrap()
+}
+
 /// Builds run on the worker's network (see dashboard.rs: Chromium aborts requests when a
 /// build network changes the host's addresses).
 fn opts() -> FarmOpts {
@@ -91,16 +129,7 @@ async fn a_log_reads_as_people_debug_it() {
     assert_eq!(b["attempt"], 2);
     farm.wait_archived(&id).await;
     // The API names the stream of a stderr line, and of no other.
-    let page: Value = farm
-        .http
-        .get(format!("{}/api/builds/{id}/logs?after=0", farm.gateway))
-        .header("x-api-key", API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&farm, &format!("/api/builds/{id}/logs?after=0")).await;
     let streams: Vec<(String, Value)> = page["logs"]
         .as_array()
         .unwrap()
@@ -435,17 +464,7 @@ async fn a_session_the_farm_ended_and_a_gateway_gone_are_said_plainly() {
     let _turn = TURN.lock().await;
     let mut farm = Farm::start(opts()).await;
     // A key of its own, revoked while its session is open.
-    let made: Value = farm
-        .http
-        .post(format!("{}/api/keys", farm.gateway))
-        .header("x-api-key", API_KEY)
-        .json(&json!({"name": "reader", "scopes": ["read"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let made = make_key(&farm, "reader", &["read"]).await;
     let browser = Browser::start().await;
     browser
         .sign_in(&farm.gateway, made["key"].as_str().unwrap())
@@ -523,17 +542,7 @@ async fn a_session_the_farm_ended_and_a_gateway_gone_are_said_plainly() {
 async fn builds_are_told_apart_and_a_waiting_build_says_why() {
     let _turn = TURN.lock().await;
     let farm = Farm::start(opts()).await;
-    let made: Value = farm
-        .http
-        .post(format!("{}/api/keys", farm.gateway))
-        .header("x-api-key", API_KEY)
-        .json(&json!({"name": "ci-bot", "scopes": ["submit", "read"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let made = make_key(&farm, "ci-bot", &["submit", "read"]).await;
     let bot = made["key"].as_str().unwrap();
     let ok = "echo built > \"$FREEAGENT_OUTPUT_DIR/app.apk\"\n";
     let nightly = submit_as(
@@ -562,16 +571,7 @@ async fn builds_are_told_apart_and_a_waiting_build_says_why() {
     farm.wait_terminal(&feature, WAIT).await;
 
     // The API names them.
-    let list: Value = farm
-        .http
-        .get(format!("{}/api/builds", farm.gateway))
-        .header("x-api-key", API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&farm, "/api/builds").await;
     let of = |id: &str| {
         list.as_array()
             .unwrap()
@@ -612,13 +612,7 @@ async fn builds_are_told_apart_and_a_waiting_build_says_why() {
     );
 
     // So does the CLI's list.
-    let out = std::process::Command::new(bin_dir().join("freeagent"))
-        .args(["list"])
-        .env_clear()
-        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
-        .env("FREEAGENT_API_KEY", API_KEY)
-        .output()
-        .unwrap();
+    let out = cli(&farm, &["list"]);
     let table = String::from_utf8_lossy(&out.stdout);
     let line = |id: &str| {
         table
@@ -680,23 +674,11 @@ async fn builds_are_told_apart_and_a_waiting_build_says_why() {
         "{b}"
     );
     assert!(b["waiting"]["eta_secs"].as_i64().unwrap() >= 1, "{b}");
-    let out = std::process::Command::new(bin_dir().join("freeagent"))
-        .args(["status", &queued])
-        .env_clear()
-        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
-        .env("FREEAGENT_API_KEY", API_KEY)
-        .output()
-        .unwrap();
+    let out = cli(&farm, &["status", &queued]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("starts in: about "), "{said}");
     // `watch` says it too when the build is pending (then gives up at its timeout: 124).
-    let out = std::process::Command::new(bin_dir().join("freeagent"))
-        .args(["watch", &queued, "--timeout", "3s"])
-        .env_clear()
-        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
-        .env("FREEAGENT_API_KEY", API_KEY)
-        .output()
-        .unwrap();
+    let out = cli(&farm, &["watch", &queued, "--timeout", "3s"]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(124), "{said}");
     assert!(
