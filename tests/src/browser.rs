@@ -18,10 +18,20 @@ pub const PATIENCE: Duration = Duration::from_secs(90);
 
 pub struct Browser {
     pub client: Client,
-    driver: Child,
+    _driver: Driver,
     _profile: tempfile::TempDir,
     /// Where screenshots go: `<target>/dashboard-screenshots`.
     pub shots: PathBuf,
+}
+
+/// chromedriver, killed when dropped: also when `Browser::start` fails half-way.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// `POST /session/{id}/se/log {"type": "browser"}`: the console messages since the last call.
@@ -57,12 +67,15 @@ impl Browser {
             );
         }
         let port = free_port().expect("a free port");
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        freeagent_shared::tls::install_crypto_provider();
+        let driver = Driver(
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver"),
+        );
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         wait::until("chromedriver to answer", Duration::from_secs(30), || {
@@ -105,7 +118,7 @@ impl Browser {
         std::fs::create_dir_all(&shots).expect("screenshot dir");
         Browser {
             client,
-            driver,
+            _driver: driver,
             _profile: profile,
             shots,
         }
@@ -342,8 +355,25 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// The driver goes, and the Chromium it started with it: a test that failed before `close`
+    /// left its browser running (found after failed runs). Chromium's processes are found by
+    /// the profile directory this session alone uses.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        let arg = format!("--user-data-dir={}", self._profile.path().display());
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }

@@ -62,7 +62,7 @@ export async function buildPage(main, id, session) {
     replace(metadata, meta.length ? meta.map(([k, v]) => el("tr", {},
       el("th", { class: "mono" }, k),
       el("td", { class: "mono" }, typeof v === "string" ? v : JSON.stringify(v))))
-      : el("tr", {}, el("td", { colspan: 2, class: "muted" }, "No metadata.")));
+      : el("tr", {}, el("td", { colspan: 2, class: "muted" }, "No metadata (freeagent submit adds the git branch and commit; --meta key=value adds more).")));
     cancel.hidden = !session.can_submit || TERMINAL.includes(b.status);
     retry.hidden = !session.can_submit;
   };

@@ -44,7 +44,7 @@ function queues(o) {
   }) : null;
   return el("section", { class: "card", id: "queues" }, el("h2", {}, "Queue depths"), chart,
     el("table", { class: "list" }, el("thead", {}, el("tr", {}, el("th", {}, "Queue"), el("th", {}, "Pending"), el("th", {}, "Live workers"))),
-      el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 3, class: "muted" }, "No queue yet.")))));
+      el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 3, class: "muted" }, "No queue yet: a queue appears with its first build or its first worker.")))));
 }
 
 function windowCard(title, w, id) {

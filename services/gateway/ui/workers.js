@@ -52,7 +52,7 @@ export async function workersPage(main, session) {
       const { workers } = await get("/api/workers");
       error.textContent = "";
       replace(body, workers.length ? workers.map(row)
-        : el("tr", {}, el("td", { colspan: heads.length, class: "muted" }, "No worker has registered.")));
+        : el("tr", {}, el("td", { colspan: heads.length, class: "muted" }, "No worker has registered. Start one with freeagent-worker on a build machine (FREEAGENT_GATEWAY_URL, and a key with the worker or register_workers scope), or freeagent dev --workers 2 on this one.")));
     } catch (e) {
       error.textContent = "Cannot load workers: " + e.message;
     }

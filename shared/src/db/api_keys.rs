@@ -106,6 +106,14 @@ pub async fn api_key_find(
     )
 }
 
+/// A key's name; `None` for an unknown id.
+pub async fn api_key_name(db: impl PgExecutor<'_>, id: ApiKeyId) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar(crate::db::sql!("sql/api_keys/name.sql"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
+}
+
 /// Every key, oldest first (revoked ones included).
 pub async fn api_key_list(db: impl PgExecutor<'_>) -> Result<Vec<ApiKey>, Error> {
     Ok(

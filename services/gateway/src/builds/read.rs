@@ -190,6 +190,9 @@ pub async fn get(
 ) -> Result<Json<BuildDetail>> {
     let attempts = db::builds::build_attempts(&st.pool, b.id).await?;
     let mut d = detail(&b, attempts);
+    if let Some(key) = b.submitted_by {
+        d.summary.submitted_by_name = db::api_keys::api_key_name(&st.pool, key).await?;
+    }
     if b.status == freeagent_shared::status::BuildStatus::Pending
         && let Some(place) = db::builds::build_queue_place(
             &st.pool,

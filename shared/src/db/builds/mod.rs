@@ -59,7 +59,7 @@ pub struct Build {
     pub team: TeamName,
     /// The key that submitted (or retried) it; none for a retry by build token.
     pub submitted_by: Option<ApiKeyId>,
-    /// That key's name, where the query reads it (`get.sql`, `list.sql`).
+    /// That key's name, where the query reads it (`list.sql`; a build's page reads it apart).
     #[sqlx(default)]
     pub submitted_by_name: Option<String>,
 }

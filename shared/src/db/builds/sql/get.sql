@@ -1,5 +1,5 @@
--- One build, with the name of the worker holding it (if any) and of the key that submitted it.
+-- One build, with the name of the worker holding it (if any). Every build route reads it: the
+-- submitting key's name is read apart, by the one route that shows it (api_keys/name.sql).
 -- $1 build
-SELECT b.*, w.name AS worker_name, k.name AS submitted_by_name
-FROM builds b LEFT JOIN workers w ON w.id = b.worker_id LEFT JOIN api_keys k ON k.id = b.submitted_by
+SELECT b.*, w.name AS worker_name FROM builds b LEFT JOIN workers w ON w.id = b.worker_id
 WHERE b.id = $1
