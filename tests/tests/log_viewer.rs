@@ -674,6 +674,23 @@ async fn builds_are_told_apart_and_a_waiting_build_says_why() {
         "{b}"
     );
     assert!(b["waiting"]["eta_secs"].as_i64().unwrap() >= 1, "{b}");
+    // The list says it of every pending build on the page.
+    let list = get_json(&farm, "/api/builds").await;
+    let of = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap()["waiting"]
+            .clone()
+    };
+    assert_eq!(
+        of(&queued)["reason"],
+        "1 of 1 worker slots of queue android busy"
+    );
+    assert_eq!(of(&queued)["position"], 1);
+    assert_eq!(of(&waiting)["reason"], "no live worker serves queue nobody");
+    assert_eq!(of(&nightly), Value::Null, "only pending builds wait");
     let out = cli(&farm, &["status", &queued]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("starts in: about "), "{said}");
@@ -696,5 +713,17 @@ async fn builds_are_told_apart_and_a_waiting_build_says_why() {
         })
         .await;
     assert!(facts.contains("position 1"), "{facts}");
+    browser.goto(&format!("{}/ui/builds", farm.gateway)).await;
+    let note = browser
+        .wait_text(
+            "the list's note of the wait",
+            &format!("tr[data-build-id=\"{queued}\"] .waiting"),
+            |s| !s.is_empty(),
+        )
+        .await;
+    assert!(
+        note.starts_with("#1 · 1 of 1 worker slots of queue android busy · starts in about"),
+        "{note}"
+    );
     browser.close().await;
 }

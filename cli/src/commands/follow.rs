@@ -172,7 +172,7 @@ async fn say_why_it_waits(client: &Client, id: &str) {
     else {
         return;
     };
-    if let Some(w) = b.waiting {
+    if let Some(w) = b.summary.waiting {
         let eta = w
             .eta_secs
             .map(|s| format!("; starts in {}", super::status::about(s)))

@@ -39,7 +39,7 @@ pub async fn run(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCo
     for (k, v) in rows {
         println!("{k:>14}: {v}");
     }
-    if let Some(w) = &b.waiting {
+    if let Some(w) = &b.summary.waiting {
         println!("{:>14}: {} (position {})", "waiting", w.reason, w.position);
         if let Some(eta) = w.eta_secs {
             println!("{:>14}: {}", "starts in", about(eta));

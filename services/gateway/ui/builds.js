@@ -129,7 +129,7 @@ function row(b) {
   return el("tr", { "data-build-id": b.id, class: "build-row" },
     el("td", {}, el("a", { href: "/ui/builds/" + b.id, class: "mono" }, shortId(b.id))),
     el("td", { class: "what" }, what(b)),
-    el("td", { class: "status" }, badge(b.status)),
+    el("td", { class: "status" }, badge(b.status), b.waiting ? waitingNote(b.waiting) : null),
     el("td", {}, b.platform),
     el("td", {}, b.queue),
     el("td", { class: "team" }, b.team || "–"),
@@ -137,4 +137,10 @@ function row(b) {
     el("td", { class: "attempt num" }, String(b.attempt)),
     el("td", { title: b.submitted_at }, ago(b.submitted_at)),
     el("td", { class: "duration num" }, duration(ms) + (running ? " …" : "")));
+}
+
+// Where a pending build waits, why, and when it should start (the API's `waiting`).
+function waitingNote(w) {
+  const eta = w.eta_secs ? " · starts in about " + duration(w.eta_secs * 1000) : "";
+  return el("div", { class: "waiting muted small" }, "#" + w.position + " · " + w.reason + eta);
 }

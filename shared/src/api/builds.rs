@@ -58,6 +58,9 @@ pub struct BuildSummary {
     /// The name of the key that submitted (or retried) it; null for a retry by build token or a
     /// key since deleted.
     pub submitted_by_name: Option<String>,
+    /// While it is pending: where it waits and why (in a list too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<QueueWait>,
 }
 
 /// Longest label (`name`, `branch`, `commit`) a summary carries, in characters.
@@ -109,9 +112,6 @@ pub struct BuildDetail {
     pub logs_archived_at: Option<DateTime<Utc>>,
     /// The API key that submitted (or retried) it; none for a retry by build token.
     pub submitted_by: Option<ApiKeyId>,
-    /// While it is pending: where it waits and why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waiting: Option<QueueWait>,
 }
 
 /// Where a pending build waits, and why it has not started.

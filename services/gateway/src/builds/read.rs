@@ -18,6 +18,7 @@ use freeagent_shared::db::builds::{AttemptRecord, Build, ListFilter};
 use freeagent_shared::ids::{BuildId, WorkerId};
 use freeagent_shared::status::BuildStatus;
 use freeagent_shared::team::TeamName;
+use std::collections::HashMap;
 
 pub const DEFAULT_LIST_LIMIT: i64 = 50;
 pub const MAX_LIST_LIMIT: i64 = 500;
@@ -49,6 +50,7 @@ pub fn summary(b: &Build) -> BuildSummary {
         branch: metadata_label(&b.metadata, &["branch", "git_branch"]),
         commit: metadata_label(&b.metadata, &["commit", "git_commit"]),
         submitted_by_name: b.submitted_by_name.clone(),
+        waiting: None,
     }
 }
 
@@ -91,7 +93,6 @@ fn detail(b: &Build, attempts: Vec<AttemptRecord>) -> BuildDetail {
             .collect(),
         logs_archived_at: b.logs_archived_at,
         submitted_by: b.submitted_by,
-        waiting: None,
     }
 }
 
@@ -146,7 +147,29 @@ pub async fn list(
     let next_cursor = (builds.len() as i64 == filter.limit)
         .then(|| builds.last().map(|b| b.id))
         .flatten();
-    let mut resp = Json(builds.iter().map(summary).collect::<Vec<_>>()).into_response();
+    let mut summaries: Vec<BuildSummary> = builds.iter().map(summary).collect();
+    // Pending builds on the page say where they wait and why, as their page does.
+    let pending: Vec<BuildId> = builds
+        .iter()
+        .filter(|b| b.status == freeagent_shared::status::BuildStatus::Pending)
+        .map(|b| b.id)
+        .collect();
+    if !pending.is_empty() {
+        let places = db::builds::build_queue_places(
+            &st.pool,
+            &pending,
+            st.config.worker_offline_after.as_secs_f64(),
+        )
+        .await?;
+        let mut places: HashMap<BuildId, db::builds::QueuePlace> =
+            places.into_iter().map(|p| (p.id, p.place)).collect();
+        for s in &mut summaries {
+            if let Some(p) = places.remove(&s.id) {
+                s.waiting = Some(waiting(&s.queue.to_string(), p));
+            }
+        }
+    }
+    let mut resp = Json(summaries).into_response();
     let h = resp.headers_mut();
     h.insert("x-total-count", HeaderValue::from(total));
     if let Some(cursor) = next_cursor {
@@ -201,7 +224,7 @@ pub async fn get(
         )
         .await?
     {
-        d.waiting = Some(waiting(&b.queue.to_string(), place));
+        d.summary.waiting = Some(waiting(&b.queue.to_string(), place));
     }
     Ok(Json(d))
 }

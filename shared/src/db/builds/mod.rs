@@ -276,6 +276,30 @@ pub async fn build_queue_place(
     )
 }
 
+/// A pending build's place, in a page of them.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct QueuePlaceOf {
+    pub id: BuildId,
+    #[sqlx(flatten)]
+    pub place: QueuePlace,
+}
+
+/// `build_queue_place` for every pending build among `ids` at once (the others are left out):
+/// one ranking per queue rather than one count per build.
+pub async fn build_queue_places(
+    db: impl PgExecutor<'_>,
+    ids: &[BuildId],
+    live_within_secs: f64,
+) -> Result<Vec<QueuePlaceOf>, Error> {
+    Ok(
+        sqlx::query_as::<_, QueuePlaceOf>(crate::db::sql!("sql/queue_places.sql"))
+            .bind(ids)
+            .bind(live_within_secs)
+            .fetch_all(db)
+            .await?,
+    )
+}
+
 /// Pending builds per queue, with how many live workers (approved, not draining) serve each queue. Queues served by a
 /// worker seen in the last hour are listed even when empty, so gauges fall back to zero.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
