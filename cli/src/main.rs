@@ -151,6 +151,9 @@ enum Command {
         /// A team's builds (admin keys; any other key lists its own team's).
         #[arg(long)]
         team: Option<String>,
+        /// Only the builds this key submitted (or retried).
+        #[arg(long)]
+        mine: bool,
         /// 1 to 500.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -307,11 +310,13 @@ async fn main() -> ExitCode {
             queue,
             worker,
             team,
+            mine,
             limit,
             cursor,
             json,
         } => {
             let args = commands::builds::ListArgs {
+                mine,
                 status,
                 platform,
                 queue,

@@ -613,7 +613,23 @@ async fn builds_are_told_apart_and_a_waiting_build_says_why() {
 
     // So does the CLI's list.
     let out = cli(&farm, &["list"]);
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    // --mine: the builds of the key that asks, and no other's.
+    let mine = std::process::Command::new(bin_dir().join("freeagent"))
+        .args(["list", "--mine", "--json"])
+        .env_clear()
+        .env("FREEAGENT_GATEWAY_URL", &farm.gateway)
+        .env("FREEAGENT_API_KEY", bot)
+        .output()
+        .unwrap();
+    let mine: Value = serde_json::from_slice(&mine.stdout).unwrap();
+    let mine: Vec<&str> = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(mine, [waiting.as_str(), nightly.as_str()], "newest first");
     let line = |id: &str| {
         table
             .lines()

@@ -13,6 +13,8 @@ pub struct ListArgs {
     pub worker: Option<String>,
     /// An admin key's choice of team (any other key lists its own team's builds).
     pub team: Option<String>,
+    /// Only the builds the key submitted.
+    pub mine: bool,
     pub limit: u32,
     /// From the previous page's "next page" line.
     pub cursor: Option<String>,
@@ -43,6 +45,7 @@ pub async fn list(client: &Client, a: ListArgs) -> anyhow::Result<ExitCode> {
         ("queue", a.queue),
         ("worker_id", a.worker),
         ("team", a.team),
+        ("mine", a.mine.then(|| "true".to_owned())),
         ("limit", Some(a.limit.to_string())),
         ("cursor", a.cursor),
     ]

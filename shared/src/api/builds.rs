@@ -212,6 +212,8 @@ pub struct ListQuery {
     pub queue: Option<String>,
     /// A team's name (admin keys; any other key sees its own team's builds only)
     pub team: Option<String>,
+    /// `true`: only the builds the asking key submitted (or retried)
+    pub mine: Option<String>,
     /// 1 to 500 (default 50)
     pub limit: Option<String>,
     /// From the `Link: <…>; rel="next"` header of the previous page.

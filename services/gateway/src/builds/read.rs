@@ -139,6 +139,15 @@ pub async fn list(
             })?),
         },
         team: list_team(&key, &q.team)?,
+        submitted_by: match q.mine.as_deref().map(str::trim) {
+            None | Some("" | "false" | "0") => None,
+            Some("true" | "1") => Some(key.id),
+            Some(v) => {
+                return Err(GatewayError::bad_request(format!(
+                    "invalid mine {v:?}: expected true or false"
+                )));
+            }
+        },
         after: query_param::<BuildId>(&q.cursor, "cursor", "the cursor of a Link header")?,
         limit: limit.min(MAX_LIST_LIMIT),
     };

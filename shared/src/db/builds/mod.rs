@@ -147,6 +147,8 @@ pub struct ListFilter {
     pub queue: Option<QueueName>,
     /// Only this team's builds (a key that is not an admin's always sets its own).
     pub team: Option<TeamName>,
+    /// Only the builds this key submitted (`mine`).
+    pub submitted_by: Option<ApiKeyId>,
     pub after: Option<BuildId>,
     pub limit: i64,
 }
@@ -161,6 +163,7 @@ pub async fn build_list(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<Vec<B
         .bind(f.limit)
         .bind(&f.queue)
         .bind(&f.team)
+        .bind(f.submitted_by)
         .fetch_all(db)
         .await?)
 }
@@ -173,6 +176,7 @@ pub async fn build_count(db: impl PgExecutor<'_>, f: &ListFilter) -> Result<i64,
         .bind(f.worker_id)
         .bind(&f.queue)
         .bind(&f.team)
+        .bind(f.submitted_by)
         .fetch_one(db)
         .await?)
 }
