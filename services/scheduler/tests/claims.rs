@@ -842,6 +842,33 @@ async fn a_replayed_report_announces_an_outcome_whose_recorder_died_first() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(completed_events().await, 1, "announced once");
     assert_eq!(closing_lines().await, 1, "the closing line written once");
+
+    // A worker replaying an old report (no lost reply: a worker asks again for a minute at most)
+    // makes the farm write nothing, even when the streams have forgotten the outcome.
+    sqlx::query("UPDATE builds SET completed_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(id)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    js.get_stream(subjects::EVENTS_STREAM)
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    assert_eq!(
+        s.complete(&w, id, a(1)).await,
+        FinishReply::Recorded {
+            status: BuildStatus::Completed
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        completed_events().await,
+        0,
+        "an old replay announces nothing"
+    );
+    assert_eq!(closing_lines().await, 1, "and writes no line");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,12 @@ use freeagent_shared::status::BuildStatus;
 use freeagent_shared::wire::{CompleteRequest, FailRequest, FinishReply, NotYours};
 use std::collections::HashMap;
 
+/// A replayed report announces its outcome again only this soon after it was recorded: a worker
+/// asks again for at most a minute (`SchedulerClient::complete`), so an older replay is not a
+/// lost reply, and a worker replaying old reports must not make the farm write into logs and
+/// event streams long after.
+const ANNOUNCE_AGAIN_WITHIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 /// Longest failure message recorded, in characters.
 const MAX_ERROR_CHARS: usize = 4096;
 
@@ -215,8 +221,13 @@ impl Handlers {
     /// recorded it, killed before it announced the outcome. Whatever the streams lack goes out.
     async fn announce_again(&self, build: BuildId) {
         match db::builds::build_get(&self.pool, build).await {
-            Ok(Some(b)) => events::announce_outcome_again(&self.nats, &b).await,
-            Ok(None) => {}
+            Ok(Some(b))
+                if b.completed_at
+                    .is_some_and(|t| chrono::Utc::now() - t < ANNOUNCE_AGAIN_WITHIN) =>
+            {
+                events::announce_outcome_again(&self.nats, &b).await
+            }
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(build_id = %build, error = %e, "cannot read a replayed report's build to announce it again")
             }
