@@ -85,6 +85,18 @@ fn cli(farm: &Farm, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Waits until the log's follow toggle is `on` (the page sets it as the reader scrolls).
+async fn follow_becomes(browser: &Browser, on: bool) {
+    wait::until("the follow toggle", Duration::from_secs(5), || async {
+        (browser
+            .js("return document.getElementById('follow').checked")
+            .await
+            == json!(on))
+        .then_some(())
+    })
+    .await;
+}
+
 /// Builds run on the worker's network (see dashboard.rs: Chromium aborts requests when a
 /// build network changes the host's addresses).
 fn opts() -> FarmOpts {
@@ -340,14 +352,7 @@ async fn a_log_reads_as_people_debug_it() {
     browser
         .js("document.getElementById('log').scrollTop = 0")
         .await;
-    wait::until("follow to pause", Duration::from_secs(5), || async {
-        (browser
-            .js("return document.getElementById('follow').checked")
-            .await
-            == json!(false))
-        .then_some(())
-    })
-    .await;
+    follow_becomes(&browser, false).await;
     let before = browser.js(count).await.as_u64().unwrap();
     wait::until("more lines", WAIT, || async {
         (browser.js(count).await.as_u64().unwrap() > before + 10).then_some(())
@@ -363,14 +368,7 @@ async fn a_log_reads_as_people_debug_it() {
     browser
         .js("const l = document.getElementById('log'); l.scrollTop = l.scrollHeight")
         .await;
-    wait::until("follow to resume", Duration::from_secs(5), || async {
-        (browser
-            .js("return document.getElementById('follow').checked")
-            .await
-            == json!(true))
-        .then_some(())
-    })
-    .await;
+    follow_becomes(&browser, true).await;
 
     browser.close().await;
 }

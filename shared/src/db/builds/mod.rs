@@ -271,13 +271,11 @@ pub async fn build_queue_place(
     id: BuildId,
     live_within_secs: f64,
 ) -> Result<Option<QueuePlace>, Error> {
-    Ok(
-        sqlx::query_as::<_, QueuePlace>(crate::db::sql!("sql/queue_place.sql"))
-            .bind(id)
-            .bind(live_within_secs)
-            .fetch_optional(db)
-            .await?,
-    )
+    Ok(build_queue_places(db, &[id], live_within_secs)
+        .await?
+        .into_iter()
+        .next()
+        .map(|p| p.place))
 }
 
 /// A pending build's place, in a page of them.

@@ -1,4 +1,4 @@
--- queue_place.sql for a page of builds at once (the builds list): of the pending builds among
+-- Where pending builds wait (a build's page, and the builds list a page at once): of the pending builds among
 -- $1, each one's place in its queue's dispatch order (priority, then age), and per queue its
 -- live workers (approved, not draining, seen within $2 seconds), their slots and held builds,
 -- and how long its builds typically run (the median over the farm's last 500 completions).
