@@ -46,6 +46,14 @@ pub const LOG_LINES_STORED: &str = "freeagent_log_lines_stored_total";
 /// Worker log lines the gate turned away, by `reason`: `not_held` (not the sender's attempt),
 /// `budget` (over the worker's rate; sent again later), `cap` (past the attempt's byte cap).
 pub const LOG_LINES_REFUSED: &str = "freeagent_log_lines_refused_total";
+/// Build logs the gateway's archiver wrote to storage and recorded.
+pub const LOG_ARCHIVES: &str = "freeagent_log_archives_total";
+/// Seconds to write one build's log archive, by `source`: `memory` (the gateway's live feed
+/// held every line) or `stream` (read from LOGS).
+pub const LOG_ARCHIVE_WRITE_SECONDS: &str = "freeagent_log_archive_write_seconds";
+/// Seconds one page read of a stream took (a short-lived consumer: made, fetched, deleted), by
+/// `stream`, not counting the wait for a turn among the gateway's page reads.
+pub const STREAM_PAGE_SECONDS: &str = "freeagent_stream_page_seconds";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

@@ -840,8 +840,6 @@ impl Farm {
     }
 }
 
-/// The value of one series in `/metrics` text: `series` is the name with its labels as printed
-/// (`freeagent_live_clients{kind="log"}`).
 /// Sleeps as a 429's `Retry-After` says (1 s when it says nothing readable).
 async fn wait_out_rate_limit(resp: &reqwest::Response) {
     let wait = resp
@@ -852,6 +850,8 @@ async fn wait_out_rate_limit(resp: &reqwest::Response) {
     tokio::time::sleep(Duration::from_secs(wait)).await;
 }
 
+/// The value of one series in `/metrics` text: `series` is the name with its labels as printed
+/// (`freeagent_live_clients{kind="log"}`).
 pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()

@@ -9,7 +9,7 @@
 use freeagent_tests::freeagent_shared::db;
 use freeagent_tests::freeagent_shared::ids::BuildId;
 use freeagent_tests::freeagent_shared::testing::wait;
-use freeagent_tests::{API_KEY, Farm, FarmOpts, project};
+use freeagent_tests::{API_KEY, Farm, FarmOpts, metric_value, project};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::time::Duration;
@@ -210,6 +210,15 @@ async fn every_attempts_lines_are_kept_under_their_attempt() {
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(b["attempt"], 2);
     farm.wait_archived(&id).await;
+    let metrics = farm.metrics(&farm.gateway).await.unwrap_or_default();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "freeagent_log_archive_write_seconds_count{source=\"stream\"}"
+        ),
+        Some(1.0),
+        "a gateway restarted mid-build lacks the first lines, so it read the stream: {metrics}"
+    );
     let page: Value = farm
         .http
         .get(format!(

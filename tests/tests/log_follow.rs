@@ -7,7 +7,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use freeagent_tests::sse::{SseEvent, SseReader};
-use freeagent_tests::{API_KEY, Farm, FarmOpts, bin_dir, project};
+use freeagent_tests::{API_KEY, Farm, FarmOpts, bin_dir, metric_value, project};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -220,6 +220,15 @@ async fn followers_before_during_and_after_see_one_log_and_the_archive_outlives_
 
     // The stream forgets the build; the archive still has all of it.
     farm.wait_archived(&id).await;
+    let metrics = farm.metrics(&farm.gateway).await.unwrap_or_default();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "freeagent_log_archive_write_seconds_count{source=\"memory\"}"
+        ),
+        Some(1.0),
+        "the gateway followed the whole build, so it wrote the archive from memory: {metrics}"
+    );
     let text_before = farm.log_text(&id).await;
     let nats = farm.service_nats().await;
     let js = async_nats::jetstream::new(nats);

@@ -17,10 +17,13 @@ pub const MAX_LOG_LIMIT: usize = 10_000;
 
 pub use freeagent_shared::api::LogEntry as Entry;
 
-/// One page: the lines, and the stream sequence to resume after (past lines that were skipped).
+/// One page: the lines, the stream sequence to resume after (past lines that were skipped), and
+/// whether the page is known to end the log (a finished build's, short, and holding every
+/// writer's last line as the stream's leader says), so that no reader asks for a page after it.
 pub struct Page {
     pub lines: Vec<Entry>,
     pub next_after: u64,
+    pub last: bool,
 }
 
 /// Who held each attempt of a build: the only writer whose lines count for it.
@@ -100,40 +103,54 @@ pub async fn read(
     // A finished build's lines were all stored before its outcome was (the worker waits for
     // their acks): where the leader says they end is final. A running build's may grow between
     // the page and the question, and its short page is not read as the end anyway.
-    if finished && stored.len() < limit {
+    let last = finished && stored.len() < limit;
+    if last {
         ends_where_the_leader_says(nats, &writers, after, &stored).await?;
     }
     let mut out = Vec::new();
     let mut next_after = after;
     for m in stored {
-        let seq = m.seq;
-        next_after = seq;
+        next_after = m.seq;
         let writer = subjects::log_writer(&m.subject);
-        let allowed = |l: &LogLine| match writer {
-            Some(subjects::LogWriter::Farm) => true,
-            Some(subjects::LogWriter::Worker(w)) => holders.get(&l.attempt) == Some(&w),
-            None => false,
-        };
         match wire::decode::<LogLine>(&m.payload) {
-            Ok(l) if !allowed(&l) => {
-                tracing::warn!(build_id = %id, seq, writer = ?writer, attempt = %l.attempt, "skipping a log line from a worker that did not hold its attempt");
-            }
-            Ok(l) => out.push(Entry {
-                seq,
-                timestamp: l.timestamp,
-                level: l.level,
-                message: l.message,
-                attempt: l.attempt,
-                stream: l.stream,
-            }),
+            Ok(l) => out.extend(entry(id, holders, m.seq, writer, l)),
             Err(e) => {
-                tracing::warn!(build_id = %id, seq, error = %e, "skipping a malformed log line")
+                tracing::warn!(build_id = %id, seq = m.seq, error = %e, "skipping a malformed log line")
             }
         }
     }
     Ok(Page {
         lines: out,
         next_after,
+        last,
+    })
+}
+
+/// A stored line as the API shows it, if its writer may write it: the farm, or the worker that
+/// held the attempt the line claims.
+pub fn entry(
+    id: BuildId,
+    holders: &HashMap<Attempt, WorkerId>,
+    seq: u64,
+    writer: Option<subjects::LogWriter>,
+    l: LogLine,
+) -> Option<Entry> {
+    let allowed = match writer {
+        Some(subjects::LogWriter::Farm) => true,
+        Some(subjects::LogWriter::Worker(w)) => holders.get(&l.attempt) == Some(&w),
+        None => false,
+    };
+    if !allowed {
+        tracing::warn!(build_id = %id, seq, writer = ?writer, attempt = %l.attempt, "skipping a log line from a worker that did not hold its attempt");
+        return None;
+    }
+    Some(Entry {
+        seq,
+        timestamp: l.timestamp,
+        level: l.level,
+        message: l.message,
+        attempt: l.attempt,
+        stream: l.stream,
     })
 }
 
@@ -168,7 +185,9 @@ async fn ends_where_the_leader_says(
 }
 
 /// The build's whole log from the stream, page by page (for the archive and for downloads of
-/// logs not yet archived).
+/// logs not yet archived). A finished build's log ends at its last page: asking for one more, to
+/// find it empty, would cost a consumer and a leader's look-up per writer again (half of an
+/// archive's JetStream requests for a short log).
 pub fn pages(
     nats: async_nats::Client,
     holders: HashMap<Attempt, WorkerId>,
@@ -182,7 +201,11 @@ pub fn pages(
             let after = after?;
             match read(&nats, &holders, id, after, MAX_LOG_LIMIT, finished).await {
                 Ok(page) if page.next_after == after => None,
-                Ok(Page { lines, next_after }) => Some((Ok(lines), Some(next_after))),
+                Ok(Page {
+                    lines,
+                    next_after,
+                    last,
+                }) => Some((Ok(lines), (!last).then_some(next_after))),
                 Err(_) => Some((Err(std::io::Error::other("log stream unavailable")), None)),
             }
         }

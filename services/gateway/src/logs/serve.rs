@@ -57,7 +57,12 @@ pub async fn get(
             .try_collect()
             .await?;
         let next_after = lines.last().map_or(after, |l| l.seq);
-        Page { lines, next_after }
+        let last = lines.len() < limit;
+        Page {
+            lines,
+            next_after,
+            last,
+        }
     } else {
         let holders = holders(&st.pool, b.id).await?;
         read(

@@ -39,6 +39,8 @@ pub async fn read(
         .acquire()
         .await
         .map_err(GatewayError::unavailable)?;
+    let started = std::time::Instant::now();
+    let stream_name = stream;
     let js = async_nats::jetstream::new(nats.clone());
     // No stream info: one request fewer per page.
     let stream = js
@@ -75,6 +77,8 @@ pub async fn read(
     let page = fetch(&mut consumer, limit).await;
     // Whatever the page's outcome: a consumer left behind costs the server at every message.
     let _ = stream.delete_consumer(&name).await;
+    metrics::histogram!(freeagent_shared::metrics::STREAM_PAGE_SECONDS, "stream" => stream_name.to_owned())
+        .record(started.elapsed().as_secs_f64());
     page
 }
 

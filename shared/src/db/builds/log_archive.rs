@@ -25,20 +25,34 @@ pub async fn logs_archive_lease(
     )
 }
 
-/// Records a written archive. False when the build is gone (nothing to record).
+/// A log archive written to storage, to be recorded on its build.
+pub struct ArchiveWritten {
+    pub id: BuildId,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// Records written archives, one statement for all (an archiver's pass records its builds
+/// together: one commit, not one per build). Returns the builds recorded; a build that is gone
+/// is not among them.
 pub async fn logs_archive_done(
     db: impl PgExecutor<'_>,
-    id: BuildId,
-    size: i64,
-    sha256: &str,
-) -> Result<bool, Error> {
-    let done = sqlx::query(crate::db::sql!("sql/logs_archive_done.sql"))
-        .bind(id)
-        .bind(size)
-        .bind(sha256)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    written: &[ArchiveWritten],
+) -> Result<Vec<BuildId>, Error> {
+    if written.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<BuildId> = written.iter().map(|w| w.id).collect();
+    let sizes: Vec<i64> = written.iter().map(|w| w.size).collect();
+    let shas: Vec<&str> = written.iter().map(|w| w.sha256.as_str()).collect();
+    Ok(
+        sqlx::query_scalar(crate::db::sql!("sql/logs_archive_done.sql"))
+            .bind(ids)
+            .bind(sizes)
+            .bind(shas)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// A failed archive is tried again after `retry_in` rather than at the end of its lease (NATS or
@@ -56,7 +70,7 @@ pub async fn logs_archive_retry_in(
     Ok(())
 }
 
-/// Terminal builds not yet archived (a gauge for operators).
+/// Terminal builds not yet archived (how far the archiver is behind; `freeagent-bench`).
 pub async fn logs_archive_backlog(db: impl PgExecutor<'_>) -> Result<i64, Error> {
     Ok(
         sqlx::query_scalar(crate::db::sql!("sql/logs_archive_backlog.sql"))

@@ -7,7 +7,7 @@ use crate::sim::Fleet;
 use crate::{cpu, machine};
 use freeagent_shared::db;
 use freeagent_shared::status::{Platform, QueueName};
-use freeagent_tests::{Farm, FarmOpts};
+use freeagent_tests::{Farm, FarmOpts, metric_value};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -29,6 +29,10 @@ pub struct Args {
     /// pgbench clients for the database's own rate.
     #[arg(long, default_value_t = 8)]
     pub pg_clients: usize,
+    /// Do not wait for every build's log to be archived after the run (the rate with archives
+    /// is then not measured).
+    #[arg(long)]
+    pub skip_archive_wait: bool,
 }
 
 pub fn farm_env(window: u64) -> Vec<(String, String)> {
@@ -107,6 +111,27 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
     );
 
     cpu::print("farm run", &used);
+    let mut archive = archive_progress(&farm, a.builds).await?;
+    let mut with_logs = None;
+    if !a.skip_archive_wait {
+        // A log is part of a build: the rate a farm can hold is the one its archiver keeps up
+        // with, not only claim to complete.
+        let deadline = Instant::now() + Duration::from_secs(1200);
+        while db::builds::logs_archive_backlog(&farm.db.pool).await? > 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the log archive did not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let all = (t0.elapsed() - inserted).as_secs_f64();
+        let archived_rate = a.builds as f64 / all;
+        println!(
+            "with logs: every log archived {all:.2} s after the insert: {archived_rate:.0} builds/s claim to archived log"
+        );
+        archive["all_archived_builds_per_s"] = json!(archived_rate.round());
+        with_logs = Some(archived_rate);
+    }
 
     // The database's own rate, on the same database, with the farm's scheduler stopped.
     for i in 0..a.schedulers {
@@ -114,10 +139,14 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
     }
     let pg = pg_limit(&farm, a.builds, a.pg_clients).await?;
     println!(
-        "postgres: bare claim + complete, {} clients: {:.0} builds/s; farm = {:.2} of it",
+        "postgres: bare claim + complete, {} clients: {:.0} builds/s; farm = {:.2} of it{}",
         a.pg_clients,
         pg,
-        rate / pg
+        rate / pg,
+        with_logs.map_or(String::new(), |r| format!(
+            ", {:.2} with every log archived",
+            r / pg
+        ))
     );
     Ok(json!({
         "scenario": "throughput",
@@ -131,6 +160,48 @@ pub async fn run(a: Args) -> anyhow::Result<serde_json::Value> {
         "pg_builds_per_s": pg.round(),
         "ratio": ((rate / pg) * 100.0).round() / 100.0,
         "cores": used,
+        "log_archive": archive,
+    }))
+}
+
+/// How far the gateway's log archiver got during the run (it is part of every build's cost, and
+/// a farm that outruns its archiver grows a backlog the LOGS stream's age limit would cut), and
+/// what its steps took.
+async fn archive_progress(farm: &Farm, builds: u64) -> anyhow::Result<serde_json::Value> {
+    let backlog = db::builds::logs_archive_backlog(&farm.db.pool).await?;
+    let archived = builds.saturating_sub(backlog.max(0) as u64);
+    let m = farm.metrics(&farm.gateway).await.unwrap_or_default();
+    let mean_ms = |name: &str, labels: &str| {
+        let sum = metric_value(&m, &format!("{name}_sum{labels}"))?;
+        let count = metric_value(&m, &format!("{name}_count{labels}"))?;
+        (count > 0.0).then(|| (sum / count * 10_000.0).round() / 10.0)
+    };
+    let memory_ms = mean_ms("freeagent_log_archive_write_seconds", "{source=\"memory\"}");
+    let stream_ms = mean_ms("freeagent_log_archive_write_seconds", "{source=\"stream\"}");
+    let count = |source: &str| {
+        metric_value(
+            &m,
+            &format!("freeagent_log_archive_write_seconds_count{{source=\"{source}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let page_ms = mean_ms("freeagent_stream_page_seconds", "{stream=\"LOGS\"}");
+    let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
+    println!(
+        "log archive: {archived} of {builds} builds archived by the run's end; {} written from memory (mean {}), {} read from the stream (mean {}; a LOGS page read {})",
+        count("memory"),
+        show(memory_ms),
+        count("stream"),
+        show(stream_ms),
+        show(page_ms),
+    );
+    Ok(json!({
+        "archived": archived,
+        "from_memory": count("memory"),
+        "from_stream": count("stream"),
+        "memory_ms": memory_ms,
+        "stream_ms": stream_ms,
+        "page_ms": page_ms,
     }))
 }
 

@@ -214,6 +214,21 @@ impl Live {
         (sub, held)
     }
 
+    /// The lines of `build` this gateway holds, oldest first (see `recent`).
+    pub fn held(&self, build: BuildId) -> Vec<Arc<LiveLine>> {
+        self.registry
+            .lock()
+            .map(|r| r.recent.lines(build))
+            .unwrap_or_default()
+    }
+
+    /// The build's log is archived: its lines need not be held any more.
+    pub fn archived(&self, build: BuildId) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.recent.forget(build);
+        }
+    }
+
     /// Every farm event, from now on (the caller filters).
     pub fn events(&self) -> Subscription<Arc<(u64, FarmEvent)>> {
         let (id, tx, rx, too_slow) = self.channel();
@@ -284,8 +299,9 @@ impl Live {
         if let FarmEvent::Build(b) = &event
             && b.status.is_terminal()
         {
-            // Followers of an ended build read the stream, then the archive.
-            r.recent.forget(b.build_id);
+            // Kept a while for the archiver; followers of an ended build read the stream, then
+            // the archive.
+            r.recent.ended(b.build_id, std::time::Instant::now());
         }
         let event = Arc::new((seq, event));
         r.events.retain(|s| s.offer(event.clone()));

@@ -4,14 +4,21 @@
 //!
 //! A build's buffer holds every line the feed handed on for it from its first line held
 //! (`first_seq`) on: lines leave only from the front (the build's cap) or with the whole
-//! buffer (the gateway's cap, least recently written first; and when the build ends). A
-//! follower checks with one stream lookup that nothing older than `first_seq` is missing.
+//! buffer (the gateway's cap, least recently written first; once its log is archived; and
+//! `KEEP_ENDED` after the build ended). A follower checks with one stream lookup that nothing
+//! older than `first_seq` is missing; the archiver, that and each writer's last line.
 
 use super::LiveLine;
 use crate::config::RecentLimits;
 use freeagent_shared::ids::BuildId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an ended build's lines stay for the log archiver to write from memory (it runs a
+/// second after the end, more under a backlog; past this it reads the stream). Gateways that do
+/// not archive the build drop them then, at the next build's end.
+const KEEP_ENDED: Duration = Duration::from_secs(60);
 
 /// Bytes a line costs besides its text (the struct, its JSON's fields).
 const LINE_OVERHEAD: usize = 256;
@@ -29,6 +36,8 @@ pub struct Recent {
     limits: RecentLimits,
     builds: HashMap<BuildId, Lines>,
     bytes: usize,
+    /// Ended builds, oldest end first.
+    ended: VecDeque<(Instant, BuildId)>,
 }
 
 fn cost(l: &LiveLine) -> usize {
@@ -81,7 +90,22 @@ impl Recent {
         }
     }
 
-    /// An ended build's lines are in the stream and soon in the archive.
+    /// The build ended: its lines stay `KEEP_ENDED` for the archiver; builds ended longer ago
+    /// are dropped.
+    pub fn ended(&mut self, build: BuildId, now: Instant) {
+        while let Some(&(at, old)) = self.ended.front() {
+            if now.duration_since(at) < KEEP_ENDED {
+                break;
+            }
+            self.ended.pop_front();
+            self.forget(old);
+        }
+        if self.builds.contains_key(&build) {
+            self.ended.push_back((now, build));
+        }
+    }
+
+    /// The build's log is archived (or its lines are not wanted any more).
     pub fn forget(&mut self, build: BuildId) {
         if let Some(b) = self.builds.remove(&build) {
             self.bytes -= b.bytes;
@@ -131,6 +155,28 @@ mod tests {
         let seqs: Vec<u64> = r.lines(b).iter().map(|l| l.seq).collect();
         assert_eq!(seqs, vec![3, 4, 5]);
         assert_eq!(r.bytes(), 3 * (LINE_OVERHEAD + 2));
+    }
+
+    #[test]
+    fn an_ended_builds_lines_stay_until_archived_or_for_keep_ended() {
+        let mut r = Recent::new(RecentLimits {
+            total_bytes: 1 << 20,
+            build_bytes: 1 << 20,
+        });
+        let (archived, kept, later) = (BuildId::new(), BuildId::new(), BuildId::new());
+        let t0 = Instant::now();
+        r.push(line(archived, 1, "x"));
+        r.push(line(kept, 2, "x"));
+        r.push(line(later, 3, "x"));
+        r.ended(archived, t0);
+        r.ended(kept, t0);
+        assert_eq!(r.lines(kept).len(), 1, "an ended build's lines stay");
+        r.forget(archived);
+        assert!(r.lines(archived).is_empty());
+        r.ended(later, t0 + KEEP_ENDED);
+        assert!(r.lines(kept).is_empty(), "dropped KEEP_ENDED after its end");
+        assert_eq!(r.lines(later).len(), 1);
+        assert_eq!(r.bytes(), LINE_OVERHEAD + 2);
     }
 
     #[test]
