@@ -24,15 +24,9 @@ use tokio_util::task::TaskTracker;
 
 /// How long one pull waits for a dispatch before asking again. A worker serving several queues
 /// holds its free slot while it waits on one queue, so it waits briefly and lets the next
-/// queue's puller have the slot (the semaphore is fair: the queues take turns).
-/// An idle worker's pull request waits this long before it is renewed: long, so that a large
-/// idle fleet costs the server little (a dead worker's request is dropped when the server finds
-/// no interest in its reply subject).
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// queue's puller have the slot (the semaphore is fair: the queues take turns). A worker of one
+/// queue waits `nats::IDLE_PULL_EXPIRES`.
 const PULL_EXPIRES_SHARED: Duration = Duration::from_millis(250);
-
-/// After this long without a dispatch, a puller asks the server whether its queue holds any.
-const STALL_CHECK: Duration = Duration::from_secs(30);
 
 /// Says so in the log when a queue's consumer holds dispatches but this worker's pulls bring
 /// none (seen when a NATS 2.9 server had lost a stream's files in a start-up race, see the
@@ -62,7 +56,7 @@ impl StallWatch {
         &mut self,
         consumer: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     ) {
-        if self.since.elapsed() < STALL_CHECK {
+        if self.since.elapsed() < nats::STALL_CHECK {
             return;
         }
         self.since = std::time::Instant::now();
@@ -76,7 +70,8 @@ impl StallWatch {
                 num_waiting = info.num_waiting,
                 num_ack_pending = info.num_ack_pending,
                 last_pull_error = self.last_error.as_deref().unwrap_or("none"),
-                "the queue holds dispatches but this worker's pulls brought none for 30 s"
+                quiet_secs = nats::STALL_CHECK.as_secs(),
+                "the queue holds dispatches but this worker's pulls brought none for quiet_secs"
             );
         }
     }
@@ -241,7 +236,7 @@ impl Agent {
         let expires = if self.config.queues.len() > 1 {
             PULL_EXPIRES_SHARED
         } else {
-            PULL_EXPIRES
+            nats::IDLE_PULL_EXPIRES
         };
         let mut idle = StallWatch::new(queue.clone());
         loop {

@@ -219,6 +219,19 @@ fn live_republish() -> stream::Republish {
     }
 }
 
+/// How long an idle worker's pull request waits before it is renewed: long, so that a large
+/// idle fleet costs the server little (a dead worker's request is dropped when the server finds
+/// no interest in its reply subject). On NATS 2.9 every new pull makes the server walk the
+/// consumer's waiting requests, one per idle worker.
+pub const IDLE_PULL_EXPIRES: Duration = Duration::from_secs(30);
+
+/// How often a worker whose pulls bring nothing asks its queue's consumer whether dispatches
+/// wait (a diagnostic, `agent::StallWatch` in the worker). Each answer makes the server walk the
+/// consumer's waiting requests (NATS 2.9 `processWaiting`, a subject match per idle worker), so
+/// the whole fleet's checks cost O(workers²): at 30 s, 10,000 idle workers asked 333 times a
+/// second (docs/benchmarks.md, stop 46).
+pub const STALL_CHECK: Duration = Duration::from_secs(600);
+
 /// The queue's consumer as a worker sees it: looked up, never created (a worker may not create
 /// consumers; the gateway does when a worker of the queue registers).
 pub async fn queue_consumer(

@@ -7,6 +7,7 @@ use crate::throughput::{farm_env, farm_procs};
 use crate::{cpu, machine};
 use freeagent_shared::db;
 use freeagent_shared::ids::BuildId;
+use freeagent_shared::nats;
 use freeagent_shared::status::{Platform, QueueName};
 use freeagent_tests::{API_KEY, Farm, FarmOpts};
 use futures::StreamExt;
@@ -203,8 +204,12 @@ pub struct FleetArgs {
     presence_secs: u64,
     /// Seconds an idle worker's pull request waits before it is renewed (the reference
     /// worker's).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = nats::IDLE_PULL_EXPIRES.as_secs())]
     pull_secs: u64,
+    /// Seconds without a dispatch after which a worker asks its queue's consumer whether it
+    /// holds any (the reference worker's stall check; 0: never).
+    #[arg(long, default_value_t = nats::STALL_CHECK.as_secs())]
+    stall_check_secs: u64,
 }
 
 /// Idle workers connected and waiting (a pull request outstanding, presence every 10 s, as the
@@ -223,6 +228,7 @@ pub async fn fleet(a: FleetArgs) -> anyhow::Result<Value> {
         let idle = Idle {
             pull_expires: Duration::from_secs(a.pull_secs),
             presence: (a.presence_secs > 0).then(|| Duration::from_secs(a.presence_secs)),
+            stall_check: (a.stall_check_secs > 0).then(|| Duration::from_secs(a.stall_check_secs)),
         };
         let rss_mib = |name: &str| farm.memory(name).0 as f64 / (1 << 20) as f64;
         let nats_mib = || {
@@ -294,7 +300,7 @@ pub async fn fleet(a: FleetArgs) -> anyhow::Result<Value> {
     }
     Ok(
         json!({"scenario": "fleet", "machine": m, "secs": a.secs, "presence_secs": a.presence_secs,
-        "pull_secs": a.pull_secs, "fleets": results}),
+        "pull_secs": a.pull_secs, "stall_check_secs": a.stall_check_secs, "fleets": results}),
     )
 }
 

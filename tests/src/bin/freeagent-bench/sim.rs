@@ -49,6 +49,9 @@ pub struct Idle {
     pub pull_expires: Duration,
     /// Presence reports to the scheduler, as real workers send them (`None`: none).
     pub presence: Option<Duration>,
+    /// After this long without a dispatch, ask the queue's consumer whether it holds any, as
+    /// the reference worker does (`nats::STALL_CHECK`; `None`: never).
+    pub stall_check: Option<Duration>,
 }
 
 impl Default for Idle {
@@ -56,6 +59,7 @@ impl Default for Idle {
         Self {
             pull_expires: Duration::from_secs(5),
             presence: None,
+            stall_check: None,
         }
     }
 }
@@ -207,6 +211,7 @@ struct SimWorker {
 
 impl SimWorker {
     async fn run(self, stop: CancellationToken) {
+        let mut quiet_since = Instant::now();
         loop {
             let batch = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -220,7 +225,16 @@ impl SimWorker {
                 _ = stop.cancelled() => return,
                 m = batch.next() => m,
             };
-            let Some(Ok(msg)) = msg else { continue };
+            let Some(Ok(msg)) = msg else {
+                if let Some(every) = self.idle.stall_check
+                    && quiet_since.elapsed() >= every
+                {
+                    quiet_since = Instant::now();
+                    let _ = self.consumer.clone().info().await;
+                }
+                continue;
+            };
+            quiet_since = Instant::now();
             let Ok(d) = wire::decode::<Dispatch>(&msg.payload) else {
                 let _ = msg.ack().await;
                 continue;
