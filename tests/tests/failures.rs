@@ -620,6 +620,43 @@ async fn a_nats_worker_renews_its_token_through_presence_replies() {
     assert_eq!(b["attempt"], 1, "the lease must never have lapsed");
 }
 
+/// A NATS restart drops the pull an idle worker had waiting on the server. The worker must
+/// take the next build once NATS is back, not wait out the dropped pull (30 s, plus the client
+/// library's 5 s) while the build's dispatch waits in its queue: workers now reconnect on
+/// their own when a node goes silent (ADR-0023), so this path is common. The bound asserted is
+/// that window, far above the few seconds the restart takes (5 s here).
+#[tokio::test]
+async fn an_idle_worker_pulls_again_as_soon_as_nats_is_back() {
+    let farm = Farm::start(FarmOpts {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    let dir = project("echo ok > \"$FREEAGENT_OUTPUT_DIR/a.apk\"\n");
+    let submit = || async {
+        farm.submit_dir(dir.path(), "android").await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = submit().await;
+    let b = farm.wait_terminal(&first, Duration::from_secs(60)).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    // The worker pulled again right after its build; that pull now waits on the server.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    farm.nats.restart().await;
+    let restarted = Instant::now();
+    let id = submit().await;
+    let b = farm.wait_terminal(&id, Duration::from_secs(90)).await;
+    let took = restarted.elapsed();
+    eprintln!("a build submitted as NATS came back completed after {took:?}");
+    assert_eq!(b["status"], "completed", "{b}");
+    assert!(
+        took < freeagent_tests::freeagent_shared::nats::IDLE_PULL_EXPIRES,
+        "the build waited {took:?}: the worker waited out the pull its old connection had sent"
+    );
+}
+
 /// Storage away when a build that succeeded uploads its artifact (a restart, a network blip):
 /// the worker tries again for up to a minute, with the newest result URL, and the build
 /// completes, where before it failed as if the build itself had ("uploading the artifact failed:
