@@ -4,7 +4,6 @@
 //! exponential backoff and jitter; a refusal is an answer, not an error.
 
 use crate::ids::WorkerId;
-use crate::nats::SilenceWatch;
 use crate::subjects::Op;
 use crate::wire::{
     self, ClaimReply, ClaimRequest, CompleteRequest, FailRequest, FinishReply, HeartbeatReply,
@@ -51,32 +50,11 @@ pub enum RequestError {
 #[derive(Clone)]
 pub struct SchedulerClient {
     nats: async_nats::Client,
-    /// A worker's: tries left unanswered move the connection off a silent node.
-    silence: Option<SilenceWatch>,
 }
 
 impl SchedulerClient {
-    /// A service's client (the gateway's cancels): its connection pings often enough.
     pub fn new(nats: async_nats::Client) -> Self {
-        Self {
-            nats,
-            silence: None,
-        }
-    }
-
-    /// A worker's client: a try with no reply reconnects its connection, spaced
-    /// (`nats::SilenceWatch`).
-    pub fn for_worker(nats: async_nats::Client) -> Self {
-        Self {
-            silence: Some(SilenceWatch::new(nats.clone())),
-            nats,
-        }
-    }
-
-    async fn unanswered(&self, waited: Duration) {
-        if let Some(w) = &self.silence {
-            w.unanswered(waited).await;
-        }
+        Self { nats }
     }
 
     /// One try, bounded by `TRY_TIMEOUT`: a request that went to a scheduler that just died is
@@ -108,16 +86,12 @@ impl SchedulerClient {
                 });
             }
             Err(_) => {
-                self.unanswered(TRY_TIMEOUT).await;
                 return Err(RequestError::Transport {
                     subject,
                     reason: format!("no reply within {TRY_TIMEOUT:?}"),
                 });
             }
         };
-        if let Some(w) = &self.silence {
-            w.answered();
-        }
         let reply: Rep = wire::decode(&msg.payload).map_err(|e| RequestError::Reply {
             subject,
             reason: e.to_string(),
@@ -160,13 +134,10 @@ impl SchedulerClient {
     ) -> Result<HeartbeatReply, RequestError> {
         match tokio::time::timeout(within, self.once(Op::Heartbeat, req.worker_id, req)).await {
             Ok(r) => r,
-            Err(_) => {
-                self.unanswered(within).await;
-                Err(RequestError::Transport {
-                    subject: Op::Heartbeat.as_str(),
-                    reason: format!("no reply within {within:?}"),
-                })
-            }
+            Err(_) => Err(RequestError::Transport {
+                subject: Op::Heartbeat.as_str(),
+                reason: format!("no reply within {within:?}"),
+            }),
         }
     }
 

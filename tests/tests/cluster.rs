@@ -149,8 +149,8 @@ async fn builds_go_on_through_every_fault_of_every_replicated_part() {
             hosts: Some((hosts.clone(), 3)),
             private_postgres: true,
             postgres_standby: true,
-            // The default lease: a frozen node is left inside it, by a service after three
-            // unanswered pings (6 s), by a worker at its first unanswered request (ADR-0023).
+            // The default lease: a frozen node is left after three unanswered pings (15 s for
+            // a worker, 6 s for a service), inside it.
             lease: "30s",
             nats: Some((nats.clone(), 0)),
             extra_env: env(&[

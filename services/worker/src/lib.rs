@@ -50,7 +50,7 @@ pub async fn run(config: WorkerConfig, stop: CancellationToken) -> anyhow::Resul
     )
     .await?;
     let agent = agent::Agent {
-        scheduler: freeagent_shared::scheduler_client::SchedulerClient::for_worker(nats.clone()),
+        scheduler: freeagent_shared::scheduler_client::SchedulerClient::new(nats.clone()),
         config: Arc::new(config),
         nats,
         http,

@@ -1,16 +1,13 @@
 //! NATS: connecting to one server or a cluster with an actionable error, and who a connection
 //! is. The streams and consumers every service relies on are in `streams`, the readiness of
-//! JetStream in `readiness`, reading one stored message in `messages`, a worker leaving a node
-//! that stopped answering in `silence`.
+//! JetStream in `readiness`, reading one stored message in `messages`.
 
 mod messages;
 mod readiness;
-mod silence;
 mod streams;
 
 pub use messages::{ReadError, first_on, last_on};
 pub use readiness::jetstream_ready;
-pub use silence::SilenceWatch;
 pub use streams::*;
 
 use std::path::PathBuf;
@@ -77,12 +74,11 @@ pub struct NatsSettings {
 
 /// A node that froze or was cut off keeps its TCP connections open: a client leaves it for
 /// another node after three unanswered pings. The client library's default interval (60 s, so
-/// 3 minutes) let every lease expire behind a frozen node. A service's connection pings every
-/// 2 s (left after 6 s: the scheduler's connection carries every worker's heartbeats). A
-/// worker's pings are only the fallback: its requests to the scheduler find a silent node
-/// sooner (`SilenceWatch`, ADR-0023), and 5 s pings cost NATS a tenth of a core for 10,000
-/// idle workers (4,000 messages a second; docs/benchmarks.md, stop 46).
-pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// 3 minutes) let every lease expire behind a frozen node. A worker's connection pings every
+/// 5 s (left after 15 s, inside the 30 s lease its heartbeats keep; 2,000 small messages a
+/// second for 10,000 idle workers), a service's every 2 s (left after 6 s: the scheduler's
+/// connection carries every worker's heartbeats).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 /// The same for the services' connections.
 pub const SERVICE_PING_INTERVAL: Duration = Duration::from_secs(2);
 

@@ -132,7 +132,7 @@ impl Fleet {
                         worker_id: w.worker_id,
                         worker_token: w.worker_token,
                     };
-                    Ok((SchedulerClient::for_worker(c), consumer, cred))
+                    Ok((SchedulerClient::new(c), consumer, cred))
                 }
             })
             .buffer_unordered(64)
