@@ -622,9 +622,8 @@ async fn a_nats_worker_renews_its_token_through_presence_replies() {
 
 /// A NATS restart drops the pull an idle worker had waiting on the server. The worker must
 /// take the next build once NATS is back, not wait out the dropped pull (30 s, plus the client
-/// library's 5 s) while the build's dispatch waits in its queue: workers now reconnect on
-/// their own when a node goes silent (ADR-0023), so this path is common. The bound asserted is
-/// that window, far above the few seconds the restart takes (5 s here).
+/// library's 5 s) while the build's dispatch waits in its queue. The bound asserted is that
+/// window, far above the few seconds the restart takes (5 s here).
 #[tokio::test]
 async fn an_idle_worker_pulls_again_as_soon_as_nats_is_back() {
     let farm = Farm::start(FarmOpts {
